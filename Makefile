@@ -1,0 +1,40 @@
+# vkec2 — developer entry points. `make demo` and `make test` are the README's two commands.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+PYTEST_ARGS ?=
+STAMP := .make/installed
+
+.PHONY: install demo test lint proto proto-check bench clean
+
+$(STAMP): pyproject.toml
+	$(PIP) install --quiet -e '.[dev]'
+	@mkdir -p .make && touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	vkec2 up
+
+test: install
+	$(PYTHON) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+lint: install proto-check
+	ruff check .
+	ruff format --check vkec2 tasks producer agent tests bench
+	mypy
+	lint-imports
+
+proto: install
+	$(PYTHON) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/agent/v1/*.proto
+
+proto-check: install
+	@tmp=$$(mktemp -d) && \
+	$(PYTHON) -m grpc_tools.protoc -Iproto --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp proto/agent/v1/*.proto && \
+	for f in $$tmp/agent/v1/*; do cmp -s $$f agent/v1/$$(basename $$f) || { echo "agent/v1/$$(basename $$f) is out of date: run 'make proto'"; rm -rf $$tmp; exit 1; }; done; \
+	rm -rf $$tmp; echo "generated code is up to date"
+
+bench: install
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
+
+clean:
+	rm -rf .make build *.egg-info .mypy_cache .ruff_cache .pytest_cache

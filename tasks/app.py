@@ -1,0 +1,66 @@
+"""Build the Celery app: broker settings that give at-least-once delivery which survives a killed worker.
+
+Late acks with reject-on-worker-lost and prefetch 1 mean a task is removed from Redis only after
+it finished; a worker killed mid-task leaves its message unacknowledged, and kombu's Redis
+transport restores it after the visibility timeout (longer than any countdown the tasks use, so a
+scheduled step is never delivered twice by the broker itself). JSON only; one queue per kind of
+work: ``pods`` (lifecycle), ``health`` (sweeps), ``maintenance`` (pools, quotas, GC, status).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from vkec2.config import Settings, load_settings
+
+QUEUES = ("pods", "health", "maintenance")
+ROUTES = {
+    "vkec2.pods.*": {"queue": "pods"},
+    "vkec2.health.*": {"queue": "health"},
+    "vkec2.maintenance.*": {"queue": "maintenance"},
+}
+
+
+def celery_settings(settings: Settings) -> dict[str, object]:
+    """The Celery configuration for a fleet configured by ``settings``."""
+    visibility = settings.celery.visibility_timeout_seconds
+    return {
+        "broker_url": settings.redis_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": visibility,
+            # Scan for unacknowledged messages of dead workers often enough to honour the timeout.
+            "unacked_restore_interval": max(1, min(10, visibility // 4)),
+            "unacked_restore_throttle": 1,
+        },
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_soft_shutdown_timeout": 10.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_default_queue": "pods",
+        "task_routes": ROUTES,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+    }
+
+
+def make_app(settings: Settings) -> Celery:
+    """A Celery app bound to the broker of ``settings`` (tasks are registered on :data:`app`)."""
+    celery_app = Celery("vkec2")
+    celery_app.conf.update(celery_settings(settings))
+    return celery_app
+
+
+app = make_app(load_settings())

@@ -1,0 +1,123 @@
+"""The pod lifecycle tasks: ``vkec2.pods.create``, ``vkec2.pods.update``, ``vkec2.pods.delete``.
+
+Each takes keyword arguments only — ``uid`` (the pod UID) and optionally ``generation`` — so any of
+them can be replayed by hand with ``celery -A tasks call vkec2.pods.create --kwargs '{"uid": "..."}'``
+and converges to the same single instance. A task locks the pod, runs one step of
+:class:`vkec2.lifecycle.Lifecycle`, and for the create chain publishes the next step with a
+countdown. The chain is self-fencing: the record names the task ID of the one scheduled next
+step, so a stale copy (redelivered after a crash, or duplicated) exits at once, while a create sent
+from outside (the producer, a replay) always takes over the chain.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, cast
+
+from celery import Task
+from celery.utils import uuid
+
+from tasks.app import app
+from tasks.runtime import Fleet, fleet
+from vkec2.errors import Ec2Error, LockBusy, StaleFence, Vkec2Error
+
+log = logging.getLogger(__name__)
+
+LOCK_RETRY_SECONDS = 1.0
+EC2_RETRY_MAX = 20
+
+
+def _lock_ttl_ms(ctx: Fleet) -> int:
+    return int(ctx.settings.celery.lock_ttl_seconds * 1000)
+
+
+def _check_args(uid: Any, generation: Any) -> None:
+    if not isinstance(uid, str) or not uid.strip():
+        raise Vkec2Error(
+            f"task argument 'uid' must be a non-empty string, got {uid!r}", reason="InvalidTaskArguments"
+        )
+    if generation is not None and (not isinstance(generation, int) or isinstance(generation, bool)):
+        raise Vkec2Error(
+            f"task argument 'generation' must be an integer, got {generation!r}",
+            reason="InvalidTaskArguments",
+        )
+
+
+def _retry_later(task: Task, exc: Exception) -> Exception:
+    """Re-deliver this same task (same ID) later: the lock is busy or EC2 throttled us."""
+    if isinstance(exc, LockBusy):
+        delay = LOCK_RETRY_SECONDS * (1 + random.random())
+        return cast(Exception, task.retry(exc=exc, countdown=delay, max_retries=None))
+    delay = min(30.0, 2.0 ** min(task.request.retries, 5)) * (0.5 + random.random())
+    return cast(Exception, task.retry(exc=exc, countdown=delay, max_retries=EC2_RETRY_MAX))
+
+
+@app.task(name="vkec2.pods.create", bind=True)
+def create(self: Task, uid: str, generation: int | None = None, continuation: bool = False) -> str:
+    """Advance the pod one step towards Running and schedule the next step."""
+    _check_args(uid, generation)
+    ctx = fleet()
+    try:
+        with ctx.store.locked(uid, _lock_ttl_ms(ctx)) as lock:
+            rec = ctx.store.get(uid)
+            if rec is None:
+                return "unknown pod"
+            if continuation and rec.next_task != self.request.id:
+                return "superseded"
+            try:
+                delay = ctx.lifecycle.create_step(lock, rec)
+            except Ec2Error as exc:
+                if exc.retryable:
+                    raise
+                ctx.lifecycle.fail(lock, rec, exc.reason, exc.message)
+                return rec.phase.value
+            if delay is not None:
+                next_id = uuid()
+                create.apply_async(
+                    kwargs={"uid": uid, "continuation": True}, countdown=delay, task_id=next_id
+                )
+                lock.write({"next_task": next_id})
+            return rec.phase.value
+    except (LockBusy, Ec2Error) as exc:
+        raise _retry_later(self, exc) from exc
+    except StaleFence:
+        return "superseded"
+
+
+@app.task(name="vkec2.pods.update", bind=True)
+def update(self: Task, uid: str, generation: int | None = None) -> str:
+    """Apply in-place changes of the pod's spec (tags) or record that a replacement is needed."""
+    _check_args(uid, generation)
+    ctx = fleet()
+    try:
+        with ctx.store.locked(uid, _lock_ttl_ms(ctx)) as lock:
+            rec = ctx.store.get(uid)
+            if rec is None:
+                return "unknown pod"
+            ctx.lifecycle.update(lock, rec)
+            return rec.phase.value
+    except (LockBusy, Ec2Error) as exc:
+        if isinstance(exc, Ec2Error) and not exc.retryable:
+            raise
+        raise _retry_later(self, exc) from exc
+    except StaleFence:
+        return "superseded"
+
+
+@app.task(name="vkec2.pods.delete", bind=True)
+def delete(self: Task, uid: str, generation: int | None = None) -> str:
+    """Stop the workload, terminate the instance, record Terminated. Delete wins over create."""
+    _check_args(uid, generation)
+    ctx = fleet()
+    try:
+        with ctx.store.locked(uid, _lock_ttl_ms(ctx)) as lock:
+            rec = ctx.store.get(uid)
+            if rec is None:
+                return "unknown pod"
+            ctx.lifecycle.delete(lock, rec, generation)
+            return rec.phase.value
+    except (LockBusy, Ec2Error) as exc:
+        raise _retry_later(self, exc) from exc
+    except StaleFence:
+        return "superseded"

@@ -1,0 +1,63 @@
+"""The per-process fleet context of a worker: settings, store, EC2 gateway, agent client, lifecycle.
+
+Built lazily on first use in each process (so prefork children each get their own Redis pool,
+boto3 client and gRPC channels, created after the fork) and rebuilt when the PID changes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+from vkec2.agent_client import AgentClient, AgentTarget
+from vkec2.ca import FleetCA
+from vkec2.config import Settings, load_settings
+from vkec2.ec2 import Ec2Gateway
+from vkec2.errors import ConfigError
+from vkec2.lifecycle import Lifecycle
+from vkec2.store import Store
+
+
+@dataclass
+class Fleet:
+    settings: Settings
+    store: Store
+    ec2: Ec2Gateway
+    agents: AgentClient
+    lifecycle: Lifecycle
+
+
+def build_fleet(settings: Settings) -> Fleet:
+    store = Store.from_url(settings.redis_url, settings.cluster_name)
+    ec2 = Ec2Gateway(settings, store)
+    agents = AgentClient(settings.agent)
+    bootstrap = None
+    tls = settings.agent.tls
+    if tls is not None:
+        if not tls.ca_key_file:
+            raise ConfigError(
+                "agent.tls.ca_key_file is required on workers: they issue agent server certificates"
+            )
+        ca = FleetCA.load(tls.ca_cert_file, tls.ca_key_file)
+
+        def bootstrap(target: AgentTarget) -> None:
+            agents.bootstrap(target, ca)
+
+    return Fleet(settings, store, ec2, agents, Lifecycle(settings, store, ec2, agents, bootstrap))
+
+
+_fleet: Fleet | None = None
+_pid = 0
+_mutex = threading.Lock()
+
+
+def fleet() -> Fleet:
+    """This process's fleet context, built on first use."""
+    global _fleet, _pid
+    if _fleet is None or _pid != os.getpid():
+        with _mutex:
+            if _fleet is None or _pid != os.getpid():
+                _fleet = build_fleet(load_settings())
+                _pid = os.getpid()
+    return _fleet

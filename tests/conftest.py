@@ -1,0 +1,92 @@
+"""Session-wide test services: a private redis-server and moto's EC2 server, on free loopback ports.
+
+Each pytest-xdist worker starts its own; tests take a fresh Redis database each (64 per server)
+and a unique cluster name, so they never see each other's keys, queues or instances.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.support.services import start_moto, start_redis
+
+# Dummy credentials for moto; never real ones.
+for _key, _value in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-west-2",
+}.items():
+    os.environ[_key] = _value
+os.environ.pop("VKEC2_CONFIG", None)
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """Base URL of a private redis-server (no database number)."""
+    proc, url = start_redis()
+    yield url
+    proc.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> Iterator[str]:
+    """A fresh, empty database on the private redis-server."""
+    db = next(_databases)
+    if db >= 64:
+        pytest.fail("more than 63 Redis databases used in one test session")
+    url = f"{redis_server}/{db}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    """moto's server (EC2, S3, IAM, ...) over HTTP."""
+    proc, url = start_moto()
+    yield url
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def agent_sim(moto_url: str) -> Iterator[str]:
+    """The agent simulator (``vkec2 agent-sim``) answering for moto's instances; yields HOST:PORT."""
+    import sys
+
+    from tests.support.services import ManagedProcess, free_port, port_open, wait_until
+
+    port = free_port()
+    proc = ManagedProcess(
+        "agent-sim",
+        [
+            sys.executable,
+            "-m",
+            "vkec2.cli",
+            "agent-sim",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--ec2-endpoint",
+            moto_url,
+            "--region",
+            "us-west-2",
+            "--boot-delay",
+            "0",
+        ],
+    ).start()
+    try:
+        wait_until(lambda: port_open(port) or not proc.alive(), 30, "the agent simulator")
+        if not proc.alive():
+            raise RuntimeError(f"agent simulator exited:\n{proc.output()}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.stop()

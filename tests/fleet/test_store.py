@@ -1,0 +1,141 @@
+"""The Redis state store against a real Redis: fencing, locks, outbox atomicity, desired-state writes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.services import wait_until
+from vkec2.errors import LockBusy, StaleFence, Vkec2Error
+from vkec2.models import Phase, StatusEvent
+from vkec2.store import Store
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[Store]:
+    s = Store.from_url(redis_url, f"t-{uuid.uuid4().hex[:8]}")
+    yield s
+    s.redis.close()
+
+
+def pod(uid: str, name: str = "p") -> dict[str, object]:
+    return {"metadata": {"uid": uid, "name": name, "namespace": "ns"}, "spec": {"containers": []}}
+
+
+def test_records_are_keyed_by_uid_and_indexed_by_node(store: Store) -> None:
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    store.put_desired(pod(a, "same-name"), "node-a")
+    store.put_desired(pod(b, "same-name"), "node-b")
+    assert store.uids() == {a, b}
+    assert store.uids("node-a") == {a}
+    assert store.nodes() == {"node-a", "node-b"}
+    rec = store.get(a)
+    assert rec is not None and rec.phase is Phase.PENDING and rec.namespace == "ns" and rec.node == "node-a"
+    assert all(str(k).startswith(store.keys.prefix) for k in store.redis.keys("*"))
+
+
+def test_generation_bumps_on_every_desired_write_and_delete(store: Store) -> None:
+    uid = str(uuid.uuid4())
+    assert store.put_desired(pod(uid), "n") == 1
+    assert store.put_desired(pod(uid), "n") == 2
+    assert store.mark_deleted(uid) == 3
+    assert store.mark_deleted(str(uuid.uuid4())) is None
+    rec = store.get(uid)
+    assert rec is not None and rec.deleted
+
+
+def test_a_deleted_uid_cannot_be_desired_again_until_it_is_finished(store: Store) -> None:
+    uid = str(uuid.uuid4())
+    store.put_desired(pod(uid), "n")
+    store.mark_deleted(uid)
+    with pytest.raises(Vkec2Error) as err:
+        store.put_desired(pod(uid), "n")
+    assert err.value.reason == "PodTerminating"
+    with store.locked(uid) as lock:
+        lock.write({"phase": Phase.TERMINATED.value, "instance_id": "i-1"})
+    store.put_desired(pod(uid), "n")
+    rec = store.get(uid)
+    assert rec is not None and rec.phase is Phase.PENDING and not rec.deleted and rec.instance_id == ""
+
+
+def test_lock_is_exclusive_and_each_holder_gets_a_higher_fence(store: Store) -> None:
+    uid = str(uuid.uuid4())
+    store.put_desired(pod(uid), "n")
+    with store.locked(uid) as first:
+        with pytest.raises(LockBusy), store.locked(uid):
+            pass
+        assert first.extend()
+    with store.locked(uid) as second:
+        assert second.fence == first.fence + 1
+
+
+def test_write_with_a_stale_fence_is_refused_and_changes_nothing(store: Store) -> None:
+    uid = str(uuid.uuid4())
+    store.put_desired(pod(uid), "n")
+    with store.locked(uid, ttl_ms=50) as stale:
+        pass
+    with store.locked(uid) as fresh:
+        fresh.write({"phase": Phase.BOOTING.value})
+    event = StatusEvent(uid=uid, namespace="ns", name="p", phase=Phase.FAILED)
+    with pytest.raises(StaleFence):
+        stale.write({"phase": Phase.FAILED.value}, event, "n")
+    rec = store.get(uid)
+    assert rec is not None and rec.phase is Phase.BOOTING
+    assert store.outbox_events("n") == []
+
+
+def test_expired_lock_can_be_taken_over_and_the_old_holder_is_fenced_out(store: Store) -> None:
+    uid = str(uuid.uuid4())
+    store.put_desired(pod(uid), "n")
+    with store.locked(uid, ttl_ms=20) as stalled:
+        wait_until(lambda: not store.redis.exists(store.keys.lock(uid)), 5, "the lock to expire")
+        with store.locked(uid) as other:
+            assert other.fence == stalled.fence + 1
+            assert not stalled.extend()
+            with pytest.raises(StaleFence):
+                stalled.write({"phase": Phase.FAILED.value})
+
+
+def test_state_write_and_outbox_event_are_atomic(store: Store) -> None:
+    uid = str(uuid.uuid4())
+    store.put_desired(pod(uid), "node-x")
+    with store.locked(uid) as lock:
+        lock.write(
+            {"phase": Phase.RUNNING.value, "instance_id": "i-abc", "instance": {"InstanceId": "i-abc"}},
+            StatusEvent(
+                uid=uid,
+                namespace="ns",
+                name="p",
+                phase=Phase.RUNNING,
+                reason="Started",
+                instance_id="i-abc",
+                conditions=[{"type": "Ready", "status": "True"}],
+            ),
+            "node-x",
+        )
+    rec = store.get(uid)
+    assert rec is not None and rec.phase is Phase.RUNNING and rec.instance == {"InstanceId": "i-abc"}
+    [(_, event)] = store.outbox_events("node-x")
+    assert event.phase is Phase.RUNNING and event.reason == "Started" and event.instance_id == "i-abc"
+    assert event.conditions == [{"type": "Ready", "status": "True"}]
+
+
+def test_warm_pool_claim_is_atomic_and_returns_the_description(store: Store) -> None:
+    store.redis.sadd(store.keys.pool_ready("mac"), "i-1", "i-2")
+    store.redis.hset(
+        store.keys.pool_instances("mac"),
+        mapping={"i-1": '{"InstanceId": "i-1"}', "i-2": '{"InstanceId": "i-2"}'},
+    )
+    claims = [store.claim_ready("mac") for _ in range(3)]
+    assert sorted(c[0] for c in claims if c) == ["i-1", "i-2"]
+    assert claims[2] is None
+    assert store.redis.hlen(store.keys.pool_instances("mac")) == 0
+
+
+def test_forget_removes_the_record_and_its_indexes(store: Store) -> None:
+    uid = str(uuid.uuid4())
+    store.put_desired(pod(uid), "n")
+    store.forget(uid)
+    assert store.get(uid) is None and store.uids() == set() and store.uids("n") == set()

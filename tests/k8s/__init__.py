@@ -1,0 +1,1 @@
+"""The Kubernetes API server test double (``apiserver.py``) and the tests that keep it honest."""

@@ -1,0 +1,1 @@
+"""Helpers shared by the test suite: free ports and real services started on loopback."""

@@ -1,0 +1,213 @@
+"""A real worker fleet for end-to-end tests: Celery workers as subprocesses on a private Redis.
+
+:class:`FleetHarness` writes a configuration file for a unique cluster, starts ``celery -A tasks
+worker`` processes with it (killable by PID to test crash safety), submits pods the way the
+producer does (desired spec in Redis, then ``vkec2.pods.create`` on the broker) and waits on the
+store for phases. EC2 assertions go straight to moto's server with boto3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import boto3
+import yaml
+from celery import Celery
+
+from tasks.app import make_app
+from tests.support.services import ManagedProcess, wait_until
+from vkec2.config import Settings
+from vkec2.ec2 import TAG_CLUSTER, TAG_POD_UID
+from vkec2.models import Phase, PodRecord
+from vkec2.store import Store
+
+NODE = "vkec2-test-node"
+TEST_AMI = "ami-12c6146b"
+
+
+def example_pod(
+    name: str,
+    *,
+    uid: str | None = None,
+    namespace: str = "default",
+    annotations: Mapping[str, str] | None = None,
+    restart_policy: str = "Always",
+    node: str = NODE,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": uid or str(uuid.uuid4()),
+            "annotations": dict(annotations or {}),
+        },
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": restart_policy,
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "main", "image": "sim", "command": ["sleep", "3600"]}],
+        },
+    }
+
+
+class FleetHarness:
+    """One cluster's fleet under test."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        redis_url: str,
+        moto_url: str,
+        agent_endpoint: str,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.cluster = f"t-{uuid.uuid4().hex[:10]}"
+        raw: dict[str, Any] = {
+            "cluster_name": self.cluster,
+            "redis_url": redis_url,
+            "aws": {"endpoint_url": moto_url, "max_attempts": 3},
+            "ec2": {"image_id": TEST_AMI, "instance_type": "m5.large"},
+            "agent": {
+                "endpoint": f"static:{agent_endpoint}",
+                "call_timeout_seconds": 5,
+                "boot_timeout_seconds": 60,
+            },
+            "celery": {"visibility_timeout_seconds": 10, "max_countdown_seconds": 2, "lock_ttl_seconds": 10},
+        }
+        for key, value in (overrides or {}).items():
+            if isinstance(value, dict) and isinstance(raw.get(key), dict):
+                raw[key] = {**raw[key], **value}
+            else:
+                raw[key] = value
+        self.settings = Settings.model_validate(raw)
+        self.config_path = tmp / f"{self.cluster}.yaml"
+        self.config_path.write_text(yaml.safe_dump(raw))
+        self.moto_url = moto_url
+        self.store = Store.from_url(redis_url, self.cluster)
+        self.app: Celery = make_app(self.settings)
+        self.ec2 = boto3.client("ec2", endpoint_url=moto_url, region_name=self.settings.region)
+        self.workers: list[ManagedProcess] = []
+
+    # -- processes ------------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VKEC2_")}
+        env["VKEC2_CONFIG"] = str(self.config_path)
+        return env
+
+    def start_worker(self, concurrency: int = 4, queues: str = "pods,health,maintenance") -> ManagedProcess:
+        name = f"w{len(self.workers)}-{self.cluster}@localhost"
+        proc = ManagedProcess(
+            "worker",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tasks",
+                "worker",
+                "-P",
+                "threads",
+                "-c",
+                str(concurrency),
+                "-Q",
+                queues,
+                "-n",
+                name,
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "INFO",
+            ],
+            env=self.env(),
+        ).start()
+        self.workers.append(proc)
+
+        def ready() -> bool:
+            if not proc.alive():
+                raise RuntimeError(f"worker exited:\n{proc.output()[-3000:]}")
+            return "ready." in proc.output()
+
+        wait_until(ready, 60, "the Celery worker to be ready", interval=0.2)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.workers:
+            proc.stop()
+        self.app.close()
+        self.store.redis.close()
+
+    # -- driving pods like the producer -----------------------------------------------------
+
+    def submit(self, pod: Mapping[str, Any]) -> str:
+        uid = str(pod["metadata"]["uid"])
+        generation = self.store.put_desired(pod, NODE)
+        self.send("vkec2.pods.create", uid=uid, generation=generation)
+        return uid
+
+    def delete(self, uid: str) -> None:
+        generation = self.store.mark_deleted(uid)
+        self.send("vkec2.pods.delete", uid=uid, generation=generation)
+
+    def send(self, name: str, **kwargs: Any) -> None:
+        self.app.send_task(name, kwargs=kwargs)
+
+    # -- observing ---------------------------------------------------------------------------
+
+    def record(self, uid: str) -> PodRecord:
+        rec = self.store.get(uid)
+        assert rec is not None, f"no record for {uid}"
+        return rec
+
+    def wait_phase(self, uids: Iterable[str], phases: Iterable[Phase], timeout: float = 120) -> None:
+        wanted = set(phases)
+        pending = set(uids)
+
+        def done() -> bool:
+            for uid in list(pending):
+                rec = self.store.get(uid)
+                if rec is not None and rec.phase in wanted:
+                    pending.discard(uid)
+            return not pending
+
+        try:
+            wait_until(done, timeout, f"{len(pending)} pods to reach {sorted(wanted)}", interval=0.2)
+        except TimeoutError:
+            sample = {
+                uid: (r.phase.value, r.reason, r.message)
+                for uid in list(pending)[:5]
+                if (r := self.store.get(uid)) is not None
+            }
+            logs = "\n".join(w.output()[-2000:] for w in self.workers)
+            raise AssertionError(
+                f"pods not in {sorted(wanted)}: {json.dumps(sample, indent=1)}\n{logs}"
+            ) from None
+
+    def instances(self, states: Iterable[str] = ("pending", "running")) -> list[dict[str, Any]]:
+        pages = self.ec2.get_paginator("describe_instances").paginate(
+            Filters=[
+                {"Name": f"tag:{TAG_CLUSTER}", "Values": [self.cluster]},
+                {"Name": "instance-state-name", "Values": list(states)},
+            ]
+        )
+        return [dict(i) for page in pages for r in page["Reservations"] for i in r["Instances"]]
+
+    def instances_by_uid(self, states: Iterable[str] = ("pending", "running")) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for inst in self.instances(states):
+            tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+            out.setdefault(tags.get(TAG_POD_UID, ""), []).append(inst["InstanceId"])
+        return out
+
+
+def deadline(seconds: float) -> float:
+    return time.monotonic() + seconds

@@ -1,0 +1,253 @@
+"""Per-pod EC2 parameters: config defaults, the compute.amazonaws.com/* annotations, the warm-pool
+rule, deterministic subnet choice, a stable fingerprint, and failures as InvalidPodSpec only."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vkec2.config import Settings
+from vkec2.errors import InvalidPodSpec
+from vkec2.podspec import ANNOTATION_PREFIX, ANNOTATIONS, LaunchParams, launch_params
+
+P = ANNOTATION_PREFIX
+IMAGE = "ami-0123456789abcdef0"
+
+
+def pod(annotations: Mapping[str, Any] | None = None, uid: str = "7d3c9a4e-0000-4000-8000-000000000001"
+        ) -> dict[str, Any]:
+    return {"metadata": {"name": "p", "namespace": "default", "uid": uid,
+                         "annotations": {f"{P}{k}": v for k, v in (annotations or {}).items()}}}
+
+
+def cfg(**overrides: Any) -> Settings:
+    raw: dict[str, Any] = {
+        "ec2": {"image_id": IMAGE, "instance_type": "m5.large", "subnets": ["subnet-0a"],
+                "security_groups": ["sg-0b", "sg-0a"], "instance_profile": "prof", "key_pair": "kp",
+                "user_data": "IyEvYmluL3No", "tags": {"team": "build", "env": "prod"}},
+    }
+    raw.update(overrides)
+    return Settings.model_validate(raw)
+
+
+POOLS = [
+    {"name": "mac", "instance_type": "mac2.metal", "image_id": "ami-0mac",
+     "subnets": ["subnet-0m1", "subnet-0m2"], "security_groups": ["sg-0mac"],
+     "instance_profile": "mac-prof", "key_pair": "mac-kp"},
+    {"name": "bare", "instance_type": "c5.large"},  # inherits image, subnets, groups, profile, key pair
+]
+
+
+def failure(settings_: Settings, annotations: Mapping[str, Any]) -> InvalidPodSpec:
+    with pytest.raises(InvalidPodSpec) as info:
+        launch_params(settings_, pod(annotations))
+    return info.value
+
+
+# --- defaults and overrides ------------------------------------------------------------------
+
+
+def test_defaults_come_from_config() -> None:
+    params = launch_params(cfg(), pod())
+    assert params == LaunchParams(
+        image_id=IMAGE, instance_type="m5.large", subnet_id="subnet-0a", security_groups=("sg-0a", "sg-0b"),
+        instance_profile="prof", key_pair="kp", user_data="IyEvYmluL3No",
+        tags=(("env", "prod"), ("team", "build")), warm_pool=None,
+    )
+
+
+def test_every_annotation_overrides() -> None:
+    params = launch_params(cfg(), pod({
+        "image-id": "ami-0beef", "instance-type": "mac2.metal", "subnet-id": "subnet-0z",
+        "security-groups": " sg-02 , sg-01,sg-02",
+        "instance-profile": "arn:aws:iam::123456789012:instance-profile/x",
+        "key-pair": "other", "tags": '{"team": "ios", "cost": "42"}',
+    }))
+    assert params.image_id == "ami-0beef"
+    assert params.instance_type == "mac2.metal"
+    assert params.subnet_id == "subnet-0z"
+    assert params.security_groups == ("sg-01", "sg-02")
+    assert params.instance_profile == "arn:aws:iam::123456789012:instance-profile/x"
+    assert params.key_pair == "other"
+    assert params.tags == (("cost", "42"), ("env", "prod"), ("team", "ios"))
+    assert params.warm_pool is None
+
+
+def test_pod_without_metadata_or_annotations_uses_defaults() -> None:
+    assert launch_params(cfg(), {}).image_id == IMAGE
+    assert launch_params(cfg(), {"metadata": {"annotations": None}}).image_id == IMAGE
+
+
+def test_missing_image() -> None:
+    error = failure(Settings(), {})
+    assert error.reason == "MissingImage"
+    assert f"{P}image-id" in error.message and "ec2.image_id" in error.message
+    assert launch_params(Settings(), pod({"image-id": "ami-01"})).image_id == "ami-01"
+
+
+# --- malformed annotations -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "value", "fragment"), [
+    ("image-id", "ubuntu-22.04", "is not an AMI ID"),
+    ("instance-type", "large", "is not an instance type"),
+    ("subnet-id", "sn-1", "is not a subnet ID"),
+    ("security-groups", "sg-1,default", "'default' is not a security group ID"),
+    ("security-groups", "sg-1,,sg-2", "'' is not a security group ID"),
+    ("instance-profile", "my profile", "is not an instance profile"),
+    ("key-pair", "tab\tkey", "is not a key pair name"),
+    ("tags", "team=ios", "not a JSON object of strings"),
+    ("tags", '["a"]', "not a JSON object of strings"),
+    ("tags", '{"a": 1}', "not a JSON object of strings"),
+    ("tags", '{"aws:cloudformation:stack": "x"}', "reserved prefix 'aws:'"),
+    ("tags", '{"AWS:x": "x"}', "reserved prefix 'aws:'"),
+    ("tags", '{"vkec2.io/pod-uid": "x"}', "reserved prefix 'vkec2.io/'"),
+    ("tags", '{"' + "k" * 129 + '": "v"}', "longer than 128"),
+    ("tags", '{"k": "' + "v" * 257 + '"}', "longer than 256"),
+    ("tags", '{"": "v"}', "empty tag key"),
+    ("tags", "{" + ",".join(f'"k{i}": "v"' for i in range(40)) + "}", "at most 40 user tags"),
+    ("key-pair", "  ", "empty value"),
+    ("image-id", 5, "not a string"),
+])
+def test_malformed_annotation(name: str, value: Any, fragment: str) -> None:
+    error = failure(cfg(), {name: value})
+    assert error.reason == "InvalidAnnotation"
+    assert error.message.startswith(f"annotation {P}{name}: ")
+    assert fragment in error.message
+
+
+def test_limits_are_inclusive() -> None:
+    tags = '{"' + "k" * 128 + '": "' + "v" * 256 + '"}'
+    assert launch_params(Settings(), pod({"image-id": IMAGE, "tags": tags})).tags == (("k" * 128, "v" * 256),)
+
+
+def test_unknown_annotation_under_the_prefix_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    assert launch_params(cfg(), pod({"imageid": "nonsense"})).image_id == IMAGE
+    assert f"{P}imageid" in caplog.text
+
+
+# --- warm pools ------------------------------------------------------------------------------
+
+
+def test_named_pool_is_the_base() -> None:
+    params = launch_params(cfg(warm_pools=POOLS), pod({"warm-pool": "mac", "tags": '{"x": "y"}'}))
+    assert (params.warm_pool, params.image_id, params.instance_type) == ("mac", "ami-0mac", "mac2.metal")
+    assert params.subnet_id in {"subnet-0m1", "subnet-0m2"}
+    assert params.security_groups == ("sg-0mac",)
+    assert (params.instance_profile, params.key_pair) == ("mac-prof", "mac-kp")
+    assert params.user_data == "IyEvYmluL3No"
+    assert ("x", "y") in params.tags
+
+
+def test_pool_inherits_unset_fields_from_ec2() -> None:
+    params = launch_params(cfg(warm_pools=POOLS), pod({"warm-pool": "bare"}))
+    assert (params.image_id, params.instance_type, params.subnet_id) == (IMAGE, "c5.large", "subnet-0a")
+    assert params.security_groups == ("sg-0a", "sg-0b")
+    assert (params.instance_profile, params.key_pair) == ("prof", "kp")
+
+
+def test_unknown_pool_lists_the_configured_ones() -> None:
+    error = failure(cfg(warm_pools=POOLS), {"warm-pool": "linux"})
+    assert error.reason == "UnknownWarmPool"
+    assert "'linux'" in error.message and "mac, bare" in error.message
+    assert "configured: none" in failure(cfg(), {"warm-pool": "mac"}).message
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("image-id", "ami-0other"), ("instance-type", "mac1.metal"), ("subnet-id", "subnet-0a"),
+    ("security-groups", "sg-0a"), ("instance-profile", "prof"), ("key-pair", "kp"),
+])
+def test_annotation_contradicting_the_named_pool(name: str, value: str) -> None:
+    error = failure(cfg(warm_pools=POOLS), {"warm-pool": "mac", name: value})
+    assert error.reason == "InvalidAnnotation"
+    assert error.message.startswith(f"annotation {P}{name}: ")
+    assert "contradicts warm pool 'mac'" in error.message
+
+
+def test_annotations_restating_the_pool_are_fine() -> None:
+    params = launch_params(cfg(warm_pools=POOLS), pod({
+        "warm-pool": "mac", "image-id": "ami-0mac", "instance-type": "mac2.metal", "subnet-id": "subnet-0m2",
+        "security-groups": "sg-0mac", "instance-profile": "mac-prof", "key-pair": "mac-kp",
+    }))
+    assert (params.warm_pool, params.subnet_id) == ("mac", "subnet-0m2")
+
+
+def test_default_pool_is_first_or_configured() -> None:
+    assert launch_params(cfg(warm_pools=POOLS), pod()).warm_pool == "mac"
+    params = launch_params(cfg(warm_pools=POOLS, default_warm_pool="bare"), pod({"tags": '{"a": "b"}'}))
+    assert (params.warm_pool, params.instance_type) == ("bare", "c5.large")
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("image-id", "ami-0x"), ("instance-type", "t3.micro"), ("subnet-id", "subnet-0q"),
+    ("security-groups", "sg-0q"), ("instance-profile", "p2"), ("key-pair", "k2"),
+])
+def test_any_launch_override_means_a_cold_launch(name: str, value: str) -> None:
+    params = launch_params(cfg(warm_pools=POOLS), pod({name: value}))
+    assert params.warm_pool is None
+    assert params.image_id == (value if name == "image-id" else IMAGE)  # ec2 defaults, not the pool's
+
+
+# --- determinism -----------------------------------------------------------------------------
+
+
+def test_subnet_is_picked_from_the_uid_deterministically() -> None:
+    s = cfg(ec2={"image_id": IMAGE, "subnets": ["subnet-01", "subnet-02", "subnet-03"]})
+    picks = {launch_params(s, pod(uid=f"uid-{i}")).subnet_id for i in range(60)}
+    assert picks == {"subnet-01", "subnet-02", "subnet-03"}
+    for i in range(10):
+        assert launch_params(s, pod(uid=f"uid-{i}")) == launch_params(s, pod(uid=f"uid-{i}"))
+
+
+def test_fingerprint_is_short_stable_and_covers_every_field() -> None:
+    base = launch_params(cfg(), pod())
+    assert len(base.fingerprint()) == 16 and int(base.fingerprint(), 16) >= 0
+    assert base.fingerprint() == launch_params(cfg(), pod()).fingerprint()
+    assert base.fingerprint() == "432f2d4b19d23a58"  # pinned: must not change between releases
+    changes: dict[str, Any] = {
+        "image_id": "ami-09", "instance_type": "t3.nano", "subnet_id": None, "security_groups": (),
+        "instance_profile": None, "key_pair": None, "user_data": None, "tags": (), "warm_pool": "mac",
+    }
+    assert set(changes) == {f.name for f in dataclasses.fields(LaunchParams)}
+    prints = {dataclasses.replace(base, **{k: v}).fingerprint() for k, v in changes.items()}
+    assert len(prints) == len(changes) and base.fingerprint() not in prints
+
+
+@given(st.permutations(["sg-01", "sg-02", "sg-03"]), st.permutations([("a", "1"), ("b", "2"), ("c", "3")]))
+def test_fingerprint_ignores_the_order_annotations_are_written_in(
+    groups: list[str], tags: list[tuple[str, str]]
+) -> None:
+    tag_json = "{" + ", ".join(f'"{k}": "{v}"' for k, v in tags) + "}"
+    params = launch_params(cfg(), pod({"security-groups": ",".join(groups), "tags": tag_json}))
+    in_order = {"security-groups": "sg-01,sg-02,sg-03", "tags": '{"a":"1","b":"2","c":"3"}'}
+    reference = launch_params(cfg(), pod(in_order))
+    assert params.fingerprint() == reference.fingerprint()
+
+
+SETTINGS_WITH_POOLS = cfg(warm_pools=POOLS)
+annotation_names = st.sampled_from([*ANNOTATIONS, "other"])
+annotation_values = st.one_of(
+    st.text(), st.sampled_from(["ami-0mac", "mac2.metal", "subnet-0m1", "sg-0mac", "mac", "bare", "{}",
+                                '{"k": "v"}', "sg-01, sg-02"]),
+    st.integers(), st.none(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(annotation_names, annotation_values, max_size=5), st.text(max_size=40))
+def test_arbitrary_annotations_only_ever_raise_invalid_pod_spec(
+    annotations: dict[str, Any], uid: str
+) -> None:
+    try:
+        params = launch_params(SETTINGS_WITH_POOLS, pod(annotations, uid=uid))
+    except InvalidPodSpec as exc:
+        assert exc.reason in {"InvalidAnnotation", "UnknownWarmPool", "MissingImage"}
+        assert exc.message
+    else:
+        assert params == launch_params(SETTINGS_WITH_POOLS, pod(annotations, uid=uid))
+        assert len(params.fingerprint()) == 16

@@ -1,0 +1,412 @@
+"""The pod lifecycle, one step at a time: what a create, update or delete task does while it holds the lock.
+
+Each method takes the held :class:`~vkec2.store.Lock` and the fresh :class:`~vkec2.models.PodRecord`,
+advances the pod by one step of the state machine (Pending → Provisioning → Booting → Launching →
+Running; any → Terminating → Terminated), writes the new state with the lock's fence and appends a
+status event, and returns how long to wait before the next step (``None`` when there is none). It
+never blocks on a long wait: a Mac that takes minutes to boot costs a handful of short steps, not a
+worker. Nothing here knows Celery; :mod:`tasks.pods` schedules the steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from vkec2.agent_client import AgentClient, AgentTarget, AppStatus, resolve_endpoint
+from vkec2.config import Settings
+from vkec2.ec2 import TAG_POOL_STATE, Ec2Gateway, Instance, client_token
+from vkec2.errors import AgentRejected, AgentUnavailable, InvalidPodSpec
+from vkec2.models import AGENT_CONNECTED, INSTANCE_READY, Phase, PodRecord, StatusEvent, now
+from vkec2.podspec import launch_params
+from vkec2.store import Lock, Store
+
+log = logging.getLogger(__name__)
+
+FIRST_POLL_SECONDS = 1.0
+DEFAULT_GRACE_SECONDS = 30
+
+
+def _condition(kind: str, ok: bool, reason: str = "", message: str = "") -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": _rfc3339(now()),
+    }
+
+
+def _rfc3339(ts: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Lifecycle:
+    """Carries pods through their phases using EC2, the agents and the store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        ec2: Ec2Gateway,
+        agents: AgentClient,
+        bootstrap: Callable[[AgentTarget], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.ec2 = ec2
+        self.agents = agents
+        self.bootstrap = bootstrap
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _record(
+        self,
+        lock: Lock,
+        rec: PodRecord,
+        phase: Phase,
+        *,
+        reason: str = "",
+        message: str = "",
+        warning: bool = False,
+        status: AppStatus | None = None,
+        **values: Any,
+    ) -> None:
+        """Write the new phase (and fields) and tell the producer, in one atomic write."""
+        for key, value in values.items():
+            setattr(rec, key, value)
+        rec.phase, rec.reason, rec.message = phase, reason, message
+        conditions = [
+            _condition(
+                INSTANCE_READY,
+                phase in (Phase.BOOTING, Phase.LAUNCHING, Phase.RUNNING)
+                or (phase.final and bool(rec.instance_id) and phase is not Phase.TERMINATED),
+            ),
+            _condition(AGENT_CONNECTED, phase in (Phase.LAUNCHING, Phase.RUNNING)),
+        ]
+        if status is not None:
+            conditions += status.conditions
+            rec.container_statuses = status.container_statuses
+        rec.conditions = conditions
+        event = StatusEvent(
+            uid=rec.uid,
+            namespace=rec.namespace,
+            name=rec.name,
+            phase=phase,
+            reason=reason,
+            message=message,
+            event_type="Warning" if warning else "Normal",
+            instance_id=rec.instance_id,
+            pod_ip=rec.private_ip,
+            conditions=conditions,
+            container_statuses=rec.container_statuses,
+        )
+        fields = {
+            "phase": phase.value,
+            "reason": reason,
+            "message": message,
+            "conditions": conditions,
+            "container_statuses": rec.container_statuses,
+            **values,
+        }
+        lock.write(fields, event, rec.node)
+
+    def _target(self, rec: PodRecord) -> AgentTarget:
+        return AgentTarget(endpoint=rec.endpoint, instance_id=rec.instance_id)
+
+    def _poll_delay(self, rec: PodRecord) -> float:
+        """Back off while waiting: poll quickly at first, then up to the configured maximum."""
+        waited = max(0.0, now() - rec.launched_at) if rec.launched_at else 0.0
+        return float(min(self.settings.celery.max_countdown_seconds, FIRST_POLL_SECONDS + waited / 10))
+
+    def _adopt(self, lock: Lock, rec: PodRecord, instance: Instance, how: str) -> float | None:
+        state = instance.get("State", {}).get("Name", "pending")
+        fields: dict[str, Any] = {
+            "instance": instance,
+            "instance_id": instance["InstanceId"],
+            "launched_at": rec.launched_at or now(),
+        }
+        message = f"{how} instance {instance['InstanceId']} ({instance.get('InstanceType', '')})"
+        if state == "running":
+            return self._on_running(lock, rec, instance, message, fields)
+        self._record(lock, rec, Phase.PROVISIONING, reason=how.capitalize(), message=message, **fields)
+        return FIRST_POLL_SECONDS
+
+    def _on_running(
+        self, lock: Lock, rec: PodRecord, instance: Instance, message: str, fields: dict[str, Any]
+    ) -> float | None:
+        try:
+            endpoint = resolve_endpoint(self.settings.agent, instance)
+        except AgentUnavailable as exc:
+            return self._retry_or_fail(
+                lock, rec, "NoAgentEndpoint", exc.message, instance_id=instance["InstanceId"]
+            )
+        self._record(
+            lock,
+            rec,
+            Phase.BOOTING,
+            reason="InstanceRunning",
+            message=message,
+            endpoint=endpoint,
+            **{**fields, "instance": instance},
+        )
+        return self._await_agent(lock, rec)
+
+    def _retry_or_fail(
+        self, lock: Lock, rec: PodRecord, reason: str, message: str, instance_id: str | None = None
+    ) -> float | None:
+        """Clean up what this attempt created, then try again or fail per restartPolicy."""
+        doomed = instance_id or rec.instance_id
+        if doomed:
+            self.ec2.terminate([doomed])
+        attempts = rec.attempt + 1
+        if rec.restart_policy == "Never" or attempts >= self.settings.max_attempts:
+            self._record(
+                lock,
+                rec,
+                Phase.FAILED,
+                reason=reason,
+                warning=True,
+                message=f"{message} (attempt {attempts} of {self.settings.max_attempts}; giving up)",
+                attempt=attempts,
+            )
+            return None
+        self._record(
+            lock,
+            rec,
+            Phase.PENDING,
+            reason=reason,
+            warning=True,
+            message=f"{message}; retrying (attempt {attempts + 1} of {self.settings.max_attempts})",
+            attempt=attempts,
+            instance={},
+            instance_id="",
+            endpoint="",
+            launched_at=0.0,
+        )
+        return FIRST_POLL_SECONDS
+
+    def fail(self, lock: Lock, rec: PodRecord, reason: str, message: str) -> None:
+        """Fail the pod at once (an error that retrying cannot fix), cleaning up its instance."""
+        if rec.instance_id:
+            self.ec2.terminate([rec.instance_id])
+        self._record(lock, rec, Phase.FAILED, reason=reason, message=message, warning=True)
+
+    def replace(self, lock: Lock, rec: PodRecord, reason: str, message: str) -> bool:
+        """Remediate a pod whose instance is lost or broken, per its restartPolicy.
+
+        Always/OnFailure: terminate the instance and start a fresh attempt from Pending (the
+        caller then publishes ``vkec2.pods.create``); returns True. Never: the pod fails; False.
+        """
+        if rec.deleted or rec.phase in (Phase.TERMINATING, Phase.TERMINATED):
+            return False
+        if rec.instance_id:
+            self.ec2.terminate([rec.instance_id])
+        if rec.restart_policy == "Never":
+            self._record(lock, rec, Phase.FAILED, reason=reason, message=message, warning=True)
+            return False
+        self._record(
+            lock,
+            rec,
+            Phase.PENDING,
+            reason=reason,
+            warning=True,
+            message=f"{message}; replacing the instance",
+            attempt=rec.attempt + 1,
+            instance={},
+            instance_id="",
+            endpoint="",
+            launched_at=0.0,
+        )
+        return True
+
+    # -- create -------------------------------------------------------------------------
+
+    def create_step(self, lock: Lock, rec: PodRecord) -> float | None:
+        """Advance a pod towards Running by one step; the delay before the next, or None."""
+        if rec.deleted or not rec.phase.creating:
+            return None
+        if rec.phase is Phase.PENDING:
+            return self._provision(lock, rec)
+        if rec.phase is Phase.PROVISIONING:
+            return self._await_running(lock, rec)
+        if rec.phase is Phase.BOOTING:
+            return self._await_agent(lock, rec)
+        return self._await_workload(lock, rec)
+
+    def _provision(self, lock: Lock, rec: PodRecord) -> float | None:
+        try:
+            params = launch_params(self.settings, rec.spec)
+        except InvalidPodSpec as exc:
+            self._record(lock, rec, Phase.FAILED, reason=exc.reason, message=exc.message, warning=True)
+            return None
+        existing = sorted(self.ec2.find_pod_instances(rec.uid), key=lambda i: str(i.get("LaunchTime", "")))
+        if existing:
+            keep, extra = existing[0], existing[1:]
+            if extra:  # never two instances for one pod: keep the oldest
+                self.ec2.terminate([i["InstanceId"] for i in extra])
+            return self._adopt(lock, rec, keep, "adopted")
+        tags = self.ec2.pod_tags(rec.spec, rec.node)
+        if params.warm_pool:
+            claimed = self.store.claim_ready(params.warm_pool)
+            if claimed is not None:
+                instance_id, instance = claimed
+                self.ec2.create_tags([instance_id], {**tags, TAG_POOL_STATE: "Claimed"})
+                return self._adopt(lock, rec, instance, f"claimed from warm pool {params.warm_pool}")
+        instance = self.ec2.run_instance(params, tags, client_token(rec.uid, rec.attempt))
+        return self._adopt(lock, rec, instance, "launched")
+
+    def _await_running(self, lock: Lock, rec: PodRecord) -> float | None:
+        instance = self.ec2.describe([rec.instance_id]).get(rec.instance_id)
+        state = instance.get("State", {}).get("Name") if instance else "gone"
+        if instance is None or state in ("shutting-down", "terminated", "stopping", "stopped"):
+            return self._retry_or_fail(
+                lock, rec, "InstanceLost", f"instance {rec.instance_id} is {state} before the pod started"
+            )
+        if state != "running":
+            return self._poll_delay(rec)
+        return self._on_running(
+            lock, rec, instance, f"instance {rec.instance_id} is running", {"instance": instance}
+        )
+
+    def _boot_expired(self, rec: PodRecord) -> bool:
+        return bool(rec.launched_at) and now() - rec.launched_at > self.settings.agent.boot_timeout_seconds
+
+    def _await_agent(self, lock: Lock, rec: PodRecord) -> float | None:
+        target = self._target(rec)
+        if not self.agents.serving(target):
+            if self._boot_expired(rec):
+                return self._retry_or_fail(
+                    lock,
+                    rec,
+                    "AgentBootTimeout",
+                    f"agent at {rec.endpoint} for {rec.instance_id} did not answer within "
+                    f"{self.settings.agent.boot_timeout_seconds:.0f}s",
+                )
+            return self._poll_delay(rec)
+        try:
+            if self.bootstrap is not None:
+                self.bootstrap(target)
+            self.agents.launch(target, rec.spec)
+        except AgentUnavailable:
+            return self._poll_delay(rec)
+        except AgentRejected as exc:
+            return self._retry_or_fail(lock, rec, exc.reason, f"agent refused the pod: {exc.message}")
+        self._record(
+            lock,
+            rec,
+            Phase.LAUNCHING,
+            reason="AgentConnected",
+            message=f"workload sent to the agent at {rec.endpoint}",
+        )
+        return FIRST_POLL_SECONDS
+
+    def _await_workload(self, lock: Lock, rec: PodRecord) -> float | None:
+        try:
+            status = self.agents.status(self._target(rec))
+        except AgentUnavailable:
+            if self._boot_expired(rec):
+                return self._retry_or_fail(
+                    lock, rec, "AgentLost", f"agent at {rec.endpoint} stopped answering"
+                )
+            return self._poll_delay(rec)
+        phase = {"Running": Phase.RUNNING, "Succeeded": Phase.SUCCEEDED, "Failed": Phase.FAILED}.get(
+            status.phase
+        )
+        if phase is None:
+            return self._poll_delay(rec)
+        self._record(
+            lock,
+            rec,
+            phase,
+            reason=status.reason or ("Started" if phase is Phase.RUNNING else ""),
+            message=status.message,
+            warning=phase is Phase.FAILED,
+            status=status,
+        )
+        return None
+
+    # -- update -------------------------------------------------------------------------
+
+    def update(self, lock: Lock, rec: PodRecord) -> None:
+        """Apply spec changes that can change in place (tags); record when a replacement is needed."""
+        if rec.deleted or not rec.instance_id or rec.phase.final:
+            return
+        try:
+            params = launch_params(self.settings, rec.spec)
+        except InvalidPodSpec as exc:
+            self._record(lock, rec, rec.phase, reason=exc.reason, message=exc.message, warning=True)
+            return
+        current = {t["Key"]: t["Value"] for t in rec.instance.get("Tags", [])}
+        wanted = dict(params.tags)
+        changed = {k: v for k, v in wanted.items() if current.get(k) != v}
+        if changed:
+            self.ec2.create_tags([rec.instance_id], changed)
+            rec.instance = {
+                **rec.instance,
+                "Tags": [{"Key": k, "Value": v} for k, v in {**current, **changed}.items()],
+            }
+        differs = [
+            name
+            for name, have, want in (
+                ("image-id", rec.instance.get("ImageId"), params.image_id),
+                ("instance-type", rec.instance.get("InstanceType"), params.instance_type),
+            )
+            if have and have != want
+        ]
+        if differs:
+            self._record(
+                lock,
+                rec,
+                rec.phase,
+                reason="ReplacementNeeded",
+                warning=True,
+                message=f"{', '.join(differs)} changed; delete and re-create the pod to apply it",
+                instance=rec.instance,
+            )
+        elif changed:
+            self._record(
+                lock,
+                rec,
+                rec.phase,
+                reason="Updated",
+                message=f"tags updated on {rec.instance_id}: {', '.join(sorted(changed))}",
+                instance=rec.instance,
+            )
+
+    # -- delete -------------------------------------------------------------------------
+
+    def delete(self, lock: Lock, rec: PodRecord, generation: int | None = None) -> None:
+        """Stop the workload, terminate the instance and record Terminated (delete wins)."""
+        if generation is not None and not rec.deleted and generation < rec.generation:
+            return  # the pod was desired again after this delete was issued
+        if rec.phase is Phase.TERMINATED:
+            return
+        if rec.phase is not Phase.TERMINATING:
+            self._record(lock, rec, Phase.TERMINATING, reason="Killing", message="deleting the pod")
+        if rec.endpoint and rec.instance_id:
+            grace = rec.spec.get("spec", {}).get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+            try:
+                self.agents.terminate(self._target(rec), int(grace))
+            except (AgentUnavailable, AgentRejected) as exc:
+                log.info(
+                    "TerminateApplication on %s failed (%s); terminating the instance anyway",
+                    rec.instance_id,
+                    exc.message,
+                )
+        ids = (
+            [rec.instance_id]
+            if rec.instance_id
+            else [i["InstanceId"] for i in self.ec2.find_pod_instances(rec.uid)]
+        )
+        self.ec2.terminate(ids)
+        self._record(
+            lock,
+            rec,
+            Phase.TERMINATED,
+            reason="Terminated",
+            message=f"instance {', '.join(ids)} terminated" if ids else "no instance to terminate",
+        )

@@ -1,0 +1,197 @@
+"""Domain models shared by the producer and the workers: pod phases, the pod record, status events.
+
+A :class:`PodRecord` is the working copy of one pod in Redis (one hash per pod UID); it holds the
+desired spec written by the producer and the lifecycle state written by workers. A
+:class:`StatusEvent` is what a worker appends to the node's status outbox for the producer to turn
+into a ``pods/status`` write and an Event. Both convert to and from flat string maps, the shape
+Redis hashes and stream entries have.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+
+class Phase(StrEnum):
+    """The fleet's lifecycle phases of a pod (finer than Kubernetes' pod phases)."""
+
+    PENDING = "Pending"
+    PROVISIONING = "Provisioning"
+    BOOTING = "Booting"
+    LAUNCHING = "Launching"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    TERMINATING = "Terminating"
+    TERMINATED = "Terminated"
+
+    @property
+    def k8s_phase(self) -> str:
+        """The Kubernetes pod phase this fleet phase is reported as."""
+        if self in (Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED):
+            return self.value
+        if self is Phase.TERMINATED:
+            return "Succeeded"
+        if self is Phase.TERMINATING:
+            return "Running"
+        return "Pending"
+
+    @property
+    def creating(self) -> bool:
+        """True while the create chain still has steps to take."""
+        return self in CREATING_PHASES
+
+    @property
+    def final(self) -> bool:
+        """True once the workload has ended (it runs no more and needs no further create step)."""
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.TERMINATED)
+
+
+CREATING_PHASES = frozenset({Phase.PENDING, Phase.PROVISIONING, Phase.BOOTING, Phase.LAUNCHING})
+
+# Pod condition types the fleet owns; pods may list them as readiness gates.
+INSTANCE_READY = "vkec2.io/InstanceReady"
+AGENT_CONNECTED = "vkec2.io/AgentConnected"
+
+
+def now() -> float:
+    return time.time()
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+@dataclass
+class PodRecord:
+    """One pod as the fleet knows it. JSON-valued fields are kept decoded here."""
+
+    uid: str
+    namespace: str = ""
+    name: str = ""
+    node: str = ""
+    spec: dict[str, Any] = field(default_factory=dict)
+    generation: int = 0
+    deleted: bool = False
+    phase: Phase = Phase.PENDING
+    reason: str = ""
+    message: str = ""
+    fence: int = 0
+    attempt: int = 0
+    instance: dict[str, Any] = field(default_factory=dict)
+    instance_id: str = ""
+    endpoint: str = ""
+    launched_at: float = 0.0
+    next_task: str = ""
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    container_statuses: list[dict[str, Any]] = field(default_factory=list)
+    health: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    _JSON = frozenset({"spec", "instance", "conditions", "container_statuses", "health"})
+    _LISTS = frozenset({"conditions", "container_statuses"})
+    _INT = frozenset({"generation", "fence", "attempt"})
+    _FLOAT = frozenset({"launched_at", "created_at", "updated_at"})
+
+    @classmethod
+    def from_hash(cls, raw: dict[str, str]) -> PodRecord:
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in raw:
+                continue
+            value = raw[f.name]
+            if f.name in cls._JSON:
+                kwargs[f.name] = json.loads(value) if value else ([] if f.name in cls._LISTS else {})
+            elif f.name in cls._INT:
+                kwargs[f.name] = int(value or 0)
+            elif f.name in cls._FLOAT:
+                kwargs[f.name] = float(value or 0)
+            elif f.name == "deleted":
+                kwargs[f.name] = value == "1"
+            elif f.name == "phase":
+                kwargs[f.name] = Phase(value) if value else Phase.PENDING
+            else:
+                kwargs[f.name] = value
+        return cls(**kwargs)
+
+    @staticmethod
+    def encode(values: dict[str, Any]) -> dict[str, str]:
+        """Encode a partial record (field -> Python value) into hash field values."""
+        out: dict[str, str] = {}
+        for key, value in values.items():
+            if key in PodRecord._JSON:
+                out[key] = _dump(value)
+            elif key == "deleted":
+                out[key] = "1" if value else "0"
+            else:
+                out[key] = str(value)
+        return out
+
+    @property
+    def private_ip(self) -> str:
+        return str(self.instance.get("PrivateIpAddress", ""))
+
+    @property
+    def restart_policy(self) -> str:
+        return str(self.spec.get("spec", {}).get("restartPolicy") or "Always")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["phase"] = self.phase.value
+        return d
+
+
+@dataclass
+class StatusEvent:
+    """One entry of a node's status outbox: the pod's status now, and an Event to emit."""
+
+    uid: str
+    namespace: str
+    name: str
+    phase: Phase
+    reason: str = ""
+    message: str = ""
+    event_type: str = "Normal"  # Normal | Warning
+    instance_id: str = ""
+    pod_ip: str = ""
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    container_statuses: list[dict[str, Any]] = field(default_factory=list)
+    ts: float = field(default_factory=now)
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "uid": self.uid,
+            "namespace": self.namespace,
+            "name": self.name,
+            "phase": self.phase.value,
+            "reason": self.reason,
+            "message": self.message,
+            "event_type": self.event_type,
+            "instance_id": self.instance_id,
+            "pod_ip": self.pod_ip,
+            "conditions": _dump(self.conditions),
+            "container_statuses": _dump(self.container_statuses),
+            "ts": repr(self.ts),
+        }
+
+    @classmethod
+    def from_fields(cls, raw: dict[str, str]) -> StatusEvent:
+        return cls(
+            uid=raw["uid"],
+            namespace=raw.get("namespace", ""),
+            name=raw.get("name", ""),
+            phase=Phase(raw["phase"]),
+            reason=raw.get("reason", ""),
+            message=raw.get("message", ""),
+            event_type=raw.get("event_type", "Normal"),
+            instance_id=raw.get("instance_id", ""),
+            pod_ip=raw.get("pod_ip", ""),
+            conditions=json.loads(raw.get("conditions") or "[]"),
+            container_statuses=json.loads(raw.get("container_statuses") or "[]"),
+            ts=float(raw.get("ts") or 0),
+        )

@@ -1,0 +1,240 @@
+"""Per-pod EC2 launch parameters: configuration defaults overridden by the pod's annotations.
+
+Workers call :func:`launch_params` with the settings and the pod (a Kubernetes Pod as a JSON dict)
+before claiming a warm-pool instance or sending RunInstances. The original provider's annotations
+``compute.amazonaws.com/{image-id, instance-type, subnet-id, security-groups, instance-profile,
+key-pair, tags, warm-pool}`` are honoured; a named warm pool's parameters are the base, and with no
+pool and no launch-parameter annotation the default pool is used. The result is a frozen
+:class:`LaunchParams` whose :meth:`~LaunchParams.fingerprint` is stable across retries (the subnet
+is picked from the pod UID, lists are sorted), so the same pod always sends the same parameters
+with its ClientToken. Anything wrong with the pod raises :class:`~vkec2.errors.InvalidPodSpec`
+with reason ``InvalidAnnotation``, ``UnknownWarmPool`` or ``MissingImage``; nothing is launched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vkec2.config import (
+    IMAGE_ID_RE,
+    INSTANCE_TYPE_RE,
+    SECURITY_GROUP_ID_RE,
+    SUBNET_ID_RE,
+    Ec2Defaults,
+    Settings,
+    WarmPool,
+    is_instance_profile,
+    is_key_pair,
+    tags_problem,
+)
+from vkec2.errors import InvalidPodSpec
+
+logger = logging.getLogger("vkec2.podspec")
+
+ANNOTATION_PREFIX = "compute.amazonaws.com/"
+
+IMAGE_ID = "image-id"
+INSTANCE_TYPE = "instance-type"
+SUBNET_ID = "subnet-id"
+SECURITY_GROUPS = "security-groups"
+INSTANCE_PROFILE = "instance-profile"
+KEY_PAIR = "key-pair"
+TAGS = "tags"
+WARM_POOL = "warm-pool"
+
+#: Annotations (without the prefix) this module understands.
+#: Annotations that change how the instance is launched; any of them turns off the default pool.
+LAUNCH_OVERRIDES = (IMAGE_ID, INSTANCE_TYPE, SUBNET_ID, SECURITY_GROUPS, INSTANCE_PROFILE, KEY_PAIR)
+#: Annotations (without the prefix) this module understands.
+ANNOTATIONS = (*LAUNCH_OVERRIDES, TAGS, WARM_POOL)
+
+REASON_INVALID_ANNOTATION = "InvalidAnnotation"
+REASON_UNKNOWN_WARM_POOL = "UnknownWarmPool"
+REASON_MISSING_IMAGE = "MissingImage"
+
+
+@dataclass(frozen=True)
+class LaunchParams:
+    """Everything that decides which EC2 instance a pod gets."""
+
+    image_id: str
+    instance_type: str
+    subnet_id: str | None
+    security_groups: tuple[str, ...]
+    instance_profile: str | None
+    key_pair: str | None
+    user_data: str | None
+    tags: tuple[tuple[str, str], ...]  # user tags (config ec2.tags overlaid by the tags annotation), sorted
+    warm_pool: str | None  # pool this pod may claim from, or None for a cold launch
+
+    def fingerprint(self) -> str:
+        """A stable 16-hex-digit hash of all parameters (the same pod spec always gives the same)."""
+        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _invalid(name: str, problem: str) -> InvalidPodSpec:
+    message = f"annotation {ANNOTATION_PREFIX}{name}: {problem}"
+    return InvalidPodSpec(message, reason=REASON_INVALID_ANNOTATION)
+
+
+def _short(value: str) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _metadata(pod: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    meta = pod.get("metadata") if isinstance(pod, Mapping) else None
+    if not isinstance(meta, Mapping):
+        meta = {}
+    annotations = meta.get("annotations")
+    if annotations is None:
+        annotations = {}
+    if not isinstance(annotations, Mapping):
+        raise InvalidPodSpec("metadata.annotations is not a mapping", reason=REASON_INVALID_ANNOTATION)
+    uid = meta.get("uid")
+    return annotations, uid if isinstance(uid, str) else ""
+
+
+def _read_annotations(annotations: Mapping[str, Any]) -> dict[str, str]:
+    """Our annotations by short name, whitespace-trimmed; unknown ones under the prefix are logged."""
+    found: dict[str, str] = {}
+    for key, value in annotations.items():
+        if not isinstance(key, str) or not key.startswith(ANNOTATION_PREFIX):
+            continue
+        name = key[len(ANNOTATION_PREFIX):]
+        if name not in ANNOTATIONS:
+            logger.warning("ignoring unknown annotation %s (known: %s)", key, ", ".join(ANNOTATIONS))
+            continue
+        if not isinstance(value, str):
+            raise _invalid(name, f"not a string ({type(value).__name__})")
+        value = value.strip()
+        if not value:
+            raise _invalid(name, "empty value")
+        found[name] = value
+    return found
+
+
+def _parse_tags(text: str) -> dict[str, str]:
+    try:
+        tags = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise _invalid(TAGS, f"not a JSON object of strings: {exc}") from None
+    if not isinstance(tags, dict) or not all(isinstance(v, str) for v in tags.values()):
+        raise _invalid(TAGS, f"not a JSON object of strings: {_short(text)}")
+    return tags
+
+
+def _parse_groups(text: str) -> tuple[str, ...]:
+    groups = [item.strip() for item in text.split(",")]
+    for group in groups:
+        if not SECURITY_GROUP_ID_RE.fullmatch(group):
+            raise _invalid(SECURITY_GROUPS, f"{_short(group)} is not a security group ID like sg-0123abcd")
+    return tuple(sorted(set(groups)))
+
+
+def _validated(ann: Mapping[str, str]) -> None:
+    checks = (
+        (IMAGE_ID, lambda v: bool(IMAGE_ID_RE.fullmatch(v)), "not an AMI ID like ami-0123456789abcdef0"),
+        (INSTANCE_TYPE, lambda v: bool(INSTANCE_TYPE_RE.fullmatch(v)), "not an instance type like m5.large"),
+        (SUBNET_ID, lambda v: bool(SUBNET_ID_RE.fullmatch(v)), "not a subnet ID like subnet-0123abcd"),
+        (INSTANCE_PROFILE, is_instance_profile, "not an instance profile name or ARN"),
+        (KEY_PAIR, is_key_pair, "not a key pair name (1-255 printable ASCII characters)"),
+    )
+    for name, ok, problem in checks:
+        value = ann.get(name)
+        if value is not None and not ok(value):
+            raise _invalid(name, f"{_short(value)} is {problem}")
+
+
+def _pick(subnets: list[str] | tuple[str, ...], uid: str) -> str | None:
+    """One subnet, the same for every retry of the pod (chosen from a hash of its UID)."""
+    if not subnets:
+        return None
+    digest = hashlib.sha256(uid.encode("utf-8", "surrogatepass")).digest()
+    return subnets[int.from_bytes(digest[:8], "big") % len(subnets)]
+
+
+def _select_pool(settings: Settings, ann: Mapping[str, str]) -> tuple[WarmPool | None, bool]:
+    """The pool whose parameters are the base, and whether the pod named it explicitly."""
+    name = ann.get(WARM_POOL)
+    if name is not None:
+        pool = settings.pool(name)
+        if pool is None:
+            configured = ", ".join(p.name for p in settings.warm_pools) or "none"
+            raise InvalidPodSpec(
+                f"annotation {ANNOTATION_PREFIX}{WARM_POOL}: no warm pool named {_short(name)} "
+                f"(configured: {configured})",
+                reason=REASON_UNKNOWN_WARM_POOL,
+            )
+        return pool, True
+    if any(key in ann for key in LAUNCH_OVERRIDES):
+        return None, False
+    return settings.default_pool(), False
+
+
+def _check_against_pool(pool: WarmPool, base: Ec2Defaults, ann: Mapping[str, str]) -> None:
+    """With an explicit pool, annotations may restate its parameters but not contradict them."""
+
+    def contradicts(name: str, what: str, theirs: object) -> InvalidPodSpec:
+        return _invalid(name, f"{_short(ann[name])} contradicts warm pool {pool.name!r} ({what} {theirs})")
+
+    if IMAGE_ID in ann and ann[IMAGE_ID] != base.image_id:
+        raise contradicts(IMAGE_ID, "image", base.image_id)
+    if INSTANCE_TYPE in ann and ann[INSTANCE_TYPE] != base.instance_type:
+        raise contradicts(INSTANCE_TYPE, "instance type", base.instance_type)
+    if SUBNET_ID in ann and base.subnets and ann[SUBNET_ID] not in base.subnets:
+        raise contradicts(SUBNET_ID, "subnets", ", ".join(base.subnets))
+    if SECURITY_GROUPS in ann and _parse_groups(ann[SECURITY_GROUPS]) != tuple(sorted(base.security_groups)):
+        raise contradicts(SECURITY_GROUPS, "security groups", ", ".join(base.security_groups) or "none")
+    if INSTANCE_PROFILE in ann and ann[INSTANCE_PROFILE] != base.instance_profile:
+        raise contradicts(INSTANCE_PROFILE, "instance profile", base.instance_profile)
+    if KEY_PAIR in ann and ann[KEY_PAIR] != base.key_pair:
+        raise contradicts(KEY_PAIR, "key pair", base.key_pair)
+
+
+def launch_params(settings: Settings, pod: Mapping[str, Any]) -> LaunchParams:
+    """The EC2 parameters for ``pod``; raises :class:`InvalidPodSpec` when it cannot be launched."""
+    annotations, uid = _metadata(pod)
+    ann = _read_annotations(annotations)
+    _validated(ann)
+    user_tags = dict(settings.ec2.tags)
+    if TAGS in ann:
+        user_tags.update(_parse_tags(ann[TAGS]))
+        problem = tags_problem(user_tags)
+        if problem:
+            raise _invalid(TAGS, problem)
+
+    pool, explicit = _select_pool(settings, ann)
+    base = settings.pool_launch_defaults(pool) if pool is not None else settings.ec2
+    if pool is not None and explicit:
+        _check_against_pool(pool, base, ann)
+
+    if SECURITY_GROUPS in ann:
+        groups = _parse_groups(ann[SECURITY_GROUPS])
+    else:
+        groups = tuple(sorted(set(base.security_groups)))
+    image_id = ann.get(IMAGE_ID, base.image_id)
+    if image_id is None:
+        where = f", image_id of warm pool {pool.name!r}," if pool is not None else ""
+        raise InvalidPodSpec(
+            f"no image for the pod: set the annotation {ANNOTATION_PREFIX}{IMAGE_ID}{where} or "
+            "ec2.image_id in the configuration",
+            reason=REASON_MISSING_IMAGE,
+        )
+    return LaunchParams(
+        image_id=image_id,
+        instance_type=ann.get(INSTANCE_TYPE, base.instance_type),
+        subnet_id=ann.get(SUBNET_ID) or _pick(base.subnets, uid),
+        security_groups=groups,
+        instance_profile=ann.get(INSTANCE_PROFILE, base.instance_profile),
+        key_pair=ann.get(KEY_PAIR, base.key_pair),
+        user_data=settings.ec2.user_data,
+        tags=tuple(sorted(user_tags.items())),
+        warm_pool=pool.name if pool is not None else None,
+    )
