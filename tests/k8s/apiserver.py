@@ -99,16 +99,55 @@ class ResourceType:
 RESOURCES: dict[tuple[str, str], ResourceType] = {
     (r.group, r.plural): r
     for r in (
-        ResourceType("namespaces", "namespace", "Namespace", "", "v1", False, ("ns",), True, True,
-                     ("status.phase",)),
+        ResourceType(
+            "namespaces", "namespace", "Namespace", "", "v1", False, ("ns",), True, True, ("status.phase",)
+        ),
         ResourceType("nodes", "node", "Node", "", "v1", False, ("no",), True, False, ("spec.unschedulable",)),
-        ResourceType("pods", "pod", "Pod", "", "v1", True, ("po",), True, True,
-                     ("spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName",
-                      "spec.hostNetwork", "status.phase", "status.podIP", "status.nominatedNodeName")),
-        ResourceType("events", "event", "Event", "", "v1", True, ("ev",), False, False,
-                     ("involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
-                      "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
-                      "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type")),
+        ResourceType(
+            "pods",
+            "pod",
+            "Pod",
+            "",
+            "v1",
+            True,
+            ("po",),
+            True,
+            True,
+            (
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.nominatedNodeName",
+            ),
+        ),
+        ResourceType(
+            "events",
+            "event",
+            "Event",
+            "",
+            "v1",
+            True,
+            ("ev",),
+            False,
+            False,
+            (
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ),
+        ),
         ResourceType("leases", "lease", "Lease", "coordination.k8s.io", "v1", True),
     )
 }
@@ -120,7 +159,10 @@ JSON_PATCH = "application/json-patch+json"
 _PRIMITIVE_SET = "<set>"
 # Strategic-merge-patch merge keys, by field path with list positions left out.
 _CONTAINER_KEYS = {
-    "env": "name", "ports": "containerPort", "volumeMounts": "mountPath", "volumeDevices": "devicePath",
+    "env": "name",
+    "ports": "containerPort",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
 }
 MERGE_KEYS: dict[tuple[str, ...], str] = {
     ("metadata", "ownerReferences"): "uid",
@@ -150,8 +192,15 @@ class ApiError(Exception):
         self.details = details
 
     def status(self) -> Obj:
-        body: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                     "message": self.message, "reason": self.reason, "code": self.code}
+        body: Obj = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
         if self.details is not None:
             body["details"] = self.details
         return body
@@ -159,14 +208,22 @@ class ApiError(Exception):
 
 def _not_found(rt: ResourceType, name: str) -> ApiError:
     qualified = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
-    return ApiError(404, "NotFound", f'{qualified} "{name}" not found',
-                    {"name": name, "group": rt.group, "kind": rt.plural})
+    return ApiError(
+        404,
+        "NotFound",
+        f'{qualified} "{name}" not found',
+        {"name": name, "group": rt.group, "kind": rt.plural},
+    )
 
 
 def _conflict(rt: ResourceType, name: str, why: str) -> ApiError:
     qualified = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
-    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {qualified} "{name}": {why}',
-                    {"name": name, "group": rt.group, "kind": rt.plural})
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {qualified} "{name}": {why}',
+        {"name": name, "group": rt.group, "kind": rt.plural},
+    )
 
 
 def _gone(message: str) -> ApiError:
@@ -249,8 +306,10 @@ def parse_label_selector(text: str) -> list[_Requirement]:
             else:
                 reqs.append(_Requirement(term, "exists", frozenset()))
     for req in reqs:
-        if not req.key or any(c in req.key for c in " ()!=") or any(
-            c in v for v in req.values for c in " ()!="
+        if (
+            not req.key
+            or any(c in req.key for c in " ()!=")
+            or any(c in v for v in req.values for c in " ()!=")
         ):
             raise ApiError(400, "BadRequest", f"unable to parse requirement: invalid label selector {text!r}")
     return reqs
@@ -284,8 +343,11 @@ def parse_field_selector(rt: ResourceType, text: str) -> list[tuple[str, bool, s
             raise ApiError(400, "BadRequest", f"invalid field selector: {term!r}")
         key = key.strip()
         if key not in allowed:
-            raise ApiError(400, "BadRequest",
-                           f'"{key}" is not a known field selector: only "{", ".join(sorted(allowed))}"')
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'"{key}" is not a known field selector: only "{", ".join(sorted(allowed))}"',
+            )
         terms.append((key, equal, value.strip()))
     return terms
 
@@ -443,10 +505,17 @@ def _merge_list(current: list[Any], patch: list[Any], path: tuple[str, ...]) -> 
     merged = copy.deepcopy(current)
     for item in patch:
         if not isinstance(item, dict) or merge_key not in item:
-            raise ApiError(422, "Invalid",
-                           f"strategic merge patch: {'.'.join(path)} items need {merge_key!r}")
-        index = next((i for i, old in enumerate(merged)
-                      if isinstance(old, dict) and old.get(merge_key) == item[merge_key]), None)
+            raise ApiError(
+                422, "Invalid", f"strategic merge patch: {'.'.join(path)} items need {merge_key!r}"
+            )
+        index = next(
+            (
+                i
+                for i, old in enumerate(merged)
+                if isinstance(old, dict) and old.get(merge_key) == item[merge_key]
+            ),
+            None,
+        )
         if item.get("$patch") == "delete":
             if index is not None:
                 del merged[index]
@@ -477,14 +546,30 @@ def _col(name: str, kind: str = "string", priority: int = 0, fmt: str = "") -> O
 
 def _table_columns(rt: ResourceType) -> list[Obj]:
     if rt.plural == "pods":
-        return [_col("Name", fmt="name"), _col("Ready"), _col("Status"), _col("Restarts", "string"),
-                _col("Age"), _col("IP", priority=1), _col("Node", priority=1),
-                _col("Nominated Node", priority=1), _col("Readiness Gates", priority=1)]
+        return [
+            _col("Name", fmt="name"),
+            _col("Ready"),
+            _col("Status"),
+            _col("Restarts", "string"),
+            _col("Age"),
+            _col("IP", priority=1),
+            _col("Node", priority=1),
+            _col("Nominated Node", priority=1),
+            _col("Readiness Gates", priority=1),
+        ]
     if rt.plural == "nodes":
-        return [_col("Name", fmt="name"), _col("Status"), _col("Roles"), _col("Age"), _col("Version"),
-                _col("Internal-IP", priority=1), _col("External-IP", priority=1),
-                _col("OS-Image", priority=1), _col("Kernel-Version", priority=1),
-                _col("Container-Runtime", priority=1)]
+        return [
+            _col("Name", fmt="name"),
+            _col("Status"),
+            _col("Roles"),
+            _col("Age"),
+            _col("Version"),
+            _col("Internal-IP", priority=1),
+            _col("External-IP", priority=1),
+            _col("OS-Image", priority=1),
+            _col("Kernel-Version", priority=1),
+            _col("Container-Runtime", priority=1),
+        ]
     if rt.plural == "leases":
         return [_col("Name", fmt="name"), _col("Holder"), _col("Age")]
     if rt.plural == "events":
@@ -506,10 +591,17 @@ def _table_cells(rt: ResourceType, obj: Obj) -> list[Any]:
         conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
         passed = sum(1 for g in gates if conditions.get(g.get("conditionType")) == "True")
         gate_cell = f"{passed}/{len(gates)}" if gates else "<none>"
-        return [meta.get("name"), f"{ready}/{len(spec.get('containers') or [])}", phase,
-                str(sum(int(s.get("restartCount", 0)) for s in statuses)), _age(meta),
-                status.get("podIP") or "<none>", spec.get("nodeName") or "<none>",
-                status.get("nominatedNodeName") or "<none>", gate_cell]
+        return [
+            meta.get("name"),
+            f"{ready}/{len(spec.get('containers') or [])}",
+            phase,
+            str(sum(int(s.get("restartCount", 0)) for s in statuses)),
+            _age(meta),
+            status.get("podIP") or "<none>",
+            spec.get("nodeName") or "<none>",
+            status.get("nominatedNodeName") or "<none>",
+            gate_cell,
+        ]
     if rt.plural == "nodes":
         conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
         state = {"True": "Ready", "False": "NotReady"}.get(str(conditions.get("Ready")), "Unknown")
@@ -521,16 +613,29 @@ def _table_cells(rt: ResourceType, obj: Obj) -> list[Any]:
             roles.append(labels["kubernetes.io/role"])
         addresses = {a.get("type"): a.get("address") for a in status.get("addresses") or []}
         info = status.get("nodeInfo") or {}
-        return [meta.get("name"), state, ",".join(roles) or "<none>", _age(meta),
-                info.get("kubeletVersion", ""), addresses.get("InternalIP", "<none>"),
-                addresses.get("ExternalIP", "<none>"), info.get("osImage", "<unknown>"),
-                info.get("kernelVersion", "<unknown>"), info.get("containerRuntimeVersion", "<unknown>")]
+        return [
+            meta.get("name"),
+            state,
+            ",".join(roles) or "<none>",
+            _age(meta),
+            info.get("kubeletVersion", ""),
+            addresses.get("InternalIP", "<none>"),
+            addresses.get("ExternalIP", "<none>"),
+            info.get("osImage", "<unknown>"),
+            info.get("kernelVersion", "<unknown>"),
+            info.get("containerRuntimeVersion", "<unknown>"),
+        ]
     if rt.plural == "leases":
         return [meta.get("name"), spec.get("holderIdentity", ""), _age(meta)]
     if rt.plural == "events":
         involved = obj.get("involvedObject") or {}
-        return [_age(meta), obj.get("type", ""), obj.get("reason", ""),
-                f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}", obj.get("message", "")]
+        return [
+            _age(meta),
+            obj.get("type", ""),
+            obj.get("reason", ""),
+            f"{str(involved.get('kind', '')).lower()}/{involved.get('name', '')}",
+            obj.get("message", ""),
+        ]
     if rt.plural == "namespaces":
         return [meta.get("name"), status.get("phase", ""), _age(meta)]
     return [meta.get("name"), _age(meta)]
@@ -544,11 +649,19 @@ def to_table(rt: ResourceType, objects: Iterable[Obj], list_meta: Obj, include: 
         if include == "Object":
             row["object"] = obj
         elif include != "None":
-            row["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                             "metadata": obj.get("metadata", {})}
+            row["object"] = {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": obj.get("metadata", {}),
+            }
         rows.append(row)
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta,
-            "columnDefinitions": _table_columns(rt), "rows": rows}
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "columnDefinitions": _table_columns(rt),
+        "rows": rows,
+    }
 
 
 # ------------------------------------------------------------------------------------------------- server
@@ -615,8 +728,9 @@ class FakeKubeApiServer:
         httpd = _Server(("127.0.0.1", port), _Handler)
         httpd.api = self
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="fake-kube-apiserver", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="fake-kube-apiserver", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -682,8 +796,15 @@ class FakeKubeApiServer:
         with self._cond:
             return self.requests[(verb, resource)]
 
-    def inject_error(self, verb: str, resource: str, code: int, reason: str = "InternalError",
-                     message: str = "injected by the test", times: int = 1) -> None:
+    def inject_error(
+        self,
+        verb: str,
+        resource: str,
+        code: int,
+        reason: str = "InternalError",
+        message: str = "injected by the test",
+        times: int = 1,
+    ) -> None:
         """Make the next ``times`` (verb, resource) requests fail with ``code`` before doing anything."""
         with self._cond:
             self._injected.append(_Injected(verb, resource, ApiError(code, reason, message), times))
@@ -699,8 +820,11 @@ class FakeKubeApiServer:
         """Copies of the stored objects of a resource, sorted by namespace and name."""
         rt = _resource_type(resource)
         with self._cond:
-            return [copy.deepcopy(o) for k, o in sorted(self._objects.items())
-                    if k[0] == rt.plural and (namespace is None or k[1] == namespace)]
+            return [
+                copy.deepcopy(o)
+                for k, o in sorted(self._objects.items())
+                if k[0] == rt.plural and (namespace is None or k[1] == namespace)
+            ]
 
     def history(self) -> list[WatchEvent]:
         """The retained event history, oldest first (treat the objects as read-only)."""
@@ -714,8 +838,9 @@ class FakeKubeApiServer:
         with self._cond:
             return self._create(rt, ns, copy.deepcopy(obj), dry_run=False)
 
-    def wait_for(self, predicate: Callable[[FakeKubeApiServer], bool], timeout: float,
-                 what: str = "condition") -> None:
+    def wait_for(
+        self, predicate: Callable[[FakeKubeApiServer], bool], timeout: float, what: str = "condition"
+    ) -> None:
         """Block until ``predicate(self)`` holds (re-checked on each change); TimeoutError at ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -727,8 +852,9 @@ class FakeKubeApiServer:
 
     # -- storage core (call with self._cond held) ----------------------------------------------------------
 
-    def _commit(self, rt: ResourceType, key: Key, obj: Obj | None, kind: str, prev: Obj | None,
-                dry_run: bool) -> Obj:
+    def _commit(
+        self, rt: ResourceType, key: Key, obj: Obj | None, kind: str, prev: Obj | None, dry_run: bool
+    ) -> Obj:
         rv = self._rv + 1
         result = copy.deepcopy(obj if obj is not None else prev)
         assert result is not None
@@ -748,22 +874,29 @@ class FakeKubeApiServer:
 
     def _check_namespace(self, ns: str) -> None:
         if ns and ("namespaces", "", ns) not in self._objects:
-            raise ApiError(404, "NotFound", f'namespaces "{ns}" not found',
-                           {"name": ns, "kind": "namespaces"})
+            raise ApiError(
+                404, "NotFound", f'namespaces "{ns}" not found', {"name": ns, "kind": "namespaces"}
+            )
 
     def _create(self, rt: ResourceType, ns: str, obj: Obj, dry_run: bool) -> Obj:
         if not isinstance(obj, dict):
             raise ApiError(400, "BadRequest", "the request body must be a JSON object")
         if obj.get("kind", rt.kind) != rt.kind or obj.get("apiVersion", rt.api_version) != rt.api_version:
-            raise ApiError(400, "BadRequest",
-                           f"the API version in the data ({obj.get('apiVersion')}) / kind "
-                           f"({obj.get('kind')}) does not match the expected {rt.api_version} {rt.kind}")
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the API version in the data ({obj.get('apiVersion')}) / kind "
+                f"({obj.get('kind')}) does not match the expected {rt.api_version} {rt.kind}",
+            )
         obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version
         meta = obj.setdefault("metadata", {})
         if rt.namespaced:
             if meta.get("namespace", ns) != ns:
-                raise ApiError(400, "BadRequest", "the namespace of the provided object does not match "
-                               "the namespace sent on the request")
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                )
             meta["namespace"] = ns
             self._check_namespace(ns)
         else:
@@ -771,18 +904,30 @@ class FakeKubeApiServer:
         if not meta.get("name"):
             if meta.get("generateName"):
                 meta["name"] = meta["generateName"] + "".join(
-                    random.choices(string.ascii_lowercase + string.digits, k=5))
+                    random.choices(string.ascii_lowercase + string.digits, k=5)
+                )
             else:
-                raise ApiError(422, "Invalid", f"{rt.kind} is invalid: metadata.name: Required value: "
-                               "name or generateName is required")
+                raise ApiError(
+                    422,
+                    "Invalid",
+                    f"{rt.kind} is invalid: metadata.name: Required value: name or generateName is required",
+                )
         name = meta["name"]
         key = (rt.plural, ns, name)
         if key in self._objects:
             qualified = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
-            raise ApiError(409, "AlreadyExists", f'{qualified} "{name}" already exists',
-                           {"name": name, "group": rt.group, "kind": rt.plural})
-        for server_field in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds",
-                             "selfLink"):
+            raise ApiError(
+                409,
+                "AlreadyExists",
+                f'{qualified} "{name}" already exists',
+                {"name": name, "group": rt.group, "kind": rt.plural},
+            )
+        for server_field in (
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ):
             meta.pop(server_field, None)
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = _timestamp(_now())
@@ -801,22 +946,41 @@ class FakeKubeApiServer:
         if not isinstance(meta, dict):
             raise ApiError(400, "BadRequest", "metadata must be an object")
         if meta.get("name", name) != name:
-            raise ApiError(400, "BadRequest", "the name of the object "
-                           f"({meta.get('name')}) does not match the name on the URL ({name})")
+            raise ApiError(
+                400,
+                "BadRequest",
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})",
+            )
         if rt.namespaced and meta.get("namespace", ns) != ns:
-            raise ApiError(400, "BadRequest", "the namespace of the provided object does not match "
-                           "the namespace sent on the request")
+            raise ApiError(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )
         old_meta = old["metadata"]
         if meta.get("uid") and meta["uid"] != old_meta["uid"]:
-            raise _conflict(rt, name, f"Precondition failed: UID in precondition: {meta['uid']}, "
-                            f"UID in object meta: {old_meta['uid']}")
+            raise _conflict(
+                rt,
+                name,
+                f"Precondition failed: UID in precondition: {meta['uid']}, "
+                f"UID in object meta: {old_meta['uid']}",
+            )
         given_rv = meta.get("resourceVersion")
         if given_rv and given_rv != old_meta["resourceVersion"]:
-            raise _conflict(rt, name, "the object has been modified; please apply your changes to the "
-                            "latest version and try again")
+            raise _conflict(
+                rt,
+                name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            )
         new["kind"], new["apiVersion"] = rt.kind, rt.api_version
-        for fixed in ("uid", "creationTimestamp", "namespace", "deletionTimestamp",
-                      "deletionGracePeriodSeconds", "generation"):
+        for fixed in (
+            "uid",
+            "creationTimestamp",
+            "namespace",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ):
             if fixed in old_meta:
                 meta[fixed] = old_meta[fixed]
             else:
@@ -852,12 +1016,19 @@ class FakeKubeApiServer:
         meta = old["metadata"]
         pre = options.get("preconditions") or {}
         if pre.get("uid") and pre["uid"] != meta["uid"]:
-            raise _conflict(rt, name, f"Precondition failed: UID in precondition: {pre['uid']}, "
-                            f"UID in object meta: {meta['uid']}")
+            raise _conflict(
+                rt,
+                name,
+                f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: {meta['uid']}",
+            )
         if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
-            raise _conflict(rt, name, "Precondition failed: ResourceVersion in precondition: "
-                            f"{pre['resourceVersion']}, ResourceVersion in object meta: "
-                            f"{meta['resourceVersion']}")
+            raise _conflict(
+                rt,
+                name,
+                "Precondition failed: ResourceVersion in precondition: "
+                f"{pre['resourceVersion']}, ResourceVersion in object meta: "
+                f"{meta['resourceVersion']}",
+            )
         grace = options.get("gracePeriodSeconds")
         if rt.plural == "pods":
             spec, phase = old.get("spec") or {}, (old.get("status") or {}).get("phase")
@@ -877,8 +1048,13 @@ class FakeKubeApiServer:
         gone = self._commit(rt, key, None, "DELETED", old, dry_run)
         if rt.returns_deleted_object:
             return gone
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                "details": {"name": name, "group": rt.group, "kind": rt.plural, "uid": meta["uid"]}}
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": name, "group": rt.group, "kind": rt.plural, "uid": meta["uid"]},
+        }
 
     def _snapshot(self, rt: ResourceType, rv: int) -> list[Obj]:
         """The resource's objects as they were at ``rv``, rebuilt by undoing newer history."""
@@ -912,8 +1088,10 @@ class FakeKubeApiServer:
             try:
                 objects = self._snapshot(rt, snapshot_rv)
             except ApiError as exc:
-                raise _gone("The provided continue parameter is too old to display a consistent list "
-                            "result. You can start a new list without the continue parameter.") from exc
+                raise _gone(
+                    "The provided continue parameter is too old to display a consistent list "
+                    "result. You can start a new list without the continue parameter."
+                ) from exc
         elif match == "Exact" and rv_param:
             snapshot_rv = int(rv_param)
             objects = self._snapshot(rt, snapshot_rv)
@@ -935,8 +1113,9 @@ class FakeKubeApiServer:
         list_meta: Obj = {"resourceVersion": str(snapshot_rv)}
         if remaining:
             last = items[-1]["metadata"]
-            list_meta["continue"] = base64.urlsafe_b64encode(json.dumps(
-                {"rv": snapshot_rv, "start": [last.get("namespace", ""), last["name"]]}).encode()).decode()
+            list_meta["continue"] = base64.urlsafe_b64encode(
+                json.dumps({"rv": snapshot_rv, "start": [last.get("namespace", ""), last["name"]]}).encode()
+            ).decode()
             list_meta["remainingItemCount"] = remaining
         return items, list_meta
 
@@ -989,10 +1168,15 @@ def _check_pod_update(name: str, old: Obj, new: Obj) -> None:
     old_tolerations = old.get("tolerations") or []
     new_tolerations = new.get("tolerations") or []
     if mutable_blanked(old) != mutable_blanked(new) or any(t not in new_tolerations for t in old_tolerations):
-        raise ApiError(422, "Invalid", f'Pod "{name}" is invalid: spec: Forbidden: pod updates may not '
-                       "change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, "
-                       "`spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing "
-                       "tolerations)", {"name": name, "kind": "Pod"})
+        raise ApiError(
+            422,
+            "Invalid",
+            f'Pod "{name}" is invalid: spec: Forbidden: pod updates may not '
+            "change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, "
+            "`spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing "
+            "tolerations)",
+            {"name": name, "kind": "Pod"},
+        )
 
 
 # ----------------------------------------------------------------------------------------------- discovery
@@ -1005,19 +1189,35 @@ def _discovery_resources(group: str) -> Obj:
         if g != group:
             continue
         verbs = [v for v in VERBS if rt.namespaced or v != "deletecollection" or rt.plural == "nodes"]
-        entry: Obj = {"name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced,
-                      "kind": rt.kind, "verbs": verbs}
+        entry: Obj = {
+            "name": rt.plural,
+            "singularName": rt.singular,
+            "namespaced": rt.namespaced,
+            "kind": rt.kind,
+            "verbs": verbs,
+        }
         if rt.short_names:
             entry["shortNames"] = list(rt.short_names)
         if rt.plural == "pods":
             entry["categories"] = ["all"]
         resources.append(entry)
         if rt.has_status:
-            resources.append({"name": f"{rt.plural}/status", "singularName": "", "namespaced": rt.namespaced,
-                              "kind": rt.kind, "verbs": ["get", "patch", "update"]})
+            resources.append(
+                {
+                    "name": f"{rt.plural}/status",
+                    "singularName": "",
+                    "namespaced": rt.namespaced,
+                    "kind": rt.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
     group_version = f"{group}/{version}" if group else version
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
-            "resources": resources}
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }
 
 
 def _api_group(group: str) -> Obj:
@@ -1030,8 +1230,11 @@ def _discovery(path: str, host: str) -> Obj | None:
     if path == "/version":
         return dict(SERVER_VERSION)
     if path == "/api":
-        return {"kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}]}
+        return {
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}],
+        }
     if path == "/api/v1":
         return _discovery_resources("")
     if path == "/apis":
@@ -1180,8 +1383,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         route = _route(path)
         if route is None:
-            self._send(404, ApiError(404, "NotFound", "the server could not find the requested resource",
-                                     {}).status())
+            self._send(
+                404,
+                ApiError(404, "NotFound", "the server could not find the requested resource", {}).status(),
+            )
             return
         verb = _verb(method, route, query)
         resource = f"{route.rt.plural}/{route.sub}" if route.sub else route.rt.plural
@@ -1207,9 +1412,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, body)
 
     def _filter(self, route: _Route, query: dict[str, str]) -> _Filter:
-        return _Filter(route.namespace if route.rt.namespaced and route.namespace else None,
-                       parse_label_selector(query.get("labelSelector", "")),
-                       parse_field_selector(route.rt, query.get("fieldSelector", "")))
+        return _Filter(
+            route.namespace if route.rt.namespaced and route.namespace else None,
+            parse_label_selector(query.get("labelSelector", "")),
+            parse_field_selector(route.rt, query.get("fieldSelector", "")),
+        )
 
     def _wants_table(self) -> str | None:
         accept = self.headers.get("Accept", "")
@@ -1234,15 +1441,20 @@ class _Handler(BaseHTTPRequestHandler):
                 for item in items:
                     item.pop("kind", None)
                     item.pop("apiVersion", None)
-                return 200, {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": list_meta,
-                             "items": items}
+                return 200, {
+                    "kind": f"{rt.kind}List",
+                    "apiVersion": rt.api_version,
+                    "metadata": list_meta,
+                    "items": items,
+                }
             if verb == "get":
                 obj = api._objects.get((rt.plural, ns, route.name))
                 if obj is None:
                     raise _not_found(rt, route.name)
                 if self._wants_table():
-                    return 200, to_table(rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]},
-                                         include)
+                    return 200, to_table(
+                        rt, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]}, include
+                    )
                 return 200, copy.deepcopy(obj)
             if verb == "create":
                 return 201, api._create(rt, ns, self._json_body(raw), dry_run)
@@ -1264,8 +1476,12 @@ class _Handler(BaseHTTPRequestHandler):
                 for item in items:
                     meta = item["metadata"]
                     api._delete(rt, meta.get("namespace", ""), meta["name"], options, dry_run)
-                return 200, {"kind": f"{rt.kind}List", "apiVersion": rt.api_version,
-                             "metadata": {"resourceVersion": str(api._rv)}, "items": []}
+                return 200, {
+                    "kind": f"{rt.kind}List",
+                    "apiVersion": rt.api_version,
+                    "metadata": {"resourceVersion": str(api._rv)},
+                    "items": [],
+                }
         raise ApiError(405, "MethodNotAllowed", f"{verb} is not supported on {rt.plural}")
 
     def _patch(self, route: _Route, ns: str, raw: bytes, dry_run: bool) -> Obj:
@@ -1286,9 +1502,12 @@ class _Handler(BaseHTTPRequestHandler):
         elif content_type == JSON_PATCH:
             new = json_patch(old, patch)
         else:
-            raise ApiError(415, "UnsupportedMediaType",
-                           f"the body of the request was in an unknown format ({content_type}) - accepted "
-                           f"media types include: {JSON_PATCH}, {MERGE_PATCH}, {STRATEGIC_PATCH}")
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format ({content_type}) - accepted "
+                f"media types include: {JSON_PATCH}, {MERGE_PATCH}, {STRATEGIC_PATCH}",
+            )
         if not isinstance(new, dict):
             raise ApiError(422, "Invalid", "the patched object is not a JSON object")
         new_meta = new.get("metadata")
@@ -1312,8 +1531,11 @@ class _Handler(BaseHTTPRequestHandler):
             epoch = api._watch_epoch
             if rv_param in ("", "0"):
                 position = api._rv
-                initial = [copy.deepcopy(o) for k, o in sorted(api._objects.items())
-                           if k[0] == rt.plural and flt.matches(o)]
+                initial = [
+                    copy.deepcopy(o)
+                    for k, o in sorted(api._objects.items())
+                    if k[0] == rt.plural and flt.matches(o)
+                ]
             else:
                 try:
                     position = int(rv_param)
@@ -1359,8 +1581,13 @@ class _Handler(BaseHTTPRequestHandler):
                         api._cond.wait(max(wake, 0.01))
                     current = api._rv
                 if expired:
-                    self._chunk("ERROR", _gone(f"too old resource version: {position} ({api._compacted})")
-                                .status(), rt, None, include)
+                    self._chunk(
+                        "ERROR",
+                        _gone(f"too old resource version: {position} ({api._compacted})").status(),
+                        rt,
+                        None,
+                        include,
+                    )
                     return
                 for event in batch:
                     position = event.rv
@@ -1368,8 +1595,11 @@ class _Handler(BaseHTTPRequestHandler):
                         self._chunk(kind, obj, rt, table, include)
                 if bookmarks and time.monotonic() - last_bookmark >= self.server.api.bookmark_interval:
                     position = max(position, current)
-                    mark = {"kind": rt.kind, "apiVersion": rt.api_version,
-                            "metadata": {"resourceVersion": str(position)}}
+                    mark = {
+                        "kind": rt.kind,
+                        "apiVersion": rt.api_version,
+                        "metadata": {"resourceVersion": str(position)},
+                    }
                     self._chunk("BOOKMARK", mark, rt, None, include)
                     last_bookmark = time.monotonic()
         except (BrokenPipeError, ConnectionResetError, OSError):

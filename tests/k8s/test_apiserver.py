@@ -38,8 +38,9 @@ def core(api_client: Any) -> Any:
 def pod(name: str, node: str | None = NODE, labels: dict[str, str] | None = None) -> Any:
     return client.V1Pod(
         metadata=client.V1ObjectMeta(name=name, labels=labels or {"app": "demo"}),
-        spec=client.V1PodSpec(node_name=node,
-                              containers=[client.V1Container(name="main", image="busybox:1.36")]),
+        spec=client.V1PodSpec(
+            node_name=node, containers=[client.V1Container(name="main", image="busybox:1.36")]
+        ),
     )
 
 
@@ -132,10 +133,17 @@ def test_stale_resource_version_conflicts_and_noop_keeps_it(server: FakeKubeApiS
 def test_status_subresource_rules_and_strategic_merge_by_type(server: FakeKubeApiServer, core: Any) -> None:
     core.create_namespaced_pod("default", pod("a"))
     now = datetime.now(UTC)
-    body = {"status": {"phase": "Running", "podIP": "10.0.0.5", "conditions": [
-        {"type": "vkec2.io/InstanceReady", "status": "True", "lastTransitionTime": now.isoformat()},
-        {"type": "Ready", "status": "False"}]},
-        "spec": {"containers": [{"name": "main", "image": "ignored:1"}]}}
+    body = {
+        "status": {
+            "phase": "Running",
+            "podIP": "10.0.0.5",
+            "conditions": [
+                {"type": "vkec2.io/InstanceReady", "status": "True", "lastTransitionTime": now.isoformat()},
+                {"type": "Ready", "status": "False"},
+            ],
+        },
+        "spec": {"containers": [{"name": "main", "image": "ignored:1"}]},
+    }
     written = core.patch_namespaced_pod_status("a", "default", body)
     assert written.status.phase == "Running" and written.spec.containers[0].image == "busybox:1.36"
     ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
@@ -143,7 +151,9 @@ def test_status_subresource_rules_and_strategic_merge_by_type(server: FakeKubeAp
     stored = server.get("pods", "a", "default")
     assert stored is not None
     assert {c["type"]: c["status"] for c in stored["status"]["conditions"]} == {
-        "vkec2.io/InstanceReady": "True", "Ready": "True"}
+        "vkec2.io/InstanceReady": "True",
+        "Ready": "True",
+    }
 
     # A main-resource write cannot change status; a status replace with a stale RV conflicts.
     current = core.read_namespaced_pod("a", "default")
@@ -157,32 +167,51 @@ def test_status_subresource_rules_and_strategic_merge_by_type(server: FakeKubeAp
     assert server.request_count("patch", "pods/status") == 2
     assert server.request_count("update", "pods/status") == 1
 
-    node = client.V1Node(metadata=client.V1ObjectMeta(name=NODE, labels={"type": "virtual-kubelet"}),
-                         status=client.V1NodeStatus(conditions=[
-                             client.V1NodeCondition(type="Ready", status="True"),
-                             client.V1NodeCondition(type="NetworkUnavailable", status="False")],
-                             addresses=[client.V1NodeAddress(type="InternalIP", address="127.0.0.1")]))
+    node = client.V1Node(
+        metadata=client.V1ObjectMeta(name=NODE, labels={"type": "virtual-kubelet"}),
+        status=client.V1NodeStatus(
+            conditions=[
+                client.V1NodeCondition(type="Ready", status="True"),
+                client.V1NodeCondition(type="NetworkUnavailable", status="False"),
+            ],
+            addresses=[client.V1NodeAddress(type="InternalIP", address="127.0.0.1")],
+        ),
+    )
     created = core.create_node(node)
     assert created.status.conditions[1].type == "NetworkUnavailable"  # nodes keep the status they come with
-    core.patch_node_status(NODE, {"status": {
-        "conditions": [{"type": "Ready", "status": "False", "reason": "NoWorkers"}],
-        "addresses": [{"type": "Hostname", "address": NODE}]}})
+    core.patch_node_status(
+        NODE,
+        {
+            "status": {
+                "conditions": [{"type": "Ready", "status": "False", "reason": "NoWorkers"}],
+                "addresses": [{"type": "Hostname", "address": NODE}],
+            }
+        },
+    )
     stored_node = server.get("nodes", NODE)
     assert stored_node is not None
     assert [(c["type"], c["status"]) for c in stored_node["status"]["conditions"]] == [
-        ("Ready", "False"), ("NetworkUnavailable", "False")]
+        ("Ready", "False"),
+        ("NetworkUnavailable", "False"),
+    ]
     assert [a["type"] for a in stored_node["status"]["addresses"]] == ["InternalIP", "Hostname"]
 
 
 def test_merge_patch_and_json_patch(server: FakeKubeApiServer, core: Any) -> None:
     core.create_namespaced_pod("default", pod("a", labels={"app": "demo", "drop": "me"}))
-    merged = core.patch_namespaced_pod("a", "default", {"metadata": {"labels": {"drop": None, "new": "1"}}},
-                                       _content_type="application/merge-patch+json")
+    merged = core.patch_namespaced_pod(
+        "a",
+        "default",
+        {"metadata": {"labels": {"drop": None, "new": "1"}}},
+        _content_type="application/merge-patch+json",
+    )
     assert merged.metadata.labels == {"app": "demo", "new": "1"}
     annotations = {"compute.amazonaws.com/instance-id": "i-1"}
-    ops = [{"op": "add", "path": "/metadata/annotations", "value": annotations},
-           {"op": "test", "path": "/metadata/labels/new", "value": "1"},
-           {"op": "remove", "path": "/metadata/labels/new"}]
+    ops = [
+        {"op": "add", "path": "/metadata/annotations", "value": annotations},
+        {"op": "test", "path": "/metadata/labels/new", "value": "1"},
+        {"op": "remove", "path": "/metadata/labels/new"},
+    ]
     patched = core.patch_namespaced_pod("a", "default", ops)
     assert patched.metadata.annotations == {"compute.amazonaws.com/instance-id": "i-1"}
     assert patched.metadata.labels == {"app": "demo"}
@@ -195,17 +224,30 @@ def test_merge_patch_and_json_patch(server: FakeKubeApiServer, core: Any) -> Non
 
 
 def test_strategic_merge_directives() -> None:
-    original = {"metadata": {"finalizers": ["a"], "labels": {"k": "v"}},
-                "spec": {"containers": [{"name": "c", "image": "x", "env": [{"name": "A", "value": "1"}]},
-                                        {"name": "d", "image": "y"}]}}
-    patch = {"metadata": {"finalizers": ["b"], "$deleteFromPrimitiveList/finalizers": ["a"]},
-             "spec": {"$setElementOrder/containers": [{"name": "c"}],
-                      "containers": [{"name": "c", "env": [{"name": "B", "value": "2"}]},
-                                     {"name": "d", "$patch": "delete"}]}}
+    original = {
+        "metadata": {"finalizers": ["a"], "labels": {"k": "v"}},
+        "spec": {
+            "containers": [
+                {"name": "c", "image": "x", "env": [{"name": "A", "value": "1"}]},
+                {"name": "d", "image": "y"},
+            ]
+        },
+    }
+    patch = {
+        "metadata": {"finalizers": ["b"], "$deleteFromPrimitiveList/finalizers": ["a"]},
+        "spec": {
+            "$setElementOrder/containers": [{"name": "c"}],
+            "containers": [
+                {"name": "c", "env": [{"name": "B", "value": "2"}]},
+                {"name": "d", "$patch": "delete"},
+            ],
+        },
+    }
     result = strategic_merge_patch(original, patch)
     assert result["metadata"] == {"finalizers": ["b"], "labels": {"k": "v"}}
     assert result["spec"]["containers"] == [
-        {"name": "c", "image": "x", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]
+        {"name": "c", "image": "x", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}
+    ]
     replace = {"metadata": {"labels": {"$patch": "replace", "only": "this"}}}
     replaced = strategic_merge_patch(original, replace)
     assert replaced["metadata"]["labels"] == {"only": "this"}
@@ -238,8 +280,12 @@ def test_live_watch_with_field_selector(server: FakeKubeApiServer, core: Any) ->
 
     def consume() -> None:
         try:
-            for event in w.stream(core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={NODE}",
-                                  resource_version=listed.metadata.resource_version, timeout_seconds=30):
+            for event in w.stream(
+                core.list_pod_for_all_namespaces,
+                field_selector=f"spec.nodeName={NODE}",
+                resource_version=listed.metadata.resource_version,
+                timeout_seconds=30,
+            ):
                 obj = event["object"]
                 events.put((event["type"], obj.metadata.name, obj.metadata.resource_version))
         except Exception as exc:  # surfaced by the assertions below
@@ -256,7 +302,11 @@ def test_live_watch_with_field_selector(server: FakeKubeApiServer, core: Any) ->
 
     received = [events.get(timeout=10) for _ in range(4)]
     assert [(kind, name) for kind, name, _ in received] == [
-        ("ADDED", "mine"), ("MODIFIED", "mine"), ("MODIFIED", "mine"), ("DELETED", "mine")]
+        ("ADDED", "mine"),
+        ("MODIFIED", "mine"),
+        ("MODIFIED", "mine"),
+        ("DELETED", "mine"),
+    ]
     versions = [int(rv) for _, _, rv in received]
     assert versions == sorted(versions) and len(set(versions)) == 4
     server.close_watches()  # ends the stream cleanly; with timeout_seconds the client does not retry
@@ -278,8 +328,13 @@ def test_watch_translates_selector_enter_and_leave(server: FakeKubeApiServer, co
     core.patch_namespaced_pod("a", "default", {"metadata": {"labels": {"app": "gone"}}})
     core.patch_namespaced_pod("a", "default", {"metadata": {"labels": {"app": "demo"}}})
     w = watch.Watch()
-    stream = w.stream(core.list_namespaced_pod, "default", label_selector="app=demo", resource_version=start,
-                      timeout_seconds=10)
+    stream = w.stream(
+        core.list_namespaced_pod,
+        "default",
+        label_selector="app=demo",
+        resource_version=start,
+        timeout_seconds=10,
+    )
     seen = [(e["type"], e["object"].metadata.labels["app"]) for e in take(stream, w, 2)]
     assert seen == [("DELETED", "gone"), ("ADDED", "demo")]
 
@@ -298,8 +353,9 @@ def test_expired_resource_version_is_410_gone(server: FakeKubeApiServer, core: A
     core.patch_namespaced_pod("a", "default", {"metadata": {"labels": {"v": "2"}}})
     current = str(server.expire_history())
     with pytest.raises(client.ApiException) as exc:
-        list(watch.Watch().stream(core.list_namespaced_pod, "default", resource_version=old,
-                                  timeout_seconds=5))
+        list(
+            watch.Watch().stream(core.list_namespaced_pod, "default", resource_version=old, timeout_seconds=5)
+        )
     assert exc.value.status == 410
     # Without timeout_seconds the client retries once itself, then raises too.
     w = watch.Watch()
@@ -310,13 +366,20 @@ def test_expired_resource_version_is_410_gone(server: FakeKubeApiServer, core: A
     # The producer's recovery: relist, then watch from the list's resourceVersion.
     relisted = core.list_namespaced_pod("default")
     assert relisted.metadata.resource_version == current
-    assert list(watch.Watch().stream(core.list_namespaced_pod, "default",
-                                     resource_version=current, timeout_seconds=1)) == []
+    assert (
+        list(
+            watch.Watch().stream(
+                core.list_namespaced_pod, "default", resource_version=current, timeout_seconds=1
+            )
+        )
+        == []
+    )
     # The history is bounded: a small server forgets on its own.
     small = FakeKubeApiServer(history_size=3)
     for i in range(5):
-        small.create("pods", {"metadata": {"name": f"p{i}", "namespace": "default"},
-                              "spec": {"containers": []}})
+        small.create(
+            "pods", {"metadata": {"name": f"p{i}", "namespace": "default"}, "spec": {"containers": []}}
+        )
     assert small.history()[0].rv == small.resource_version - 2
 
 
@@ -357,23 +420,29 @@ def test_graceful_deletion_and_uid_precondition(server: FakeKubeApiServer, core:
     with pytest.raises(client.ApiException) as exc:
         core.delete_namespaced_pod("bound", "default", body=wrong)
     assert exc.value.status == 409 and "Precondition failed" in error_of(exc)["message"]
-    right = client.V1DeleteOptions(grace_period_seconds=0,
-                                   preconditions=client.V1Preconditions(uid=bound.metadata.uid))
+    right = client.V1DeleteOptions(
+        grace_period_seconds=0, preconditions=client.V1Preconditions(uid=bound.metadata.uid)
+    )
     core.delete_namespaced_pod("bound", "default", body=right)
     assert server.get("pods", "bound", "default") is None
 
     w = watch.Watch()
     stream = w.stream(core.list_namespaced_pod, "default", resource_version=start, timeout_seconds=10)
-    seen = [(e["type"], e["object"].metadata.name, e["object"].metadata.deletion_timestamp is not None)
-            for e in take(stream, w, 3)]
+    seen = [
+        (e["type"], e["object"].metadata.name, e["object"].metadata.deletion_timestamp is not None)
+        for e in take(stream, w, 3)
+    ]
     assert seen == [("DELETED", "unbound", False), ("MODIFIED", "bound", True), ("DELETED", "bound", True)]
 
 
 def test_leases_create_and_renew(server: FakeKubeApiServer, api_client: Any) -> None:
     coord = client.CoordinationV1Api(api_client)
-    lease = client.V1Lease(metadata=client.V1ObjectMeta(name=NODE, namespace="kube-node-lease"),
-                           spec=client.V1LeaseSpec(holder_identity=NODE, lease_duration_seconds=40,
-                                                   renew_time=datetime.now(UTC)))
+    lease = client.V1Lease(
+        metadata=client.V1ObjectMeta(name=NODE, namespace="kube-node-lease"),
+        spec=client.V1LeaseSpec(
+            holder_identity=NODE, lease_duration_seconds=40, renew_time=datetime.now(UTC)
+        ),
+    )
     current = coord.create_namespaced_lease("kube-node-lease", lease)
     for _ in range(3):
         current.spec.renew_time = datetime.now(UTC)
@@ -389,14 +458,19 @@ def test_events_create_and_list(api_client: Any, core: Any) -> None:
     target = core.create_namespaced_pod("default", pod("a"))
     event = client.CoreV1Event(
         metadata=client.V1ObjectMeta(generate_name="a."),
-        involved_object=client.V1ObjectReference(kind="Pod", namespace="default", name="a",
-                                                 uid=target.metadata.uid),
-        reason="InstanceLaunched", message="launched i-123", type="Normal",
-        source=client.V1EventSource(component="vkec2"))
+        involved_object=client.V1ObjectReference(
+            kind="Pod", namespace="default", name="a", uid=target.metadata.uid
+        ),
+        reason="InstanceLaunched",
+        message="launched i-123",
+        type="Normal",
+        source=client.V1EventSource(component="vkec2"),
+    )
     created = core.create_namespaced_event("default", event)
     assert created.metadata.name.startswith("a.") and len(created.metadata.name) == 7
-    found = core.list_namespaced_event("default",
-                                       field_selector="involvedObject.name=a,reason=InstanceLaunched")
+    found = core.list_namespaced_event(
+        "default", field_selector="involvedObject.name=a,reason=InstanceLaunched"
+    )
     assert [e.message for e in found.items] == ["launched i-123"]
 
 

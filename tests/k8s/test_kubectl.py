@@ -51,19 +51,39 @@ class Kubectl:
         self.binary = binary
         self.home = home
         self.kubeconfig = home / "kubeconfig"
-        self.kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "double",
-            "clusters": [{"name": "double", "cluster": {"server": server.url}}],
-            "users": [{"name": "nobody", "user": {}}],
-            "contexts": [{"name": "double", "context": {"cluster": "double", "user": "nobody",
-                                                         "namespace": "default"}}],
-        }))
+        self.kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "double",
+                    "clusters": [{"name": "double", "cluster": {"server": server.url}}],
+                    "users": [{"name": "nobody", "user": {}}],
+                    "contexts": [
+                        {
+                            "name": "double",
+                            "context": {"cluster": "double", "user": "nobody", "namespace": "default"},
+                        }
+                    ],
+                }
+            )
+        )
 
     def __call__(self, *args: str, stdin: str | None = None) -> str:
         proc = subprocess.run(
-            [str(self.binary), "--kubeconfig", str(self.kubeconfig), "--cache-dir", str(self.home / "cache"),
-             "--request-timeout=20s", *args],
-            input=stdin, capture_output=True, text=True, timeout=60,
+            [
+                str(self.binary),
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--cache-dir",
+                str(self.home / "cache"),
+                "--request-timeout=20s",
+                *args,
+            ],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
             env={"HOME": str(self.home), "PATH": "/usr/bin:/bin"},
         )
         assert proc.returncode == 0, f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}"
@@ -76,19 +96,26 @@ def kubectl(kubectl_bin: Path, server: FakeKubeApiServer, tmp_path: Path) -> Kub
 
 
 def add_node(server: FakeKubeApiServer, name: str, ready: str = "True") -> None:
-    server.create("nodes", {
-        "metadata": {"name": name, "labels": {"type": "virtual-kubelet", "kubernetes.io/role": "agent"}},
-        "status": {"conditions": [{"type": "Ready", "status": ready}],
-                   "nodeInfo": {"kubeletVersion": "v1.33.0-vkec2"}},
-    })
+    server.create(
+        "nodes",
+        {
+            "metadata": {"name": name, "labels": {"type": "virtual-kubelet", "kubernetes.io/role": "agent"}},
+            "status": {
+                "conditions": [{"type": "Ready", "status": ready}],
+                "nodeInfo": {"kubeletVersion": "v1.33.0-vkec2"},
+            },
+        },
+    )
 
 
 def add_pod(server: FakeKubeApiServer, name: str, node: str | None, namespace: str = "default") -> Obj:
-    return server.create("pods", {
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox:1.36"}]},
-    })
-
+    return server.create(
+        "pods",
+        {
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox:1.36"}]},
+        },
+    )
 
 
 def test_get_pods_and_nodes(kubectl: Kubectl, server: FakeKubeApiServer) -> None:

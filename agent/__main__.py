@@ -1,0 +1,7 @@
+"""``python -m agent``: run the agent server (the same as ``vkec2 agent``)."""
+
+import sys
+
+from agent.server import main
+
+sys.exit(main(sys.argv[1:]))

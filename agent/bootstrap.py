@@ -1,0 +1,140 @@
+"""Who this agent is, and the TLS identity the fleet hands it: the agent half of the mTLS bootstrap.
+
+At start the agent knows its instance identity (on EC2: the IMDSv2 instance identity document and
+its signature; in tests and simulation: a file or a fixed instance ID, so nothing ever dials
+169.254.169.254 off EC2) and serves only AgentBootstrap and health. The fleet checks the identity,
+then sends a server certificate, its key and the fleet CA (LaunchAuthenticatedEndpoint); the
+server then restarts its listener with TLS that requires client certificates from that CA. The
+material can be kept in a state directory (files readable by the agent's user only) so a restarted
+agent comes back authenticated instead of asking to be bootstrapped again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+IMDS_ENDPOINT = "http://169.254.169.254"
+
+
+class IdentityError(Exception):
+    """The agent could not learn which instance it runs on."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    instance_id: str
+    region: str = ""
+    availability_zone: str = ""
+    private_ip: str = ""
+    document: str = ""
+    signature: str = ""
+    source: str = "static"
+
+
+def identity_from_document(document: str, signature: str, source: str) -> Identity:
+    try:
+        doc = json.loads(document)
+    except json.JSONDecodeError as exc:
+        raise IdentityError(f"the instance identity document is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("instanceId"), str) or not doc["instanceId"]:
+        raise IdentityError("the instance identity document has no instanceId")
+    return Identity(
+        instance_id=doc["instanceId"],
+        region=str(doc.get("region", "")),
+        availability_zone=str(doc.get("availabilityZone", "")),
+        private_ip=str(doc.get("privateIp", "")),
+        document=document,
+        signature=signature,
+        source=source,
+    )
+
+
+def identity_from_imds(endpoint: str = IMDS_ENDPOINT, timeout: float = 2.0) -> Identity:
+    """IMDSv2: a session token, then the instance identity document and its signature."""
+    base = endpoint.rstrip("/")
+    try:
+        req = urllib.request.Request(
+            f"{base}/latest/api/token",
+            method="PUT",
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"},
+        )
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            token = resp.read().decode()
+
+        def get(path: str) -> str:
+            r = urllib.request.Request(f"{base}{path}", headers={"X-aws-ec2-metadata-token": token})
+            with urllib.request.urlopen(r, timeout=timeout) as resp:
+                return str(resp.read().decode())
+
+        document = get("/latest/dynamic/instance-identity/document")
+        signature = get("/latest/dynamic/instance-identity/signature")
+    except OSError as exc:
+        raise IdentityError(f"instance metadata service at {base} did not answer: {exc}") from None
+    return identity_from_document(document, signature, "imds")
+
+
+def identity_from_file(path: str) -> Identity:
+    """A JSON instance identity document on disk; a ``signature`` key or ``PATH.sig`` file is optional."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise IdentityError(f"cannot read identity file {path}: {exc}") from None
+    signature = ""
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise IdentityError(f"identity file {path} is not JSON: {exc}") from None
+    if isinstance(raw, dict) and "document" in raw:
+        # {"document": {...} | "...", "signature": "..."}
+        doc = raw["document"]
+        text = doc if isinstance(doc, str) else json.dumps(doc)
+        signature = str(raw.get("signature", ""))
+    sig_path = Path(path + ".sig")
+    if not signature and sig_path.exists():
+        signature = sig_path.read_text().strip()
+    return identity_from_document(text, signature, "file")
+
+
+# ------------------------------------------------------------------------------------------------
+# TLS material
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """What LaunchAuthenticatedEndpoint delivers: the agent's server certificate, key and the fleet CA."""
+
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+
+    def validate(self) -> None:
+        """Refuse obviously wrong material before the listener is torn down for it."""
+        if b"-----BEGIN CERTIFICATE-----" not in self.cert_pem:
+            raise ValueError("server_cert_pem is not a PEM certificate")
+        if b"PRIVATE KEY-----" not in self.key_pem:
+            raise ValueError("server_key_pem is not a PEM private key")
+        if b"-----BEGIN CERTIFICATE-----" not in self.ca_pem:
+            raise ValueError("ca_cert_pem is not a PEM certificate")
+
+    FILES = ("server.crt", "server.key", "ca.crt")
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name, data in zip(self.FILES, (self.cert_pem, self.key_pem, self.ca_pem), strict=True):
+            tmp = directory / (name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, directory / name)
+
+    @classmethod
+    def load(cls, directory: Path) -> TlsMaterial | None:
+        paths = [directory / n for n in cls.FILES]
+        if not all(p.exists() for p in paths):
+            return None
+        cert, key, ca = (p.read_bytes() for p in paths)
+        return cls(cert, key, ca)

@@ -1,0 +1,331 @@
+"""The agent simulator (``vkec2 agent-sim``): thousands of virtual agents in one process, for local runs.
+
+Every call names its instance in the ``x-vkec2-instance-id`` metadata, and that picks the virtual
+agent. A virtual agent exists only for an instance that is ``running`` at the configured EC2
+endpoint (moto's server locally) and only once the boot delay, counted from the instance's
+LaunchTime, has passed; any other instance gets UNAVAILABLE, exactly what the fleet sees from an
+agent that has not booted yet. The set of running instances is refreshed with paginated,
+state-filtered DescribeInstances calls in the background and on a miss (at most once per
+``--miss-refresh`` seconds, single-flight), so 5,000 instances cost a handful of EC2 calls, not one
+per health check. Virtual agents use the simulated runtime unless ``--runtime process`` is asked
+for, always serve the Simulation service, and speak plaintext only (mTLS is the real agent's).
+boto3 is imported here, lazily, and nowhere else in the agent package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import grpc
+
+from agent.bootstrap import Identity, TlsMaterial
+from agent.runtime import Runtime
+from agent.runtime_process import ProcessRuntime
+from agent.runtime_sim import SimOutcome, SimRuntime
+from agent.service import SERVER_OPTIONS, Instance, SimControl, add_services, metadata_instance_id
+
+log = logging.getLogger("vkec2.agent.simulator")
+
+
+class Ec2Inventory:
+    """Which instances are running at the EC2 endpoint, with their launch times; refreshed in bulk."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        region: str,
+        *,
+        refresh_interval: float = 5.0,
+        miss_refresh: float = 1.0,
+        on_refresh: Callable[[set[str]], None] | None = None,
+    ) -> None:
+        self._endpoint = endpoint
+        self._region = region
+        self._refresh_interval = refresh_interval
+        self._miss_refresh = miss_refresh
+        self._on_refresh = on_refresh
+        self._running: dict[str, float] = {}
+        self._first_seen: dict[str, float] = {}
+        self._refreshed_at = float("-inf")
+        self._flight = threading.Lock()
+        self._client: Any = None
+        self._stop = threading.Event()
+        self.describe_calls = 0
+
+    def _ec2(self) -> Any:
+        if self._client is None:
+            import boto3  # only the simulator needs it; the agent itself never does
+            from botocore.config import Config
+
+            self._client = boto3.client(
+                "ec2",
+                endpoint_url=self._endpoint,
+                region_name=self._region,
+                config=Config(
+                    retries={"max_attempts": 3, "mode": "standard"},
+                    max_pool_connections=4,
+                    connect_timeout=2,
+                    read_timeout=60,
+                ),
+            )
+        return self._client
+
+    def refresh(self) -> None:
+        with self._flight:
+            self._refresh_locked()
+
+    def _refresh_locked(self) -> None:
+        started = time.monotonic()
+        running: dict[str, float] = {}
+        now = time.time()
+        paginator = self._ec2().get_paginator("describe_instances")
+        pages = paginator.paginate(
+            Filters=[{"Name": "instance-state-name", "Values": ["running"]}],
+            PaginationConfig={"PageSize": 1000},
+        )
+        for page in pages:
+            self.describe_calls += 1
+            for reservation in page.get("Reservations", []):
+                for inst in reservation.get("Instances", []):
+                    iid = inst["InstanceId"]
+                    first = self._first_seen.setdefault(iid, now)
+                    launch = inst.get("LaunchTime")
+                    running[iid] = launch.timestamp() if launch is not None else first
+        self._running = running
+        self._first_seen = {k: v for k, v in self._first_seen.items() if k in running}
+        self._refreshed_at = time.monotonic()
+        log.debug("EC2 inventory: %d running instances (%.2fs)", len(running), self._refreshed_at - started)
+        if self._on_refresh is not None:
+            self._on_refresh(set(running))
+
+    def launch_time(self, instance_id: str) -> float | None:
+        """When the instance was launched, or None when it is not running (refreshing on a miss)."""
+        found = self._running.get(instance_id)
+        if found is not None:
+            return found
+        if time.monotonic() - self._refreshed_at >= self._miss_refresh:
+            with self._flight:
+                # Another caller may have refreshed while this one waited for the lock.
+                if time.monotonic() - self._refreshed_at >= self._miss_refresh:
+                    try:
+                        self._refresh_locked()
+                    except Exception as exc:
+                        log.warning("DescribeInstances failed: %s", exc)
+                        self._refreshed_at = time.monotonic()
+        return self._running.get(instance_id)
+
+    def count(self) -> int:
+        return len(self._running)
+
+    def run_background(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self._refresh_interval):
+                try:
+                    self.refresh()
+                except Exception as exc:
+                    log.warning("DescribeInstances failed: %s", exc)
+
+        threading.Thread(target=loop, name="vkec2-sim-inventory", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class SimulatorHost:
+    """Routes each call to the virtual agent of the instance its metadata names."""
+
+    def __init__(
+        self, inventory: Ec2Inventory, boot_delay: float, make_runtime: Callable[[str], Runtime], region: str
+    ) -> None:
+        self._inventory = inventory
+        self._boot_delay = boot_delay
+        self._make_runtime = make_runtime
+        self._region = region
+        self._agents: dict[str, Instance] = {}
+        self._lock = threading.Lock()
+
+    def agents(self) -> int:
+        return len(self._agents)
+
+    def prune(self, running: set[str]) -> None:
+        """Forget the virtual agents of instances that are no longer running."""
+        with self._lock:
+            gone = [iid for iid in self._agents if iid not in running]
+            dropped = [self._agents.pop(iid) for iid in gone]
+        for inst in dropped:
+            inst.runtime.close()
+
+    def _lookup(self, context: grpc.ServicerContext, iid: str) -> Instance:
+        launched = self._inventory.launch_time(iid)
+        if launched is None:
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"simulated agent unreachable: no running instance {iid} at the EC2 endpoint",
+            )
+        assert launched is not None
+        wait = launched + self._boot_delay - time.time()
+        if wait > 0:
+            context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"simulated agent of {iid} is still booting ({wait:.1f}s to go)"
+            )
+        inst = self._agents.get(iid)
+        if inst is None:
+            with self._lock:
+                inst = self._agents.get(iid)
+                if inst is None:
+                    inst = Instance(iid, self._make_runtime(iid), SimControl())
+                    self._agents[iid] = inst
+        return inst
+
+    def resolve(self, context: grpc.ServicerContext) -> Instance:
+        iid = metadata_instance_id(context)
+        if not iid:
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "missing x-vkec2-instance-id metadata: the simulator routes calls by instance ID",
+            )
+        return self._lookup(context, iid)
+
+    def health_target(self, context: grpc.ServicerContext) -> Instance | None:
+        iid = metadata_instance_id(context)
+        return self._lookup(context, iid) if iid else None
+
+    def identity(self, context: grpc.ServicerContext) -> Identity:
+        inst = self.resolve(context)
+        return Identity(inst.instance_id, region=self._region, source="simulator")
+
+    def mode(self) -> str:
+        return "insecure"
+
+    def authenticate(self, material: TlsMaterial, context: grpc.ServicerContext) -> str:
+        context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "the agent simulator serves plaintext only; mTLS is served by the real agent",
+        )
+        raise AssertionError("unreachable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vkec2 agent-sim", description="Many simulated agents in one process, keyed by instance ID."
+    )
+    p.add_argument("--listen", default="127.0.0.1:8200", help="HOST:PORT (default 127.0.0.1:8200)")
+    p.add_argument(
+        "--ec2-endpoint", required=True, help="EC2 API endpoint, e.g. moto's http://127.0.0.1:5000"
+    )
+    p.add_argument("--region", default="us-west-2")
+    p.add_argument(
+        "--boot-delay", type=float, default=0.0, help="seconds after LaunchTime before an agent answers"
+    )
+    p.add_argument("--runtime", choices=("sim", "process"), default="sim")
+    p.add_argument("--refresh-interval", type=float, default=5.0, help="seconds between inventory refreshes")
+    p.add_argument(
+        "--miss-refresh",
+        type=float,
+        default=1.0,
+        help="on an unknown instance, refresh at most this often (negative cache)",
+    )
+    p.add_argument("--sim-start-delay", type=float, default=0.0)
+    p.add_argument("--sim-run-seconds", type=float, default=None)
+    p.add_argument("--sim-exit-code", type=int, default=0)
+    p.add_argument("--log-dir", default=None, help="container logs of --runtime process")
+    p.add_argument("--restart-backoff", type=float, default=10.0)
+    p.add_argument("--max-workers", type=int, default=64)
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+class Simulator:
+    """The simulator's server: an inventory, a host of virtual agents and one plaintext listener."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        outcome = SimOutcome(
+            start_delay=args.sim_start_delay, run_seconds=args.sim_run_seconds, exit_code=args.sim_exit_code
+        )
+        log_root = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="vkec2-sim-logs-"))
+
+        def make_runtime(iid: str) -> Runtime:
+            if args.runtime == "process":
+                return ProcessRuntime(log_root / iid, pod_ip="127.0.0.1", backoff_base=args.restart_backoff)
+            return SimRuntime(outcome, pod_ip="127.0.0.1")
+
+        self.inventory = Ec2Inventory(
+            args.ec2_endpoint,
+            args.region,
+            refresh_interval=args.refresh_interval,
+            miss_refresh=args.miss_refresh,
+            on_refresh=self._pruned,
+        )
+        self.host = SimulatorHost(self.inventory, args.boot_delay, make_runtime, args.region)
+        self._executor = futures.ThreadPoolExecutor(
+            max_workers=args.max_workers, thread_name_prefix="vkec2-sim"
+        )
+        self.server = grpc.server(self._executor, options=SERVER_OPTIONS)
+        add_services(self.server, self.host, lifecycle=True, simulation=True)
+        self._listen = args.listen
+        self.port = 0
+        self.address = args.listen
+
+    def _pruned(self, running: set[str]) -> None:
+        self.host.prune(running)
+
+    def start(self) -> None:
+        """Take a first inventory, then listen: once the port is open, known instances answer."""
+        try:
+            self.inventory.refresh()
+        except Exception as exc:  # EC2 may come up later; a miss refreshes again
+            log.warning("first DescribeInstances failed: %s", exc)
+        self.port = self.server.add_insecure_port(self._listen)
+        if not self.port:
+            raise OSError(f"cannot listen on {self._listen}")
+        self.address = f"{self._listen.rpartition(':')[0]}:{self.port}"
+        self.inventory.run_background()
+        self.server.start()
+
+    def stop(self, grace: float = 1.0) -> None:
+        self.inventory.stop()
+        self.server.stop(grace).wait()
+        self.host.prune(set())
+        self._executor.shutdown(wait=False)
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        sim = Simulator(args)
+        sim.start()
+    except (OSError, ValueError) as exc:
+        print(f"vkec2 agent-sim: {exc}", file=sys.stderr)
+        return 1
+    stopped = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    print(
+        f"vkec2 agent-sim listening on {sim.address} (plaintext) for EC2 at {args.ec2_endpoint}; "
+        f"{sim.inventory.count()} running instances",
+        file=sys.stderr,
+        flush=True,
+    )
+    stopped.wait()
+    sim.stop()
+    return 0

@@ -1,0 +1,252 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class LaunchApplicationRequest(_message.Message):
+    __slots__ = ("pod_json",)
+    POD_JSON_FIELD_NUMBER: _ClassVar[int]
+    pod_json: str
+    def __init__(self, pod_json: _Optional[str] = ...) -> None: ...
+
+class LaunchApplicationResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: PodStatus
+    def __init__(self, status: _Optional[_Union[PodStatus, _Mapping]] = ...) -> None: ...
+
+class TerminateApplicationRequest(_message.Message):
+    __slots__ = ("grace_seconds",)
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    grace_seconds: int
+    def __init__(self, grace_seconds: _Optional[int] = ...) -> None: ...
+
+class TerminateApplicationResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: PodStatus
+    def __init__(self, status: _Optional[_Union[PodStatus, _Mapping]] = ...) -> None: ...
+
+class CheckApplicationHealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchApplicationHealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CheckApplicationHealthResponse(_message.Message):
+    __slots__ = ("status",)
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    status: PodStatus
+    def __init__(self, status: _Optional[_Union[PodStatus, _Mapping]] = ...) -> None: ...
+
+class PodStatus(_message.Message):
+    __slots__ = ("phase", "conditions", "init_container_statuses", "container_statuses", "reason", "message", "pod_ip", "start_time", "pod_uid", "version")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    CONDITIONS_FIELD_NUMBER: _ClassVar[int]
+    INIT_CONTAINER_STATUSES_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_STATUSES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    POD_IP_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    POD_UID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    phase: str
+    conditions: _containers.RepeatedCompositeFieldContainer[PodCondition]
+    init_container_statuses: _containers.RepeatedCompositeFieldContainer[ContainerStatus]
+    container_statuses: _containers.RepeatedCompositeFieldContainer[ContainerStatus]
+    reason: str
+    message: str
+    pod_ip: str
+    start_time: _timestamp_pb2.Timestamp
+    pod_uid: str
+    version: int
+    def __init__(self, phase: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[PodCondition, _Mapping]]] = ..., init_container_statuses: _Optional[_Iterable[_Union[ContainerStatus, _Mapping]]] = ..., container_statuses: _Optional[_Iterable[_Union[ContainerStatus, _Mapping]]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., pod_ip: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pod_uid: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+
+class PodCondition(_message.Message):
+    __slots__ = ("type", "status", "reason", "message", "last_transition_time")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LAST_TRANSITION_TIME_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    status: str
+    reason: str
+    message: str
+    last_transition_time: _timestamp_pb2.Timestamp
+    def __init__(self, type: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., last_transition_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ContainerStatus(_message.Message):
+    __slots__ = ("name", "ready", "restart_count", "state", "last_state", "image", "started", "container_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    RESTART_COUNT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LAST_STATE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    ready: bool
+    restart_count: int
+    state: ContainerState
+    last_state: ContainerState
+    image: str
+    started: bool
+    container_id: str
+    def __init__(self, name: _Optional[str] = ..., ready: _Optional[bool] = ..., restart_count: _Optional[int] = ..., state: _Optional[_Union[ContainerState, _Mapping]] = ..., last_state: _Optional[_Union[ContainerState, _Mapping]] = ..., image: _Optional[str] = ..., started: _Optional[bool] = ..., container_id: _Optional[str] = ...) -> None: ...
+
+class ContainerState(_message.Message):
+    __slots__ = ("waiting", "running", "terminated")
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    TERMINATED_FIELD_NUMBER: _ClassVar[int]
+    waiting: ContainerStateWaiting
+    running: ContainerStateRunning
+    terminated: ContainerStateTerminated
+    def __init__(self, waiting: _Optional[_Union[ContainerStateWaiting, _Mapping]] = ..., running: _Optional[_Union[ContainerStateRunning, _Mapping]] = ..., terminated: _Optional[_Union[ContainerStateTerminated, _Mapping]] = ...) -> None: ...
+
+class ContainerStateWaiting(_message.Message):
+    __slots__ = ("reason", "message")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    message: str
+    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ContainerStateRunning(_message.Message):
+    __slots__ = ("started_at",)
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    started_at: _timestamp_pb2.Timestamp
+    def __init__(self, started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ContainerStateTerminated(_message.Message):
+    __slots__ = ("exit_code", "signal", "reason", "message", "started_at", "finished_at")
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    exit_code: int
+    signal: int
+    reason: str
+    message: str
+    started_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    def __init__(self, exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetLogsRequest(_message.Message):
+    __slots__ = ("container", "follow", "tail_lines", "since_seconds", "timestamps", "previous", "limit_bytes")
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    TAIL_LINES_FIELD_NUMBER: _ClassVar[int]
+    SINCE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    container: str
+    follow: bool
+    tail_lines: int
+    since_seconds: int
+    timestamps: bool
+    previous: bool
+    limit_bytes: int
+    def __init__(self, container: _Optional[str] = ..., follow: _Optional[bool] = ..., tail_lines: _Optional[int] = ..., since_seconds: _Optional[int] = ..., timestamps: _Optional[bool] = ..., previous: _Optional[bool] = ..., limit_bytes: _Optional[int] = ...) -> None: ...
+
+class LogChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class ExecRequest(_message.Message):
+    __slots__ = ("start", "stdin", "resize", "close_stdin")
+    START_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    RESIZE_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_STDIN_FIELD_NUMBER: _ClassVar[int]
+    start: ExecStart
+    stdin: bytes
+    resize: TerminalSize
+    close_stdin: bool
+    def __init__(self, start: _Optional[_Union[ExecStart, _Mapping]] = ..., stdin: _Optional[bytes] = ..., resize: _Optional[_Union[TerminalSize, _Mapping]] = ..., close_stdin: _Optional[bool] = ...) -> None: ...
+
+class ExecStart(_message.Message):
+    __slots__ = ("container", "command", "tty", "stdin")
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
+    STDIN_FIELD_NUMBER: _ClassVar[int]
+    container: str
+    command: _containers.RepeatedScalarFieldContainer[str]
+    tty: bool
+    stdin: bool
+    def __init__(self, container: _Optional[str] = ..., command: _Optional[_Iterable[str]] = ..., tty: _Optional[bool] = ..., stdin: _Optional[bool] = ...) -> None: ...
+
+class TerminalSize(_message.Message):
+    __slots__ = ("width", "height")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class ExecResponse(_message.Message):
+    __slots__ = ("stdout", "stderr", "exit_code")
+    STDOUT_FIELD_NUMBER: _ClassVar[int]
+    STDERR_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    stdout: bytes
+    stderr: bytes
+    exit_code: int
+    def __init__(self, stdout: _Optional[bytes] = ..., stderr: _Optional[bytes] = ..., exit_code: _Optional[int] = ...) -> None: ...
+
+class GetAgentIdentityRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AgentIdentity(_message.Message):
+    __slots__ = ("instance_id", "region", "availability_zone", "identity_document", "signature", "source", "mode", "agent_version")
+    INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    AVAILABILITY_ZONE_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    instance_id: str
+    region: str
+    availability_zone: str
+    identity_document: str
+    signature: str
+    source: str
+    mode: str
+    agent_version: str
+    def __init__(self, instance_id: _Optional[str] = ..., region: _Optional[str] = ..., availability_zone: _Optional[str] = ..., identity_document: _Optional[str] = ..., signature: _Optional[str] = ..., source: _Optional[str] = ..., mode: _Optional[str] = ..., agent_version: _Optional[str] = ...) -> None: ...
+
+class LaunchAuthenticatedEndpointRequest(_message.Message):
+    __slots__ = ("server_cert_pem", "server_key_pem", "ca_cert_pem")
+    SERVER_CERT_PEM_FIELD_NUMBER: _ClassVar[int]
+    SERVER_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_CERT_PEM_FIELD_NUMBER: _ClassVar[int]
+    server_cert_pem: bytes
+    server_key_pem: bytes
+    ca_cert_pem: bytes
+    def __init__(self, server_cert_pem: _Optional[bytes] = ..., server_key_pem: _Optional[bytes] = ..., ca_cert_pem: _Optional[bytes] = ...) -> None: ...
+
+class LaunchAuthenticatedEndpointResponse(_message.Message):
+    __slots__ = ("mode",)
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    mode: str
+    def __init__(self, mode: _Optional[str] = ...) -> None: ...

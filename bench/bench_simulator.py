@@ -1,0 +1,155 @@
+"""Benchmark: how fast the agent simulator answers health checks for 5,000 virtual instances, and its memory.
+
+Starts its own moto server and simulator on free loopback ports, launches the instances in a few
+RunInstances calls, then asks each virtual agent for its health (sequentially, then with a thread
+pool), launches a simulated pod on every one, and prints the time per call and the simulator's
+resident memory. It prints numbers, not pass/fail. Run: ``python bench/bench_simulator.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support.services import ManagedProcess, free_port, port_open, start_moto, wait_until  # noqa: E402
+from vkec2.agent_client import AgentClient, AgentTarget  # noqa: E402
+from vkec2.config import AgentConnection  # noqa: E402
+
+REGION = "us-west-2"
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--instances", type=int, default=5000)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args()
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }
+    os.environ.update(env)
+    import boto3
+
+    moto, url = start_moto()
+    sim: ManagedProcess | None = None
+    try:
+        ec2 = boto3.client("ec2", endpoint_url=url, region_name=REGION)
+        started = time.perf_counter()
+        ids: list[str] = []
+        while len(ids) < args.instances:
+            n = min(1000, args.instances - len(ids))
+            resp = ec2.run_instances(
+                ImageId="ami-12345678", MinCount=n, MaxCount=n, InstanceType="mac2.metal"
+            )
+            ids += [i["InstanceId"] for i in resp["Instances"]]
+        print(f"moto: {len(ids)} instances launched in {time.perf_counter() - started:.1f}s")
+
+        port = free_port()
+        sim = ManagedProcess(
+            "agent-sim",
+            [
+                sys.executable,
+                "-m",
+                "vkec2.cli",
+                "agent-sim",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--ec2-endpoint",
+                url,
+                "--region",
+                REGION,
+                "--refresh-interval",
+                "600",
+                "--log-level",
+                "WARNING",
+            ],
+            env=env,
+            cwd=str(ROOT),
+        ).start()
+        started = time.perf_counter()
+        wait_until(lambda: port_open(port), 300, "simulator listening")
+        print(
+            f"simulator: listening after {time.perf_counter() - started:.1f}s "
+            f"(first inventory of {len(ids)} instances included); RSS {rss_mib(sim.pid):.1f} MiB"
+        )
+
+        conn = AgentConnection(port=port, endpoint=f"static:127.0.0.1:{port}", call_timeout_seconds=30)
+        client = AgentClient(conn)
+        targets = [AgentTarget(f"127.0.0.1:{port}", iid) for iid in ids]
+
+        timings = []
+        started = time.perf_counter()
+        for t in targets:
+            t0 = time.perf_counter()
+            ok = client.serving(t)
+            timings.append(time.perf_counter() - t0)
+            if not ok:
+                print(f"!! {t.instance_id} not serving")
+        total = time.perf_counter() - started
+        timings.sort()
+        print(
+            f"health, sequential: {len(targets)} checks in {total:.2f}s = "
+            f"{total / len(targets) * 1000:.3f} ms/check (median {statistics.median(timings) * 1000:.3f} ms, "
+            f"p99 {timings[int(len(timings) * 0.99)] * 1000:.3f} ms)"
+        )
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.threads) as pool:
+            served = sum(pool.map(client.serving, targets))
+        total = time.perf_counter() - started
+        print(
+            f"health, {args.threads} threads: {served}/{len(targets)} serving in {total:.2f}s = "
+            f"{total / len(targets) * 1000:.3f} ms/check"
+        )
+        print(f"simulator RSS with {len(targets)} virtual agents: {rss_mib(sim.pid):.1f} MiB")
+
+        def launch(t: AgentTarget) -> None:
+            pod = {
+                "metadata": {"name": "bench", "namespace": "default", "uid": t.instance_id},
+                "spec": {"containers": [{"name": "main", "command": ["sleep", "infinity"]}]},
+            }
+            client.launch(t, pod)
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.threads) as pool:
+            list(pool.map(launch, targets))
+        total = time.perf_counter() - started
+        print(
+            f"launch, {args.threads} threads: {len(targets)} pods in {total:.2f}s = "
+            f"{total / len(targets) * 1000:.3f} ms/launch"
+        )
+        started = time.perf_counter()
+        phases = [client.status(t).phase for t in targets]
+        total = time.perf_counter() - started
+        print(
+            f"status, sequential: {phases.count('Running')}/{len(targets)} Running, "
+            f"{total / len(targets) * 1000:.3f} ms/status"
+        )
+        print(f"simulator RSS with {len(targets)} running simulated pods: {rss_mib(sim.pid):.1f} MiB")
+        client.close()
+    finally:
+        if sim is not None:
+            sim.stop()
+        moto.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Tests of the agent, its simulator, the fleet CA and the fleet's agent client (real gRPC on loopback)."""

@@ -1,0 +1,450 @@
+"""The fleet's gRPC client for the agent on each instance (used by workers, and by the producer for logs).
+
+It turns an EC2 instance description into the agent's endpoint, keeps one lazily created channel
+per endpoint and transport (reset after a fork, so Celery's prefork children never share a parent's
+channels), puts a deadline on every unary call, names the expected instance in the
+``x-vkec2-instance-id`` metadata of every call, and maps gRPC status codes onto the fleet's errors:
+UNAVAILABLE / DEADLINE_EXCEEDED become :class:`AgentUnavailable` (retry later, like an agent that has
+not booted yet), refusals become :class:`AgentRejected`, and an agent of another instance becomes
+:class:`AgentIdentityMismatch`. With TLS configured, calls go over mTLS and the agent's certificate
+must name the target instance; only health, identity and the one-shot bootstrap fall back to
+plaintext, to reach an agent that has not been bootstrapped yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agent.v1 import agent_pb2
+from agent.v1 import agent_pb2_grpc as _agent_grpc
+from vkec2.ca import ClientTls, FleetCA, agent_server_name
+from vkec2.config import AgentConnection
+from vkec2.errors import AgentError, AgentIdentityMismatch, AgentRejected, AgentUnavailable, ConfigError
+
+INSTANCE_ID_KEY = "x-vkec2-instance-id"
+agent_pb2_grpc: Any = _agent_grpc  # generated, untyped
+
+_UNAVAILABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+_REJECTED = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.OUT_OF_RANGE,
+}
+
+
+def resolve_endpoint(conn: AgentConnection, instance: Mapping[str, Any]) -> str:
+    """``HOST:PORT`` of the agent of ``instance`` (a boto3 EC2 Instance description)."""
+    mode = conn.endpoint
+    if mode.startswith("static:"):
+        hostport = mode[len("static:") :]
+        if ":" not in hostport:
+            raise ConfigError(f"agent.endpoint {mode!r} must be static:HOST:PORT")
+        return hostport
+    keys = {"private-ip": "PrivateIpAddress", "public-ip": "PublicIpAddress"}
+    if mode not in keys:
+        raise ConfigError(f"agent.endpoint must be private-ip, public-ip or static:HOST:PORT, got {mode!r}")
+    address = instance.get(keys[mode])
+    if not address:
+        iid = instance.get("InstanceId", "?")
+        raise AgentUnavailable(f"instance {iid} has no {keys[mode]} (yet): cannot reach its agent")
+    host = f"[{address}]" if ":" in str(address) else str(address)
+    return f"{host}:{conn.port}"
+
+
+@dataclass(frozen=True)
+class AgentTarget:
+    endpoint: str
+    instance_id: str
+
+
+def _time(ts: Any) -> str | None:
+    if not ts.seconds and not ts.nanos:
+        return None
+    return str(ts.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def _state_json(st: Any) -> dict[str, Any]:
+    kind = st.WhichOneof("state")
+    if kind == "waiting":
+        w: dict[str, Any] = {"reason": st.waiting.reason}
+        if st.waiting.message:
+            w["message"] = st.waiting.message
+        return {"waiting": w}
+    if kind == "running":
+        return {"running": {"startedAt": _time(st.running.started_at)}}
+    if kind == "terminated":
+        t = st.terminated
+        out: dict[str, Any] = {
+            "exitCode": t.exit_code,
+            "reason": t.reason,
+            "startedAt": _time(t.started_at),
+            "finishedAt": _time(t.finished_at),
+        }
+        if t.signal:
+            out["signal"] = t.signal
+        if t.message:
+            out["message"] = t.message
+        return {"terminated": out}
+    return {}
+
+
+def _container_json(c: Any) -> dict[str, Any]:
+    return {
+        "name": c.name,
+        "ready": c.ready,
+        "restartCount": c.restart_count,
+        "started": c.started,
+        "image": c.image,
+        "imageID": "",
+        "containerID": c.container_id,
+        "state": _state_json(c.state) if c.HasField("state") else {},
+        "lastState": _state_json(c.last_state) if c.HasField("last_state") else {},
+    }
+
+
+@dataclass(frozen=True)
+class AppStatus:
+    """A pod status as the agent reports it, in Kubernetes JSON shape, ready for ``pods/status``."""
+
+    phase: str
+    conditions: list[dict[str, Any]]
+    container_statuses: list[dict[str, Any]]
+    reason: str
+    message: str
+    init_container_statuses: list[dict[str, Any]] = field(default_factory=list)
+    pod_ip: str = ""
+    start_time: str | None = None
+    pod_uid: str = ""
+
+    @classmethod
+    def from_pb(cls, s: Any) -> AppStatus:
+        conditions = []
+        for c in s.conditions:
+            cond: dict[str, Any] = {
+                "type": c.type,
+                "status": c.status,
+                "lastTransitionTime": _time(c.last_transition_time),
+            }
+            if c.reason:
+                cond["reason"] = c.reason
+            if c.message:
+                cond["message"] = c.message
+            conditions.append(cond)
+        return cls(
+            phase=s.phase,
+            conditions=conditions,
+            container_statuses=[_container_json(c) for c in s.container_statuses],
+            reason=s.reason,
+            message=s.message,
+            init_container_statuses=[_container_json(c) for c in s.init_container_statuses],
+            pod_ip=s.pod_ip,
+            start_time=_time(s.start_time) if s.HasField("start_time") else None,
+            pod_uid=s.pod_uid,
+        )
+
+
+def translate(err: grpc.RpcError, target: AgentTarget, what: str) -> AgentError:
+    """The fleet error for a failed agent call."""
+    code = err.code() if isinstance(err, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
+    message = f"agent of {target.instance_id} at {target.endpoint}: {what}: {code.name}: {details}"
+    if code in _UNAVAILABLE:
+        return AgentUnavailable(message)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return AgentIdentityMismatch(message)
+    if code in _REJECTED:
+        return AgentRejected(message)
+    return AgentError(message)
+
+
+@dataclass
+class _Stubs:
+    channel: grpc.Channel
+    lifecycle: Any
+    bootstrap: Any
+    health: Any
+
+
+class AgentClient:
+    """Calls agents; thread-safe; one channel per (endpoint, transport[, instance for mTLS])."""
+
+    def __init__(self, conn: AgentConnection, tls: ClientTls | None = None) -> None:
+        self._conn = conn
+        if tls is None and conn.tls is not None:
+            tls = ClientTls.from_config(conn.tls)
+        self._tls = tls
+        self._creds = (
+            grpc.ssl_channel_credentials(tls.ca_cert_pem, tls.key_pem, tls.cert_pem)
+            if tls is not None
+            else None
+        )
+        self._stubs: dict[tuple[str, str, str], _Stubs] = {}
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    # -- channels --------------------------------------------------------------------------
+    def _options(self) -> list[tuple[str, Any]]:
+        c = self._conn
+        return [
+            ("grpc.keepalive_time_ms", int(c.keepalive.time_seconds * 1000)),
+            ("grpc.keepalive_timeout_ms", int(c.keepalive.timeout_seconds * 1000)),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.initial_reconnect_backoff_ms", max(1, int(c.backoff.base_delay_seconds * 1000))),
+            ("grpc.max_reconnect_backoff_ms", max(1, int(c.backoff.max_delay_seconds * 1000))),
+            ("grpc.min_reconnect_backoff_ms", max(1, int(c.connect_timeout_seconds * 1000))),
+            ("grpc.enable_retries", 0),
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        ]
+
+    def _get(self, target: AgentTarget, secure: bool) -> _Stubs:
+        if os.getpid() != self._pid:
+            # A forked child must not use its parent's channels: start afresh (never close them).
+            self._stubs, self._lock, self._pid = {}, threading.Lock(), os.getpid()
+        key = (target.endpoint, "mtls", target.instance_id) if secure else (target.endpoint, "plain", "")
+        stubs = self._stubs.get(key)
+        if stubs is not None:
+            return stubs
+        with self._lock:
+            stubs = self._stubs.get(key)
+            if stubs is None:
+                options = self._options()
+                if secure:
+                    assert self._creds is not None
+                    options.append(("grpc.ssl_target_name_override", agent_server_name(target.instance_id)))
+                    channel = grpc.secure_channel(target.endpoint, self._creds, options=options)
+                else:
+                    channel = grpc.insecure_channel(target.endpoint, options=options)
+                stubs = _Stubs(
+                    channel,
+                    agent_pb2_grpc.ApplicationLifecycleStub(channel),
+                    agent_pb2_grpc.AgentBootstrapStub(channel),
+                    health_pb2_grpc.HealthStub(channel),
+                )
+                self._stubs[key] = stubs
+        return stubs
+
+    def _transports(self) -> list[bool]:
+        return [True, False] if self._tls is not None else [False]
+
+    @staticmethod
+    def _md(target: AgentTarget) -> tuple[tuple[str, str], ...]:
+        return ((INSTANCE_ID_KEY, target.instance_id),)
+
+    def _lifecycle(self, target: AgentTarget, method: str, request: Any) -> Any:
+        stub = self._get(target, self._tls is not None).lifecycle
+        try:
+            return getattr(stub, method)(
+                request, timeout=self._conn.call_timeout_seconds, metadata=self._md(target)
+            )
+        except grpc.RpcError as err:
+            raise translate(err, target, method) from None
+
+    # -- API -------------------------------------------------------------------------------
+    def serving(self, target: AgentTarget) -> bool:
+        """True when the agent answers grpc.health SERVING (over mTLS, or plaintext before bootstrap)."""
+        for secure in self._transports():
+            try:
+                resp = self._get(target, secure).health.Check(
+                    health_pb2.HealthCheckRequest(service=""),
+                    timeout=self._conn.call_timeout_seconds,
+                    metadata=self._md(target),
+                )
+            except grpc.RpcError as err:
+                if isinstance(err, grpc.Call) and err.code() in _UNAVAILABLE:
+                    continue
+                return False
+            return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+        return False
+
+    def _identity(self, target: AgentTarget) -> tuple[Any, bool]:
+        last: grpc.RpcError | None = None
+        for secure in self._transports():
+            try:
+                ident = self._get(target, secure).bootstrap.GetAgentIdentity(
+                    agent_pb2.GetAgentIdentityRequest(),
+                    timeout=self._conn.call_timeout_seconds,
+                    metadata=self._md(target),
+                )
+                return ident, secure
+            except grpc.RpcError as err:
+                last = err
+                if isinstance(err, grpc.Call) and err.code() in _UNAVAILABLE:
+                    continue
+                raise translate(err, target, "GetAgentIdentity") from None
+        assert last is not None
+        raise translate(last, target, "GetAgentIdentity")
+
+    def identity(self, target: AgentTarget) -> str:
+        """The instance ID the agent reports about itself."""
+        return str(self._identity(target)[0].instance_id)
+
+    def bootstrap(self, target: AgentTarget, ca: FleetCA) -> None:
+        """Verify the agent's identity and hand it a server certificate; no-op once authenticated."""
+        ident, secure = self._identity(target)
+        if ident.instance_id != target.instance_id:
+            raise AgentIdentityMismatch(
+                f"agent at {target.endpoint} belongs to {ident.instance_id}, expected {target.instance_id}"
+            )
+        if secure or ident.mode == "authenticated":
+            return
+        if ident.mode == "insecure":
+            if self._tls is not None:
+                raise AgentRejected(
+                    f"agent of {target.instance_id} at {target.endpoint} runs --insecure, "
+                    "but this fleet requires mTLS (agent.tls is set)"
+                )
+            return
+        if self._tls is None:
+            raise AgentRejected(
+                f"agent of {target.instance_id} at {target.endpoint} waits for its TLS bootstrap, "
+                "but this client has no TLS configuration (agent.tls)"
+            )
+        issued = ca.issue_agent_server_cert(target.instance_id)
+        request = agent_pb2.LaunchAuthenticatedEndpointRequest(
+            server_cert_pem=issued.cert_pem, server_key_pem=issued.key_pem, ca_cert_pem=ca.cert_pem
+        )
+        try:
+            self._get(target, False).bootstrap.LaunchAuthenticatedEndpoint(
+                request, timeout=self._conn.call_timeout_seconds, metadata=self._md(target)
+            )
+        except grpc.RpcError as err:
+            concurrent = (
+                isinstance(err, grpc.Call)
+                and err.code() == grpc.StatusCode.FAILED_PRECONDITION
+                and "already authenticated" in (err.details() or "")
+            )
+            if not concurrent:  # another worker won the race: check that mTLS works below
+                raise translate(err, target, "LaunchAuthenticatedEndpoint") from None
+        try:
+            resp = self._get(target, True).health.Check(
+                health_pb2.HealthCheckRequest(service=""),
+                timeout=self._conn.call_timeout_seconds,
+                metadata=self._md(target),
+                wait_for_ready=True,
+            )
+        except grpc.RpcError as err:
+            raise translate(err, target, "health check over mTLS after bootstrap") from None
+        if resp.status != health_pb2.HealthCheckResponse.SERVING:
+            raise AgentUnavailable(f"agent of {target.instance_id} is not serving after bootstrap")
+
+    def launch(self, target: AgentTarget, pod: Mapping[str, Any]) -> None:
+        self._lifecycle(
+            target, "LaunchApplication", agent_pb2.LaunchApplicationRequest(pod_json=json.dumps(dict(pod)))
+        )
+
+    def status(self, target: AgentTarget) -> AppStatus:
+        resp = self._lifecycle(target, "CheckApplicationHealth", agent_pb2.CheckApplicationHealthRequest())
+        return AppStatus.from_pb(resp.status)
+
+    def terminate(self, target: AgentTarget, grace_seconds: int) -> None:
+        self._lifecycle(
+            target, "TerminateApplication", agent_pb2.TerminateApplicationRequest(grace_seconds=grace_seconds)
+        )
+
+    def watch(self, target: AgentTarget) -> Iterator[AppStatus]:
+        """The status now, then one per change; no deadline (close the iterator to stop)."""
+        stub = self._get(target, self._tls is not None).lifecycle
+        call = stub.WatchApplicationHealth(
+            agent_pb2.WatchApplicationHealthRequest(), metadata=self._md(target)
+        )
+        try:
+            for resp in call:
+                yield AppStatus.from_pb(resp.status)
+        except grpc.RpcError as err:
+            raise translate(err, target, "WatchApplicationHealth") from None
+        finally:
+            call.cancel()
+
+    def logs(
+        self,
+        target: AgentTarget,
+        container: str,
+        *,
+        follow: bool = False,
+        tail_lines: int | None = None,
+        since_seconds: int | None = None,
+        timestamps: bool = False,
+        previous: bool = False,
+        limit_bytes: int | None = None,
+    ) -> Iterator[bytes]:
+        """A container's log; with ``follow`` the stream has no deadline and ends with the container."""
+        request = agent_pb2.GetLogsRequest(
+            container=container, follow=follow, timestamps=timestamps, previous=previous
+        )
+        if tail_lines is not None:
+            request.tail_lines = tail_lines
+        if since_seconds is not None:
+            request.since_seconds = since_seconds
+        if limit_bytes is not None:
+            request.limit_bytes = limit_bytes
+        stub = self._get(target, self._tls is not None).lifecycle
+        timeout = None if follow else self._conn.call_timeout_seconds
+        call = stub.GetLogs(request, timeout=timeout, metadata=self._md(target))
+        try:
+            for chunk in call:
+                yield bytes(chunk.data)
+        except grpc.RpcError as err:
+            raise translate(err, target, "GetLogs") from None
+        finally:
+            call.cancel()
+
+    def exec_stream(
+        self,
+        target: AgentTarget,
+        container: str,
+        command: list[str],
+        *,
+        stdin: Iterable[bytes] | None = None,
+        tty: bool = False,
+    ) -> Iterator[tuple[str, bytes | int]]:
+        """Run a command in a container: yields (``stdout``|``stderr``, bytes) and last (``exit``, code)."""
+
+        def requests() -> Iterator[Any]:
+            yield agent_pb2.ExecRequest(
+                start=agent_pb2.ExecStart(
+                    container=container, command=command, tty=tty, stdin=stdin is not None
+                )
+            )
+            if stdin is not None:
+                for data in stdin:
+                    yield agent_pb2.ExecRequest(stdin=data)
+                yield agent_pb2.ExecRequest(close_stdin=True)
+
+        stub = self._get(target, self._tls is not None).lifecycle
+        call = stub.Exec(requests(), metadata=self._md(target))
+        try:
+            for resp in call:
+                kind = resp.WhichOneof("msg")
+                if kind == "exit_code":
+                    yield "exit", int(resp.exit_code)
+                elif kind in ("stdout", "stderr"):
+                    yield kind, bytes(getattr(resp, kind))
+        except grpc.RpcError as err:
+            raise translate(err, target, "Exec") from None
+        finally:
+            call.cancel()
+
+    def close(self) -> None:
+        with self._lock:
+            stubs, self._stubs = self._stubs, {}
+        if os.getpid() == self._pid:
+            for s in stubs.values():
+                s.channel.close()

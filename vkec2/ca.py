@@ -1,0 +1,225 @@
+"""The fleet CA: the root of trust between workers and agents (mTLS), built on ``cryptography``.
+
+Workers hold the CA (certificate + key, from ``agent.tls`` in the configuration) and a client
+certificate of their own. At bootstrap a worker issues a server certificate for the instance it
+launched and hands it to that instance's agent; from then on the agent accepts only clients whose
+certificate this CA signed, and the worker accepts only an agent whose certificate names that very
+instance (``<instance-id>.agent.vkec2``, checked through the TLS target name), so a private IP
+reused by another instance is not driven by mistake. Keys are ECDSA P-256.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from vkec2.config import AgentTls
+from vkec2.errors import ConfigError
+
+AGENT_NAME_SUFFIX = "agent.vkec2"
+
+
+def agent_server_name(instance_id: str) -> str:
+    """The DNS name an agent's server certificate carries, and the TLS target name workers check."""
+    return f"{instance_id}.{AGENT_NAME_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class IssuedCert:
+    cert_pem: bytes
+    key_pem: bytes
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """What a worker needs to dial agents over mTLS: the fleet CA and its own client certificate."""
+
+    ca_cert_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+
+    @classmethod
+    def from_config(cls, tls: AgentTls, *, client_name: str = "vkec2-worker") -> ClientTls:
+        """From ``agent.tls`` files; without client cert files, one is issued from the CA key."""
+        try:
+            ca_pem = Path(tls.ca_cert_file).read_bytes()
+            if tls.client_cert_file and tls.client_key_file:
+                return cls(
+                    ca_pem, Path(tls.client_cert_file).read_bytes(), Path(tls.client_key_file).read_bytes()
+                )
+        except OSError as exc:
+            raise ConfigError(f"agent.tls: cannot read {exc.filename}: {exc.strerror}") from None
+        if not tls.ca_key_file:
+            raise ConfigError(
+                "agent.tls needs client_cert_file + client_key_file, or ca_key_file to issue them"
+            )
+        return FleetCA.load(tls.ca_cert_file, tls.ca_key_file).client_tls(client_name)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+class FleetCA:
+    """A self-signed CA that issues agent server certificates and worker client certificates."""
+
+    def __init__(self, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        self.cert = cert
+        self.key = key
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def key_pem(self) -> bytes:
+        return _pem_key(self.key)
+
+    @classmethod
+    def create(cls, common_name: str = "vkec2 fleet CA", valid_days: int = 3650) -> FleetCA:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vkec2"),
+            ]
+        )
+        now = _now()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=valid_days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(cert, key)
+
+    @classmethod
+    def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> FleetCA:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ConfigError("the fleet CA key must be an EC private key")
+        return cls(cert, key)
+
+    @classmethod
+    def load(cls, cert_path: str | Path, key_path: str | Path) -> FleetCA:
+        try:
+            return cls.from_pem(Path(cert_path).read_bytes(), Path(key_path).read_bytes())
+        except OSError as exc:
+            raise ConfigError(
+                f"agent.tls: cannot read the fleet CA ({exc.filename}): {exc.strerror}"
+            ) from None
+        except ValueError as exc:
+            raise ConfigError(
+                f"agent.tls: the fleet CA in {cert_path} / {key_path} is invalid: {exc}"
+            ) from None
+
+    @classmethod
+    def load_or_create(cls, cert_path: str | Path, key_path: str | Path) -> FleetCA:
+        if Path(cert_path).exists() and Path(key_path).exists():
+            return cls.load(cert_path, key_path)
+        ca = cls.create()
+        ca.save(cert_path, key_path)
+        return ca
+
+    def save(self, cert_path: str | Path, key_path: str | Path) -> None:
+        Path(cert_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(key_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(cert_path).write_bytes(self.cert_pem)
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.key_pem)
+
+    def _issue(
+        self, common_name: str, sans: list[x509.GeneralName], usage: x509.ObjectIdentifier, valid_days: int
+    ) -> IssuedCert:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = _now()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vkec2"),
+                    ]
+                )
+            )
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=valid_days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=True,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+            )
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        return IssuedCert(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
+
+    def issue_agent_server_cert(
+        self, instance_id: str, *, ips: list[str] | None = None, valid_days: int = 397
+    ) -> IssuedCert:
+        """A server certificate naming one instance (plus, optionally, its IP addresses)."""
+        sans: list[x509.GeneralName] = [x509.DNSName(agent_server_name(instance_id))]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips or []]
+        return self._issue(instance_id, sans, ExtendedKeyUsageOID.SERVER_AUTH, valid_days)
+
+    def issue_worker_client_cert(self, name: str = "vkec2-worker", *, valid_days: int = 397) -> IssuedCert:
+        return self._issue(name, [x509.DNSName(name)], ExtendedKeyUsageOID.CLIENT_AUTH, valid_days)
+
+    def client_tls(self, name: str = "vkec2-worker") -> ClientTls:
+        issued = self.issue_worker_client_cert(name)
+        return ClientTls(self.cert_pem, issued.cert_pem, issued.key_pem)
