@@ -46,7 +46,14 @@ def _fleet(name: str) -> Command:
     return run
 
 
+def _up(argv: list[str]) -> int:
+    from vkec2.localfleet import main
+
+    return main(argv)
+
+
 COMMANDS: dict[str, tuple[Command, str]] = {
+    "up": (_up, "run a local fleet on loopback with the example pods (the demo)"),
     "agent": (_agent, "run the agent on an instance (gRPC server)"),
     "agent-sim": (_agent_sim, "run many simulated agents in one process (local runs and tests)"),
     "producer": (_producer, "run the virtual node (Kubernetes, or --manifests DIR standalone)"),
