@@ -153,7 +153,8 @@ def _print(name: str, result: Any, output: str) -> None:
     if output == "json":
         print(json.dumps(result, indent=2, default=str))
         return
-    console = Console()
+    # Wide enough for IDs and UIDs when writing to a pipe or file; a terminal keeps its width.
+    console = Console() if sys.stdout.isatty() else Console(width=220)
     if isinstance(result, list):
         console.print(_table(result, name))
     else:

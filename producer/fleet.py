@@ -1,0 +1,65 @@
+"""The producer's side of the fleet contract: write the desired state to Redis, then publish the task.
+
+Every pod change the producer learns about (from the Kubernetes watch or from a manifest
+directory) goes through :class:`FleetLink`, which keeps the one ordering rule of the fleet: the
+Redis record is written first (desired spec, or the delete mark, each bumping the record's
+generation) and only then is ``vkec2.pods.create`` / ``update`` / ``delete`` published by name
+with that generation, so a worker that receives the task always finds what it is asked to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Celery
+
+from vkec2.errors import Vkec2Error
+from vkec2.store import Store
+
+log = logging.getLogger(__name__)
+
+CREATE = "vkec2.pods.create"
+UPDATE = "vkec2.pods.update"
+DELETE = "vkec2.pods.delete"
+
+
+class FleetLink:
+    """Desired state and tasks for the pods of one node."""
+
+    def __init__(self, store: Store, app: Celery, node: str) -> None:
+        self.store = store
+        self.app = app
+        self.node = node
+
+    def _send(self, name: str, uid: str, generation: int) -> None:
+        self.app.send_task(name, kwargs={"uid": uid, "generation": generation})
+
+    def create(self, pod: Mapping[str, Any]) -> int | None:
+        """Record the pod's desired spec and publish a create; None when the UID is still being deleted."""
+        return self._put(pod, CREATE)
+
+    def update(self, pod: Mapping[str, Any]) -> int | None:
+        """Record a changed spec and publish an update."""
+        return self._put(pod, UPDATE)
+
+    def _put(self, pod: Mapping[str, Any], task: str) -> int | None:
+        uid = str(pod["metadata"]["uid"])
+        try:
+            generation = self.store.put_desired(pod, self.node)
+        except Vkec2Error as exc:
+            if exc.reason != "PodTerminating":
+                raise
+            log.info("pod %s is still being deleted; not desiring it again yet", uid)
+            return None
+        self._send(task, uid, generation)
+        return generation
+
+    def delete(self, uid: str) -> int | None:
+        """Mark the record deleted and publish a delete; None when there is no record."""
+        generation = self.store.mark_deleted(uid)
+        if generation is None:
+            return None
+        self._send(DELETE, uid, generation)
+        return generation

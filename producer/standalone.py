@@ -1,0 +1,205 @@
+"""Standalone mode: pods from a directory of manifests, like kubelet static pods; no Kubernetes involved.
+
+``vkec2 producer --manifests DIR`` reads every ``*.yaml``/``*.yml``/``*.json`` file in DIR (several
+YAML documents per file; ``kind: Pod`` or ``kind: List`` of pods), binds each pod to this node and
+gives it a UID derived from the file's path (relative to DIR) and the document's content, so an
+unchanged pod keeps its UID across restarts and rescans while an edited one becomes a new pod. The
+directory is polled (content hashes, every ``interval`` seconds): a new or changed file creates or
+replaces its pods, a removed file deletes them; a file that fails to parse keeps its previous
+pods. The same tasks and the same status outbox are used as in Kubernetes mode; status stays in
+the Redis records (shown by the CLI), and :class:`StandaloneSink` forgets a record once its pod was
+removed from the manifests and the fleet reports it Terminated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from producer.fleet import FleetLink
+from producer.kube import Obj
+from vkec2.models import Phase, StatusEvent
+from vkec2.store import Store
+
+log = logging.getLogger(__name__)
+
+UID_NAMESPACE = uuid.UUID("5d0c4f3e-6f0b-4b8e-9a51-7a1f3c2e9b10")
+SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class ManifestError(ValueError):
+    """A manifest file that cannot be turned into pods."""
+
+
+def pod_uid(relpath: str, doc: Any) -> str:
+    """A UID stable for the same file path and document content."""
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return str(uuid.uuid5(UID_NAMESPACE, f"{relpath}\n{canonical}"))
+
+
+def parse_manifest(relpath: str, text: str, node: str) -> list[Obj]:
+    """The pods of one manifest file, bound to ``node``, each with its stable UID."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{relpath}: not valid YAML: {exc}") from None
+    pods: list[Obj] = []
+    for index, doc in enumerate(docs):
+        items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
+        for item in items or []:
+            pods.append(_pod(relpath, index, item, node))
+    seen: set[tuple[str, str]] = set()
+    for pod in pods:
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        if key in seen:
+            raise ManifestError(f"{relpath}: pod {key[0]}/{key[1]} is defined twice")
+        seen.add(key)
+    return pods
+
+
+def _pod(relpath: str, index: int, doc: Any, node: str) -> Obj:
+    where = f"{relpath} (document {index + 1})"
+    if not isinstance(doc, dict):
+        raise ManifestError(f"{where}: expected a mapping, got {type(doc).__name__}")
+    if doc.get("kind", "Pod") != "Pod" or doc.get("apiVersion", "v1") != "v1":
+        raise ManifestError(
+            f"{where}: only v1 Pods are supported, not {doc.get('apiVersion')}/{doc.get('kind')}"
+        )
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise ManifestError(f"{where}: metadata.name is required")
+    spec = doc.get("spec")
+    if not isinstance(spec, dict) or not isinstance(spec.get("containers"), list) or not spec["containers"]:
+        raise ManifestError(f"{where}: spec.containers must list at least one container")
+    uid = pod_uid(relpath, doc)
+    metadata = {k: v for k, v in meta.items() if k not in ("uid", "resourceVersion", "creationTimestamp")}
+    metadata.setdefault("namespace", "default")
+    metadata["uid"] = uid
+    annotations = dict(metadata.get("annotations") or {})
+    annotations["vkec2.io/manifest"] = relpath
+    metadata["annotations"] = annotations
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": {**spec, "nodeName": node}}
+
+
+class ManifestSource:
+    """Polls a directory and keeps the node's pods equal to what its manifests say."""
+
+    def __init__(self, directory: Path, link: FleetLink, interval: float = 1.0) -> None:
+        self.directory = directory
+        self.link = link
+        self.interval = interval
+        self._files: dict[str, tuple[str, list[Obj]]] = {}  # relpath -> (digest, pods)
+        self.synced = threading.Event()
+        self.scans = 0
+
+    def _read(self) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for path in sorted(self.directory.iterdir()):
+            if path.is_file() and path.suffix in SUFFIXES and not path.name.startswith("."):
+                try:
+                    out[path.name] = path.read_bytes()
+                except OSError as exc:
+                    log.warning("cannot read %s: %s", path, exc)
+        return out
+
+    def desired(self) -> dict[str, Obj]:
+        return {p["metadata"]["uid"]: p for _, pods in self._files.values() for p in pods}
+
+    def scan(self) -> bool:
+        """Read the directory once; apply what changed. True if anything changed."""
+        blobs = self._read()
+        before = self.desired()
+        changed = False
+        for name in list(self._files):
+            if name not in blobs:
+                log.info("manifest %s removed", name)
+                del self._files[name]
+                changed = True
+        for name, blob in blobs.items():
+            digest = hashlib.sha256(blob).hexdigest()
+            known = self._files.get(name)
+            if known is not None and known[0] == digest:
+                continue
+            try:
+                pods = parse_manifest(name, blob.decode("utf-8", errors="replace"), self.link.node)
+            except ManifestError as exc:
+                log.error("%s; keeping its previous pods", exc)
+                self._files[name] = (digest, known[1] if known else [])
+                continue
+            log.info("manifest %s: %d pod(s)", name, len(pods))
+            self._files[name] = (digest, pods)
+            changed = True
+        after = self.desired()
+        if not self.synced.is_set():
+            self.reconcile(after)
+            self.synced.set()
+        elif changed:
+            self._apply(before, after)
+        self.scans += 1
+        return changed
+
+    def reconcile(self, desired: dict[str, Obj]) -> None:
+        """At start: submit every desired pod (no-op when running), delete records no manifest names."""
+        for pod in desired.values():
+            record = self.link.store.get(pod["metadata"]["uid"])
+            if record is None or not (record.deleted or record.phase.final):
+                self.link.create(pod)
+        for record in self.link.store.records(self.link.node):
+            if record.uid not in desired:
+                if record.deleted and record.phase is Phase.TERMINATED:
+                    self.link.store.forget(record.uid)
+                else:  # (again, if it was deleted already: a delete is idempotent)
+                    self.link.delete(record.uid)
+
+    def _apply(self, before: dict[str, Obj], after: dict[str, Obj]) -> None:
+        for uid in sorted(set(before) - set(after)):
+            meta = before[uid]["metadata"]
+            log.info("pod %s/%s (%s) left the manifests: deleting", meta["namespace"], meta["name"], uid)
+            self.link.delete(uid)
+        for uid in sorted(set(after) - set(before)):
+            meta = after[uid]["metadata"]
+            log.info(
+                "pod %s/%s (%s) from %s: creating",
+                meta["namespace"],
+                meta["name"],
+                uid,
+                meta["annotations"]["vkec2.io/manifest"],
+            )
+            self.link.create(after[uid])
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.scan()
+            except Exception:
+                log.exception("scanning %s failed", self.directory)
+            stop.wait(self.interval)
+
+
+class StandaloneSink:
+    """The outbox handler of standalone mode: log each event; forget removed pods' records once Terminated."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __call__(self, entry_id: str, event: StatusEvent) -> None:
+        level = logging.WARNING if event.event_type == "Warning" else logging.INFO
+        log.log(
+            level,
+            "pod %s/%s %s: %s %s",
+            event.namespace,
+            event.name,
+            event.phase.value,
+            event.reason,
+            event.message,
+        )
+        record = self.store.get(event.uid)
+        if record is not None and record.deleted and record.phase is Phase.TERMINATED:
+            self.store.forget(event.uid)

@@ -1,0 +1,333 @@
+"""Status back to Kubernetes: turn a status outbox entry into a ``pods/status`` write and an Event.
+
+The pure functions here compute a pod's new ``status`` from its current one and the fleet's view
+of the pod (the Redis record when there is one, else the event itself — so an entry re-delivered
+late never rolls the pod back): the Kubernetes phase (never regressing from Succeeded or Failed),
+pod and host IP (the instance's private IP), the fleet conditions ``vkec2.io/InstanceReady`` and
+``vkec2.io/AgentConnected`` merged by type into whatever conditions are already there, and
+``ContainersReady``/``Ready`` computed the way the kubelet does with readiness gates (Ready only
+when the containers are ready and every gate in ``spec.readinessGates`` is True).
+:class:`KubeStatusSink` is the outbox handler that writes it with the pod's current
+resourceVersion (retrying on 409), sets the ``compute.amazonaws.com/instance-id`` annotation,
+records an Event per entry (Warning for failures) and hands finished pods to the deleter.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from producer.deletion import Deleter, containers_ran
+from producer.kube import Kube, KubeError, Obj
+from vkec2.models import Phase, PodRecord, StatusEvent
+from vkec2.store import Store
+
+log = logging.getLogger(__name__)
+
+INSTANCE_ID_ANNOTATION = "compute.amazonaws.com/instance-id"
+TERMINAL = ("Succeeded", "Failed")
+COMPONENT = "vkec2-producer"
+CONFLICT_RETRIES = 5
+#: Conditions the producer computes itself (whatever a worker or agent sent for them is ignored).
+COMPUTED = frozenset({"Ready", "ContainersReady"})
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class FleetView:
+    """What the fleet says about a pod right now."""
+
+    phase: Phase
+    reason: str = ""
+    message: str = ""
+    instance_id: str = ""
+    pod_ip: str = ""
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    container_statuses: list[dict[str, Any]] = field(default_factory=list)
+    ts: float = 0.0
+
+    @classmethod
+    def of(cls, event: StatusEvent, record: PodRecord | None) -> FleetView:
+        """The record's current state when there is a record (it is never stale), else the event's."""
+        if record is None:
+            return cls(
+                event.phase,
+                event.reason,
+                event.message,
+                event.instance_id,
+                event.pod_ip,
+                list(event.conditions),
+                list(event.container_statuses),
+                event.ts,
+            )
+        return cls(
+            record.phase,
+            record.reason,
+            record.message,
+            record.instance_id,
+            record.private_ip or (event.pod_ip if event.instance_id == record.instance_id else ""),
+            list(record.conditions),
+            list(record.container_statuses),
+            event.ts,
+        )
+
+
+def k8s_phase(current: str | None, phase: Phase) -> str:
+    """The pod phase to write: the fleet's, except that Succeeded and Failed are never left."""
+    if current in TERMINAL:
+        return str(current)
+    return phase.k8s_phase
+
+
+def merge_conditions(
+    current: Sequence[Mapping[str, Any]], updates: Sequence[Mapping[str, Any]], now: str
+) -> list[dict[str, Any]]:
+    """``current`` with ``updates`` merged in by type; a transition time moves only when the status does."""
+    merged: dict[str, dict[str, Any]] = {str(c.get("type")): dict(c) for c in current if c.get("type")}
+    order = [str(c.get("type")) for c in current if c.get("type")]
+    for update in updates:
+        kind = str(update.get("type") or "")
+        if not kind:
+            continue
+        old = merged.get(kind)
+        new = {k: v for k, v in update.items() if v not in (None, "") or k == "status"}
+        new["status"] = str(update.get("status") or "Unknown")
+        if old is not None and old.get("status") == new["status"]:
+            new["lastTransitionTime"] = old.get("lastTransitionTime") or new.get("lastTransitionTime") or now
+        else:
+            new["lastTransitionTime"] = new.get("lastTransitionTime") or now
+        if kind not in merged:
+            order.append(kind)
+        merged[kind] = new
+    return [merged[k] for k in order]
+
+
+def _status_of(conditions: Sequence[Mapping[str, Any]], kind: str) -> str | None:
+    for cond in conditions:
+        if cond.get("type") == kind:
+            return str(cond.get("status"))
+    return None
+
+
+def readiness(
+    phase: str,
+    spec: Mapping[str, Any],
+    conditions: Sequence[Mapping[str, Any]],
+    container_statuses: Sequence[Mapping[str, Any]],
+    fleet_conditions: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(ContainersReady, Ready) conditions as the kubelet computes them, readiness gates included."""
+    names = [str(c.get("name")) for c in spec.get("containers") or []]
+    by_name = {str(s.get("name")): s for s in container_statuses}
+    if phase == "Succeeded":
+        reason = "PodCompleted"
+        containers_ok = False
+        unready: list[str] = []
+    else:
+        if container_statuses:
+            unready = [n for n in names or list(by_name) if not (by_name.get(n) or {}).get("ready")]
+            containers_ok = phase == "Running" and not unready
+        else:
+            agent = _status_of(fleet_conditions, "ContainersReady")
+            unready = [] if agent == "True" else names
+            containers_ok = phase == "Running" and agent == "True"
+        reason = "" if containers_ok else "ContainersNotReady"
+    containers = {"type": "ContainersReady", "status": "True" if containers_ok else "False"}
+    if not containers_ok:
+        containers["reason"] = reason
+        if unready:
+            containers["message"] = f"containers with unready status: [{' '.join(unready)}]"
+    ready = dict(containers, type="Ready")
+    if containers_ok:
+        problems = []
+        for gate in spec.get("readinessGates") or []:
+            kind = str(gate.get("conditionType", ""))
+            status = _status_of(conditions, kind)
+            if status is None:
+                problems.append(f'corresponding condition of pod readiness gate "{kind}" does not exist.')
+            elif status != "True":
+                problems.append(f'the status of pod readiness gate "{kind}" is not "True", but {status}')
+        if problems:
+            ready = {
+                "type": "Ready",
+                "status": "False",
+                "reason": "ReadinessGatesNotReady",
+                "message": ", ".join(problems),
+            }
+    return containers, ready
+
+
+def _container_statuses(
+    spec: Mapping[str, Any], given: Sequence[Mapping[str, Any]], phase: str
+) -> list[dict[str, Any]]:
+    """Well-formed containerStatuses: the agent's, and a waiting entry for containers it did not report."""
+    by_name = {str(s.get("name")): dict(s) for s in given if s.get("name")}
+    out = []
+    for container in spec.get("containers") or []:
+        name = str(container.get("name"))
+        status = by_name.pop(name, None)
+        if status is None:
+            waiting = "ContainerCreating" if phase == "Pending" else "PodInitializing"
+            status = {
+                "name": name,
+                "state": {"waiting": {"reason": waiting}},
+                "ready": False,
+                "started": False,
+            }
+        status.setdefault("image", container.get("image", ""))
+        status.setdefault("imageID", "")
+        status.setdefault("restartCount", 0)
+        status.setdefault("ready", False)
+        status.setdefault("state", {"waiting": {}})
+        out.append(status)
+    return out + list(by_name.values())
+
+
+def build_status(pod: Mapping[str, Any], view: FleetView, now: float) -> dict[str, Any]:
+    """The pod's new ``status`` after applying the fleet's view to it."""
+    status = copy.deepcopy(dict(pod.get("status") or {}))
+    spec = pod.get("spec") or {}
+    stamp = rfc3339(now)
+    phase = k8s_phase(status.get("phase"), view.phase)
+    left_terminal = status.get("phase") in TERMINAL
+    status["phase"] = phase
+    if phase == "Failed" and not left_terminal:
+        status["reason"] = view.reason or status.get("reason") or "Failed"
+        status["message"] = view.message or status.get("message", "")
+    elif phase not in TERMINAL:
+        status.pop("reason", None)
+        status.pop("message", None)
+    if view.pod_ip:
+        status["podIP"] = view.pod_ip
+        status["podIPs"] = [{"ip": view.pod_ip}]
+        status["hostIP"] = view.pod_ip
+        status["hostIPs"] = [{"ip": view.pod_ip}]
+    status.setdefault("startTime", stamp)
+    if not left_terminal:
+        status["containerStatuses"] = _container_statuses(spec, view.container_statuses, phase)
+    fleet = [c for c in view.conditions if c.get("type") not in COMPUTED]
+    base = [{"type": "PodScheduled", "status": "True"}]
+    if not any(c.get("type") == "Initialized" for c in fleet) and not any(
+        c.get("type") == "Initialized" for c in status.get("conditions") or []
+    ):
+        base.append({"type": "Initialized", "status": "True"})
+    conditions = merge_conditions(status.get("conditions") or [], [*base, *fleet], stamp)
+    if not left_terminal:
+        containers, ready = readiness(phase, spec, conditions, status["containerStatuses"], view.conditions)
+        conditions = merge_conditions(conditions, [containers, ready], stamp)
+    status["conditions"] = conditions
+    return status
+
+
+def event_object(
+    pod: Mapping[str, Any], entry_id: str, node: str, reason: str, message: str, warning: bool, ts: float
+) -> Obj:
+    """A core/v1 Event about ``pod``; its name derives from the outbox entry, so a retry is idempotent."""
+    meta = pod["metadata"]
+    stamp = rfc3339(ts)
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{str(meta['name'])[:200]}.{entry_id.replace('-', '.')}",
+            "namespace": meta.get("namespace", "default"),
+        },
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": meta["name"],
+            "namespace": meta.get("namespace", "default"),
+            "uid": meta.get("uid", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "reason": reason,
+        "message": message,
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": COMPONENT, "host": node},
+        "reportingComponent": "vkec2.io/producer",
+        "reportingInstance": node,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+def event_text(event: StatusEvent) -> tuple[str, str]:
+    """(reason, message) of the Event for an outbox entry."""
+    reason = event.reason or event.phase.value
+    message = event.message or f"pod is {event.phase.value}"
+    if event.instance_id and event.instance_id not in message:
+        message = f"{message} (instance {event.instance_id})"
+    return reason, message
+
+
+class KubeStatusSink:
+    """The outbox handler of Kubernetes mode."""
+
+    def __init__(self, kube: Kube, store: Store, node: str, deleter: Deleter) -> None:
+        self.kube = kube
+        self.store = store
+        self.node = node
+        self.deleter = deleter
+
+    def __call__(self, entry_id: str, event: StatusEvent) -> None:
+        record = self.store.get(event.uid)
+        pod = self.kube.get_pod(event.namespace, event.name)
+        if pod is None or pod["metadata"].get("uid") != event.uid:
+            # The pod object is gone (or is a newer pod of the same name): only the record may be left.
+            if record is not None and record.deleted and record.phase is Phase.TERMINATED:
+                self.store.forget(event.uid)
+            return
+        view = FleetView.of(event, record)
+        deleting = bool(pod["metadata"].get("deletionTimestamp")) or bool(record and record.deleted)
+        reason, message = event_text(event)
+        if view.phase is Phase.TERMINATED and deleting:
+            self._event(pod, entry_id, reason, message, event.event_type == "Warning", event.ts)
+            self.deleter.finish(pod, record)
+            return
+        pod = self._write_status(pod, view)
+        if (
+            view.instance_id
+            and (pod["metadata"].get("annotations") or {}).get(INSTANCE_ID_ANNOTATION) != view.instance_id
+        ):
+            pod = self.kube.patch_pod(
+                pod["metadata"]["namespace"],
+                pod["metadata"]["name"],
+                {"metadata": {"uid": event.uid, "annotations": {INSTANCE_ID_ANNOTATION: view.instance_id}}},
+            )
+        self._event(pod, entry_id, reason, message, event.event_type == "Warning", event.ts)
+        if deleting and not containers_ran(pod, record):
+            self.deleter.delete_object(pod)
+
+    def _write_status(self, pod: Obj, view: FleetView) -> Obj:
+        import time
+
+        for _ in range(CONFLICT_RETRIES):
+            wanted = build_status(pod, view, time.time())
+            if wanted == pod.get("status"):
+                return pod
+            body = dict(pod, status=wanted)
+            try:
+                return self.kube.replace_pod_status(body)
+            except KubeError as exc:
+                if not exc.conflict:
+                    raise
+            fresh = self.kube.get_pod(pod["metadata"]["namespace"], pod["metadata"]["name"])
+            if fresh is None or fresh["metadata"].get("uid") != pod["metadata"].get("uid"):
+                return pod
+            pod = fresh
+        raise KubeError(409, "Conflict", f"pod {pod['metadata']['name']}: status kept conflicting")
+
+    def _event(self, pod: Obj, entry_id: str, reason: str, message: str, warning: bool, ts: float) -> None:
+        try:
+            self.kube.create_event(event_object(pod, entry_id, self.node, reason, message, warning, ts))
+        except KubeError as exc:
+            if exc.status != 409:  # 409: this entry's Event exists already (a retried entry)
+                log.warning("event %s for pod %s not recorded: %s", reason, pod["metadata"]["name"], exc)

@@ -1,0 +1,1 @@
+"""Deployment artefacts: the Helm chart (helm/vkec2) and the docker compose stack (compose/)."""

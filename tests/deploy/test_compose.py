@@ -1,0 +1,207 @@
+"""The docker compose stack (compose/compose.yaml) and its image (compose/Dockerfile), checked statically.
+
+No Docker engine is needed: the file is parsed, its services and profiles are checked, every command is
+matched against the real command-line parsers and modules it names, and the local configuration passes
+``vkec2 config check`` with the environment the stack gives it. Compose variable interpolation is applied
+with defaults only (``${VAR:-default}``), as on a machine that sets none of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agent.simulator import build_parser as sim_parser
+from producer.main import build_parser as producer_parser
+from vkec2.cli import COMMANDS
+
+Obj = dict[str, Any]
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_DIR = ROOT / "compose"
+COMPOSE = COMPOSE_DIR / "compose.yaml"
+DOCKERFILE = COMPOSE_DIR / "Dockerfile"
+
+_VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any) -> Any:
+    """Compose's ``${VAR:-default}`` with nothing set; ``$$`` stays a literal ``$`` for the container."""
+    if isinstance(value, str):
+        return _VAR.sub(lambda m: m.group(2) or "", value).replace("$$", "$")
+    if isinstance(value, list):
+        return [_interpolate(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _interpolate(v) for k, v in value.items()}
+    return value
+
+
+@pytest.fixture(scope="module")
+def compose() -> Obj:
+    data: Obj = _interpolate(yaml.safe_load(COMPOSE.read_text()))
+    return data
+
+
+@pytest.fixture(scope="module")
+def services(compose: Obj) -> dict[str, Obj]:
+    result: dict[str, Obj] = compose["services"]
+    return result
+
+
+def _env(service: Obj) -> dict[str, str]:
+    env = service.get("environment", {})
+    assert isinstance(env, dict), "environment is written as a mapping"
+    return {k: "" if v is None else str(v) for k, v in env.items()}
+
+
+def _mounts(service: Obj) -> dict[str, str]:
+    """container path -> host path of the bind mounts (relative to compose/)."""
+    result = {}
+    for volume in service.get("volumes", []):
+        host, container, *_ = volume.split(":")
+        result[container] = host
+    return result
+
+
+def test_services_and_profiles(services: dict[str, Obj]) -> None:
+    profiles = {name: tuple(s.get("profiles", ())) for name, s in services.items()}
+    assert profiles == {
+        "redis": (),
+        "worker": (),
+        "beat": (),
+        "flower": (),
+        "producer": ("cluster",),
+        "moto": ("local",),
+        "agent-sim": ("local",),
+        "producer-local": ("local",),
+    }
+    # Every service of the vkec2 image is built from compose/Dockerfile with the repository as context.
+    for name, service in services.items():
+        if name == "redis":
+            continue
+        build = service["build"]
+        assert (COMPOSE_DIR / build["context"]).resolve() == ROOT
+        assert (COMPOSE_DIR / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
+
+
+def test_dependencies_name_real_services(services: dict[str, Obj]) -> None:
+    for name, service in services.items():
+        for dep, cond in service.get("depends_on", {}).items():
+            assert dep in services, f"{name} depends on unknown {dep}"
+            if cond.get("condition") == "service_healthy":
+                assert "healthcheck" in services[dep], f"{name} waits for {dep}, which has no healthcheck"
+            # A dependency outside the service's profiles must be optional.
+            if set(services[dep].get("profiles", [])) - set(service.get("profiles", [])):
+                assert cond.get("required") is False or service.get("profiles"), f"{name} -> {dep}"
+
+
+def test_celery_commands(services: dict[str, Obj]) -> None:
+    from tasks.app import QUEUES
+
+    assert importlib.util.find_spec("tasks") is not None
+    worker = services["worker"]["command"]
+    assert worker[:3] == ["celery", "-A", "tasks"] and worker[3] == "worker"
+    assert worker[worker.index("-Q") + 1].split(",") == list(QUEUES)
+    assert worker[worker.index("-P") + 1] == "threads"
+    assert int(worker[worker.index("-c") + 1]) >= 1
+    beat = services["beat"]["command"]
+    assert beat[:4] == ["celery", "-A", "tasks", "beat"]
+    scheduler = beat[beat.index("-S") + 1]
+    module, _, cls = scheduler.rpartition(".")
+    assert hasattr(importlib.import_module(module), cls)
+    flower = services["flower"]["command"]
+    assert flower[:2] == ["sh", "-c"]
+    assert "exec celery -A tasks flower" in flower[2]
+    assert 'test -n "$FLOWER_BASIC_AUTH"' in flower[2]
+    assert "FLOWER_BASIC_AUTH" in _env(services["flower"])
+    # Flower is published on loopback only.
+    assert all(port.startswith("127.0.0.1:") for port in services["flower"]["ports"])
+
+
+def test_vkec2_commands_parse(services: dict[str, Obj]) -> None:
+    parsers = {"producer": producer_parser, "agent-sim": sim_parser}
+    seen = set()
+    for name, service in services.items():
+        command = service.get("command")
+        if not command or command[0] != "vkec2":
+            continue
+        sub = command[1]
+        assert sub in COMMANDS, f"{name}: vkec2 has no command {sub!r}"
+        parsers[sub]().parse_args(command[2:])  # exits (SystemExit) on an unknown flag
+        seen.add(sub)
+    assert seen == {"producer", "agent-sim"}
+
+    cluster = producer_parser().parse_args(services["producer"]["command"][2:])
+    assert cluster.kubeconfig in _mounts(services["producer"]) and cluster.manifests is None
+    local = producer_parser().parse_args(services["producer-local"]["command"][2:])
+    assert local.manifests == "/opt/vkec2/examples/pods"
+    assert "COPY examples /opt/vkec2/examples" in DOCKERFILE.read_text()
+    assert sorted((ROOT / "examples" / "pods").glob("*.yaml"))
+
+
+def test_local_profile_is_wired_together(services: dict[str, Obj]) -> None:
+    moto = services["moto"]["command"]
+    assert moto[:3] == ["python", "-m", "moto.server"]
+    assert importlib.util.find_spec("moto.server") is not None
+    moto_port = moto[moto.index("-p") + 1]
+    sim = sim_parser().parse_args(services["agent-sim"]["command"][2:])
+    assert sim.ec2_endpoint == f"http://moto:{moto_port}"
+    sim_port = sim.listen.rpartition(":")[2]
+
+    config = yaml.safe_load((COMPOSE_DIR / "config.local.yaml").read_text())
+    assert config["aws"]["endpoint_url"] == f"http://moto:{moto_port}"
+    assert config["agent"]["endpoint"] == f"static:agent-sim:{sim_port}"
+
+
+def test_vkec2_services_read_the_mounted_configuration(services: dict[str, Obj], tmp_path: Path) -> None:
+    fleet = ["worker", "beat", "flower", "producer", "producer-local"]
+    for name in fleet:
+        env = _env(services[name])
+        mounts = _mounts(services[name])
+        assert env["VKEC2_CONFIG"] in mounts, name
+        host = COMPOSE_DIR / mounts[env["VKEC2_CONFIG"]]
+        assert host.resolve() == (COMPOSE_DIR / "config.local.yaml").resolve()
+        assert env["VKEC2_REDIS_URL"] == "redis://redis:6379/0"
+
+    # The local configuration, with the environment of a worker, passes vkec2's own check.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VKEC2_")}
+    env.update({k: v for k, v in _env(services["worker"]).items() if k.startswith("VKEC2_")})
+    env.pop("VKEC2_CONFIG")
+    proc = subprocess.run(
+        [sys.executable, "-m", "vkec2.cli", "config", "check", str(COMPOSE_DIR / "config.local.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    effective = yaml.safe_load(proc.stdout)
+    assert effective["redis_url"] == "redis://redis:6379/0"
+
+
+def test_dockerfile_installs_the_distribution(services: dict[str, Obj]) -> None:
+    text = DOCKERFILE.read_text()
+    assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
+    assert re.search(r"^RUN pip install \.", text, re.M)
+    copied = set(re.findall(r"^COPY (\S+) ", text, re.M))
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    for pattern in packages["include"]:
+        assert pattern.rstrip("*") in copied, f"{pattern} is not copied into the image"
+    assert "pyproject.toml" in copied
+    # The image's user is the one the Helm chart runs as.
+    user = re.search(r"^USER (\d+)", text, re.M)
+    assert user is not None
+    values = yaml.safe_load((ROOT / "helm" / "vkec2" / "values.yaml").read_text())
+    assert int(user.group(1)) == values["podSecurityContext"]["runAsUser"]

@@ -1,0 +1,172 @@
+"""Unit tests of the producer's pure parts: node object and capacity, manifests, command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from producer.main import default_node_name, main, parse_args
+from producer.node import Health, NodeConfig, adopt, allocatable, capacity, conditions, node_object
+from producer.pods import what_matters
+from producer.standalone import ManifestError, parse_manifest, pod_uid
+from vkec2.models import Phase, PodRecord
+
+CFG = NodeConfig(
+    name="vk-0", cluster="prod", os="darwin", internal_ip="10.1.2.3", cpu="8", memory="16Gi", pods="10"
+)
+
+
+def test_node_object_labels_taint_and_provider_id() -> None:
+    node = node_object(CFG)
+    labels = node["metadata"]["labels"]
+    assert labels["type"] == "virtual-kubelet" and labels["kubernetes.io/os"] == "darwin"
+    assert labels["kubernetes.io/role"] == "agent"
+    assert labels["node.kubernetes.io/exclude-from-external-load-balancers"] == "true"
+    assert node["spec"]["taints"] == [
+        {"key": "virtual-kubelet.io/provider", "value": "vkec2", "effect": "NoSchedule"}
+    ]
+    assert node["spec"]["providerID"] == "vkec2://prod/vk-0"
+
+
+def test_adopting_keeps_other_labels_and_taints() -> None:
+    existing = {
+        "metadata": {"name": "vk-0", "labels": {"team": "a", "type": "old"}},
+        "spec": {
+            "taints": [
+                {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
+                {"key": "virtual-kubelet.io/provider", "value": "x", "effect": "NoSchedule"},
+            ]
+        },
+    }
+    node = adopt(existing, CFG)
+    assert (
+        node["metadata"]["labels"]["team"] == "a" and node["metadata"]["labels"]["type"] == "virtual-kubelet"
+    )
+    assert node["spec"]["taints"] == [
+        {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
+        {"key": "virtual-kubelet.io/provider", "value": "vkec2", "effect": "NoSchedule"},
+    ]
+    taints: list[dict[str, str]] = existing["spec"]["taints"]  # type: ignore[index]
+    assert taints[1]["value"] == "x", "the input is not modified"
+
+
+def test_capacity_prefers_the_quota_hash_and_allocatable_subtracts_live_pods() -> None:
+    assert capacity({}, CFG) == {"cpu": "8", "memory": "16Gi", "pods": "10"}
+    assert capacity({"cpu": "64", "pods": "bogus!", "source": "quotas"}, CFG) == {
+        "cpu": "64",
+        "memory": "16Gi",
+        "pods": "10",
+    }
+    spec = {"spec": {"containers": [{"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]}}
+    records = [
+        PodRecord(uid="a", phase=Phase.RUNNING, spec=spec),
+        PodRecord(uid="b", phase=Phase.PENDING),
+        PodRecord(uid="c", phase=Phase.SUCCEEDED, spec=spec),
+        PodRecord(uid="d", deleted=True, spec=spec),
+    ]
+    assert allocatable({"cpu": "8", "memory": "16Gi", "pods": "10"}, records) == {
+        "cpu": "7500m",
+        "memory": f"{15 * 1024 * 1024}Ki",
+        "pods": "8",
+    }
+    assert allocatable({"cpu": "1", "memory": "1Ki", "pods": "1"}, records * 3)["pods"] == "0"
+
+
+def test_node_conditions_name_what_is_missing() -> None:
+    conds = {c["type"]: c for c in conditions(Health(False, "NoWorkers", "no worker answered"))}
+    assert conds["Ready"] == {
+        "type": "Ready",
+        "status": "False",
+        "reason": "NoWorkers",
+        "message": "no worker answered",
+    }
+    assert {
+        conds[k]["status"] for k in ("MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable")
+    } == {"False"}
+
+
+def test_only_vkec2_annotations_and_labels_matter() -> None:
+    pod = {
+        "metadata": {
+            "annotations": {
+                "compute.amazonaws.com/tags": "{}",
+                "other": "x",
+                "compute.amazonaws.com/instance-id": "i-1",
+            },
+            "labels": {"app": "a"},
+        }
+    }
+    assert what_matters(pod) == ({"compute.amazonaws.com/tags": "{}"}, {"app": "a"})
+
+
+MANIFEST = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: a}
+spec: {containers: [{name: c, image: i}]}
+---
+kind: List
+items:
+- metadata: {name: b, namespace: ns}
+  spec: {containers: [{name: c, image: i}]}
+"""
+
+
+def test_manifest_uids_are_stable_and_follow_path_and_content() -> None:
+    pods = parse_manifest("x.yaml", MANIFEST, "vk-0")
+    assert [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in pods] == [
+        ("default", "a"),
+        ("ns", "b"),
+    ]
+    assert all(p["spec"]["nodeName"] == "vk-0" for p in pods)
+    again = parse_manifest("x.yaml", MANIFEST, "vk-0")
+    assert [p["metadata"]["uid"] for p in again] == [p["metadata"]["uid"] for p in pods]
+    moved = parse_manifest("y.yaml", MANIFEST, "vk-0")
+    assert {p["metadata"]["uid"] for p in moved}.isdisjoint(p["metadata"]["uid"] for p in pods)
+    edited = parse_manifest("x.yaml", MANIFEST.replace("name: b", "name: b2"), "vk-0")
+    assert edited[0]["metadata"]["uid"] == pods[0]["metadata"]["uid"]
+    assert edited[1]["metadata"]["uid"] != pods[1]["metadata"]["uid"]
+    assert pod_uid("x.yaml", {"a": 1, "b": 2}) == pod_uid("x.yaml", {"b": 2, "a": 1})
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("metadata: [oops", "not valid YAML"),
+        ("kind: Deployment\nmetadata: {name: d}\n", "only v1 Pods"),
+        ("kind: Pod\nspec: {containers: [{name: c}]}\n", "metadata.name is required"),
+        ("kind: Pod\nmetadata: {name: p}\nspec: {}\n", "spec.containers"),
+        ("- 1\n", "expected a mapping"),
+        (MANIFEST + "---\n" + MANIFEST.split("---")[0], "defined twice"),
+    ],
+)
+def test_bad_manifests_name_the_problem(text: str, problem: str) -> None:
+    with pytest.raises(ManifestError, match=problem):
+        parse_manifest("bad.yaml", text, "vk-0")
+
+
+def test_default_node_name_uses_the_statefulset_ordinal() -> None:
+    assert default_node_name("Prod_EU", {"HOSTNAME": "vkec2-producer-3"}) == "prod-eu-3"
+    assert default_node_name("vkec2", {"POD_NAME": "p-12", "HOSTNAME": "x-1"}) == "vkec2-12"
+    assert default_node_name("vkec2", {}) == "vkec2-0"
+
+
+def test_bad_flags_and_config_give_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--node-name", "Not_A_Name"]) == 2
+    assert "--node-name" in capsys.readouterr().err
+    assert main(["--manifests", str(tmp_path / "missing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    assert main(["--manifests", str(tmp_path), "--kube-host", "http://x"]) == 2
+    assert "does not talk to Kubernetes" in capsys.readouterr().err
+    assert main(["--lease-interval", "50"]) == 2
+    assert "--lease-duration" in capsys.readouterr().err
+    assert main(["--lease-interval", "-1"]) == 2
+    assert main(["--kubeconfig", "a", "--in-cluster"]) == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("redis_url: http://nope\n")
+    assert main(["--config", str(bad), "--manifests", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "invalid configuration" in err and "redis_url" in err
+    opts = parse_args(["--node-name", "vk-1", "--node-ip", "10.0.0.1", "--lease-interval", "0.5"])
+    assert opts.node_name == "vk-1" and opts.lease_interval == 0.5 and opts.lease_duration == 40
