@@ -60,6 +60,7 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "status": (_fleet("status"), "fleet summary: nodes, pods by phase, EC2 calls"),
     "pods": (_fleet("pods"), "pods with phase, instance, health and age"),
     "instances": (_fleet("instances"), "the cluster's EC2 instances with tags and state"),
+    "gc": (_fleet("gc"), "orphan GC: --dry-run reports, otherwise run one pass now"),
     "replay": (_fleet("replay"), "republish a pod task by name, as 'celery call' would"),
     "config": (_config, "configuration tools: 'vkec2 config check FILE'"),
 }

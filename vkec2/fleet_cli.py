@@ -1,8 +1,9 @@
-"""``vkec2 status|pods|instances|replay``: see and steer a running fleet from a terminal or a script.
+"""``vkec2 status|pods|instances|gc|replay``: see and steer a running fleet from a terminal or a script.
 
 Each command loads the fleet configuration (``--config FILE`` or ``VKEC2_CONFIG`` plus ``VKEC2_*``
 overrides), reads Redis (and EC2 for ``instances``), and prints a table for people or JSON with
-``-o json``. ``replay`` republishes a task by name with ``{"uid": ...}`` exactly as
+``-o json``. ``gc --dry-run`` shows what orphan GC sees (changing nothing); ``gc`` runs one pass
+on the workers. ``replay`` republishes a task by name with ``{"uid": ...}`` exactly as
 ``celery -A tasks call`` would. When Redis or the EC2 endpoint cannot be reached the command says
 which address failed and exits 1; usage errors exit 2.
 """
@@ -15,7 +16,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import redis
 from rich.console import Console
@@ -24,8 +25,10 @@ from rich.table import Table
 from vkec2.config import Settings, load_settings
 from vkec2.ec2 import TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, Ec2Gateway, tag_map
 from vkec2.errors import ConfigError, Ec2Error
+from vkec2.gc import is_orphan
 from vkec2.models import Phase, PodRecord
 from vkec2.store import Store
+from vkec2.warmpool import launch_time
 
 REPLAYABLE = ("vkec2.pods.create", "vkec2.pods.update", "vkec2.pods.delete")
 
@@ -121,8 +124,6 @@ def cmd_instances(settings: Settings, store: Store, args: argparse.Namespace) ->
 
 
 def cmd_replay(settings: Settings, store: Store, args: argparse.Namespace) -> Any:
-    from tasks.app import make_app
-
     if args.task not in REPLAYABLE:
         raise CommandError(f"unknown task {args.task!r}; replayable tasks: {', '.join(REPLAYABLE)}")
     try:
@@ -130,14 +131,58 @@ def cmd_replay(settings: Settings, store: Store, args: argparse.Namespace) -> An
             raise CommandError(f"no pod with uid {args.uid} in cluster {settings.cluster_name}")
     except redis.RedisError as exc:
         raise CommandError(f"cannot reach Redis at {_redis_address(store)}: {exc}") from exc
+    return _publish(settings, args.task, {"uid": args.uid})
+
+
+def cmd_gc(settings: Settings, store: Store, args: argparse.Namespace) -> Any:
+    """--dry-run: what orphan GC sees now, touching nothing; otherwise run one pass on the workers."""
+    if not args.dry_run:
+        return _publish(settings, "vkec2.maintenance.gc", {})
+    try:
+        instances = Ec2Gateway(settings).cluster_instances()
+    except Ec2Error as exc:
+        where = settings.aws.endpoint_url or f"EC2 in {settings.region}"
+        raise CommandError(f"cannot list instances from {where}: {exc.message}") from exc
+    try:
+        known = store.uids()
+        raw = cast(dict[str, str], store.redis.hgetall(store.keys.gc_sightings()))
+        last_pass = int(store.redis.get(store.keys.gc_pass()) or 0)
+    except redis.RedisError as exc:
+        raise CommandError(f"cannot reach Redis at {_redis_address(store)}: {exc}") from exc
+    now = time.time()
+    rows = []
+    for inst in instances:
+        if not is_orphan(inst, known):
+            continue
+        age = now - launch_time(inst)
+        seen = json.loads(raw[inst["InstanceId"]]) if inst["InstanceId"] in raw else None
+        in_grace = age < settings.gc.grace_seconds
+        rows.append(
+            {
+                "instance": inst["InstanceId"],
+                "pod_uid": tag_map(inst).get(TAG_POD_UID, ""),
+                "age": _age(now - age),
+                "in_grace": in_grace,
+                "seen_last_pass": bool(seen and int(seen["last"]) == last_pass),
+                "next_pass": "keep (grace)"
+                if in_grace
+                else ("terminate" if seen and int(seen["last"]) == last_pass else "mark"),
+            }
+        )
+    return rows
+
+
+def _publish(settings: Settings, task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    from tasks.app import make_app
+
     app = make_app(settings)
     try:
-        result = app.send_task(args.task, kwargs={"uid": args.uid})
+        result = app.send_task(task, kwargs=kwargs)
     except Exception as exc:  # kombu raises several connection error types
         raise CommandError(f"cannot publish to the broker at {settings.redis_url}: {exc}") from exc
     finally:
         app.close()
-    return {"task": args.task, "uid": args.uid, "task_id": result.id}
+    return {"task": task, **kwargs, "task_id": result.id}
 
 
 def _table(rows: list[dict[str, Any]], title: str) -> Table:
@@ -167,6 +212,7 @@ COMMANDS: dict[str, Callable[[Settings, Store, argparse.Namespace], Any]] = {
     "pods": cmd_pods,
     "instances": cmd_instances,
     "replay": cmd_replay,
+    "gc": cmd_gc,
 }
 
 
@@ -176,6 +222,8 @@ def _parser(name: str) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
     if name == "pods":
         parser.add_argument("--node", help="only pods of this virtual node")
+    if name == "gc":
+        parser.add_argument("--dry-run", action="store_true", help="report what GC would do; change nothing")
     if name == "replay":
         parser.add_argument("task", metavar="TASK", help=f"one of {', '.join(REPLAYABLE)}")
         parser.add_argument("--uid", required=True, help="the pod UID")

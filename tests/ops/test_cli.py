@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +25,42 @@ from vkec2.store import Store
 def run_cli(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "vkec2.cli", *args, "--config", str(config)],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, redis_url: str, moto_url: str) -> dict[str, Any]:
+def cluster(tmp_path: Path, redis_url: str, moto_url: str) -> Iterator[dict[str, Any]]:
     name = f"cli-{uuid.uuid4().hex[:8]}"
     config = tmp_path / "vkec2.yaml"
-    config.write_text(yaml.safe_dump({"cluster_name": name, "redis_url": redis_url,
-                                      "aws": {"endpoint_url": moto_url, "max_attempts": 1}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "cluster_name": name,
+                "redis_url": redis_url,
+                "aws": {"endpoint_url": moto_url, "max_attempts": 1},
+            }
+        )
+    )
     store = Store.from_url(redis_url, name)
     uid = str(uuid.uuid4())
     store.put_desired({"metadata": {"uid": uid, "name": "builder", "namespace": "ci"}, "spec": {}}, "node-a")
     ec2 = boto3.client("ec2", endpoint_url=moto_url, region_name="us-west-2")
-    inst = ec2.run_instances(ImageId=TEST_AMI, InstanceType="m5.large", MinCount=1, MaxCount=1,
-                             TagSpecifications=[{"ResourceType": "instance", "Tags": [
-                                 {"Key": TAG_CLUSTER, "Value": name}, {"Key": TAG_POD_UID, "Value": uid}]}])
+    inst = ec2.run_instances(
+        ImageId=TEST_AMI,
+        InstanceType="m5.large",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[
+            {
+                "ResourceType": "instance",
+                "Tags": [{"Key": TAG_CLUSTER, "Value": name}, {"Key": TAG_POD_UID, "Value": uid}],
+            }
+        ],
+    )
     iid = inst["Instances"][0]["InstanceId"]
     with store.locked(uid) as lock:
         lock.write({"phase": Phase.RUNNING.value, "instance_id": iid})
@@ -62,7 +82,9 @@ def test_pods_lists_phase_instance_and_age(cluster: dict[str, Any]) -> None:
     result = run_cli("pods", "-o", "json", config=cluster["config"])
     assert result.returncode == 0, result.stderr
     [pod] = json.loads(result.stdout)
-    assert pod["uid"] == cluster["uid"] and pod["phase"] == "Running" and pod["instance"] == cluster["instance"]
+    assert (
+        pod["uid"] == cluster["uid"] and pod["phase"] == "Running" and pod["instance"] == cluster["instance"]
+    )
     assert pod["name"] == "builder" and pod["namespace"] == "ci" and pod["age"].endswith("s")
     table = run_cli("pods", config=cluster["config"])
     assert "builder" in table.stdout and cluster["instance"] in table.stdout
@@ -77,8 +99,9 @@ def test_instances_lists_the_clusters_instances_with_tags(cluster: dict[str, Any
 
 
 def test_replay_publishes_the_task_as_celery_call_would(cluster: dict[str, Any], redis_url: str) -> None:
-    result = run_cli("replay", "vkec2.pods.create", "--uid", cluster["uid"], "-o", "json",
-                     config=cluster["config"])
+    result = run_cli(
+        "replay", "vkec2.pods.create", "--uid", cluster["uid"], "-o", "json", config=cluster["config"]
+    )
     assert result.returncode == 0, result.stderr
     sent = json.loads(result.stdout)
     client = redis.Redis.from_url(redis_url)
@@ -111,8 +134,15 @@ def test_commands_say_when_redis_is_down(tmp_path: Path, command: str) -> None:
 def test_instances_says_when_the_ec2_endpoint_is_down(tmp_path: Path, redis_url: str) -> None:
     port = free_port()
     config = tmp_path / "noec2.yaml"
-    config.write_text(yaml.safe_dump({"cluster_name": "x", "redis_url": redis_url,
-                                      "aws": {"endpoint_url": f"http://127.0.0.1:{port}", "max_attempts": 1}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "cluster_name": "x",
+                "redis_url": redis_url,
+                "aws": {"endpoint_url": f"http://127.0.0.1:{port}", "max_attempts": 1},
+            }
+        )
+    )
     result = run_cli("instances", config=config)
     assert result.returncode == 1
     assert f"cannot list instances from http://127.0.0.1:{port}" in result.stderr
@@ -123,3 +153,35 @@ def test_a_bad_config_file_is_reported_not_raised(tmp_path: Path) -> None:
     config.write_text("agent:\n  port: not-a-port\n")
     result = run_cli("status", config=config)
     assert result.returncode == 1 and "agent.port" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("grace", "expected"), [(0, "mark"), (3600, "keep (grace)")])
+def test_gc_dry_run_reports_orphans_and_changes_nothing(
+    cluster: dict[str, Any], moto_url: str, grace: int, expected: str
+) -> None:
+    config = cluster["config"]
+    raw = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**raw, "gc": {"grace_seconds": grace}}))
+    ec2 = boto3.client("ec2", endpoint_url=moto_url, region_name="us-west-2")
+    orphan = ec2.run_instances(
+        ImageId=TEST_AMI,
+        InstanceType="m5.large",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[
+            {
+                "ResourceType": "instance",
+                "Tags": [
+                    {"Key": TAG_CLUSTER, "Value": cluster["name"]},
+                    {"Key": TAG_POD_UID, "Value": "gone-pod"},
+                ],
+            }
+        ],
+    )["Instances"][0]["InstanceId"]
+    result = run_cli("gc", "--dry-run", "-o", "json", config=config)
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(result.stdout)  # the pod's own instance is not an orphan
+    assert row["instance"] == orphan and row["pod_uid"] == "gone-pod" and row["next_pass"] == expected
+    assert not cluster["store"].redis.exists(cluster["store"].keys.gc_sightings())
+    state = ec2.describe_instances(InstanceIds=[orphan])["Reservations"][0]["Instances"][0]["State"]["Name"]
+    assert state == "running"
