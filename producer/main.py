@@ -6,7 +6,8 @@ threads until SIGTERM/SIGINT: in Kubernetes mode the node registration, then the
 (:mod:`producer.pods`), the status outbox consumer (:mod:`producer.status`, started only after the
 first full pod list), the heartbeat (:mod:`producer.lease`) and the grace-period sweeper
 (:mod:`producer.deletion`); in standalone mode the manifest poller (:mod:`producer.standalone`) and
-the outbox consumer. Bad flags or configuration print one clear error and exit with status 2.
+the outbox consumer; in both modes the kubelet API (:mod:`producer.kubelet`, logs and exec) unless
+``--no-kubelet``. Bad flags or configuration print one clear error and exit with status 2.
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ class Options:
     deletion_slack: float = 0.0
     manifest_interval: float = 1.0
     log_level: str = "INFO"
+    kubelet: bool = True
+    kubelet_port: int | None = None
+    kubelet_address: str | None = None
+    kubelet_cert: str | None = None
+    kubelet_key: str | None = None
+    kubelet_client_ca: str | None = None
 
 
 def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
@@ -134,6 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between scans of the manifest directory",
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    kubelet = p.add_argument_group("kubelet API (logs, exec, /pods over HTTPS; see producer/kubelet.py)")
+    kubelet.add_argument("--no-kubelet", dest="kubelet", action="store_false", help="do not serve it")
+    kubelet.add_argument("--kubelet-port", type=_positive(int), help="port (default: node.kubelet_port)")
+    kubelet.add_argument(
+        "--kubelet-address",
+        help="listen address (default 0.0.0.0; 127.0.0.1 in standalone mode and with --kube-host)",
+    )
+    kubelet.add_argument("--kubelet-cert", help="serving certificate (PEM; default: one issued at start)")
+    kubelet.add_argument("--kubelet-key", help="key of --kubelet-cert (PEM)")
+    kubelet.add_argument(
+        "--kubelet-client-ca", help="require client certificates signed by this CA (the API server's)"
+    )
     return p
 
 
@@ -166,6 +185,19 @@ def parse_args(argv: Sequence[str]) -> Options:
         )
     if opts.deletion_slack < 0:
         parser.error("--deletion-slack must not be negative")
+    if opts.kubelet_address:
+        try:
+            ipaddress.ip_address(opts.kubelet_address)
+        except ValueError:
+            parser.error(f"--kubelet-address: {opts.kubelet_address!r} is not an IP address")
+    if opts.kubelet_port is not None and opts.kubelet_port > 65535:
+        parser.error(f"--kubelet-port: {opts.kubelet_port} is not a TCP port")
+    if (opts.kubelet_cert is None) != (opts.kubelet_key is None):
+        parser.error("--kubelet-cert and --kubelet-key must be given together")
+    for flag in ("kubelet_cert", "kubelet_key", "kubelet_client_ca"):
+        path = getattr(opts, flag)
+        if path is not None and not Path(path).is_file():
+            parser.error(f"--{flag.replace('_', '-')}: {path} is not a file")
     return opts
 
 
@@ -222,6 +254,55 @@ class Producer:
             self._start_standalone(Path(self.opts.manifests))
         else:
             self._start_kube()
+        if self.opts.kubelet:
+            self._start_kubelet()
+
+    def _start_kubelet(self) -> None:
+        """Serve the kubelet API; a port that cannot be bound stops the producer with the reason."""
+        import ssl
+
+        from producer.kubelet import KubeletServer, serving_context
+
+        opts = self.opts
+        local = opts.manifests is not None or opts.kube_host is not None
+        address = opts.kubelet_address or ("127.0.0.1" if local else "0.0.0.0")
+        node_ip = opts.node_ip or self.env.get("POD_IP", "")
+        try:
+            tls = serving_context(
+                self.node,
+                cert_file=opts.kubelet_cert,
+                key_file=opts.kubelet_key,
+                client_ca_file=opts.kubelet_client_ca,
+                addresses=tuple(a for a in (address, node_ip) if a and a != "0.0.0.0"),
+            )
+        except (OSError, ssl.SSLError) as exc:
+            log.error("kubelet API: cannot load its TLS files: %s", exc)
+            self.failed = True
+            self.stop_event.set()
+            return
+        if opts.kubelet_client_ca is None and not local:
+            log.warning("kubelet API: no --kubelet-client-ca: logs and exec are served to any client")
+        server = KubeletServer(
+            self.store,
+            self.node,
+            self.settings.agent,
+            tls,
+            address=address,
+            port=opts.kubelet_port or self.settings.node.kubelet_port,
+        )
+        try:
+            server.start()
+        except OSError as exc:
+            log.error(
+                "kubelet API: cannot listen on %s:%d: %s (use --kubelet-port or --no-kubelet)",
+                address,
+                server.port,
+                exc,
+            )
+            self.failed = True
+            self.stop_event.set()
+            return
+        self.kubelet = server
 
     def _start_standalone(self, directory: Path) -> None:
         from producer.fleet import FleetLink
@@ -260,7 +341,7 @@ class Producer:
             name=self.node,
             cluster=settings.cluster_name,
             os=settings.node.os,
-            kubelet_port=settings.node.kubelet_port,
+            kubelet_port=opts.kubelet_port or settings.node.kubelet_port,
             internal_ip=opts.node_ip or self.env.get("POD_IP", ""),
             cpu=settings.node.cpu,
             memory=settings.node.memory,
@@ -318,6 +399,9 @@ class Producer:
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stop_event.set()
+        kubelet = getattr(self, "kubelet", None)
+        if kubelet is not None:
+            kubelet.stop()
         kube = getattr(self, "kube", None)
         if kube is not None:
             kube.abort_watches()

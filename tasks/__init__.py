@@ -6,6 +6,8 @@ documented name (``vkec2.pods.create`` ...). Task modules stay thin: lock, one l
 record.
 """
 
+import tasks.health
+import tasks.maintenance  # noqa: F401  (registers vkec2.maintenance.*)
 from tasks import pods as pods
 from tasks.app import app, make_app
 

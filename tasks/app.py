@@ -10,9 +10,11 @@ work: ``pods`` (lifecycle), ``health`` (sweeps), ``maintenance`` (pools, quotas,
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
+from tasks import observe
 from vkec2.config import Settings, load_settings
+from vkec2.keys import Keys
 
 QUEUES = ("pods", "health", "maintenance")
 ROUTES = {
@@ -20,6 +22,25 @@ ROUTES = {
     "vkec2.health.*": {"queue": "health"},
     "vkec2.maintenance.*": {"queue": "maintenance"},
 }
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    """The periodic tasks (docs/maintenance.md); each expires after one period, so a late run is dropped."""
+
+    def every(task: str, seconds: float) -> dict[str, object]:
+        return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+
+    return {
+        "vkec2.health.sweep": every("vkec2.health.sweep", settings.health.interval_seconds),
+        "vkec2.maintenance.warm_pools": every(
+            "vkec2.maintenance.warm_pools", settings.beat.warm_pools_interval_seconds
+        ),
+        "vkec2.maintenance.quotas": every("vkec2.maintenance.quotas", settings.quotas.interval_seconds),
+        "vkec2.maintenance.status_log": every(
+            "vkec2.maintenance.status_log", settings.status_interval_seconds
+        ),
+        "vkec2.maintenance.gc": every("vkec2.maintenance.gc", settings.gc.interval_seconds),
+    }
 
 
 def celery_settings(settings: Settings) -> dict[str, object]:
@@ -46,13 +67,27 @@ def celery_settings(settings: Settings) -> dict[str, object]:
         "accept_content": ["json"],
         "task_ignore_result": True,
         "result_backend": None,
-        "task_queues": [Queue(name) for name in QUEUES],
+        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
         "task_default_queue": "pods",
+        "task_default_exchange": "pods",
+        "task_default_routing_key": "pods",
         "task_routes": ROUTES,
         "task_send_sent_event": True,
         "worker_send_task_events": True,
         "worker_hijack_root_logger": False,
         "enable_utc": True,
+        # Beat: RedBeat keeps the schedule and a lock in Redis, so only one of several beats sends.
+        "beat_scheduler": "redbeat.RedBeatScheduler",
+        "beat_schedule": beat_schedule(settings),
+        "beat_max_loop_interval": settings.beat.max_loop_interval_seconds,
+        "redbeat_redis_url": settings.redis_url,
+        "redbeat_redis_options": {
+            "socket_connect_timeout": 5,
+            "socket_timeout": 30,
+            "health_check_interval": 30,
+        },
+        "redbeat_key_prefix": Keys(settings.cluster_name).beat_prefix(),
+        "redbeat_lock_timeout": settings.beat.lock_timeout_seconds,
     }
 
 
@@ -60,6 +95,7 @@ def make_app(settings: Settings) -> Celery:
     """A Celery app bound to the broker of ``settings`` (tasks are registered on :data:`app`)."""
     celery_app = Celery("vkec2")
     celery_app.conf.update(celery_settings(settings))
+    observe.install(celery_app, settings)  # logs, metrics, tracing, Flower auth (docs/observability.md)
     return celery_app
 
 

@@ -16,6 +16,7 @@ from vkec2.config import Settings, load_settings
 from vkec2.ec2 import Ec2Gateway
 from vkec2.errors import ConfigError
 from vkec2.lifecycle import Lifecycle
+from vkec2.ratelimit import RateLimiter
 from vkec2.store import Store
 
 
@@ -30,7 +31,9 @@ class Fleet:
 
 def build_fleet(settings: Settings) -> Fleet:
     store = Store.from_url(settings.redis_url, settings.cluster_name)
-    ec2 = Ec2Gateway(settings, store)
+    limiter = RateLimiter(store, settings.rate_limits)  # fleet-wide EC2 token buckets
+    ec2 = Ec2Gateway(settings, store, limiter=limiter)
+    limiter.attach(ec2)  # botocore's retries draw tokens too
     agents = AgentClient(settings.agent)
     bootstrap = None
     tls = settings.agent.tls

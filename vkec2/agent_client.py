@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent.v1 import agent_pb2
 from agent.v1 import agent_pb2_grpc as _agent_grpc
+from vkec2 import metrics
 from vkec2.ca import ClientTls, FleetCA, agent_server_name
 from vkec2.config import AgentConnection
 from vkec2.errors import AgentError, AgentIdentityMismatch, AgentRejected, AgentUnavailable, ConfigError
@@ -232,6 +233,7 @@ class AgentClient:
                     channel = grpc.secure_channel(target.endpoint, self._creds, options=options)
                 else:
                     channel = grpc.insecure_channel(target.endpoint, options=options)
+                channel = metrics.count_agent_calls(channel)
                 stubs = _Stubs(
                     channel,
                     agent_pb2_grpc.ApplicationLifecycleStub(channel),

@@ -309,7 +309,7 @@ class AgentConnection(_Model):
 
 
 def _parse_static(value: str) -> tuple[str, int]:
-    host, sep, port_text = value[len("static:"):].rpartition(":")
+    host, sep, port_text = value[len("static:") :].rpartition(":")
     if not sep or not host:
         raise ValueError(f"static endpoint must be static:HOST:PORT, not {value!r}")
     if host.startswith("[") and host.endswith("]"):
@@ -373,8 +373,8 @@ class CelerySettings(_Model):
     visibility_timeout_seconds: int = Field(default=600, ge=1)
     max_countdown_seconds: float = Field(default=30.0, gt=0)
     lock_ttl_seconds: float = Field(
-        default=60.0, gt=0,
-        description="How long a per-pod lock outlives a worker that died holding it.")
+        default=60.0, gt=0, description="How long a per-pod lock outlives a worker that died holding it."
+    )
 
     @field_validator("max_countdown_seconds")
     @classmethod
@@ -397,11 +397,15 @@ class BeatSettings(_Model):
     """Celery beat with RedBeat: one active replica holds a lock in Redis, the others stand by."""
 
     lock_timeout_seconds: int = Field(
-        default=20, ge=2,
-        description="How long the active beat's lock outlives it; a standby takes over after this.")
+        default=20,
+        ge=2,
+        description="How long the active beat's lock outlives it; a standby takes over after this.",
+    )
     max_loop_interval_seconds: float = Field(
-        default=5.0, gt=0,
-        description="Longest sleep between beat ticks; the active beat extends its lock every tick.")
+        default=5.0,
+        gt=0,
+        description="Longest sleep between beat ticks; the active beat extends its lock every tick.",
+    )
     warm_pools_interval_seconds: float = Field(default=15.0, gt=0)
 
     @model_validator(mode="after")
@@ -410,7 +414,8 @@ class BeatSettings(_Model):
             raise ValueError(
                 f"lock_timeout_seconds ({self.lock_timeout_seconds}) must be at least twice "
                 f"max_loop_interval_seconds ({self.max_loop_interval_seconds}), or the active beat "
-                "loses its lock between ticks and replicas take turns")
+                "loses its lock between ticks and replicas take turns"
+            )
         return self
 
     def failover_seconds(self) -> float:
@@ -426,13 +431,16 @@ class QuotaSettings(_Model):
     service_code: str = "ec2"
     codes: list[str] = Field(
         default_factory=lambda: ["L-1216C47A"],
-        description="vCPU quota codes summed into the cpu capacity (L-1216C47A: On-Demand Standard).")
+        description="vCPU quota codes summed into the cpu capacity (L-1216C47A: On-Demand Standard).",
+    )
     host_codes: dict[str, str] = Field(
         default_factory=dict,
-        description="Instance family -> dedicated-host quota code (e.g. mac2 -> the Mac host quota).")
+        description="Instance family -> dedicated-host quota code (e.g. mac2 -> the Mac host quota).",
+    )
     instance_types: list[str] = Field(
         default_factory=list,
-        description="Types whose vCPUs/memory turn quotas into capacity; empty: ec2 + pool types.")
+        description="Types whose vCPUs/memory turn quotas into capacity; empty: ec2 + pool types.",
+    )
     endpoint_url: str | None = Field(default=None, description="Service Quotas endpoint override.")
 
     @field_validator("codes")
@@ -494,8 +502,88 @@ class RateLimitSettings(_Model):
     mutating: TokenBucket = Field(default_factory=lambda: TokenBucket(rate=4.0, burst=40))
     describe: TokenBucket = Field(default_factory=lambda: TokenBucket(rate=10.0, burst=50))
     max_wait_seconds: float = Field(
-        default=20.0, gt=0,
-        description="Longest a call waits for a token; beyond it the call fails as throttled (retried).")
+        default=20.0,
+        gt=0,
+        description="Longest a call waits for a token; beyond it the call fails as throttled (retried).",
+    )
+
+
+# Observability: metrics, tracing, logs and Flower (docs/observability.md). Everything is off or
+# quiet by default, so existing configurations are unchanged.
+
+
+class MetricsSettings(_Model):
+    """The Prometheus endpoint (``/metrics`` and ``/healthz``) of a worker or the producer."""
+
+    port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the metrics HTTP server; None: no server (metrics are still counted).",
+    )
+    address: str = Field(default="127.0.0.1", description="Address the metrics server listens on.")
+
+
+class TracingSettings(_Model):
+    """OpenTelemetry tracing: producer -> task -> EC2 call -> agent call in one trace."""
+
+    exporter: Literal["none", "console", "otlp"] = Field(
+        default="none", description="Where spans go; none: tracing is off and nothing is instrumented."
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP traces URL (e.g. http://collector:4318/v1/traces); None: the SDK default.",
+    )
+    service_name: str = Field(
+        default="vkec2", description="Prefix of the service name; the component is appended (vkec2-worker)."
+    )
+    sample_ratio: float = Field(default=1.0, ge=0, le=1, description="Share of new traces recorded.")
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in {"http", "https"} or not parts.netloc:
+                raise ValueError(f"not an http(s) URL: {value!r}")
+        return value
+
+
+class LoggingSettings(_Model):
+    """Log lines of every component: format, and how many context labels each line carries."""
+
+    format: Literal["kv", "json"] = Field(
+        default="kv", description="key=value lines, or one JSON object a line."
+    )
+    verbosity: int = Field(
+        default=1,
+        ge=1,
+        le=2,
+        description="1: pod uid/namespace/name and task id; 2: also thread, task name, agent endpoint.",
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        default=None, description="Log level; None: the component's own flag (celery -l, --log-level)."
+    )
+
+
+class FlowerSettings(_Model):
+    """Flower (``celery -A tasks flower``): basic auth, required outside local mode."""
+
+    basic_auth: list[str] = Field(
+        default_factory=list, description="user:password pairs Flower accepts (basic auth)."
+    )
+    local: bool = Field(default=False, description="Local mode: Flower may run without credentials.")
+
+    @field_validator("basic_auth")
+    @classmethod
+    def _pairs(cls, value: list[str]) -> list[str]:
+        for pair in value:
+            user, sep, password = pair.partition(":")
+            if not sep or not user or not password:
+                raise ValueError("each entry must be user:password with both parts non-empty")
+            if "," in pair:
+                raise ValueError("a user:password pair may not contain ','")
+        return value
 
 
 class Settings(_Model):
@@ -522,6 +610,11 @@ class Settings(_Model):
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     gc: GcSettings = Field(default_factory=GcSettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    # Observability (docs/observability.md).
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    flower: FlowerSettings = Field(default_factory=FlowerSettings)
 
     @field_validator("region")
     @classmethod
@@ -845,7 +938,11 @@ def _from_legacy(raw: Mapping[str, Any], source: str, out: _Collector) -> dict[s
 
 
 def _legacy_entry(
-    target: tuple[str, ...] | _Table | None, value: Any, label: str, source: str, data: dict[str, Any],
+    target: tuple[str, ...] | _Table | None,
+    value: Any,
+    label: str,
+    source: str,
+    data: dict[str, Any],
     out: _Collector,
 ) -> None:
     if target is None:
@@ -899,8 +996,14 @@ def _legacy_pools(value: Any, label: str, source: str, data: dict[str, Any], out
 
 
 def _put(
-    data: dict[str, Any], path: tuple[str, ...], value: Any, label: str, source: str, out: _Collector,
-    *, register: bool,
+    data: dict[str, Any],
+    path: tuple[str, ...],
+    value: Any,
+    label: str,
+    source: str,
+    out: _Collector,
+    *,
+    register: bool,
 ) -> None:
     """Set ``path`` in ``data``, merging mappings; two different values for one key are an error."""
     node = data
@@ -973,7 +1076,7 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str], out: _Collector
         if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
             continue
         raw_value = environ[var]
-        parts: list[str] = var[len(ENV_PREFIX):].lower().split("__")
+        parts: list[str] = var[len(ENV_PREFIX) :].lower().split("__")
         if parts[0] not in Settings.model_fields:
             # Other tools share the prefix (VKEC2_KUBETOOLS_CACHE ...): ignore, but flag near misses.
             close = difflib.get_close_matches(parts[0], fields, n=1, cutoff=0.85)

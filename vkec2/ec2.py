@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from vkec2 import metrics
 from vkec2.config import Settings
 from vkec2.errors import Ec2Error
 from vkec2.podspec import LaunchParams
@@ -109,11 +111,15 @@ class Ec2Gateway:
     def _call(self, action: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
         if self.limiter is not None:
             self.limiter(action)
+        started = time.monotonic()
         try:
             result = fn(**kwargs)
         except botocore.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             throttled = code in THROTTLE_CODES
+            metrics.ec2_call(
+                action, ok=False, throttled=throttled, seconds=time.monotonic() - started, kwargs=kwargs
+            )
             if self.store is not None:
                 self.store.count_ec2_call(action, throttled=throttled)
             raise Ec2Error(
@@ -123,9 +129,13 @@ class Ec2Gateway:
                 reason="EC2Throttled" if throttled else None,
             ) from exc
         except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            metrics.ec2_call(
+                action, ok=False, throttled=False, seconds=time.monotonic() - started, kwargs=kwargs
+            )
             if self.store is not None:
                 self.store.count_ec2_call(action)
             raise Ec2Error(f"{action}: {exc}", retryable=True, reason="EC2Unreachable") from exc
+        metrics.ec2_call(action, ok=True, throttled=False, seconds=time.monotonic() - started, kwargs=kwargs)
         if self.store is not None:
             self.store.count_ec2_call(action)
         return result
@@ -248,3 +258,22 @@ class Ec2Gateway:
             if len(ids) > 1:  # one unknown ID fails the batch: terminate the rest one by one
                 for instance_id in ids:
                     self.terminate([instance_id])
+
+    # -- fleet maintenance (added for the quota refresh) --------------------------------
+
+    def describe_instance_types(self, instance_types: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Descriptions of instance types by name (``VCpuInfo``, ``MemoryInfo`` ...), all pages read."""
+        wanted = sorted(set(instance_types))
+        found: dict[str, dict[str, Any]] = {}
+        token: str | None = None
+        while wanted:
+            args: dict[str, Any] = {"InstanceTypes": wanted}
+            if token:
+                args["NextToken"] = token
+            page = self._call("DescribeInstanceTypes", self.client.describe_instance_types, **args)
+            for item in page.get("InstanceTypes", []):
+                found[str(item["InstanceType"])] = dict(item)
+            token = page.get("NextToken")
+            if not token:
+                break
+        return found

@@ -17,18 +17,19 @@ namespace/name, because a name is reused by the next pod of the same name while 
 | ``capacity`` | hash | node capacity derived from Service Quotas: cpu, memory, pods, source, reason |
 | ``ec2:calls`` | hash | EC2 API action -> number of calls made by the fleet |
 | ``ec2:throttles`` | hash | EC2 API action -> number of throttled calls |
-| ``ec2:throttled_attempts`` | hash | EC2 API action -> HTTP attempts answered RequestLimitExceeded (retries included) |
-| ``pool:{name}:known`` | hash | instance ID -> time the mirror put it in ``ready`` (tells a claim from a lost mirror) |
+| ``ec2:throttled_attempts`` | hash | EC2 API action -> HTTP attempts throttled (botocore retries too) |
+| ``pool:{name}:known`` | hash | instance ID -> when it was put in ``ready`` (a claim vs. a lost mirror) |
 | ``pool:{name}:slots`` | string | counter of warm-pool launch slots (one ClientToken per slot) |
 | ``pool:{name}:reconcile`` | string | single-flight lock of one pool's reconcile |
 | ``health:sweep`` | string | single-flight lock of the health sweep |
-| ``gc:sightings`` | hash | instance ID -> JSON {first, last, count} of consecutive GC passes it was an orphan |
+| ``gc:sightings`` | hash | instance ID -> JSON {first, last, count}: consecutive passes as an orphan |
 | ``gc:pass`` | string | number of the last GC pass |
 | ``gc:lock`` | string | single-flight lock of a GC pass |
 | ``gc:stats`` | hash | terminated / would_terminate / passes counters |
 | ``ratelimit:{class}`` | hash | token bucket of one EC2 API class: tokens, ts |
 | ``beat:`` | prefix | RedBeat's schedule entries and its lock (``beat::lock``) |
 | ``maintenance:runs:{task}`` | list | recent run times of a periodic task (newest first, capped) |
+| ``maintenance:last:{task}`` | hash | the last finished run of a periodic task: ``ts``, ``result`` (JSON) |
 | ``status:last`` | hash | the last status line (``line``) and the counters it was computed from |
 """
 
@@ -117,6 +118,9 @@ class Keys:
 
     def maintenance_runs(self, task: str) -> str:
         return f"{self.prefix}maintenance:runs:{task}"
+
+    def maintenance_last(self, task: str) -> str:
+        return f"{self.prefix}maintenance:last:{task}"
 
     def status_last(self) -> str:
         return f"{self.prefix}status:last"

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from vkec2 import metrics
 from vkec2.agent_client import AgentClient, AgentTarget, AppStatus, resolve_endpoint
 from vkec2.config import Settings
 from vkec2.ec2 import TAG_POOL_STATE, Ec2Gateway, Instance, client_token
@@ -76,6 +77,8 @@ class Lifecycle:
         **values: Any,
     ) -> None:
         """Write the new phase (and fields) and tell the producer, in one atomic write."""
+        previous, at = rec.phase, now()
+        values = {**metrics.phase_stamps(previous, phase, at), **values}
         for key, value in values.items():
             setattr(rec, key, value)
         rec.phase, rec.reason, rec.message = phase, reason, message
@@ -113,6 +116,10 @@ class Lifecycle:
             **values,
         }
         lock.write(fields, event, rec.node)
+        metrics.pod_transition(rec, previous, at)
+        if phase is not previous:
+            detail = " ".join(part for part in (reason, message) if part)
+            log.info("phase %s -> %s: %s", previous.value, phase.value, detail)
 
     def _target(self, rec: PodRecord) -> AgentTarget:
         return AgentTarget(endpoint=rec.endpoint, instance_id=rec.instance_id)

@@ -325,7 +325,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             lambda: True,
             timeout=5,
         )
-        flower_port = free_port()
+        flower_port, kubelet_port = free_port(), free_port()
         if not args.no_flower:
             fleet.start(
                 "flower",
@@ -336,10 +336,22 @@ def run(args: argparse.Namespace, console: Console) -> int:
             fleet.urls["flower"] = f"http://127.0.0.1:{flower_port}"
         fleet.start(
             "producer (standalone)",
-            [py, "-m", "vkec2.cli", "producer", "--config", str(config_path), "--manifests", str(pods_dir)],
-            lambda: True,
-            timeout=5,
+            [
+                py,
+                "-m",
+                "vkec2.cli",
+                "producer",
+                "--config",
+                str(config_path),
+                "--manifests",
+                str(pods_dir),
+                "--kubelet-port",
+                str(kubelet_port),
+            ],
+            lambda: port_open(kubelet_port),
+            timeout=30,
         )
+        fleet.urls["kubelet"] = f"https://127.0.0.1:{kubelet_port}"
 
         store = Store.from_url(redis_url, cluster)
         observer = Observer(raw, store, moto_url)
@@ -416,6 +428,7 @@ def _print_keep(console: Console, fleet: LocalFleet, env_note: str) -> None:
     console.print(
         f'  Replay:   {env_note} celery -A tasks call vkec2.pods.create --kwargs \'{{"uid": "..."}}\''
     )
+    console.print(f"  Kubelet:  {fleet.urls['kubelet']}/containerLogs/NAMESPACE/POD/CONTAINER  (TLS)")
     console.print(f"  Logs:     {fleet.workdir / 'logs'}")
     console.print(f"  Stop:     kill -TERM -- {' '.join(f'-{p.pid}' for p in fleet.procs)}")
 

@@ -107,7 +107,7 @@ def _read_annotations(annotations: Mapping[str, Any]) -> dict[str, str]:
     for key, value in annotations.items():
         if not isinstance(key, str) or not key.startswith(ANNOTATION_PREFIX):
             continue
-        name = key[len(ANNOTATION_PREFIX):]
+        name = key[len(ANNOTATION_PREFIX) :]
         if name not in ANNOTATIONS:
             logger.warning("ignoring unknown annotation %s (known: %s)", key, ", ".join(ANNOTATIONS))
             continue

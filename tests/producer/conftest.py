@@ -83,6 +83,8 @@ def start_producer(apiserver: FakeKubeApiServer) -> Iterator[StartProducer]:
             "DEBUG",
             *extra,
         ]
+        if "--kubelet-port" not in extra:
+            argv.append("--no-kubelet")  # never the standard port 10250; kubelet tests pick a free one
         if manifests is not None:
             argv += ["--manifests", str(manifests)]
         else:

@@ -140,6 +140,30 @@ class FleetHarness:
         wait_until(ready, 60, "the Celery worker to be ready", interval=0.2)
         return proc
 
+    def start_beat(self) -> ManagedProcess:
+        """A ``celery beat`` with RedBeat (stopped with the workers); returns once it has started."""
+        proc = ManagedProcess(
+            "beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tasks",
+                "beat",
+                "-l",
+                "DEBUG",
+                "--schedule",
+                str(self.config_path.with_suffix(f".beat{len(self.workers)}")),
+            ],
+            env=self.env(),
+        ).start()
+        self.workers.append(proc)
+        wait_until(lambda: "beat: Starting" in proc.output() or not proc.alive(), 60, "celery beat to start")
+        if not proc.alive():
+            raise RuntimeError(f"beat exited:\n{proc.output()[-3000:]}")
+        return proc
+
     def stop(self) -> None:
         for proc in self.workers:
             proc.stop()

@@ -110,18 +110,25 @@ def test_env_overrides_win_over_the_file() -> None:
 
 
 def test_env_whole_list_as_json_and_empty_optional_is_null() -> None:
-    env = {"VKEC2_WARM_POOLS": '[{"name": "only"}]', "VKEC2_DEFAULT_WARM_POOL": "only",
-           "VKEC2_AWS__ENDPOINT_URL": ""}
+    env = {
+        "VKEC2_WARM_POOLS": '[{"name": "only"}]',
+        "VKEC2_DEFAULT_WARM_POOL": "only",
+        "VKEC2_AWS__ENDPOINT_URL": "",
+    }
     s = load_settings(EXAMPLE, env=env)
     assert [p.name for p in s.warm_pools] == ["only"]
     assert s.aws.endpoint_url is None
 
 
 def test_env_errors_name_the_variable() -> None:
-    errors = errors_of(None, {"VKEC2_AGENT__PORT": "abc", "VKEC2_EC2__SUBNETS": "[oops",
-                              "VKEC2_AGENT__PROT": "1"})
-    assert any(e.startswith("env VKEC2_AGENT__PORT: agent.port: Input should be a valid integer")
-               and "(got 'abc')" in e for e in errors)
+    errors = errors_of(
+        None, {"VKEC2_AGENT__PORT": "abc", "VKEC2_EC2__SUBNETS": "[oops", "VKEC2_AGENT__PROT": "1"}
+    )
+    assert any(
+        e.startswith("env VKEC2_AGENT__PORT: agent.port: Input should be a valid integer")
+        and "(got 'abc')" in e
+        for e in errors
+    )
     assert any(e.startswith("env VKEC2_EC2__SUBNETS: ec2.subnets: not valid JSON") for e in errors)
     assert any(e.startswith("env VKEC2_AGENT__PROT: agent.prot: unknown key") for e in errors)
     assert len(errors) == 3
@@ -155,8 +162,10 @@ def test_env_port_accepted_exactly_in_range(port: int) -> None:
 def test_every_error_is_listed_with_file_and_key_path() -> None:
     errors = errors_of(INVALID)
     src = str(INVALID)
-    assert f"{src}: agent.port: Input should be a valid integer, unable to parse string as an integer " \
-           "(got 'abc')" in errors
+    assert (
+        f"{src}: agent.port: Input should be a valid integer, unable to parse string as an integer "
+        "(got 'abc')" in errors
+    )
     assert f"{src}: health.interval_seconds: Input should be greater than 0 (got 0)" in errors
     assert f"{src}: default_warm_pool: no warm pool named 'pool-b' (configured: pool-a)" in errors
     assert len(errors) == 3
@@ -176,17 +185,33 @@ def test_unknown_keys_are_errors(tmp_path: Path) -> None:
     assert any(e.startswith(f"{path}: clustername: unknown key") for e in errors)
 
 
-@pytest.mark.parametrize("endpoint", [
-    "private-ip", "public-ip", "static:127.0.0.1:8200", "static:[::1]:1", "static:agent.local:65535",
-])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "private-ip",
+        "public-ip",
+        "static:127.0.0.1:8200",
+        "static:[::1]:1",
+        "static:agent.local:65535",
+    ],
+)
 def test_valid_agent_endpoints(endpoint: str) -> None:
     assert load_settings(env={"VKEC2_AGENT__ENDPOINT": endpoint}).agent.endpoint == endpoint
 
 
-@pytest.mark.parametrize("endpoint", [
-    "static:h:0", "static:h:65536", "static:h:x", "static::80", "static:h", "static:bad host:80",
-    "private", "dns",
-])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "static:h:0",
+        "static:h:65536",
+        "static:h:x",
+        "static::80",
+        "static:h",
+        "static:bad host:80",
+        "private",
+        "dns",
+    ],
+)
 def test_invalid_agent_endpoints(endpoint: str) -> None:
     (error,) = errors_of(None, {"VKEC2_AGENT__ENDPOINT": endpoint})
     assert error.startswith("env VKEC2_AGENT__ENDPOINT: agent.endpoint: ")
@@ -216,31 +241,37 @@ def test_default_pool_is_named_or_first() -> None:
     assert "no warm pool named 'a' (configured: none)" in error
 
 
-@pytest.mark.parametrize(("variable", "value"), [
-    ("VKEC2_STATUS_INTERVAL_SECONDS", "0"),
-    ("VKEC2_HEALTH__INTERVAL_SECONDS", "-1"),
-    ("VKEC2_AGENT__CALL_TIMEOUT_SECONDS", "0"),
-    ("VKEC2_AGENT__KEEPALIVE__TIME_SECONDS", "0"),
-    ("VKEC2_CELERY__MAX_COUNTDOWN_SECONDS", "900"),  # not below the visibility timeout
-    ("VKEC2_AGENT__BACKOFF__MAX_DELAY_SECONDS", "0.5"),  # below the base delay
-    ("VKEC2_EC2__IMAGE_ID", "centos"),
-    ("VKEC2_EC2__INSTANCE_TYPE", "large"),
-    ("VKEC2_EC2__SECURITY_GROUPS", '["default"]'),
-    ("VKEC2_EC2__TAGS", '{"vkec2.io/pod-uid": "x"}'),
-    ("VKEC2_REGION", "mars"),
-    ("VKEC2_REDIS_URL", "http://localhost"),
-    ("VKEC2_AGENT__TLS", '{"ca_cert_file": "ca.pem", "client_cert_file": "c.pem"}'),
-])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("VKEC2_STATUS_INTERVAL_SECONDS", "0"),
+        ("VKEC2_HEALTH__INTERVAL_SECONDS", "-1"),
+        ("VKEC2_AGENT__CALL_TIMEOUT_SECONDS", "0"),
+        ("VKEC2_AGENT__KEEPALIVE__TIME_SECONDS", "0"),
+        ("VKEC2_CELERY__MAX_COUNTDOWN_SECONDS", "900"),  # not below the visibility timeout
+        ("VKEC2_AGENT__BACKOFF__MAX_DELAY_SECONDS", "0.5"),  # below the base delay
+        ("VKEC2_EC2__IMAGE_ID", "centos"),
+        ("VKEC2_EC2__INSTANCE_TYPE", "large"),
+        ("VKEC2_EC2__SECURITY_GROUPS", '["default"]'),
+        ("VKEC2_EC2__TAGS", '{"vkec2.io/pod-uid": "x"}'),
+        ("VKEC2_REGION", "mars"),
+        ("VKEC2_REDIS_URL", "http://localhost"),
+        ("VKEC2_AGENT__TLS", '{"ca_cert_file": "ca.pem", "client_cert_file": "c.pem"}'),
+    ],
+)
 def test_bad_values_are_refused(variable: str, value: str) -> None:
     (error,) = errors_of(None, {variable: value})
     assert error.startswith(f"env {variable}: ")
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    ("agent: [1,\n", "c.yaml:2:1: invalid YAML"),
-    ("a: 1\na: 2\n", "c.yaml:2:1: invalid YAML: key 'a' appears twice"),
-    ("- 1\n- 2\n", "c.yaml: the top level must be a mapping, not a list"),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("agent: [1,\n", "c.yaml:2:1: invalid YAML"),
+        ("a: 1\na: 2\n", "c.yaml:2:1: invalid YAML: key 'a' appears twice"),
+        ("- 1\n- 2\n", "c.yaml: the top level must be a mapping, not a list"),
+    ],
+)
 def test_unparseable_files(tmp_path: Path, content: str, expected: str) -> None:
     (error,) = errors_of(write(tmp_path, "c.yaml", content))
     assert error.startswith(str(tmp_path / expected))
@@ -266,20 +297,32 @@ def test_original_provider_config_loads_unchanged(caplog: pytest.LogCaptureFixtu
     assert (s.cluster_name, s.region) == ("my-eks-cluster", "us-west-2")
     assert (s.aws.read_timeout_seconds, s.aws.connect_timeout_seconds) == (10, 2)
     assert (s.ec2.image_id, s.ec2.user_data) == ("ami-abcd123", "base64encoded")
-    assert s.bootstrap.model_dump() == {"s3_bucket": "vk-bootstrap-agent", "s3_key": "bootstrap_agent",
-                                        "init_data": "base64encoded"}
+    assert s.bootstrap.model_dump() == {
+        "s3_bucket": "vk-bootstrap-agent",
+        "s3_key": "bootstrap_agent",
+        "init_data": "base64encoded",
+    }
     assert s.agent.port == 8200
     health = s.health
     assert (health.unhealthy_threshold, health.unknown_threshold, health.interval_seconds) == (3, 20, 10)
     assert (s.agent.call_timeout_seconds, s.agent.connect_timeout_seconds) == (10, 1)
-    assert s.agent.backoff.model_dump() == {"base_delay_seconds": 1, "multiplier": 1.5, "jitter": 0.5,
-                                            "max_delay_seconds": 300}
+    assert s.agent.backoff.model_dump() == {
+        "base_delay_seconds": 1,
+        "multiplier": 1.5,
+        "jitter": 0.5,
+        "max_delay_seconds": 300,
+    }
     assert (s.agent.keepalive.time_seconds, s.agent.keepalive.timeout_seconds) == (10, 30)
     (pool,) = s.warm_pools
     assert pool.model_dump() == {
-        "name": "pool-0", "desired_count": 2, "instance_type": "m5.large", "image_id": "ami-abc123",
-        "subnets": ["subnet-abc123"], "security_groups": ["sg-abc123"],
-        "instance_profile": "vk-instance-profile", "key_pair": "myEC2SSHKey",
+        "name": "pool-0",
+        "desired_count": 2,
+        "instance_type": "m5.large",
+        "image_id": "ami-abc123",
+        "subnets": ["subnet-abc123"],
+        "security_groups": ["sg-abc123"],
+        "instance_profile": "vk-instance-profile",
+        "key_pair": "myEC2SSHKey",
     }
     assert s.default_pool() == pool
     (warning,) = loaded.warnings
@@ -314,11 +357,14 @@ def test_legacy_errors_name_the_legacy_key(tmp_path: Path) -> None:
     data["Frobnicate"] = True
     path = write(tmp_path, "config.json", data)
     errors = errors_of(path)
-    assert f"{path}: WarmPoolConfig[0].DesiredCount: Input should be a valid integer, unable to parse " \
-           "string as an integer (got 'many')" in errors
+    assert (
+        f"{path}: WarmPoolConfig[0].DesiredCount: Input should be a valid integer, unable to parse "
+        "string as an integer (got 'many')" in errors
+    )
     assert any(e.startswith(f"{path}: WarmPoolConfig[0].Color: unknown key") for e in errors)
-    assert f"{path}: HealthConfig.HealthCheckIntervalSeconds: Input should be greater than 0 (got 0)" \
-        in errors
+    assert (
+        f"{path}: HealthConfig.HealthCheckIntervalSeconds: Input should be greater than 0 (got 0)" in errors
+    )
     assert any(e.startswith(f"{path}: VMConfig.DefaultAMI: not an AMI ID") for e in errors)
     assert any(e.startswith(f"{path}: Frobnicate: unknown key in an original provider") for e in errors)
     assert len(errors) == 5
@@ -356,8 +402,15 @@ def run_check(
 ) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("VKEC2_")}
     clean.update(env or {})
-    return subprocess.run([*command, "config", *args], capture_output=True, text=True, env=clean,
-                          cwd=ROOT, timeout=60, check=False)
+    return subprocess.run(
+        [*command, "config", *args],
+        capture_output=True,
+        text=True,
+        env=clean,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_check_prints_the_effective_yaml() -> None:
@@ -385,8 +438,10 @@ def test_check_reports_every_error_and_exits_1() -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     lines = result.stderr.splitlines()
-    assert f"error: {INVALID}: agent.port: Input should be a valid integer, unable to parse string as an " \
-           "integer (got 'abc')" in lines
+    assert (
+        f"error: {INVALID}: agent.port: Input should be a valid integer, unable to parse string as an "
+        "integer (got 'abc')" in lines
+    )
     assert any(line.startswith(f"error: {INVALID}: health.interval_seconds: ") for line in lines)
     assert any(line.startswith(f"error: {INVALID}: default_warm_pool: ") for line in lines)
     assert lines[-1] == f"{INVALID}: 3 errors"

@@ -19,26 +19,46 @@ P = ANNOTATION_PREFIX
 IMAGE = "ami-0123456789abcdef0"
 
 
-def pod(annotations: Mapping[str, Any] | None = None, uid: str = "7d3c9a4e-0000-4000-8000-000000000001"
-        ) -> dict[str, Any]:
-    return {"metadata": {"name": "p", "namespace": "default", "uid": uid,
-                         "annotations": {f"{P}{k}": v for k, v in (annotations or {}).items()}}}
+def pod(
+    annotations: Mapping[str, Any] | None = None, uid: str = "7d3c9a4e-0000-4000-8000-000000000001"
+) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "p",
+            "namespace": "default",
+            "uid": uid,
+            "annotations": {f"{P}{k}": v for k, v in (annotations or {}).items()},
+        }
+    }
 
 
 def cfg(**overrides: Any) -> Settings:
     raw: dict[str, Any] = {
-        "ec2": {"image_id": IMAGE, "instance_type": "m5.large", "subnets": ["subnet-0a"],
-                "security_groups": ["sg-0b", "sg-0a"], "instance_profile": "prof", "key_pair": "kp",
-                "user_data": "IyEvYmluL3No", "tags": {"team": "build", "env": "prod"}},
+        "ec2": {
+            "image_id": IMAGE,
+            "instance_type": "m5.large",
+            "subnets": ["subnet-0a"],
+            "security_groups": ["sg-0b", "sg-0a"],
+            "instance_profile": "prof",
+            "key_pair": "kp",
+            "user_data": "IyEvYmluL3No",
+            "tags": {"team": "build", "env": "prod"},
+        },
     }
     raw.update(overrides)
     return Settings.model_validate(raw)
 
 
 POOLS = [
-    {"name": "mac", "instance_type": "mac2.metal", "image_id": "ami-0mac",
-     "subnets": ["subnet-0m1", "subnet-0m2"], "security_groups": ["sg-0mac"],
-     "instance_profile": "mac-prof", "key_pair": "mac-kp"},
+    {
+        "name": "mac",
+        "instance_type": "mac2.metal",
+        "image_id": "ami-0mac",
+        "subnets": ["subnet-0m1", "subnet-0m2"],
+        "security_groups": ["sg-0mac"],
+        "instance_profile": "mac-prof",
+        "key_pair": "mac-kp",
+    },
     {"name": "bare", "instance_type": "c5.large"},  # inherits image, subnets, groups, profile, key pair
 ]
 
@@ -55,19 +75,33 @@ def failure(settings_: Settings, annotations: Mapping[str, Any]) -> InvalidPodSp
 def test_defaults_come_from_config() -> None:
     params = launch_params(cfg(), pod())
     assert params == LaunchParams(
-        image_id=IMAGE, instance_type="m5.large", subnet_id="subnet-0a", security_groups=("sg-0a", "sg-0b"),
-        instance_profile="prof", key_pair="kp", user_data="IyEvYmluL3No",
-        tags=(("env", "prod"), ("team", "build")), warm_pool=None,
+        image_id=IMAGE,
+        instance_type="m5.large",
+        subnet_id="subnet-0a",
+        security_groups=("sg-0a", "sg-0b"),
+        instance_profile="prof",
+        key_pair="kp",
+        user_data="IyEvYmluL3No",
+        tags=(("env", "prod"), ("team", "build")),
+        warm_pool=None,
     )
 
 
 def test_every_annotation_overrides() -> None:
-    params = launch_params(cfg(), pod({
-        "image-id": "ami-0beef", "instance-type": "mac2.metal", "subnet-id": "subnet-0z",
-        "security-groups": " sg-02 , sg-01,sg-02",
-        "instance-profile": "arn:aws:iam::123456789012:instance-profile/x",
-        "key-pair": "other", "tags": '{"team": "ios", "cost": "42"}',
-    }))
+    params = launch_params(
+        cfg(),
+        pod(
+            {
+                "image-id": "ami-0beef",
+                "instance-type": "mac2.metal",
+                "subnet-id": "subnet-0z",
+                "security-groups": " sg-02 , sg-01,sg-02",
+                "instance-profile": "arn:aws:iam::123456789012:instance-profile/x",
+                "key-pair": "other",
+                "tags": '{"team": "ios", "cost": "42"}',
+            }
+        ),
+    )
     assert params.image_id == "ami-0beef"
     assert params.instance_type == "mac2.metal"
     assert params.subnet_id == "subnet-0z"
@@ -93,27 +127,30 @@ def test_missing_image() -> None:
 # --- malformed annotations -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "value", "fragment"), [
-    ("image-id", "ubuntu-22.04", "is not an AMI ID"),
-    ("instance-type", "large", "is not an instance type"),
-    ("subnet-id", "sn-1", "is not a subnet ID"),
-    ("security-groups", "sg-1,default", "'default' is not a security group ID"),
-    ("security-groups", "sg-1,,sg-2", "'' is not a security group ID"),
-    ("instance-profile", "my profile", "is not an instance profile"),
-    ("key-pair", "tab\tkey", "is not a key pair name"),
-    ("tags", "team=ios", "not a JSON object of strings"),
-    ("tags", '["a"]', "not a JSON object of strings"),
-    ("tags", '{"a": 1}', "not a JSON object of strings"),
-    ("tags", '{"aws:cloudformation:stack": "x"}', "reserved prefix 'aws:'"),
-    ("tags", '{"AWS:x": "x"}', "reserved prefix 'aws:'"),
-    ("tags", '{"vkec2.io/pod-uid": "x"}', "reserved prefix 'vkec2.io/'"),
-    ("tags", '{"' + "k" * 129 + '": "v"}', "longer than 128"),
-    ("tags", '{"k": "' + "v" * 257 + '"}', "longer than 256"),
-    ("tags", '{"": "v"}', "empty tag key"),
-    ("tags", "{" + ",".join(f'"k{i}": "v"' for i in range(40)) + "}", "at most 40 user tags"),
-    ("key-pair", "  ", "empty value"),
-    ("image-id", 5, "not a string"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("image-id", "ubuntu-22.04", "is not an AMI ID"),
+        ("instance-type", "large", "is not an instance type"),
+        ("subnet-id", "sn-1", "is not a subnet ID"),
+        ("security-groups", "sg-1,default", "'default' is not a security group ID"),
+        ("security-groups", "sg-1,,sg-2", "'' is not a security group ID"),
+        ("instance-profile", "my profile", "is not an instance profile"),
+        ("key-pair", "tab\tkey", "is not a key pair name"),
+        ("tags", "team=ios", "not a JSON object of strings"),
+        ("tags", '["a"]', "not a JSON object of strings"),
+        ("tags", '{"a": 1}', "not a JSON object of strings"),
+        ("tags", '{"aws:cloudformation:stack": "x"}', "reserved prefix 'aws:'"),
+        ("tags", '{"AWS:x": "x"}', "reserved prefix 'aws:'"),
+        ("tags", '{"vkec2.io/pod-uid": "x"}', "reserved prefix 'vkec2.io/'"),
+        ("tags", '{"' + "k" * 129 + '": "v"}', "longer than 128"),
+        ("tags", '{"k": "' + "v" * 257 + '"}', "longer than 256"),
+        ("tags", '{"": "v"}', "empty tag key"),
+        ("tags", "{" + ",".join(f'"k{i}": "v"' for i in range(40)) + "}", "at most 40 user tags"),
+        ("key-pair", "  ", "empty value"),
+        ("image-id", 5, "not a string"),
+    ],
+)
 def test_malformed_annotation(name: str, value: Any, fragment: str) -> None:
     error = failure(cfg(), {name: value})
     assert error.reason == "InvalidAnnotation"
@@ -158,10 +195,17 @@ def test_unknown_pool_lists_the_configured_ones() -> None:
     assert "configured: none" in failure(cfg(), {"warm-pool": "mac"}).message
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("image-id", "ami-0other"), ("instance-type", "mac1.metal"), ("subnet-id", "subnet-0a"),
-    ("security-groups", "sg-0a"), ("instance-profile", "prof"), ("key-pair", "kp"),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("image-id", "ami-0other"),
+        ("instance-type", "mac1.metal"),
+        ("subnet-id", "subnet-0a"),
+        ("security-groups", "sg-0a"),
+        ("instance-profile", "prof"),
+        ("key-pair", "kp"),
+    ],
+)
 def test_annotation_contradicting_the_named_pool(name: str, value: str) -> None:
     error = failure(cfg(warm_pools=POOLS), {"warm-pool": "mac", name: value})
     assert error.reason == "InvalidAnnotation"
@@ -170,10 +214,20 @@ def test_annotation_contradicting_the_named_pool(name: str, value: str) -> None:
 
 
 def test_annotations_restating_the_pool_are_fine() -> None:
-    params = launch_params(cfg(warm_pools=POOLS), pod({
-        "warm-pool": "mac", "image-id": "ami-0mac", "instance-type": "mac2.metal", "subnet-id": "subnet-0m2",
-        "security-groups": "sg-0mac", "instance-profile": "mac-prof", "key-pair": "mac-kp",
-    }))
+    params = launch_params(
+        cfg(warm_pools=POOLS),
+        pod(
+            {
+                "warm-pool": "mac",
+                "image-id": "ami-0mac",
+                "instance-type": "mac2.metal",
+                "subnet-id": "subnet-0m2",
+                "security-groups": "sg-0mac",
+                "instance-profile": "mac-prof",
+                "key-pair": "mac-kp",
+            }
+        ),
+    )
     assert (params.warm_pool, params.subnet_id) == ("mac", "subnet-0m2")
 
 
@@ -183,10 +237,17 @@ def test_default_pool_is_first_or_configured() -> None:
     assert (params.warm_pool, params.instance_type) == ("bare", "c5.large")
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("image-id", "ami-0x"), ("instance-type", "t3.micro"), ("subnet-id", "subnet-0q"),
-    ("security-groups", "sg-0q"), ("instance-profile", "p2"), ("key-pair", "k2"),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("image-id", "ami-0x"),
+        ("instance-type", "t3.micro"),
+        ("subnet-id", "subnet-0q"),
+        ("security-groups", "sg-0q"),
+        ("instance-profile", "p2"),
+        ("key-pair", "k2"),
+    ],
+)
 def test_any_launch_override_means_a_cold_launch(name: str, value: str) -> None:
     params = launch_params(cfg(warm_pools=POOLS), pod({name: value}))
     assert params.warm_pool is None
@@ -210,8 +271,15 @@ def test_fingerprint_is_short_stable_and_covers_every_field() -> None:
     assert base.fingerprint() == launch_params(cfg(), pod()).fingerprint()
     assert base.fingerprint() == "432f2d4b19d23a58"  # pinned: must not change between releases
     changes: dict[str, Any] = {
-        "image_id": "ami-09", "instance_type": "t3.nano", "subnet_id": None, "security_groups": (),
-        "instance_profile": None, "key_pair": None, "user_data": None, "tags": (), "warm_pool": "mac",
+        "image_id": "ami-09",
+        "instance_type": "t3.nano",
+        "subnet_id": None,
+        "security_groups": (),
+        "instance_profile": None,
+        "key_pair": None,
+        "user_data": None,
+        "tags": (),
+        "warm_pool": "mac",
     }
     assert set(changes) == {f.name for f in dataclasses.fields(LaunchParams)}
     prints = {dataclasses.replace(base, **{k: v}).fingerprint() for k, v in changes.items()}
@@ -232,9 +300,12 @@ def test_fingerprint_ignores_the_order_annotations_are_written_in(
 SETTINGS_WITH_POOLS = cfg(warm_pools=POOLS)
 annotation_names = st.sampled_from([*ANNOTATIONS, "other"])
 annotation_values = st.one_of(
-    st.text(), st.sampled_from(["ami-0mac", "mac2.metal", "subnet-0m1", "sg-0mac", "mac", "bare", "{}",
-                                '{"k": "v"}', "sg-01, sg-02"]),
-    st.integers(), st.none(),
+    st.text(),
+    st.sampled_from(
+        ["ami-0mac", "mac2.metal", "subnet-0m1", "sg-0mac", "mac", "bare", "{}", '{"k": "v"}', "sg-01, sg-02"]
+    ),
+    st.integers(),
+    st.none(),
 )
 
 

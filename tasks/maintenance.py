@@ -1,0 +1,126 @@
+"""The periodic maintenance tasks beat sends: warm pools, quota refresh, status log, orphan GC.
+
+``vkec2.maintenance.warm_pools`` (optional ``pool``), ``vkec2.maintenance.quotas``,
+``vkec2.maintenance.status_log`` and ``vkec2.maintenance.gc`` take keyword arguments only and are
+idempotent: each reads the world (EC2 tags, Redis) and converges it, under a per-cluster
+single-flight lock, so a duplicate delivery or a ``celery call`` replay changes nothing twice. Beat
+gives each an ``expires`` of one period (see :func:`tasks.app.beat_schedule`), so a run that could
+not start in time is dropped instead of piling up. Each run is stamped in
+``maintenance:runs:{task}`` (newest first, 100 kept). The work itself lives in :mod:`vkec2`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from typing import Any, TypeVar
+
+from celery import Task
+
+from tasks.app import QUEUES, app
+from tasks.runtime import Fleet, fleet
+from vkec2.errors import Ec2Error
+from vkec2.gc import OrphanGc
+from vkec2.quotas import QuotaRefresh
+from vkec2.statuslog import status_line
+from vkec2.sweep import HealthSweep, remediate_lost
+from vkec2.warmpool import WarmPools
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RUNS_KEPT = 100
+PERIODIC_RETRIES = 2
+
+
+def record_run(ctx: Fleet, task: str) -> None:
+    """Stamp one run of a periodic task (operators and tests read it)."""
+    key = ctx.store.keys.maintenance_runs(task)
+    pipe = ctx.store.redis.pipeline(transaction=False)
+    pipe.lpush(key, repr(time.time()))
+    pipe.ltrim(key, 0, RUNS_KEPT - 1)
+    pipe.execute()
+
+
+def record_result(ctx: Fleet, task: str, result: T) -> T:
+    """Keep the summary of a finished run (results are not stored by Celery); returns ``result``."""
+    ctx.store.redis.hset(
+        ctx.store.keys.maintenance_last(task),
+        mapping={"ts": repr(time.time()), "result": json.dumps(result, default=str)},
+    )
+    return result
+
+
+def retry_throttled(task: Task, exc: Ec2Error, period: float) -> Exception:
+    """Retry a periodic task hit by EC2 throttling, with jitter, well within its period."""
+    if not exc.retryable:
+        raise exc
+    countdown = min(period / 2, 2.0**task.request.retries) * (0.5 + random.random())
+    retry: Exception = task.retry(exc=exc, countdown=countdown, max_retries=PERIODIC_RETRIES)
+    return retry
+
+
+def publish_create(uid: str) -> None:
+    """Restart a pod's create chain after remediation reset it to Pending."""
+    app.send_task("vkec2.pods.create", kwargs={"uid": uid})
+
+
+def sweeper(ctx: Fleet) -> HealthSweep:
+    return HealthSweep(ctx.settings, ctx.store, ctx.ec2, ctx.agents, ctx.lifecycle, publish_create)
+
+
+@app.task(name="vkec2.maintenance.warm_pools", bind=True)
+def warm_pools(self: Task, pool: str | None = None) -> list[dict[str, Any]]:
+    """Reconcile the warm pools (one, or all when ``pool`` is None) with their desired counts."""
+    ctx = fleet()
+    record_run(ctx, "vkec2.maintenance.warm_pools")
+    try:
+        reports = WarmPools(ctx.settings, ctx.store, ctx.ec2, ctx.agents).reconcile_all(pool)
+    except Ec2Error as exc:
+        raise retry_throttled(self, exc, ctx.settings.beat.warm_pools_interval_seconds) from exc
+    return record_result(ctx, "vkec2.maintenance.warm_pools", [r.summary() for r in reports])
+
+
+@app.task(name="vkec2.maintenance.quotas", bind=True)
+def quotas(self: Task) -> dict[str, str]:
+    """Refresh node capacity from Service Quotas (configured capacity when unavailable)."""
+    ctx = fleet()
+    record_run(ctx, "vkec2.maintenance.quotas")
+    fields = QuotaRefresh(ctx.settings, ctx.store, ctx.ec2).refresh().fields()
+    return record_result(ctx, "vkec2.maintenance.quotas", fields)
+
+
+@app.task(name="vkec2.maintenance.status_log", bind=True)
+def status_log(self: Task) -> dict[str, Any]:
+    """Log the one-line fleet status."""
+    ctx = fleet()
+    record_run(ctx, "vkec2.maintenance.status_log")
+    pools = WarmPools(ctx.settings, ctx.store, ctx.ec2, ctx.agents)
+    by_pool = {p.name: pools.counts(p.name) for p in ctx.settings.warm_pools}
+
+    def workers() -> int:
+        return len(app.control.ping(timeout=1.0) or [])
+
+    line = status_line(ctx.store, QUEUES, by_pool, workers)
+    return record_result(ctx, "vkec2.maintenance.status_log", line)
+
+
+@app.task(name="vkec2.maintenance.gc", bind=True)
+def gc(self: Task) -> dict[str, Any]:
+    """Terminate orphan instances (grace period, two consecutive sightings; dry-run only reports)."""
+    ctx = fleet()
+    record_run(ctx, "vkec2.maintenance.gc")
+    sweep = sweeper(ctx)
+    collector = OrphanGc(
+        ctx.settings,
+        ctx.store,
+        ctx.ec2,
+        on_lost=lambda live: remediate_lost(sweep, ctx.store.records(), live),
+    )
+    try:
+        report = collector.run()
+    except Ec2Error as exc:
+        raise retry_throttled(self, exc, ctx.settings.gc.interval_seconds) from exc
+    return record_result(ctx, "vkec2.maintenance.gc", report.summary())

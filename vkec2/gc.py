@@ -1,0 +1,158 @@
+"""Orphan GC: terminate instances tagged for this cluster that no live pod owns, carefully.
+
+A pass (:meth:`OrphanGc.run`, the body of ``vkec2.maintenance.gc``) lists the cluster's instances
+with one paginated DescribeInstances and the pod UIDs Redis knows. An instance is an orphan
+candidate when its ``vkec2.io/pod-uid`` tag names no pod record (or it has none) and it is not a
+warm-pool member, and it was launched more than ``gc.grace_seconds`` ago. Candidates are remembered
+in the ``gc:sightings`` hash with the number of the pass that saw them; one seen on two consecutive
+passes is terminated (in one batched call), logged and counted in ``gc:stats``. Anything that stops
+being a candidate is forgotten, so a pod that appears meanwhile saves its instance. Nothing is
+destroyed while Redis knows no pod at all but EC2 holds pod-tagged instances (a lost or not yet
+rebuilt Redis looks exactly like that): the pass is skipped and says why. ``gc.dry_run`` logs and
+counts what would be terminated and touches nothing. The pass also hands Running pods whose
+instance is no longer listed to remediation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from vkec2.config import Settings
+from vkec2.ec2 import TAG_POD_UID, TAG_POOL, Ec2Gateway, Instance, tag_map
+from vkec2.store import Store
+from vkec2.warmpool import launch_time
+
+log = logging.getLogger("vkec2.gc")
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass
+class GcReport:
+    pass_number: int = 0
+    instances: int = 0
+    candidates: list[str] = field(default_factory=list)
+    terminated: list[str] = field(default_factory=list)
+    would_terminate: list[str] = field(default_factory=list)
+    lost_pods: list[str] = field(default_factory=list)
+    skipped: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "pass": self.pass_number,
+            "instances": self.instances,
+            "candidates": len(self.candidates),
+            "terminated": self.terminated,
+            "would_terminate": self.would_terminate,
+            "lost_pods": len(self.lost_pods),
+            "skipped": self.skipped,
+        }
+
+
+def is_orphan(instance: Instance, known_uids: set[str]) -> bool:
+    """True when no pod and no warm pool owns this cluster instance."""
+    tags = tag_map(instance)
+    uid = tags.get(TAG_POD_UID, "")
+    if uid:
+        return uid not in known_uids
+    return not tags.get(TAG_POOL)
+
+
+class OrphanGc:
+    """The orphan collector of one cluster."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        ec2: Ec2Gateway,
+        on_lost: Callable[[dict[str, Instance]], list[str]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.ec2 = ec2
+        self.on_lost = on_lost
+        self.clock = clock
+        self._release = store.redis.register_script(_RELEASE)
+
+    def run(self) -> GcReport:
+        report = GcReport()
+        key = self.store.keys.gc_lock()
+        token = secrets.token_hex(8)
+        if not self.store.redis.set(key, token, nx=True, px=300_000):
+            report.skipped = "another pass is running"
+            return report
+        try:
+            self._run(report)
+        finally:
+            self._release(keys=[key], args=[token])
+        return report
+
+    def _run(self, report: GcReport) -> None:
+        keys, r = self.store.keys, self.store.redis
+        now = self.clock()
+        grace = self.settings.gc.grace_seconds
+        live = self.ec2.cluster_instances()
+        known = self.store.uids()
+        report.instances = len(live)
+        if not known and any(tag_map(i).get(TAG_POD_UID) for i in live):
+            report.skipped = "Redis knows no pod but EC2 has pod instances: waiting for the pod list"
+            log.warning("orphan GC skipped: %s", report.skipped)
+            return
+        report.pass_number = number = int(r.incr(keys.gc_pass()))
+        r.hincrby(keys.gc_stats(), "passes", 1)
+        old = {k: json.loads(v) for k, v in cast(dict[str, str], r.hgetall(keys.gc_sightings())).items()}
+        sightings: dict[str, dict[str, Any]] = {}
+        doomed: list[str] = []
+        for inst in live:
+            iid = inst["InstanceId"]
+            if not is_orphan(inst, known) or now - launch_time(inst) < grace:
+                continue
+            report.candidates.append(iid)
+            seen = old.get(iid)
+            if seen is not None and int(seen["last"]) == number - 1:
+                entry = {"first": seen["first"], "last": number, "count": int(seen["count"]) + 1}
+            else:
+                entry = {"first": number, "last": number, "count": 1}
+            sightings[iid] = entry
+            if entry["count"] >= 2:
+                doomed.append(iid)
+        pipe = r.pipeline(transaction=True)
+        pipe.delete(keys.gc_sightings())
+        if sightings:
+            pipe.hset(keys.gc_sightings(), mapping={k: json.dumps(v) for k, v in sightings.items()})
+        pipe.execute()
+        if doomed:
+            uid_of = {i["InstanceId"]: tag_map(i).get(TAG_POD_UID, "") for i in live}
+            if self.settings.gc.dry_run:
+                report.would_terminate = doomed
+                r.hincrby(keys.gc_stats(), "would_terminate", len(doomed))
+                for iid in doomed:
+                    log.warning(
+                        "orphan GC (dry run): would terminate %s (pod UID %r unknown)", iid, uid_of[iid]
+                    )
+            else:
+                # Last look before destroying: a pod record may have appeared since the listing.
+                fresh = self.store.uids()
+                doomed = [iid for iid in doomed if not uid_of[iid] or uid_of[iid] not in fresh]
+                self.ec2.terminate(doomed)
+                if doomed:
+                    r.hdel(keys.gc_sightings(), *doomed)
+                r.hincrby(keys.gc_stats(), "terminated", len(doomed))
+                report.terminated = doomed
+                for iid in doomed:
+                    log.warning(
+                        "orphan GC: terminated %s (pod UID %r unknown, seen on two passes)", iid, uid_of[iid]
+                    )
+        if self.on_lost is not None:
+            report.lost_pods = self.on_lost({i["InstanceId"]: i for i in live})

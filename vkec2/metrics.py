@@ -1,0 +1,377 @@
+"""Prometheus metrics of the fleet: every ``vkec2_*`` metric is defined here, and the ``/metrics`` server.
+
+Workers and the producer count into one process-wide :data:`REGISTRY` (counters for pods, EC2
+calls, launches, terminations, throttles, agent calls and health outcomes; histograms for each
+lifecycle phase: queue wait, RunInstances, boot, agent ready, launch), and each can serve it with
+:func:`serve` — a stdlib ``http.server`` in a daemon thread answering ``/metrics`` (the exposition
+format) and ``/healthz`` (``ok``). The warm-pool depth gauge is read from the Redis mirror at scrape
+time by :class:`WarmPoolCollector`, so every scrape shows the fleet's current pools whichever worker
+answers. Counting is a few in-memory operations per event and needs no server; with Celery's
+prefork pool, set ``PROMETHEUS_MULTIPROC_DIR`` so the children's counts reach the parent's server
+(see docs/observability.md). The names follow the original provider's where one applies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, cast
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from vkec2.models import Phase, PodRecord
+
+if TYPE_CHECKING:
+    from vkec2.store import Store
+
+log = logging.getLogger("vkec2.metrics")
+
+#: Every vkec2 metric is registered here (not in prometheus_client's default registry, which
+#: other libraries such as Flower also use).
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+#: Buckets for waits that last from milliseconds (a queue hop) to many minutes (a Mac's boot).
+PHASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 2400, float("inf"))
+CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, float("inf"))
+
+# -- pods ------------------------------------------------------------------------------------
+
+PODS_CREATED = Counter(
+    "vkec2_pods_created",
+    "Pods that got their first instance (launched, adopted or claimed).",
+    registry=REGISTRY,
+)
+PODS_DELETED = Counter("vkec2_pods_deleted", "Pods whose delete completed (Terminated).", registry=REGISTRY)
+PHASE_TRANSITIONS = Counter(
+    "vkec2_pod_phase_transitions",
+    "Pod phase changes recorded by workers, by new phase.",
+    ["phase"],
+    registry=REGISTRY,
+)
+
+# -- EC2 -------------------------------------------------------------------------------------
+
+EC2_CALLS = Counter("vkec2_ec2_calls", "EC2 API calls made, by action.", ["action"], registry=REGISTRY)
+EC2_THROTTLES = Counter(
+    "vkec2_ec2_throttles",
+    "EC2 API calls that failed throttled after botocore's retries, by action.",
+    ["action"],
+    registry=REGISTRY,
+)
+EC2_LAUNCHED = Counter(
+    "vkec2_ec2_launched", "Instances launched (RunInstances succeeded).", registry=REGISTRY
+)
+EC2_LAUNCH_ERRORS = Counter(
+    "vkec2_ec2_launch_errors",
+    "RunInstances calls that failed (any error, throttles included).",
+    registry=REGISTRY,
+)
+EC2_TERMINATED = Counter(
+    "vkec2_ec2_terminated", "Instances whose TerminateInstances call succeeded.", registry=REGISTRY
+)
+RUN_INSTANCES_SECONDS = Histogram(
+    "vkec2_ec2_run_instances_seconds",
+    "Latency of RunInstances calls (after any rate-limit wait).",
+    buckets=CALL_BUCKETS,
+    registry=REGISTRY,
+)
+
+# -- agents and health ------------------------------------------------------------------------
+
+AGENT_CALLS = Counter(
+    "vkec2_agent_calls",
+    "Unary gRPC calls to agents, by method and status code.",
+    ["method", "code"],
+    registry=REGISTRY,
+)
+HEALTH_CHECKS = Counter(
+    "vkec2_health_checks",
+    "Health sweep checks of a pod, by outcome (ok, failed, unknown).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+# -- tasks and lifecycle phases ------------------------------------------------------------------
+
+TASKS_PUBLISHED = Counter(
+    "vkec2_tasks_published",
+    "Tasks published to the broker by this process, by task name.",
+    ["task"],
+    registry=REGISTRY,
+)
+TASKS_RUN = Counter(
+    "vkec2_tasks",
+    "Tasks that finished on this worker, by task name and Celery state.",
+    ["task", "state"],
+    registry=REGISTRY,
+)
+QUEUE_WAIT_SECONDS = Histogram(
+    "vkec2_task_queue_wait_seconds",
+    "From a task's publication (or its countdown's end) to a worker starting it, by task name.",
+    ["task"],
+    buckets=PHASE_BUCKETS,
+    registry=REGISTRY,
+)
+BOOT_SECONDS = Histogram(
+    "vkec2_pod_boot_seconds",
+    "From the pod getting its instance to the instance running.",
+    buckets=PHASE_BUCKETS,
+    registry=REGISTRY,
+)
+AGENT_READY_SECONDS = Histogram(
+    "vkec2_pod_agent_ready_seconds",
+    "From the instance running to its agent SERVING and accepting the workload.",
+    buckets=PHASE_BUCKETS,
+    registry=REGISTRY,
+)
+LAUNCH_SECONDS = Histogram(
+    "vkec2_pod_launch_seconds",
+    "From LaunchApplication accepted to the workload Running.",
+    buckets=PHASE_BUCKETS,
+    registry=REGISTRY,
+)
+
+
+def observe_phase(histogram: Histogram, since: float, at: float) -> None:
+    """Observe ``at - since`` when ``since`` is known (non-zero) and not in the future."""
+    if since > 0 and at >= since:
+        histogram.observe(at - since)
+
+
+def phase_stamps(previous: Phase, phase: Phase, at: float) -> dict[str, float]:
+    """Record fields to write with a phase change so later steps can time the phases."""
+    if phase is previous:
+        return {}
+    if phase is Phase.BOOTING:
+        return {"running_at": at}
+    if phase is Phase.LAUNCHING:
+        return {"launching_at": at}
+    return {}
+
+
+def pod_transition(rec: PodRecord, previous: Phase, at: float) -> None:
+    """Count and time a phase change just written for ``rec`` (``rec.phase`` is the new phase)."""
+    phase = rec.phase
+    if phase is previous:
+        return
+    PHASE_TRANSITIONS.labels(phase.value).inc()
+    if previous is Phase.PENDING and rec.attempt == 0 and phase in _PROVISIONED:
+        PODS_CREATED.inc()
+    if phase is Phase.BOOTING:
+        observe_phase(BOOT_SECONDS, rec.launched_at, rec.running_at or at)
+    elif phase is Phase.LAUNCHING:
+        observe_phase(AGENT_READY_SECONDS, rec.running_at, rec.launching_at or at)
+    elif phase is Phase.RUNNING:
+        observe_phase(LAUNCH_SECONDS, rec.launching_at, at)
+    elif phase is Phase.TERMINATED:
+        PODS_DELETED.inc()
+
+
+_PROVISIONED = frozenset({Phase.PROVISIONING, Phase.BOOTING, Phase.LAUNCHING, Phase.RUNNING})
+
+
+# -- hooks used by the gateways ------------------------------------------------------------------
+
+
+def ec2_call(action: str, *, ok: bool, throttled: bool, seconds: float, kwargs: dict[str, Any]) -> None:
+    """Account one EC2 API call made through :class:`vkec2.ec2.Ec2Gateway`."""
+    EC2_CALLS.labels(action).inc()
+    if throttled:
+        EC2_THROTTLES.labels(action).inc()
+    if action == "RunInstances":
+        RUN_INSTANCES_SECONDS.observe(seconds)
+        if ok:
+            EC2_LAUNCHED.inc(int(kwargs.get("MaxCount", 1)))
+        else:
+            EC2_LAUNCH_ERRORS.inc()
+    elif action == "TerminateInstances" and ok:
+        EC2_TERMINATED.inc(len(kwargs.get("InstanceIds", ())))
+
+
+def _method_name(full: str) -> str:
+    """``/vkec2.agent.v1.ApplicationLifecycle/LaunchApplication`` -> ``LaunchApplication``."""
+    return full.rsplit("/", 1)[-1] or full
+
+
+class _CallCounter(grpc.UnaryUnaryClientInterceptor):
+    def intercept_unary_unary(
+        self, continuation: Callable[[Any, Any], Any], client_call_details: Any, request: Any
+    ) -> Any:
+        outcome = continuation(client_call_details, request)
+        try:
+            code = outcome.code()
+        except Exception:  # a future that cannot tell (never expected for unary calls)
+            code = None
+        name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+        method = client_call_details.method
+        if isinstance(method, bytes):
+            method = method.decode()
+        AGENT_CALLS.labels(_method_name(str(method)), name).inc()
+        return outcome
+
+
+def count_health(outcomes: Iterable[str]) -> None:
+    """Count health sweep check outcomes (``ok``, ``failed``, ``unknown``)."""
+    for outcome in outcomes:
+        HEALTH_CHECKS.labels(str(outcome)).inc()
+
+
+def count_agent_calls(channel: grpc.Channel) -> grpc.Channel:
+    """``channel`` with every unary call counted in ``vkec2_agent_calls_total``."""
+    return grpc.intercept_channel(channel, _CallCounter())
+
+
+# -- warm pools, read at scrape time ---------------------------------------------------------------
+
+
+class WarmPoolCollector(Collector):
+    """``vkec2_warm_pool_instances{pool,state}`` from the warm-pool mirror in Redis, at each scrape."""
+
+    STATES = ("Provisioning", "Ready", "Unhealthy")
+
+    def __init__(self, store: Callable[[], Store], pools: Callable[[], Iterable[str]]) -> None:
+        self._store = store
+        self._pools = pools
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "vkec2_warm_pool_instances",
+            "Unclaimed warm-pool instances by pool and state (Redis mirror).",
+            labels=["pool", "state"],
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        try:
+            store = self._store()
+            for pool in self._pools():
+                for state, count in pool_counts(store, pool).items():
+                    family.add_metric([pool, state], count)
+        except Exception as exc:  # a scrape must answer even when Redis does not
+            log.warning("warm pool gauge unavailable: %s", exc)
+        yield family
+
+
+def pool_counts(store: Store, pool: str) -> dict[str, int]:
+    """Unclaimed members of ``pool`` by state: Ready when in the ready set, else their state tag."""
+    from vkec2.ec2 import TAG_POOL_STATE, tag_map  # late: vkec2.ec2 imports this module
+    from vkec2.warmpool import PROVISIONING, READY
+
+    raw = cast(dict[str, str], store.redis.hgetall(store.keys.pool_instances(pool)))
+    ready = cast(set[str], store.redis.smembers(store.keys.pool_ready(pool)))
+    out = dict.fromkeys(WarmPoolCollector.STATES, 0)
+    for iid, doc in raw.items():
+        tagged = tag_map(json.loads(doc)).get(TAG_POOL_STATE, PROVISIONING)
+        state = READY if iid in ready else (PROVISIONING if tagged == READY else tagged)
+        out[state] = out.get(state, 0) + 1
+    return out
+
+
+_pool_collector: WarmPoolCollector | None = None
+
+
+def watch_warm_pools(store: Callable[[], Store], pools: Callable[[], Iterable[str]]) -> None:
+    """Expose the warm-pool gauge of this process's fleet (once per process; later calls are no-ops)."""
+    global _pool_collector
+    with _server_lock:
+        if _pool_collector is None:
+            _pool_collector = WarmPoolCollector(store, pools)
+            REGISTRY.register(_pool_collector)
+
+
+# -- the HTTP endpoint -------------------------------------------------------------------------
+
+
+def _registry() -> CollectorRegistry:
+    """What ``/metrics`` serves: :data:`REGISTRY`, or every process's files in multiprocess mode."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
+    if _pool_collector is not None:
+        merged.register(_pool_collector)
+    return merged
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "vkec2-metrics"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            body = generate_latest(_registry())
+            ctype = "text/plain; version=0.0.4; charset=utf-8"
+        elif path == "/healthz":
+            body, ctype = b"ok\n", "text/plain; charset=utf-8"
+        else:
+            self.send_error(404, "only /metrics and /healthz live here")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a log line
+        pass
+
+
+class MetricsServer:
+    """A running ``/metrics`` + ``/healthz`` server."""
+
+    def __init__(self, httpd: ThreadingHTTPServer, thread: threading.Thread) -> None:
+        self.httpd = httpd
+        self.thread = thread
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+_server: MetricsServer | None = None
+_server_lock = threading.Lock()
+
+
+def serve(port: int, address: str = "127.0.0.1") -> MetricsServer:
+    """Start the metrics server of this process (once: later calls return the running one).
+
+    ``port`` 0 picks a free port (see :attr:`MetricsServer.port`).
+    """
+    global _server
+    with _server_lock:
+        if _server is not None:
+            return _server
+        httpd = ThreadingHTTPServer((address, port), _Handler)
+        httpd.daemon_threads = True
+        thread = threading.Thread(target=httpd.serve_forever, name="vkec2-metrics", daemon=True)
+        thread.start()
+        _server = MetricsServer(httpd, thread)
+        log.info("metrics on http://%s:%d/metrics", address, _server.port)
+        return _server
+
+
+def stop_server() -> None:
+    """Stop this process's metrics server, if one runs."""
+    global _server
+    with _server_lock:
+        if _server is not None:
+            _server.stop()
+            _server = None

@@ -1,0 +1,139 @@
+"""Fleet-wide EC2 rate limits: token buckets in Redis, one per API class, shared by every worker.
+
+EC2 meters each account's API calls in buckets by class; a fleet of workers that each back off on
+their own still overruns them together. Here every EC2 request, first attempt and botocore retry
+alike, takes a token from the bucket of its class (``run_instances``, other ``mutating`` calls,
+``describe`` calls) in one Lua script on Redis's own clock, so all workers draw from the same
+budget, configured below AWS's defaults (``rate_limits`` in the configuration). A token is
+*reserved*: a caller that finds the bucket empty is told how long until its token exists and
+sleeps that long, so waiters are served in order and the rate never exceeds the bucket. A wait
+beyond ``max_wait_seconds`` fails the call as throttled (:class:`~vkec2.errors.Ec2Error`, retryable),
+and the task retries later with jitter; a RunInstances retried that way carries the same
+ClientToken because the pod's attempt number has not changed. Answers of RequestLimitExceeded are
+counted per action in Redis for the status log.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from vkec2.config import RateLimitSettings, TokenBucket
+from vkec2.ec2 import THROTTLE_CODES, Ec2Gateway
+from vkec2.errors import Ec2Error
+from vkec2.store import Store
+
+RUN_INSTANCES = "run_instances"
+MUTATING = "mutating"
+DESCRIBE = "describe"
+API_CLASSES = (RUN_INSTANCES, MUTATING, DESCRIBE)
+
+# KEYS: bucket.  ARGV: rate, burst, max_wait.  -> seconds to wait (string); "-1" when over max_wait.
+# The bucket may go negative: each caller reserves the next token and waits until it exists.
+_TAKE = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local max_wait = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if tokens < 1 then
+  wait = (1 - tokens) / rate
+  if wait > max_wait then
+    redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+    return '-1'
+  end
+end
+tokens = tokens - 1
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + math.ceil(max_wait) + 60)
+return tostring(wait)
+"""
+
+
+def api_class(action: str) -> str:
+    """The rate-limit class of an EC2 API action."""
+    if action == "RunInstances":
+        return RUN_INSTANCES
+    if action.startswith(("Describe", "Get", "List")):
+        return DESCRIBE
+    return MUTATING
+
+
+class RateLimiter:
+    """Callable as the gateway's ``limiter``: blocks until the action's class has a token for it."""
+
+    def __init__(
+        self, store: Store, settings: RateLimitSettings, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self._sleep = sleep
+        self._take = store.redis.register_script(_TAKE)
+        self._local = threading.local()
+
+    def bucket(self, cls: str) -> TokenBucket:
+        bucket: TokenBucket = getattr(self.settings, cls)
+        return bucket
+
+    def wait_time(self, action: str) -> float:
+        """Reserve a token for ``action``; seconds until it may be sent, or -1 when too far off."""
+        bucket = self.bucket(api_class(action))
+        return float(
+            self._take(
+                keys=[self.store.keys.ratelimit(api_class(action))],
+                args=[bucket.rate, bucket.burst, self.settings.max_wait_seconds],
+            )
+        )
+
+    def acquire(self, action: str) -> None:
+        """Take one token for ``action``, sleeping until it exists; raise a throttle when too far off."""
+        if not self.settings.enabled:
+            return
+        wait = self.wait_time(action)
+        if wait < 0:
+            raise Ec2Error(
+                f"{action}: fleet rate limit for {api_class(action)} calls exhausted for more than "
+                f"{self.settings.max_wait_seconds:.0f}s",
+                code="FleetRateLimited",
+                retryable=True,
+                reason="EC2Throttled",
+            )
+        if wait > 0:
+            self._sleep(wait)
+
+    # -- the gateway's limiter: called once per logical call, before the first attempt ------
+
+    def __call__(self, action: str) -> None:
+        self.acquire(action)
+        self._local.charged = True
+
+    # -- botocore hooks: every further HTTP attempt (a retry) takes its own token -------------
+
+    def _before_send(self, event_name: str = "", **kwargs: Any) -> None:
+        if getattr(self._local, "charged", False):
+            self._local.charged = False  # the first attempt was paid for by __call__
+            return
+        self.acquire(event_name.rsplit(".", 1)[-1])
+
+    def _response_received(self, event_name: str = "", parsed_response: Any = None, **kwargs: Any) -> None:
+        code = ""
+        if isinstance(parsed_response, dict):
+            code = str(parsed_response.get("Error", {}).get("Code", ""))
+        if code in THROTTLE_CODES:
+            action = event_name.rsplit(".", 1)[-1]
+            self.store.redis.hincrby(self.store.keys.ec2_throttled_attempts(), action, 1)
+
+    def attach(self, gateway: Ec2Gateway) -> None:
+        """Charge botocore's retries too and count throttled attempts (call in the worker process)."""
+        events = gateway.client.meta.events
+        events.register("before-send.ec2", self._before_send, unique_id=f"vkec2-ratelimit-{id(self)}")
+        events.register(
+            "response-received.ec2", self._response_received, unique_id=f"vkec2-throttles-{id(self)}"
+        )

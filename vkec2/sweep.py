@@ -1,0 +1,409 @@
+"""The health sweep: EC2 state in batches, agent checks fanned out with deadlines, remediation per policy.
+
+One pass (:meth:`HealthSweep.run`, the body of ``vkec2.health.sweep``) reads every Running pod of the
+cluster from Redis, describes their instances in batches (one DescribeInstances per 1,000 IDs, all
+pages read, through :meth:`~vkec2.ec2.Ec2Gateway.describe`), and asks each running instance's agent
+for grpc.health and CheckApplicationHealth in chunks on a thread pool, each chunk under a deadline;
+a check that misses it counts as Unknown. Results go through :mod:`vkec2.health`. Only pods whose
+health changed are written, each under its lock with a fenced write that also appends the status
+event to the outbox, so 1,000 healthy pods cost no Redis writes. An instance that is gone or
+stopped, or a pod that turned Unhealthy (agent unreachable or failing past the threshold, Unknown
+past its own threshold), is remediated through :meth:`~vkec2.lifecycle.Lifecycle.replace`: a new
+instance for Always/OnFailure (the caller's ``publish`` restarts the create chain), Failed for Never.
+A workload the agent reports Succeeded is recorded as such. Sweeps are single-flight per cluster
+and a pod is not re-checked within half an interval, so a duplicated sweep counts nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vkec2 import metrics
+from vkec2.agent_client import AgentClient, AgentTarget, AppStatus
+from vkec2.config import Settings
+from vkec2.ec2 import Ec2Gateway, Instance
+from vkec2.errors import AgentError, LockBusy, StaleFence, Vkec2Error
+from vkec2.health import Change, HealthPolicy, HealthState, Outcome, next_check_delay, observe
+from vkec2.lifecycle import Lifecycle
+from vkec2.models import Phase, PodRecord, StatusEvent
+from vkec2.store import Lock, Store
+
+log = logging.getLogger("vkec2.health")
+
+HEALTHY = "vkec2.io/Healthy"
+FLAPPING = "vkec2.io/Flapping"
+LOST_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped", "gone"})
+CHUNK = 200
+MAX_THREADS = 32
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass
+class Check:
+    """The result of checking one pod's agent."""
+
+    outcome: Outcome
+    detail: str
+    status: AppStatus | None = None
+
+
+@dataclass
+class SweepReport:
+    pods: int = 0
+    checked: int = 0
+    busy: int = 0
+    unhealthy: list[str] = field(default_factory=list)
+    flapping: list[str] = field(default_factory=list)
+    remediated: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    succeeded: list[str] = field(default_factory=list)
+    skipped: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "pods": self.pods,
+            "checked": self.checked,
+            "busy": self.busy,
+            "unhealthy": len(self.unhealthy),
+            "flapping": len(self.flapping),
+            "remediated": len(self.remediated),
+            "failed": len(self.failed),
+            "succeeded": len(self.succeeded),
+            "skipped": self.skipped,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _condition(kind: str, ok: bool, reason: str, message: str, at: float) -> dict[str, Any]:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    return {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": stamp,
+    }
+
+
+def with_conditions(conditions: list[dict[str, Any]], state: HealthState, at: float) -> list[dict[str, Any]]:
+    """The pod's conditions with the fleet's Healthy and Flapping conditions set from ``state``."""
+    out = [c for c in conditions if c.get("type") not in (HEALTHY, FLAPPING)]
+    previous = {c.get("type"): c for c in conditions}
+    healthy = _condition(
+        HEALTHY,
+        not state.unhealthy,
+        "Unhealthy" if state.unhealthy else "Healthy",
+        state.detail if state.unhealthy else "",
+        at,
+    )
+    old = previous.get(HEALTHY)
+    if old is not None and old.get("status") == healthy["status"]:
+        healthy["lastTransitionTime"] = old.get("lastTransitionTime", healthy["lastTransitionTime"])
+    out.append(healthy)
+    if state.flapping or FLAPPING in previous:
+        flapping = _condition(
+            FLAPPING,
+            state.flapping,
+            "Flapping" if state.flapping else "Stable",
+            f"{len(state.transitions)} health transitions within the window" if state.flapping else "",
+            at,
+        )
+        old = previous.get(FLAPPING)
+        if old is not None and old.get("status") == flapping["status"]:
+            flapping["lastTransitionTime"] = old.get("lastTransitionTime", flapping["lastTransitionTime"])
+        out.append(flapping)
+    return out
+
+
+def _material(state: HealthState) -> tuple[Any, ...]:
+    """The part of a health state worth a write (a steady healthy pod changes none of it)."""
+    return (
+        state.failures,
+        state.unknowns,
+        state.last_ok,
+        state.flapping,
+        state.unhealthy,
+        len(state.transitions),
+    )
+
+
+class HealthSweep:
+    """One cluster's health sweep."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        ec2: Ec2Gateway,
+        agents: AgentClient,
+        lifecycle: Lifecycle,
+        publish: Callable[[str], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.ec2 = ec2
+        self.agents = agents
+        self.lifecycle = lifecycle
+        self.publish = publish
+        self.clock = clock
+        self.policy = HealthPolicy.from_settings(settings.health)
+        self._release = store.redis.register_script(_RELEASE)
+
+    @property
+    def lock_ttl_ms(self) -> int:
+        return int(self.settings.celery.lock_ttl_seconds * 1000)
+
+    # -- the pass -------------------------------------------------------------------------
+
+    def run(self) -> SweepReport:
+        report = SweepReport()
+        started = time.monotonic()
+        token = secrets.token_hex(8)
+        key = self.store.keys.health_sweep_lock()
+        ttl = int(max(60.0, 3 * self.settings.health.interval_seconds) * 1000)
+        if not self.store.redis.set(key, token, nx=True, px=ttl):
+            report.skipped = True
+            return report
+        try:
+            self._run(report)
+        finally:
+            self._release(keys=[key], args=[token])
+            report.seconds = time.monotonic() - started
+        return report
+
+    def _run(self, report: SweepReport) -> None:
+        now = self.clock()
+        spacing = self.settings.health.interval_seconds / 2
+        running = [
+            r for r in self.store.records() if r.phase is Phase.RUNNING and r.instance_id and not r.deleted
+        ]
+        report.pods = len(running)
+        due = []
+        for rec in running:
+            state = HealthState.from_dict(rec.health)
+            if state.next_check > now or (state.last_checked and now - state.last_checked < spacing):
+                continue
+            due.append(rec)
+        if not due:
+            return
+        instances = self.ec2.describe(r.instance_id for r in due)
+        to_check: list[PodRecord] = []
+        for rec in due:
+            instance = instances.get(rec.instance_id)
+            ec2_state = str(instance.get("State", {}).get("Name", "gone")) if instance else "gone"
+            if ec2_state in LOST_STATES:
+                self._instance_lost(rec, ec2_state, report)
+            elif ec2_state == "running":
+                to_check.append(rec)
+        checks = self._check_all(to_check)
+        report.checked = len(checks)
+        metrics.count_health(check.outcome.value for check in checks.values())
+        for rec in to_check:
+            self._apply(rec, checks[rec.uid], report)
+
+    # -- agent checks ---------------------------------------------------------------------
+
+    def check(self, rec: PodRecord) -> Check:
+        target = AgentTarget(endpoint=rec.endpoint, instance_id=rec.instance_id)
+        try:
+            if not self.agents.serving(target):
+                return Check(Outcome.FAILED, f"agent of {rec.instance_id} is not serving")
+            status = self.agents.status(target)
+        except AgentError as exc:
+            return Check(Outcome.FAILED, exc.message)
+        phase = status.phase
+        if phase in ("Running", "Pending", "Succeeded"):
+            return Check(Outcome.OK, status.reason or phase, status)
+        if phase == "Failed":
+            return Check(Outcome.FAILED, f"workload failed: {status.reason} {status.message}".strip(), status)
+        if not phase:
+            return Check(Outcome.FAILED, "the agent runs no workload", status)
+        return Check(Outcome.UNKNOWN, f"the agent reports {phase}: {status.message}".strip(), status)
+
+    def _check_all(self, recs: list[PodRecord]) -> dict[str, Check]:
+        results: dict[str, Check] = {}
+        if not recs:
+            return results
+        deadline = 2 * self.settings.agent.call_timeout_seconds + 1
+        pool = ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(recs)), thread_name_prefix="vkec2-health")
+        try:
+            for start in range(0, len(recs), CHUNK):
+                chunk = recs[start : start + CHUNK]
+                futures: dict[Future[Check], PodRecord] = {pool.submit(self.check, r): r for r in chunk}
+                done, _ = wait(futures, timeout=deadline)
+                for fut, rec in futures.items():
+                    if fut in done and fut.exception() is None:
+                        results[rec.uid] = fut.result()
+                    elif fut in done:
+                        results[rec.uid] = Check(Outcome.UNKNOWN, f"check failed: {fut.exception()}")
+                    else:
+                        fut.cancel()
+                        results[rec.uid] = Check(
+                            Outcome.UNKNOWN, f"no answer within the {deadline:.0f}s deadline"
+                        )
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return results
+
+    # -- writing results ------------------------------------------------------------------
+
+    def _apply(self, rec: PodRecord, check: Check, report: SweepReport) -> None:
+        now = self.clock()
+        old = HealthState.from_dict(rec.health)
+        new, changes = observe(old, check.outcome, now, self.policy, check.detail)
+        completed = check.status is not None and check.status.phase == "Succeeded"
+        if not changes and not completed and _material(new) == _material(old) and check.outcome is Outcome.OK:
+            return  # steady and healthy: nothing to write
+        try:
+            with self.store.locked(rec.uid, self.lock_ttl_ms) as lock:
+                fresh = self.store.get(rec.uid)
+                if (
+                    fresh is None
+                    or fresh.phase is not Phase.RUNNING
+                    or fresh.instance_id != rec.instance_id
+                    or fresh.deleted
+                ):
+                    return
+                old = HealthState.from_dict(fresh.health)
+                new, changes = observe(old, check.outcome, now, self.policy, check.detail)
+                delay = next_check_delay(new.failures, self.settings.agent.backoff)
+                new = replace(new, next_check=now + delay if new.failures else 0.0)
+                self._write_health(lock, fresh, new, changes, now)
+                if Change.FLAPPING in changes:
+                    report.flapping.append(rec.uid)
+                if Change.UNHEALTHY in changes:
+                    report.unhealthy.append(rec.uid)
+                    self._remediate(
+                        lock, fresh, new, "Unhealthy", f"health checks failed: {check.detail}", report
+                    )
+                elif completed and fresh.restart_policy != "Always" and check.status is not None:
+                    self._completed(lock, fresh, check.status, report)
+        except LockBusy:
+            report.busy += 1
+        except StaleFence:
+            report.busy += 1
+
+    def _event(
+        self, rec: PodRecord, reason: str, message: str, warning: bool, conditions: list[dict[str, Any]]
+    ) -> StatusEvent:
+        return StatusEvent(
+            uid=rec.uid,
+            namespace=rec.namespace,
+            name=rec.name,
+            phase=rec.phase,
+            reason=reason,
+            message=message,
+            event_type="Warning" if warning else "Normal",
+            instance_id=rec.instance_id,
+            pod_ip=rec.private_ip,
+            conditions=conditions,
+            container_statuses=rec.container_statuses,
+        )
+
+    def _write_health(
+        self, lock: Lock, rec: PodRecord, state: HealthState, changes: Iterable[Change], now: float
+    ) -> None:
+        conditions = with_conditions(rec.conditions, state, now)
+        messages = {
+            Change.UNHEALTHY: (
+                f"pod is unhealthy after {state.failures} failed and {state.unknowns} "
+                f"unknown checks: {state.detail}",
+                True,
+            ),
+            Change.RECOVERED: ("health checks pass again", False),
+            Change.FLAPPING: (
+                f"health flapped {len(state.transitions)} times within "
+                f"{self.policy.flapping_window_seconds:.0f}s; further changes are damped",
+                True,
+            ),
+            Change.STOPPED_FLAPPING: ("health is stable again", False),
+        }
+        events = [self._event(rec, change.value, *messages[change], conditions) for change in changes]
+        values = {"health": state.to_dict(), "conditions": conditions}
+        lock.write(values, events[0] if events else None, rec.node)
+        for event in events[1:]:
+            lock.write({}, event, rec.node)
+        rec.conditions, rec.health = conditions, state.to_dict()
+
+    def _remediate(
+        self, lock: Lock, rec: PodRecord, state: HealthState, reason: str, message: str, report: SweepReport
+    ) -> None:
+        replaced = self.lifecycle.replace(lock, rec, reason, message)
+        lock.write({"health": HealthState(remediations=state.remediations + 1).to_dict()})
+        log.warning(
+            "pod %s/%s (%s): %s: %s; %s",
+            rec.namespace,
+            rec.name,
+            rec.uid,
+            reason,
+            message,
+            "replacing its instance" if replaced else f"recorded {rec.phase.value}",
+        )
+        if replaced:
+            report.remediated.append(rec.uid)
+            self.publish(rec.uid)
+        else:
+            report.failed.append(rec.uid)
+
+    def _completed(self, lock: Lock, rec: PodRecord, status: AppStatus, report: SweepReport) -> None:
+        rec.phase = Phase.SUCCEEDED
+        event = self._event(
+            rec,
+            status.reason or "Completed",
+            status.message or "the workload completed",
+            False,
+            rec.conditions,
+        )
+        event.container_statuses = status.container_statuses
+        lock.write(
+            {
+                "phase": Phase.SUCCEEDED.value,
+                "reason": event.reason,
+                "message": event.message,
+                "container_statuses": status.container_statuses,
+            },
+            event,
+            rec.node,
+        )
+        report.succeeded.append(rec.uid)
+
+    def _instance_lost(self, rec: PodRecord, state: str, report: SweepReport) -> None:
+        try:
+            with self.store.locked(rec.uid, self.lock_ttl_ms) as lock:
+                fresh = self.store.get(rec.uid)
+                if fresh is None or fresh.instance_id != rec.instance_id or fresh.phase is not Phase.RUNNING:
+                    return
+                self._remediate(
+                    lock,
+                    fresh,
+                    HealthState.from_dict(fresh.health),
+                    "InstanceLost",
+                    f"instance {rec.instance_id} is {state}",
+                    report,
+                )
+        except (LockBusy, StaleFence):
+            report.busy += 1
+
+
+def remediate_lost(sweep: HealthSweep, recs: Iterable[PodRecord], live: dict[str, Instance]) -> list[str]:
+    """Hand Running pods whose instance is not among ``live`` to remediation (used by the orphan GC)."""
+    report = SweepReport()
+    for rec in recs:
+        if rec.phase is Phase.RUNNING and rec.instance_id and not rec.deleted and rec.instance_id not in live:
+            try:
+                sweep._instance_lost(rec, "gone", report)
+            except Vkec2Error as exc:
+                log.warning("cannot remediate pod %s: %s", rec.uid, exc.message)
+    return report.remediated + report.failed

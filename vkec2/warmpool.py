@@ -1,0 +1,303 @@
+"""Warm pools: named sets of pre-launched instances whose agents already answer, ready to be claimed by pods.
+
+A pool's truth lives in EC2 tags (``vkec2.io/pool`` = name, ``vkec2.io/pool-state`` = Provisioning,
+Ready, Claimed or Unhealthy; instances are tagged at launch) and is mirrored in Redis: the
+``pool:{name}:instances`` hash holds every unclaimed member's description and ``pool:{name}:ready``
+the IDs a pod may take with the atomic :meth:`~vkec2.store.Store.claim_ready`. Ready means the agent
+answers its grpc.health check, not merely "EC2 running". :meth:`WarmPools.reconcile` (the body of
+``vkec2.maintenance.warm_pools``) lists the cluster's instances once for all pools, checks the
+members' agents, retags the ones whose state changed (one CreateTags per state), launches the
+deficit (one RunInstances per slot, each slot with its own ClientToken, subnet chosen at random) and
+terminates the surplus in one call, unhealthy members first, then the newest. Because the mirror
+is rebuilt from tags on every pass, a restart or a lost Redis loses nothing. A claimed instance
+leaves the mirror before its pod's tags are written; ``pool:{name}:known`` remembers what was put
+in the ready set so such an instance is not mistaken for a lost one and offered twice (an abandoned
+claim, still untagged after ``CLAIM_GRACE_SECONDS``, is terminated as unhealthy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from vkec2.agent_client import AgentClient, AgentTarget, resolve_endpoint
+from vkec2.config import Settings, WarmPool
+from vkec2.ec2 import TAG_CLUSTER, TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, Ec2Gateway, Instance, tag_map
+from vkec2.errors import AgentError, Vkec2Error
+from vkec2.podspec import LaunchParams
+from vkec2.store import Store
+
+log = logging.getLogger("vkec2.warmpool")
+
+PROVISIONING = "Provisioning"
+READY = "Ready"
+CLAIMED = "Claimed"
+UNHEALTHY = "Unhealthy"
+STATES = (PROVISIONING, READY, CLAIMED, UNHEALTHY)
+CLAIM_GRACE_SECONDS = 120.0
+#: A member just launched may be missing from a DescribeInstances for a little while.
+LAUNCH_VISIBILITY_SECONDS = 120.0
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def launch_time(instance: Instance) -> float:
+    raw = instance.get("LaunchTime")
+    if isinstance(raw, datetime):
+        return raw.timestamp()
+    if isinstance(raw, str) and raw:
+        try:
+            return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return 0.0
+    return 0.0
+
+
+def with_state_tag(instance: Instance, state: str) -> Instance:
+    tags = {**tag_map(instance), TAG_POOL_STATE: state}
+    return {**instance, "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())]}
+
+
+@dataclass
+class PoolReport:
+    pool: str
+    desired: int = 0
+    ready: int = 0
+    provisioning: int = 0
+    launched: list[str] = field(default_factory=list)
+    terminated: list[str] = field(default_factory=list)
+    retagged: int = 0
+    skipped: bool = False
+    error: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool,
+            "desired": self.desired,
+            "ready": self.ready,
+            "provisioning": self.provisioning,
+            "launched": len(self.launched),
+            "terminated": len(self.terminated),
+            "retagged": self.retagged,
+            "skipped": self.skipped,
+            "error": self.error,
+        }
+
+
+class WarmPools:
+    """Reconciles the configured warm pools of one cluster."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        ec2: Ec2Gateway,
+        agents: AgentClient,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.ec2 = ec2
+        self.agents = agents
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._release = store.redis.register_script(_RELEASE)
+
+    # -- reading the mirror ---------------------------------------------------------------
+
+    def counts(self, pool: str) -> dict[str, int]:
+        """Members of ``pool`` by state, from the Redis mirror (for the status log)."""
+        raw = cast(dict[str, str], self.store.redis.hgetall(self.store.keys.pool_instances(pool)))
+        ready = cast(set[str], self.store.redis.smembers(self.store.keys.pool_ready(pool)))
+        out = dict.fromkeys((PROVISIONING, READY, UNHEALTHY), 0)
+        for iid, doc in raw.items():
+            tagged = tag_map(json.loads(doc)).get(TAG_POOL_STATE, PROVISIONING)
+            state = READY if iid in ready else (PROVISIONING if tagged == READY else tagged)
+            out[state] = out.get(state, 0) + 1
+        return out
+
+    # -- reconcile ------------------------------------------------------------------------
+
+    def reconcile_all(self, only: str | None = None) -> list[PoolReport]:
+        pools = [p for p in self.settings.warm_pools if only is None or p.name == only]
+        if not pools:
+            return []
+        live = self.ec2.cluster_instances()
+        return [self.reconcile(pool, live) for pool in pools]
+
+    def reconcile(self, pool: WarmPool, live: Sequence[Instance]) -> PoolReport:
+        report = PoolReport(pool.name, desired=pool.desired_count)
+        key = self.store.keys.pool_reconcile_lock(pool.name)
+        token = secrets.token_hex(8)
+        if not self.store.redis.set(key, token, nx=True, px=120_000):
+            report.skipped = True
+            return report
+        try:
+            self._reconcile(pool, live, report)
+        except Vkec2Error as exc:
+            report.error = exc.message
+            raise
+        finally:
+            self._release(keys=[key], args=[token])
+        return report
+
+    def _serving(self, instance: Instance) -> bool:
+        try:
+            endpoint = resolve_endpoint(self.settings.agent, instance)
+            return self.agents.serving(AgentTarget(endpoint=endpoint, instance_id=instance["InstanceId"]))
+        except AgentError:
+            return False
+
+    def _reconcile(self, pool: WarmPool, live: Sequence[Instance], report: PoolReport) -> None:
+        keys, r = self.store.keys, self.store.redis
+        now = self.clock()
+        mirror = cast(dict[str, str], r.hgetall(keys.pool_instances(pool.name)))
+        ready = cast(set[str], r.smembers(keys.pool_ready(pool.name)))
+        known = {k: float(v) for k, v in cast(dict[str, str], r.hgetall(keys.pool_known(pool.name))).items()}
+        members: dict[str, Instance] = {}
+        for inst in live:
+            tags = tag_map(inst)
+            if tags.get(TAG_POOL) != pool.name or tags.get(TAG_POD_UID):
+                continue
+            if tags.get(TAG_POOL_STATE) == CLAIMED:
+                continue
+            members[inst["InstanceId"]] = inst
+        # What each member is now.
+        state: dict[str, str] = {}
+        running = [i for iid, i in members.items() if i.get("State", {}).get("Name") == "running"]
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(running)))) as pool_exec:
+            serving = dict(
+                zip([i["InstanceId"] for i in running], pool_exec.map(self._serving, running), strict=True)
+            )
+        for iid, inst in members.items():
+            ec2_state = inst.get("State", {}).get("Name", "pending")
+            if iid in known and iid not in mirror:
+                # Claimed by a pod whose tags are not written yet; abandoned if that takes too long.
+                if now - known[iid] < CLAIM_GRACE_SECONDS:
+                    continue
+                state[iid] = UNHEALTHY
+            elif ec2_state == "pending":
+                state[iid] = PROVISIONING
+            elif ec2_state != "running":
+                state[iid] = UNHEALTHY
+            elif serving.get(iid):
+                state[iid] = READY
+            elif iid in ready or now - launch_time(inst) > self.settings.agent.boot_timeout_seconds:
+                state[iid] = UNHEALTHY  # a Ready agent that stopped answering, or one that never booted
+            else:
+                state[iid] = PROVISIONING
+        # Mirror entries that are no longer members: claimed and tagged, or gone from EC2.
+        for iid, doc in mirror.items():
+            if iid in members:
+                continue
+            if now - launch_time(json.loads(doc)) < LAUNCH_VISIBILITY_SECONDS and iid not in ready:
+                state.setdefault(iid, PROVISIONING)  # just launched, not visible yet
+                members[iid] = json.loads(doc)
+                continue
+            self._forget(pool.name, [iid])
+        for iid in known:
+            if iid not in members and iid not in mirror:
+                r.hdel(keys.pool_known(pool.name), iid)
+        # Write the mirror and the tags.
+        for iid, new in state.items():
+            inst = members[iid]
+            if new == READY:
+                if iid not in ready:
+                    pipe = r.pipeline(transaction=True)
+                    pipe.hset(keys.pool_instances(pool.name), iid, json.dumps(with_state_tag(inst, READY)))
+                    pipe.hset(keys.pool_known(pool.name), iid, repr(now))
+                    pipe.sadd(keys.pool_ready(pool.name), iid)
+                    pipe.execute()
+            elif new == PROVISIONING:
+                r.hset(keys.pool_instances(pool.name), iid, json.dumps(with_state_tag(inst, PROVISIONING)))
+            elif new == UNHEALTHY and iid in ready and not r.srem(keys.pool_ready(pool.name), iid):
+                state.pop(iid)  # claimed meanwhile: the pod owns it now
+        by_state: dict[str, list[str]] = {}
+        for iid, new in state.items():
+            if tag_map(members[iid]).get(TAG_POOL_STATE) != new and iid in {i["InstanceId"] for i in live}:
+                by_state.setdefault(new, []).append(iid)
+        for new, ids in sorted(by_state.items()):
+            self.ec2.create_tags(ids, {TAG_POOL_STATE: new})
+            report.retagged += len(ids)
+        # Size: launch the deficit, terminate the surplus (unhealthy first, then the newest).
+        unhealthy = [iid for iid, s in state.items() if s == UNHEALTHY]
+        healthy = sorted(
+            (iid for iid, s in state.items() if s in (READY, PROVISIONING)),
+            key=lambda iid: (state[iid] == READY, -launch_time(members[iid])),
+        )
+        surplus = max(0, len(healthy) - pool.desired_count)
+        doomed = list(unhealthy)
+        for iid in healthy:
+            if surplus == 0:
+                break
+            if state[iid] == READY and not r.srem(keys.pool_ready(pool.name), iid):
+                continue  # claimed meanwhile
+            doomed.append(iid)
+            surplus -= 1
+        if doomed:
+            self._forget(pool.name, doomed)
+            self.ec2.terminate(doomed)
+            report.terminated = doomed
+        kept = [iid for iid in healthy if iid not in doomed]
+        report.ready = sum(1 for iid in kept if state[iid] == READY)
+        report.provisioning = len(kept) - report.ready
+        for _ in range(max(0, pool.desired_count - len(kept))):
+            inst = self._launch(pool)
+            r.hset(
+                keys.pool_instances(pool.name),
+                inst["InstanceId"],
+                json.dumps(with_state_tag(inst, PROVISIONING)),
+            )
+            report.launched.append(inst["InstanceId"])
+            report.provisioning += 1
+        if report.launched or report.terminated:
+            log.info("warm pool %s: %s", pool.name, report.summary())
+
+    def _forget(self, pool: str, ids: list[str]) -> None:
+        keys = self.store.keys
+        pipe = self.store.redis.pipeline(transaction=True)
+        pipe.srem(keys.pool_ready(pool), *ids)
+        pipe.hdel(keys.pool_instances(pool), *ids)
+        pipe.hdel(keys.pool_known(pool), *ids)
+        pipe.execute()
+
+    def _launch(self, pool: WarmPool) -> Instance:
+        defaults = self.settings.pool_launch_defaults(pool)
+        if defaults.image_id is None:
+            raise Vkec2Error(
+                f"warm pool {pool.name}: no image_id (set it on the pool or in ec2)", reason="MissingImage"
+            )
+        slot = int(self.store.redis.incr(self.store.keys.pool_slots(pool.name)))
+        params = LaunchParams(
+            image_id=defaults.image_id,
+            instance_type=defaults.instance_type,
+            subnet_id=self.rng.choice(defaults.subnets) if defaults.subnets else None,
+            security_groups=tuple(sorted(defaults.security_groups)),
+            instance_profile=defaults.instance_profile,
+            key_pair=defaults.key_pair,
+            user_data=defaults.user_data,
+            tags=tuple(sorted(defaults.tags.items())),
+            warm_pool=pool.name,
+        )
+        tags = {
+            TAG_CLUSTER: self.settings.cluster_name,
+            TAG_POOL: pool.name,
+            TAG_POOL_STATE: PROVISIONING,
+            "Name": f"warm-pool/{pool.name}",
+        }
+        scope = hashlib.sha256(f"{self.settings.cluster_name}/{pool.name}".encode()).hexdigest()[:24]
+        token = f"vkec2-pool-{scope}-{slot}"
+        return self.ec2.run_instance(params, tags, token)
