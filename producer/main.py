@@ -222,7 +222,7 @@ class Producer:
     """All loops of one producer, in threads; ``start()``, then ``stop()``."""
 
     def __init__(self, settings: Settings, opts: Options, env: Mapping[str, str] | None = None) -> None:
-        from tasks.app import make_app
+        from vkec2.broker import make_app
 
         self.settings = settings
         self.opts = opts

@@ -9,6 +9,6 @@ record.
 import tasks.health
 import tasks.maintenance  # noqa: F401  (registers vkec2.maintenance.*)
 from tasks import pods as pods
-from tasks.app import app, make_app
+from tasks.app import app
 
-__all__ = ["app", "make_app"]
+__all__ = ["app"]

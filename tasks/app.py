@@ -1,102 +1,13 @@
-"""Build the Celery app: broker settings that give at-least-once delivery which survives a killed worker.
+"""The workers' Celery app, built from the fleet configuration when ``tasks`` is imported.
 
-Late acks with reject-on-worker-lost and prefetch 1 mean a task is removed from Redis only after
-it finished; a worker killed mid-task leaves its message unacknowledged, and kombu's Redis
-transport restores it after the visibility timeout (longer than any countdown the tasks use, so a
-scheduled step is never delivered twice by the broker itself). JSON only; one queue per kind of
-work: ``pods`` (lifecycle), ``health`` (sweeps), ``maintenance`` (pools, quotas, GC, status).
+``celery -A tasks ...`` loads the configuration (``VKEC2_CONFIG`` plus ``VKEC2_*`` overrides) here;
+the settings themselves live in :mod:`vkec2.broker`, which the producer and the CLI use to publish
+without importing the tasks.
 """
 
 from __future__ import annotations
 
-from celery import Celery
-from kombu import Exchange, Queue
-
-from tasks import observe
-from vkec2.config import Settings, load_settings
-from vkec2.keys import Keys
-
-QUEUES = ("pods", "health", "maintenance")
-ROUTES = {
-    "vkec2.pods.*": {"queue": "pods"},
-    "vkec2.health.*": {"queue": "health"},
-    "vkec2.maintenance.*": {"queue": "maintenance"},
-}
-
-
-def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
-    """The periodic tasks (docs/maintenance.md); each expires after one period, so a late run is dropped."""
-
-    def every(task: str, seconds: float) -> dict[str, object]:
-        return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
-
-    return {
-        "vkec2.health.sweep": every("vkec2.health.sweep", settings.health.interval_seconds),
-        "vkec2.maintenance.warm_pools": every(
-            "vkec2.maintenance.warm_pools", settings.beat.warm_pools_interval_seconds
-        ),
-        "vkec2.maintenance.quotas": every("vkec2.maintenance.quotas", settings.quotas.interval_seconds),
-        "vkec2.maintenance.status_log": every(
-            "vkec2.maintenance.status_log", settings.status_interval_seconds
-        ),
-        "vkec2.maintenance.gc": every("vkec2.maintenance.gc", settings.gc.interval_seconds),
-    }
-
-
-def celery_settings(settings: Settings) -> dict[str, object]:
-    """The Celery configuration for a fleet configured by ``settings``."""
-    visibility = settings.celery.visibility_timeout_seconds
-    return {
-        "broker_url": settings.redis_url,
-        "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {
-            "visibility_timeout": visibility,
-            # Scan for unacknowledged messages of dead workers often enough to honour the timeout.
-            "unacked_restore_interval": max(1, min(10, visibility // 4)),
-            "unacked_restore_throttle": 1,
-        },
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "task_acks_on_failure_or_timeout": True,
-        "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "worker_soft_shutdown_timeout": 10.0,
-        "worker_enable_soft_shutdown_on_idle": True,
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "accept_content": ["json"],
-        "task_ignore_result": True,
-        "result_backend": None,
-        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
-        "task_default_queue": "pods",
-        "task_default_exchange": "pods",
-        "task_default_routing_key": "pods",
-        "task_routes": ROUTES,
-        "task_send_sent_event": True,
-        "worker_send_task_events": True,
-        "worker_hijack_root_logger": False,
-        "enable_utc": True,
-        # Beat: RedBeat keeps the schedule and a lock in Redis, so only one of several beats sends.
-        "beat_scheduler": "redbeat.RedBeatScheduler",
-        "beat_schedule": beat_schedule(settings),
-        "beat_max_loop_interval": settings.beat.max_loop_interval_seconds,
-        "redbeat_redis_url": settings.redis_url,
-        "redbeat_redis_options": {
-            "socket_connect_timeout": 5,
-            "socket_timeout": 30,
-            "health_check_interval": 30,
-        },
-        "redbeat_key_prefix": Keys(settings.cluster_name).beat_prefix(),
-        "redbeat_lock_timeout": settings.beat.lock_timeout_seconds,
-    }
-
-
-def make_app(settings: Settings) -> Celery:
-    """A Celery app bound to the broker of ``settings`` (tasks are registered on :data:`app`)."""
-    celery_app = Celery("vkec2")
-    celery_app.conf.update(celery_settings(settings))
-    observe.install(celery_app, settings)  # logs, metrics, tracing, Flower auth (docs/observability.md)
-    return celery_app
-
+from vkec2.broker import make_app
+from vkec2.config import load_settings
 
 app = make_app(load_settings())

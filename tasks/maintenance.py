@@ -4,7 +4,7 @@
 ``vkec2.maintenance.status_log`` and ``vkec2.maintenance.gc`` take keyword arguments only and are
 idempotent: each reads the world (EC2 tags, Redis) and converges it, under a per-cluster
 single-flight lock, so a duplicate delivery or a ``celery call`` replay changes nothing twice. Beat
-gives each an ``expires`` of one period (see :func:`tasks.app.beat_schedule`), so a run that could
+gives each an ``expires`` of one period (see :func:`vkec2.broker.beat_schedule`), so a run that could
 not start in time is dropped instead of piling up. Each run is stamped in
 ``maintenance:runs:{task}`` (newest first, 100 kept). The work itself lives in :mod:`vkec2`.
 """
@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 
 from celery import Task
 
-from tasks.app import QUEUES, app
+from tasks.app import app
 from tasks.runtime import Fleet, fleet
+from vkec2.broker import QUEUES
 from vkec2.errors import Ec2Error
 from vkec2.gc import OrphanGc
 from vkec2.quotas import QuotaRefresh

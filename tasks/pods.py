@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import Any, cast
 
 from celery import Task
@@ -20,16 +21,16 @@ from celery.utils import uuid
 
 from tasks.app import app
 from tasks.runtime import Fleet, fleet
-from vkec2.errors import Ec2Error, LockBusy, StaleFence, Vkec2Error
+from vkec2.errors import Ec2Error, LockBusy, StaleFence, UnknownPod, Vkec2Error
+from vkec2.models import PodRecord
+from vkec2.store import Lock
 
 log = logging.getLogger(__name__)
 
+Step = Callable[[Fleet, Lock, PodRecord], str]
+
 LOCK_RETRY_SECONDS = 1.0
 EC2_RETRY_MAX = 20
-
-
-def _lock_ttl_ms(ctx: Fleet) -> int:
-    return int(ctx.settings.celery.lock_ttl_seconds * 1000)
 
 
 def _check_args(uid: Any, generation: Any) -> None:
@@ -53,71 +54,75 @@ def _retry_later(task: Task, exc: Exception) -> Exception:
     return cast(Exception, task.retry(exc=exc, countdown=delay, max_retries=EC2_RETRY_MAX))
 
 
+def _one_step(task: Task, uid: str, step: Step, *, retry_any_ec2_error: bool = False) -> str:
+    """Lock the pod, run ``step`` on its fresh record, and turn contention into retries.
+
+    A busy lock or a throttled/unreachable EC2 re-delivers this same task later; a stale fence
+    means another task owns the pod now; a UID with no record is reported, not raised.
+    """
+    ctx = fleet()
+    try:
+        with ctx.store.locked(uid, int(ctx.settings.celery.lock_ttl_seconds * 1000)) as lock:
+            rec = ctx.store.get(uid)
+            if rec is None:
+                return "unknown pod"
+            return step(ctx, lock, rec)
+    except UnknownPod:
+        return "unknown pod"
+    except StaleFence:
+        return "superseded"
+    except LockBusy as exc:
+        raise _retry_later(task, exc) from exc
+    except Ec2Error as exc:
+        if exc.retryable or retry_any_ec2_error:
+            raise _retry_later(task, exc) from exc
+        raise
+
+
 @app.task(name="vkec2.pods.create", bind=True)
 def create(self: Task, uid: str, generation: int | None = None, continuation: bool = False) -> str:
     """Advance the pod one step towards Running and schedule the next step."""
     _check_args(uid, generation)
-    ctx = fleet()
-    try:
-        with ctx.store.locked(uid, _lock_ttl_ms(ctx)) as lock:
-            rec = ctx.store.get(uid)
-            if rec is None:
-                return "unknown pod"
-            if continuation and rec.next_task != self.request.id:
-                return "superseded"
-            try:
-                delay = ctx.lifecycle.create_step(lock, rec)
-            except Ec2Error as exc:
-                if exc.retryable:
-                    raise
-                ctx.lifecycle.fail(lock, rec, exc.reason, exc.message)
-                return rec.phase.value
-            if delay is not None:
-                next_id = uuid()
-                create.apply_async(
-                    kwargs={"uid": uid, "continuation": True}, countdown=delay, task_id=next_id
-                )
-                lock.write({"next_task": next_id})
+
+    def step(ctx: Fleet, lock: Lock, rec: PodRecord) -> str:
+        if continuation and rec.next_task != self.request.id:
+            return "superseded"
+        try:
+            delay = ctx.lifecycle.create_step(lock, rec)
+        except Ec2Error as exc:
+            if exc.retryable:
+                raise
+            ctx.lifecycle.fail(lock, rec, exc.reason, exc.message)  # retrying cannot fix it
             return rec.phase.value
-    except (LockBusy, Ec2Error) as exc:
-        raise _retry_later(self, exc) from exc
-    except StaleFence:
-        return "superseded"
+        if delay is not None:
+            next_id = uuid()
+            create.apply_async(kwargs={"uid": uid, "continuation": True}, countdown=delay, task_id=next_id)
+            lock.write({"next_task": next_id})
+        return rec.phase.value
+
+    return _one_step(self, uid, step)
 
 
 @app.task(name="vkec2.pods.update", bind=True)
 def update(self: Task, uid: str, generation: int | None = None) -> str:
     """Apply in-place changes of the pod's spec (tags) or record that a replacement is needed."""
     _check_args(uid, generation)
-    ctx = fleet()
-    try:
-        with ctx.store.locked(uid, _lock_ttl_ms(ctx)) as lock:
-            rec = ctx.store.get(uid)
-            if rec is None:
-                return "unknown pod"
-            ctx.lifecycle.update(lock, rec)
-            return rec.phase.value
-    except (LockBusy, Ec2Error) as exc:
-        if isinstance(exc, Ec2Error) and not exc.retryable:
-            raise
-        raise _retry_later(self, exc) from exc
-    except StaleFence:
-        return "superseded"
+
+    def step(ctx: Fleet, lock: Lock, rec: PodRecord) -> str:
+        ctx.lifecycle.update(lock, rec)
+        return rec.phase.value
+
+    return _one_step(self, uid, step)
 
 
 @app.task(name="vkec2.pods.delete", bind=True)
 def delete(self: Task, uid: str, generation: int | None = None) -> str:
     """Stop the workload, terminate the instance, record Terminated. Delete wins over create."""
     _check_args(uid, generation)
-    ctx = fleet()
-    try:
-        with ctx.store.locked(uid, _lock_ttl_ms(ctx)) as lock:
-            rec = ctx.store.get(uid)
-            if rec is None:
-                return "unknown pod"
-            ctx.lifecycle.delete(lock, rec, generation)
-            return rec.phase.value
-    except (LockBusy, Ec2Error) as exc:
-        raise _retry_later(self, exc) from exc
-    except StaleFence:
-        return "superseded"
+
+    def step(ctx: Fleet, lock: Lock, rec: PodRecord) -> str:
+        ctx.lifecycle.delete(lock, rec, generation)
+        return rec.phase.value
+
+    # A delete must not be lost: any EC2 error is retried (bounded), not only throttling.
+    return _one_step(self, uid, step, retry_any_ec2_error=True)

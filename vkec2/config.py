@@ -132,6 +132,14 @@ def _check_profile(value: str | None) -> str | None:
     return value
 
 
+def _check_http_url(value: str | None) -> str | None:
+    if value is not None:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+    return value
+
+
 def _check_key_pair(value: str | None) -> str | None:
     if value is not None and not is_key_pair(value):
         raise ValueError("not a key pair name (1-255 printable ASCII characters)")
@@ -157,11 +165,7 @@ class AwsSettings(_Model):
     @field_validator("endpoint_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None:
-            parts = urlsplit(value)
-            if parts.scheme not in {"http", "https"} or not parts.netloc:
-                raise ValueError(f"not an http(s) URL: {value!r}")
-        return value
+        return _check_http_url(value)
 
 
 class Ec2Defaults(_Model):
@@ -368,7 +372,7 @@ class NodeSettings(_Model):
 
 
 class CelerySettings(_Model):
-    """Broker and task behaviour; see tasks/app.py for how each value is used."""
+    """Broker and task behaviour; see vkec2/broker.py for how each value is used."""
 
     visibility_timeout_seconds: int = Field(default=600, ge=1)
     max_countdown_seconds: float = Field(default=30.0, gt=0)
@@ -469,11 +473,7 @@ class QuotaSettings(_Model):
     @field_validator("endpoint_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None:
-            parts = urlsplit(value)
-            if parts.scheme not in {"http", "https"} or not parts.netloc:
-                raise ValueError(f"not an http(s) URL: {value!r}")
-        return value
+        return _check_http_url(value)
 
 
 class GcSettings(_Model):

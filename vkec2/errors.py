@@ -41,6 +41,12 @@ class StaleFence(Vkec2Error):
     retryable = True
 
 
+class UnknownPod(Vkec2Error):
+    """No pod record exists for the UID (never submitted, or already forgotten)."""
+
+    reason = "UnknownPod"
+
+
 class LockBusy(Vkec2Error):
     """Another task holds the pod's lock right now."""
 

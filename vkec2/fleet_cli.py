@@ -173,7 +173,7 @@ def cmd_gc(settings: Settings, store: Store, args: argparse.Namespace) -> Any:
 
 
 def _publish(settings: Settings, task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    from tasks.app import make_app
+    from vkec2.broker import make_app
 
     app = make_app(settings)
     try:

@@ -94,18 +94,8 @@ class Lifecycle:
             conditions += status.conditions
             rec.container_statuses = status.container_statuses
         rec.conditions = conditions
-        event = StatusEvent(
-            uid=rec.uid,
-            namespace=rec.namespace,
-            name=rec.name,
-            phase=phase,
-            reason=reason,
-            message=message,
-            event_type="Warning" if warning else "Normal",
-            instance_id=rec.instance_id,
-            pod_ip=rec.private_ip,
-            conditions=conditions,
-            container_statuses=rec.container_statuses,
+        event = StatusEvent.of(
+            rec, phase, reason=reason, message=message, warning=warning, conditions=conditions
         )
         fields = {
             "phase": phase.value,

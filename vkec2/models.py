@@ -165,6 +165,32 @@ class StatusEvent:
     container_statuses: list[dict[str, Any]] = field(default_factory=list)
     ts: float = field(default_factory=now)
 
+    @classmethod
+    def of(
+        cls,
+        rec: PodRecord,
+        phase: Phase,
+        *,
+        reason: str = "",
+        message: str = "",
+        warning: bool = False,
+        conditions: list[dict[str, Any]] | None = None,
+    ) -> StatusEvent:
+        """The event that reports ``rec`` in ``phase`` (an Event of type Warning when ``warning``)."""
+        return cls(
+            uid=rec.uid,
+            namespace=rec.namespace,
+            name=rec.name,
+            phase=phase,
+            reason=reason,
+            message=message,
+            event_type="Warning" if warning else "Normal",
+            instance_id=rec.instance_id,
+            pod_ip=rec.private_ip,
+            conditions=rec.conditions if conditions is None else conditions,
+            container_statuses=rec.container_statuses,
+        )
+
     def to_fields(self) -> dict[str, str]:
         return {
             "uid": self.uid,

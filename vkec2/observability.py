@@ -2,7 +2,7 @@
 
 Processes that are not Celery workers or beat (the producer, and anything else started from the
 ``vkec2`` command) call :func:`start` once their configuration is loaded; Celery processes get the
-same through the signal hooks of :mod:`tasks.observe`. Each part follows its configuration
+same through the signal hooks of :mod:`vkec2.observe`. Each part follows its configuration
 section (``logging``, ``tracing``, ``metrics``) and is off or quiet by default.
 """
 

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import redis
 
-from vkec2.errors import LockBusy, StaleFence, Vkec2Error
+from vkec2.errors import LockBusy, StaleFence, UnknownPod, Vkec2Error
 from vkec2.keys import Keys
 from vkec2.models import PodRecord, StatusEvent, now
 
@@ -212,7 +212,7 @@ class Store:
         token = secrets.token_hex(16)
         fence = int(self._acquire(keys=[self.keys.lock(uid), self.keys.pod(uid)], args=[token, ttl_ms]))
         if fence == -1:
-            raise Vkec2Error(f"no pod record for uid {uid}", reason="UnknownPod")
+            raise UnknownPod(f"no pod record for uid {uid}")
         if fence == 0:
             raise LockBusy(f"pod {uid} is locked by another task")
         lock = Lock(self, uid, token, fence, ttl_ms)
@@ -242,7 +242,7 @@ class Store:
         if result == 0:
             raise StaleFence(f"pod {uid}: fence {fence} is stale; another task owns the pod")
         if result == -1:
-            raise Vkec2Error(f"no pod record for uid {uid}", reason="UnknownPod")
+            raise UnknownPod(f"no pod record for uid {uid}")
 
     # -- warm pools -----------------------------------------------------------------------
 

@@ -295,23 +295,6 @@ class HealthSweep:
         except StaleFence:
             report.busy += 1
 
-    def _event(
-        self, rec: PodRecord, reason: str, message: str, warning: bool, conditions: list[dict[str, Any]]
-    ) -> StatusEvent:
-        return StatusEvent(
-            uid=rec.uid,
-            namespace=rec.namespace,
-            name=rec.name,
-            phase=rec.phase,
-            reason=reason,
-            message=message,
-            event_type="Warning" if warning else "Normal",
-            instance_id=rec.instance_id,
-            pod_ip=rec.private_ip,
-            conditions=conditions,
-            container_statuses=rec.container_statuses,
-        )
-
     def _write_health(
         self, lock: Lock, rec: PodRecord, state: HealthState, changes: Iterable[Change], now: float
     ) -> None:
@@ -330,7 +313,17 @@ class HealthSweep:
             ),
             Change.STOPPED_FLAPPING: ("health is stable again", False),
         }
-        events = [self._event(rec, change.value, *messages[change], conditions) for change in changes]
+        events = [
+            StatusEvent.of(
+                rec,
+                rec.phase,
+                reason=change.value,
+                message=messages[change][0],
+                warning=messages[change][1],
+                conditions=conditions,
+            )
+            for change in changes
+        ]
         values = {"health": state.to_dict(), "conditions": conditions}
         lock.write(values, events[0] if events else None, rec.node)
         for event in events[1:]:
@@ -359,12 +352,11 @@ class HealthSweep:
 
     def _completed(self, lock: Lock, rec: PodRecord, status: AppStatus, report: SweepReport) -> None:
         rec.phase = Phase.SUCCEEDED
-        event = self._event(
+        event = StatusEvent.of(
             rec,
-            status.reason or "Completed",
-            status.message or "the workload completed",
-            False,
-            rec.conditions,
+            Phase.SUCCEEDED,
+            reason=status.reason or "Completed",
+            message=status.message or "the workload completed",
         )
         event.container_statuses = status.container_statuses
         lock.write(

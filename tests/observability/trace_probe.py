@@ -28,8 +28,9 @@ def main(argv: list[str]) -> int:
     from celery.contrib.testing.worker import start_worker
 
     from producer.fleet import FleetLink
-    from tasks.app import app, make_app
+    from tasks.app import app
     from tests.support.fleet import NODE, example_pod
+    from vkec2.broker import make_app
     from vkec2.config import load_settings
     from vkec2.models import Phase
     from vkec2.store import Store

@@ -21,8 +21,8 @@ import boto3
 import yaml
 from celery import Celery
 
-from tasks.app import make_app
 from tests.support.services import ManagedProcess, wait_until
+from vkec2.broker import make_app
 from vkec2.config import Settings
 from vkec2.ec2 import TAG_CLUSTER, TAG_POD_UID
 from vkec2.models import Phase, PodRecord

@@ -1,6 +1,6 @@
 """Celery hooks that make the fleet observable: log context, queue wait, task metrics, tracing, Flower.
 
-:func:`install` is called by :func:`tasks.app.make_app` for every app it builds (workers, beat,
+:func:`install` is called by :func:`vkec2.broker.make_app` for every app it builds (workers, beat,
 the producer's publishing app) and connects Celery's signals once per process:
 ``before_task_publish`` stamps each message's sent time in its headers (``vkec2_sent_at``);
 ``task_prerun`` observes the queue wait and binds the log context (task ID and name, and for a pod
@@ -31,6 +31,7 @@ from celery import Celery, Task, signals
 from vkec2 import logs, metrics, tracing
 from vkec2.config import Settings
 from vkec2.flower import decide
+from vkec2.store import Store
 
 log = logging.getLogger("vkec2.observe")
 
@@ -42,6 +43,7 @@ _last: Settings | None = None
 _connected = False
 _mutex = threading.Lock()
 _tokens: dict[str, Token[Any]] = {}
+_stores: dict[tuple[int, str, str], Store] = {}
 
 
 def install(app: Celery, settings: Settings) -> None:
@@ -119,12 +121,19 @@ def queue_wait(request: Any, started: float) -> float | None:
     return max(0.0, started - ready)
 
 
-def _pod_fields(uid: str) -> dict[str, str]:
-    """Namespace, name and agent endpoint of a pod, from its record (empty when unavailable)."""
-    from tasks.runtime import fleet
+def _store(settings: Settings) -> Store:
+    """One store per process and cluster, for reading pod records into log context and gauges."""
+    key = (os.getpid(), settings.redis_url, settings.cluster_name)
+    with _mutex:
+        if key not in _stores:
+            _stores[key] = Store.from_url(settings.redis_url, settings.cluster_name)
+        return _stores[key]
 
+
+def _pod_fields(app: Any, uid: str) -> dict[str, str]:
+    """Namespace, name and agent endpoint of a pod, from its record (empty when unavailable)."""
     try:
-        store = fleet().store
+        store = _store(settings_of(app))
         values = store.redis.hmget(store.keys.pod(uid), "namespace", "name", "endpoint")
     except Exception as exc:  # logging context must never fail a task; the task meets the error itself
         log.debug("no log context for pod %s: %s", uid, exc)
@@ -143,7 +152,7 @@ def _prerun(task_id: str | None = None, task: Task | None = None, kwargs: Any = 
     uid = kwargs.get("uid") if isinstance(kwargs, dict) else None
     if isinstance(uid, str) and uid:
         context["uid"] = uid
-        context.update(_pod_fields(uid))
+        context.update(_pod_fields(task.app, uid))
     _tokens[task_id] = logs.bind(**context)
 
 
@@ -186,9 +195,7 @@ def _worker_ready(sender: Any = None, **_: Any) -> None:
     settings = settings_of(getattr(sender, "app", None))
     if settings.metrics.port is None:
         return
-    from tasks.runtime import fleet
-
-    metrics.watch_warm_pools(lambda: fleet().store, lambda: [p.name for p in fleet().settings.warm_pools])
+    metrics.watch_warm_pools(lambda: _store(settings), lambda: [p.name for p in settings.warm_pools])
     try:
         metrics.serve(settings.metrics.port, settings.metrics.address)
     except OSError as exc:  # e.g. two workers on one host with one port: run on without metrics
