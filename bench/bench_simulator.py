@@ -16,13 +16,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from vkec2.agent_client import AgentClient, AgentTarget
+from vkec2.config import AgentConnection
+from vkec2.procs import ManagedProcess, free_port, port_open, start_moto, wait_until
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.support.services import ManagedProcess, free_port, port_open, start_moto, wait_until  # noqa: E402
-from vkec2.agent_client import AgentClient, AgentTarget  # noqa: E402
-from vkec2.config import AgentConnection  # noqa: E402
-
 REGION = "us-west-2"
 
 

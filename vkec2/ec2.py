@@ -192,6 +192,34 @@ class Ec2Gateway:
             found.update((i["InstanceId"], i) for i in instances)
         return found
 
+    def impaired(self) -> dict[str, str]:
+        """Running instances whose EC2 status checks fail: ID -> which check ("instance", "system").
+
+        Two filtered DescribeInstanceStatus listings (one per check, all pages) whatever the fleet
+        size; the statuses are checked here too, so an endpoint that ignores the filter is harmless.
+        """
+        found: dict[str, str] = {}
+        for check, key in (
+            ("instance-status.status", "InstanceStatus"),
+            ("system-status.status", "SystemStatus"),
+        ):
+            token: str | None = None
+            while True:
+                args: dict[str, Any] = {
+                    "Filters": [{"Name": check, "Values": ["impaired"]}],
+                    "MaxResults": 1000,
+                }
+                if token:
+                    args["NextToken"] = token
+                page = self._call("DescribeInstanceStatus", self.client.describe_instance_status, **args)
+                for status in page.get("InstanceStatuses", []):
+                    if status.get(key, {}).get("Status") == "impaired":
+                        found.setdefault(status["InstanceId"], key.removesuffix("Status").lower())
+                token = page.get("NextToken")
+                if not token:
+                    break
+        return found
+
     # -- mutating -----------------------------------------------------------------------
 
     def pod_tags(self, pod: Mapping[str, Any], node: str) -> dict[str, str]:

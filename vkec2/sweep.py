@@ -2,12 +2,13 @@
 
 One pass (:meth:`HealthSweep.run`, the body of ``vkec2.health.sweep``) reads every Running pod of the
 cluster from Redis, describes their instances in batches (one DescribeInstances per 1,000 IDs, all
-pages read, through :meth:`~vkec2.ec2.Ec2Gateway.describe`), and asks each running instance's agent
+pages read, through :meth:`~vkec2.ec2.Ec2Gateway.describe`), lists the instances whose EC2 status
+checks fail (:meth:`~vkec2.ec2.Ec2Gateway.impaired`, two calls), and asks each running instance's agent
 for grpc.health and CheckApplicationHealth in chunks on a thread pool, each chunk under a deadline;
 a check that misses it counts as Unknown. Results go through :mod:`vkec2.health`. Only pods whose
 health changed are written, each under its lock with a fenced write that also appends the status
-event to the outbox, so 1,000 healthy pods cost no Redis writes. An instance that is gone or
-stopped, or a pod that turned Unhealthy (agent unreachable or failing past the threshold, Unknown
+event to the outbox, so 1,000 healthy pods cost no Redis writes. An instance that is gone,
+stopped or impaired, or a pod that turned Unhealthy (agent unreachable or failing past the threshold, Unknown
 past its own threshold), is remediated through :meth:`~vkec2.lifecycle.Lifecycle.replace`: a new
 instance for Always/OnFailure (the caller's ``publish`` restarts the create chain), Failed for Never.
 A workload the agent reports Succeeded is recorded as such. Sweeps are single-flight per cluster
@@ -199,12 +200,20 @@ class HealthSweep:
         if not due:
             return
         instances = self.ec2.describe(r.instance_id for r in due)
+        impaired = self.ec2.impaired()
         to_check: list[PodRecord] = []
         for rec in due:
             instance = instances.get(rec.instance_id)
             ec2_state = str(instance.get("State", {}).get("Name", "gone")) if instance else "gone"
             if ec2_state in LOST_STATES:
-                self._instance_lost(rec, ec2_state, report)
+                self._instance_lost(rec, "InstanceLost", f"instance {rec.instance_id} is {ec2_state}", report)
+            elif rec.instance_id in impaired:
+                self._instance_lost(
+                    rec,
+                    "InstanceImpaired",
+                    f"instance {rec.instance_id} fails its EC2 {impaired[rec.instance_id]} status check",
+                    report,
+                )
             elif ec2_state == "running":
                 to_check.append(rec)
         checks = self._check_all(to_check)
@@ -371,7 +380,7 @@ class HealthSweep:
         )
         report.succeeded.append(rec.uid)
 
-    def _instance_lost(self, rec: PodRecord, state: str, report: SweepReport) -> None:
+    def _instance_lost(self, rec: PodRecord, reason: str, message: str, report: SweepReport) -> None:
         try:
             with self.store.locked(rec.uid, self.lock_ttl_ms) as lock:
                 fresh = self.store.get(rec.uid)
@@ -381,8 +390,8 @@ class HealthSweep:
                     lock,
                     fresh,
                     HealthState.from_dict(fresh.health),
-                    "InstanceLost",
-                    f"instance {rec.instance_id} is {state}",
+                    reason,
+                    message,
                     report,
                 )
         except (LockBusy, StaleFence):
@@ -395,7 +404,7 @@ def remediate_lost(sweep: HealthSweep, recs: Iterable[PodRecord], live: dict[str
     for rec in recs:
         if rec.phase is Phase.RUNNING and rec.instance_id and not rec.deleted and rec.instance_id not in live:
             try:
-                sweep._instance_lost(rec, "gone", report)
+                sweep._instance_lost(rec, "InstanceLost", f"instance {rec.instance_id} is gone", report)
             except Vkec2Error as exc:
                 log.warning("cannot remediate pod %s: %s", rec.uid, exc.message)
     return report.remediated + report.failed

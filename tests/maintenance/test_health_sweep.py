@@ -1,7 +1,8 @@
 """The health sweep end to end: real worker, Redis, moto behind the counting proxy, the agent simulator.
 
 Shown here: a sweep of 1,000 pods makes at most 2 DescribeInstances calls (counted at the
-endpoint); an agent forced to fail is marked Unhealthy after the threshold and remediated per
+endpoint, plus two DescribeInstanceStatus listings of impaired instances); an impaired instance is
+replaced; an agent forced to fail is marked Unhealthy after the threshold and remediated per
 restartPolicy (a new instance for Always, Failed for Never); an agent answering Unknown forever ends
 Unhealthy after the unknown threshold; a flapping agent is marked Flapping (condition + one event).
 """
@@ -82,7 +83,11 @@ def test_a_sweep_of_1000_pods_makes_at_most_two_describe_calls(
     assert result["pods"] == 1000 and result["checked"] == 1000, (result, fleet.workers[0].output()[-3000:])
     assert result["unhealthy"] == 0 and result["remediated"] == 0, result
     assert ec2_proxy.calls["DescribeInstances"] <= 2, dict(ec2_proxy.calls)
-    assert sum(ec2_proxy.calls.values()) == ec2_proxy.calls["DescribeInstances"], dict(ec2_proxy.calls)
+    # Besides that, only the two filtered status-check listings (impaired instances), whatever the size.
+    assert dict(ec2_proxy.calls) == {
+        "DescribeInstances": ec2_proxy.calls["DescribeInstances"],
+        "DescribeInstanceStatus": 2,
+    }, dict(ec2_proxy.calls)
     assert all(fleet.record(u).phase is Phase.RUNNING for u in uids[:50])
 
 
@@ -125,6 +130,26 @@ def test_failed_agent_is_unhealthy_at_the_threshold_and_replaced_for_always(
     assert rec.instance_id != first and rec.attempt == 1
     assert fleet.instances_by_uid()[uid] == [rec.instance_id]
     assert first not in {i for ids in fleet.instances_by_uid().values() for i in ids}
+
+
+def test_impaired_instance_is_replaced_for_always(make_fleet: Make, ec2_proxy: Ec2Proxy) -> None:
+    fleet = make_fleet(**FAST)
+    fleet.start_worker(concurrency=4)
+    uid, first = running_pod(fleet, "impaired-always")
+    ec2_proxy.impaired.add(first)
+    sweep_until(
+        fleet, lambda: "InstanceImpaired" in reasons(fleet, uid), "the impaired instance was not noticed"
+    )
+    fleet.wait_phase([uid], {Phase.RUNNING}, timeout=120)
+    rec = fleet.record(uid)
+    assert rec.instance_id != first and rec.attempt == 1
+    assert fleet.instances_by_uid()[uid] == [rec.instance_id]
+    [event] = [
+        e
+        for _, e in fleet.store.outbox_events(NODE, count=100_000)
+        if e.uid == uid and e.reason == "InstanceImpaired"
+    ]
+    assert event.event_type == "Warning" and "instance status check" in event.message
 
 
 def test_failed_agent_with_restart_policy_never_ends_failed(make_fleet: Make, sim: SimControl) -> None:

@@ -5,7 +5,9 @@ top of it: a ``RunInstances`` with a token already seen and the same parameters 
 call's response (the same instance) without launching again; the same token with different
 parameters fails with ``IdempotentParameterMismatch`` (HTTP 400). It also counts every request by
 EC2 ``Action`` (the figure tests assert on, "counted at the endpoint"), and can answer a chosen
-fraction of requests with ``RequestLimitExceeded`` (HTTP 503, as EC2 does) to exercise throttling.
+fraction of requests with ``RequestLimitExceeded`` (HTTP 503, as EC2 does) to exercise throttling,
+and can report chosen instances as failing their instance status check in ``DescribeInstanceStatus``
+(moto always answers "ok"), to exercise the remediation of impaired instances.
 
 What it does not model: token expiry (AWS keeps tokens for at least 24 hours; here they last as
 long as the proxy), per-account token scoping, tokens on APIs other than RunInstances, request
@@ -22,6 +24,7 @@ import urllib.parse
 import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from xml.etree import ElementTree
 
 THROTTLE_BODY = (
     b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>RequestLimitExceeded</Code>'
@@ -43,6 +46,7 @@ class Ec2Proxy:
         self.calls: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         self.tokens: dict[str, tuple[str, bytes]] = {}
+        self.impaired: set[str] = set()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._launch_lock = threading.Lock()  # token check, launch and record happen as one step
@@ -85,6 +89,19 @@ class Ec2Proxy:
                     seen, response = self.tokens[token]
                     return action, (response if seen == fingerprint else MISMATCH_BODY)
         return action, None
+
+    def _impair(self, payload: bytes) -> bytes:
+        """Mark the instances in :attr:`impaired` as failing their instance status check."""
+        ns = "http://ec2.amazonaws.com/doc/2016-11-15"
+        root = ElementTree.fromstring(payload)
+        with self._lock:
+            impaired = set(self.impaired)
+        for item in root.iterfind(f"{{{ns}}}instanceStatusSet/{{{ns}}}item"):
+            status = item.find(f"{{{ns}}}instanceStatus/{{{ns}}}status")
+            if item.findtext(f"{{{ns}}}instanceId") in impaired and status is not None:
+                status.text = "impaired"
+        ElementTree.register_namespace("", ns)
+        return bytes(ElementTree.tostring(root, encoding="utf-8", xml_declaration=True))
 
     def _remember(self, body: bytes, response: bytes) -> None:
         params = urllib.parse.parse_qs(body.decode(), keep_blank_values=True)
@@ -143,6 +160,8 @@ class Ec2Proxy:
                 except urllib.error.HTTPError as exc:
                     status, payload = exc.code, exc.read()
                     ctype = exc.headers.get("Content-Type", "text/xml")
+                if action == "DescribeInstanceStatus" and status == 200 and proxy.impaired:
+                    payload = proxy._impair(payload)
                 if action == "RunInstances" and status == 200 and b"ClientToken=" in body:
                     proxy._remember(body, payload)
                 self._send(status, payload, ctype)
