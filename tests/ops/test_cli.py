@@ -185,3 +185,20 @@ def test_gc_dry_run_reports_orphans_and_changes_nothing(
     assert not cluster["store"].redis.exists(cluster["store"].keys.gc_sightings())
     state = ec2.describe_instances(InstanceIds=[orphan])["Reservations"][0]["Instances"][0]["State"]["Name"]
     assert state == "running"
+
+
+def test_gc_dry_run_says_when_redis_is_down(tmp_path: Path, moto_url: str) -> None:
+    port = free_port()
+    config = tmp_path / "down.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "cluster_name": "down",
+                "redis_url": f"redis://127.0.0.1:{port}/0",
+                "aws": {"endpoint_url": moto_url, "max_attempts": 1},
+            }
+        )
+    )
+    result = run_cli("gc", "--dry-run", config=config)
+    assert result.returncode == 1
+    assert f"cannot reach Redis at 127.0.0.1:{port}/0" in result.stderr and "Traceback" not in result.stderr
