@@ -227,14 +227,15 @@ def launch_params(settings: Settings, pod: Mapping[str, Any]) -> LaunchParams:
             "ec2.image_id in the configuration",
             reason=REASON_MISSING_IMAGE,
         )
+    instance_type = ann.get(INSTANCE_TYPE, base.instance_type)
     return LaunchParams(
         image_id=image_id,
-        instance_type=ann.get(INSTANCE_TYPE, base.instance_type),
+        instance_type=instance_type,
         subnet_id=ann.get(SUBNET_ID) or _pick(base.subnets, uid),
         security_groups=groups,
         instance_profile=ann.get(INSTANCE_PROFILE, base.instance_profile),
         key_pair=ann.get(KEY_PAIR, base.key_pair),
-        user_data=settings.ec2.user_data,
+        user_data=settings.user_data_for(instance_type),
         tags=tuple(sorted(user_tags.items())),
         warm_pool=pool.name if pool is not None else None,
     )

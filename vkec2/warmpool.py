@@ -288,7 +288,7 @@ class WarmPools:
             security_groups=tuple(sorted(defaults.security_groups)),
             instance_profile=defaults.instance_profile,
             key_pair=defaults.key_pair,
-            user_data=defaults.user_data,
+            user_data=self.settings.user_data_for(defaults.instance_type),
             tags=tuple(sorted(defaults.tags.items())),
             warm_pool=pool.name,
         )

@@ -322,3 +322,31 @@ def test_arbitrary_annotations_only_ever_raise_invalid_pod_spec(
     else:
         assert params == launch_params(SETTINGS_WITH_POOLS, pod(annotations, uid=uid))
         assert len(params.fingerprint()) == 16
+
+
+def test_agent_installer_is_the_user_data_when_only_the_bootstrap_artifact_is_configured() -> None:
+    settings = Settings.model_validate(
+        {
+            "ec2": {"image_id": "ami-0abc1234"},
+            "bootstrap": {"s3_bucket": "vk-agents", "s3_key": "agent.tgz"},
+            "agent": {"port": 8300},
+        }
+    )
+    linux = launch_params(settings, {"metadata": {"uid": "u1"}})
+    assert linux.user_data is not None and "s3://vk-agents/agent.tgz" in linux.user_data
+    assert "systemd" in linux.user_data and "8300" in linux.user_data and "--insecure" in linux.user_data
+    mac = launch_params(
+        settings,
+        {"metadata": {"uid": "u1", "annotations": {"compute.amazonaws.com/instance-type": "mac2.metal"}}},
+    )
+    assert mac.user_data is not None and "launchd" in mac.user_data.lower()
+    explicit = Settings.model_validate(
+        {**settings.model_dump(), "ec2": {"image_id": "ami-0abc1234", "user_data": "#!/bin/sh\necho mine"}}
+    )
+    assert launch_params(explicit, {"metadata": {"uid": "u1"}}).user_data == "#!/bin/sh\necho mine"
+    assert (
+        launch_params(
+            Settings.model_validate({"ec2": {"image_id": "ami-0abc1234"}}), {"metadata": {"uid": "u1"}}
+        ).user_data
+        is None
+    )
