@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from typing import Any
 
 
@@ -33,6 +32,7 @@ def main(argv: list[str]) -> int:
     from vkec2.broker import make_app
     from vkec2.config import load_settings
     from vkec2.models import Phase
+    from vkec2.procs import wait_until
     from vkec2.store import Store
 
     settings = load_settings(config)
@@ -43,15 +43,11 @@ def main(argv: list[str]) -> int:
         app, pool="threads", concurrency=2, perform_ping_check=False, queues=["pods"], shutdown_timeout=30
     ):
         link.create(example_pod("traced-web", uid=uid))
-        deadline = time.monotonic() + 60
-        while True:
-            rec = store.get(uid)
-            if rec is not None and rec.phase is Phase.RUNNING:
-                break
-            if time.monotonic() > deadline:
-                print(f"pod did not reach Running: {rec}", file=sys.stderr)
-                return 1
-            time.sleep(0.1)
+        try:
+            wait_until(lambda: (r := store.get(uid)) is not None and r.phase is Phase.RUNNING, 60, "Running")
+        except TimeoutError:
+            print(f"pod did not reach Running: {store.get(uid)}", file=sys.stderr)
+            return 1
     tracing.flush()
     spans: list[dict[str, Any]] = []
     for span in exporter.get_finished_spans():
