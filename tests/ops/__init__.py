@@ -1,0 +1,1 @@
+"""Operating the fleet: the vkec2 CLI and vkec2 up."""

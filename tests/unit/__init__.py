@@ -1,0 +1,1 @@
+"""Pure logic: configuration loading and per-pod EC2 parameters."""
