@@ -250,11 +250,11 @@ class AgentClient:
     def _md(target: AgentTarget) -> tuple[tuple[str, str], ...]:
         return ((INSTANCE_ID_KEY, target.instance_id),)
 
-    def _lifecycle(self, target: AgentTarget, method: str, request: Any) -> Any:
+    def _lifecycle(self, target: AgentTarget, method: str, request: Any, extra_seconds: float = 0.0) -> Any:
         stub = self._get(target, self._tls is not None).lifecycle
         try:
             return getattr(stub, method)(
-                request, timeout=self._conn.call_timeout_seconds, metadata=self._md(target)
+                request, timeout=self._conn.call_timeout_seconds + extra_seconds, metadata=self._md(target)
             )
         except grpc.RpcError as err:
             raise translate(err, target, method) from None
@@ -357,8 +357,12 @@ class AgentClient:
         return AppStatus.from_pb(resp.status)
 
     def terminate(self, target: AgentTarget, grace_seconds: int) -> None:
+        """Stop the workload; the agent answers once it is gone, so the deadline includes the grace."""
         self._lifecycle(
-            target, "TerminateApplication", agent_pb2.TerminateApplicationRequest(grace_seconds=grace_seconds)
+            target,
+            "TerminateApplication",
+            agent_pb2.TerminateApplicationRequest(grace_seconds=grace_seconds),
+            extra_seconds=max(0, grace_seconds),
         )
 
     def watch(self, target: AgentTarget) -> Iterator[AppStatus]:

@@ -10,6 +10,7 @@ worker. Nothing here knows Celery; :mod:`tasks.pods` schedules the steps.
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -40,8 +41,6 @@ def _condition(kind: str, ok: bool, reason: str = "", message: str = "") -> dict
 
 
 def _rfc3339(ts: float) -> str:
-    import datetime
-
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -385,9 +384,11 @@ class Lifecycle:
         if rec.phase is not Phase.TERMINATING:
             self._record(lock, rec, Phase.TERMINATING, reason="Killing", message="deleting the pod")
         if rec.endpoint and rec.instance_id:
-            grace = rec.spec.get("spec", {}).get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+            grace = int(rec.spec.get("spec", {}).get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS))
+            # The agent answers once the workload is gone: keep the lock for the whole grace period.
+            lock.extend(lock.ttl_ms + int((grace + self.settings.agent.call_timeout_seconds) * 1000))
             try:
-                self.agents.terminate(self._target(rec), int(grace))
+                self.agents.terminate(self._target(rec), grace)
             except (AgentUnavailable, AgentRejected) as exc:
                 log.info(
                     "TerminateApplication on %s failed (%s); terminating the instance anyway",

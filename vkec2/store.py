@@ -287,9 +287,10 @@ class Lock:
     def __init__(self, store: Store, uid: str, token: str, fence: int, ttl_ms: int) -> None:
         self.store, self.uid, self.token, self.fence, self.ttl_ms = store, uid, token, fence, ttl_ms
 
-    def extend(self) -> bool:
-        """Push the lock's expiry out by its TTL; False if it was lost meanwhile."""
-        return bool(self.store._extend(keys=[self.store.keys.lock(self.uid)], args=[self.token, self.ttl_ms]))
+    def extend(self, ttl_ms: int | None = None) -> bool:
+        """Push the lock's expiry out by ``ttl_ms`` (default: its TTL); False if it was lost meanwhile."""
+        ttl = ttl_ms or self.ttl_ms
+        return bool(self.store._extend(keys=[self.store.keys.lock(self.uid)], args=[self.token, ttl]))
 
     def write(self, values: Mapping[str, Any], event: StatusEvent | None = None, node: str = "") -> None:
         self.store.write(self.uid, self.fence, values, event, node)
