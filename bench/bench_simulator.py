@@ -18,9 +18,8 @@ from pathlib import Path
 
 from vkec2.agent_client import AgentClient, AgentTarget
 from vkec2.config import AgentConnection
-from vkec2.procs import ManagedProcess, free_port, port_open, start_moto, wait_until
+from vkec2.procs import ManagedProcess, start_agent_sim, start_moto
 
-ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-west-2"
 
 
@@ -59,38 +58,22 @@ def main() -> int:
             ids += [i["InstanceId"] for i in resp["Instances"]]
         print(f"moto: {len(ids)} instances launched in {time.perf_counter() - started:.1f}s")
 
-        port = free_port()
-        sim = ManagedProcess(
-            "agent-sim",
-            [
-                sys.executable,
-                "-m",
-                "vkec2.cli",
-                "agent-sim",
-                "--listen",
-                f"127.0.0.1:{port}",
-                "--ec2-endpoint",
-                url,
-                "--region",
-                REGION,
-                "--refresh-interval",
-                "600",
-                "--log-level",
-                "WARNING",
-            ],
-            env=env,
-            cwd=str(ROOT),
-        ).start()
         started = time.perf_counter()
-        wait_until(lambda: port_open(port), 300, "simulator listening")
+        sim, endpoint = start_agent_sim(
+            url,
+            region=REGION,
+            extra_args=["--refresh-interval", "600", "--log-level", "WARNING"],
+            timeout=300,
+            env=env,
+        )
         print(
             f"simulator: listening after {time.perf_counter() - started:.1f}s "
             f"(first inventory of {len(ids)} instances included); RSS {rss_mib(sim.pid):.1f} MiB"
         )
 
-        conn = AgentConnection(port=port, endpoint=f"static:127.0.0.1:{port}", call_timeout_seconds=30)
+        conn = AgentConnection(endpoint=f"static:{endpoint}", call_timeout_seconds=30)
         client = AgentClient(conn)
-        targets = [AgentTarget(f"127.0.0.1:{port}", iid) for iid in ids]
+        targets = [AgentTarget(endpoint, iid) for iid in ids]
 
         timings = []
         started = time.perf_counter()

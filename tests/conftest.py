@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.support.services import start_moto, start_redis
+from tests.support.services import start_agent_sim, start_moto, start_redis
 
 # Dummy credentials for moto; never real ones.
 for _key, _value in {
@@ -61,32 +61,6 @@ def moto_url() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def agent_sim(moto_url: str) -> Iterator[str]:
     """The agent simulator (``vkec2 agent-sim``) answering for moto's instances; yields HOST:PORT."""
-    import sys
-
-    from tests.support.services import ManagedProcess, free_port, port_open, wait_until
-
-    port = free_port()
-    proc = ManagedProcess(
-        "agent-sim",
-        [
-            sys.executable,
-            "-m",
-            "vkec2.cli",
-            "agent-sim",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--ec2-endpoint",
-            moto_url,
-            "--region",
-            "us-west-2",
-            "--boot-delay",
-            "0",
-        ],
-    ).start()
-    try:
-        wait_until(lambda: port_open(port) or not proc.alive(), 30, "the agent simulator")
-        if not proc.alive():
-            raise RuntimeError(f"agent simulator exited:\n{proc.output()}")
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.stop()
+    proc, endpoint = start_agent_sim(moto_url)
+    yield endpoint
+    proc.stop()

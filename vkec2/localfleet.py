@@ -34,7 +34,15 @@ from rich.table import Table
 
 from vkec2.ec2 import TAG_CLUSTER, TAG_POD_NAME, tag_map
 from vkec2.models import Phase
-from vkec2.procs import ManagedProcess, free_port, port_open, start_moto, start_redis, wait_until
+from vkec2.procs import (
+    ManagedProcess,
+    free_port,
+    port_open,
+    start_agent_sim,
+    start_moto,
+    start_redis,
+    wait_until,
+)
 from vkec2.store import Store
 
 LOCAL_AMI = "ami-12c6146b"  # one of the AMIs moto's EC2 knows
@@ -73,9 +81,15 @@ class LocalFleet:
             raise UpError(f"{name} did not become ready within {timeout:.0f}s; log: {proc.log_path}") from exc
         self.console.print(f"  [green]✓[/green] {name} (pid {proc.pid})")
 
-    def adopt(self, proc: ManagedProcess, name: str) -> None:
+    def service(self, what: str, start: Callable[[], tuple[ManagedProcess, str]]) -> str:
+        """Start a service with a ``vkec2.procs.start_*`` function; returns its address."""
+        try:
+            proc, address = start()
+        except (RuntimeError, TimeoutError) as exc:
+            raise UpError(f"{what} did not start: {exc}") from exc
         self.procs.append(proc)
-        self.console.print(f"  [green]✓[/green] {name} (pid {proc.pid})")
+        self.console.print(f"  [green]✓[/green] {what} at {address} (pid {proc.pid})")
+        return address
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -100,8 +114,7 @@ def _choose_redis(fleet: LocalFleet, url: str | None) -> str:
         fleet.console.print(f"  [green]✓[/green] redis at {url} (reused)")
         return url
     if shutil.which("redis-server"):
-        proc, base = start_redis(log_dir=str(fleet.workdir / "logs"))
-        fleet.adopt(proc, f"redis-server at {base}")
+        base = fleet.service("redis-server", lambda: start_redis(log_dir=str(fleet.workdir / "logs")))
         return f"{base}/0"
     if _redis_reachable("redis://127.0.0.1:6379/0"):
         fleet.console.print("  [green]✓[/green] redis at 127.0.0.1:6379 (reused)")
@@ -112,7 +125,7 @@ def _choose_redis(fleet: LocalFleet, url: str | None) -> str:
     )
 
 
-def _config(cluster: str, redis_url: str, moto_url: str, agent_port: int) -> dict[str, Any]:
+def _config(cluster: str, redis_url: str, moto_url: str, agent_endpoint: str) -> dict[str, Any]:
     return {
         "cluster_name": cluster,
         "redis_url": redis_url,
@@ -122,7 +135,7 @@ def _config(cluster: str, redis_url: str, moto_url: str, agent_port: int) -> dic
             {"name": "default", "desired_count": 2, "instance_type": "m5.large", "image_id": LOCAL_AMI}
         ],
         "agent": {
-            "endpoint": f"static:127.0.0.1:{agent_port}",
+            "endpoint": f"static:{agent_endpoint}",
             "call_timeout_seconds": 5,
             "boot_timeout_seconds": 120,
         },
@@ -267,30 +280,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
     try:
         console.print(f"[bold]Starting a local vkec2 fleet[/bold] (work directory {workdir})")
         redis_url = _choose_redis(fleet, args.redis_url)
-        moto_proc, moto_url = start_moto(log_dir=str(workdir / "logs"))
-        fleet.adopt(moto_proc, f"moto EC2 server at {moto_url}")
-        agent_port = free_port()
-        py = sys.executable
-        fleet.start(
-            "agent simulator",
-            [
-                py,
-                "-m",
-                "vkec2.cli",
-                "agent-sim",
-                "--listen",
-                f"127.0.0.1:{agent_port}",
-                "--ec2-endpoint",
-                moto_url,
-                "--region",
-                "us-west-2",
-                "--boot-delay",
-                "2",
-            ],
-            lambda: port_open(agent_port),
+        logs = str(workdir / "logs")
+        moto_url = fleet.service("moto EC2 server", lambda: start_moto(log_dir=logs))
+        agent_endpoint = fleet.service(
+            "agent simulator", lambda: start_agent_sim(moto_url, boot_delay=2, log_dir=logs)
         )
+        py = sys.executable
         cluster = f"local-{uuid.uuid4().hex[:6]}"
-        raw = _config(cluster, redis_url, moto_url, agent_port)
+        raw = _config(cluster, redis_url, moto_url, agent_endpoint)
         config_path = workdir / "vkec2.yaml"
         config_path.write_text(yaml.safe_dump(raw, sort_keys=False))
         env_note = f"VKEC2_CONFIG={config_path}"

@@ -152,3 +152,52 @@ def start_moto(port: int | None = None, log_dir: str | None = None) -> tuple[Man
 
     wait_until(ready, 30, f"moto server on port {port}")
     return proc, url
+
+
+def start_agent_sim(
+    ec2_endpoint: str,
+    *,
+    extra_args: Sequence[str] = (),
+    region: str = "us-west-2",
+    boot_delay: float = 0.0,
+    timeout: float = 60.0,
+    log_dir: str | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[ManagedProcess, str]:
+    """``vkec2 agent-sim`` on a free loopback port for the instances at ``ec2_endpoint``.
+
+    Returns the process and the simulator's HOST:PORT once it listens.
+    """
+    port = free_port()
+    proc = ManagedProcess(
+        "agent-sim",
+        [
+            sys.executable,
+            "-m",
+            "vkec2.cli",
+            "agent-sim",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--ec2-endpoint",
+            ec2_endpoint,
+            "--region",
+            region,
+            "--boot-delay",
+            str(boot_delay),
+            *extra_args,
+        ],
+        env=env,
+        log_dir=log_dir,
+    ).start()
+
+    def ready() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"the agent simulator exited:\n{proc.output()[-3000:]}")
+        return port_open(port)
+
+    try:
+        wait_until(ready, timeout, f"the agent simulator on port {port}", interval=0.1)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, f"127.0.0.1:{port}"

@@ -19,7 +19,6 @@ import os
 import re
 import socket
 import ssl
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,7 +47,7 @@ from producer.main import parse_args
 from producer.standalone import parse_manifest
 from tests.producer.conftest import StartProducer
 from tests.support.fleet import FleetHarness
-from tests.support.services import ManagedProcess, free_port, port_open, wait_until
+from tests.support.services import ManagedProcess, free_port, port_open, start_agent_sim, wait_until
 from vkec2.ca import FleetCA
 from vkec2.config import AgentConnection
 from vkec2.models import Phase
@@ -180,35 +179,11 @@ def ws_exec(
 @pytest.fixture
 def process_sim(moto_url: str, tmp_path: Path) -> Iterator[str]:
     """An agent simulator of our own whose agents really run the pods (``--runtime process``)."""
-    port = free_port()
-    proc = ManagedProcess(
-        "agent-sim-process",
-        [
-            sys.executable,
-            "-m",
-            "vkec2.cli",
-            "agent-sim",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--ec2-endpoint",
-            moto_url,
-            "--region",
-            "us-west-2",
-            "--boot-delay",
-            "0",
-            "--runtime",
-            "process",
-            "--log-dir",
-            str(tmp_path / "container-logs"),
-        ],
-    ).start()
-    try:
-        wait_until(lambda: port_open(port) or not proc.alive(), 30, "the process-runtime agent simulator")
-        if not proc.alive():
-            raise RuntimeError(f"agent simulator exited:\n{proc.output()}")
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.stop()
+    proc, endpoint = start_agent_sim(
+        moto_url, extra_args=["--runtime", "process", "--log-dir", str(tmp_path / "container-logs")]
+    )
+    yield endpoint
+    proc.stop()
 
 
 @dataclass
