@@ -11,6 +11,9 @@ CLI can publish by task name without loading worker code; :mod:`tasks.app` build
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+
 from celery import Celery
 from kombu import Exchange, Queue
 
@@ -91,6 +94,30 @@ def celery_settings(settings: Settings) -> dict[str, object]:
         "redbeat_key_prefix": Keys(settings.cluster_name).beat_prefix(),
         "redbeat_lock_timeout": settings.beat.lock_timeout_seconds,
     }
+
+
+def worker_argv(name: str, *, concurrency: int, queues: Sequence[str] = QUEUES) -> list[str]:
+    """The command line of one worker process (thread pool) consuming ``queues``."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tasks",
+        "worker",
+        "-P",
+        "threads",
+        "-c",
+        str(concurrency),
+        "-Q",
+        ",".join(queues),
+        "-n",
+        name,
+        "--without-gossip",
+        "--without-mingle",
+        "-l",
+        "INFO",
+    ]
 
 
 def make_app(settings: Settings) -> Celery:

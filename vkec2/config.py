@@ -168,8 +168,8 @@ class AwsSettings(_Model):
         return _check_http_url(value)
 
 
-class Ec2Defaults(_Model):
-    """Launch parameters used when a pod's annotations do not override them."""
+class _LaunchTarget(_Model):
+    """The EC2 parameters that choose an instance, shared by the defaults and every warm pool."""
 
     image_id: str | None = None
     instance_type: str = "m5.large"
@@ -177,8 +177,6 @@ class Ec2Defaults(_Model):
     security_groups: list[str] = Field(default_factory=list)
     instance_profile: str | None = None
     key_pair: str | None = None
-    user_data: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
 
     _image = field_validator("image_id")(_check_image)
     _type = field_validator("instance_type")(_check_instance_type)
@@ -194,6 +192,13 @@ class Ec2Defaults(_Model):
     @classmethod
     def _groups(cls, value: list[str]) -> list[str]:
         return _check_ids(value, SECURITY_GROUP_ID_RE, "security group ID like sg-0123abcd")
+
+
+class Ec2Defaults(_LaunchTarget):
+    """Launch parameters used when a pod's annotations do not override them."""
+
+    user_data: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("tags")
     @classmethod
@@ -204,7 +209,7 @@ class Ec2Defaults(_Model):
         return value
 
 
-class WarmPool(_Model):
+class WarmPool(_LaunchTarget):
     """A named pool of pre-launched instances that pods can claim.
 
     Unset fields (``image_id``, empty ``subnets``/``security_groups``, ``instance_profile``,
@@ -213,17 +218,6 @@ class WarmPool(_Model):
 
     name: str
     desired_count: int = Field(default=0, ge=0)
-    instance_type: str = "m5.large"
-    image_id: str | None = None
-    subnets: list[str] = Field(default_factory=list)
-    security_groups: list[str] = Field(default_factory=list)
-    instance_profile: str | None = None
-    key_pair: str | None = None
-
-    _image = field_validator("image_id")(_check_image)
-    _type = field_validator("instance_type")(_check_instance_type)
-    _profile = field_validator("instance_profile")(_check_profile)
-    _key = field_validator("key_pair")(_check_key_pair)
 
     @field_validator("name")
     @classmethod
@@ -234,16 +228,6 @@ class WarmPool(_Model):
                 "at most 63 characters, starting and ending with a letter or digit)"
             )
         return value
-
-    @field_validator("subnets")
-    @classmethod
-    def _subnets(cls, value: list[str]) -> list[str]:
-        return _check_ids(value, SUBNET_ID_RE, "subnet ID like subnet-0123abcd")
-
-    @field_validator("security_groups")
-    @classmethod
-    def _groups(cls, value: list[str]) -> list[str]:
-        return _check_ids(value, SECURITY_GROUP_ID_RE, "security group ID like sg-0123abcd")
 
 
 class Backoff(_Model):

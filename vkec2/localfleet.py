@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from vkec2.broker import worker_argv
 from vkec2.ec2 import TAG_CLUSTER, TAG_POD_NAME, tag_map
 from vkec2.models import Phase
 from vkec2.procs import (
@@ -294,26 +295,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         os.environ["VKEC2_CONFIG"] = str(config_path)
         fleet.start(
             "celery worker",
-            [
-                py,
-                "-m",
-                "celery",
-                "-A",
-                "tasks",
-                "worker",
-                "-P",
-                "threads",
-                "-c",
-                "8",
-                "-Q",
-                "pods,health,maintenance",
-                "-n",
-                f"{cluster}@localhost",
-                "--without-gossip",
-                "--without-mingle",
-                "-l",
-                "INFO",
-            ],
+            worker_argv(f"{cluster}@localhost", concurrency=8),
             lambda: "ready." in fleet.procs[-1].output(),
         )
         fleet.start(

@@ -22,7 +22,7 @@ import yaml
 from celery import Celery
 
 from tests.support.services import ManagedProcess, wait_until
-from vkec2.broker import make_app
+from vkec2.broker import make_app, worker_argv
 from vkec2.config import Settings
 from vkec2.ec2 import TAG_CLUSTER, TAG_POD_UID
 from vkec2.models import Phase, PodRecord
@@ -108,26 +108,7 @@ class FleetHarness:
         name = f"w{len(self.workers)}-{self.cluster}@localhost"
         proc = ManagedProcess(
             "worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "tasks",
-                "worker",
-                "-P",
-                "threads",
-                "-c",
-                str(concurrency),
-                "-Q",
-                queues,
-                "-n",
-                name,
-                "--without-gossip",
-                "--without-mingle",
-                "-l",
-                "INFO",
-            ],
+            worker_argv(name, concurrency=concurrency, queues=queues.split(",")),
             env=self.env(),
         ).start()
         self.workers.append(proc)
