@@ -317,7 +317,7 @@ class BootstrapAgent(_Model):
 
     s3_bucket: str | None = None
     s3_key: str | None = None
-    init_data: str | None = None
+    init_data: str | None = None  # the original provider's BootstrapAgent.InitData: accepted, unused
 
 
 class HealthSettings(_Model):
