@@ -63,13 +63,13 @@ def retry_throttled(task: Task, exc: Ec2Error, period: float) -> Exception:
     return retry
 
 
-def publish_create(uid: str) -> None:
-    """Restart a pod's create chain after remediation reset it to Pending."""
-    app.send_task("vkec2.pods.create", kwargs={"uid": uid})
+def publish(task: str, uid: str) -> None:
+    """Send a pod task (a create after remediation, or a stalled create/delete resumed)."""
+    app.send_task(task, kwargs={"uid": uid})
 
 
 def sweeper(ctx: Fleet) -> HealthSweep:
-    return HealthSweep(ctx.settings, ctx.store, ctx.ec2, ctx.agents, ctx.lifecycle, publish_create)
+    return HealthSweep(ctx.settings, ctx.store, ctx.ec2, ctx.agents, ctx.lifecycle, publish)
 
 
 @app.task(name="vkec2.maintenance.warm_pools", bind=True)

@@ -11,8 +11,10 @@ event to the outbox, so 1,000 healthy pods cost no Redis writes. An instance tha
 stopped or impaired, or a pod that turned Unhealthy (agent unreachable or failing past the threshold, Unknown
 past its own threshold), is remediated through :meth:`~vkec2.lifecycle.Lifecycle.replace`: a new
 instance for Always/OnFailure (the caller's ``publish`` restarts the create chain), Failed for Never.
-A workload the agent reports Succeeded is recorded as such. Sweeps are single-flight per cluster
-and a pod is not re-checked within half an interval, so a duplicated sweep counts nothing twice.
+A workload the agent reports Succeeded is recorded as such. A pod whose create chain or delete has
+written nothing for longer than a live one could (its message was lost) gets its task again.
+Sweeps are single-flight per cluster and a pod is not re-checked within half an interval, so a
+duplicated sweep counts nothing twice.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class SweepReport:
     remediated: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     succeeded: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
     skipped: bool = False
     seconds: float = 0.0
 
@@ -81,6 +84,7 @@ class SweepReport:
             "remediated": len(self.remediated),
             "failed": len(self.failed),
             "succeeded": len(self.succeeded),
+            "resumed": len(self.resumed),
             "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
         }
@@ -149,7 +153,7 @@ class HealthSweep:
         ec2: Ec2Gateway,
         agents: AgentClient,
         lifecycle: Lifecycle,
-        publish: Callable[[str], None],
+        publish: Callable[[str, str], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -184,12 +188,52 @@ class HealthSweep:
             report.seconds = time.monotonic() - started
         return report
 
+    @property
+    def stall_seconds(self) -> float:
+        """How long a create chain or a delete may go without writing before it is resumed.
+
+        A live chain writes its record at every step (at least every countdown, plus a lock that
+        a dead holder leaves behind), so silence past this means its message was lost.
+        """
+        celery = self.settings.celery
+        return (
+            2 * celery.max_countdown_seconds
+            + celery.lock_ttl_seconds
+            + 2 * self.settings.agent.call_timeout_seconds
+        )
+
+    def _resume_stalled(self, records: list[PodRecord], now: float, report: SweepReport) -> None:
+        """Republish the task of pods whose create chain or delete went silent (a lost message).
+
+        kombu's Redis transport can lose a message whose worker dies between taking it off the
+        queue and recording it as unacknowledged; both tasks are idempotent, and a create sent
+        from outside takes over the chain, so resuming is always safe.
+        """
+        for rec in records:
+            if not rec.updated_at or now - rec.updated_at < self.stall_seconds:
+                continue
+            if rec.deleted and rec.phase is not Phase.TERMINATED:
+                self.publish("vkec2.pods.delete", rec.uid)
+            elif not rec.deleted and rec.phase.creating:
+                self.publish("vkec2.pods.create", rec.uid)
+            else:
+                continue
+            report.resumed.append(rec.uid)
+            log.warning(
+                "pod %s/%s (%s): no progress in %.0fs as %s; resumed",
+                rec.namespace,
+                rec.name,
+                rec.uid,
+                now - rec.updated_at,
+                rec.phase.value,
+            )
+
     def _run(self, report: SweepReport) -> None:
         now = self.clock()
         spacing = self.settings.health.interval_seconds / 2
-        running = [
-            r for r in self.store.records() if r.phase is Phase.RUNNING and r.instance_id and not r.deleted
-        ]
+        records = self.store.records()
+        self._resume_stalled(records, now, report)
+        running = [r for r in records if r.phase is Phase.RUNNING and r.instance_id and not r.deleted]
         report.pods = len(running)
         due = []
         for rec in running:
@@ -355,7 +399,7 @@ class HealthSweep:
         )
         if replaced:
             report.remediated.append(rec.uid)
-            self.publish(rec.uid)
+            self.publish("vkec2.pods.create", rec.uid)
         else:
             report.failed.append(rec.uid)
 

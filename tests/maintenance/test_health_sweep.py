@@ -206,3 +206,34 @@ def test_flapping_agent_is_marked_flapping_once(make_fleet: Make, sim: SimContro
     assert conditions[HEALTHY]["status"] == "True"  # never failed 3 times in a row
     assert reasons(fleet, uid).count("Flapping") == 1  # damped: one event, not one per flip
     assert rec.instance_id == iid and rec.phase is Phase.RUNNING
+
+
+def _go_silent(fleet: FleetHarness, uid: str) -> None:
+    """Make a pod look as if its last write was long ago (its task message was lost)."""
+    fleet.store.redis.hset(fleet.store.keys.pod(uid), "updated_at", "1.0")
+
+
+def test_a_create_whose_message_was_lost_is_resumed_by_the_sweep(make_fleet: Make) -> None:
+    fleet = make_fleet(**FAST)
+    fleet.start_worker(concurrency=4)
+    pod = example_pod("lost-create")
+    uid = str(pod["metadata"]["uid"])
+    fleet.store.put_desired(pod, NODE)  # desired, but the create message never arrives
+    result = run_task(fleet, SWEEP)
+    assert result["resumed"] == 0  # a fresh record is not stalled
+    _go_silent(fleet, uid)
+    result = run_task(fleet, SWEEP)
+    assert result["resumed"] == 1
+    fleet.wait_phase([uid], {Phase.RUNNING}, timeout=120)
+    assert len(fleet.instances_by_uid()[uid]) == 1
+
+
+def test_a_delete_whose_message_was_lost_is_resumed_by_the_sweep(make_fleet: Make) -> None:
+    fleet = make_fleet(**FAST)
+    fleet.start_worker(concurrency=4)
+    uid, instance = running_pod(fleet, "lost-delete")
+    fleet.store.mark_deleted(uid)  # deleted, but the delete message never arrives
+    _go_silent(fleet, uid)
+    assert run_task(fleet, SWEEP)["resumed"] == 1
+    fleet.wait_phase([uid], {Phase.TERMINATED}, timeout=120)
+    assert instance not in {i for ids in fleet.instances_by_uid().values() for i in ids}
