@@ -23,8 +23,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from xml.etree import ElementTree
+
+from tests.support.loopback import LoopbackServer
 
 THROTTLE_BODY = (
     b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>RequestLimitExceeded</Code>'
@@ -37,7 +39,7 @@ MISMATCH_BODY = (
 )
 
 
-class Ec2Proxy:
+class Ec2Proxy(LoopbackServer):
     """Start with :meth:`start`; point the fleet's ``aws.endpoint_url`` at :attr:`url`."""
 
     def __init__(self, upstream: str, *, throttle_fraction: float = 0.0, seed: int = 1) -> None:
@@ -50,21 +52,7 @@ class Ec2Proxy:
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._launch_lock = threading.Lock()  # token check, launch and record happen as one step
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> Ec2Proxy:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     def reset_counts(self) -> None:
         with self._lock:

@@ -19,13 +19,15 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.loopback import LoopbackServer
 
 TARGET_PREFIX = "ServiceQuotasV20190624."
 
 
-class QuotasFake:
+class QuotasFake(LoopbackServer):
     """Start with :meth:`start`; point ``quotas.endpoint_url`` at :attr:`url`."""
 
     def __init__(self, quotas: dict[tuple[str, str], float] | None = None) -> None:
@@ -33,21 +35,7 @@ class QuotasFake:
         self.unavailable = False
         self.calls: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> QuotasFake:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        super().__init__()
 
     def _quota(self, service: str, code: str, value: float) -> dict[str, Any]:
         return {
