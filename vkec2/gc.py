@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,11 +28,6 @@ from vkec2.store import Store
 from vkec2.warmpool import launch_time
 
 log = logging.getLogger("vkec2.gc")
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass
@@ -83,19 +77,14 @@ class OrphanGc:
         self.ec2 = ec2
         self.on_lost = on_lost
         self.clock = clock
-        self._release = store.redis.register_script(_RELEASE)
 
     def run(self) -> GcReport:
         report = GcReport()
-        key = self.store.keys.gc_lock()
-        token = secrets.token_hex(8)
-        if not self.store.redis.set(key, token, nx=True, px=300_000):
-            report.skipped = "another pass is running"
-            return report
-        try:
-            self._run(report)
-        finally:
-            self._release(keys=[key], args=[token])
+        with self.store.single_flight(self.store.keys.gc_lock(), 300_000) as held:
+            if held:
+                self._run(report)
+            else:
+                report.skipped = "another pass is running"
         return report
 
     def _run(self, report: GcReport) -> None:

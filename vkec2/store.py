@@ -221,6 +221,22 @@ class Store:
         finally:
             self._release(keys=[self.keys.lock(uid)], args=[token])
 
+    @contextmanager
+    def single_flight(self, key: str, ttl_ms: int) -> Iterator[bool]:
+        """Hold the run lock ``key`` for the block if nobody else does; yields whether it is held.
+
+        For cluster-wide passes (health sweep, GC, a pool's reconcile) that a duplicated or
+        overlapping delivery must not run twice at once.
+        """
+        token = secrets.token_hex(16)
+        if not self.redis.set(key, token, nx=True, px=ttl_ms):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            self._release(keys=[key], args=[token])
+
     def write(
         self,
         uid: str,

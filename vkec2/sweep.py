@@ -20,7 +20,6 @@ duplicated sweep counts nothing twice.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -44,11 +43,6 @@ FLAPPING = "vkec2.io/Flapping"
 LOST_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped", "gone"})
 CHUNK = 200
 MAX_THREADS = 32
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass
@@ -164,7 +158,6 @@ class HealthSweep:
         self.publish = publish
         self.clock = clock
         self.policy = HealthPolicy.from_settings(settings.health)
-        self._release = store.redis.register_script(_RELEASE)
 
     @property
     def lock_ttl_ms(self) -> int:
@@ -175,17 +168,15 @@ class HealthSweep:
     def run(self) -> SweepReport:
         report = SweepReport()
         started = time.monotonic()
-        token = secrets.token_hex(8)
-        key = self.store.keys.health_sweep_lock()
         ttl = int(max(60.0, 3 * self.settings.health.interval_seconds) * 1000)
-        if not self.store.redis.set(key, token, nx=True, px=ttl):
-            report.skipped = True
-            return report
-        try:
-            self._run(report)
-        finally:
-            self._release(keys=[key], args=[token])
-            report.seconds = time.monotonic() - started
+        with self.store.single_flight(self.store.keys.health_sweep_lock(), ttl) as held:
+            if not held:
+                report.skipped = True
+                return report
+            try:
+                self._run(report)
+            finally:
+                report.seconds = time.monotonic() - started
         return report
 
     @property

@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import random
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,11 +45,6 @@ STATES = (PROVISIONING, READY, CLAIMED, UNHEALTHY)
 CLAIM_GRACE_SECONDS = 120.0
 #: A member just launched may be missing from a DescribeInstances for a little while.
 LAUNCH_VISIBILITY_SECONDS = 120.0
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 def launch_time(instance: Instance) -> float:
@@ -114,7 +108,6 @@ class WarmPools:
         self.agents = agents
         self.clock = clock
         self.rng = rng or random.Random()
-        self._release = store.redis.register_script(_RELEASE)
 
     # -- reading the mirror ---------------------------------------------------------------
 
@@ -140,18 +133,15 @@ class WarmPools:
 
     def reconcile(self, pool: WarmPool, live: Sequence[Instance]) -> PoolReport:
         report = PoolReport(pool.name, desired=pool.desired_count)
-        key = self.store.keys.pool_reconcile_lock(pool.name)
-        token = secrets.token_hex(8)
-        if not self.store.redis.set(key, token, nx=True, px=120_000):
-            report.skipped = True
-            return report
-        try:
-            self._reconcile(pool, live, report)
-        except Vkec2Error as exc:
-            report.error = exc.message
-            raise
-        finally:
-            self._release(keys=[key], args=[token])
+        with self.store.single_flight(self.store.keys.pool_reconcile_lock(pool.name), 120_000) as held:
+            if not held:
+                report.skipped = True
+                return report
+            try:
+                self._reconcile(pool, live, report)
+            except Vkec2Error as exc:
+                report.error = exc.message
+                raise
         return report
 
     def _serving(self, instance: Instance) -> bool:
