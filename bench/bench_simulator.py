@@ -16,9 +16,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from vkec2.agent_client import AgentClient, AgentTarget
+from vkec2.agent_client.client import AgentClient, AgentTarget
+from vkec2.cli.procs import ManagedProcess, start_agent_sim, start_moto
 from vkec2.config import AgentConnection
-from vkec2.procs import ManagedProcess, start_agent_sim, start_moto
 
 REGION = "us-west-2"
 

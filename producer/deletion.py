@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from producer.kube import Kube, KubeError, Obj
-from vkec2.models import Phase, PodRecord
-from vkec2.store import Store
+from vkec2.domain.models import Phase, PodRecord
+from vkec2.store.redis_store import Store
 
 log = logging.getLogger(__name__)
 

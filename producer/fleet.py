@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery
 
 from vkec2.errors import Vkec2Error
-from vkec2.store import Store
+from vkec2.store.redis_store import Store
 
 log = logging.getLogger(__name__)
 

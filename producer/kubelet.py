@@ -46,12 +46,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from vkec2.agent_client import AgentClient, AgentTarget
+from vkec2.agent_client.client import AgentClient, AgentTarget
 from vkec2.ca import ClientTls, FleetCA
 from vkec2.config import AgentConnection
+from vkec2.domain.models import PodRecord
 from vkec2.errors import AgentError, AgentIdentityMismatch, AgentRejected, AgentUnavailable
-from vkec2.models import PodRecord
-from vkec2.store import Store
+from vkec2.store.redis_store import Store
 
 log = logging.getLogger("producer.kubelet")
 

@@ -24,7 +24,7 @@ from celery import Celery
 
 from producer.kube import Kube, KubeError, Obj
 from producer.node import Health, NodeKeeper
-from vkec2.store import Store
+from vkec2.store.redis_store import Store
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from celery import Celery
 
 from vkec2.config import Settings, load_settings
 from vkec2.errors import ConfigError
-from vkec2.store import Store
+from vkec2.store.redis_store import Store
 
 log = logging.getLogger("producer")
 
@@ -222,7 +222,7 @@ class Producer:
     """All loops of one producer, in threads; ``start()``, then ``stop()``."""
 
     def __init__(self, settings: Settings, opts: Options, env: Mapping[str, str] | None = None) -> None:
-        from vkec2.broker import make_app
+        from vkec2.broker.app import make_app
 
         self.settings = settings
         self.opts = opts
@@ -432,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"vkec2 producer: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
-    from vkec2 import observability
+    from vkec2.observability import startup as observability
 
     observability.start("producer", settings, level=opts.log_level)  # logs, tracing, /metrics
     if settings.node.name is None and opts.node_name is None:

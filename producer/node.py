@@ -25,7 +25,7 @@ from kubernetes.utils.quantity import parse_quantity
 
 from producer.kube import Kube, KubeError, Obj
 from producer.status import rfc3339
-from vkec2.models import PodRecord
+from vkec2.domain.models import PodRecord
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from typing import Any, cast
 
 import redis
 
-from vkec2.models import StatusEvent
-from vkec2.store import Store
+from vkec2.domain.models import StatusEvent
+from vkec2.store.redis_store import Store
 
 log = logging.getLogger(__name__)
 

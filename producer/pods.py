@@ -23,7 +23,7 @@ from typing import Any
 from producer.deletion import Deleter, containers_ran
 from producer.fleet import FleetLink
 from producer.kube import Kube, KubeError, Obj
-from vkec2.models import Phase, PodRecord
+from vkec2.domain.models import Phase, PodRecord
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ import yaml
 
 from producer.fleet import FleetLink
 from producer.kube import Obj
-from vkec2.models import Phase, StatusEvent
-from vkec2.store import Store
+from vkec2.domain.models import Phase, StatusEvent
+from vkec2.store.redis_store import Store
 
 log = logging.getLogger(__name__)
 

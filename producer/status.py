@@ -23,8 +23,8 @@ from typing import Any
 
 from producer.deletion import Deleter, containers_ran
 from producer.kube import Kube, KubeError, Obj
-from vkec2.models import Phase, PodRecord, StatusEvent
-from vkec2.store import Store
+from vkec2.domain.models import Phase, PodRecord, StatusEvent
+from vkec2.store.redis_store import Store
 
 log = logging.getLogger(__name__)
 

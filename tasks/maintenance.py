@@ -21,13 +21,13 @@ from celery import Task
 
 from tasks.app import app
 from tasks.runtime import Fleet, fleet
-from vkec2.broker import QUEUES
+from vkec2.broker.app import QUEUES
 from vkec2.errors import Ec2Error
-from vkec2.gc import OrphanGc
-from vkec2.quotas import QuotaRefresh
-from vkec2.statuslog import status_line
-from vkec2.sweep import HealthSweep, remediate_lost
-from vkec2.warmpool import WarmPools
+from vkec2.fleet.gc import OrphanGc
+from vkec2.fleet.quotas import QuotaRefresh
+from vkec2.fleet.statuslog import status_line
+from vkec2.fleet.sweep import HealthSweep, remediate_lost
+from vkec2.fleet.warmpool import WarmPools
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from celery.utils import uuid
 
 from tasks.app import app
 from tasks.runtime import Fleet, fleet
+from vkec2.domain.models import PodRecord
 from vkec2.errors import Ec2Error, LockBusy, StaleFence, UnknownPod, Vkec2Error
-from vkec2.models import PodRecord
-from vkec2.store import Lock
+from vkec2.store.redis_store import Lock
 
 log = logging.getLogger(__name__)
 

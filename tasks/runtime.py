@@ -10,14 +10,14 @@ import os
 import threading
 from dataclasses import dataclass
 
-from vkec2.agent_client import AgentClient, AgentTarget
+from vkec2.agent_client.client import AgentClient, AgentTarget
 from vkec2.ca import FleetCA
 from vkec2.config import Settings, load_settings
-from vkec2.ec2 import Ec2Gateway
+from vkec2.ec2.gateway import Ec2Gateway
+from vkec2.ec2.ratelimit import RateLimiter
 from vkec2.errors import ConfigError
-from vkec2.lifecycle import Lifecycle
-from vkec2.ratelimit import RateLimiter
-from vkec2.store import Store
+from vkec2.fleet.lifecycle import Lifecycle
+from vkec2.store.redis_store import Store
 
 
 @dataclass

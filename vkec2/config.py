@@ -45,7 +45,7 @@ CONFIG_ENV = "VKEC2_CONFIG"
 ENV_PREFIX = "VKEC2_"
 
 # ---------------------------------------------------------------------------------------------
-# Shapes shared with vkec2.podspec (annotations are checked with the same rules as the file).
+# Shapes shared with vkec2.domain.podspec (annotations are checked with the same rules as the file).
 
 IMAGE_ID_RE = re.compile(r"ami-[0-9a-z]{1,32}")
 SUBNET_ID_RE = re.compile(r"subnet-[0-9a-z]{1,32}")
@@ -356,7 +356,7 @@ class NodeSettings(_Model):
 
 
 class CelerySettings(_Model):
-    """Broker and task behaviour; see vkec2/broker.py for how each value is used."""
+    """Broker and task behaviour; see vkec2/broker/app.py for how each value is used."""
 
     visibility_timeout_seconds: int = Field(default=600, ge=1)
     max_countdown_seconds: float = Field(default=30.0, gt=0)

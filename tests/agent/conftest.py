@@ -16,7 +16,7 @@ from agent.server import AgentServer
 from agent.v1 import agent_pb2_grpc as _agent_grpc
 from agent.v1 import simulation_pb2_grpc as _simulation_grpc
 from tests.support.services import ManagedProcess, free_port, port_open, wait_until
-from vkec2.agent_client import AgentClient, AgentTarget
+from vkec2.agent_client.client import AgentClient, AgentTarget
 from vkec2.config import AgentConnection, Backoff
 
 ROOT = Path(__file__).resolve().parents[2]

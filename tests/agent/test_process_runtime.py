@@ -15,7 +15,7 @@ from agent.server import AgentServer
 from agent.v1 import agent_pb2
 from tests.agent.conftest import InProcessAgent, agent_grpc, fast_conn, pod, sh
 from tests.support.services import wait_until
-from vkec2.agent_client import AgentClient, AgentTarget
+from vkec2.agent_client.client import AgentClient, AgentTarget
 from vkec2.errors import AgentRejected
 
 

@@ -23,7 +23,7 @@ import yaml
 
 from agent.simulator import build_parser as sim_parser
 from producer.main import build_parser as producer_parser
-from vkec2.cli import COMMANDS
+from vkec2.cli.main import COMMANDS
 
 Obj = dict[str, Any]
 
@@ -106,7 +106,7 @@ def test_dependencies_name_real_services(services: dict[str, Obj]) -> None:
 
 
 def test_celery_commands(services: dict[str, Obj]) -> None:
-    from vkec2.broker import QUEUES
+    from vkec2.broker.app import QUEUES
 
     assert importlib.util.find_spec("tasks") is not None
     worker = services["worker"]["command"]

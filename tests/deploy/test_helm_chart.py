@@ -614,7 +614,7 @@ def test_metrics_port_and_service_monitor(h: Helm) -> None:
 
 
 def test_celery_command_lines(h: Helm) -> None:
-    from vkec2.broker import QUEUES
+    from vkec2.broker.app import QUEUES
 
     objs = h.template(None, "worker.concurrency=12", "worker.queues={pods,health}")
     worker = container(objs.get("Deployment", f"{PREFIX}-worker"))
@@ -776,7 +776,7 @@ def test_documented_worker_policy_covers_every_aws_call_of_the_fleet() -> None:
         actions = statement["Action"]
         granted |= {actions} if isinstance(actions, str) else set(actions)
     # The EC2 gateway names each call it makes (self._call("RunInstances", ...)); quotas use Service Quotas.
-    ec2_calls = set(re.findall(r'_call\(\s*"(\w+)"', (ROOT / "vkec2" / "ec2.py").read_text()))
+    ec2_calls = set(re.findall(r'_call\(\s*"(\w+)"', (ROOT / "vkec2" / "ec2" / "gateway.py").read_text()))
     assert {"RunInstances", "CreateTags", "TerminateInstances"} <= ec2_calls
     needed = {f"ec2:{call}" for call in ec2_calls} | {"servicequotas:GetServiceQuota", "iam:PassRole"}
     assert needed <= granted, sorted(needed - granted)

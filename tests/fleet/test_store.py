@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.services import wait_until
+from vkec2.domain.models import Phase, StatusEvent
 from vkec2.errors import LockBusy, StaleFence, Vkec2Error
-from vkec2.models import Phase, StatusEvent
-from vkec2.store import Store
+from vkec2.store.redis_store import Store
 
 
 @pytest.fixture

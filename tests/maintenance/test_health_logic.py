@@ -1,4 +1,4 @@
-"""Properties of the per-pod health accounting (vkec2.health), checked with hypothesis."""
+"""Properties of the per-pod health accounting (vkec2.domain.health), checked with hypothesis."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vkec2.config import Backoff
-from vkec2.health import Change, HealthPolicy, HealthState, Outcome, next_check_delay, observe
+from vkec2.domain.health import Change, HealthPolicy, HealthState, Outcome, next_check_delay, observe
 
 POLICY = HealthPolicy(
     unhealthy_threshold=3, unknown_threshold=5, flapping_window_seconds=100, flapping_count=4

@@ -1,4 +1,4 @@
-"""The fleet-wide token buckets (vkec2.ratelimit) on a real Redis, shared by many callers at once."""
+"""The fleet-wide token buckets (vkec2.ec2.ratelimit) on a real Redis, shared by many callers at once."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import uuid
 import pytest
 
 from vkec2.config import RateLimitSettings, TokenBucket
+from vkec2.ec2.ratelimit import DESCRIBE, MUTATING, RUN_INSTANCES, RateLimiter, api_class
 from vkec2.errors import Ec2Error
-from vkec2.ratelimit import DESCRIBE, MUTATING, RUN_INSTANCES, RateLimiter, api_class
-from vkec2.store import Store
+from vkec2.store.redis_store import Store
 
 
 def test_api_classes() -> None:

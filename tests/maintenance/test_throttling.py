@@ -13,8 +13,8 @@ import pytest
 
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import FleetHarness, example_pod
-from vkec2.models import Phase
-from vkec2.ratelimit import api_class
+from vkec2.domain.models import Phase
+from vkec2.ec2.ratelimit import api_class
 
 LIMITS = {
     "run_instances": {"rate": 2.0, "burst": 3},

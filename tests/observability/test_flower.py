@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from tests.support.services import ManagedProcess, free_port, wait_until
 from vkec2.config import FlowerSettings
-from vkec2.flower import REFUSAL, decide
+from vkec2.observability.flower import REFUSAL, decide
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.support.fleet import FleetHarness, example_pod
-from vkec2 import logs
 from vkec2.config import LoggingSettings
-from vkec2.models import Phase
+from vkec2.domain.models import Phase
+from vkec2.observability import logs
 
 Make = Callable[..., FleetHarness]
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fleet import NODE, FleetHarness, example_pod
 from tests.support.services import ManagedProcess, free_port, wait_until
-from vkec2.models import Phase
+from vkec2.domain.models import Phase
 
 Make = Callable[..., FleetHarness]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

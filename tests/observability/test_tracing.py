@@ -21,8 +21,8 @@ import pytest
 from pydantic import ValidationError
 
 from tests.support.fleet import FleetHarness
-from vkec2 import tracing
 from vkec2.config import Settings, TracingSettings
+from vkec2.observability import tracing
 
 Make = Callable[..., FleetHarness]
 ROOT = Path(__file__).resolve().parents[2]

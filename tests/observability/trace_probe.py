@@ -20,7 +20,7 @@ from typing import Any
 def main(argv: list[str]) -> int:
     config, uid = argv
     os.environ["VKEC2_CONFIG"] = config
-    from vkec2 import tracing
+    from vkec2.observability import tracing
 
     exporter = tracing.memory_exporter("vkec2-trace-probe")
 
@@ -29,11 +29,11 @@ def main(argv: list[str]) -> int:
     from producer.fleet import FleetLink
     from tasks.app import app
     from tests.support.fleet import NODE, example_pod
-    from vkec2.broker import make_app
+    from vkec2.broker.app import make_app
+    from vkec2.cli.procs import wait_until
     from vkec2.config import load_settings
-    from vkec2.models import Phase
-    from vkec2.procs import wait_until
-    from vkec2.store import Store
+    from vkec2.domain.models import Phase
+    from vkec2.store.redis_store import Store
 
     settings = load_settings(config)
     store = Store.from_url(settings.redis_url, settings.cluster_name)

@@ -50,8 +50,8 @@ from tests.support.fleet import FleetHarness
 from tests.support.services import ManagedProcess, free_port, port_open, start_agent_sim, wait_until
 from vkec2.ca import FleetCA
 from vkec2.config import AgentConnection
-from vkec2.models import Phase
-from vkec2.store import Store
+from vkec2.domain.models import Phase
+from vkec2.store.redis_store import Store
 
 NODE = "vk-kubelet-0"
 TICKER = """\

@@ -10,7 +10,7 @@ from producer.main import default_node_name, main, parse_args
 from producer.node import Health, NodeConfig, adopt, allocatable, capacity, conditions, node_object
 from producer.pods import what_matters
 from producer.standalone import ManifestError, parse_manifest, pod_uid
-from vkec2.models import Phase, PodRecord
+from vkec2.domain.models import Phase, PodRecord
 
 CFG = NodeConfig(
     name="vk-0", cluster="prod", os="darwin", internal_ip="10.1.2.3", cpu="8", memory="16Gi", pods="10"

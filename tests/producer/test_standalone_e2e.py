@@ -14,7 +14,7 @@ from producer.standalone import parse_manifest
 from tests.producer.conftest import StartProducer
 from tests.support.fleet import FleetHarness
 from tests.support.services import wait_until
-from vkec2.models import Phase
+from vkec2.domain.models import Phase
 
 Make = Callable[..., FleetHarness]
 NODE = "vk-local-0"

@@ -14,7 +14,7 @@ from producer.status import (
     merge_conditions,
     readiness,
 )
-from vkec2.models import AGENT_CONNECTED, INSTANCE_READY, Phase, PodRecord, StatusEvent
+from vkec2.domain.models import AGENT_CONNECTED, INSTANCE_READY, Phase, PodRecord, StatusEvent
 
 T0 = 1_700_000_000.0
 GATES = [{"conditionType": INSTANCE_READY}, {"conditionType": AGENT_CONNECTED}]

@@ -1,6 +1,6 @@
-"""The test suite's view of local processes; it all lives in :mod:`vkec2.procs`, shared with ``vkec2 up``."""
+"""The test suite's view of local processes: all of it lives in :mod:`vkec2.cli.procs`, as for `vkec2 up`."""
 
-from vkec2.procs import (
+from vkec2.cli.procs import (
     ManagedProcess,
     free_port,
     port_open,

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vkec2.config import Settings
+from vkec2.domain.podspec import ANNOTATION_PREFIX, ANNOTATIONS, LaunchParams, launch_params
 from vkec2.errors import InvalidPodSpec
-from vkec2.podspec import ANNOTATION_PREFIX, ANNOTATIONS, LaunchParams, launch_params
 
 P = ANNOTATION_PREFIX
 IMAGE = "ami-0123456789abcdef0"

@@ -6,10 +6,10 @@ the producer's publishing app) and connects Celery's signals once per process:
 ``task_prerun`` observes the queue wait and binds the log context (task ID and name, and for a pod
 task the pod's UID, namespace, name and agent endpoint, read from its record), ``task_postrun``
 restores it and counts the task; ``setup_logging`` replaces Celery's log setup with
-:mod:`vkec2.logs`; ``worker_init``/``beat_init`` turn tracing on per ``tracing`` and
+:mod:`vkec2.observability.logs`; ``worker_init``/``beat_init`` turn tracing on per ``tracing`` and
 ``worker_ready`` starts the ``/metrics`` server when ``metrics.port`` is set. A hidden preload
 option guards ``celery -A tasks flower``: it exports ``flower.basic_auth`` for Flower, or refuses to
-start without credentials outside local mode (:mod:`vkec2.flower`).
+start without credentials outside local mode (:mod:`vkec2.observability.flower`).
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from typing import Any
 import click
 from celery import Celery, Task, signals
 
-from vkec2 import logs, metrics, tracing
 from vkec2.config import Settings
-from vkec2.flower import decide
-from vkec2.store import Store
+from vkec2.fleet.warmpool import pool_counts
+from vkec2.observability import logs, metrics, tracing
+from vkec2.observability.flower import decide
+from vkec2.store.redis_store import Store
 
-log = logging.getLogger("vkec2.observe")
+log = logging.getLogger("vkec2.broker.hooks")
 
 #: Message header holding the publish time (seconds since the epoch).
 SENT_AT = "vkec2_sent_at"
@@ -195,7 +196,9 @@ def _worker_ready(sender: Any = None, **_: Any) -> None:
     settings = settings_of(getattr(sender, "app", None))
     if settings.metrics.port is None:
         return
-    metrics.watch_warm_pools(lambda: _store(settings), lambda: [p.name for p in settings.warm_pools])
+    metrics.watch_warm_pools(
+        lambda: {pool.name: pool_counts(_store(settings), pool.name) for pool in settings.warm_pools}
+    )
     try:
         metrics.serve(settings.metrics.port, settings.metrics.address)
     except OSError as exc:  # e.g. two workers on one host with one port: run on without metrics

@@ -26,7 +26,7 @@ def _agent_sim(argv: list[str]) -> int:
 
 
 def _config(argv: list[str]) -> int:
-    from vkec2.config_cli import main
+    from vkec2.cli.config import main
 
     return main(argv)
 
@@ -39,7 +39,7 @@ def _producer(argv: list[str]) -> int:
 
 def _fleet(name: str) -> Command:
     def run(argv: list[str]) -> int:
-        from vkec2.fleet_cli import main
+        from vkec2.cli.fleet import main
 
         return main(name, argv)
 
@@ -47,7 +47,7 @@ def _fleet(name: str) -> Command:
 
 
 def _up(argv: list[str]) -> int:
-    from vkec2.localfleet import main
+    from vkec2.cli.localfleet import main
 
     return main(argv)
 

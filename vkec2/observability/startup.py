@@ -2,7 +2,7 @@
 
 Processes that are not Celery workers or beat (the producer, and anything else started from the
 ``vkec2`` command) call :func:`start` once their configuration is loaded; Celery processes get the
-same through the signal hooks of :mod:`vkec2.observe`. Each part follows its configuration
+same through the signal hooks of :mod:`vkec2.broker.hooks`. Each part follows its configuration
 section (``logging``, ``tracing``, ``metrics``) and is off or quiet by default.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 
-from vkec2 import logs, metrics, tracing
 from vkec2.config import Settings
+from vkec2.observability import logs, metrics, tracing
 
-log = logging.getLogger("vkec2.observability")
+log = logging.getLogger("vkec2.observability.startup")
 
 
 def start(component: str, settings: Settings, level: int | str | None = None) -> metrics.MetricsServer | None:

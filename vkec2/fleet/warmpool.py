@@ -28,14 +28,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from vkec2.agent_client import AgentClient, AgentTarget, resolve_endpoint
+from vkec2.agent_client.client import AgentClient, AgentTarget, resolve_endpoint
 from vkec2.config import Settings, WarmPool
-from vkec2.ec2 import TAG_CLUSTER, TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, Ec2Gateway, Instance, tag_map
+from vkec2.domain.podspec import LaunchParams
+from vkec2.ec2.gateway import (
+    TAG_CLUSTER,
+    TAG_POD_UID,
+    TAG_POOL,
+    TAG_POOL_STATE,
+    Ec2Gateway,
+    Instance,
+    tag_map,
+)
 from vkec2.errors import AgentError, Vkec2Error
-from vkec2.podspec import LaunchParams
-from vkec2.store import Store
+from vkec2.store.redis_store import Store
 
-log = logging.getLogger("vkec2.warmpool")
+log = logging.getLogger("vkec2.fleet.warmpool")
 
 PROVISIONING = "Provisioning"
 READY = "Ready"
@@ -90,6 +98,18 @@ class PoolReport:
         }
 
 
+def pool_counts(store: Store, pool: str) -> dict[str, int]:
+    """Unclaimed members of ``pool`` by state: Ready when in the ready set, else their state tag."""
+    raw = cast(dict[str, str], store.redis.hgetall(store.keys.pool_instances(pool)))
+    ready = cast(set[str], store.redis.smembers(store.keys.pool_ready(pool)))
+    out = dict.fromkeys((PROVISIONING, READY, UNHEALTHY), 0)
+    for iid, doc in raw.items():
+        tagged = tag_map(json.loads(doc)).get(TAG_POOL_STATE, PROVISIONING)
+        state = READY if iid in ready else (PROVISIONING if tagged == READY else tagged)
+        out[state] = out.get(state, 0) + 1
+    return out
+
+
 class WarmPools:
     """Reconciles the configured warm pools of one cluster."""
 
@@ -113,14 +133,7 @@ class WarmPools:
 
     def counts(self, pool: str) -> dict[str, int]:
         """Members of ``pool`` by state, from the Redis mirror (for the status log)."""
-        raw = cast(dict[str, str], self.store.redis.hgetall(self.store.keys.pool_instances(pool)))
-        ready = cast(set[str], self.store.redis.smembers(self.store.keys.pool_ready(pool)))
-        out = dict.fromkeys((PROVISIONING, READY, UNHEALTHY), 0)
-        for iid, doc in raw.items():
-            tagged = tag_map(json.loads(doc)).get(TAG_POOL_STATE, PROVISIONING)
-            state = READY if iid in ready else (PROVISIONING if tagged == READY else tagged)
-            out[state] = out.get(state, 0) + 1
-        return out
+        return pool_counts(self.store, pool)
 
     # -- reconcile ------------------------------------------------------------------------
 

@@ -25,10 +25,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent.v1 import agent_pb2
 from agent.v1 import agent_pb2_grpc as _agent_grpc
-from vkec2 import metrics
 from vkec2.ca import ClientTls, FleetCA, agent_server_name
 from vkec2.config import AgentConnection
 from vkec2.errors import AgentError, AgentIdentityMismatch, AgentRejected, AgentUnavailable, ConfigError
+from vkec2.observability import metrics
 
 INSTANCE_ID_KEY = "x-vkec2-instance-id"
 agent_pb2_grpc: Any = _agent_grpc  # generated, untyped

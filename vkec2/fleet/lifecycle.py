@@ -15,14 +15,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from vkec2 import metrics
-from vkec2.agent_client import AgentClient, AgentTarget, AppStatus, resolve_endpoint
+from vkec2.agent_client.client import AgentClient, AgentTarget, AppStatus, resolve_endpoint
 from vkec2.config import Settings
-from vkec2.ec2 import TAG_POOL_STATE, Ec2Gateway, Instance, client_token
+from vkec2.domain.models import AGENT_CONNECTED, INSTANCE_READY, Phase, PodRecord, StatusEvent, now
+from vkec2.domain.podspec import launch_params
+from vkec2.ec2.gateway import TAG_POOL_STATE, Ec2Gateway, Instance, client_token
 from vkec2.errors import AgentRejected, AgentUnavailable, InvalidPodSpec
-from vkec2.models import AGENT_CONNECTED, INSTANCE_READY, Phase, PodRecord, StatusEvent, now
-from vkec2.podspec import launch_params
-from vkec2.store import Lock, Store
+from vkec2.observability import metrics
+from vkec2.store.redis_store import Lock, Store
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ cluster from Redis, describes their instances in batches (one DescribeInstances 
 pages read, through :meth:`~vkec2.ec2.Ec2Gateway.describe`), lists the instances whose EC2 status
 checks fail (:meth:`~vkec2.ec2.Ec2Gateway.impaired`, two calls), and asks each running instance's agent
 for grpc.health and CheckApplicationHealth in chunks on a thread pool, each chunk under a deadline;
-a check that misses it counts as Unknown. Results go through :mod:`vkec2.health`. Only pods whose
+a check that misses it counts as Unknown. Results go through :mod:`vkec2.domain.health`. Only pods whose
 health changed are written, each under its lock with a fenced write that also appends the status
 event to the outbox, so 1,000 healthy pods cost no Redis writes. An instance that is gone,
 stopped or impaired, or a pod that turned Unhealthy (agent unreachable or failing past the threshold, Unknown
@@ -26,17 +26,17 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vkec2 import metrics
-from vkec2.agent_client import AgentClient, AgentTarget, AppStatus
+from vkec2.agent_client.client import AgentClient, AgentTarget, AppStatus
 from vkec2.config import Settings
-from vkec2.ec2 import Ec2Gateway, Instance
+from vkec2.domain.health import Change, HealthPolicy, HealthState, Outcome, next_check_delay, observe
+from vkec2.domain.models import Phase, PodRecord, StatusEvent
+from vkec2.ec2.gateway import Ec2Gateway, Instance
 from vkec2.errors import AgentError, LockBusy, StaleFence, Vkec2Error
-from vkec2.health import Change, HealthPolicy, HealthState, Outcome, next_check_delay, observe
-from vkec2.lifecycle import Lifecycle
-from vkec2.models import Phase, PodRecord, StatusEvent
-from vkec2.store import Lock, Store
+from vkec2.fleet.lifecycle import Lifecycle
+from vkec2.observability import metrics
+from vkec2.store.redis_store import Lock, Store
 
-log = logging.getLogger("vkec2.health")
+log = logging.getLogger("vkec2.domain.health")
 
 HEALTHY = "vkec2.io/Healthy"
 FLAPPING = "vkec2.io/Flapping"

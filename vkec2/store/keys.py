@@ -6,7 +6,7 @@ namespace/name, because a name is reused by the next pod of the same name while 
 
 | key | type | holds |
 |---|---|---|
-| ``pod:{uid}`` | hash | the pod record (see :mod:`vkec2.models`) |
+| ``pod:{uid}`` | hash | the pod record (see :mod:`vkec2.domain.models`) |
 | ``pods`` | set | UIDs of every pod record of the cluster |
 | ``node:{node}:pods`` | set | UIDs of the pods bound to one virtual node |
 | ``nodes`` | set | names of the virtual nodes that registered |
@@ -81,7 +81,7 @@ class Keys:
     def ec2_throttles(self) -> str:
         return f"{self.prefix}ec2:throttles"
 
-    # -- fleet maintenance (vkec2.health, warmpool, gc, ratelimit, statuslog; tasks.maintenance) --
+    # -- fleet maintenance (vkec2.domain.health, warmpool, gc, ratelimit, statuslog; tasks.maintenance) --
 
     def ec2_throttled_attempts(self) -> str:
         return f"{self.prefix}ec2:throttled_attempts"

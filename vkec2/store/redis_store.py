@@ -6,7 +6,7 @@ write carrying an older fence (a task whose lock expired while it was stuck in a
 refused with :class:`~vkec2.errors.StaleFence`. The same script appends the status event to the
 node's outbox stream, so the record and what the producer is told never disagree. The producer's
 writes (desired spec, delete requests) touch only the fields it owns and bump ``generation``.
-Key names come from :mod:`vkec2.keys`.
+Key names come from :mod:`vkec2.store.keys`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any, cast
 
 import redis
 
+from vkec2.domain.models import PodRecord, StatusEvent, now
 from vkec2.errors import LockBusy, StaleFence, UnknownPod, Vkec2Error
-from vkec2.keys import Keys
-from vkec2.models import PodRecord, StatusEvent, now
+from vkec2.store.keys import Keys
 
 OUTBOX_MAXLEN = 100_000
 LOCK_TTL_MS = 60_000

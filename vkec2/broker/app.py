@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from celery import Celery
 from kombu import Exchange, Queue
 
-from vkec2 import observe
+from vkec2.broker import hooks as observe
 from vkec2.config import Settings
-from vkec2.keys import Keys
+from vkec2.store.keys import Keys
 
 QUEUES = ("pods", "health", "maintenance")
 ROUTES = {

@@ -1,37 +1,34 @@
 """Prometheus metrics of the fleet: every ``vkec2_*`` metric is defined here, and the ``/metrics`` server.
 
-Workers and the producer count into one process-wide :data:`REGISTRY` (counters for pods, EC2
-calls, launches, terminations, throttles, agent calls and health outcomes; histograms for each
-lifecycle phase: queue wait, RunInstances, boot, agent ready, launch), and each can serve it with
+Workers and the producer count into one process-wide :data:`REGISTRY` (counters for pods, EC2 calls,
+launches, terminations, throttles, agent calls and health outcomes; histograms for each lifecycle
+phase: queue wait, RunInstances, boot, agent ready, launch), and each can serve it with
 :func:`serve` — a stdlib ``http.server`` in a daemon thread answering ``/metrics`` (the exposition
 format) and ``/healthz`` (``ok``). The warm-pool depth gauge is read from the Redis mirror at scrape
-time by :class:`WarmPoolCollector`, so every scrape shows the fleet's current pools whichever worker
-answers. Counting is a few in-memory operations per event and needs no server; with Celery's
-prefork pool, set ``PROMETHEUS_MULTIPROC_DIR`` so the children's counts reach the parent's server
-(see docs/observability.md). The names follow the original provider's where one applies.
+time by :class:`WarmPoolCollector` (wired by the Celery hooks), so every scrape shows the fleet's
+current pools whichever worker answers. Counting is a few in-memory operations per event and needs
+no server; with Celery's prefork pool, set ``PROMETHEUS_MULTIPROC_DIR`` so the children's counts
+reach the parent's server (see docs/observability.md). The names follow the original provider's
+where one applies.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from vkec2.models import Phase, PodRecord
+from vkec2.domain.models import Phase, PodRecord
 
-if TYPE_CHECKING:
-    from vkec2.store import Store
-
-log = logging.getLogger("vkec2.metrics")
+log = logging.getLogger("vkec2.observability.metrics")
 
 #: Every vkec2 metric is registered here (not in prometheus_client's default registry, which
 #: other libraries such as Flower also use).
@@ -232,13 +229,10 @@ def count_agent_calls(channel: grpc.Channel) -> grpc.Channel:
 
 
 class WarmPoolCollector(Collector):
-    """``vkec2_warm_pool_instances{pool,state}`` from the warm-pool mirror in Redis, at each scrape."""
+    """``vkec2_warm_pool_instances{pool,state}``, read at each scrape from ``counts`` (pool → state → n)."""
 
-    STATES = ("Provisioning", "Ready", "Unhealthy")
-
-    def __init__(self, store: Callable[[], Store], pools: Callable[[], Iterable[str]]) -> None:
-        self._store = store
-        self._pools = pools
+    def __init__(self, counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
+        self._counts = counts
 
     def describe(self) -> Iterable[Metric]:
         return [self._family()]
@@ -253,39 +247,23 @@ class WarmPoolCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         family = self._family()
         try:
-            store = self._store()
-            for pool in self._pools():
-                for state, count in pool_counts(store, pool).items():
+            for pool, states in self._counts().items():
+                for state, count in states.items():
                     family.add_metric([pool, state], count)
         except Exception as exc:  # a scrape must answer even when Redis does not
             log.warning("warm pool gauge unavailable: %s", exc)
         yield family
 
 
-def pool_counts(store: Store, pool: str) -> dict[str, int]:
-    """Unclaimed members of ``pool`` by state: Ready when in the ready set, else their state tag."""
-    from vkec2.ec2 import TAG_POOL_STATE, tag_map  # late: vkec2.ec2 imports this module
-    from vkec2.warmpool import PROVISIONING, READY
-
-    raw = cast(dict[str, str], store.redis.hgetall(store.keys.pool_instances(pool)))
-    ready = cast(set[str], store.redis.smembers(store.keys.pool_ready(pool)))
-    out = dict.fromkeys(WarmPoolCollector.STATES, 0)
-    for iid, doc in raw.items():
-        tagged = tag_map(json.loads(doc)).get(TAG_POOL_STATE, PROVISIONING)
-        state = READY if iid in ready else (PROVISIONING if tagged == READY else tagged)
-        out[state] = out.get(state, 0) + 1
-    return out
-
-
 _pool_collector: WarmPoolCollector | None = None
 
 
-def watch_warm_pools(store: Callable[[], Store], pools: Callable[[], Iterable[str]]) -> None:
+def watch_warm_pools(counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
     """Expose the warm-pool gauge of this process's fleet (once per process; later calls are no-ops)."""
     global _pool_collector
     with _server_lock:
         if _pool_collector is None:
-            _pool_collector = WarmPoolCollector(store, pools)
+            _pool_collector = WarmPoolCollector(counts)
             REGISTRY.register(_pool_collector)
 
 

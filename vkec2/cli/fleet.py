@@ -23,12 +23,12 @@ from rich.console import Console
 from rich.table import Table
 
 from vkec2.config import Settings, load_settings
-from vkec2.ec2 import TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, Ec2Gateway, tag_map
+from vkec2.domain.models import Phase, PodRecord
+from vkec2.ec2.gateway import TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, Ec2Gateway, tag_map
 from vkec2.errors import ConfigError, Ec2Error
-from vkec2.gc import is_orphan
-from vkec2.models import Phase, PodRecord
-from vkec2.store import Store
-from vkec2.warmpool import launch_time
+from vkec2.fleet.gc import is_orphan
+from vkec2.fleet.warmpool import launch_time
+from vkec2.store.redis_store import Store
 
 REPLAYABLE = ("vkec2.pods.create", "vkec2.pods.update", "vkec2.pods.delete")
 
@@ -173,7 +173,7 @@ def cmd_gc(settings: Settings, store: Store, args: argparse.Namespace) -> Any:
 
 
 def _publish(settings: Settings, task: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    from vkec2.broker import make_app
+    from vkec2.broker.app import make_app
 
     app = make_app(settings)
     try:

@@ -5,7 +5,7 @@ its command line; it does not read the Celery configuration. :func:`decide` turn
 settings plus what the operator already passed into one decision: use the credentials given on
 the command line or in ``FLOWER_BASIC_AUTH``/``FLOWER_AUTH`` as they are, else export
 ``flower.basic_auth`` as ``FLOWER_BASIC_AUTH``, else — unless ``flower.local`` is set — refuse to
-start with a message that says how to fix it. :mod:`vkec2.observe` applies it to
+start with a message that says how to fix it. :mod:`vkec2.broker.hooks` applies it to
 ``celery -A tasks flower`` before Flower reads its options.
 """
 

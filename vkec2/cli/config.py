@@ -4,7 +4,7 @@ The command runs :func:`vkec2.config.load_config` on the file plus the ``VKEC2_*
 (unless ``--no-env``) and prints the effective configuration (YAML, or JSON with ``-o json``) on
 stdout with any warnings on stderr, exiting 0; or prints every error, each naming its key path and
 its file or environment variable, on stderr and exits 1. Usage errors exit 2. It is routed here from
-``vkec2/cli.py`` and is meant for CI checks of a config change before it reaches the fleet.
+``vkec2/cli/main.py`` and is meant for CI checks of a config change before it reaches the fleet.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from vkec2.config import (
 )
 from vkec2.errors import InvalidPodSpec
 
-logger = logging.getLogger("vkec2.podspec")
+logger = logging.getLogger("vkec2.domain.podspec")
 
 ANNOTATION_PREFIX = "compute.amazonaws.com/"
 

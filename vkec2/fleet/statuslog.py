@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any, cast
 
-from vkec2.store import Store
+from vkec2.store.redis_store import Store
 
 log = logging.getLogger("vkec2.status")
 

@@ -24,14 +24,14 @@ import botocore.config
 import botocore.exceptions
 
 from vkec2.config import Settings
-from vkec2.ec2 import Ec2Gateway
+from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import Ec2Error
-from vkec2.store import Store
+from vkec2.store.redis_store import Store
 
 if TYPE_CHECKING:
     from types_boto3_service_quotas import ServiceQuotasClient
 
-log = logging.getLogger("vkec2.quotas")
+log = logging.getLogger("vkec2.fleet.quotas")
 
 SOURCE_QUOTAS = "service-quotas"
 SOURCE_CONFIG = "config"

@@ -23,15 +23,15 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from vkec2 import metrics
 from vkec2.config import Settings
+from vkec2.domain.podspec import LaunchParams
 from vkec2.errors import Ec2Error
-from vkec2.podspec import LaunchParams
+from vkec2.observability import metrics
 
 if TYPE_CHECKING:
     from types_boto3_ec2 import EC2Client
 
-    from vkec2.store import Store
+    from vkec2.store.redis_store import Store
 
 Instance = dict[str, Any]
 

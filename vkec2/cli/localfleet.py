@@ -32,10 +32,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from vkec2.broker import worker_argv
-from vkec2.ec2 import TAG_CLUSTER, TAG_POD_NAME, tag_map
-from vkec2.models import Phase
-from vkec2.procs import (
+from vkec2.broker.app import worker_argv
+from vkec2.cli.procs import (
     ManagedProcess,
     free_port,
     port_open,
@@ -44,7 +42,9 @@ from vkec2.procs import (
     start_redis,
     wait_until,
 )
-from vkec2.store import Store
+from vkec2.domain.models import Phase
+from vkec2.ec2.gateway import TAG_CLUSTER, TAG_POD_NAME, tag_map
+from vkec2.store.redis_store import Store
 
 LOCAL_AMI = "ami-12c6146b"  # one of the AMIs moto's EC2 knows
 REMOVED_MANIFEST = "nightly-job.yaml"

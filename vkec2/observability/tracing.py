@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from vkec2.config import TracingSettings
 
-log = logging.getLogger("vkec2.tracing")
+log = logging.getLogger("vkec2.observability.tracing")
 
 _lock = threading.Lock()
 _provider: TracerProvider | None = None

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from vkec2.config import RateLimitSettings, TokenBucket
-from vkec2.ec2 import THROTTLE_CODES, Ec2Gateway
+from vkec2.ec2.gateway import THROTTLE_CODES, Ec2Gateway
 from vkec2.errors import Ec2Error
-from vkec2.store import Store
+from vkec2.store.redis_store import Store
 
 RUN_INSTANCES = "run_instances"
 MUTATING = "mutating"
