@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 STAMP := .make/installed
 
-.PHONY: install demo test lint proto proto-check bench clean
+.PHONY: install demo test lint house proto proto-check bench clean
 
 $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev]'
@@ -20,9 +20,13 @@ test: install
 
 lint: install proto-check
 	ruff check .
-	ruff format --check vkec2 tasks producer agent tests bench
+	ruff format --check vkec2 tasks producer agent tests bench scripts
 	mypy
 	lint-imports
+	$(PYTHON) scripts/house.py --check
+
+house: install
+	$(PYTHON) scripts/house.py
 
 proto: install
 	$(PYTHON) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/agent/v1/*.proto
