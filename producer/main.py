@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between scans of the manifest directory",
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    kubelet = p.add_argument_group("kubelet API (logs, exec, /pods over HTTPS; see producer/kubelet.py)")
+    kubelet = p.add_argument_group("kubelet API (logs, exec, /pods over HTTPS; see producer/kubelet/)")
     kubelet.add_argument("--no-kubelet", dest="kubelet", action="store_false", help="do not serve it")
     kubelet.add_argument("--kubelet-port", type=_positive(int), help="port (default: node.kubelet_port)")
     kubelet.add_argument(
