@@ -48,7 +48,7 @@ from vkec2.store.redis_store import Store
 
 LOCAL_AMI = "ami-12c6146b"  # one of the AMIs moto's EC2 knows
 REMOVED_MANIFEST = "nightly-job.yaml"
-DEFAULT_MANIFESTS = Path(__file__).resolve().parent.parent / "examples" / "pods"
+DEFAULT_MANIFESTS = Path(__file__).resolve().parents[2] / "examples" / "pods"
 
 
 class UpError(Exception):
