@@ -5,23 +5,25 @@ overrides), reads Redis (and EC2 for ``instances``), and prints a table for peop
 ``-o json``. ``gc --dry-run`` shows what orphan GC sees (changing nothing); ``gc`` runs one pass
 on the workers. ``replay`` republishes a task by name with ``{"uid": ...}`` exactly as
 ``celery -A tasks call`` would. When Redis or the EC2 endpoint cannot be reached the command says
-which address failed and exits 1; usage errors exit 2.
+which address failed and exits 1; usage errors exit 2. Each command is a click command that the
+``vkec2`` group (``vkec2/cli/main.py``) loads by name.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, cast
 
+import click
 import redis
 from rich.console import Console
 from rich.table import Table
 
+from vkec2.cli.common import Command, Failed
 from vkec2.config import Settings, load_settings
 from vkec2.domain.models import Phase, PodRecord
 from vkec2.ec2.gateway import TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, Ec2Gateway, tag_map
@@ -63,7 +65,7 @@ def _health(rec: PodRecord) -> str:
     return str(rec.health.get("state") or ("-" if rec.phase is not Phase.RUNNING else "Healthy"))
 
 
-def cmd_status(settings: Settings, store: Store, args: argparse.Namespace) -> Any:
+def cmd_status(settings: Settings, store: Store) -> Any:
     records = _records(store)
     phases = Counter(r.phase.value for r in records)
     try:
@@ -80,7 +82,7 @@ def cmd_status(settings: Settings, store: Store, args: argparse.Namespace) -> An
     }
 
 
-def cmd_pods(settings: Settings, store: Store, args: argparse.Namespace) -> Any:
+def cmd_pods(settings: Settings, store: Store, node: str | None) -> Any:
     return [
         {
             "namespace": r.namespace,
@@ -94,11 +96,11 @@ def cmd_pods(settings: Settings, store: Store, args: argparse.Namespace) -> Any:
             "age": _age(r.created_at),
         }
         for r in _records(store)
-        if args.node is None or r.node == args.node
+        if node is None or r.node == node
     ]
 
 
-def cmd_instances(settings: Settings, store: Store, args: argparse.Namespace) -> Any:
+def cmd_instances(settings: Settings, store: Store) -> Any:
     gateway = Ec2Gateway(settings)
     try:
         instances = gateway.cluster_instances(("pending", "running", "stopping", "stopped", "shutting-down"))
@@ -123,20 +125,20 @@ def cmd_instances(settings: Settings, store: Store, args: argparse.Namespace) ->
     return out
 
 
-def cmd_replay(settings: Settings, store: Store, args: argparse.Namespace) -> Any:
-    if args.task not in REPLAYABLE:
-        raise CommandError(f"unknown task {args.task!r}; replayable tasks: {', '.join(REPLAYABLE)}")
+def cmd_replay(settings: Settings, store: Store, task: str, uid: str) -> Any:
+    if task not in REPLAYABLE:
+        raise CommandError(f"unknown task {task!r}; replayable tasks: {', '.join(REPLAYABLE)}")
     try:
-        if store.get(args.uid) is None:
-            raise CommandError(f"no pod with uid {args.uid} in cluster {settings.cluster_name}")
+        if store.get(uid) is None:
+            raise CommandError(f"no pod with uid {uid} in cluster {settings.cluster_name}")
     except redis.RedisError as exc:
         raise CommandError(f"cannot reach Redis at {_redis_address(store)}: {exc}") from exc
-    return _publish(settings, args.task, {"uid": args.uid})
+    return _publish(settings, task, {"uid": uid})
 
 
-def cmd_gc(settings: Settings, store: Store, args: argparse.Namespace) -> Any:
+def cmd_gc(settings: Settings, store: Store, dry_run: bool) -> Any:
     """--dry-run: what orphan GC sees now, touching nothing; otherwise run one pass on the workers."""
-    if not args.dry_run:
+    if not dry_run:
         return _publish(settings, "vkec2.maintenance.gc", {})
     try:
         instances = Ec2Gateway(settings).cluster_instances()
@@ -207,45 +209,66 @@ def _print(name: str, result: Any, output: str) -> None:
             console.print(f"[bold]{key}[/bold]: {value}")
 
 
-COMMANDS: dict[str, Callable[[Settings, Store, argparse.Namespace], Any]] = {
-    "status": cmd_status,
-    "pods": cmd_pods,
-    "instances": cmd_instances,
-    "replay": cmd_replay,
-    "gc": cmd_gc,
-}
-
-
-def _parser(name: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"vkec2 {name}")
-    parser.add_argument("--config", help="configuration file (default: $VKEC2_CONFIG)")
-    parser.add_argument("-o", "--output", choices=("table", "json"), default="table")
-    if name == "pods":
-        parser.add_argument("--node", help="only pods of this virtual node")
-    if name == "gc":
-        parser.add_argument("--dry-run", action="store_true", help="report what GC would do; change nothing")
-    if name == "replay":
-        parser.add_argument("task", metavar="TASK", help=f"one of {', '.join(REPLAYABLE)}")
-        parser.add_argument("--uid", required=True, help="the pod UID")
-    return parser
-
-
-def main(name: str, argv: Sequence[str]) -> int:
+def _run(name: str, config: str | None, output: str, command: Callable[[Settings, Store], Any]) -> None:
+    """Load the configuration, run ``command`` against the cluster's store, print its result."""
     try:
-        args = _parser(name).parse_args(list(argv))
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
-    try:
-        settings = load_settings(args.config)
+        settings = load_settings(config)
     except ConfigError as exc:
-        print(f"vkec2 {name}: {exc.message}", file=sys.stderr)
-        return 1
+        raise Failed(f"vkec2 {name}: {exc.message}") from exc
     store = Store.from_url(settings.redis_url, settings.cluster_name)
     try:
-        _print(name, COMMANDS[name](settings, store, args), args.output)
+        _print(name, command(settings, store), output)
     except CommandError as exc:
-        print(f"vkec2 {name}: {exc}", file=sys.stderr)
-        return 1
+        raise Failed(f"vkec2 {name}: {exc}") from exc
     finally:
         store.redis.close()
-    return 0
+
+
+def _fleet_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options every fleet command takes: ``--config FILE`` and ``-o table|json``."""
+    output = click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+    config = click.option("--config", metavar="FILE", help="configuration file (default: $VKEC2_CONFIG)")
+    return config(output(command))
+
+
+@click.command("status", cls=Command)
+@_fleet_options
+def status(config: str | None, output: str) -> None:
+    """fleet summary: nodes, pods by phase, EC2 calls"""
+    _run("status", config, output, cmd_status)
+
+
+@click.command("pods", cls=Command)
+@_fleet_options
+@click.option("--node", help="only pods of this virtual node")
+def pods(config: str | None, output: str, node: str | None) -> None:
+    """pods with phase, instance, health and age"""
+    _run("pods", config, output, lambda settings, store: cmd_pods(settings, store, node))
+
+
+@click.command("instances", cls=Command)
+@_fleet_options
+def instances(config: str | None, output: str) -> None:
+    """the cluster's EC2 instances with tags and state"""
+    _run("instances", config, output, cmd_instances)
+
+
+@click.command("gc", cls=Command)
+@_fleet_options
+@click.option("--dry-run", is_flag=True, help="report what GC would do; change nothing")
+def gc(config: str | None, output: str, dry_run: bool) -> None:
+    """orphan GC: --dry-run reports, otherwise run one pass now"""
+    _run("gc", config, output, lambda settings, store: cmd_gc(settings, store, dry_run))
+
+
+@click.command(
+    "replay",
+    cls=Command,
+    short_help="republish a pod task by name, as 'celery call' would",
+    help=f"Republish a pod task by name, as 'celery call' would. TASK is one of {', '.join(REPLAYABLE)}.",
+)
+@_fleet_options
+@click.argument("task", metavar="TASK")
+@click.option("--uid", required=True, help="the pod UID")
+def replay(config: str | None, output: str, task: str, uid: str) -> None:
+    _run("replay", config, output, lambda settings, store: cmd_replay(settings, store, task, uid))

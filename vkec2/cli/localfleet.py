@@ -11,7 +11,6 @@ a clear message and a non-zero exit status.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import click
 import redis
 import yaml
 from rich.console import Console
@@ -33,6 +33,7 @@ from rich.live import Live
 from rich.table import Table
 
 from vkec2.broker.app import worker_argv
+from vkec2.cli.common import Command, exit_with
 from vkec2.cli.procs import (
     ManagedProcess,
     free_port,
@@ -49,6 +50,17 @@ from vkec2.store.redis_store import Store
 LOCAL_AMI = "ami-12c6146b"  # one of the AMIs moto's EC2 knows
 REMOVED_MANIFEST = "nightly-job.yaml"
 DEFAULT_MANIFESTS = Path(__file__).resolve().parents[2] / "examples" / "pods"
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """The options of ``vkec2 up``."""
+
+    manifests: str
+    redis_url: str | None
+    keep: bool
+    no_flower: bool
+    timeout: float
 
 
 class UpError(Exception):
@@ -262,7 +274,7 @@ def _pod_names(manifest: Path) -> set[str]:
     return {str(doc["metadata"]["name"]) for doc in yaml.safe_load_all(manifest.read_text()) if doc}
 
 
-def run(args: argparse.Namespace, console: Console) -> int:
+def run(args: UpOptions, console: Console) -> int:
     started = time.monotonic()
     source = Path(args.manifests)
     if not source.is_dir() or not any(source.glob("*.yaml")):
@@ -412,23 +424,23 @@ def _print_keep(console: Console, fleet: LocalFleet, env_note: str) -> None:
     console.print(f"  Stop:     kill -TERM -- {' '.join(f'-{p.pid}' for p in fleet.procs)}")
 
 
-def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vkec2 up", description=__doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--manifests", default=str(DEFAULT_MANIFESTS), help="directory of pod manifests")
-    parser.add_argument("--redis-url", help="use this Redis instead of starting redis-server")
-    parser.add_argument("--keep", action="store_true", help="leave the fleet running at the end")
-    parser.add_argument("--no-flower", action="store_true", help="do not start Flower")
-    parser.add_argument("--timeout", type=float, default=240.0, help="seconds to wait for the pods")
-    try:
-        args = parser.parse_args(list(argv))
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
+@click.command("up", cls=Command, short_help="run a local fleet on loopback with the example pods (the demo)")
+@click.option(
+    "--manifests", default=str(DEFAULT_MANIFESTS), show_default=True, help="directory of pod manifests"
+)
+@click.option("--redis-url", help="use this Redis instead of starting redis-server")
+@click.option("--keep", is_flag=True, help="leave the fleet running at the end")
+@click.option("--no-flower", is_flag=True, help="do not start Flower")
+@click.option("--timeout", type=float, default=240.0, show_default=True, help="seconds to wait for the pods")
+def up(manifests: str, redis_url: str | None, keep: bool, no_flower: bool, timeout: float) -> None:
+    """The whole fleet on one machine, on loopback, showing the example pods run and go."""
     console = Console()
     try:
-        return run(args, console)
+        code = run(UpOptions(manifests, redis_url, keep, no_flower, timeout), console)
     except UpError as exc:
         console.print(f"[red]vkec2 up: {exc}[/red]")
-        return 1
+        code = 1
     except KeyboardInterrupt:
         console.print("[yellow]vkec2 up: interrupted[/yellow]")
-        return 130
+        code = 130
+    exit_with(code)

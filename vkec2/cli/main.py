@@ -1,87 +1,105 @@
-"""The ``vkec2`` command line: one entry point that dispatches to each component's own command.
+"""The ``vkec2`` command: one click group whose subcommands are defined in the modules they belong to.
 
-``vkec2 agent`` and ``vkec2 agent-sim`` hand over to the agent package (which also runs on its own
-as ``python -m agent``); ``vkec2 config check`` validates a configuration file. Each subcommand
-module owns its arguments, so this file stays a thin router.
+The operator commands (``status``, ``pods``, ``instances``, ``gc``, ``replay``) live in
+``vkec2/cli/fleet.py``, ``config check`` in ``vkec2/cli/config.py`` and ``up`` in
+``vkec2/cli/localfleet.py``; the group imports a module only when its command runs (or help or
+completion lists it), so ``vkec2 agent-sim`` does not pay for Celery and boto3. ``agent``,
+``agent-sim`` and ``producer`` are separate programs with their own argparse parsers: the group
+hands them the rest of the command line untouched, their ``--help`` included. Exit status: 0
+success, 1 the operation failed, 2 a usage error. ``vkec2 --version`` prints the installed
+distribution's version; click's shell completion is enabled through ``_VKEC2_COMPLETE``.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-Command = Callable[[list[str]], int]
+import click
 
+from vkec2.cli.common import Group, exit_with
 
-def _agent(argv: list[str]) -> int:
-    from agent.server import main
-
-    return main(argv)
-
-
-def _agent_sim(argv: list[str]) -> int:
-    from agent.simulator import main
-
-    return main(argv)
-
-
-def _config(argv: list[str]) -> int:
-    from vkec2.cli.config import main
-
-    return main(argv)
-
-
-def _producer(argv: list[str]) -> int:
-    from producer.main import main
-
-    return main(argv)
-
-
-def _fleet(name: str) -> Command:
-    def run(argv: list[str]) -> int:
-        from vkec2.cli.fleet import main
-
-        return main(name, argv)
-
-    return run
-
-
-def _up(argv: list[str]) -> int:
-    from vkec2.cli.localfleet import main
-
-    return main(argv)
-
-
-COMMANDS: dict[str, tuple[Command, str]] = {
-    "up": (_up, "run a local fleet on loopback with the example pods (the demo)"),
-    "agent": (_agent, "run the agent on an instance (gRPC server)"),
-    "agent-sim": (_agent_sim, "run many simulated agents in one process (local runs and tests)"),
-    "producer": (_producer, "run the virtual node (Kubernetes, or --manifests DIR standalone)"),
-    "status": (_fleet("status"), "fleet summary: nodes, pods by phase, EC2 calls"),
-    "pods": (_fleet("pods"), "pods with phase, instance, health and age"),
-    "instances": (_fleet("instances"), "the cluster's EC2 instances with tags and state"),
-    "gc": (_fleet("gc"), "orphan GC: --dry-run reports, otherwise run one pass now"),
-    "replay": (_fleet("replay"), "republish a pod task by name, as 'celery call' would"),
-    "config": (_config, "configuration tools: 'vkec2 config check FILE'"),
+#: Subcommands defined in other modules, as ``module:attribute``, in the order help lists them.
+LAZY_COMMANDS: dict[str, str] = {
+    "up": "vkec2.cli.localfleet:up",
+    "status": "vkec2.cli.fleet:status",
+    "pods": "vkec2.cli.fleet:pods",
+    "instances": "vkec2.cli.fleet:instances",
+    "gc": "vkec2.cli.fleet:gc",
+    "replay": "vkec2.cli.fleet:replay",
+    "config": "vkec2.cli.config:config",
 }
 
 
-def _usage() -> str:
-    lines = ["usage: vkec2 COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<12} {help_}" for name, (_, help_) in COMMANDS.items()]
-    return "\n".join(lines)
+class LazyGroup(Group):
+    """A group that imports the module of a subcommand named in :data:`LAZY_COMMANDS` on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*LAZY_COMMANDS, *self.commands]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in LAZY_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = LAZY_COMMANDS[cmd_name].partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{LAZY_COMMANDS[cmd_name]} is not a click command")
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vkec2", prog_name="vkec2")
+def cli() -> None:
+    """Run Kubernetes pods on Amazon EC2 instances, one pod per instance: the fleet's command line."""
+
+
+# The forwarded programs parse everything after their name themselves, --help included.
+_FORWARD: dict[str, Any] = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+@cli.command("agent", context_settings=_FORWARD, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def agent(args: tuple[str, ...]) -> None:
+    """run the agent on an instance (gRPC server)"""
+    from agent.server import main as run
+
+    exit_with(run(list(args)))
+
+
+@cli.command("agent-sim", context_settings=_FORWARD, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def agent_sim(args: tuple[str, ...]) -> None:
+    """run many simulated agents in one process (local runs and tests)"""
+    from agent.simulator import main as run
+
+    exit_with(run(list(args)))
+
+
+@cli.command("producer", context_settings=_FORWARD, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def producer(args: tuple[str, ...]) -> None:
+    """run the virtual node (Kubernetes, or --manifests DIR standalone)"""
+    from producer.main import main as run
+
+    exit_with(run(args))
+
+
+#: The names of every ``vkec2`` subcommand.
+COMMANDS: tuple[str, ...] = (*LAZY_COMMANDS, *cli.commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in {"-h", "--help"}:
-        print(_usage())
-        return 0 if args else 2
-    name, rest = args[0], args[1:]
-    if name not in COMMANDS:
-        print(f"vkec2: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    return COMMANDS[name][0](rest)
+    """The ``vkec2`` console script (and ``python -m vkec2.cli``); returns the exit status."""
+    try:
+        cli.main(args=None if argv is None else list(argv), prog_name="vkec2")
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
