@@ -59,7 +59,12 @@ PHASE_TRANSITIONS = Counter(
 
 # -- EC2 -------------------------------------------------------------------------------------
 
-EC2_CALLS = Counter("vkec2_ec2_calls", "EC2 API calls made, by action.", ["action"], registry=REGISTRY)
+EC2_CALLS = Counter(
+    "vkec2_ec2_calls",
+    "EC2 API calls, by action and outcome (ok, throttled, error, unreachable, rate_limited).",
+    ["action", "outcome"],
+    registry=REGISTRY,
+)
 EC2_THROTTLES = Counter(
     "vkec2_ec2_throttles",
     "EC2 API calls that failed throttled after botocore's retries, by action.",
@@ -178,22 +183,28 @@ def pod_transition(rec: PodRecord, previous: Phase, at: float) -> None:
 _PROVISIONED = frozenset({Phase.PROVISIONING, Phase.BOOTING, Phase.LAUNCHING, Phase.RUNNING})
 
 
-# -- hooks used by the gateways ------------------------------------------------------------------
+# -- hooks used by the EC2 accounting and the agent client ---------------------------------------
 
 
-def ec2_call(action: str, *, ok: bool, throttled: bool, seconds: float, kwargs: dict[str, Any]) -> None:
-    """Account one EC2 API call made through :class:`vkec2.ec2.Ec2Gateway`."""
-    EC2_CALLS.labels(action).inc()
-    if throttled:
+def ec2_call(action: str, outcome: str, seconds: float | None, response: Mapping[str, Any] | None) -> None:
+    """Account one EC2 API call (counted by the hooks of :mod:`vkec2.ec2.accounting`).
+
+    ``outcome`` is ``ok``, ``throttled``, ``error``, ``unreachable`` or ``rate_limited`` (refused by
+    the fleet's limiter); ``seconds`` runs from the first attempt's send (after its rate-limit token)
+    to the answer, ``None`` when nothing was sent; ``response`` is the parsed answer, if any.
+    """
+    EC2_CALLS.labels(action, outcome).inc()
+    if outcome == "throttled":
         EC2_THROTTLES.labels(action).inc()
     if action == "RunInstances":
-        RUN_INSTANCES_SECONDS.observe(seconds)
-        if ok:
-            EC2_LAUNCHED.inc(int(kwargs.get("MaxCount", 1)))
-        else:
+        if seconds is not None:
+            RUN_INSTANCES_SECONDS.observe(seconds)
+        if outcome == "ok":
+            EC2_LAUNCHED.inc(len((response or {}).get("Instances", ())))
+        elif outcome != "rate_limited":
             EC2_LAUNCH_ERRORS.inc()
-    elif action == "TerminateInstances" and ok:
-        EC2_TERMINATED.inc(len(kwargs.get("InstanceIds", ())))
+    elif action == "TerminateInstances" and outcome == "ok":
+        EC2_TERMINATED.inc(len((response or {}).get("TerminatingInstances", ())))
 
 
 def _method_name(full: str) -> str:
