@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from producer.kube import Kube, KubeError, Obj
+from producer.kube import Kube, KubeError
 from vkec2.domain.models import Phase, PodRecord
 from vkec2.store.redis_store import Store
 
@@ -127,7 +127,3 @@ class Deleter:
                 continue
             done.append(uid)
         return done
-
-
-def deletion_deadline(pod: Obj) -> float | None:
-    return parse_time(str(pod.get("metadata", {}).get("deletionTimestamp", "")))

@@ -120,15 +120,6 @@ class OutboxConsumer:
                 log.warning("status outbox of %s: Redis error: %s", self.node, exc)
                 stop.wait(1.0)
 
-    def run_once(self) -> int:
-        """Handle what is available now (tests, and draining before exit); returns entries acknowledged."""
-        self.ensure_group()
-        before = self.handled
-        self._handle(self._read("0"))
-        self._handle(self._claim())
-        self._handle(self._read(">"))
-        return self.handled - before
-
     def _read(self, start: str, block: bool = False) -> list[tuple[str, dict[str, str]]]:
         found = self.store.redis.xreadgroup(
             GROUP, self.name, {self.key: start}, count=self.batch, block=self.block_ms if block else None

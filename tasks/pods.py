@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from celery import Task
 from celery.utils import uuid
+from celery.utils.time import get_exponential_backoff_interval
 
 from tasks.app import app
 from tasks.runtime import Fleet, fleet
@@ -31,6 +32,8 @@ Step = Callable[[Fleet, Lock, PodRecord], str]
 
 LOCK_RETRY_SECONDS = 1.0
 EC2_RETRY_MAX = 20
+EC2_RETRY_BACKOFF_FACTOR = 2  # full jitter halves the mean: the first retries average 1, 2, 4 ... s
+EC2_RETRY_BACKOFF_MAX = 30  # seconds, within celery.max_countdown_seconds's default
 
 
 def _check_args(uid: Any, generation: Any) -> None:
@@ -46,11 +49,21 @@ def _check_args(uid: Any, generation: Any) -> None:
 
 
 def _retry_later(task: Task, exc: Exception) -> Exception:
-    """Re-deliver this same task (same ID) later: the lock is busy or EC2 throttled us."""
+    """Re-deliver this same task (same ID) later: the lock is busy or EC2 throttled us.
+
+    A busy lock is retried soon and without limit; an EC2 error after Celery's exponential back-off
+    with full jitter (a random whole number of seconds up to ``2 ** (retries + 1)``, at most
+    :data:`EC2_RETRY_BACKOFF_MAX`), at most :data:`EC2_RETRY_MAX` times.
+    """
     if isinstance(exc, LockBusy):
         delay = LOCK_RETRY_SECONDS * (1 + random.random())
         return cast(Exception, task.retry(exc=exc, countdown=delay, max_retries=None))
-    delay = min(30.0, 2.0 ** min(task.request.retries, 5)) * (0.5 + random.random())
+    delay = get_exponential_backoff_interval(
+        factor=EC2_RETRY_BACKOFF_FACTOR,
+        retries=task.request.retries,
+        maximum=EC2_RETRY_BACKOFF_MAX,
+        full_jitter=True,
+    )
     return cast(Exception, task.retry(exc=exc, countdown=delay, max_retries=EC2_RETRY_MAX))
 
 

@@ -32,8 +32,7 @@ class Fleet:
 def build_fleet(settings: Settings) -> Fleet:
     store = Store.from_url(settings.redis_url, settings.cluster_name)
     limiter = RateLimiter(store, settings.rate_limits)  # fleet-wide EC2 token buckets
-    ec2 = Ec2Gateway(settings, store, limiter=limiter)
-    limiter.attach(ec2)  # botocore's retries draw tokens too
+    ec2 = Ec2Gateway(settings, store, limiter=limiter.acquire)  # every attempt, retries too
     agents = AgentClient(settings.agent)
     bootstrap = None
     tls = settings.agent.tls

@@ -70,9 +70,10 @@ def test_scraped_metrics_after_a_lifecycle(make_fleet: Make) -> None:
     assert value(m, "vkec2_ec2_launched_total") == 1
     assert value(m, "vkec2_ec2_launch_errors_total") == 0
     assert value(m, "vkec2_ec2_terminated_total") == 1
-    assert value(m, "vkec2_ec2_calls_total", action="RunInstances") == 1
-    assert value(m, "vkec2_ec2_calls_total", action="TerminateInstances") == 1
-    assert value(m, "vkec2_ec2_calls_total", action="DescribeInstances") >= 1
+    assert value(m, "vkec2_ec2_calls_total", action="RunInstances", outcome="ok") == 1
+    assert value(m, "vkec2_ec2_calls_total", action="TerminateInstances", outcome="ok") == 1
+    assert value(m, "vkec2_ec2_calls_total", action="DescribeInstances", outcome="ok") >= 1
+    assert total(m, "vkec2_ec2_calls_total", action="RunInstances") == 1  # no other outcome
     assert total(m, "vkec2_ec2_throttles_total") == 0
     # One observation per lifecycle phase, one RunInstances latency.
     assert value(m, "vkec2_ec2_run_instances_seconds_count") == 1

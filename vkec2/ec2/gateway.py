@@ -4,9 +4,11 @@ Instances are tagged at launch (``TagSpecifications``) with cluster, virtual nod
 namespace/name, so the tags are the durable record of which pod an instance belongs to: before
 launching, the gateway looks the pod's instance up by tag and adopts it. ``RunInstances`` carries a
 ``ClientToken`` derived from the pod UID and attempt, so a retried call returns the same instance
-instead of a second one. ``TerminateInstances`` treats "not found" as done. The boto3 client is
-created lazily once per process (after a fork, a new one), with adaptive retries, connect/read
-timeouts and the endpoint URL from config; every call is counted in Redis by action.
+instead of a second one. ``TerminateInstances`` treats "not found" as done; listings are read
+with boto3's paginators. The boto3 client is created lazily once per process (after a fork, a new
+one), with adaptive retries, connect/read timeouts and the endpoint URL from config, and with
+:class:`~vkec2.ec2.accounting.CallAccounting` hooked into its events: every attempt draws a token
+from the fleet-wide rate limiter and every call is counted (Prometheus and Redis).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +27,8 @@ import botocore.exceptions
 
 from vkec2.config import Settings
 from vkec2.domain.podspec import LaunchParams
+from vkec2.ec2.accounting import THROTTLE_CODES, CallAccounting
 from vkec2.errors import Ec2Error
-from vkec2.observability import metrics
 
 if TYPE_CHECKING:
     from types_boto3_ec2 import EC2Client
@@ -45,7 +47,6 @@ TAG_POOL_STATE = "vkec2.io/pool-state"
 
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 DESCRIBE_BATCH = 1000
-THROTTLE_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
 NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
 
 
@@ -76,6 +77,24 @@ def jsonable(instance: Mapping[str, Any]) -> Instance:
     return conv(dict(instance))  # type: ignore[no-any-return]
 
 
+@contextmanager
+def _ec2_errors(action: str) -> Iterator[None]:
+    """Raise the botocore errors of ``action`` as :class:`Ec2Error` (throttles and network: retryable)."""
+    try:
+        yield
+    except botocore.exceptions.ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        throttled = code in THROTTLE_CODES
+        raise Ec2Error(
+            f"{action}: {code}: {exc.response.get('Error', {}).get('Message', '')}",
+            code=code,
+            retryable=throttled,
+            reason="EC2Throttled" if throttled else None,
+        ) from exc
+    except (botocore.exceptions.BotoCoreError, OSError) as exc:
+        raise Ec2Error(f"{action}: {exc}", retryable=True, reason="EC2Unreachable") from exc
+
+
 class Ec2Gateway:
     """EC2 operations of one cluster, with call accounting and an optional fleet-wide rate limiter."""
 
@@ -102,59 +121,30 @@ class Ec2Gateway:
                         retries={"mode": "adaptive", "max_attempts": aws.max_attempts},
                         max_pool_connections=32,
                     )
-                    self._client = boto3.session.Session().client(
+                    client = boto3.session.Session().client(
                         "ec2", endpoint_url=aws.endpoint_url, config=config
                     )
+                    CallAccounting(self.store, self.limiter).register(client.meta.events)
+                    self._client = client
                     self._pid = os.getpid()
         return self._client
 
     def _call(self, action: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        if self.limiter is not None:
-            self.limiter(action)
-        started = time.monotonic()
-        try:
-            result = fn(**kwargs)
-        except botocore.exceptions.ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            throttled = code in THROTTLE_CODES
-            metrics.ec2_call(
-                action, ok=False, throttled=throttled, seconds=time.monotonic() - started, kwargs=kwargs
-            )
-            if self.store is not None:
-                self.store.count_ec2_call(action, throttled=throttled)
-            raise Ec2Error(
-                f"{action}: {code}: {exc.response.get('Error', {}).get('Message', '')}",
-                code=code,
-                retryable=throttled,
-                reason="EC2Throttled" if throttled else None,
-            ) from exc
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
-            metrics.ec2_call(
-                action, ok=False, throttled=False, seconds=time.monotonic() - started, kwargs=kwargs
-            )
-            if self.store is not None:
-                self.store.count_ec2_call(action)
-            raise Ec2Error(f"{action}: {exc}", retryable=True, reason="EC2Unreachable") from exc
-        metrics.ec2_call(action, ok=True, throttled=False, seconds=time.monotonic() - started, kwargs=kwargs)
-        if self.store is not None:
-            self.store.count_ec2_call(action)
-        return result
+        """One EC2 call ``action`` (``fn`` with ``kwargs``), its errors as :class:`Ec2Error`."""
+        with _ec2_errors(action):
+            return fn(**kwargs)
+
+    def _paged_call(self, action: str, paginator: Any, items: str, **kwargs: Any) -> list[Any]:
+        """Every item (JMESPath ``items``) of every page of ``action`` read with its boto3 paginator."""
+        with _ec2_errors(action):
+            return list(paginator.paginate(**kwargs).search(items))
 
     # -- reading -----------------------------------------------------------------------
 
     def _describe_pages(self, **kwargs: Any) -> list[Instance]:
-        out: list[Instance] = []
-        token: str | None = None
-        while True:
-            args = dict(kwargs)
-            if token:
-                args["NextToken"] = token
-            page = self._call("DescribeInstances", self.client.describe_instances, **args)
-            for reservation in page.get("Reservations", []):
-                out.extend(jsonable(i) for i in reservation.get("Instances", []))
-            token = page.get("NextToken")
-            if not token:
-                return out
+        paginator = self.client.get_paginator("describe_instances")
+        found = self._paged_call("DescribeInstances", paginator, "Reservations[].Instances[]", **kwargs)
+        return [jsonable(i) for i in found]
 
     def find_pod_instances(self, uid: str) -> list[Instance]:
         """The cluster's live instances tagged with this pod UID (normally zero or one)."""
@@ -173,7 +163,7 @@ class Ec2Gateway:
                 {"Name": f"tag:{TAG_CLUSTER}", "Values": [self.settings.cluster_name]},
                 {"Name": "instance-state-name", "Values": list(states)},
             ],
-            MaxResults=1000,
+            PaginationConfig={"PageSize": 1000},
         )
 
     def describe(self, instance_ids: Iterable[str]) -> dict[str, Instance]:
@@ -199,25 +189,21 @@ class Ec2Gateway:
         size; the statuses are checked here too, so an endpoint that ignores the filter is harmless.
         """
         found: dict[str, str] = {}
+        paginator = self.client.get_paginator("describe_instance_status")
         for check, key in (
             ("instance-status.status", "InstanceStatus"),
             ("system-status.status", "SystemStatus"),
         ):
-            token: str | None = None
-            while True:
-                args: dict[str, Any] = {
-                    "Filters": [{"Name": check, "Values": ["impaired"]}],
-                    "MaxResults": 1000,
-                }
-                if token:
-                    args["NextToken"] = token
-                page = self._call("DescribeInstanceStatus", self.client.describe_instance_status, **args)
-                for status in page.get("InstanceStatuses", []):
-                    if status.get(key, {}).get("Status") == "impaired":
-                        found.setdefault(status["InstanceId"], key.removesuffix("Status").lower())
-                token = page.get("NextToken")
-                if not token:
-                    break
+            statuses = self._paged_call(
+                "DescribeInstanceStatus",
+                paginator,
+                "InstanceStatuses[]",
+                Filters=[{"Name": check, "Values": ["impaired"]}],
+                PaginationConfig={"PageSize": 1000},
+            )
+            for status in statuses:
+                if status.get(key, {}).get("Status") == "impaired":
+                    found.setdefault(status["InstanceId"], key.removesuffix("Status").lower())
         return found
 
     # -- mutating -----------------------------------------------------------------------
@@ -292,16 +278,8 @@ class Ec2Gateway:
     def describe_instance_types(self, instance_types: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Descriptions of instance types by name (``VCpuInfo``, ``MemoryInfo`` ...), all pages read."""
         wanted = sorted(set(instance_types))
-        found: dict[str, dict[str, Any]] = {}
-        token: str | None = None
-        while wanted:
-            args: dict[str, Any] = {"InstanceTypes": wanted}
-            if token:
-                args["NextToken"] = token
-            page = self._call("DescribeInstanceTypes", self.client.describe_instance_types, **args)
-            for item in page.get("InstanceTypes", []):
-                found[str(item["InstanceType"])] = dict(item)
-            token = page.get("NextToken")
-            if not token:
-                break
-        return found
+        if not wanted:
+            return {}
+        paginator = self.client.get_paginator("describe_instance_types")
+        types = self._paged_call("DescribeInstanceTypes", paginator, "InstanceTypes[]", InstanceTypes=wanted)
+        return {str(item["InstanceType"]): dict(item) for item in types}

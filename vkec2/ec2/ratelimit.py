@@ -9,19 +9,17 @@ budget, configured below AWS's defaults (``rate_limits`` in the configuration). 
 sleeps that long, so waiters are served in order and the rate never exceeds the bucket. A wait
 beyond ``max_wait_seconds`` fails the call as throttled (:class:`~vkec2.errors.Ec2Error`, retryable),
 and the task retries later with jitter; a RunInstances retried that way carries the same
-ClientToken because the pod's attempt number has not changed. Answers of RequestLimitExceeded are
-counted per action in Redis for the status log.
+ClientToken because the pod's attempt number has not changed. The gateway's botocore hooks
+(:mod:`vkec2.ec2.accounting`) call :meth:`RateLimiter.acquire` before every attempt and count the
+answers of RequestLimitExceeded per action in Redis for the status log.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from vkec2.config import RateLimitSettings, TokenBucket
-from vkec2.ec2.gateway import THROTTLE_CODES, Ec2Gateway
 from vkec2.errors import Ec2Error
 from vkec2.store.redis_store import Store
 
@@ -67,7 +65,7 @@ def api_class(action: str) -> str:
 
 
 class RateLimiter:
-    """Callable as the gateway's ``limiter``: blocks until the action's class has a token for it."""
+    """The gateway's ``limiter`` is :meth:`acquire`: it blocks until the action's class has a token."""
 
     def __init__(
         self, store: Store, settings: RateLimitSettings, sleep: Callable[[float], None] = time.sleep
@@ -76,7 +74,6 @@ class RateLimiter:
         self.settings = settings
         self._sleep = sleep
         self._take = store.redis.register_script(_TAKE)
-        self._local = threading.local()
 
     def bucket(self, cls: str) -> TokenBucket:
         bucket: TokenBucket = getattr(self.settings, cls)
@@ -107,33 +104,3 @@ class RateLimiter:
             )
         if wait > 0:
             self._sleep(wait)
-
-    # -- the gateway's limiter: called once per logical call, before the first attempt ------
-
-    def __call__(self, action: str) -> None:
-        self.acquire(action)
-        self._local.charged = True
-
-    # -- botocore hooks: every further HTTP attempt (a retry) takes its own token -------------
-
-    def _before_send(self, event_name: str = "", **kwargs: Any) -> None:
-        if getattr(self._local, "charged", False):
-            self._local.charged = False  # the first attempt was paid for by __call__
-            return
-        self.acquire(event_name.rsplit(".", 1)[-1])
-
-    def _response_received(self, event_name: str = "", parsed_response: Any = None, **kwargs: Any) -> None:
-        code = ""
-        if isinstance(parsed_response, dict):
-            code = str(parsed_response.get("Error", {}).get("Code", ""))
-        if code in THROTTLE_CODES:
-            action = event_name.rsplit(".", 1)[-1]
-            self.store.redis.hincrby(self.store.keys.ec2_throttled_attempts(), action, 1)
-
-    def attach(self, gateway: Ec2Gateway) -> None:
-        """Charge botocore's retries too and count throttled attempts (call in the worker process)."""
-        events = gateway.client.meta.events
-        events.register("before-send.ec2", self._before_send, unique_id=f"vkec2-ratelimit-{id(self)}")
-        events.register(
-            "response-received.ec2", self._response_received, unique_id=f"vkec2-throttles-{id(self)}"
-        )

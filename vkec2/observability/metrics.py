@@ -1,15 +1,15 @@
 """Prometheus metrics of the fleet: every ``vkec2_*`` metric is defined here, and the ``/metrics`` server.
 
 Workers and the producer count into one process-wide :data:`REGISTRY` (counters for pods, EC2 calls,
-launches, terminations, throttles, agent calls and health outcomes; histograms for each lifecycle
-phase: queue wait, RunInstances, boot, agent ready, launch), and each can serve it with
-:func:`serve` — a stdlib ``http.server`` in a daemon thread answering ``/metrics`` (the exposition
-format) and ``/healthz`` (``ok``). The warm-pool depth gauge is read from the Redis mirror at scrape
-time by :class:`WarmPoolCollector` (wired by the Celery hooks), so every scrape shows the fleet's
-current pools whichever worker answers. Counting is a few in-memory operations per event and needs
-no server; with Celery's prefork pool, set ``PROMETHEUS_MULTIPROC_DIR`` so the children's counts
-reach the parent's server (see docs/observability.md). The names follow the original provider's
-where one applies.
+launches, terminations, throttles, agent calls and health outcomes; histograms for each lifecycle phase:
+queue wait, RunInstances, boot, agent ready, launch), and each can serve it with :func:`serve` —
+prometheus_client's WSGI exposition app on its threading WSGI server, in a daemon thread, answering
+``/metrics`` (the exposition format) and ``/healthz`` (``ok``). The warm-pool depth gauge is read from
+the Redis mirror at scrape time by :class:`WarmPoolCollector` (wired by the Celery hooks), so every
+scrape shows the fleet's current pools whichever worker answers. Counting is a few in-memory operations
+per event and needs no server; with Celery's prefork pool, set ``PROMETHEUS_MULTIPROC_DIR`` so the
+children's counts reach the parent's server (see docs/observability.md). The names follow the original
+provider's where one applies.
 """
 
 from __future__ import annotations
@@ -18,15 +18,19 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from vkec2.domain.models import Phase, PodRecord
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 log = logging.getLogger("vkec2.observability.metrics")
 
@@ -55,7 +59,12 @@ PHASE_TRANSITIONS = Counter(
 
 # -- EC2 -------------------------------------------------------------------------------------
 
-EC2_CALLS = Counter("vkec2_ec2_calls", "EC2 API calls made, by action.", ["action"], registry=REGISTRY)
+EC2_CALLS = Counter(
+    "vkec2_ec2_calls",
+    "EC2 API calls, by action and outcome (ok, throttled, error, unreachable, rate_limited).",
+    ["action", "outcome"],
+    registry=REGISTRY,
+)
 EC2_THROTTLES = Counter(
     "vkec2_ec2_throttles",
     "EC2 API calls that failed throttled after botocore's retries, by action.",
@@ -174,22 +183,28 @@ def pod_transition(rec: PodRecord, previous: Phase, at: float) -> None:
 _PROVISIONED = frozenset({Phase.PROVISIONING, Phase.BOOTING, Phase.LAUNCHING, Phase.RUNNING})
 
 
-# -- hooks used by the gateways ------------------------------------------------------------------
+# -- hooks used by the EC2 accounting and the agent client ---------------------------------------
 
 
-def ec2_call(action: str, *, ok: bool, throttled: bool, seconds: float, kwargs: dict[str, Any]) -> None:
-    """Account one EC2 API call made through :class:`vkec2.ec2.Ec2Gateway`."""
-    EC2_CALLS.labels(action).inc()
-    if throttled:
+def ec2_call(action: str, outcome: str, seconds: float | None, response: Mapping[str, Any] | None) -> None:
+    """Account one EC2 API call (counted by the hooks of :mod:`vkec2.ec2.accounting`).
+
+    ``outcome`` is ``ok``, ``throttled``, ``error``, ``unreachable`` or ``rate_limited`` (refused by
+    the fleet's limiter); ``seconds`` runs from the first attempt's send (after its rate-limit token)
+    to the answer, ``None`` when nothing was sent; ``response`` is the parsed answer, if any.
+    """
+    EC2_CALLS.labels(action, outcome).inc()
+    if outcome == "throttled":
         EC2_THROTTLES.labels(action).inc()
     if action == "RunInstances":
-        RUN_INSTANCES_SECONDS.observe(seconds)
-        if ok:
-            EC2_LAUNCHED.inc(int(kwargs.get("MaxCount", 1)))
-        else:
+        if seconds is not None:
+            RUN_INSTANCES_SECONDS.observe(seconds)
+        if outcome == "ok":
+            EC2_LAUNCHED.inc(len((response or {}).get("Instances", ())))
+        elif outcome != "rate_limited":
             EC2_LAUNCH_ERRORS.inc()
-    elif action == "TerminateInstances" and ok:
-        EC2_TERMINATED.inc(len(kwargs.get("InstanceIds", ())))
+    elif action == "TerminateInstances" and outcome == "ok":
+        EC2_TERMINATED.inc(len((response or {}).get("TerminatingInstances", ())))
 
 
 def _method_name(full: str) -> str:
@@ -256,6 +271,7 @@ class WarmPoolCollector(Collector):
 
 
 _pool_collector: WarmPoolCollector | None = None
+_server_lock = threading.Lock()
 
 
 def watch_warm_pools(counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
@@ -265,67 +281,58 @@ def watch_warm_pools(counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> N
         if _pool_collector is None:
             _pool_collector = WarmPoolCollector(counts)
             REGISTRY.register(_pool_collector)
+            if _server is not None and _server.registry is not REGISTRY:
+                _server.registry.register(_pool_collector)
 
 
 # -- the HTTP endpoint -------------------------------------------------------------------------
 
 
-def _registry() -> CollectorRegistry:
+def _served_registry() -> CollectorRegistry:
     """What ``/metrics`` serves: :data:`REGISTRY`, or every process's files in multiprocess mode."""
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if not directory:
         return REGISTRY
-    from prometheus_client import multiprocess
-
     merged = CollectorRegistry()
     multiprocess.MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
-    if _pool_collector is not None:
-        merged.register(_pool_collector)
     return merged
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "vkec2-metrics"
+def _app(registry: CollectorRegistry) -> WSGIApplication:
+    """prometheus_client's exposition app on ``/metrics``, ``ok`` on ``/healthz``, 404 elsewhere."""
+    exposition = make_wsgi_app(registry)
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
         if path == "/metrics":
-            body = generate_latest(_registry())
-            ctype = "text/plain; version=0.0.4; charset=utf-8"
-        elif path == "/healthz":
-            body, ctype = b"ok\n", "text/plain; charset=utf-8"
-        else:
-            self.send_error(404, "only /metrics and /healthz live here")
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            return exposition(environ, start_response)  # type: ignore[no-any-return]
+        if path == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ok\n"]
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"only /metrics and /healthz live here\n"]
 
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a log line
         pass
 
 
 class MetricsServer:
-    """A running ``/metrics`` + ``/healthz`` server."""
+    """A running ``/metrics`` + ``/healthz`` server (prometheus_client's threading WSGI server)."""
 
-    def __init__(self, httpd: ThreadingHTTPServer, thread: threading.Thread) -> None:
+    def __init__(self, httpd: WSGIServer, registry: CollectorRegistry) -> None:
         self.httpd = httpd
-        self.thread = thread
+        self.registry = registry
 
     @property
     def port(self) -> int:
-        return int(self.httpd.server_address[1])
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
+        return int(self.httpd.server_port)
 
 
 _server: MetricsServer | None = None
-_server_lock = threading.Lock()
 
 
 def serve(port: int, address: str = "127.0.0.1") -> MetricsServer:
@@ -337,19 +344,11 @@ def serve(port: int, address: str = "127.0.0.1") -> MetricsServer:
     with _server_lock:
         if _server is not None:
             return _server
-        httpd = ThreadingHTTPServer((address, port), _Handler)
-        httpd.daemon_threads = True
-        thread = threading.Thread(target=httpd.serve_forever, name="vkec2-metrics", daemon=True)
-        thread.start()
-        _server = MetricsServer(httpd, thread)
+        registry = _served_registry()
+        if registry is not REGISTRY and _pool_collector is not None:
+            registry.register(_pool_collector)
+        httpd = make_server(address, port, _app(registry), ThreadingWSGIServer, handler_class=_QuietHandler)
+        threading.Thread(target=httpd.serve_forever, name="vkec2-metrics", daemon=True).start()
+        _server = MetricsServer(httpd, registry)
         log.info("metrics on http://%s:%d/metrics", address, _server.port)
         return _server
-
-
-def stop_server() -> None:
-    """Stop this process's metrics server, if one runs."""
-    global _server
-    with _server_lock:
-        if _server is not None:
-            _server.stop()
-            _server = None

@@ -292,6 +292,10 @@ class Store:
             pipe.hincrby(self.keys.ec2_throttles(), action, 1)
         pipe.execute()
 
+    def count_throttled_attempt(self, action: str) -> None:
+        """Count one HTTP attempt of ``action`` answered throttled (botocore's retries included)."""
+        self.redis.hincrby(self.keys.ec2_throttled_attempts(), action, 1)
+
     def ec2_calls(self) -> dict[str, int]:
         raw = cast(dict[str, str], self.redis.hgetall(self.keys.ec2_calls()))
         return {k: int(v) for k, v in raw.items()}
