@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from typing import Any, TypeVar
 
 from celery import Task
+from celery.utils.time import get_exponential_backoff_interval
 
 from tasks.app import app
 from tasks.runtime import Fleet, fleet
@@ -58,7 +58,9 @@ def retry_throttled(task: Task, exc: Ec2Error, period: float) -> Exception:
     """Retry a periodic task hit by EC2 throttling, with jitter, well within its period."""
     if not exc.retryable:
         raise exc
-    countdown = min(period / 2, 2.0**task.request.retries) * (0.5 + random.random())
+    countdown = get_exponential_backoff_interval(
+        factor=1, retries=task.request.retries, maximum=max(1, int(period / 2)), full_jitter=True
+    )
     retry: Exception = task.retry(exc=exc, countdown=countdown, max_retries=PERIODIC_RETRIES)
     return retry
 
