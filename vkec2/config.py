@@ -646,29 +646,6 @@ class Settings(_Model):
             return self.pool(self.default_warm_pool)
         return self.warm_pools[0] if self.warm_pools else None
 
-    def user_data_for(self, instance_type: str) -> str | None:
-        """The UserData an instance launches with: ``ec2.user_data`` if set, else the agent installer.
-
-        With ``bootstrap.s3_bucket`` and ``s3_key`` set, the installer from ``agent/userdata`` is
-        rendered for the instance's OS (``mac*`` instance types are macOS, others ``node.os``): it
-        fetches the agent artifact from S3 with the instance role and runs it as a service on
-        ``agent.port`` (plaintext, ``--insecure``, only when the fleet has no ``agent.tls``).
-        """
-        if self.ec2.user_data is not None:
-            return self.ec2.user_data
-        if not (self.bootstrap.s3_bucket and self.bootstrap.s3_key):
-            return None
-        from agent.userdata import render_user_data
-
-        return render_user_data(
-            "darwin" if instance_type.startswith("mac") else self.node.os,
-            s3_bucket=self.bootstrap.s3_bucket,
-            s3_key=self.bootstrap.s3_key,
-            port=self.agent.port,
-            region=self.region,
-            extra_args=["--insecure"] if self.agent.tls is None else [],
-        )
-
     def pool_launch_defaults(self, pool: WarmPool) -> Ec2Defaults:
         """The EC2 parameters a pool's instances launch with: the pool's, unset ones from ``ec2``."""
         ec2 = self.ec2
