@@ -167,7 +167,7 @@ def _load_yaml(text: str, source: str) -> Any:
 
 
 # --- environment overrides ---------------------------------------------------------------------
-# pydantic-settings reads the variables (prefix, ``__`` nesting, case, JSON for lists, mappings and
+# pydantic-settings reads the variables (prefix, ``__`` nesting, JSON for lists, mappings and
 # sections: Settings.model_config). Around it: which variable set which key (for error messages),
 # "a variable replaces the key it names" when merging onto the file, an empty value nulling an
 # optional key, and the list-index shim, since pydantic-settings has no notion of list indices.
