@@ -9,6 +9,9 @@ pool and no launch-parameter annotation the default pool is used. The result is 
 is picked from the pod UID, lists are sorted), so the same pod always sends the same parameters
 with its ClientToken. Anything wrong with the pod raises :class:`~vkec2.errors.InvalidPodSpec`
 with reason ``InvalidAnnotation``, ``UnknownWarmPool`` or ``MissingImage``; nothing is launched.
+The instance's UserData is decided here too (:func:`user_data_for`, also used for warm-pool
+launches): ``ec2.user_data`` as configured, else the agent installer rendered from
+``agent/userdata``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from agent.userdata import render_user_data
 from vkec2.config import (
     IMAGE_ID_RE,
     INSTANCE_TYPE_RE,
@@ -198,6 +202,29 @@ def _check_against_pool(pool: WarmPool, base: Ec2Defaults, ann: Mapping[str, str
         raise contradicts(KEY_PAIR, "key pair", base.key_pair)
 
 
+def user_data_for(settings: Settings, instance_type: str) -> str | None:
+    """The UserData an instance launches with: ``ec2.user_data`` if set, else the agent installer.
+
+    With ``bootstrap.s3_bucket`` and ``s3_key`` set, the installer from ``agent/userdata`` is
+    rendered for the instance's OS (``mac*`` instance types are macOS, others ``node.os``): it
+    fetches the agent artifact from S3 with the instance role and runs it as a service on
+    ``agent.port`` (plaintext, ``--insecure``, only when the fleet has no ``agent.tls``).
+    """
+    if settings.ec2.user_data is not None:
+        return settings.ec2.user_data
+    bootstrap = settings.bootstrap
+    if not (bootstrap.s3_bucket and bootstrap.s3_key):
+        return None
+    return render_user_data(
+        "darwin" if instance_type.startswith("mac") else settings.node.os,
+        s3_bucket=bootstrap.s3_bucket,
+        s3_key=bootstrap.s3_key,
+        port=settings.agent.port,
+        region=settings.region,
+        extra_args=["--insecure"] if settings.agent.tls is None else [],
+    )
+
+
 def launch_params(settings: Settings, pod: Mapping[str, Any]) -> LaunchParams:
     """The EC2 parameters for ``pod``; raises :class:`InvalidPodSpec` when it cannot be launched."""
     annotations, uid = _metadata(pod)
@@ -235,7 +262,7 @@ def launch_params(settings: Settings, pod: Mapping[str, Any]) -> LaunchParams:
         security_groups=groups,
         instance_profile=ann.get(INSTANCE_PROFILE, base.instance_profile),
         key_pair=ann.get(KEY_PAIR, base.key_pair),
-        user_data=settings.user_data_for(instance_type),
+        user_data=user_data_for(settings, instance_type),
         tags=tuple(sorted(user_tags.items())),
         warm_pool=pool.name if pool is not None else None,
     )

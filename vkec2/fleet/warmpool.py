@@ -30,7 +30,7 @@ from typing import Any, cast
 
 from vkec2.agent_client.client import AgentClient, AgentTarget, resolve_endpoint
 from vkec2.config import Settings, WarmPool
-from vkec2.domain.podspec import LaunchParams
+from vkec2.domain.podspec import LaunchParams, user_data_for
 from vkec2.ec2.gateway import (
     TAG_CLUSTER,
     TAG_POD_UID,
@@ -291,7 +291,7 @@ class WarmPools:
             security_groups=tuple(sorted(defaults.security_groups)),
             instance_profile=defaults.instance_profile,
             key_pair=defaults.key_pair,
-            user_data=self.settings.user_data_for(defaults.instance_type),
+            user_data=user_data_for(self.settings, defaults.instance_type),
             tags=tuple(sorted(defaults.tags.items())),
             warm_pool=pool.name,
         )

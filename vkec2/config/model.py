@@ -1,0 +1,422 @@
+"""The settings model: :class:`Settings` and the sections of the fleet's core.
+
+Field names, nesting and defaults are the contract the rest of the fleet uses; the reference for
+every key is ``docs/configuration.md``. This module holds the sections for AWS access, the EC2
+launch defaults and warm pools, the agent connection, bootstrap, health, the virtual node and
+Celery; the maintenance and observability sections live in :mod:`vkec2.config.operations` and
+the value rules in :mod:`vkec2.config.shapes`. Models only validate: reading files and the
+environment is :mod:`vkec2.config.loading`, and rendering launch payloads (the agent installer
+as UserData) is :mod:`vkec2.domain.podspec`.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Sequence
+from typing import Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from vkec2.config.operations import (
+    BeatSettings,
+    FlowerSettings,
+    GcSettings,
+    LoggingSettings,
+    MetricsSettings,
+    QuotaSettings,
+    RateLimitSettings,
+    TracingSettings,
+)
+from vkec2.config.shapes import (
+    DNS_LABEL_RE,
+    DNS_SUBDOMAIN_RE,
+    QUANTITY_RE,
+    REGION_RE,
+    SECURITY_GROUP_ID_RE,
+    SUBNET_ID_RE,
+    Section,
+    check_http_url,
+    check_ids,
+    check_image,
+    check_instance_type,
+    check_key_pair,
+    check_profile,
+    parse_static,
+    tags_problem,
+)
+
+#: Environment variable naming the configuration file when no path is given.
+CONFIG_ENV = "VKEC2_CONFIG"
+#: Prefix of every environment override.
+ENV_PREFIX = "VKEC2_"
+
+
+class AwsSettings(Section):
+    """How workers reach AWS (EC2, S3, Service Quotas)."""
+
+    endpoint_url: str | None = Field(default=None, description="AWS endpoint override (moto, VPC endpoint).")
+    connect_timeout_seconds: float = Field(default=2.0, gt=0)
+    read_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return check_http_url(value)
+
+
+class _LaunchTarget(Section):
+    """The EC2 parameters that choose an instance, shared by the defaults and every warm pool."""
+
+    image_id: str | None = None
+    instance_type: str = "m5.large"
+    subnets: list[str] = Field(default_factory=list)
+    security_groups: list[str] = Field(default_factory=list)
+    instance_profile: str | None = None
+    key_pair: str | None = None
+
+    _image = field_validator("image_id")(check_image)
+    _type = field_validator("instance_type")(check_instance_type)
+    _profile = field_validator("instance_profile")(check_profile)
+    _key = field_validator("key_pair")(check_key_pair)
+
+    @field_validator("subnets")
+    @classmethod
+    def _subnets(cls, value: list[str]) -> list[str]:
+        return check_ids(value, SUBNET_ID_RE, "subnet ID like subnet-0123abcd")
+
+    @field_validator("security_groups")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        return check_ids(value, SECURITY_GROUP_ID_RE, "security group ID like sg-0123abcd")
+
+
+class Ec2Defaults(_LaunchTarget):
+    """Launch parameters used when a pod's annotations do not override them."""
+
+    user_data: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        problem = tags_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class WarmPool(_LaunchTarget):
+    """A named pool of pre-launched instances that pods can claim.
+
+    Unset fields (``image_id``, empty ``subnets``/``security_groups``, ``instance_profile``,
+    ``key_pair``) inherit from ``ec2``; see :meth:`Settings.pool_launch_defaults`.
+    """
+
+    name: str
+    desired_count: int = Field(default=0, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not DNS_LABEL_RE.fullmatch(value):
+            raise ValueError(
+                f"pool name {value!r} is not a DNS label (lowercase letters, digits and '-', "
+                "at most 63 characters, starting and ending with a letter or digit)"
+            )
+        return value
+
+
+class Backoff(Section):
+    """Reconnect backoff towards an agent (gRPC connection-backoff parameters)."""
+
+    base_delay_seconds: float = Field(default=1.0, gt=0)
+    multiplier: float = Field(default=1.6, ge=1)
+    jitter: float = Field(default=0.2, ge=0, le=1)
+    max_delay_seconds: float = Field(default=120.0, gt=0)
+
+    @field_validator("max_delay_seconds")
+    @classmethod
+    def _max(cls, value: float, info: ValidationInfo) -> float:
+        base = info.data.get("base_delay_seconds")
+        if base is not None and value < base:
+            raise ValueError(f"smaller than base_delay_seconds ({base})")
+        return value
+
+
+class Keepalive(Section):
+    """gRPC keepalive pings towards an agent."""
+
+    time_seconds: float = Field(default=10.0, gt=0)
+    timeout_seconds: float = Field(default=20.0, gt=0)
+
+
+class AgentTls(Section):
+    """Fleet CA and the worker's client identity; absent means plaintext agents (local only)."""
+
+    ca_cert_file: str
+    ca_key_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> AgentTls:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("client_cert_file and client_key_file must be set together")
+        return self
+
+
+class AgentConnection(Section):
+    """How workers and the producer reach the agent on each instance."""
+
+    port: int = Field(default=8200, ge=1, le=65535)
+    endpoint: str = "private-ip"  # private-ip | public-ip | static:HOST:PORT
+    call_timeout_seconds: float = Field(default=10.0, gt=0)
+    connect_timeout_seconds: float = Field(default=1.0, gt=0)
+    boot_timeout_seconds: float = Field(default=900.0, gt=0)
+    backoff: Backoff = Field(default_factory=Backoff)
+    keepalive: Keepalive = Field(default_factory=Keepalive)
+    tls: AgentTls | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value in {"private-ip", "public-ip"}:
+            return value
+        if value.startswith("static:"):
+            parse_static(value)
+            return value
+        raise ValueError(f"must be private-ip, public-ip or static:HOST:PORT, not {value!r}")
+
+    def static_endpoint(self) -> tuple[str, int] | None:
+        """``(host, port)`` when ``endpoint`` is ``static:HOST:PORT``, else None."""
+        return parse_static(self.endpoint) if self.endpoint.startswith("static:") else None
+
+
+class BootstrapAgent(Section):
+    """Where the agent artifact lives for the user-data installer."""
+
+    s3_bucket: str | None = None
+    s3_key: str | None = None
+    init_data: str | None = None  # the original provider's BootstrapAgent.InitData: accepted, unused
+
+
+class HealthSettings(Section):
+    """Health sweep: how often, and after how many bad checks a pod is Unhealthy or Unknown."""
+
+    interval_seconds: float = Field(default=10.0, gt=0)
+    unhealthy_threshold: int = Field(default=3, ge=1)
+    unknown_threshold: int = Field(default=6, ge=1)
+    flapping_window_seconds: float = Field(default=300.0, gt=0)
+    flapping_count: int = Field(default=4, ge=2)
+
+
+class NodeSettings(Section):
+    """The virtual node a producer registers; capacity is the fallback when quotas are unknown."""
+
+    name: str | None = None
+    os: Literal["linux", "darwin"] = "linux"
+    kubelet_port: int = Field(default=10250, ge=1, le=65535)
+    cpu: str = "96"
+    memory: str = "384Gi"
+    pods: str = "100"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) > 253 or not DNS_SUBDOMAIN_RE.fullmatch(value)):
+            raise ValueError(f"node name {value!r} is not a DNS subdomain")
+        return value
+
+    @field_validator("cpu", "memory", "pods")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if not QUANTITY_RE.fullmatch(value):
+            raise ValueError(f"not a Kubernetes quantity like 96, 500m or 384Gi: {value!r}")
+        return value
+
+
+class CelerySettings(Section):
+    """Broker and task behaviour; see vkec2/broker/app.py for how each value is used."""
+
+    visibility_timeout_seconds: int = Field(default=600, ge=1)
+    max_countdown_seconds: float = Field(default=30.0, gt=0)
+    lock_ttl_seconds: float = Field(
+        default=60.0, gt=0, description="How long a per-pod lock outlives a worker that died holding it."
+    )
+
+    @field_validator("max_countdown_seconds")
+    @classmethod
+    def _below_visibility(cls, value: float, info: ValidationInfo) -> float:
+        visibility = info.data.get("visibility_timeout_seconds")
+        if visibility is not None and value >= visibility:
+            raise ValueError(
+                f"must be shorter than visibility_timeout_seconds ({visibility}), or the broker "
+                "redelivers counted-down tasks"
+            )
+        return value
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one fleet (see docs/configuration.md).
+
+    A pydantic-settings model: its configuration names the ``VKEC2_`` prefix and the ``__``
+    nesting delimiter of the environment overrides. Constructing it reads nothing but its
+    arguments (``Settings()`` is all defaults); :func:`vkec2.config.load_config` adds the file and
+    the environment, with every error named by its source.
+    """
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        validate_default=False,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=True,  # the loader lower-cases names after the prefix (vkec2.config.loading)
+    )
+
+    cluster_name: str = Field(default="vkec2", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    region: str = "us-west-2"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    status_interval_seconds: float = Field(default=15.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+    ec2: Ec2Defaults = Field(default_factory=Ec2Defaults)
+    warm_pools: list[WarmPool] = Field(default_factory=list)
+    default_warm_pool: str | None = Field(
+        default=None, description="Pool used by pods that ask for none; None means the first pool."
+    )
+    agent: AgentConnection = Field(default_factory=AgentConnection)
+    bootstrap: BootstrapAgent = Field(default_factory=BootstrapAgent)
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    node: NodeSettings = Field(default_factory=NodeSettings)
+    celery: CelerySettings = Field(default_factory=CelerySettings)
+    # Fleet maintenance (docs/maintenance.md).
+    beat: BeatSettings = Field(default_factory=BeatSettings)
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    gc: GcSettings = Field(default_factory=GcSettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    # Observability (docs/observability.md).
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    flower: FlowerSettings = Field(default_factory=FlowerSettings)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        if not REGION_RE.fullmatch(value):
+            raise ValueError(f"not an AWS region like us-west-2: {value!r}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("warm_pools")
+    @classmethod
+    def _unique_pools(cls, value: list[WarmPool]) -> list[WarmPool]:
+        seen: dict[str, int] = {}
+        for index, pool in enumerate(value):
+            if pool.name in seen:
+                raise ValueError(f"duplicate pool name {pool.name!r} (entries {seen[pool.name]} and {index})")
+            seen[pool.name] = index
+        return value
+
+    @field_validator("default_warm_pool")
+    @classmethod
+    def _known_pool(cls, value: str | None, info: ValidationInfo) -> str | None:
+        pools = info.data.get("warm_pools")
+        if value is None or pools is None:  # pools None: warm_pools itself failed validation
+            return value
+        names = [pool.name for pool in pools]
+        if value not in names:
+            configured = ", ".join(names) if names else "none"
+            raise ValueError(f"no warm pool named {value!r} (configured: {configured})")
+        return value
+
+    def pool(self, name: str) -> WarmPool | None:
+        """The warm pool called ``name``, or None."""
+        return next((pool for pool in self.warm_pools if pool.name == name), None)
+
+    def default_pool(self) -> WarmPool | None:
+        """The pool used by pods that name none: ``default_warm_pool``, else the first pool."""
+        if self.default_warm_pool is not None:
+            return self.pool(self.default_warm_pool)
+        return self.warm_pools[0] if self.warm_pools else None
+
+    def pool_launch_defaults(self, pool: WarmPool) -> Ec2Defaults:
+        """The EC2 parameters a pool's instances launch with: the pool's, unset ones from ``ec2``."""
+        ec2 = self.ec2
+        return Ec2Defaults(
+            image_id=pool.image_id or ec2.image_id,
+            instance_type=pool.instance_type,
+            subnets=list(pool.subnets or ec2.subnets),
+            security_groups=list(pool.security_groups or ec2.security_groups),
+            instance_profile=pool.instance_profile or ec2.instance_profile,
+            key_pair=pool.key_pair or ec2.key_pair,
+            user_data=ec2.user_data,
+            tags=dict(ec2.tags),
+        )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the constructor's arguments: the environment is read by ``load_config`` alone."""
+        return (init_settings,)
+
+
+# ---------------------------------------------------------------------------------------------
+# The annotation at a key path, for the loader and its error messages.
+
+#: :func:`annotation_at` of a path that names no setting.
+UNKNOWN: Any = object()
+
+
+def strip_optional(tp: Any) -> Any:
+    """``X`` for ``X | None``, else ``tp``."""
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [arg for arg in get_args(tp) if arg is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def is_optional(tp: Any) -> bool:
+    """True for ``X | None``."""
+    return get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp)
+
+
+def is_structured(tp: Any) -> bool:
+    """True for a list, a mapping or a section (given as JSON in an environment variable)."""
+    bare = strip_optional(tp)
+    return get_origin(bare) in (list, dict) or (isinstance(bare, type) and issubclass(bare, BaseModel))
+
+
+def annotation_at(path: Sequence[str | int]) -> Any:
+    """The annotation of the key at ``path`` (list indices as ints) in :class:`Settings`, or UNKNOWN."""
+    tp: Any = Settings
+    for part in path:
+        tp = strip_optional(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if not isinstance(part, str) or part not in tp.model_fields:
+                return UNKNOWN
+            tp = tp.model_fields[part].annotation
+        elif get_origin(tp) is list and isinstance(part, int):
+            tp = get_args(tp)[0]
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        else:
+            return UNKNOWN
+    return tp
