@@ -2,6 +2,6 @@
 
 import sys
 
-from agent.server import main
+from agent.cli import main
 
 sys.exit(main(sys.argv[1:]))

@@ -8,349 +8,37 @@ then every app container gets a supervising thread that applies the restart poli
 exponential back-off (reason ``CrashLoopBackOff``). When a container's main process exits, what is
 left of its process group is killed, like a container whose PID 1 exits. Terminate sends SIGTERM to
 every group, waits the grace period, then SIGKILLs; every child is reaped by its own thread, so no
-zombies are left.
+zombies are left. A container is :mod:`agent.process_container`, an exec session
+:mod:`agent.process_exec`, the process-group plumbing :mod:`agent.process_group`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import queue
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from agent.logs import ContainerLog, LogQuery, read_log
+from agent.logs import LogQuery, read_log
 from agent.model import (
     ConditionTracker,
-    ContainerSnapshot,
-    ContainerSpec,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     PodSnapshot,
-    PodSpec,
     Running,
-    State,
     Terminated,
     Waiting,
-    container_environment,
     derive_conditions,
     derive_phase,
-    expand_vars,
-    parse_pod,
-    terminated_reason,
 )
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _exit_code(returncode: int) -> tuple[int, int]:
-    """(exit code, signal) the way container runtimes report them: 128+N when killed by signal N."""
-    if returncode < 0:
-        return 128 - returncode, -returncode
-    return returncode, 0
-
-
-def _reap(proc: subprocess.Popen[bytes]) -> int:
-    """Wait for the group leader, then kill whatever is left of its process group."""
-    rc = proc.wait()
-    _killpg(proc.pid, signal.SIGKILL)
-    return rc
-
-
-class _Container:
-    """One container of the pod: its spec, its truthful status and its current process."""
-
-    def __init__(self, rt: ProcessRuntime, spec: ContainerSpec, is_init: bool, initial: Waiting) -> None:
-        self.rt = rt
-        self.spec = spec
-        self.is_init = is_init
-        self.state: State = initial
-        self.last_state: State | None = None
-        self.restart_count = 0
-        self.starts = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log: ContainerLog | None = None
-        self.prev_log: ContainerLog | None = None
-        self.thread: threading.Thread | None = None
-
-    def snapshot(self) -> ContainerSnapshot:
-        st = self.state
-        if self.is_init:
-            ready = isinstance(st, Terminated) and st.exit_code == 0
-        else:
-            ready = isinstance(st, Running) and not self.rt._stopping.is_set()
-        pid = self.proc.pid if self.proc is not None else None
-        return ContainerSnapshot(
-            name=self.spec.name,
-            image=self.spec.image,
-            state=st,
-            last_state=self.last_state,
-            restart_count=self.restart_count,
-            ready=ready,
-            started=isinstance(st, Running),
-            container_id=f"process://{pid}" if pid else "",
-        )
-
-    def _should_restart(self, exit_code: int) -> bool:
-        policy = self.rt._policy
-        if self.is_init:
-            return exit_code != 0 and policy != "Never"
-        return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
-
-    def run(self) -> bool:
-        """Start, wait, restart per policy; True when the last run exited 0 (runs in a thread)."""
-        rt = self.rt
-        failures = 0
-        while True:
-            result = self._run_once()
-            if result is None:
-                return False
-            exit_code, started = result
-            with rt._lock:
-                if rt._stopping.is_set() or not self._should_restart(exit_code):
-                    return exit_code == 0
-                if time.time() - started >= rt.backoff_reset:
-                    failures = 0
-                failures += 1
-                delay = min(rt.backoff_base * (2 ** (failures - 1)), rt.backoff_max)
-                self.last_state = self.state
-                pod = rt._pod
-                assert pod is not None
-                self.state = Waiting(
-                    "CrashLoopBackOff",
-                    f"back-off {delay:g}s restarting failed container={self.spec.name} "
-                    f"pod={pod.name}_{pod.namespace}({pod.uid})",
-                )
-                rt._changed()
-            if rt._stopping.wait(delay):
-                return False
-
-    def _run_once(self) -> tuple[int, float] | None:
-        rt = self.rt
-        with rt._lock:
-            if rt._stopping.is_set():
-                return None
-            pod = rt._pod
-            assert pod is not None
-            if self.starts:
-                self.restart_count += 1
-            self.starts += 1
-            if self.prev_log is not None:
-                self.prev_log.remove()
-            self.prev_log = self.log
-            log = ContainerLog(rt.log_dir / self.spec.name / f"{self.restart_count}.log", rt.max_log_bytes)
-            self.log = log
-            env = container_environment(
-                pod, self.spec, pod_ip=rt.pod_ip, host_ip=rt.host_ip, base=rt.base_env(pod)
-            )
-            argv = [expand_vars(a, env) for a in self.spec.argv]
-            started = time.time()
-            try:
-                if self.spec.working_dir:
-                    os.makedirs(self.spec.working_dir, exist_ok=True)
-                proc = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    env=env,
-                    cwd=self.spec.working_dir,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            except OSError as exc:
-                message = f"failed to start container {self.spec.name!r}: {exc}"
-                log.write("stderr", message.encode())
-                log.finish()
-                if isinstance(self.state, Terminated):
-                    self.last_state = self.state
-                self.state = Terminated(128, "StartError", started, started, message=message)
-                rt._changed()
-                return 128, started
-            self.proc = proc
-            if isinstance(self.state, Terminated):
-                self.last_state = self.state
-            self.state = Running(started)
-            rt._changed()
-        assert proc.stdout is not None and proc.stderr is not None
-        pumps = [
-            threading.Thread(target=log.pump, args=(os.dup(proc.stdout.fileno()), "stdout"), daemon=True),
-            threading.Thread(target=log.pump, args=(os.dup(proc.stderr.fileno()), "stderr"), daemon=True),
-        ]
-        proc.stdout.close()
-        proc.stderr.close()
-        for p in pumps:
-            p.start()
-        rc = _reap(proc)
-        for p in pumps:
-            p.join(2.0)
-        log.finish()
-        code, sig = _exit_code(rc)
-        with rt._lock:
-            if isinstance(self.state, Terminated):
-                self.last_state = self.state
-            self.state = Terminated(code, terminated_reason(code), time.time(), started, signal=sig)
-            self.proc = None
-            rt._changed()
-        return code, started
-
-
-class ProcessExec:
-    """``kubectl exec`` into a process-runtime container: a sibling process with the container's env."""
-
-    def __init__(
-        self,
-        argv: list[str],
-        env: Mapping[str, str],
-        cwd: str | None,
-        tty: bool,
-        stdin: bool,
-        on_done: Callable[[ProcessExec], None],
-    ) -> None:
-        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
-        self._tty = tty
-        self._master: int | None = None
-        self._exited = threading.Event()
-        self._rc = 0
-        self._on_done = on_done
-        if tty:
-            import pty
-
-            master, slave = pty.openpty()
-            try:
-                self._proc = subprocess.Popen(
-                    argv,
-                    stdin=slave,
-                    stdout=slave,
-                    stderr=slave,
-                    env=dict(env),
-                    cwd=cwd,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-            finally:
-                os.close(slave)
-            self._master = master
-            self._streams = 1
-            self._reader(os.dup(master), "stdout")
-        else:
-            self._proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=dict(env),
-                cwd=cwd,
-                start_new_session=True,
-                close_fds=True,
-            )
-            assert self._proc.stdout is not None and self._proc.stderr is not None
-            self._streams = 2
-            self._reader(os.dup(self._proc.stdout.fileno()), "stdout")
-            self._reader(os.dup(self._proc.stderr.fileno()), "stderr")
-            self._proc.stdout.close()
-            self._proc.stderr.close()
-        threading.Thread(target=self._wait, daemon=True).start()
-
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
-
-    def _reader(self, fd: int, stream: str) -> None:
-        def run() -> None:
-            try:
-                while True:
-                    try:
-                        data = os.read(fd, 65536)
-                    except OSError:
-                        break
-                    if not data:
-                        break
-                    self._queue.put((stream, data))
-            finally:
-                os.close(fd)
-                self._queue.put(None)
-
-        threading.Thread(target=run, daemon=True).start()
-
-    def _wait(self) -> None:
-        self._rc = _reap(self._proc)
-        self._exited.set()
-        self._on_done(self)
-
-    def write_stdin(self, data: bytes) -> None:
-        try:
-            if self._master is not None:
-                os.write(self._master, data)
-            elif self._proc.stdin is not None:
-                self._proc.stdin.write(data)
-                self._proc.stdin.flush()
-        except (BrokenPipeError, OSError, ValueError):
-            pass
-
-    def close_stdin(self) -> None:
-        if self._master is not None:
-            self.write_stdin(b"\x04")
-            return
-        try:
-            if self._proc.stdin is not None:
-                self._proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
-
-    def resize(self, width: int, height: int) -> None:
-        if self._master is None:
-            return
-        import fcntl
-        import struct
-        import termios
-
-        with contextlib.suppress(OSError):
-            fcntl.ioctl(self._master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
-
-    def output(self) -> Iterator[tuple[str, bytes]]:
-        ended = 0
-        exited_at: float | None = None
-        while ended < self._streams:
-            try:
-                item = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                # Something that escaped the process group may hold the pipe open: give up 2 s
-                # after the command itself exited.
-                if self._exited.is_set():
-                    exited_at = exited_at or time.monotonic()
-                    if time.monotonic() - exited_at > 2.0:
-                        return
-                continue
-            if item is None:
-                ended += 1
-            else:
-                yield item
-
-    def wait(self) -> int:
-        self._exited.wait()
-        if self._master is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._master)
-            self._master = None
-        return _exit_code(self._rc)[0]
-
-    def kill(self) -> None:
-        if not self._exited.is_set():
-            _killpg(self._proc.pid, signal.SIGKILL)
-
-    def signal(self, sig: int) -> None:
-        if not self._exited.is_set():
-            _killpg(self._proc.pid, sig)
+from agent.podspec import PodSpec, container_environment, parse_pod
+from agent.process_container import ProcessContainer
+from agent.process_exec import ProcessExec
+from agent.process_group import killpg
 
 
 class ProcessRuntime:
@@ -381,8 +69,8 @@ class ProcessRuntime:
         self._version = 0
         self._pod: PodSpec | None = None
         self._policy = "Always"
-        self._init: list[_Container] = []
-        self._apps: list[_Container] = []
+        self._init: list[ProcessContainer] = []
+        self._apps: list[ProcessContainer] = []
         self._stopping = threading.Event()
         self._terminated = False
         self._terminate_message = ""
@@ -410,10 +98,10 @@ class ProcessRuntime:
         env["HOSTNAME"] = pod.name
         return env
 
-    def _all(self) -> list[_Container]:
+    def _all(self) -> list[ProcessContainer]:
         return [*self._init, *self._apps]
 
-    def _find(self, name: str) -> _Container:
+    def _find(self, name: str) -> ProcessContainer:
         pod = self._pod
         if pod is None:
             raise FailedPrecondition("no pod has been launched on this agent")
@@ -456,8 +144,10 @@ class ProcessRuntime:
             self._terminated = False
             self._tracker.reset()
             first = "PodInitializing" if pod.init_containers else "ContainerCreating"
-            self._init = [_Container(self, c, True, Waiting("PodInitializing")) for c in pod.init_containers]
-            self._apps = [_Container(self, c, False, Waiting(first)) for c in pod.containers]
+            self._init = [
+                ProcessContainer(self, c, True, Waiting("PodInitializing")) for c in pod.init_containers
+            ]
+            self._apps = [ProcessContainer(self, c, False, Waiting(first)) for c in pod.containers]
             self._supervisor = threading.Thread(target=self._supervise, name="vkec2-pod", daemon=True)
             self._supervisor.start()
             self._changed()
@@ -536,14 +226,14 @@ class ProcessRuntime:
             pids = self._live_pids()
             self._changed()
         for pid in pids:
-            _killpg(pid, signal.SIGTERM)
+            killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_seconds
         with self._cond:
             while self._live_pids() and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(min(left, 0.5))
             pids = self._live_pids()
         for pid in pids:
-            _killpg(pid, signal.SIGKILL)
+            killpg(pid, signal.SIGKILL)
         with self._cond:
             end = time.monotonic() + 10
             while self._live_pids() and (left := end - time.monotonic()) > 0:

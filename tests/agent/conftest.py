@@ -11,8 +11,12 @@ import grpc
 import pytest
 
 from agent.bootstrap import Identity
+from agent.runtime import Runtime
 from agent.runtime_process import ProcessRuntime
 from agent.server import AgentServer
+from agent.service import Extension
+from agent.sim.control import ControlledRuntime
+from agent.sim.service import Simulation
 from agent.v1 import agent_pb2_grpc as _agent_grpc
 from agent.v1 import simulation_pb2_grpc as _simulation_grpc
 from tests.support.services import ManagedProcess, free_port, port_open, wait_until
@@ -95,13 +99,19 @@ def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
 
 
 class InProcessAgent:
-    """An :class:`AgentServer` with the process runtime inside the test process (insecure)."""
+    """An :class:`AgentServer` with the process runtime inside the test process (insecure).
+
+    With ``simulation`` it also serves the Simulation service and its fault injection."""
 
     def __init__(self, tmp: Path, instance_id: str = "i-inproc", simulation: bool = False) -> None:
         self.instance_id = instance_id
         self.runtime = ProcessRuntime(tmp / "logs", pod_ip="127.0.0.1", backoff_base=0.2, backoff_max=1.0)
+        served: Runtime = self.runtime
+        extension: Extension | None = None
+        if simulation:  # as ``vkec2 agent --enable-simulation`` wires it
+            served, extension = ControlledRuntime(self.runtime), Simulation()
         self.server = AgentServer(
-            "127.0.0.1:0", Identity(instance_id), self.runtime, insecure=True, simulation=simulation
+            "127.0.0.1:0", Identity(instance_id), served, insecure=True, extension=extension
         )
         self.server.start()
         self.endpoint = self.server.address

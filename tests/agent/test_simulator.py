@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
-from agent.runtime_sim import random_pod_status
+from agent.sim.random_status import random_pod_status
 from agent.v1 import simulation_pb2
 from tests.agent.conftest import ROOT, fast_conn, pod, sh, simulation_grpc
 from tests.support.services import ManagedProcess, free_port, port_open, start_moto, wait_until

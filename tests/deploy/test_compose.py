@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.simulator import build_parser as sim_parser
+from agent.sim.simulator import build_parser as sim_parser
 from producer.main import build_parser as producer_parser
 from vkec2.cli.main import COMMANDS
 

@@ -63,7 +63,7 @@ _FORWARD: dict[str, Any] = {"ignore_unknown_options": True, "allow_interspersed_
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def agent(args: tuple[str, ...]) -> None:
     """run the agent on an instance (gRPC server)"""
-    from agent.server import main as run
+    from agent.cli import main as run
 
     exit_with(run(list(args)))
 
@@ -72,7 +72,7 @@ def agent(args: tuple[str, ...]) -> None:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def agent_sim(args: tuple[str, ...]) -> None:
     """run many simulated agents in one process (local runs and tests)"""
-    from agent.simulator import main as run
+    from agent.sim.simulator import main as run
 
     exit_with(run(list(args)))
 

@@ -5,14 +5,13 @@ annotations (``sim.vkec2.io/start-delay-seconds``, ``run-seconds``, ``exit-code`
 ``init-seconds``, ``ignore-sigterm``): init containers complete in order, app containers start,
 run for ``run-seconds`` (forever when absent) and exit with ``exit-code``, then restart with
 CrashLoopBackOff per the restart policy. Status is computed on demand from the clock, so one
-simulator process can hold thousands of these objects at almost no cost. ``random_pod_status``
-produces random but self-consistent statuses from a seeded :class:`random.Random`, for fuzzing the
-fleet's status handling reproducibly.
+simulator process can hold thousands of these objects at almost no cost. With random statuses on,
+it reports :func:`agent.sim.random_status.random_pod_status` instead (seeded, reproducible); exec
+sessions are :class:`agent.sim.exec_session.SimExec`.
 """
 
 from __future__ import annotations
 
-import queue
 import random
 import threading
 import time
@@ -27,21 +26,21 @@ from agent.model import (
     InvalidArgument,
     NotFound,
     PodSnapshot,
-    PodSpec,
     Running,
     State,
     Terminated,
     Waiting,
     derive_conditions,
     derive_phase,
-    parse_pod,
     rfc3339_nano,
     terminated_reason,
 )
+from agent.podspec import PodSpec, parse_pod
+from agent.sim.exec_session import SimExec
+from agent.sim.random_status import random_pod_status
 
 ANNOTATION_PREFIX = "sim.vkec2.io/"
 SIM_BACKOFF_SECONDS = 1.0
-PHASES = ("Pending", "Running", "Succeeded", "Failed", "Unknown")
 
 
 @dataclass(frozen=True)
@@ -86,44 +85,6 @@ class SimOutcome:
 
 def _restarts(policy: str, exit_code: int) -> bool:
     return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
-
-
-class SimExec:
-    """A simulated exec: announces the command, echoes stdin to stdout, exits 0 (or ``exit N``)."""
-
-    def __init__(self, container: str, command: list[str], stdin: bool) -> None:
-        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
-        self._queue.put(("stdout", f"simulated exec in {container}: {' '.join(command)}\n".encode()))
-        self._code = 0
-        if len(command) == 2 and command[0] == "exit" and command[1].isdigit():
-            self._code = int(command[1])
-        self._closed = threading.Event()
-        if not stdin:
-            self.close_stdin()
-
-    def write_stdin(self, data: bytes) -> None:
-        if not self._closed.is_set():
-            self._queue.put(("stdout", data))
-
-    def close_stdin(self) -> None:
-        if not self._closed.is_set():
-            self._closed.set()
-            self._queue.put(None)
-
-    def resize(self, width: int, height: int) -> None:
-        self._queue.put(("stdout", f"resized to {width}x{height}\n".encode()))
-
-    def output(self) -> Iterator[tuple[str, bytes]]:
-        while (item := self._queue.get()) is not None:
-            yield item
-
-    def wait(self) -> int:
-        self._closed.wait()
-        return self._code
-
-    def kill(self) -> None:
-        self._code = 137
-        self.close_stdin()
 
 
 class SimRuntime:
@@ -430,71 +391,3 @@ class SimRuntime:
             if not isinstance(snap.state, Running):
                 raise FailedPrecondition(f"container {name!r} is not running; cannot exec into it")
         return SimExec(name, command, stdin)
-
-
-def random_pod_status(
-    rng: random.Random,
-    containers: Sequence[str] = ("main",),
-    init_containers: Sequence[str] = (),
-    now: float | None = None,
-) -> PodSnapshot:
-    """A random but self-consistent pod status: the same ``rng`` state gives the same status.
-
-    The phase is drawn first, then container states that a kubelet could report with it (a
-    Succeeded pod has only containers that exited 0, a Running pod has at least one running ...).
-    """
-    now = time.time() if now is None else now
-    phase = rng.choice(PHASES)
-    started = now - rng.uniform(1, 3600)
-
-    def term(ok: bool) -> Terminated:
-        code = 0 if ok else rng.choice((1, 2, 137, 143))
-        return Terminated(
-            code,
-            terminated_reason(code),
-            now - rng.uniform(0, 60),
-            started,
-            signal=code - 128 if code > 128 else 0,
-        )
-
-    inits = [ContainerSnapshot(n, "sim", term(True), ready=True) for n in init_containers]
-    if phase == "Pending" and inits:
-        inits[-1] = replace(inits[-1], state=Running(started), ready=False, started=True)
-    apps: list[ContainerSnapshot] = []
-    for i, name in enumerate(containers):
-        restarts = rng.randint(0, 5)
-        last: State | None = term(rng.random() < 0.5) if restarts else None
-        st: State
-        if phase == "Pending":
-            st = Waiting("PodInitializing" if inits else "ContainerCreating")
-            restarts, last = 0, None
-        elif phase == "Running":
-            if i == 0 or rng.random() < 0.6:
-                st = Running(started)
-            else:
-                last = last or term(False)
-                restarts = max(restarts, 1)
-                st = Waiting("CrashLoopBackOff", f"back-off 10s restarting failed container={name}")
-        elif phase == "Succeeded":
-            st = term(True)
-        elif phase == "Failed":
-            st = term(i != 0 and rng.random() < 0.5)
-        else:
-            st = Waiting("ContainerStatusUnknown", "the agent lost track of this container")
-        apps.append(
-            ContainerSnapshot(
-                name,
-                "sim",
-                st,
-                last,
-                restarts,
-                ready=isinstance(st, Running),
-                started=isinstance(st, Running),
-                container_id=f"sim://{name}",
-            )
-        )
-    reason = message = ""
-    if phase == "Unknown":
-        reason, message = "NodeLost", "simulated: the pod's state could not be obtained"
-    conds = derive_conditions(ConditionTracker(), phase, inits, apps, started)
-    return PodSnapshot(phase, conds, tuple(inits), tuple(apps), reason, message, "", started, "", 0)

@@ -8,8 +8,8 @@ agent that has not booted yet. The set of running instances is refreshed with pa
 state-filtered DescribeInstances calls in the background and on a miss (at most once per
 ``--miss-refresh`` seconds, single-flight), so 5,000 instances cost a handful of EC2 calls, not one
 per health check. Virtual agents use the simulated runtime unless ``--runtime process`` is asked
-for, always serve the Simulation service, and speak plaintext only (mTLS is the real agent's).
-boto3 is imported here, lazily, and nowhere else in the agent package.
+for, always serve the Simulation service with its fault injection (:mod:`agent.sim.service`), and
+speak plaintext only (mTLS is the real agent's). The EC2 side is :mod:`agent.sim.inventory`.
 """
 
 from __future__ import annotations
@@ -25,121 +25,20 @@ from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import grpc
 
 from agent.bootstrap import Identity, TlsMaterial
+from agent.host import Instance, metadata_instance_id
 from agent.runtime import Runtime
 from agent.runtime_process import ProcessRuntime
-from agent.runtime_sim import SimOutcome, SimRuntime
-from agent.service import SERVER_OPTIONS, Instance, SimControl, add_services, metadata_instance_id
+from agent.service import make_server
+from agent.sim.control import ControlledRuntime
+from agent.sim.inventory import Ec2Inventory
+from agent.sim.runtime import SimOutcome, SimRuntime
+from agent.sim.service import Simulation
 
 log = logging.getLogger("vkec2.agent.simulator")
-
-
-class Ec2Inventory:
-    """Which instances are running at the EC2 endpoint, with their launch times; refreshed in bulk."""
-
-    def __init__(
-        self,
-        endpoint: str,
-        region: str,
-        *,
-        refresh_interval: float = 5.0,
-        miss_refresh: float = 1.0,
-        on_refresh: Callable[[set[str]], None] | None = None,
-    ) -> None:
-        self._endpoint = endpoint
-        self._region = region
-        self._refresh_interval = refresh_interval
-        self._miss_refresh = miss_refresh
-        self._on_refresh = on_refresh
-        self._running: dict[str, float] = {}
-        self._first_seen: dict[str, float] = {}
-        self._refreshed_at = float("-inf")
-        self._flight = threading.Lock()
-        self._client: Any = None
-        self._stop = threading.Event()
-        self.describe_calls = 0
-
-    def _ec2(self) -> Any:
-        if self._client is None:
-            import boto3  # only the simulator needs it; the agent itself never does
-            from botocore.config import Config
-
-            self._client = boto3.client(
-                "ec2",
-                endpoint_url=self._endpoint,
-                region_name=self._region,
-                config=Config(
-                    retries={"max_attempts": 3, "mode": "standard"},
-                    max_pool_connections=4,
-                    connect_timeout=2,
-                    read_timeout=60,
-                ),
-            )
-        return self._client
-
-    def refresh(self) -> None:
-        with self._flight:
-            self._refresh_locked()
-
-    def _refresh_locked(self) -> None:
-        started = time.monotonic()
-        running: dict[str, float] = {}
-        now = time.time()
-        paginator = self._ec2().get_paginator("describe_instances")
-        pages = paginator.paginate(
-            Filters=[{"Name": "instance-state-name", "Values": ["running"]}],
-            PaginationConfig={"PageSize": 1000},
-        )
-        for page in pages:
-            self.describe_calls += 1
-            for reservation in page.get("Reservations", []):
-                for inst in reservation.get("Instances", []):
-                    iid = inst["InstanceId"]
-                    first = self._first_seen.setdefault(iid, now)
-                    launch = inst.get("LaunchTime")
-                    running[iid] = launch.timestamp() if launch is not None else first
-        self._running = running
-        self._first_seen = {k: v for k, v in self._first_seen.items() if k in running}
-        self._refreshed_at = time.monotonic()
-        log.debug("EC2 inventory: %d running instances (%.2fs)", len(running), self._refreshed_at - started)
-        if self._on_refresh is not None:
-            self._on_refresh(set(running))
-
-    def launch_time(self, instance_id: str) -> float | None:
-        """When the instance was launched, or None when it is not running (refreshing on a miss)."""
-        found = self._running.get(instance_id)
-        if found is not None:
-            return found
-        if time.monotonic() - self._refreshed_at >= self._miss_refresh:
-            with self._flight:
-                # Another caller may have refreshed while this one waited for the lock.
-                if time.monotonic() - self._refreshed_at >= self._miss_refresh:
-                    try:
-                        self._refresh_locked()
-                    except Exception as exc:
-                        log.warning("DescribeInstances failed: %s", exc)
-                        self._refreshed_at = time.monotonic()
-        return self._running.get(instance_id)
-
-    def count(self) -> int:
-        return len(self._running)
-
-    def run_background(self) -> None:
-        def loop() -> None:
-            while not self._stop.wait(self._refresh_interval):
-                try:
-                    self.refresh()
-                except Exception as exc:
-                    log.warning("DescribeInstances failed: %s", exc)
-
-        threading.Thread(target=loop, name="vkec2-sim-inventory", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 class SimulatorHost:
@@ -184,7 +83,7 @@ class SimulatorHost:
             with self._lock:
                 inst = self._agents.get(iid)
                 if inst is None:
-                    inst = Instance(iid, self._make_runtime(iid), SimControl())
+                    inst = Instance(iid, ControlledRuntime(self._make_runtime(iid)))
                     self._agents[iid] = inst
         return inst
 
@@ -271,8 +170,7 @@ class Simulator:
         self._executor = futures.ThreadPoolExecutor(
             max_workers=args.max_workers, thread_name_prefix="vkec2-sim"
         )
-        self.server = grpc.server(self._executor, options=SERVER_OPTIONS)
-        add_services(self.server, self.host, lifecycle=True, simulation=True)
+        self.server = make_server(self._executor, self.host, lifecycle=True, extension=Simulation())
         self._listen = args.listen
         self.port = 0
         self.address = args.listen

@@ -1,0 +1,171 @@
+"""One container of a process-runtime pod: its process, its truthful status, its restarts.
+
+A :class:`ProcessContainer` starts its command as a child process in its own session and process
+group, with the spec's environment (``$(VAR)`` expansion, ``fieldRef``) and working directory, and
+pumps its stdout and stderr into a size-bounded log, one file per start. Its ``run`` (the thread of
+an app container, or the pod's supervisor for init containers) applies the restart policy with
+exponential back-off (``CrashLoopBackOff``), reset after a long enough run. All of its state is
+guarded by the owning :class:`agent.runtime_process.ProcessRuntime`'s lock, and every change is
+signalled through it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from agent.logs import ContainerLog
+from agent.model import (
+    ContainerSnapshot,
+    Running,
+    State,
+    Terminated,
+    Waiting,
+    terminated_reason,
+)
+from agent.podspec import ContainerSpec, container_environment, expand_vars
+from agent.process_group import exit_code_of, reap
+
+if TYPE_CHECKING:
+    from agent.runtime_process import ProcessRuntime
+
+
+class ProcessContainer:
+    """One container of the pod: its spec, its truthful status and its current process."""
+
+    def __init__(self, rt: ProcessRuntime, spec: ContainerSpec, is_init: bool, initial: Waiting) -> None:
+        self.rt = rt
+        self.spec = spec
+        self.is_init = is_init
+        self.state: State = initial
+        self.last_state: State | None = None
+        self.restart_count = 0
+        self.starts = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log: ContainerLog | None = None
+        self.prev_log: ContainerLog | None = None
+        self.thread: threading.Thread | None = None
+
+    def snapshot(self) -> ContainerSnapshot:
+        st = self.state
+        if self.is_init:
+            ready = isinstance(st, Terminated) and st.exit_code == 0
+        else:
+            ready = isinstance(st, Running) and not self.rt._stopping.is_set()
+        pid = self.proc.pid if self.proc is not None else None
+        return ContainerSnapshot(
+            name=self.spec.name,
+            image=self.spec.image,
+            state=st,
+            last_state=self.last_state,
+            restart_count=self.restart_count,
+            ready=ready,
+            started=isinstance(st, Running),
+            container_id=f"process://{pid}" if pid else "",
+        )
+
+    def _should_restart(self, exit_code: int) -> bool:
+        policy = self.rt._policy
+        if self.is_init:
+            return exit_code != 0 and policy != "Never"
+        return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
+
+    def run(self) -> bool:
+        """Start, wait, restart per policy; True when the last run exited 0 (runs in a thread)."""
+        rt = self.rt
+        failures = 0
+        while True:
+            result = self._run_once()
+            if result is None:
+                return False
+            exit_code, started = result
+            with rt._lock:
+                if rt._stopping.is_set() or not self._should_restart(exit_code):
+                    return exit_code == 0
+                if time.time() - started >= rt.backoff_reset:
+                    failures = 0
+                failures += 1
+                delay = min(rt.backoff_base * (2 ** (failures - 1)), rt.backoff_max)
+                self.last_state = self.state
+                pod = rt._pod
+                assert pod is not None
+                self.state = Waiting(
+                    "CrashLoopBackOff",
+                    f"back-off {delay:g}s restarting failed container={self.spec.name} "
+                    f"pod={pod.name}_{pod.namespace}({pod.uid})",
+                )
+                rt._changed()
+            if rt._stopping.wait(delay):
+                return False
+
+    def _run_once(self) -> tuple[int, float] | None:
+        rt = self.rt
+        with rt._lock:
+            if rt._stopping.is_set():
+                return None
+            pod = rt._pod
+            assert pod is not None
+            if self.starts:
+                self.restart_count += 1
+            self.starts += 1
+            if self.prev_log is not None:
+                self.prev_log.remove()
+            self.prev_log = self.log
+            log = ContainerLog(rt.log_dir / self.spec.name / f"{self.restart_count}.log", rt.max_log_bytes)
+            self.log = log
+            env = container_environment(
+                pod, self.spec, pod_ip=rt.pod_ip, host_ip=rt.host_ip, base=rt.base_env(pod)
+            )
+            argv = [expand_vars(a, env) for a in self.spec.argv]
+            started = time.time()
+            try:
+                if self.spec.working_dir:
+                    os.makedirs(self.spec.working_dir, exist_ok=True)
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=env,
+                    cwd=self.spec.working_dir,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                message = f"failed to start container {self.spec.name!r}: {exc}"
+                log.write("stderr", message.encode())
+                log.finish()
+                if isinstance(self.state, Terminated):
+                    self.last_state = self.state
+                self.state = Terminated(128, "StartError", started, started, message=message)
+                rt._changed()
+                return 128, started
+            self.proc = proc
+            if isinstance(self.state, Terminated):
+                self.last_state = self.state
+            self.state = Running(started)
+            rt._changed()
+        assert proc.stdout is not None and proc.stderr is not None
+        pumps = [
+            threading.Thread(target=log.pump, args=(os.dup(proc.stdout.fileno()), "stdout"), daemon=True),
+            threading.Thread(target=log.pump, args=(os.dup(proc.stderr.fileno()), "stderr"), daemon=True),
+        ]
+        proc.stdout.close()
+        proc.stderr.close()
+        for p in pumps:
+            p.start()
+        rc = reap(proc)
+        for p in pumps:
+            p.join(2.0)
+        log.finish()
+        code, sig = exit_code_of(rc)
+        with rt._lock:
+            if isinstance(self.state, Terminated):
+                self.last_state = self.state
+            self.state = Terminated(code, terminated_reason(code), time.time(), started, signal=sig)
+            self.proc = None
+            rt._changed()
+        return code, started

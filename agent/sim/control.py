@@ -1,0 +1,144 @@
+"""A forced simulation state, and the runtime wrapper that makes an agent report it.
+
+The Simulation service (:mod:`agent.sim.service`) sets a :class:`Forced` state on an agent or a
+virtual agent: a phase to report (RUNNING, FAILED, SUCCEEDED, PENDING, UNKNOWN), NOT_SERVING, a
+delay before every answer, or no answer at all. What the agent *reports* is changed here:
+:class:`ControlledRuntime` wraps the real runtime (process or simulated) and rewrites its
+snapshots with :func:`apply_forced`, keeping their version so watches behave as before. How the
+agent *answers* (delays, no answer, UNAVAILABLE, health NOT_SERVING) is the fault-injecting
+interceptor's part (:mod:`agent.sim.faults`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any, cast
+
+from agent.logs import LogQuery
+from agent.model import (
+    ConditionTracker,
+    PodSnapshot,
+    Running,
+    State,
+    Terminated,
+    Waiting,
+    derive_conditions,
+)
+from agent.runtime import ExecSession, Runtime
+from agent.sim.runtime import SimRuntime
+from agent.v1 import simulation_pb2
+
+
+@dataclass(frozen=True)
+class Forced:
+    """What the Simulation service forced (SetApplicationState); the default forces nothing."""
+
+    state: int = simulation_pb2.FORCED_STATE_UNSPECIFIED
+    delay_ms: int = 0
+    no_answer: bool = False
+    reason: str = ""
+    message: str = ""
+    exit_code: int = 0
+
+
+NOTHING_FORCED = Forced()
+
+
+def apply_forced(snap: PodSnapshot, forced: Forced) -> PodSnapshot:
+    """What the agent reports when a state is forced: the phase and container states to match."""
+    state = forced.state
+    if state in (simulation_pb2.FORCED_STATE_UNSPECIFIED, simulation_pb2.FORCED_STATE_NOT_SERVING):
+        return snap
+    now = snap.start_time or 0.0
+    phase: str
+    new_state: State
+    if state == simulation_pb2.FORCED_STATE_RUNNING:
+        phase, new_state = "Running", Running(now)
+    elif state == simulation_pb2.FORCED_STATE_FAILED:
+        code = forced.exit_code or 1
+        phase, new_state = "Failed", Terminated(code, "Error", now, now, message=forced.message)
+    elif state == simulation_pb2.FORCED_STATE_SUCCEEDED:
+        phase, new_state = "Succeeded", Terminated(0, "Completed", now, now)
+    elif state == simulation_pb2.FORCED_STATE_PENDING:
+        phase, new_state = "Pending", Waiting("ContainerCreating", forced.message)
+    else:
+        phase, new_state = "Unknown", Waiting("ContainerStatusUnknown", forced.message)
+    running = isinstance(new_state, Running)
+    statuses = tuple(replace(c, state=new_state, ready=running, started=running) for c in snap.statuses)
+    conds = derive_conditions(ConditionTracker(), phase, snap.init_statuses, statuses, snap.start_time)
+    default_reason = {"Failed": "SimulatedFailure", "Unknown": "SimulatedUnknown"}.get(phase, "")
+    return replace(
+        snap,
+        phase=phase,
+        statuses=statuses,
+        conditions=conds,
+        reason=forced.reason or default_reason,
+        message=forced.message or snap.message,
+    )
+
+
+class ControlledRuntime:
+    """A runtime whose reports follow the forced state; everything else goes to the wrapped runtime."""
+
+    __slots__ = ("forced", "inner")
+
+    def __init__(self, inner: Runtime) -> None:
+        self.inner = inner
+        self.forced = NOTHING_FORCED
+
+    @property
+    def active(self) -> bool:
+        return self.forced != NOTHING_FORCED
+
+    def force(self, forced: Forced) -> None:
+        """Report (and answer) per ``forced`` from now on; watchers are woken to see it."""
+        self.forced = forced
+        self.inner.notify()
+
+    def _shown(self, snap: PodSnapshot) -> PodSnapshot:
+        forced = self.forced
+        return snap if forced == NOTHING_FORCED else apply_forced(snap, forced)
+
+    def state_pb(self) -> simulation_pb2.SimulationState:
+        """The simulation state of this agent, as the Simulation service answers it."""
+        f = self.forced
+        inner = self.inner
+        random_on, seed = inner.random_status if isinstance(inner, SimRuntime) else (False, 0)
+        return simulation_pb2.SimulationState(
+            state=cast(Any, f.state),
+            delay_ms=f.delay_ms,
+            no_answer=f.no_answer,
+            reason=f.reason,
+            message=f.message,
+            exit_code=f.exit_code,
+            random_status=random_on,
+            seed=seed,
+        )
+
+    # -- Runtime ---------------------------------------------------------------------------
+    def launch(self, pod_json: str) -> PodSnapshot:
+        return self._shown(self.inner.launch(pod_json))
+
+    def snapshot(self) -> PodSnapshot:
+        return self._shown(self.inner.snapshot())
+
+    def wait_for_change(self, version: int, timeout: float) -> None:
+        self.inner.wait_for_change(version, timeout)
+
+    def notify(self) -> None:
+        self.inner.notify()
+
+    def terminate(self, grace_seconds: float) -> PodSnapshot:
+        return self._shown(self.inner.terminate(grace_seconds))
+
+    def logs(
+        self, container: str, previous: bool, query: LogQuery, active: Callable[[], bool]
+    ) -> Iterator[bytes]:
+        return self.inner.logs(container, previous, query, active)
+
+    def exec(self, container: str, command: list[str], tty: bool, stdin: bool) -> ExecSession:
+        return self.inner.exec(container, command, tty, stdin)
+
+    def close(self) -> None:
+        self.inner.close()
