@@ -46,9 +46,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from vkec2.agent_client.client import AgentClient, AgentTarget
+from vkec2.agent_client.client import AgentClient
 from vkec2.ca import ClientTls, FleetCA
 from vkec2.config import AgentConnection
+from vkec2.domain.agents import AgentTarget
 from vkec2.domain.models import PodRecord
 from vkec2.errors import AgentError, AgentIdentityMismatch, AgentRejected, AgentUnavailable
 from vkec2.store.redis_store import Store
