@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.support.fakes import app_status
-from tests.unit.fleet.conftest import AGENT_PORT, BOOT_TIMEOUT, NODE, POOL, UID, World, pod
+from tests.unit.fleet.world import AGENT_PORT, BOOT_TIMEOUT, NODE, POOL, UID, World, pod
 from vkec2.domain.instances import TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, client_token
 from vkec2.domain.models import AGENT_CONNECTED, INSTANCE_READY, Phase
 from vkec2.errors import AgentRejected, AgentUnavailable

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.support.fakes import FakeStore
-from tests.unit.fleet.conftest import UID, World, pod
+from tests.unit.fleet.world import UID, World, pod
 from vkec2.domain.models import Phase
 from vkec2.errors import StaleFence
 
