@@ -16,9 +16,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from vkec2.agent_client.client import AgentClient, AgentTarget
+from vkec2.agent_client.client import AgentClient
 from vkec2.cli.procs import ManagedProcess, start_agent_sim, start_moto
 from vkec2.config import AgentConnection
+from vkec2.domain.agents import AgentTarget
 
 REGION = "us-west-2"
 

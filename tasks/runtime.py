@@ -9,15 +9,26 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from vkec2.agent_client.client import AgentClient, AgentTarget
+from vkec2.agent_client.client import AgentClient
 from vkec2.ca import FleetCA
 from vkec2.config import Settings, load_settings
+from vkec2.domain.agents import AgentTarget
 from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.ec2.ratelimit import RateLimiter
 from vkec2.errors import ConfigError
 from vkec2.fleet.lifecycle import Lifecycle
-from vkec2.store.redis_store import Store
+from vkec2.store.redis_store import Lock, Store
+
+if TYPE_CHECKING:
+    from vkec2.ports import Agents, Ec2, PodLock, PodStore, WarmPoolClaims
+
+    def _adapters_satisfy_ports(
+        store: Store, lock: Lock, ec2: Ec2Gateway, agents: AgentClient
+    ) -> tuple[PodStore, PodLock, WarmPoolClaims, Ec2, Agents]:
+        """Never runs: mypy proves here that each adapter satisfies its port (vkec2/ports.py)."""
+        return store, lock, store, ec2, agents
 
 
 @dataclass

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from producer.kubelet.wire import HttpError, bad_request
-from vkec2.agent_client.client import AgentTarget
+from vkec2.domain.agents import AgentTarget
 from vkec2.domain.models import PodRecord
 
 

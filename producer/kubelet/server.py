@@ -25,9 +25,10 @@ from producer.kubelet.exec import serve_exec
 from producer.kubelet.logs import serve_logs
 from producer.kubelet.pods import agent_target, find_record, pod_list
 from producer.kubelet.wire import HttpError, agent_http_error, error_body
-from vkec2.agent_client.client import AgentClient, AgentTarget
+from vkec2.agent_client.client import AgentClient
 from vkec2.ca import ClientTls
 from vkec2.config import AgentConnection
+from vkec2.domain.agents import AgentTarget
 from vkec2.domain.models import PodRecord
 from vkec2.errors import AgentError
 from vkec2.store.redis_store import Store

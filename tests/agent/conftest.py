@@ -20,8 +20,9 @@ from agent.sim.service import Simulation
 from agent.v1 import agent_pb2_grpc as _agent_grpc
 from agent.v1 import simulation_pb2_grpc as _simulation_grpc
 from tests.support.services import ManagedProcess, free_port, port_open, wait_until
-from vkec2.agent_client.client import AgentClient, AgentTarget
+from vkec2.agent_client.client import AgentClient
 from vkec2.config import AgentConnection, Backoff
+from vkec2.domain.agents import AgentTarget
 
 ROOT = Path(__file__).resolve().parents[2]
 

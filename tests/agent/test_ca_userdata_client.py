@@ -13,9 +13,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from agent.userdata import render_user_data
 from tests.agent.conftest import InProcessAgent, fast_conn
 from tests.support.services import free_port
-from vkec2.agent_client.client import AgentClient, AgentTarget, resolve_endpoint
+from vkec2.agent_client.client import AgentClient
 from vkec2.ca import ClientTls, FleetCA, agent_server_name
 from vkec2.config import AgentConnection, AgentTls
+from vkec2.domain.agents import AgentTarget, resolve_endpoint
 from vkec2.errors import AgentUnavailable, ConfigError
 
 

@@ -21,7 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agent.v1 import simulation_pb2
 from tests.agent.conftest import ROOT, InProcessAgent, fast_conn, pod, sh, simulation_grpc
 from tests.support.services import wait_until
-from vkec2.agent_client.client import AgentClient, AgentTarget
+from vkec2.agent_client.client import AgentClient
+from vkec2.domain.agents import AgentTarget
 from vkec2.errors import AgentIdentityMismatch, AgentUnavailable
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -17,7 +17,8 @@ import pytest
 
 from tests.agent.conftest import ROOT, fast_conn, pod, sh
 from tests.support.services import ManagedProcess, free_port, port_open, wait_until
-from vkec2.agent_client.client import AgentClient, AgentTarget
+from vkec2.agent_client.client import AgentClient
+from vkec2.domain.agents import AgentTarget
 
 AGENT_DEPS = ["grpcio", "grpcio-health-checking", "protobuf"]
 

@@ -11,7 +11,8 @@ from typing import Any
 
 from tests.agent.conftest import AgentProcess, fast_conn, pid_alive, pod, sh
 from tests.support.services import wait_until
-from vkec2.agent_client.client import AgentClient, AppStatus
+from vkec2.agent_client.client import AgentClient
+from vkec2.domain.agents import AppStatus
 
 
 def _state(st: AppStatus, name: str, init: bool = False) -> dict[str, Any]:

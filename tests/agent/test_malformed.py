@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agent.v1 import agent_pb2
 from tests.agent.conftest import InProcessAgent, agent_grpc, pod, sh
 from tests.support.services import wait_until
-from vkec2.agent_client.client import AgentTarget
+from vkec2.domain.agents import AgentTarget
 from vkec2.errors import AgentIdentityMismatch, AgentRejected
 
 

@@ -16,8 +16,9 @@ from agent.bootstrap import identity_from_file, identity_from_imds
 from agent.v1 import agent_pb2
 from tests.agent.conftest import AgentProcess, agent_grpc, fast_conn, pod, sh
 from tests.support.services import free_port, wait_until
-from vkec2.agent_client.client import AgentClient, AgentTarget
+from vkec2.agent_client.client import AgentClient
 from vkec2.ca import ClientTls, FleetCA, agent_server_name
+from vkec2.domain.agents import AgentTarget
 from vkec2.errors import AgentIdentityMismatch, AgentRejected, AgentUnavailable
 
 IID = "i-0aaaaaaaaaaaaaaaa"

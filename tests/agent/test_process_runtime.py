@@ -15,7 +15,8 @@ from agent.server import AgentServer
 from agent.v1 import agent_pb2
 from tests.agent.conftest import InProcessAgent, agent_grpc, fast_conn, pod, sh
 from tests.support.services import wait_until
-from vkec2.agent_client.client import AgentClient, AgentTarget
+from vkec2.agent_client.client import AgentClient
+from vkec2.domain.agents import AgentTarget
 from vkec2.errors import AgentRejected
 
 

@@ -18,8 +18,9 @@ from agent.sim.random_status import random_pod_status
 from agent.v1 import simulation_pb2
 from tests.agent.conftest import ROOT, fast_conn, pod, sh, simulation_grpc
 from tests.support.services import ManagedProcess, free_port, port_open, start_moto, wait_until
-from vkec2.agent_client.client import AgentClient, AgentTarget
+from vkec2.agent_client.client import AgentClient
 from vkec2.ca import FleetCA
+from vkec2.domain.agents import AgentTarget
 from vkec2.errors import AgentUnavailable
 
 REGION = "us-west-2"

@@ -15,8 +15,9 @@ import pytest
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import TEST_AMI
 from vkec2.config import Settings
+from vkec2.domain.instances import client_token
 from vkec2.domain.podspec import LaunchParams
-from vkec2.ec2.gateway import Ec2Gateway, client_token
+from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import Ec2Error
 from vkec2.observability.metrics import REGISTRY
 from vkec2.store.redis_store import Store

@@ -1,14 +1,15 @@
 """The fleet's gRPC client for the agent on each instance (used by workers, and by the producer for logs).
 
-It turns an EC2 instance description into the agent's endpoint, keeps one lazily created channel
-per endpoint and transport (reset after a fork, so Celery's prefork children never share a parent's
-channels), puts a deadline on every unary call, names the expected instance in the
+It calls the agent named by an :class:`~vkec2.domain.agents.AgentTarget` (whose endpoint
+:func:`~vkec2.domain.agents.resolve_endpoint` derives from the instance), keeps one lazily created
+channel per endpoint and transport (reset after a fork, so Celery's prefork children never share a
+parent's channels), puts a deadline on every unary call, names the expected instance in the
 ``x-vkec2-instance-id`` metadata of every call, and maps gRPC status codes onto the fleet's errors:
 UNAVAILABLE / DEADLINE_EXCEEDED become :class:`AgentUnavailable` (retry later, like an agent that has
 not booted yet), refusals become :class:`AgentRejected`, and an agent of another instance becomes
-:class:`AgentIdentityMismatch`. With TLS configured, calls go over mTLS and the agent's certificate
-must name the target instance; only health, identity and the one-shot bootstrap fall back to
-plaintext, to reach an agent that has not been bootstrapped yet.
+:class:`AgentIdentityMismatch`. With TLS configured, calls go over mTLS and the agent's certificate must
+name the target instance; only health, identity and the one-shot bootstrap fall back to plaintext, to
+reach an agent that has not been bootstrapped yet.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -27,7 +28,8 @@ from agent.v1 import agent_pb2
 from agent.v1 import agent_pb2_grpc as _agent_grpc
 from vkec2.ca import ClientTls, FleetCA, agent_server_name
 from vkec2.config import AgentConnection
-from vkec2.errors import AgentError, AgentIdentityMismatch, AgentRejected, AgentUnavailable, ConfigError
+from vkec2.domain.agents import AgentTarget, AppStatus
+from vkec2.errors import AgentError, AgentIdentityMismatch, AgentRejected, AgentUnavailable
 from vkec2.observability import metrics
 
 INSTANCE_ID_KEY = "x-vkec2-instance-id"
@@ -48,31 +50,6 @@ _REJECTED = {
     grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.OUT_OF_RANGE,
 }
-
-
-def resolve_endpoint(conn: AgentConnection, instance: Mapping[str, Any]) -> str:
-    """``HOST:PORT`` of the agent of ``instance`` (a boto3 EC2 Instance description)."""
-    mode = conn.endpoint
-    if mode.startswith("static:"):
-        hostport = mode[len("static:") :]
-        if ":" not in hostport:
-            raise ConfigError(f"agent.endpoint {mode!r} must be static:HOST:PORT")
-        return hostport
-    keys = {"private-ip": "PrivateIpAddress", "public-ip": "PublicIpAddress"}
-    if mode not in keys:
-        raise ConfigError(f"agent.endpoint must be private-ip, public-ip or static:HOST:PORT, got {mode!r}")
-    address = instance.get(keys[mode])
-    if not address:
-        iid = instance.get("InstanceId", "?")
-        raise AgentUnavailable(f"instance {iid} has no {keys[mode]} (yet): cannot reach its agent")
-    host = f"[{address}]" if ":" in str(address) else str(address)
-    return f"{host}:{conn.port}"
-
-
-@dataclass(frozen=True)
-class AgentTarget:
-    endpoint: str
-    instance_id: str
 
 
 def _time(ts: Any) -> str | None:
@@ -120,45 +97,31 @@ def _container_json(c: Any) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class AppStatus:
-    """A pod status as the agent reports it, in Kubernetes JSON shape, ready for ``pods/status``."""
-
-    phase: str
-    conditions: list[dict[str, Any]]
-    container_statuses: list[dict[str, Any]]
-    reason: str
-    message: str
-    init_container_statuses: list[dict[str, Any]] = field(default_factory=list)
-    pod_ip: str = ""
-    start_time: str | None = None
-    pod_uid: str = ""
-
-    @classmethod
-    def from_pb(cls, s: Any) -> AppStatus:
-        conditions = []
-        for c in s.conditions:
-            cond: dict[str, Any] = {
-                "type": c.type,
-                "status": c.status,
-                "lastTransitionTime": _time(c.last_transition_time),
-            }
-            if c.reason:
-                cond["reason"] = c.reason
-            if c.message:
-                cond["message"] = c.message
-            conditions.append(cond)
-        return cls(
-            phase=s.phase,
-            conditions=conditions,
-            container_statuses=[_container_json(c) for c in s.container_statuses],
-            reason=s.reason,
-            message=s.message,
-            init_container_statuses=[_container_json(c) for c in s.init_container_statuses],
-            pod_ip=s.pod_ip,
-            start_time=_time(s.start_time) if s.HasField("start_time") else None,
-            pod_uid=s.pod_uid,
-        )
+def app_status(s: Any) -> AppStatus:
+    """The :class:`AppStatus` of a ``PodStatus`` message from the agent."""
+    conditions = []
+    for c in s.conditions:
+        cond: dict[str, Any] = {
+            "type": c.type,
+            "status": c.status,
+            "lastTransitionTime": _time(c.last_transition_time),
+        }
+        if c.reason:
+            cond["reason"] = c.reason
+        if c.message:
+            cond["message"] = c.message
+        conditions.append(cond)
+    return AppStatus(
+        phase=s.phase,
+        conditions=conditions,
+        container_statuses=[_container_json(c) for c in s.container_statuses],
+        reason=s.reason,
+        message=s.message,
+        init_container_statuses=[_container_json(c) for c in s.init_container_statuses],
+        pod_ip=s.pod_ip,
+        start_time=_time(s.start_time) if s.HasField("start_time") else None,
+        pod_uid=s.pod_uid,
+    )
 
 
 def translate(err: grpc.RpcError, target: AgentTarget, what: str) -> AgentError:
@@ -354,7 +317,7 @@ class AgentClient:
 
     def status(self, target: AgentTarget) -> AppStatus:
         resp = self._lifecycle(target, "CheckApplicationHealth", agent_pb2.CheckApplicationHealthRequest())
-        return AppStatus.from_pb(resp.status)
+        return app_status(resp.status)
 
     def terminate(self, target: AgentTarget, grace_seconds: int) -> None:
         """Stop the workload; the agent answers once it is gone, so the deadline includes the grace."""
@@ -373,7 +336,7 @@ class AgentClient:
         )
         try:
             for resp in call:
-                yield AppStatus.from_pb(resp.status)
+                yield app_status(resp.status)
         except grpc.RpcError as err:
             raise translate(err, target, "WatchApplicationHealth") from None
         finally:

@@ -25,8 +25,9 @@ from rich.table import Table
 
 from vkec2.cli.common import Command, Failed
 from vkec2.config import Settings, load_settings
+from vkec2.domain.instances import TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, tag_map
 from vkec2.domain.models import Phase, PodRecord
-from vkec2.ec2.gateway import TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, Ec2Gateway, tag_map
+from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import ConfigError, Ec2Error
 from vkec2.fleet.gc import is_orphan
 from vkec2.fleet.warmpool import launch_time

@@ -43,8 +43,8 @@ from vkec2.cli.procs import (
     start_redis,
     wait_until,
 )
+from vkec2.domain.instances import TAG_CLUSTER, TAG_POD_NAME, tag_map
 from vkec2.domain.models import Phase
-from vkec2.ec2.gateway import TAG_CLUSTER, TAG_POD_NAME, tag_map
 from vkec2.store.redis_store import Store
 
 LOCAL_AMI = "ami-12c6146b"  # one of the AMIs moto's EC2 knows

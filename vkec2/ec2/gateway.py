@@ -4,16 +4,16 @@ Instances are tagged at launch (``TagSpecifications``) with cluster, virtual nod
 namespace/name, so the tags are the durable record of which pod an instance belongs to: before
 launching, the gateway looks the pod's instance up by tag and adopts it. ``RunInstances`` carries a
 ``ClientToken`` derived from the pod UID and attempt, so a retried call returns the same instance
-instead of a second one. ``TerminateInstances`` treats "not found" as done; listings are read
-with boto3's paginators. The boto3 client is created lazily once per process (after a fork, a new
-one), with adaptive retries, connect/read timeouts and the endpoint URL from config, and with
+instead of a second one (tags, token and the Instance type live in :mod:`vkec2.domain.instances`).
+``TerminateInstances`` treats "not found" as done; listings are read with boto3's paginators. The
+boto3 client is created lazily once per process (after a fork, a new one), with adaptive retries,
+connect/read timeouts and the endpoint URL from config, and with
 :class:`~vkec2.ec2.accounting.CallAccounting` hooked into its events: every attempt draws a token
 from the fleet-wide rate limiter and every call is counted (Prometheus and Redis).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -26,6 +26,7 @@ import botocore.config
 import botocore.exceptions
 
 from vkec2.config import Settings
+from vkec2.domain.instances import LIVE_STATES, TAG_CLUSTER, TAG_POD_UID, Instance, pod_tags
 from vkec2.domain.podspec import LaunchParams
 from vkec2.ec2.accounting import THROTTLE_CODES, CallAccounting
 from vkec2.errors import Ec2Error
@@ -35,31 +36,8 @@ if TYPE_CHECKING:
 
     from vkec2.store.redis_store import Store
 
-Instance = dict[str, Any]
-
-TAG_CLUSTER = "vkec2.io/cluster"
-TAG_NODE = "vkec2.io/node"
-TAG_POD_UID = "vkec2.io/pod-uid"
-TAG_POD_NAMESPACE = "vkec2.io/pod-namespace"
-TAG_POD_NAME = "vkec2.io/pod-name"
-TAG_POOL = "vkec2.io/pool"
-TAG_POOL_STATE = "vkec2.io/pool-state"
-
-LIVE_STATES = ("pending", "running", "stopping", "stopped")
 DESCRIBE_BATCH = 1000
 NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
-
-
-def client_token(uid: str, attempt: int) -> str:
-    """The idempotency token of one launch attempt of a pod: at most 64 ASCII characters."""
-    token = f"vkec2-{uid}-{attempt}"
-    if len(token) > 64:
-        token = "vkec2-" + hashlib.sha256(token.encode()).hexdigest()[:58]
-    return token
-
-
-def tag_map(instance: Mapping[str, Any]) -> dict[str, str]:
-    return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
 
 
 def jsonable(instance: Mapping[str, Any]) -> Instance:
@@ -209,15 +187,8 @@ class Ec2Gateway:
     # -- mutating -----------------------------------------------------------------------
 
     def pod_tags(self, pod: Mapping[str, Any], node: str) -> dict[str, str]:
-        meta = pod.get("metadata", {})
-        return {
-            TAG_CLUSTER: self.settings.cluster_name,
-            TAG_NODE: node,
-            TAG_POD_UID: str(meta.get("uid", "")),
-            TAG_POD_NAMESPACE: str(meta.get("namespace", "default")),
-            TAG_POD_NAME: str(meta.get("name", "")),
-            "Name": f"{meta.get('namespace', 'default')}/{meta.get('name', '')}",
-        }
+        """The tags an instance of ``pod`` on ``node`` is launched with (:mod:`vkec2.domain.instances`)."""
+        return pod_tags(self.settings.cluster_name, pod, node)
 
     def run_instance(self, params: LaunchParams, tags: Mapping[str, str], token: str) -> Instance:
         """Launch one instance with ``params``, tagged at launch, idempotent by ``token``."""

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from vkec2.config import Settings
-from vkec2.ec2.gateway import TAG_POD_UID, TAG_POOL, Ec2Gateway, Instance, tag_map
+from vkec2.domain.instances import TAG_POD_UID, TAG_POOL, Instance, tag_map
 from vkec2.fleet.warmpool import launch_time
+from vkec2.ports import Ec2
 from vkec2.store.redis_store import Store
 
 log = logging.getLogger("vkec2.fleet.gc")
@@ -68,7 +69,7 @@ class OrphanGc:
         self,
         settings: Settings,
         store: Store,
-        ec2: Ec2Gateway,
+        ec2: Ec2,
         on_lost: Callable[[dict[str, Instance]], list[str]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -1,6 +1,6 @@
 """The pod lifecycle, one step at a time: what a create, update or delete task does while it holds the lock.
 
-Each method takes the held :class:`~vkec2.store.Lock` and the fresh :class:`~vkec2.models.PodRecord`,
+Each method takes the held :class:`~vkec2.ports.PodLock` and the fresh :class:`~vkec2.models.PodRecord`,
 advances the pod by one step of the state machine (Pending → Provisioning → Booting → Launching →
 Running; any → Terminating → Terminated), writes the new state with the lock's fence and appends a
 status event, and returns how long to wait before the next step (``None`` when there is none). It
@@ -15,14 +15,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from vkec2.agent_client.client import AgentClient, AgentTarget, AppStatus, resolve_endpoint
 from vkec2.config import Settings
+from vkec2.domain.agents import AgentTarget, AppStatus, resolve_endpoint
+from vkec2.domain.instances import TAG_POOL_STATE, Instance, client_token
 from vkec2.domain.models import AGENT_CONNECTED, INSTANCE_READY, Phase, PodRecord, StatusEvent, now
 from vkec2.domain.podspec import launch_params
-from vkec2.ec2.gateway import TAG_POOL_STATE, Ec2Gateway, Instance, client_token
 from vkec2.errors import AgentRejected, AgentUnavailable, InvalidPodSpec
 from vkec2.observability import metrics
-from vkec2.store.redis_store import Lock, Store
+from vkec2.ports import Agents, Ec2, PodLock, WarmPoolClaims
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,9 @@ class Lifecycle:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
-        ec2: Ec2Gateway,
-        agents: AgentClient,
+        store: WarmPoolClaims,
+        ec2: Ec2,
+        agents: Agents,
         bootstrap: Callable[[AgentTarget], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -65,7 +65,7 @@ class Lifecycle:
 
     def _record(
         self,
-        lock: Lock,
+        lock: PodLock,
         rec: PodRecord,
         phase: Phase,
         *,
@@ -118,7 +118,7 @@ class Lifecycle:
         waited = max(0.0, now() - rec.launched_at) if rec.launched_at else 0.0
         return float(min(self.settings.celery.max_countdown_seconds, FIRST_POLL_SECONDS + waited / 10))
 
-    def _adopt(self, lock: Lock, rec: PodRecord, instance: Instance, how: str) -> float | None:
+    def _adopt(self, lock: PodLock, rec: PodRecord, instance: Instance, how: str) -> float | None:
         state = instance.get("State", {}).get("Name", "pending")
         fields: dict[str, Any] = {
             "instance": instance,
@@ -132,7 +132,7 @@ class Lifecycle:
         return FIRST_POLL_SECONDS
 
     def _on_running(
-        self, lock: Lock, rec: PodRecord, instance: Instance, message: str, fields: dict[str, Any]
+        self, lock: PodLock, rec: PodRecord, instance: Instance, message: str, fields: dict[str, Any]
     ) -> float | None:
         try:
             endpoint = resolve_endpoint(self.settings.agent, instance)
@@ -152,7 +152,7 @@ class Lifecycle:
         return self._await_agent(lock, rec)
 
     def _retry_or_fail(
-        self, lock: Lock, rec: PodRecord, reason: str, message: str, instance_id: str | None = None
+        self, lock: PodLock, rec: PodRecord, reason: str, message: str, instance_id: str | None = None
     ) -> float | None:
         """Clean up what this attempt created, then try again or fail per restartPolicy."""
         doomed = instance_id or rec.instance_id
@@ -185,13 +185,13 @@ class Lifecycle:
         )
         return FIRST_POLL_SECONDS
 
-    def fail(self, lock: Lock, rec: PodRecord, reason: str, message: str) -> None:
+    def fail(self, lock: PodLock, rec: PodRecord, reason: str, message: str) -> None:
         """Fail the pod at once (an error that retrying cannot fix), cleaning up its instance."""
         if rec.instance_id:
             self.ec2.terminate([rec.instance_id])
         self._record(lock, rec, Phase.FAILED, reason=reason, message=message, warning=True)
 
-    def replace(self, lock: Lock, rec: PodRecord, reason: str, message: str) -> bool:
+    def replace(self, lock: PodLock, rec: PodRecord, reason: str, message: str) -> bool:
         """Remediate a pod whose instance is lost or broken, per its restartPolicy.
 
         Always/OnFailure: terminate the instance and start a fresh attempt from Pending (the
@@ -221,7 +221,7 @@ class Lifecycle:
 
     # -- create -------------------------------------------------------------------------
 
-    def create_step(self, lock: Lock, rec: PodRecord) -> float | None:
+    def create_step(self, lock: PodLock, rec: PodRecord) -> float | None:
         """Advance a pod towards Running by one step; the delay before the next, or None."""
         if rec.deleted or not rec.phase.creating:
             return None
@@ -233,7 +233,7 @@ class Lifecycle:
             return self._await_agent(lock, rec)
         return self._await_workload(lock, rec)
 
-    def _provision(self, lock: Lock, rec: PodRecord) -> float | None:
+    def _provision(self, lock: PodLock, rec: PodRecord) -> float | None:
         try:
             params = launch_params(self.settings, rec.spec)
         except InvalidPodSpec as exc:
@@ -255,7 +255,7 @@ class Lifecycle:
         instance = self.ec2.run_instance(params, tags, client_token(rec.uid, rec.attempt))
         return self._adopt(lock, rec, instance, "launched")
 
-    def _await_running(self, lock: Lock, rec: PodRecord) -> float | None:
+    def _await_running(self, lock: PodLock, rec: PodRecord) -> float | None:
         instance = self.ec2.describe([rec.instance_id]).get(rec.instance_id)
         state = instance.get("State", {}).get("Name") if instance else "gone"
         if instance is None or state in ("shutting-down", "terminated", "stopping", "stopped"):
@@ -271,7 +271,7 @@ class Lifecycle:
     def _boot_expired(self, rec: PodRecord) -> bool:
         return bool(rec.launched_at) and now() - rec.launched_at > self.settings.agent.boot_timeout_seconds
 
-    def _await_agent(self, lock: Lock, rec: PodRecord) -> float | None:
+    def _await_agent(self, lock: PodLock, rec: PodRecord) -> float | None:
         target = self._target(rec)
         if not self.agents.serving(target):
             if self._boot_expired(rec):
@@ -300,7 +300,7 @@ class Lifecycle:
         )
         return FIRST_POLL_SECONDS
 
-    def _await_workload(self, lock: Lock, rec: PodRecord) -> float | None:
+    def _await_workload(self, lock: PodLock, rec: PodRecord) -> float | None:
         try:
             status = self.agents.status(self._target(rec))
         except AgentUnavailable:
@@ -327,7 +327,7 @@ class Lifecycle:
 
     # -- update -------------------------------------------------------------------------
 
-    def update(self, lock: Lock, rec: PodRecord) -> None:
+    def update(self, lock: PodLock, rec: PodRecord) -> None:
         """Apply spec changes that can change in place (tags); record when a replacement is needed."""
         if rec.deleted or not rec.instance_id or rec.phase.final:
             return
@@ -375,7 +375,7 @@ class Lifecycle:
 
     # -- delete -------------------------------------------------------------------------
 
-    def delete(self, lock: Lock, rec: PodRecord, generation: int | None = None) -> None:
+    def delete(self, lock: PodLock, rec: PodRecord, generation: int | None = None) -> None:
         """Stop the workload, terminate the instance and record Terminated (delete wins)."""
         if generation is not None and not rec.deleted and generation < rec.generation:
             return  # the pod was desired again after this delete was issued

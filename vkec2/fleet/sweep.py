@@ -26,15 +26,15 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vkec2.agent_client.client import AgentClient, AgentTarget, AppStatus
 from vkec2.config import Settings
+from vkec2.domain.agents import AgentTarget, AppStatus
 from vkec2.domain.health import Change, HealthPolicy, HealthState, Outcome, next_check_delay, observe
+from vkec2.domain.instances import Instance
 from vkec2.domain.models import Phase, PodRecord, StatusEvent
-from vkec2.ec2.gateway import Ec2Gateway, Instance
 from vkec2.errors import AgentError, LockBusy, StaleFence, Vkec2Error
 from vkec2.fleet.lifecycle import Lifecycle
 from vkec2.observability import metrics
-from vkec2.store.redis_store import Lock, Store
+from vkec2.ports import Agents, Ec2, PodLock, PodStore
 
 log = logging.getLogger("vkec2.domain.health")
 
@@ -143,9 +143,9 @@ class HealthSweep:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
-        ec2: Ec2Gateway,
-        agents: AgentClient,
+        store: PodStore,
+        ec2: Ec2,
+        agents: Agents,
         lifecycle: Lifecycle,
         publish: Callable[[str, str], None],
         clock: Callable[[], float] = time.time,
@@ -340,7 +340,7 @@ class HealthSweep:
             report.busy += 1
 
     def _write_health(
-        self, lock: Lock, rec: PodRecord, state: HealthState, changes: Iterable[Change], now: float
+        self, lock: PodLock, rec: PodRecord, state: HealthState, changes: Iterable[Change], now: float
     ) -> None:
         conditions = with_conditions(rec.conditions, state, now)
         messages = {
@@ -375,7 +375,13 @@ class HealthSweep:
         rec.conditions, rec.health = conditions, state.to_dict()
 
     def _remediate(
-        self, lock: Lock, rec: PodRecord, state: HealthState, reason: str, message: str, report: SweepReport
+        self,
+        lock: PodLock,
+        rec: PodRecord,
+        state: HealthState,
+        reason: str,
+        message: str,
+        report: SweepReport,
     ) -> None:
         replaced = self.lifecycle.replace(lock, rec, reason, message)
         lock.write({"health": HealthState(remediations=state.remediations + 1).to_dict()})
@@ -394,7 +400,7 @@ class HealthSweep:
         else:
             report.failed.append(rec.uid)
 
-    def _completed(self, lock: Lock, rec: PodRecord, status: AppStatus, report: SweepReport) -> None:
+    def _completed(self, lock: PodLock, rec: PodRecord, status: AppStatus, report: SweepReport) -> None:
         rec.phase = Phase.SUCCEEDED
         event = StatusEvent.of(
             rec,

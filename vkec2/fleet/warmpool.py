@@ -28,19 +28,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from vkec2.agent_client.client import AgentClient, AgentTarget, resolve_endpoint
 from vkec2.config import Settings, WarmPool
+from vkec2.domain.agents import AgentTarget, resolve_endpoint
+from vkec2.domain.instances import TAG_CLUSTER, TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, Instance, tag_map
 from vkec2.domain.podspec import LaunchParams, user_data_for
-from vkec2.ec2.gateway import (
-    TAG_CLUSTER,
-    TAG_POD_UID,
-    TAG_POOL,
-    TAG_POOL_STATE,
-    Ec2Gateway,
-    Instance,
-    tag_map,
-)
 from vkec2.errors import AgentError, Vkec2Error
+from vkec2.ports import Agents, Ec2
 from vkec2.store.redis_store import Store
 
 log = logging.getLogger("vkec2.fleet.warmpool")
@@ -117,8 +110,8 @@ class WarmPools:
         self,
         settings: Settings,
         store: Store,
-        ec2: Ec2Gateway,
-        agents: AgentClient,
+        ec2: Ec2,
+        agents: Agents,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:

@@ -1,0 +1,389 @@
+"""In-memory fakes of the fleet's ports (vkec2/ports.py), so the state machine is tested in milliseconds.
+
+:class:`FakeStore` and :class:`FakeLock` model what the Redis store guarantees: a pod record kept as
+the same flat string hash (encoded and decoded with :class:`~vkec2.domain.models.PodRecord`), a lock
+whose taking bumps the record's ``fence``, fenced writes that refuse a stale fence with
+:class:`~vkec2.errors.StaleFence` exactly as the Lua compare-and-set does, and the status event of
+each write appended to the node's outbox in the same call. :class:`FakeEc2` keeps instances whose
+state and tags a test sets, honours RunInstances' ClientToken (the same token returns the same
+instance) and logs every call; :class:`FakeAgents` answers serving / launch / status / terminate as a
+test programs it, including :class:`~vkec2.errors.AgentUnavailable` and
+:class:`~vkec2.errors.AgentRejected`. Nothing here sleeps or opens a socket. mypy proves at the end of
+this module that each fake satisfies its port.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from vkec2.domain.agents import AgentTarget, AppStatus
+from vkec2.domain.instances import LIVE_STATES, TAG_CLUSTER, TAG_POD_UID, Instance, pod_tags, tag_map
+from vkec2.domain.models import PodRecord, StatusEvent
+from vkec2.domain.podspec import LaunchParams
+from vkec2.errors import AgentError, LockBusy, StaleFence, UnknownPod
+from vkec2.store.keys import Keys
+
+LOCK_TTL_MS = 60_000
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
+class FakeLock:
+    """A held pod lock of a :class:`FakeStore`: fenced writes and extensions, like the Redis Lock."""
+
+    def __init__(self, store: FakeStore, uid: str, fence: int, ttl_ms: int) -> None:
+        self.store, self.uid, self.fence, self.ttl_ms = store, uid, fence, ttl_ms
+        self.extensions: list[int] = []
+
+    def write(self, values: Mapping[str, Any], event: StatusEvent | None = None, node: str = "") -> None:
+        self.store.write(self.uid, self.fence, values, event, node)
+
+    def extend(self, ttl_ms: int | None = None) -> bool:
+        self.extensions.append(ttl_ms or self.ttl_ms)
+        return self.store.holder(self.uid) is self
+
+
+class FakeStore:
+    """One cluster's pod records, locks, run locks, warm-pool claims and outbox, in memory."""
+
+    def __init__(self, cluster: str = "unit", clock: Callable[[], float] = time.time) -> None:
+        self.keys = Keys(cluster)
+        self.clock = clock
+        self.hashes: dict[str, dict[str, str]] = {}
+        self.outbox: dict[str, list[StatusEvent]] = {}
+        self.writes: list[tuple[str, dict[str, Any]]] = []  # (uid, values) of every accepted write
+        self.ready: dict[str, list[tuple[str, Instance]]] = {}  # warm pool -> Ready members
+        self.flights: set[str] = set()
+        self._held: dict[str, FakeLock] = {}
+        self._mutex = threading.Lock()
+
+    # -- seeding and inspecting (test helpers) --------------------------------------------
+
+    def put(self, rec: PodRecord) -> None:
+        """Store ``rec`` as it is (every field), as if the producer and earlier steps wrote it."""
+        values = rec.to_dict()
+        self.hashes[rec.uid] = PodRecord.encode(values)
+
+    def events(self, node: str) -> list[StatusEvent]:
+        return list(self.outbox.get(node, []))
+
+    def holder(self, uid: str) -> FakeLock | None:
+        return self._held.get(uid)
+
+    def steal(self, uid: str) -> int:
+        """Another task takes the pod's lock after ours expired: the fence moves on; returns it."""
+        fence = int(self.hashes[uid].get("fence", "0")) + 1
+        self.hashes[uid]["fence"] = str(fence)
+        self._held.pop(uid, None)
+        return fence
+
+    def add_ready(self, pool: str, instance: Instance) -> None:
+        """Put ``instance`` in ``pool``'s ready set (what a warm-pool reconcile does)."""
+        self.ready.setdefault(pool, []).append((instance["InstanceId"], copy.deepcopy(instance)))
+
+    # -- the PodStore port ----------------------------------------------------------------
+
+    def get(self, uid: str) -> PodRecord | None:
+        raw = self.hashes.get(uid)
+        if not raw or "uid" not in raw:
+            return None
+        return PodRecord.from_hash(dict(raw))
+
+    def uids(self, node: str | None = None) -> set[str]:
+        return {uid for uid, raw in self.hashes.items() if node is None or raw.get("node") == node}
+
+    def records(self, node: str | None = None) -> list[PodRecord]:
+        return [rec for uid in sorted(self.uids(node)) if (rec := self.get(uid)) is not None]
+
+    @contextmanager
+    def locked(self, uid: str, ttl_ms: int = LOCK_TTL_MS) -> Iterator[FakeLock]:
+        with self._mutex:
+            if uid not in self.hashes:
+                raise UnknownPod(f"no pod record for uid {uid}")
+            if uid in self._held:
+                raise LockBusy(f"pod {uid} is locked by another task")
+            fence = int(self.hashes[uid].get("fence", "0")) + 1
+            self.hashes[uid]["fence"] = str(fence)
+            lock = FakeLock(self, uid, fence, ttl_ms)
+            self._held[uid] = lock
+        try:
+            yield lock
+        finally:
+            with self._mutex:
+                if self._held.get(uid) is lock:
+                    del self._held[uid]
+
+    @contextmanager
+    def single_flight(self, key: str, ttl_ms: int) -> Iterator[bool]:
+        with self._mutex:
+            held = key not in self.flights
+            self.flights.add(key)
+        try:
+            yield held
+        finally:
+            if held:
+                self.flights.discard(key)
+
+    def write(
+        self,
+        uid: str,
+        fence: int,
+        values: Mapping[str, Any],
+        event: StatusEvent | None = None,
+        node: str = "",
+    ) -> None:
+        """The compare-and-set of the Redis store: fields and outbox event together, or StaleFence."""
+        with self._mutex:
+            raw = self.hashes.get(uid)
+            if raw is None or "fence" not in raw:
+                raise UnknownPod(f"no pod record for uid {uid}")
+            if raw["fence"] != str(fence):
+                raise StaleFence(f"pod {uid}: fence {fence} is stale; another task owns the pod")
+            raw.update(PodRecord.encode({**values, "updated_at": self.clock()}))
+            self.writes.append((uid, copy.deepcopy(dict(values))))
+            if event is not None:  # through the stream's flat string map, as the producer reads it
+                self.outbox.setdefault(node or "-", []).append(StatusEvent.from_fields(event.to_fields()))
+
+    # -- the WarmPoolClaims port ----------------------------------------------------------
+
+    def claim_ready(self, pool: str) -> tuple[str, dict[str, Any]] | None:
+        members = self.ready.get(pool)
+        if not members:
+            return None
+        return members.pop(0)
+
+
+# -- EC2 ---------------------------------------------------------------------------------------
+
+
+class FakeEc2:
+    """Instances in memory: states and tags a test sets, ClientToken idempotency, a call log."""
+
+    def __init__(self, cluster: str = "unit", launch_state: str = "pending") -> None:
+        self.cluster = cluster
+        self.launch_state = launch_state
+        self.instances: dict[str, Instance] = {}
+        self.tokens: dict[str, str] = {}  # ClientToken -> instance ID
+        self.impaired_ids: dict[str, str] = {}
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.errors: dict[str, Exception] = {}  # action -> error to raise on every call of it
+        self._ids = itertools.count(1)
+        self._mutex = threading.Lock()
+
+    # -- test helpers ----------------------------------------------------------------------
+
+    def add(
+        self,
+        *,
+        state: str = "running",
+        tags: Mapping[str, str] | None = None,
+        private_ip: str | None = "auto",
+        launch_time: str = "",
+        image_id: str = "ami-0123456789abcdef0",
+        instance_type: str = "m5.large",
+    ) -> Instance:
+        """A new instance of the cluster (tagged with it) in ``state``; its description."""
+        n = next(self._ids)
+        iid = f"i-{n:017x}"
+        instance: Instance = {
+            "InstanceId": iid,
+            "ImageId": image_id,
+            "InstanceType": instance_type,
+            "State": {"Name": state},
+            "LaunchTime": launch_time or f"2024-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}+00:00",
+            "Tags": [{"Key": k, "Value": v} for k, v in {TAG_CLUSTER: self.cluster, **(tags or {})}.items()],
+        }
+        if private_ip is not None:
+            instance["PrivateIpAddress"] = (
+                f"10.0.{n // 256 % 256}.{n % 256}" if private_ip == "auto" else private_ip
+            )
+        self.instances[iid] = instance
+        return copy.deepcopy(instance)
+
+    def set_state(self, instance_id: str, state: str) -> None:
+        self.instances[instance_id]["State"] = {"Name": state}
+
+    def state(self, instance_id: str) -> str:
+        return str(self.instances[instance_id]["State"]["Name"])
+
+    def actions(self) -> list[str]:
+        return [action for action, _ in self.calls]
+
+    def calls_of(self, action: str) -> list[dict[str, Any]]:
+        return [args for name, args in self.calls if name == action]
+
+    def _call(self, action: str, **args: Any) -> None:
+        with self._mutex:
+            self.calls.append((action, args))
+        error = self.errors.get(action)
+        if error is not None:
+            raise error
+
+    def _live(self, states: Sequence[str]) -> list[Instance]:
+        return [
+            copy.deepcopy(i)
+            for i in self.instances.values()
+            if tag_map(i).get(TAG_CLUSTER) == self.cluster and i["State"]["Name"] in states
+        ]
+
+    # -- the Ec2 port ----------------------------------------------------------------------
+
+    def find_pod_instances(self, uid: str) -> list[Instance]:
+        self._call("DescribeInstances", pod_uid=uid)
+        return [i for i in self._live(LIVE_STATES) if tag_map(i).get(TAG_POD_UID) == uid]
+
+    def cluster_instances(self, states: Sequence[str] = LIVE_STATES) -> list[Instance]:
+        self._call("DescribeInstances", states=list(states))
+        return self._live(states)
+
+    def describe(self, instance_ids: Iterable[str]) -> dict[str, Instance]:
+        ids = list(dict.fromkeys(instance_ids))
+        self._call("DescribeInstances", instance_ids=ids)
+        return {iid: copy.deepcopy(self.instances[iid]) for iid in ids if iid in self.instances}
+
+    def impaired(self) -> dict[str, str]:
+        self._call("DescribeInstanceStatus")
+        return dict(self.impaired_ids)
+
+    def pod_tags(self, pod: Mapping[str, Any], node: str) -> dict[str, str]:
+        return pod_tags(self.cluster, pod, node)
+
+    def run_instance(self, params: LaunchParams, tags: Mapping[str, str], token: str) -> Instance:
+        all_tags = {**dict(params.tags), **tags}
+        self._call(
+            "RunInstances",
+            ClientToken=token,
+            ImageId=params.image_id,
+            InstanceType=params.instance_type,
+            SubnetId=params.subnet_id,
+            Tags=all_tags,
+        )
+        if token in self.tokens:  # EC2 answers a repeated token with the instance it launched
+            return copy.deepcopy(self.instances[self.tokens[token]])
+        instance = self.add(
+            state=self.launch_state,
+            tags=all_tags,
+            image_id=params.image_id,
+            instance_type=params.instance_type,
+        )
+        self.tokens[token] = instance["InstanceId"]
+        return instance
+
+    def create_tags(self, instance_ids: Sequence[str], tags: Mapping[str, str]) -> None:
+        if not instance_ids:
+            return
+        self._call("CreateTags", Resources=list(instance_ids), Tags=dict(tags))
+        for iid in instance_ids:
+            if iid in self.instances:
+                merged = {**tag_map(self.instances[iid]), **tags}
+                self.instances[iid]["Tags"] = [{"Key": k, "Value": v} for k, v in merged.items()]
+
+    def terminate(self, instance_ids: Sequence[str]) -> None:
+        ids = list(dict.fromkeys(instance_ids))
+        if not ids:
+            return
+        self._call("TerminateInstances", InstanceIds=ids)
+        for iid in ids:  # an unknown instance counts as terminated
+            if iid in self.instances:
+                self.set_state(iid, "terminated")
+
+    def terminated(self) -> list[str]:
+        """Every instance ID sent to TerminateInstances, in order."""
+        return [iid for args in self.calls_of("TerminateInstances") for iid in args["InstanceIds"]]
+
+
+# -- agents ------------------------------------------------------------------------------------
+
+
+def app_status(
+    phase: str,
+    *,
+    reason: str = "",
+    message: str = "",
+    containers: Sequence[Mapping[str, Any]] = ({"name": "main", "ready": True, "restartCount": 0},),
+    conditions: Sequence[Mapping[str, Any]] = (),
+) -> AppStatus:
+    """An :class:`AppStatus` as an agent reports it, for programming :class:`FakeAgents`."""
+    return AppStatus(
+        phase=phase,
+        conditions=[dict(c) for c in conditions],
+        container_statuses=[dict(c) for c in containers],
+        reason=reason,
+        message=message,
+    )
+
+
+class FakeAgents:
+    """Agents by instance ID, answering as programmed; every call is logged as (method, instance ID).
+
+    Defaults: serving, launch accepted, status Running, terminate accepted. A programmed
+    :class:`~vkec2.errors.AgentError` is raised instead of answering.
+    """
+
+    def __init__(self) -> None:
+        self.serving_default: bool | AgentError = True
+        self.status_default: AppStatus | AgentError = app_status("Running")
+        self.serving_by: dict[str, bool | AgentError] = {}
+        self.launch_by: dict[str, AgentError] = {}
+        self.status_by: dict[str, AppStatus | AgentError] = {}
+        self.terminate_by: dict[str, AgentError] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.launched: dict[str, dict[str, Any]] = {}  # instance ID -> pod sent
+        self.grace: dict[str, int] = {}  # instance ID -> grace of TerminateApplication
+        self.endpoints: dict[str, str] = {}  # instance ID -> endpoint last called
+        self._mutex = threading.Lock()
+
+    def _call(self, method: str, target: AgentTarget) -> None:
+        with self._mutex:
+            self.calls.append((method, target.instance_id))
+            self.endpoints[target.instance_id] = target.endpoint
+
+    def methods(self) -> list[str]:
+        return [method for method, _ in self.calls]
+
+    # -- the Agents port -------------------------------------------------------------------
+
+    def serving(self, target: AgentTarget) -> bool:
+        self._call("serving", target)
+        answer = self.serving_by.get(target.instance_id, self.serving_default)
+        if isinstance(answer, AgentError):
+            raise answer
+        return answer
+
+    def launch(self, target: AgentTarget, pod: Mapping[str, Any]) -> None:
+        self._call("launch", target)
+        error = self.launch_by.get(target.instance_id)
+        if error is not None:
+            raise error
+        self.launched[target.instance_id] = dict(pod)
+
+    def status(self, target: AgentTarget) -> AppStatus:
+        self._call("status", target)
+        answer = self.status_by.get(target.instance_id, self.status_default)
+        if isinstance(answer, AgentError):
+            raise answer
+        return answer
+
+    def terminate(self, target: AgentTarget, grace_seconds: int) -> None:
+        self._call("terminate", target)
+        error = self.terminate_by.get(target.instance_id)
+        if error is not None:
+            raise error
+        self.grace[target.instance_id] = grace_seconds
+
+
+if TYPE_CHECKING:
+    from vkec2.ports import Agents, Ec2, PodLock, PodStore, WarmPoolClaims
+
+    def _fakes_satisfy_ports(
+        store: FakeStore, lock: FakeLock, ec2: FakeEc2, agents: FakeAgents
+    ) -> tuple[PodStore, PodLock, WarmPoolClaims, Ec2, Agents]:
+        """Never runs: mypy proves here that each fake satisfies its port (vkec2/ports.py)."""
+        return store, lock, store, ec2, agents

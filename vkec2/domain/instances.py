@@ -1,0 +1,54 @@
+"""EC2 instances as the fleet sees them: the Instance description, the fleet's tags and launch idempotency.
+
+An :data:`Instance` is a boto3 EC2 Instance description as a JSON-ready dict (datetimes as ISO
+strings). Instances are tagged at launch with the cluster, the virtual node and the pod's UID and
+namespace/name (:func:`pod_tags`), so the tags are the durable record of which pod owns an
+instance; warm-pool members carry the pool's name and state instead. :func:`client_token` is the
+``RunInstances`` ClientToken of one launch attempt of a pod, so a retried call returns the same
+instance. All of it is pure: the EC2 gateway and the in-memory fakes of the tests share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+Instance = dict[str, Any]
+
+TAG_CLUSTER = "vkec2.io/cluster"
+TAG_NODE = "vkec2.io/node"
+TAG_POD_UID = "vkec2.io/pod-uid"
+TAG_POD_NAMESPACE = "vkec2.io/pod-namespace"
+TAG_POD_NAME = "vkec2.io/pod-name"
+TAG_POOL = "vkec2.io/pool"
+TAG_POOL_STATE = "vkec2.io/pool-state"
+
+#: Instance states in which an instance still belongs to its pod (or pool).
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
+
+
+def client_token(uid: str, attempt: int) -> str:
+    """The idempotency token of one launch attempt of a pod: at most 64 ASCII characters."""
+    token = f"vkec2-{uid}-{attempt}"
+    if len(token) > 64:
+        token = "vkec2-" + hashlib.sha256(token.encode()).hexdigest()[:58]
+    return token
+
+
+def tag_map(instance: Mapping[str, Any]) -> dict[str, str]:
+    """An instance's tags as a ``Key -> Value`` dict."""
+    return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+
+
+def pod_tags(cluster: str, pod: Mapping[str, Any], node: str) -> dict[str, str]:
+    """The tags an instance of ``pod`` (a Kubernetes Pod as a JSON dict) on ``node`` is launched with."""
+    meta = pod.get("metadata", {})
+    return {
+        TAG_CLUSTER: cluster,
+        TAG_NODE: node,
+        TAG_POD_UID: str(meta.get("uid", "")),
+        TAG_POD_NAMESPACE: str(meta.get("namespace", "default")),
+        TAG_POD_NAME: str(meta.get("name", "")),
+        "Name": f"{meta.get('namespace', 'default')}/{meta.get('name', '')}",
+    }

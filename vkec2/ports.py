@@ -1,0 +1,123 @@
+"""The ports of the fleet logic: what :mod:`vkec2.fleet` needs of the store, EC2 and the agents, as Protocols.
+
+The state machine (:class:`~vkec2.fleet.lifecycle.Lifecycle`), the health sweep
+(:class:`~vkec2.fleet.sweep.HealthSweep`), the warm pools and the orphan GC are written against
+these structural types rather than against the Redis store, the boto3 gateway and the gRPC client,
+so the same rules run on in-memory fakes in unit tests (``tests/support/fakes.py``) in
+milliseconds. Each Protocol lists exactly the calls its consumers make, with the adapters'
+signatures: :class:`PodLock` and :class:`PodStore` are met by :class:`vkec2.store.redis_store.Lock`
+and :class:`~vkec2.store.redis_store.Store`, :class:`WarmPoolClaims` by the same store, :class:`Ec2`
+by :class:`vkec2.ec2.gateway.Ec2Gateway` and :class:`Agents` by
+:class:`vkec2.agent_client.client.AgentClient`. The adapters never import this module (they satisfy
+it structurally); ``tasks/runtime.py`` has mypy prove that each one does. The value types exchanged
+here live in :mod:`vkec2.domain`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from vkec2.domain.agents import AgentTarget, AppStatus
+from vkec2.domain.instances import Instance
+from vkec2.domain.models import PodRecord, StatusEvent
+from vkec2.domain.podspec import LaunchParams
+
+
+class PodLock(Protocol):
+    """A held pod lock: fenced writes of the record (with the outbox event) and a longer lease."""
+
+    @property
+    def ttl_ms(self) -> int: ...
+
+    def write(self, values: Mapping[str, Any], event: StatusEvent | None = None, node: str = "") -> None:
+        """Set record fields and append ``event`` to ``node``'s outbox, atomically; refused if stale."""
+        ...
+
+    def extend(self, ttl_ms: int | None = None) -> bool:
+        """Push the lock's expiry out; False if it was lost meanwhile."""
+        ...
+
+
+class SweepKeys(Protocol):
+    """The key names the health sweep needs."""
+
+    def health_sweep_lock(self) -> str: ...
+
+
+class PodStore(Protocol):
+    """Pod records, their locks and single-flight run locks (what the health sweep uses)."""
+
+    @property
+    def keys(self) -> SweepKeys: ...
+
+    def get(self, uid: str) -> PodRecord | None: ...
+
+    def records(self, node: str | None = None) -> list[PodRecord]: ...
+
+    def locked(self, uid: str, ttl_ms: int = ...) -> AbstractContextManager[PodLock]:
+        """Hold the pod's lock (taking it bumps the record's fence); LockBusy if another task has it."""
+        ...
+
+    def single_flight(self, key: str, ttl_ms: int) -> AbstractContextManager[bool]:
+        """Hold the run lock ``key`` if nobody else does; yields whether it is held."""
+        ...
+
+
+class WarmPoolClaims(Protocol):
+    """Taking a Ready member out of a warm pool (what the create step uses of the store)."""
+
+    def claim_ready(self, pool: str) -> tuple[str, dict[str, Any]] | None: ...
+
+
+class Ec2(Protocol):
+    """The EC2 calls of the lifecycle, the health sweep, the warm pools and the orphan GC."""
+
+    def find_pod_instances(self, uid: str) -> list[Instance]:
+        """The cluster's live instances tagged with this pod UID."""
+        ...
+
+    def cluster_instances(self, states: Sequence[str] = ...) -> list[Instance]:
+        """Every instance tagged for the cluster in ``states`` (by default the live ones)."""
+        ...
+
+    def describe(self, instance_ids: Iterable[str]) -> dict[str, Instance]:
+        """Descriptions by ID; IDs EC2 no longer knows are absent."""
+        ...
+
+    def impaired(self) -> dict[str, str]:
+        """Running instances whose EC2 status checks fail: ID -> ``instance`` or ``system``."""
+        ...
+
+    def pod_tags(self, pod: Mapping[str, Any], node: str) -> dict[str, str]: ...
+
+    def run_instance(self, params: LaunchParams, tags: Mapping[str, str], token: str) -> Instance:
+        """Launch one instance, tagged at launch, idempotent by the ClientToken ``token``."""
+        ...
+
+    def create_tags(self, instance_ids: Sequence[str], tags: Mapping[str, str]) -> None: ...
+
+    def terminate(self, instance_ids: Sequence[str]) -> None:
+        """Terminate instances; an unknown one counts as terminated."""
+        ...
+
+
+class Agents(Protocol):
+    """The calls the fleet makes to the agent on an instance."""
+
+    def serving(self, target: AgentTarget) -> bool:
+        """True when the agent answers grpc.health SERVING."""
+        ...
+
+    def launch(self, target: AgentTarget, pod: Mapping[str, Any]) -> None:
+        """LaunchApplication; AgentUnavailable to retry later, AgentRejected when refused."""
+        ...
+
+    def status(self, target: AgentTarget) -> AppStatus:
+        """CheckApplicationHealth: the workload's status."""
+        ...
+
+    def terminate(self, target: AgentTarget, grace_seconds: int) -> None:
+        """TerminateApplication, answered once the workload is gone."""
+        ...
