@@ -16,9 +16,8 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any
 
-import redis
 from rich.console import Console
 from rich.table import Table
 
@@ -28,7 +27,7 @@ from vkec2.ec2.gateway import TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, Ec2Gateway,
 from vkec2.errors import ConfigError, Ec2Error
 from vkec2.fleet.gc import is_orphan
 from vkec2.fleet.warmpool import launch_time
-from vkec2.store.redis_store import Store
+from vkec2.store.redis_store import Store, StoreError
 
 REPLAYABLE = ("vkec2.pods.create", "vkec2.pods.update", "vkec2.pods.delete")
 
@@ -50,13 +49,12 @@ def _age(since: float) -> str:
 def _records(store: Store) -> list[PodRecord]:
     try:
         return store.records()
-    except redis.RedisError as exc:
+    except StoreError as exc:
         raise CommandError(f"cannot reach Redis at {_redis_address(store)}: {exc}") from exc
 
 
 def _redis_address(store: Store) -> str:
-    kwargs = store.redis.connection_pool.connection_kwargs
-    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+    return store.address()
 
 
 def _health(rec: PodRecord) -> str:
@@ -69,7 +67,7 @@ def cmd_status(settings: Settings, store: Store, args: argparse.Namespace) -> An
     try:
         calls = store.ec2_calls()
         nodes = sorted(store.nodes())
-    except redis.RedisError as exc:
+    except StoreError as exc:
         raise CommandError(f"cannot reach Redis at {_redis_address(store)}: {exc}") from exc
     return {
         "cluster": settings.cluster_name,
@@ -129,7 +127,7 @@ def cmd_replay(settings: Settings, store: Store, args: argparse.Namespace) -> An
     try:
         if store.get(args.uid) is None:
             raise CommandError(f"no pod with uid {args.uid} in cluster {settings.cluster_name}")
-    except redis.RedisError as exc:
+    except StoreError as exc:
         raise CommandError(f"cannot reach Redis at {_redis_address(store)}: {exc}") from exc
     return _publish(settings, args.task, {"uid": args.uid})
 
@@ -145,9 +143,9 @@ def cmd_gc(settings: Settings, store: Store, args: argparse.Namespace) -> Any:
         raise CommandError(f"cannot list instances from {where}: {exc.message}") from exc
     try:
         known = store.uids()
-        raw = cast(dict[str, str], store.redis.hgetall(store.keys.gc_sightings()))
-        last_pass = int(store.redis.get(store.keys.gc_pass()) or 0)
-    except redis.RedisError as exc:
+        sightings = store.gc_sightings()
+        last_pass = store.gc_last_pass()
+    except StoreError as exc:
         raise CommandError(f"cannot reach Redis at {_redis_address(store)}: {exc}") from exc
     now = time.time()
     rows = []
@@ -155,7 +153,7 @@ def cmd_gc(settings: Settings, store: Store, args: argparse.Namespace) -> Any:
         if not is_orphan(inst, known):
             continue
         age = now - launch_time(inst)
-        seen = json.loads(raw[inst["InstanceId"]]) if inst["InstanceId"] in raw else None
+        seen = sightings.get(inst["InstanceId"])
         in_grace = age < settings.gc.grace_seconds
         rows.append(
             {
@@ -247,5 +245,5 @@ def main(name: str, argv: Sequence[str]) -> int:
         print(f"vkec2 {name}: {exc}", file=sys.stderr)
         return 1
     finally:
-        store.redis.close()
+        store.close()
     return 0

@@ -30,32 +30,6 @@ MUTATING = "mutating"
 DESCRIBE = "describe"
 API_CLASSES = (RUN_INSTANCES, MUTATING, DESCRIBE)
 
-# KEYS: bucket.  ARGV: rate, burst, max_wait.  -> seconds to wait (string); "-1" when over max_wait.
-# The bucket may go negative: each caller reserves the next token and waits until it exists.
-_TAKE = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local max_wait = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1]) or burst
-local ts = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local wait = 0
-if tokens < 1 then
-  wait = (1 - tokens) / rate
-  if wait > max_wait then
-    redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-    return '-1'
-  end
-end
-tokens = tokens - 1
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + math.ceil(max_wait) + 60)
-return tostring(wait)
-"""
-
 
 def api_class(action: str) -> str:
     """The rate-limit class of an EC2 API action."""
@@ -75,7 +49,6 @@ class RateLimiter:
         self.store = store
         self.settings = settings
         self._sleep = sleep
-        self._take = store.redis.register_script(_TAKE)
         self._local = threading.local()
 
     def bucket(self, cls: str) -> TokenBucket:
@@ -84,12 +57,10 @@ class RateLimiter:
 
     def wait_time(self, action: str) -> float:
         """Reserve a token for ``action``; seconds until it may be sent, or -1 when too far off."""
-        bucket = self.bucket(api_class(action))
-        return float(
-            self._take(
-                keys=[self.store.keys.ratelimit(api_class(action))],
-                args=[bucket.rate, bucket.burst, self.settings.max_wait_seconds],
-            )
+        cls = api_class(action)
+        bucket = self.bucket(cls)
+        return self.store.take_tokens(
+            cls, rate=bucket.rate, burst=bucket.burst, max_wait=self.settings.max_wait_seconds
         )
 
     def acquire(self, action: str) -> None:
@@ -128,7 +99,7 @@ class RateLimiter:
             code = str(parsed_response.get("Error", {}).get("Code", ""))
         if code in THROTTLE_CODES:
             action = event_name.rsplit(".", 1)[-1]
-            self.store.redis.hincrby(self.store.keys.ec2_throttled_attempts(), action, 1)
+            self.store.count_throttled_attempt(action)
 
     def attach(self, gateway: Ec2Gateway) -> None:
         """Charge botocore's retries too and count throttled attempts (call in the worker process)."""
