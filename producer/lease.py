@@ -54,7 +54,7 @@ class HealthProbe:
 
     def check(self) -> Health:
         try:
-            self.store.redis.ping()
+            self.store.ping()
         except Exception as exc:
             return Health(False, "RedisUnreachable", f"Redis does not answer: {exc}")
         try:
@@ -176,7 +176,7 @@ class Heartbeat:
                 health.message,
             )
         try:
-            stored = cast(dict[str, str], self.store.redis.hgetall(self.store.keys.capacity()))
+            stored = self.store.capacity()
             records = self.store.records(self.node.cfg.name)
         except Exception:
             stored, records = {}, []

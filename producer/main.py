@@ -410,7 +410,7 @@ class Producer:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.app.close()
         self.control_app.close()
-        self.store.redis.close()
+        self.store.close()
         kube = getattr(self, "kube", None)
         if kube is not None:
             kube.close()

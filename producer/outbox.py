@@ -17,12 +17,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, cast
-
-import redis
 
 from vkec2.domain.models import StatusEvent
-from vkec2.store.redis_store import Store
+from vkec2.store.redis_store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +53,6 @@ class OutboxConsumer:
     ) -> None:
         self.store = store
         self.node = node
-        self.key = store.keys.outbox(node)
         self.handler = handler
         self.name = name or consumer_name()
         self.claim_idle_ms = max(1, int(claim_idle * 1000))
@@ -74,15 +70,12 @@ class OutboxConsumer:
         silent = time.monotonic() - self.last_loop
         if silent > limit:
             return f"the status outbox consumer has not run for {silent:.0f}s"
-        try:
-            info: dict[str, Any] = self.store.redis.xpending(self.key, GROUP)
-        except redis.ResponseError:
-            return None  # no group yet: nothing pending
-        oldest = info.get("min") if info else None
-        if oldest:
-            age = time.time() - _entry_ms(str(oldest)) / 1000
+        pending = self.store.outbox_pending(self.node, GROUP)  # None: nothing pending, or no group yet
+        if pending:
+            count, oldest = pending
+            age = time.time() - _entry_ms(oldest) / 1000
             if age > limit:
-                return f"{info.get('pending', 0)} status events pending, the oldest for {age:.0f}s"
+                return f"{count} status events pending, the oldest for {age:.0f}s"
         return None
 
     # -- the loop -----------------------------------------------------------------------------------
@@ -90,11 +83,7 @@ class OutboxConsumer:
     def ensure_group(self) -> None:
         if self._group_ready:
             return
-        try:
-            self.store.redis.xgroup_create(self.key, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        self.store.outbox_ensure_group(self.node, GROUP)
         self._group_ready = True
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
@@ -115,25 +104,18 @@ class OutboxConsumer:
                     next_claim = now + min(self.claim_idle_ms / 1000, 10.0)
                     self._handle(self._claim())
                 self._handle(self._read(">", block=True))
-            except redis.RedisError as exc:
+            except StoreError as exc:
                 self._group_ready = False
                 log.warning("status outbox of %s: Redis error: %s", self.node, exc)
                 stop.wait(1.0)
 
     def _read(self, start: str, block: bool = False) -> list[tuple[str, dict[str, str]]]:
-        found = self.store.redis.xreadgroup(
-            GROUP, self.name, {self.key: start}, count=self.batch, block=self.block_ms if block else None
+        return self.store.outbox_read(
+            self.node, GROUP, self.name, start, self.batch, self.block_ms if block else None
         )
-        entries: list[tuple[str, dict[str, str]]] = []
-        for _stream, items in cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], found or []):
-            entries += [(entry_id, fields) for entry_id, fields in items if fields]
-        return entries
 
     def _claim(self) -> list[tuple[str, dict[str, str]]]:
-        result: list[Any] = self.store.redis.xautoclaim(
-            self.key, GROUP, self.name, min_idle_time=self.claim_idle_ms, start_id="0-0", count=self.batch
-        )
-        claimed = cast(list[tuple[str, dict[str, str]]], result[1] if len(result) > 1 else [])
+        claimed = self.store.outbox_claim(self.node, GROUP, self.name, self.claim_idle_ms, self.batch)
         if claimed:
             log.info("took over %d status events of a stopped producer of %s", len(claimed), self.node)
         return [(entry_id, fields) for entry_id, fields in claimed if fields]
@@ -144,15 +126,15 @@ class OutboxConsumer:
                 event = StatusEvent.from_fields(fields)
             except (KeyError, ValueError) as exc:
                 log.error("dropping malformed status event %s of %s: %s", entry_id, self.node, exc)
-                self.store.redis.xack(self.key, GROUP, entry_id)
+                self.store.outbox_ack(self.node, GROUP, entry_id)
                 continue
             try:
                 self.handler(entry_id, event)
-            except redis.RedisError:
+            except StoreError:
                 raise
             except Exception as exc:
                 # Keep it pending; later entries wait too so each pod's events stay in order.
                 log.warning("status event %s for pod %s not applied yet: %s", entry_id, event.uid, exc)
                 return
-            self.store.redis.xack(self.key, GROUP, entry_id)
+            self.store.outbox_ack(self.node, GROUP, entry_id)
             self.handled += 1

@@ -11,9 +11,7 @@ not start in time is dropped instead of piling up. Each run is stamped in
 
 from __future__ import annotations
 
-import json
 import logging
-import time
 from typing import Any, TypeVar
 
 from celery import Task
@@ -38,19 +36,12 @@ PERIODIC_RETRIES = 2
 
 def record_run(ctx: Fleet, task: str) -> None:
     """Stamp one run of a periodic task (operators and tests read it)."""
-    key = ctx.store.keys.maintenance_runs(task)
-    pipe = ctx.store.redis.pipeline(transaction=False)
-    pipe.lpush(key, repr(time.time()))
-    pipe.ltrim(key, 0, RUNS_KEPT - 1)
-    pipe.execute()
+    ctx.store.record_run(task, keep=RUNS_KEPT)
 
 
 def record_result(ctx: Fleet, task: str, result: T) -> T:
     """Keep the summary of a finished run (results are not stored by Celery); returns ``result``."""
-    ctx.store.redis.hset(
-        ctx.store.keys.maintenance_last(task),
-        mapping={"ts": repr(time.time()), "result": json.dumps(result, default=str)},
-    )
+    ctx.store.record_result(task, result)
     return result
 
 

@@ -40,17 +40,8 @@ class PodLock(Protocol):
         ...
 
 
-class SweepKeys(Protocol):
-    """The key names the health sweep needs."""
-
-    def health_sweep_lock(self) -> str: ...
-
-
 class PodStore(Protocol):
-    """Pod records, their locks and single-flight run locks (what the health sweep uses)."""
-
-    @property
-    def keys(self) -> SweepKeys: ...
+    """Pod records, their locks and the sweep's single-flight lock (what the health sweep uses)."""
 
     def get(self, uid: str) -> PodRecord | None: ...
 
@@ -60,8 +51,8 @@ class PodStore(Protocol):
         """Hold the pod's lock (taking it bumps the record's fence); LockBusy if another task has it."""
         ...
 
-    def single_flight(self, key: str, ttl_ms: int) -> AbstractContextManager[bool]:
-        """Hold the run lock ``key`` if nobody else does; yields whether it is held."""
+    def sweep_flight(self, ttl_ms: int) -> AbstractContextManager[bool]:
+        """Hold the health sweep's run lock if nobody else does; yields whether it is held."""
         ...
 
 

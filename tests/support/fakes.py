@@ -27,9 +27,10 @@ from vkec2.domain.instances import LIVE_STATES, TAG_CLUSTER, TAG_POD_UID, Instan
 from vkec2.domain.models import PodRecord, StatusEvent
 from vkec2.domain.podspec import LaunchParams
 from vkec2.errors import AgentError, LockBusy, StaleFence, UnknownPod
-from vkec2.store.keys import Keys
 
 LOCK_TTL_MS = 60_000
+#: The run-lock name FakeStore.sweep_flight holds (tests take it to stand for another sweeper).
+SWEEP_FLIGHT = "health-sweep"
 
 
 # -- the store -------------------------------------------------------------------------------
@@ -54,7 +55,6 @@ class FakeStore:
     """One cluster's pod records, locks, run locks, warm-pool claims and outbox, in memory."""
 
     def __init__(self, cluster: str = "unit", clock: Callable[[], float] = time.time) -> None:
-        self.keys = Keys(cluster)
         self.clock = clock
         self.hashes: dict[str, dict[str, str]] = {}
         self.outbox: dict[str, list[StatusEvent]] = {}
@@ -121,7 +121,8 @@ class FakeStore:
                     del self._held[uid]
 
     @contextmanager
-    def single_flight(self, key: str, ttl_ms: int) -> Iterator[bool]:
+    def sweep_flight(self, ttl_ms: int) -> Iterator[bool]:
+        key = SWEEP_FLIGHT
         with self._mutex:
             held = key not in self.flights
             self.flights.add(key)

@@ -19,7 +19,7 @@ from kombu import Exchange, Queue
 
 from vkec2.broker import hooks as observe
 from vkec2.config import Settings
-from vkec2.store.keys import Keys
+from vkec2.store.keys import redbeat_key_prefix
 
 QUEUES = ("pods", "health", "maintenance")
 ROUTES = {
@@ -91,7 +91,7 @@ def celery_settings(settings: Settings) -> dict[str, object]:
             "socket_timeout": 30,
             "health_check_interval": 30,
         },
-        "redbeat_key_prefix": Keys(settings.cluster_name).beat_prefix(),
+        "redbeat_key_prefix": redbeat_key_prefix(settings.cluster_name),
         "redbeat_lock_timeout": settings.beat.lock_timeout_seconds,
     }
 

@@ -135,12 +135,10 @@ def _pod_fields(app: Any, uid: str) -> dict[str, str]:
     """Namespace, name and agent endpoint of a pod, from its record (empty when unavailable)."""
     try:
         store = _store(settings_of(app))
-        values = store.redis.hmget(store.keys.pod(uid), "namespace", "name", "endpoint")
+        return store.pod_fields(uid, "namespace", "name", "endpoint")
     except Exception as exc:  # logging context must never fail a task; the task meets the error itself
         log.debug("no log context for pod %s: %s", uid, exc)
         return {}
-    text = [v.decode() if isinstance(v, bytes) else str(v or "") for v in values]
-    return dict(zip(("namespace", "name", "endpoint"), text, strict=True))
 
 
 def _prerun(task_id: str | None = None, task: Task | None = None, kwargs: Any = None, **_: Any) -> None:

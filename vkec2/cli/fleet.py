@@ -16,10 +16,9 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import click
-import redis
 from rich.console import Console
 from rich.table import Table
 
@@ -31,7 +30,7 @@ from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import ConfigError, Ec2Error
 from vkec2.fleet.gc import is_orphan
 from vkec2.fleet.warmpool import launch_time
-from vkec2.store.redis_store import Store
+from vkec2.store.redis_store import Store, StoreError
 
 REPLAYABLE = ("vkec2.pods.create", "vkec2.pods.update", "vkec2.pods.delete")
 
@@ -53,13 +52,12 @@ def _age(since: float) -> str:
 def _records(store: Store) -> list[PodRecord]:
     try:
         return store.records()
-    except redis.RedisError as exc:
+    except StoreError as exc:
         raise CommandError(f"cannot reach Redis at {_redis_address(store)}: {exc}") from exc
 
 
 def _redis_address(store: Store) -> str:
-    kwargs = store.redis.connection_pool.connection_kwargs
-    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+    return store.address()
 
 
 def _health(rec: PodRecord) -> str:
@@ -72,7 +70,7 @@ def cmd_status(settings: Settings, store: Store) -> Any:
     try:
         calls = store.ec2_calls()
         nodes = sorted(store.nodes())
-    except redis.RedisError as exc:
+    except StoreError as exc:
         raise CommandError(f"cannot reach Redis at {_redis_address(store)}: {exc}") from exc
     return {
         "cluster": settings.cluster_name,
@@ -132,7 +130,7 @@ def cmd_replay(settings: Settings, store: Store, task: str, uid: str) -> Any:
     try:
         if store.get(uid) is None:
             raise CommandError(f"no pod with uid {uid} in cluster {settings.cluster_name}")
-    except redis.RedisError as exc:
+    except StoreError as exc:
         raise CommandError(f"cannot reach Redis at {_redis_address(store)}: {exc}") from exc
     return _publish(settings, task, {"uid": uid})
 
@@ -148,9 +146,9 @@ def cmd_gc(settings: Settings, store: Store, dry_run: bool) -> Any:
         raise CommandError(f"cannot list instances from {where}: {exc.message}") from exc
     try:
         known = store.uids()
-        raw = cast(dict[str, str], store.redis.hgetall(store.keys.gc_sightings()))
-        last_pass = int(store.redis.get(store.keys.gc_pass()) or 0)
-    except redis.RedisError as exc:
+        sightings = store.gc_sightings()
+        last_pass = store.gc_last_pass()
+    except StoreError as exc:
         raise CommandError(f"cannot reach Redis at {_redis_address(store)}: {exc}") from exc
     now = time.time()
     rows = []
@@ -158,7 +156,7 @@ def cmd_gc(settings: Settings, store: Store, dry_run: bool) -> Any:
         if not is_orphan(inst, known):
             continue
         age = now - launch_time(inst)
-        seen = json.loads(raw[inst["InstanceId"]]) if inst["InstanceId"] in raw else None
+        seen = sightings.get(inst["InstanceId"])
         in_grace = age < settings.gc.grace_seconds
         rows.append(
             {
@@ -222,7 +220,7 @@ def _run(name: str, config: str | None, output: str, command: Callable[[Settings
     except CommandError as exc:
         raise Failed(f"vkec2 {name}: {exc}") from exc
     finally:
-        store.redis.close()
+        store.close()
 
 
 def _fleet_options(command: Callable[..., None]) -> Callable[..., None]:

@@ -26,7 +26,6 @@ from typing import Any
 
 import boto3
 import click
-import redis
 import yaml
 from rich.console import Console
 from rich.live import Live
@@ -45,7 +44,7 @@ from vkec2.cli.procs import (
 )
 from vkec2.domain.instances import TAG_CLUSTER, TAG_POD_NAME, tag_map
 from vkec2.domain.models import Phase
-from vkec2.store.redis_store import Store
+from vkec2.store.redis_store import Store, reachable
 
 LOCAL_AMI = "ami-12c6146b"  # one of the AMIs moto's EC2 knows
 REMOVED_MANIFEST = "nightly-job.yaml"
@@ -110,13 +109,7 @@ class LocalFleet:
 
 
 def _redis_reachable(url: str) -> bool:
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1)
-        client.ping()
-        client.close()
-        return True
-    except redis.RedisError:
-        return False
+    return reachable(url, timeout=1)
 
 
 def _choose_redis(fleet: LocalFleet, url: str | None) -> str:
@@ -195,10 +188,7 @@ class Observer:
         pools = {}
         for pool in self.raw["warm_pools"]:
             name = pool["name"]
-            pools[name] = (
-                int(self.store.redis.scard(self.store.keys.pool_ready(name))),
-                int(self.store.redis.hlen(self.store.keys.pool_instances(name))),
-            )
+            pools[name] = self.store.pool_sizes(name)
         return Snapshot(
             phases=Counter(r.phase.value for r in records),
             pods=sorted((f"{r.namespace}/{r.name}", r.phase.value, r.instance_id, r.reason) for r in records),
@@ -402,7 +392,7 @@ def run(args: UpOptions, console: Console) -> int:
         }
         console.print("\n[bold]Summary[/bold]")
         console.print(json.dumps(summary, indent=2))
-        store.redis.close()
+        store.close()
         return 0
     finally:
         if not keep:

@@ -3,12 +3,12 @@
 EC2 meters each account's API calls in buckets by class; a fleet of workers that each back off on
 their own still overruns them together. Here every EC2 request, first attempt and botocore retry
 alike, takes a token from the bucket of its class (``run_instances``, other ``mutating`` calls,
-``describe`` calls) in one Lua script on Redis's own clock, so all workers draw from the same
-budget, configured below AWS's defaults (``rate_limits`` in the configuration). A token is
-*reserved*: a caller that finds the bucket empty is told how long until its token exists and
-sleeps that long, so waiters are served in order and the rate never exceeds the bucket. A wait
-beyond ``max_wait_seconds`` fails the call as throttled (:class:`~vkec2.errors.Ec2Error`, retryable),
-and the task retries later with jitter; a RunInstances retried that way carries the same
+``describe`` calls) in one Lua script on Redis's own clock (``Store.take_tokens``), so all workers
+draw from the same budget, configured below AWS's defaults (``rate_limits`` in the configuration). A
+token is *reserved*: a caller that finds the bucket empty is told how long until its token exists
+and sleeps that long, so waiters are served in order and the rate never exceeds the bucket. A wait
+beyond ``max_wait_seconds`` fails the call as throttled (:class:`~vkec2.errors.Ec2Error`,
+retryable), and the task retries later with jitter; a RunInstances retried that way carries the same
 ClientToken because the pod's attempt number has not changed. The gateway's botocore hooks
 (:mod:`vkec2.ec2.accounting`) call :meth:`RateLimiter.acquire` before every attempt and count the
 answers of RequestLimitExceeded per action in Redis for the status log.
@@ -27,32 +27,6 @@ RUN_INSTANCES = "run_instances"
 MUTATING = "mutating"
 DESCRIBE = "describe"
 API_CLASSES = (RUN_INSTANCES, MUTATING, DESCRIBE)
-
-# KEYS: bucket.  ARGV: rate, burst, max_wait.  -> seconds to wait (string); "-1" when over max_wait.
-# The bucket may go negative: each caller reserves the next token and waits until it exists.
-_TAKE = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local max_wait = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1]) or burst
-local ts = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local wait = 0
-if tokens < 1 then
-  wait = (1 - tokens) / rate
-  if wait > max_wait then
-    redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-    return '-1'
-  end
-end
-tokens = tokens - 1
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + math.ceil(max_wait) + 60)
-return tostring(wait)
-"""
 
 
 def api_class(action: str) -> str:
@@ -73,7 +47,6 @@ class RateLimiter:
         self.store = store
         self.settings = settings
         self._sleep = sleep
-        self._take = store.redis.register_script(_TAKE)
 
     def bucket(self, cls: str) -> TokenBucket:
         bucket: TokenBucket = getattr(self.settings, cls)
@@ -81,12 +54,10 @@ class RateLimiter:
 
     def wait_time(self, action: str) -> float:
         """Reserve a token for ``action``; seconds until it may be sent, or -1 when too far off."""
-        bucket = self.bucket(api_class(action))
-        return float(
-            self._take(
-                keys=[self.store.keys.ratelimit(api_class(action))],
-                args=[bucket.rate, bucket.burst, self.settings.max_wait_seconds],
-            )
+        cls = api_class(action)
+        bucket = self.bucket(cls)
+        return self.store.take_tokens(
+            cls, rate=bucket.rate, burst=bucket.burst, max_wait=self.settings.max_wait_seconds
         )
 
     def acquire(self, action: str) -> None:

@@ -15,12 +15,11 @@ instance is no longer listed to remediation.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from vkec2.config import Settings
 from vkec2.domain.instances import TAG_POD_UID, TAG_POOL, Instance, tag_map
@@ -81,7 +80,7 @@ class OrphanGc:
 
     def run(self) -> GcReport:
         report = GcReport()
-        with self.store.single_flight(self.store.keys.gc_lock(), 300_000) as held:
+        with self.store.gc_flight(300_000) as held:
             if held:
                 self._run(report)
             else:
@@ -89,7 +88,6 @@ class OrphanGc:
         return report
 
     def _run(self, report: GcReport) -> None:
-        keys, r = self.store.keys, self.store.redis
         now = self.clock()
         grace = self.settings.gc.grace_seconds
         live = self.ec2.cluster_instances()
@@ -99,9 +97,8 @@ class OrphanGc:
             report.skipped = "Redis knows no pod but EC2 has pod instances: waiting for the pod list"
             log.warning("orphan GC skipped: %s", report.skipped)
             return
-        report.pass_number = number = int(r.incr(keys.gc_pass()))
-        r.hincrby(keys.gc_stats(), "passes", 1)
-        old = {k: json.loads(v) for k, v in cast(dict[str, str], r.hgetall(keys.gc_sightings())).items()}
+        report.pass_number = number = self.store.gc_begin_pass()
+        old = self.store.gc_sightings()
         sightings: dict[str, dict[str, Any]] = {}
         doomed: list[str] = []
         for inst in live:
@@ -117,16 +114,12 @@ class OrphanGc:
             sightings[iid] = entry
             if entry["count"] >= 2:
                 doomed.append(iid)
-        pipe = r.pipeline(transaction=True)
-        pipe.delete(keys.gc_sightings())
-        if sightings:
-            pipe.hset(keys.gc_sightings(), mapping={k: json.dumps(v) for k, v in sightings.items()})
-        pipe.execute()
+        self.store.gc_replace_sightings(sightings)
         if doomed:
             uid_of = {i["InstanceId"]: tag_map(i).get(TAG_POD_UID, "") for i in live}
             if self.settings.gc.dry_run:
                 report.would_terminate = doomed
-                r.hincrby(keys.gc_stats(), "would_terminate", len(doomed))
+                self.store.gc_count("would_terminate", len(doomed))
                 for iid in doomed:
                     log.warning(
                         "orphan GC (dry run): would terminate %s (pod UID %r unknown)", iid, uid_of[iid]
@@ -136,9 +129,8 @@ class OrphanGc:
                 fresh = self.store.uids()
                 doomed = [iid for iid in doomed if not uid_of[iid] or uid_of[iid] not in fresh]
                 self.ec2.terminate(doomed)
-                if doomed:
-                    r.hdel(keys.gc_sightings(), *doomed)
-                r.hincrby(keys.gc_stats(), "terminated", len(doomed))
+                self.store.gc_forget_sightings(doomed)
+                self.store.gc_count("terminated", len(doomed))
                 report.terminated = doomed
                 for iid in doomed:
                     log.warning(

@@ -151,8 +151,7 @@ class QuotaRefresh:
             except QuotaUnavailable as exc:
                 capacity = self.configured(f"Service Quotas unavailable: {exc}")
                 log.warning("node capacity from configuration: %s", capacity.reason)
-        values: dict[Any, Any] = {**capacity.fields(), "updated_at": repr(time.time())}
-        self.store.redis.hset(self.store.keys.capacity(), mapping=values)
+        self.store.put_capacity({**capacity.fields(), "updated_at": repr(time.time())})
         log.info(
             "node capacity cpu=%s memory=%s pods=%s (source %s)",
             capacity.cpu,

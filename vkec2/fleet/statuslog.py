@@ -18,15 +18,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import Any, cast
+from typing import Any
 
 from vkec2.store.redis_store import Store
 
 log = logging.getLogger("vkec2.status")
-
-#: kombu's Redis transport keeps priorities 3, 6 and 9 in lists named queue + "\x06\x16" + priority.
-PRIORITY_SEP = "\x06\x16"
-PRIORITY_STEPS = (3, 6, 9)
 
 
 def version() -> str:
@@ -34,22 +30,6 @@ def version() -> str:
         return metadata.version("vkec2")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def queue_depths(store: Store, queues: Sequence[str]) -> dict[str, int]:
-    pipe = store.redis.pipeline(transaction=False)
-    for queue in queues:
-        pipe.llen(queue)
-        for step in PRIORITY_STEPS:
-            pipe.llen(f"{queue}{PRIORITY_SEP}{step}")
-    lengths = pipe.execute()
-    per = 1 + len(PRIORITY_STEPS)
-    return {queue: sum(int(n) for n in lengths[i * per : (i + 1) * per]) for i, queue in enumerate(queues)}
-
-
-def _counters(store: Store, key: str) -> dict[str, int]:
-    raw = cast(dict[str, str], store.redis.hgetall(key))
-    return {k: int(v) for k, v in raw.items()}
 
 
 def _delta(now: dict[str, int], before: dict[str, int]) -> dict[str, int]:
@@ -60,12 +40,11 @@ def status_line(
     store: Store, queues: Sequence[str], pools: dict[str, dict[str, int]], workers: Callable[[], int]
 ) -> dict[str, Any]:
     """Compute, log and remember the status line; returns it as a dict."""
-    keys = store.keys
     phases = Counter(rec.phase.value for rec in store.records())
-    calls = _counters(store, keys.ec2_calls())
-    throttles = _counters(store, keys.ec2_throttles())
-    attempts = _counters(store, keys.ec2_throttled_attempts())
-    last = cast(dict[str, str], store.redis.hgetall(keys.status_last()))
+    calls = store.ec2_calls()
+    throttles = store.ec2_throttles()
+    attempts = store.ec2_throttled_attempts()
+    last = store.status_last()
     before_calls = json.loads(last.get("calls", "{}"))
     before_throttles = json.loads(last.get("throttles", "{}"))
     before_attempts = json.loads(last.get("throttled_attempts", "{}"))
@@ -78,14 +57,14 @@ def status_line(
     call_delta = _delta(calls, before_calls)
     line: dict[str, Any] = {
         "msg": "fleet status",
-        "cluster": store.keys.cluster,
+        "cluster": store.cluster,
         "version": version(),
         "os": platform.system().lower(),
         "arch": platform.machine(),
         "nodes": len(store.nodes()),
         "pods": dict(sorted(phases.items())),
         "warm_pools": pools,
-        "queues": queue_depths(store, queues),
+        "queues": store.queue_depths(queues),
         "workers": online,
         "ec2_calls": call_delta,
         "ec2_calls_total": sum(call_delta.values()),
@@ -94,15 +73,14 @@ def status_line(
         "interval_seconds": round(now - float(last["ts"]), 1) if "ts" in last else None,
     }
     text = json.dumps(line, sort_keys=False, separators=(",", ":"))
-    store.redis.hset(
-        keys.status_last(),
-        mapping={
+    store.put_status_last(
+        {
             "line": text,
             "ts": repr(now),
             "calls": json.dumps(calls),
             "throttles": json.dumps(throttles),
             "throttled_attempts": json.dumps(attempts),
-        },
+        }
     )
     log.info("%s", text)
     return line

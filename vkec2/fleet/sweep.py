@@ -169,7 +169,7 @@ class HealthSweep:
         report = SweepReport()
         started = time.monotonic()
         ttl = int(max(60.0, 3 * self.settings.health.interval_seconds) * 1000)
-        with self.store.single_flight(self.store.keys.health_sweep_lock(), ttl) as held:
+        with self.store.sweep_flight(ttl) as held:
             if not held:
                 report.skipped = True
                 return report

@@ -18,7 +18,6 @@ claim, still untagged after ``CLAIM_GRACE_SECONDS``, is terminated as unhealthy)
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import time
@@ -26,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from vkec2.config import Settings, WarmPool
 from vkec2.domain.agents import AgentTarget, resolve_endpoint
@@ -93,11 +92,11 @@ class PoolReport:
 
 def pool_counts(store: Store, pool: str) -> dict[str, int]:
     """Unclaimed members of ``pool`` by state: Ready when in the ready set, else their state tag."""
-    raw = cast(dict[str, str], store.redis.hgetall(store.keys.pool_instances(pool)))
-    ready = cast(set[str], store.redis.smembers(store.keys.pool_ready(pool)))
+    members = store.pool_members(pool)
+    ready = store.pool_ready(pool)
     out = dict.fromkeys((PROVISIONING, READY, UNHEALTHY), 0)
-    for iid, doc in raw.items():
-        tagged = tag_map(json.loads(doc)).get(TAG_POOL_STATE, PROVISIONING)
+    for iid, doc in members.items():
+        tagged = tag_map(doc).get(TAG_POOL_STATE, PROVISIONING)
         state = READY if iid in ready else (PROVISIONING if tagged == READY else tagged)
         out[state] = out.get(state, 0) + 1
     return out
@@ -139,7 +138,7 @@ class WarmPools:
 
     def reconcile(self, pool: WarmPool, live: Sequence[Instance]) -> PoolReport:
         report = PoolReport(pool.name, desired=pool.desired_count)
-        with self.store.single_flight(self.store.keys.pool_reconcile_lock(pool.name), 120_000) as held:
+        with self.store.pool_reconcile_flight(pool.name, 120_000) as held:
             if not held:
                 report.skipped = True
                 return report
@@ -158,11 +157,11 @@ class WarmPools:
             return False
 
     def _reconcile(self, pool: WarmPool, live: Sequence[Instance], report: PoolReport) -> None:
-        keys, r = self.store.keys, self.store.redis
+        store = self.store
         now = self.clock()
-        mirror = cast(dict[str, str], r.hgetall(keys.pool_instances(pool.name)))
-        ready = cast(set[str], r.smembers(keys.pool_ready(pool.name)))
-        known = {k: float(v) for k, v in cast(dict[str, str], r.hgetall(keys.pool_known(pool.name))).items()}
+        mirror = store.pool_members(pool.name)
+        ready = store.pool_ready(pool.name)
+        known = store.pool_offered(pool.name)
         members: dict[str, Instance] = {}
         for inst in live:
             tags = tag_map(inst)
@@ -199,27 +198,23 @@ class WarmPools:
         for iid, doc in mirror.items():
             if iid in members:
                 continue
-            if now - launch_time(json.loads(doc)) < LAUNCH_VISIBILITY_SECONDS and iid not in ready:
+            if now - launch_time(doc) < LAUNCH_VISIBILITY_SECONDS and iid not in ready:
                 state.setdefault(iid, PROVISIONING)  # just launched, not visible yet
-                members[iid] = json.loads(doc)
+                members[iid] = doc
                 continue
             self._forget(pool.name, [iid])
         for iid in known:
             if iid not in members and iid not in mirror:
-                r.hdel(keys.pool_known(pool.name), iid)
+                store.pool_forget_offer(pool.name, iid)
         # Write the mirror and the tags.
         for iid, new in state.items():
             inst = members[iid]
             if new == READY:
                 if iid not in ready:
-                    pipe = r.pipeline(transaction=True)
-                    pipe.hset(keys.pool_instances(pool.name), iid, json.dumps(with_state_tag(inst, READY)))
-                    pipe.hset(keys.pool_known(pool.name), iid, repr(now))
-                    pipe.sadd(keys.pool_ready(pool.name), iid)
-                    pipe.execute()
+                    store.pool_offer(pool.name, iid, with_state_tag(inst, READY), now)
             elif new == PROVISIONING:
-                r.hset(keys.pool_instances(pool.name), iid, json.dumps(with_state_tag(inst, PROVISIONING)))
-            elif new == UNHEALTHY and iid in ready and not r.srem(keys.pool_ready(pool.name), iid):
+                store.pool_put(pool.name, iid, with_state_tag(inst, PROVISIONING))
+            elif new == UNHEALTHY and iid in ready and not store.pool_withdraw(pool.name, iid):
                 state.pop(iid)  # claimed meanwhile: the pod owns it now
         by_state: dict[str, list[str]] = {}
         for iid, new in state.items():
@@ -239,7 +234,7 @@ class WarmPools:
         for iid in healthy:
             if surplus == 0:
                 break
-            if state[iid] == READY and not r.srem(keys.pool_ready(pool.name), iid):
+            if state[iid] == READY and not store.pool_withdraw(pool.name, iid):
                 continue  # claimed meanwhile
             doomed.append(iid)
             surplus -= 1
@@ -252,23 +247,14 @@ class WarmPools:
         report.provisioning = len(kept) - report.ready
         for _ in range(max(0, pool.desired_count - len(kept))):
             inst = self._launch(pool)
-            r.hset(
-                keys.pool_instances(pool.name),
-                inst["InstanceId"],
-                json.dumps(with_state_tag(inst, PROVISIONING)),
-            )
+            store.pool_put(pool.name, inst["InstanceId"], with_state_tag(inst, PROVISIONING))
             report.launched.append(inst["InstanceId"])
             report.provisioning += 1
         if report.launched or report.terminated:
             log.info("warm pool %s: %s", pool.name, report.summary())
 
     def _forget(self, pool: str, ids: list[str]) -> None:
-        keys = self.store.keys
-        pipe = self.store.redis.pipeline(transaction=True)
-        pipe.srem(keys.pool_ready(pool), *ids)
-        pipe.hdel(keys.pool_instances(pool), *ids)
-        pipe.hdel(keys.pool_known(pool), *ids)
-        pipe.execute()
+        self.store.pool_forget(pool, ids)
 
     def _launch(self, pool: WarmPool) -> Instance:
         defaults = self.settings.pool_launch_defaults(pool)
@@ -276,7 +262,7 @@ class WarmPools:
             raise Vkec2Error(
                 f"warm pool {pool.name}: no image_id (set it on the pool or in ec2)", reason="MissingImage"
             )
-        slot = int(self.store.redis.incr(self.store.keys.pool_slots(pool.name)))
+        slot = self.store.pool_next_slot(pool.name)
         params = LaunchParams(
             image_id=defaults.image_id,
             instance_type=defaults.instance_type,

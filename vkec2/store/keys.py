@@ -1,36 +1,62 @@
-"""The Redis key schema: every key vkec2 writes is named here and nowhere else.
+"""The Redis key schema: every key vkec2 writes is named here, and only the store uses these names.
 
 All keys of one cluster share the prefix ``vkec2:{cluster}:`` so several clusters (and tests) can
 share one Redis without seeing each other. Pod records are keyed by pod UID, never by
 namespace/name, because a name is reused by the next pod of the same name while a UID is not.
+Code outside :mod:`vkec2.store` never builds a key: it calls the store's intent-named methods.
 
-| key | type | holds |
-|---|---|---|
-| ``pod:{uid}`` | hash | the pod record (see :mod:`vkec2.domain.models`) |
-| ``pods`` | set | UIDs of every pod record of the cluster |
-| ``node:{node}:pods`` | set | UIDs of the pods bound to one virtual node |
-| ``nodes`` | set | names of the virtual nodes that registered |
-| ``lock:{uid}`` | string | the per-pod lock: a random token with a TTL |
-| ``outbox:{node}`` | stream | status events for the producer of ``node`` |
-| ``pool:{name}:ready`` | set | instance IDs of a warm pool that are Ready to be claimed |
-| ``pool:{name}:instances`` | hash | instance ID -> JSON of the pool instance (state, launched) |
-| ``capacity`` | hash | node capacity derived from Service Quotas: cpu, memory, pods, source, reason |
-| ``ec2:calls`` | hash | EC2 API action -> number of calls made by the fleet |
-| ``ec2:throttles`` | hash | EC2 API action -> number of throttled calls |
-| ``ec2:throttled_attempts`` | hash | EC2 API action -> HTTP attempts throttled (botocore retries too) |
-| ``pool:{name}:known`` | hash | instance ID -> when it was put in ``ready`` (a claim vs. a lost mirror) |
-| ``pool:{name}:slots`` | string | counter of warm-pool launch slots (one ClientToken per slot) |
-| ``pool:{name}:reconcile`` | string | single-flight lock of one pool's reconcile |
-| ``health:sweep`` | string | single-flight lock of the health sweep |
-| ``gc:sightings`` | hash | instance ID -> JSON {first, last, count}: consecutive passes as an orphan |
-| ``gc:pass`` | string | number of the last GC pass |
-| ``gc:lock`` | string | single-flight lock of a GC pass |
-| ``gc:stats`` | hash | terminated / would_terminate / passes counters |
-| ``ratelimit:{class}`` | hash | token bucket of one EC2 API class: tokens, ts |
-| ``beat:`` | prefix | RedBeat's schedule entries and its lock (``beat::lock``) |
-| ``maintenance:runs:{task}`` | list | recent run times of a periodic task (newest first, capped) |
-| ``maintenance:last:{task}`` | hash | the last finished run of a periodic task: ``ts``, ``result`` (JSON) |
-| ``status:last`` | hash | the last status line (``line``) and the counters it was computed from |
+Each key, with its type, who writes it (owner), how long it lives and what it holds:
+
+- ``pod:{uid}`` (hash): the pod record (see :mod:`vkec2.domain.models`). Owner: the producer (spec,
+  generation, deleted) and workers (lifecycle fields). Lifetime: until the producer forgets the pod.
+- ``pods`` (set): UIDs of every pod record of the cluster. Owner: the producer. Lifetime: a UID leaves
+  when its pod is forgotten.
+- ``node:{node}:pods`` (set): UIDs of the pods bound to one virtual node. Owner: the producer. Lifetime: a
+  UID leaves when its pod is forgotten.
+- ``nodes`` (set): names of the virtual nodes that registered. Owner: the producer. Lifetime: permanent.
+- ``lock:{uid}`` (string): the per-pod lock: a random token. Owner: workers (pod tasks, health sweep).
+  Lifetime: TTL (60 s by default, extended while held); deleted on release.
+- ``outbox:{node}`` (stream): status events for the producer of ``node``. Owner: workers append (in the
+  fenced write); the producer consumes it (group ``producer``). Lifetime: capped at about 100,000 entries.
+- ``pool:{name}:ready`` (set): IDs of a pool's members that are Ready to be claimed. Owner: the warm-pool
+  reconcile; a pod's create step claims from it. Lifetime: rebuilt from EC2 tags every pass.
+- ``pool:{name}:instances`` (hash): instance ID -> JSON description of an unclaimed member. Owner: the
+  warm-pool reconcile; a claim removes the entry. Lifetime: rebuilt from EC2 tags every pass.
+- ``pool:{name}:known`` (hash): instance ID -> when it was put in ``ready`` (a claim vs. a lost mirror).
+  Owner: the warm-pool reconcile. Lifetime: an entry is dropped when its instance is gone.
+- ``pool:{name}:slots`` (string): launch slots of a pool (one ClientToken per slot). Owner: the warm-pool
+  reconcile. Lifetime: permanent counter.
+- ``pool:{name}:reconcile`` (string): single-flight lock of one pool's reconcile. Owner: the warm-pool
+  reconcile. Lifetime: TTL 120 s; deleted when the pass ends.
+- ``health:sweep`` (string): single-flight lock of the health sweep. Owner: the health sweep. Lifetime:
+  TTL max(60 s, 3 sweep intervals); deleted when the pass ends.
+- ``capacity`` (hash): node capacity: cpu, memory, pods, source, reason, updated_at. Owner: the quota
+  refresh; the producer reads it. Lifetime: overwritten by every refresh.
+- ``ec2:calls`` (hash): EC2 API action -> calls made by the fleet. Owner: the EC2 gateway (every worker).
+  Lifetime: permanent counters.
+- ``ec2:throttles`` (hash): EC2 API action -> throttled calls. Owner: the EC2 gateway (every worker).
+  Lifetime: permanent counters.
+- ``ec2:throttled_attempts`` (hash): EC2 API action -> HTTP attempts throttled (botocore's retries too).
+  Owner: the rate limiter's botocore hook. Lifetime: permanent counters.
+- ``ratelimit:{class}`` (hash): token bucket of one EC2 API class: tokens, ts. Owner: the rate limiter
+  (every EC2 call). Lifetime: expires when idle (burst / rate + max wait + 60 s).
+- ``gc:sightings`` (hash): instance ID -> JSON {first, last, count}: consecutive passes as an orphan.
+  Owner: orphan GC. Lifetime: replaced by every pass.
+- ``gc:pass`` (string): number of the last GC pass. Owner: orphan GC. Lifetime: permanent counter.
+- ``gc:lock`` (string): single-flight lock of a GC pass. Owner: orphan GC. Lifetime: TTL 300 s; deleted
+  when the pass ends.
+- ``gc:stats`` (hash): terminated / would_terminate / passes. Owner: orphan GC. Lifetime: permanent
+  counters.
+- ``beat:`` (prefix): RedBeat's schedule entries and its lock (``beat::lock``). Owner: RedBeat (beat).
+  Lifetime: one entry per schedule entry; the lock expires after ``beat.lock_timeout_seconds``.
+- ``maintenance:runs:{task}`` (list): recent run times of a periodic task (newest first). Owner: the
+  periodic tasks. Lifetime: capped at the newest 100.
+- ``maintenance:last:{task}`` (hash): the last finished run of a periodic task: ``ts``, ``result`` (JSON).
+  Owner: the periodic tasks. Lifetime: overwritten by every run.
+- ``status:last`` (hash): the last status line (``line``) and the counters it was computed from. Owner:
+  the status log. Lifetime: overwritten by every line.
+
+Not ours, only read: the status log reads the length of Celery's queue lists (kombu's names).
 """
 
 from __future__ import annotations
@@ -124,3 +150,8 @@ class Keys:
 
     def status_last(self) -> str:
         return f"{self.prefix}status:last"
+
+
+def redbeat_key_prefix(cluster: str) -> str:
+    """The prefix of RedBeat's keys for ``cluster`` (the broker's configuration passes it to RedBeat)."""
+    return Keys(cluster).beat_prefix()

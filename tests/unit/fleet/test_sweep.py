@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.fakes import app_status
+from tests.support.fakes import SWEEP_FLIGHT, app_status
 from tests.unit.fleet.world import UID, World, pod
 from vkec2.domain.instances import Instance
 from vkec2.domain.models import Phase
@@ -230,7 +230,7 @@ def test_a_locked_pod_counts_as_busy(sweeper: Sweeper) -> None:
 
 def test_a_second_sweep_at_once_is_skipped(sweeper: Sweeper) -> None:
     sweeper.running()
-    sweeper.world.store.flights.add(sweeper.world.store.keys.health_sweep_lock())
+    sweeper.world.store.flights.add(SWEEP_FLIGHT)
 
     report = sweeper.run()
     assert report.skipped and report.checked == 0

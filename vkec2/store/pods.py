@@ -1,0 +1,162 @@
+"""Pod records in Redis: the producer's desired state, per-pod locks with fencing, fenced writes.
+
+Every write a worker makes to a pod record is a compare-and-set in Lua that refuses a stale
+fencing token: taking a pod's lock increments the record's ``fence`` and returns it, and a later
+write carrying an older fence (a task whose lock expired while it was stuck in a slow call) is
+refused with :class:`~vkec2.errors.StaleFence`. The same script appends the status event to the
+node's outbox stream, so the record and what the producer is told never disagree. The producer's
+writes (desired spec, delete requests) touch only the fields it owns and bump ``generation``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, cast
+
+from vkec2.domain.models import PodRecord, StatusEvent, now
+from vkec2.errors import LockBusy, StaleFence, UnknownPod, Vkec2Error
+from vkec2.store.base import StoreBase
+
+OUTBOX_MAXLEN = 100_000
+LOCK_TTL_MS = 60_000
+
+
+class PodRecords(StoreBase):
+    """Pod records, the sets that index them, their locks and fenced writes."""
+
+    # -- producer side -------------------------------------------------------------------
+
+    def put_desired(self, pod: Mapping[str, Any], node: str) -> int:
+        """Record a pod's desired spec; returns its new generation.
+
+        Raises :class:`Vkec2Error` when the UID is being deleted and cannot be desired again yet.
+        """
+        meta = pod.get("metadata", {})
+        uid = str(meta["uid"])
+        generation = int(
+            self.scripts.put_desired(
+                keys=[self.keys.pod(uid), self.keys.pods(), self.keys.node_pods(node), self.keys.nodes()],
+                args=[
+                    uid,
+                    meta.get("namespace", "default"),
+                    meta.get("name", ""),
+                    node,
+                    json.dumps(pod, sort_keys=True, default=str),
+                    repr(now()),
+                ],
+            )
+        )
+        if generation < 0:
+            raise Vkec2Error(f"pod {uid} is still being deleted", reason="PodTerminating")
+        return generation
+
+    def mark_deleted(self, uid: str) -> int | None:
+        """Record that the pod should no longer exist; returns the new generation (None if unknown)."""
+        generation = int(self.scripts.mark_deleted(keys=[self.keys.pod(uid)], args=[repr(now())]))
+        return None if generation < 0 else generation
+
+    def forget(self, uid: str) -> None:
+        """Drop a pod record for good (after the producer removed the pod object)."""
+        record = self.get(uid)
+        node = record.node if record else ""
+        self.scripts.forget(
+            keys=[self.keys.pod(uid), self.keys.pods(), self.keys.node_pods(node), self.keys.lock(uid)],
+            args=[uid],
+        )
+
+    # -- reading -------------------------------------------------------------------------
+
+    def get(self, uid: str) -> PodRecord | None:
+        raw = cast(dict[str, str], self.redis.hgetall(self.keys.pod(uid)))
+        if not raw or "uid" not in raw:
+            return None
+        return PodRecord.from_hash(raw)
+
+    def pod_fields(self, uid: str, *fields: str) -> dict[str, str]:
+        """Some raw fields of a pod record (``""`` for a missing one), without decoding the record."""
+        values = cast(list[Any], self.redis.hmget(self.keys.pod(uid), list(fields)))
+        text = [v.decode() if isinstance(v, bytes) else str(v or "") for v in values]
+        return dict(zip(fields, text, strict=True))
+
+    def uids(self, node: str | None = None) -> set[str]:
+        key = self.keys.pods() if node is None else self.keys.node_pods(node)
+        return cast(set[str], self.redis.smembers(key))
+
+    def records(self, node: str | None = None) -> list[PodRecord]:
+        uids = sorted(self.uids(node))
+        pipe = self.redis.pipeline(transaction=False)
+        for uid in uids:
+            pipe.hgetall(self.keys.pod(uid))
+        out = []
+        for raw in pipe.execute():
+            if raw and "uid" in raw:
+                out.append(PodRecord.from_hash(raw))
+        return out
+
+    def nodes(self) -> set[str]:
+        return cast(set[str], self.redis.smembers(self.keys.nodes()))
+
+    # -- locking and fenced writes ------------------------------------------------------
+
+    @contextmanager
+    def locked(self, uid: str, ttl_ms: int = LOCK_TTL_MS) -> Iterator[Lock]:
+        """Hold the pod's lock for the block; raises LockBusy if another task holds it."""
+        token = secrets.token_hex(16)
+        fence = int(
+            self.scripts.acquire(keys=[self.keys.lock(uid), self.keys.pod(uid)], args=[token, ttl_ms])
+        )
+        if fence == -1:
+            raise UnknownPod(f"no pod record for uid {uid}")
+        if fence == 0:
+            raise LockBusy(f"pod {uid} is locked by another task")
+        lock = Lock(self, uid, token, fence, ttl_ms)
+        try:
+            yield lock
+        finally:
+            self.scripts.release(keys=[self.keys.lock(uid)], args=[token])
+
+    def extend_lock(self, uid: str, token: str, ttl_ms: int) -> bool:
+        """Push out the expiry of the pod lock held with ``token``; False if it was lost meanwhile."""
+        return bool(self.scripts.extend(keys=[self.keys.lock(uid)], args=[token, ttl_ms]))
+
+    def write(
+        self,
+        uid: str,
+        fence: int,
+        values: Mapping[str, Any],
+        event: StatusEvent | None = None,
+        node: str = "",
+    ) -> None:
+        """Compare-and-set pod fields under ``fence``, appending ``event`` to the outbox atomically."""
+        encoded = PodRecord.encode({**values, "updated_at": now()})
+        args: list[str] = [str(fence), str(len(encoded))]
+        for key, value in encoded.items():
+            args += [key, value]
+        if event is not None:
+            for key, value in event.to_fields().items():
+                args += [key, value]
+            args.append(str(OUTBOX_MAXLEN))
+        result = int(
+            self.scripts.cas_write(keys=[self.keys.pod(uid), self.keys.outbox(node or "-")], args=args)
+        )
+        if result == 0:
+            raise StaleFence(f"pod {uid}: fence {fence} is stale; another task owns the pod")
+        if result == -1:
+            raise UnknownPod(f"no pod record for uid {uid}")
+
+
+class Lock:
+    """A held pod lock: its fence for compare-and-set writes, and a way to extend it."""
+
+    def __init__(self, store: PodRecords, uid: str, token: str, fence: int, ttl_ms: int) -> None:
+        self.store, self.uid, self.token, self.fence, self.ttl_ms = store, uid, token, fence, ttl_ms
+
+    def extend(self, ttl_ms: int | None = None) -> bool:
+        """Push the lock's expiry out by ``ttl_ms`` (default: its TTL); False if it was lost meanwhile."""
+        return self.store.extend_lock(self.uid, self.token, ttl_ms or self.ttl_ms)
+
+    def write(self, values: Mapping[str, Any], event: StatusEvent | None = None, node: str = "") -> None:
+        self.store.write(self.uid, self.fence, values, event, node)

@@ -1,0 +1,158 @@
+"""Every Lua script vkec2 runs on Redis, in one place, with the keys and arguments each expects.
+
+The store's atomic operations are Lua scripts so that a read, a check and a write happen as one
+step on the server: the per-pod lock that hands out a fencing token, the fenced compare-and-set of
+a pod record together with its outbox event, the producer's desired-state and delete writes, the
+warm-pool claim, and the fleet-wide EC2 token bucket. Each constant documents its ``KEYS`` and
+``ARGV`` and what it returns; :class:`Scripts` registers them all on one client (redis-py sends a
+script's body only when the server does not know its SHA yet). Only the store modules use them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from redis.commands.core import Script
+
+# KEYS: lock, pod.  ARGV: token, ttl_ms.  -> fence, 0 when busy, -1 when the pod is unknown.
+ACQUIRE = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+return redis.call('HINCRBY', KEYS[2], 'fence', 1)
+"""
+
+# KEYS: lock.  ARGV: token.  -> 1 when released.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: lock.  ARGV: token, ttl_ms.  -> 1 when extended.
+EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+# KEYS: pod, outbox.  ARGV: fence, nfields, field, value, ..., then event field, value pairs.
+# -> 1 when written, 0 when the fence is stale, -1 when the pod is unknown.
+CAS_WRITE = """
+local current = redis.call('HGET', KEYS[1], 'fence')
+if not current then return -1 end
+if current ~= ARGV[1] then return 0 end
+local n = tonumber(ARGV[2])
+local i = 3
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, i, i + 2 * n - 1)) end
+i = i + 2 * n
+if #ARGV >= i then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[#ARGV], '*', unpack(ARGV, i, #ARGV - 1))
+end
+return 1
+"""
+
+# KEYS: pod, pods, node_pods, nodes.  ARGV: uid, namespace, name, node, spec, now.  -> generation.
+# A record that was deleted and is desired again (same UID) starts a fresh lifecycle.
+PUT_DESIRED = """
+local exists = redis.call('EXISTS', KEYS[1])
+if exists == 1 and redis.call('HGET', KEYS[1], 'deleted') == '1' then
+  local phase = redis.call('HGET', KEYS[1], 'phase')
+  if phase == 'Terminated' or phase == 'Failed' or phase == 'Succeeded' then
+    redis.call('HDEL', KEYS[1], 'instance', 'instance_id', 'endpoint', 'launched_at', 'next_task',
+               'reason', 'message', 'conditions', 'container_statuses', 'health')
+    redis.call('HSET', KEYS[1], 'phase', 'Pending', 'attempt', '0', 'deleted', '0', 'created_at', ARGV[6])
+  else
+    return -1
+  end
+end
+if exists == 0 then
+  redis.call('HSET', KEYS[1], 'phase', 'Pending', 'attempt', '0', 'fence', '0', 'deleted', '0',
+             'created_at', ARGV[6])
+end
+redis.call('HSET', KEYS[1], 'uid', ARGV[1], 'namespace', ARGV[2], 'name', ARGV[3], 'node', ARGV[4],
+           'spec', ARGV[5], 'updated_at', ARGV[6])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[4])
+return redis.call('HINCRBY', KEYS[1], 'generation', 1)
+"""
+
+# KEYS: pod.  ARGV: now.  -> new generation, or -1 when the pod is unknown.
+MARK_DELETED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('HSET', KEYS[1], 'deleted', '1', 'updated_at', ARGV[1])
+return redis.call('HINCRBY', KEYS[1], 'generation', 1)
+"""
+
+# KEYS: pool ready set, pool instances hash.  -> {instance_id, instance JSON} or nil when empty.
+CLAIM = """
+local id = redis.call('SPOP', KEYS[1])
+if not id then return nil end
+local doc = redis.call('HGET', KEYS[2], id) or '{}'
+redis.call('HDEL', KEYS[2], id)
+return {id, doc}
+"""
+
+# KEYS: pod, pods, node_pods, lock.  ARGV: uid.
+FORGET = """
+redis.call('DEL', KEYS[1], KEYS[4])
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+# KEYS: bucket.  ARGV: rate, burst, max_wait, n.  -> seconds to wait (string); "-1" when over max_wait.
+# A token bucket on Redis's own clock. The bucket may go negative: each caller reserves its next
+# tokens and waits until they exist, so waiters are served in order.
+TAKE_TOKENS = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local max_wait = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1]) or burst
+local ts = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local wait = 0
+if tokens < n then
+  wait = (n - tokens) / rate
+  if wait > max_wait then
+    redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+    return '-1'
+  end
+end
+tokens = tokens - n
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + math.ceil(max_wait) + 60)
+return tostring(wait)
+"""
+
+
+@dataclass(frozen=True)
+class Scripts:
+    """The scripts above, registered on one Redis client."""
+
+    acquire: Script
+    release: Script
+    extend: Script
+    cas_write: Script
+    put_desired: Script
+    mark_deleted: Script
+    claim: Script
+    forget: Script
+    take_tokens: Script
+
+    @classmethod
+    def register(cls, client: redis.Redis) -> Scripts:
+        return cls(
+            acquire=client.register_script(ACQUIRE),
+            release=client.register_script(RELEASE),
+            extend=client.register_script(EXTEND),
+            cas_write=client.register_script(CAS_WRITE),
+            put_desired=client.register_script(PUT_DESIRED),
+            mark_deleted=client.register_script(MARK_DELETED),
+            claim=client.register_script(CLAIM),
+            forget=client.register_script(FORGET),
+            take_tokens=client.register_script(TAKE_TOKENS),
+        )
