@@ -15,8 +15,8 @@ import pytest
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import FleetHarness, example_pod
 from tests.support.services import wait_until
+from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.models import Phase
-from vkec2.ec2.gateway import TAG_CLUSTER, TAG_POD_UID
 
 Make = Callable[..., FleetHarness]
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from tests.maintenance.conftest import Make, run_task
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import FleetHarness, example_pod
+from vkec2.contract import TAG_POD_UID, TAG_POOL, TAG_POOL_STATE
 from vkec2.domain.models import Phase
-from vkec2.ec2.gateway import TAG_POD_UID, TAG_POOL, TAG_POOL_STATE
 
 RECONCILE = "vkec2.maintenance.warm_pools"
 

@@ -23,14 +23,15 @@ from rich.console import Console
 from rich.table import Table
 
 from vkec2.config import Settings, load_settings
+from vkec2.contract import ORPHAN_GC, POD_TASKS, TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, pod_task_kwargs
 from vkec2.domain.models import Phase, PodRecord
-from vkec2.ec2.gateway import TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, Ec2Gateway, tag_map
+from vkec2.ec2.gateway import Ec2Gateway, tag_map
 from vkec2.errors import ConfigError, Ec2Error
 from vkec2.fleet.gc import is_orphan
 from vkec2.fleet.warmpool import launch_time
 from vkec2.store.redis_store import Store
 
-REPLAYABLE = ("vkec2.pods.create", "vkec2.pods.update", "vkec2.pods.delete")
+REPLAYABLE = POD_TASKS
 
 
 class CommandError(Exception):
@@ -131,13 +132,13 @@ def cmd_replay(settings: Settings, store: Store, args: argparse.Namespace) -> An
             raise CommandError(f"no pod with uid {args.uid} in cluster {settings.cluster_name}")
     except redis.RedisError as exc:
         raise CommandError(f"cannot reach Redis at {_redis_address(store)}: {exc}") from exc
-    return _publish(settings, args.task, {"uid": args.uid})
+    return _publish(settings, args.task, pod_task_kwargs(args.uid))
 
 
 def cmd_gc(settings: Settings, store: Store, args: argparse.Namespace) -> Any:
     """--dry-run: what orphan GC sees now, touching nothing; otherwise run one pass on the workers."""
     if not args.dry_run:
-        return _publish(settings, "vkec2.maintenance.gc", {})
+        return _publish(settings, ORPHAN_GC, {})
     try:
         instances = Ec2Gateway(settings).cluster_instances()
     except Ec2Error as exc:

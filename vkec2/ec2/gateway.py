@@ -24,6 +24,7 @@ import botocore.config
 import botocore.exceptions
 
 from vkec2.config import Settings
+from vkec2.contract import TAG_CLUSTER, TAG_NODE, TAG_POD_NAME, TAG_POD_NAMESPACE, TAG_POD_UID
 from vkec2.domain.podspec import LaunchParams
 from vkec2.errors import Ec2Error
 from vkec2.observability import metrics
@@ -35,13 +36,6 @@ if TYPE_CHECKING:
 
 Instance = dict[str, Any]
 
-TAG_CLUSTER = "vkec2.io/cluster"
-TAG_NODE = "vkec2.io/node"
-TAG_POD_UID = "vkec2.io/pod-uid"
-TAG_POD_NAMESPACE = "vkec2.io/pod-namespace"
-TAG_POD_NAME = "vkec2.io/pod-name"
-TAG_POOL = "vkec2.io/pool"
-TAG_POOL_STATE = "vkec2.io/pool-state"
 
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 DESCRIBE_BATCH = 1000

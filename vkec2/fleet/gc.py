@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from vkec2.config import Settings
-from vkec2.ec2.gateway import TAG_POD_UID, TAG_POOL, Ec2Gateway, Instance, tag_map
+from vkec2.contract import TAG_POD_UID, TAG_POOL
+from vkec2.ec2.gateway import Ec2Gateway, Instance, tag_map
 from vkec2.fleet.warmpool import launch_time
 from vkec2.store.redis_store import Store
 
