@@ -12,7 +12,6 @@ is forgotten when its Terminated status arrives with no pod object left.
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 import time
@@ -20,13 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from producer.kube import Kube, KubeError
-from vkec2.domain.models import Phase, PodRecord
+from vkec2.domain.models import PodRecord
+from vkec2.domain.phases import may_have_started
+from vkec2.domain.times import parse_rfc3339
 from vkec2.store.redis_store import Store
 
 log = logging.getLogger(__name__)
-
-#: Fleet phases in which the workload has (or may have) been started on an instance.
-STARTED_PHASES = frozenset({Phase.RUNNING, Phase.SUCCEEDED})
 
 
 def _state_ran(status: Mapping[str, Any]) -> bool:
@@ -43,17 +41,9 @@ def containers_ran(pod: Mapping[str, Any], record: PodRecord | None) -> bool:
             return True
     if record is None:
         return False
-    if record.phase in STARTED_PHASES or any(_state_ran(s) for s in record.container_statuses):
+    if any(_state_ran(s) for s in record.container_statuses):
         return True
-    # Launching: the workload was handed to the agent and may be starting right now.
-    return record.phase is Phase.LAUNCHING or (record.phase is Phase.TERMINATING and bool(record.endpoint))
-
-
-def parse_time(value: str) -> float | None:
-    try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except (ValueError, AttributeError):
-        return None
+    return may_have_started(record.phase, bool(record.endpoint))
 
 
 class Deleter:
@@ -88,7 +78,7 @@ class Deleter:
     def track(self, pod: Mapping[str, Any]) -> None:
         """Remember a pod being deleted, to remove it when its grace period has run out."""
         meta = pod["metadata"]
-        deadline = parse_time(str(meta.get("deletionTimestamp", "")))
+        deadline = parse_rfc3339(str(meta.get("deletionTimestamp", "")))
         if deadline is None:
             grace = int(meta.get("deletionGracePeriodSeconds") or 30)
             deadline = time.time() + grace

@@ -15,14 +15,11 @@ from typing import Any
 
 from celery import Celery
 
+from vkec2 import contract
 from vkec2.errors import Vkec2Error
 from vkec2.store.redis_store import Store
 
 log = logging.getLogger(__name__)
-
-CREATE = "vkec2.pods.create"
-UPDATE = "vkec2.pods.update"
-DELETE = "vkec2.pods.delete"
 
 
 class FleetLink:
@@ -34,15 +31,15 @@ class FleetLink:
         self.node = node
 
     def _send(self, name: str, uid: str, generation: int) -> None:
-        self.app.send_task(name, kwargs={"uid": uid, "generation": generation})
+        self.app.send_task(name, kwargs=contract.pod_task_kwargs(uid, generation))
 
     def create(self, pod: Mapping[str, Any]) -> int | None:
         """Record the pod's desired spec and publish a create; None when the UID is still being deleted."""
-        return self._put(pod, CREATE)
+        return self._put(pod, contract.POD_CREATE)
 
     def update(self, pod: Mapping[str, Any]) -> int | None:
         """Record a changed spec and publish an update."""
-        return self._put(pod, UPDATE)
+        return self._put(pod, contract.POD_UPDATE)
 
     def _put(self, pod: Mapping[str, Any], task: str) -> int | None:
         uid = str(pod["metadata"]["uid"])
@@ -61,5 +58,5 @@ class FleetLink:
         generation = self.store.mark_deleted(uid)
         if generation is None:
             return None
-        self._send(DELETE, uid, generation)
+        self._send(contract.POD_DELETE, uid, generation)
         return generation

@@ -12,7 +12,6 @@ also refreshes the node status (on change, or every ``status_interval``).
 
 from __future__ import annotations
 
-import datetime
 import logging
 import random
 import threading
@@ -24,15 +23,12 @@ from celery import Celery
 
 from producer.kube import Kube, KubeError, Obj
 from producer.node import Health, NodeKeeper
+from vkec2.domain.times import rfc3339
 from vkec2.store.redis_store import Store
 
 log = logging.getLogger(__name__)
 
 LEASE_NAMESPACE = "kube-node-lease"
-
-
-def micro_time(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class HealthProbe:
@@ -99,7 +95,7 @@ class LeaseKeeper:
     def renew(self) -> None:
         """Set renewTime to now (creating the lease if needed); retries once on a conflict."""
         for attempt in range(2):
-            now = micro_time(time.time())
+            now = rfc3339(time.time(), digits=6)
             lease = self._lease if attempt == 0 else None
             if lease is None:
                 lease = self.kube.get_lease(LEASE_NAMESPACE, self.node)

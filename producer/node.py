@@ -24,8 +24,9 @@ from decimal import Decimal
 from kubernetes.utils.quantity import parse_quantity
 
 from producer.kube import Kube, KubeError, Obj
-from producer.status import rfc3339
+from vkec2.contract import CLUSTER_LABEL
 from vkec2.domain.models import PodRecord
+from vkec2.domain.times import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def labels(cfg: NodeConfig) -> dict[str, str]:
         "kubernetes.io/os": cfg.os,
         "kubernetes.io/hostname": cfg.name,
         "node.kubernetes.io/exclude-from-external-load-balancers": "true",
-        "vkec2.io/cluster": cfg.cluster,
+        CLUSTER_LABEL: cfg.cluster,
     }
 
 

@@ -23,14 +23,14 @@ from typing import Any
 from producer.deletion import Deleter, containers_ran
 from producer.fleet import FleetLink
 from producer.kube import Kube, KubeError, Obj
+from vkec2.contract import ANNOTATION_PREFIX, INSTANCE_ID_ANNOTATION
 from vkec2.domain.models import Phase, PodRecord
+from vkec2.domain.phases import K8S_FINISHED
 
 log = logging.getLogger(__name__)
 
-ANNOTATION_PREFIX = "compute.amazonaws.com/"
 #: Annotations the producer itself writes; a change to them is no reason to publish an update.
-OWN_ANNOTATIONS = frozenset({"compute.amazonaws.com/instance-id"})
-TERMINAL = ("Succeeded", "Failed")
+OWN_ANNOTATIONS = frozenset({INSTANCE_ID_ANNOTATION})
 
 
 def what_matters(pod: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
@@ -80,7 +80,7 @@ class PodSync:
             return
         phase = (pod.get("status") or {}).get("phase")
         if record is None:
-            if phase in TERMINAL:
+            if phase in K8S_FINISHED:
                 return  # a finished pod is never started again
             log.info(
                 "pod %s/%s (%s) bound to %s: creating",
@@ -104,12 +104,12 @@ class PodSync:
         if self.deleter is not None:
             self.deleter.untrack(uid)
         record = self.store.get(uid)
-        if record is not None and not (record.deleted and record.phase is not Phase.TERMINATED):
+        if record is not None and not record.deleting:
             self.on_gone(record)  # (a record already being deleted has its delete task)
 
     def on_gone(self, record: PodRecord) -> None:
         """A record whose pod no longer exists."""
-        if record.deleted and record.phase is Phase.TERMINATED:
+        if record.done:
             self.store.forget(record.uid)
             return
         log.info("pod %s/%s (%s) is gone: deleting", record.namespace, record.name, record.uid)

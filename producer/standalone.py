@@ -25,7 +25,8 @@ import yaml
 
 from producer.fleet import FleetLink
 from producer.kube import Obj
-from vkec2.domain.models import Phase, StatusEvent
+from vkec2.contract import MANIFEST_ANNOTATION
+from vkec2.domain.models import StatusEvent
 from vkec2.store.redis_store import Store
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def _pod(relpath: str, index: int, doc: Any, node: str) -> Obj:
     metadata.setdefault("namespace", "default")
     metadata["uid"] = uid
     annotations = dict(metadata.get("annotations") or {})
-    annotations["vkec2.io/manifest"] = relpath
+    annotations[MANIFEST_ANNOTATION] = relpath
     metadata["annotations"] = annotations
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": {**spec, "nodeName": node}}
 
@@ -153,7 +154,7 @@ class ManifestSource:
                 self.link.create(pod)
         for record in self.link.store.records(self.link.node):
             if record.uid not in desired:
-                if record.deleted and record.phase is Phase.TERMINATED:
+                if record.done:
                     self.link.store.forget(record.uid)
                 else:  # (again, if it was deleted already: a delete is idempotent)
                     self.link.delete(record.uid)
@@ -170,7 +171,7 @@ class ManifestSource:
                 meta["namespace"],
                 meta["name"],
                 uid,
-                meta["annotations"]["vkec2.io/manifest"],
+                meta["annotations"][MANIFEST_ANNOTATION],
             )
             self.link.create(after[uid])
 
@@ -201,5 +202,5 @@ class StandaloneSink:
             event.message,
         )
         record = self.store.get(event.uid)
-        if record is not None and record.deleted and record.phase is Phase.TERMINATED:
+        if record is not None and record.done:
             self.store.forget(event.uid)

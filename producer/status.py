@@ -15,7 +15,6 @@ records an Event per entry (Warning for failures) and hands finished pods to the
 from __future__ import annotations
 
 import copy
-import datetime
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,21 +22,18 @@ from typing import Any
 
 from producer.deletion import Deleter, containers_ran
 from producer.kube import Kube, KubeError, Obj
+from vkec2.contract import INSTANCE_ID_ANNOTATION
 from vkec2.domain.models import Phase, PodRecord, StatusEvent
+from vkec2.domain.phases import K8S_FINISHED
+from vkec2.domain.times import rfc3339
 from vkec2.store.redis_store import Store
 
 log = logging.getLogger(__name__)
 
-INSTANCE_ID_ANNOTATION = "compute.amazonaws.com/instance-id"
-TERMINAL = ("Succeeded", "Failed")
 COMPONENT = "vkec2-producer"
 CONFLICT_RETRIES = 5
 #: Conditions the producer computes itself (whatever a worker or agent sent for them is ignored).
 COMPUTED = frozenset({"Ready", "ContainersReady"})
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -81,7 +77,7 @@ class FleetView:
 
 def k8s_phase(current: str | None, phase: Phase) -> str:
     """The pod phase to write: the fleet's, except that Succeeded and Failed are never left."""
-    if current in TERMINAL:
+    if current in K8S_FINISHED:
         return str(current)
     return phase.k8s_phase
 
@@ -196,12 +192,12 @@ def build_status(pod: Mapping[str, Any], view: FleetView, now: float) -> dict[st
     spec = pod.get("spec") or {}
     stamp = rfc3339(now)
     phase = k8s_phase(status.get("phase"), view.phase)
-    left_terminal = status.get("phase") in TERMINAL
+    left_terminal = status.get("phase") in K8S_FINISHED
     status["phase"] = phase
     if phase == "Failed" and not left_terminal:
         status["reason"] = view.reason or status.get("reason") or "Failed"
         status["message"] = view.message or status.get("message", "")
-    elif phase not in TERMINAL:
+    elif phase not in K8S_FINISHED:
         status.pop("reason", None)
         status.pop("message", None)
     if view.pod_ip:
@@ -282,7 +278,7 @@ class KubeStatusSink:
         pod = self.kube.get_pod(event.namespace, event.name)
         if pod is None or pod["metadata"].get("uid") != event.uid:
             # The pod object is gone (or is a newer pod of the same name): only the record may be left.
-            if record is not None and record.deleted and record.phase is Phase.TERMINATED:
+            if record is not None and record.done:
                 self.store.forget(event.uid)
             return
         view = FleetView.of(event, record)

@@ -14,16 +14,17 @@ from celery import Task
 from tasks.app import app
 from tasks.maintenance import record_result, record_run, retry_throttled, sweeper
 from tasks.runtime import fleet
+from vkec2 import contract
 from vkec2.errors import Ec2Error
 
 
-@app.task(name="vkec2.health.sweep", bind=True)
+@app.task(name=contract.HEALTH_SWEEP, bind=True)
 def sweep(self: Task) -> dict[str, Any]:
     """Check every Running pod's instance and agent; mark, damp and remediate."""
     ctx = fleet()
-    record_run(ctx, "vkec2.health.sweep")
+    record_run(ctx, contract.HEALTH_SWEEP)
     try:
         report = sweeper(ctx).run()
     except Ec2Error as exc:
         raise retry_throttled(self, exc, ctx.settings.health.interval_seconds) from exc
-    return record_result(ctx, "vkec2.health.sweep", report.summary())
+    return record_result(ctx, contract.HEALTH_SWEEP, report.summary())

@@ -19,7 +19,7 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from tasks.app import app
 from tasks.runtime import Fleet, fleet
-from vkec2.broker.app import QUEUES
+from vkec2 import contract
 from vkec2.errors import Ec2Error
 from vkec2.fleet.gc import OrphanGc
 from vkec2.fleet.quotas import QuotaRefresh
@@ -58,54 +58,54 @@ def retry_throttled(task: Task, exc: Ec2Error, period: float) -> Exception:
 
 def publish(task: str, uid: str) -> None:
     """Send a pod task (a create after remediation, or a stalled create/delete resumed)."""
-    app.send_task(task, kwargs={"uid": uid})
+    app.send_task(task, kwargs=contract.pod_task_kwargs(uid))
 
 
 def sweeper(ctx: Fleet) -> HealthSweep:
     return HealthSweep(ctx.settings, ctx.store, ctx.ec2, ctx.agents, ctx.lifecycle, publish)
 
 
-@app.task(name="vkec2.maintenance.warm_pools", bind=True)
+@app.task(name=contract.WARM_POOLS, bind=True)
 def warm_pools(self: Task, pool: str | None = None) -> list[dict[str, Any]]:
     """Reconcile the warm pools (one, or all when ``pool`` is None) with their desired counts."""
     ctx = fleet()
-    record_run(ctx, "vkec2.maintenance.warm_pools")
+    record_run(ctx, contract.WARM_POOLS)
     try:
         reports = WarmPools(ctx.settings, ctx.store, ctx.ec2, ctx.agents).reconcile_all(pool)
     except Ec2Error as exc:
         raise retry_throttled(self, exc, ctx.settings.beat.warm_pools_interval_seconds) from exc
-    return record_result(ctx, "vkec2.maintenance.warm_pools", [r.summary() for r in reports])
+    return record_result(ctx, contract.WARM_POOLS, [r.summary() for r in reports])
 
 
-@app.task(name="vkec2.maintenance.quotas", bind=True)
+@app.task(name=contract.QUOTAS, bind=True)
 def quotas(self: Task) -> dict[str, str]:
     """Refresh node capacity from Service Quotas (configured capacity when unavailable)."""
     ctx = fleet()
-    record_run(ctx, "vkec2.maintenance.quotas")
+    record_run(ctx, contract.QUOTAS)
     fields = QuotaRefresh(ctx.settings, ctx.store, ctx.ec2).refresh().fields()
-    return record_result(ctx, "vkec2.maintenance.quotas", fields)
+    return record_result(ctx, contract.QUOTAS, fields)
 
 
-@app.task(name="vkec2.maintenance.status_log", bind=True)
+@app.task(name=contract.STATUS_LOG, bind=True)
 def status_log(self: Task) -> dict[str, Any]:
     """Log the one-line fleet status."""
     ctx = fleet()
-    record_run(ctx, "vkec2.maintenance.status_log")
+    record_run(ctx, contract.STATUS_LOG)
     pools = WarmPools(ctx.settings, ctx.store, ctx.ec2, ctx.agents)
     by_pool = {p.name: pools.counts(p.name) for p in ctx.settings.warm_pools}
 
     def workers() -> int:
         return len(app.control.ping(timeout=1.0) or [])
 
-    line = status_line(ctx.store, QUEUES, by_pool, workers)
-    return record_result(ctx, "vkec2.maintenance.status_log", line)
+    line = status_line(ctx.store, contract.QUEUES, by_pool, workers)
+    return record_result(ctx, contract.STATUS_LOG, line)
 
 
-@app.task(name="vkec2.maintenance.gc", bind=True)
+@app.task(name=contract.ORPHAN_GC, bind=True)
 def gc(self: Task) -> dict[str, Any]:
     """Terminate orphan instances (grace period, two consecutive sightings; dry-run only reports)."""
     ctx = fleet()
-    record_run(ctx, "vkec2.maintenance.gc")
+    record_run(ctx, contract.ORPHAN_GC)
     sweep = sweeper(ctx)
     collector = OrphanGc(
         ctx.settings,
@@ -117,4 +117,4 @@ def gc(self: Task) -> dict[str, Any]:
         report = collector.run()
     except Ec2Error as exc:
         raise retry_throttled(self, exc, ctx.settings.gc.interval_seconds) from exc
-    return record_result(ctx, "vkec2.maintenance.gc", report.summary())
+    return record_result(ctx, contract.ORPHAN_GC, report.summary())

@@ -22,6 +22,7 @@ from celery.utils.time import get_exponential_backoff_interval
 
 from tasks.app import app
 from tasks.runtime import Fleet, fleet
+from vkec2 import contract
 from vkec2.domain.models import PodRecord
 from vkec2.errors import Ec2Error, LockBusy, StaleFence, UnknownPod, Vkec2Error
 from vkec2.store.redis_store import Lock
@@ -92,7 +93,7 @@ def _one_step(task: Task, uid: str, step: Step, *, retry_any_ec2_error: bool = F
         raise
 
 
-@app.task(name="vkec2.pods.create", bind=True)
+@app.task(name=contract.POD_CREATE, bind=True)
 def create(self: Task, uid: str, generation: int | None = None, continuation: bool = False) -> str:
     """Advance the pod one step towards Running and schedule the next step."""
     _check_args(uid, generation)
@@ -109,14 +110,15 @@ def create(self: Task, uid: str, generation: int | None = None, continuation: bo
             return rec.phase.value
         if delay is not None:
             next_id = uuid()
-            create.apply_async(kwargs={"uid": uid, "continuation": True}, countdown=delay, task_id=next_id)
+            kwargs = {**contract.pod_task_kwargs(uid), "continuation": True}
+            create.apply_async(kwargs=kwargs, countdown=delay, task_id=next_id)
             lock.write({"next_task": next_id})
         return rec.phase.value
 
     return _one_step(self, uid, step)
 
 
-@app.task(name="vkec2.pods.update", bind=True)
+@app.task(name=contract.POD_UPDATE, bind=True)
 def update(self: Task, uid: str, generation: int | None = None) -> str:
     """Apply in-place changes of the pod's spec (tags) or record that a replacement is needed."""
     _check_args(uid, generation)
@@ -128,7 +130,7 @@ def update(self: Task, uid: str, generation: int | None = None) -> str:
     return _one_step(self, uid, step)
 
 
-@app.task(name="vkec2.pods.delete", bind=True)
+@app.task(name=contract.POD_DELETE, bind=True)
 def delete(self: Task, uid: str, generation: int | None = None) -> str:
     """Stop the workload, terminate the instance, record Terminated. Delete wins over create."""
     _check_args(uid, generation)

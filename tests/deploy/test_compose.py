@@ -106,7 +106,7 @@ def test_dependencies_name_real_services(services: dict[str, Obj]) -> None:
 
 
 def test_celery_commands(services: dict[str, Obj]) -> None:
-    from vkec2.broker.app import QUEUES
+    from vkec2.contract import QUEUES
 
     assert importlib.util.find_spec("tasks") is not None
     worker = services["worker"]["command"]

@@ -136,7 +136,7 @@ def test_node_names_in_notes_are_the_ones_the_producers_derive(h: Helm) -> None:
 
 
 def test_celery_command_lines(h: Helm) -> None:
-    from vkec2.broker.app import QUEUES
+    from vkec2.contract import QUEUES
 
     objs = h.template(None, "worker.concurrency=12", "worker.queues={pods,health}")
     worker = container(objs.get("Deployment", f"{PREFIX}-worker"))

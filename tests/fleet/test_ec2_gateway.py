@@ -10,7 +10,8 @@ import pytest
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import TEST_AMI
 from vkec2.config import Settings
-from vkec2.domain.instances import TAG_CLUSTER, TAG_POD_UID, client_token
+from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
+from vkec2.domain.instances import client_token
 from vkec2.domain.podspec import LaunchParams
 from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import Ec2Error

@@ -15,7 +15,7 @@ import pytest
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import FleetHarness, example_pod
 from tests.support.services import wait_until
-from vkec2.domain.instances import TAG_CLUSTER, TAG_POD_UID
+from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.models import Phase
 
 Make = Callable[..., FleetHarness]

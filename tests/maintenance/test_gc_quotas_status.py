@@ -15,7 +15,7 @@ from tests.maintenance.conftest import Make, run_task
 from tests.support.fleet import NODE, TEST_AMI, FleetHarness, example_pod
 from tests.support.quotas_fake import QuotasFake
 from tests.support.services import wait_until
-from vkec2.domain.instances import TAG_CLUSTER, TAG_POD_UID
+from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.models import Phase
 
 GC = "vkec2.maintenance.gc"

@@ -18,11 +18,10 @@ from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import NODE, TEST_AMI, FleetHarness, example_pod
 from tests.support.services import wait_until
 from vkec2.agent_client.client import AgentClient
+from vkec2.contract import FLAPPING, HEALTHY, TAG_CLUSTER
 from vkec2.domain.agents import AgentTarget
-from vkec2.domain.instances import TAG_CLUSTER
 from vkec2.domain.models import Phase
 from vkec2.ec2.gateway import jsonable
-from vkec2.fleet.sweep import FLAPPING, HEALTHY
 
 SWEEP = "vkec2.health.sweep"
 

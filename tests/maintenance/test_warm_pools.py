@@ -8,7 +8,7 @@ from collections.abc import Callable
 from tests.maintenance.conftest import Make, run_task
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import FleetHarness, example_pod
-from vkec2.domain.instances import TAG_POD_UID, TAG_POOL, TAG_POOL_STATE
+from vkec2.contract import TAG_POD_UID, TAG_POOL, TAG_POOL_STATE
 from vkec2.domain.models import Phase
 
 RECONCILE = "vkec2.maintenance.warm_pools"

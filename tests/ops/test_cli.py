@@ -17,7 +17,7 @@ import yaml
 
 from tests.support.fleet import TEST_AMI
 from tests.support.services import free_port
-from vkec2.domain.instances import TAG_CLUSTER, TAG_POD_UID
+from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.models import Phase
 from vkec2.store.redis_store import Store
 

@@ -14,7 +14,8 @@ from producer.status import (
     merge_conditions,
     readiness,
 )
-from vkec2.domain.models import AGENT_CONNECTED, INSTANCE_READY, Phase, PodRecord, StatusEvent
+from vkec2.contract import AGENT_CONNECTED, INSTANCE_READY
+from vkec2.domain.models import Phase, PodRecord, StatusEvent
 
 T0 = 1_700_000_000.0
 GATES = [{"conditionType": INSTANCE_READY}, {"conditionType": AGENT_CONNECTED}]

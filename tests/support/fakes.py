@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.agents import AgentTarget, AppStatus
-from vkec2.domain.instances import LIVE_STATES, TAG_CLUSTER, TAG_POD_UID, Instance, pod_tags, tag_map
+from vkec2.domain.instances import LIVE_STATES, Instance, pod_tags, tag_map
 from vkec2.domain.models import PodRecord, StatusEvent
 from vkec2.domain.podspec import LaunchParams
 from vkec2.errors import AgentError, LockBusy, StaleFence, UnknownPod

@@ -24,7 +24,7 @@ from celery import Celery
 from tests.support.services import ManagedProcess, wait_until
 from vkec2.broker.app import make_app, worker_argv
 from vkec2.config import Settings
-from vkec2.domain.instances import TAG_CLUSTER, TAG_POD_UID
+from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.models import Phase, PodRecord
 from vkec2.store.redis_store import Store
 

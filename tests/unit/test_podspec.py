@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vkec2.config import Settings
-from vkec2.domain.podspec import ANNOTATION_PREFIX, ANNOTATIONS, LaunchParams, launch_params
+from vkec2.contract import ANNOTATION_PREFIX
+from vkec2.domain.podspec import ANNOTATIONS, LaunchParams, launch_params
 from vkec2.errors import InvalidPodSpec
 
 P = ANNOTATION_PREFIX

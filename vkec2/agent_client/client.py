@@ -29,6 +29,7 @@ from agent.v1 import agent_pb2_grpc as _agent_grpc
 from vkec2.ca import ClientTls, FleetCA, agent_server_name
 from vkec2.config import AgentConnection
 from vkec2.domain.agents import AgentTarget, AppStatus
+from vkec2.domain.times import rfc3339
 from vkec2.errors import AgentError, AgentIdentityMismatch, AgentRejected, AgentUnavailable
 from vkec2.observability import metrics
 
@@ -53,9 +54,7 @@ _REJECTED = {
 
 
 def _time(ts: Any) -> str | None:
-    if not ts.seconds and not ts.nanos:
-        return None
-    return str(ts.ToDatetime().strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return rfc3339(ts.ToDatetime()) if ts.seconds or ts.nanos else None
 
 
 def _state_json(st: Any) -> dict[str, Any]:

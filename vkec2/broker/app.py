@@ -4,7 +4,8 @@ Late acks with reject-on-worker-lost and prefetch 1 mean a task is removed from 
 it finished; a worker killed mid-task leaves its message unacknowledged, and kombu's Redis
 transport restores it after the visibility timeout (longer than any countdown the tasks use, so a
 scheduled step is never delivered twice by the broker itself). JSON only; one queue per kind of
-work: ``pods`` (lifecycle), ``health`` (sweeps), ``maintenance`` (pools, quotas, GC, status).
+work: ``pods`` (lifecycle), ``health`` (sweeps), ``maintenance`` (pools, quotas, GC, status); the
+queue and task names are the wire contract of :mod:`vkec2.contract`.
 :func:`make_app` builds an app from settings without importing any task, so the producer and the
 CLI can publish by task name without loading worker code; :mod:`tasks.app` builds the workers' app.
 """
@@ -17,16 +18,12 @@ from collections.abc import Sequence
 from celery import Celery
 from kombu import Exchange, Queue
 
+from vkec2 import contract
 from vkec2.broker import hooks as observe
 from vkec2.config import Settings
 from vkec2.store.keys import redbeat_key_prefix
 
-QUEUES = ("pods", "health", "maintenance")
-ROUTES = {
-    "vkec2.pods.*": {"queue": "pods"},
-    "vkec2.health.*": {"queue": "health"},
-    "vkec2.maintenance.*": {"queue": "maintenance"},
-}
+ROUTES = {contract.queue_pattern(queue): {"queue": queue} for queue in contract.QUEUES}
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
@@ -35,17 +32,14 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
     def every(task: str, seconds: float) -> dict[str, object]:
         return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
 
-    return {
-        "vkec2.health.sweep": every("vkec2.health.sweep", settings.health.interval_seconds),
-        "vkec2.maintenance.warm_pools": every(
-            "vkec2.maintenance.warm_pools", settings.beat.warm_pools_interval_seconds
-        ),
-        "vkec2.maintenance.quotas": every("vkec2.maintenance.quotas", settings.quotas.interval_seconds),
-        "vkec2.maintenance.status_log": every(
-            "vkec2.maintenance.status_log", settings.status_interval_seconds
-        ),
-        "vkec2.maintenance.gc": every("vkec2.maintenance.gc", settings.gc.interval_seconds),
+    periods = {
+        contract.HEALTH_SWEEP: settings.health.interval_seconds,
+        contract.WARM_POOLS: settings.beat.warm_pools_interval_seconds,
+        contract.QUOTAS: settings.quotas.interval_seconds,
+        contract.STATUS_LOG: settings.status_interval_seconds,
+        contract.ORPHAN_GC: settings.gc.interval_seconds,
     }
+    return {task: every(task, seconds) for task, seconds in periods.items()}
 
 
 def celery_settings(settings: Settings) -> dict[str, object]:
@@ -72,10 +66,12 @@ def celery_settings(settings: Settings) -> dict[str, object]:
         "accept_content": ["json"],
         "task_ignore_result": True,
         "result_backend": None,
-        "task_queues": [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
-        "task_default_queue": "pods",
-        "task_default_exchange": "pods",
-        "task_default_routing_key": "pods",
+        "task_queues": [
+            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in contract.QUEUES
+        ],
+        "task_default_queue": contract.PODS_QUEUE,
+        "task_default_exchange": contract.PODS_QUEUE,
+        "task_default_routing_key": contract.PODS_QUEUE,
         "task_routes": ROUTES,
         "task_send_sent_event": True,
         "worker_send_task_events": True,
@@ -96,7 +92,7 @@ def celery_settings(settings: Settings) -> dict[str, object]:
     }
 
 
-def worker_argv(name: str, *, concurrency: int, queues: Sequence[str] = QUEUES) -> list[str]:
+def worker_argv(name: str, *, concurrency: int, queues: Sequence[str] = contract.QUEUES) -> list[str]:
     """The command line of one worker process (thread pool) consuming ``queues``."""
     return [
         sys.executable,

@@ -24,7 +24,8 @@ from rich.table import Table
 
 from vkec2.cli.common import Command, Failed
 from vkec2.config import Settings, load_settings
-from vkec2.domain.instances import TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, tag_map
+from vkec2.contract import ORPHAN_GC, POD_TASKS, TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, pod_task_kwargs
+from vkec2.domain.instances import tag_map
 from vkec2.domain.models import Phase, PodRecord
 from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import ConfigError, Ec2Error
@@ -32,7 +33,7 @@ from vkec2.fleet.gc import is_orphan
 from vkec2.fleet.warmpool import launch_time
 from vkec2.store.redis_store import Store, StoreError
 
-REPLAYABLE = ("vkec2.pods.create", "vkec2.pods.update", "vkec2.pods.delete")
+REPLAYABLE = POD_TASKS
 
 
 class CommandError(Exception):
@@ -132,13 +133,13 @@ def cmd_replay(settings: Settings, store: Store, task: str, uid: str) -> Any:
             raise CommandError(f"no pod with uid {uid} in cluster {settings.cluster_name}")
     except StoreError as exc:
         raise CommandError(f"cannot reach Redis at {_redis_address(store)}: {exc}") from exc
-    return _publish(settings, task, {"uid": uid})
+    return _publish(settings, task, pod_task_kwargs(uid))
 
 
 def cmd_gc(settings: Settings, store: Store, dry_run: bool) -> Any:
     """--dry-run: what orphan GC sees now, touching nothing; otherwise run one pass on the workers."""
     if not dry_run:
-        return _publish(settings, "vkec2.maintenance.gc", {})
+        return _publish(settings, ORPHAN_GC, {})
     try:
         instances = Ec2Gateway(settings).cluster_instances()
     except Ec2Error as exc:

@@ -42,7 +42,8 @@ from vkec2.cli.procs import (
     start_redis,
     wait_until,
 )
-from vkec2.domain.instances import TAG_CLUSTER, TAG_POD_NAME, tag_map
+from vkec2.contract import POD_CREATE, TAG_CLUSTER, TAG_POD_NAME
+from vkec2.domain.instances import tag_map
 from vkec2.domain.models import Phase
 from vkec2.store.redis_store import Store, reachable
 
@@ -406,9 +407,7 @@ def _print_keep(console: Console, fleet: LocalFleet, env_note: str) -> None:
     if "flower" in fleet.urls:
         console.print(f"  Flower:   {fleet.urls['flower']}")
     console.print(f"  CLI:      {env_note} vkec2 status   (also: vkec2 pods, vkec2 instances)")
-    console.print(
-        f'  Replay:   {env_note} celery -A tasks call vkec2.pods.create --kwargs \'{{"uid": "..."}}\''
-    )
+    console.print(f'  Replay:   {env_note} celery -A tasks call {POD_CREATE} --kwargs \'{{"uid": "..."}}\'')
     console.print(f"  Kubelet:  {fleet.urls['kubelet']}/containerLogs/NAMESPACE/POD/CONTAINER  (TLS)")
     console.print(f"  Logs:     {fleet.workdir / 'logs'}")
     console.print(f"  Stop:     kill -TERM -- {' '.join(f'-{p.pid}' for p in fleet.procs)}")

@@ -2,10 +2,11 @@
 
 An :data:`Instance` is a boto3 EC2 Instance description as a JSON-ready dict (datetimes as ISO
 strings). Instances are tagged at launch with the cluster, the virtual node and the pod's UID and
-namespace/name (:func:`pod_tags`), so the tags are the durable record of which pod owns an
-instance; warm-pool members carry the pool's name and state instead. :func:`client_token` is the
-``RunInstances`` ClientToken of one launch attempt of a pod, so a retried call returns the same
-instance. All of it is pure: the EC2 gateway and the in-memory fakes of the tests share it.
+namespace/name (:func:`pod_tags`; the tag keys are in :mod:`vkec2.contract`), so the tags are the
+durable record of which pod owns an instance; warm-pool members carry the pool's name and state
+instead. :func:`client_token` is the ``RunInstances`` ClientToken of one launch attempt of a pod, so
+a retried call returns the same instance. All of it is pure: the EC2 gateway and the in-memory fakes
+of the tests share it.
 """
 
 from __future__ import annotations
@@ -14,15 +15,9 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-Instance = dict[str, Any]
+from vkec2.contract import TAG_CLUSTER, TAG_NODE, TAG_POD_NAME, TAG_POD_NAMESPACE, TAG_POD_UID
 
-TAG_CLUSTER = "vkec2.io/cluster"
-TAG_NODE = "vkec2.io/node"
-TAG_POD_UID = "vkec2.io/pod-uid"
-TAG_POD_NAMESPACE = "vkec2.io/pod-namespace"
-TAG_POD_NAME = "vkec2.io/pod-name"
-TAG_POOL = "vkec2.io/pool"
-TAG_POOL_STATE = "vkec2.io/pool-state"
+Instance = dict[str, Any]
 
 #: Instance states in which an instance still belongs to its pod (or pool).
 LIVE_STATES = ("pending", "running", "stopping", "stopped")

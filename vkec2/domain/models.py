@@ -1,10 +1,11 @@
-"""Domain models shared by the producer and the workers: pod phases, the pod record, status events.
+"""Domain models shared by the producer and the workers: the pod record and status events.
 
 A :class:`PodRecord` is the working copy of one pod in Redis (one hash per pod UID); it holds the
 desired spec written by the producer and the lifecycle state written by workers. A
 :class:`StatusEvent` is what a worker appends to the node's status outbox for the producer to turn
 into a ``pods/status`` write and an Event. Both convert to and from flat string maps, the shape
-Redis hashes and stream entries have.
+Redis hashes and stream entries have. The rules about phases live in :mod:`vkec2.domain.phases`
+(its :class:`~vkec2.domain.phases.Phase` is re-exported here, as every record and event carries one).
 """
 
 from __future__ import annotations
@@ -12,50 +13,10 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field, fields
-from enum import StrEnum
 from typing import Any
 
-
-class Phase(StrEnum):
-    """The fleet's lifecycle phases of a pod (finer than Kubernetes' pod phases)."""
-
-    PENDING = "Pending"
-    PROVISIONING = "Provisioning"
-    BOOTING = "Booting"
-    LAUNCHING = "Launching"
-    RUNNING = "Running"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    TERMINATING = "Terminating"
-    TERMINATED = "Terminated"
-
-    @property
-    def k8s_phase(self) -> str:
-        """The Kubernetes pod phase this fleet phase is reported as."""
-        if self in (Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED):
-            return self.value
-        if self is Phase.TERMINATED:
-            return "Succeeded"
-        if self is Phase.TERMINATING:
-            return "Running"
-        return "Pending"
-
-    @property
-    def creating(self) -> bool:
-        """True while the create chain still has steps to take."""
-        return self in CREATING_PHASES
-
-    @property
-    def final(self) -> bool:
-        """True once the workload has ended (it runs no more and needs no further create step)."""
-        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.TERMINATED)
-
-
-CREATING_PHASES = frozenset({Phase.PENDING, Phase.PROVISIONING, Phase.BOOTING, Phase.LAUNCHING})
-
-# Pod condition types the fleet owns; pods may list them as readiness gates.
-INSTANCE_READY = "vkec2.io/InstanceReady"
-AGENT_CONNECTED = "vkec2.io/AgentConnected"
+from vkec2.domain import phases
+from vkec2.domain.phases import Phase as Phase  # records and events carry it; re-exported
 
 
 def now() -> float:
@@ -137,6 +98,16 @@ class PodRecord:
     @property
     def private_ip(self) -> str:
         return str(self.instance.get("PrivateIpAddress", ""))
+
+    @property
+    def done(self) -> bool:
+        """Deleted and Terminated: the record may be forgotten (:func:`vkec2.domain.phases.done`)."""
+        return phases.done(self.phase, self.deleted)
+
+    @property
+    def deleting(self) -> bool:
+        """A delete is under way (:func:`vkec2.domain.phases.deleting`)."""
+        return phases.deleting(self.phase, self.deleted)
 
     @property
     def restart_policy(self) -> str:

@@ -36,11 +36,11 @@ from vkec2.config import (
     is_key_pair,
     tags_problem,
 )
+from vkec2.contract import ANNOTATION_PREFIX
 from vkec2.errors import InvalidPodSpec
 
 logger = logging.getLogger("vkec2.domain.podspec")
 
-ANNOTATION_PREFIX = "compute.amazonaws.com/"
 
 IMAGE_ID = "image-id"
 INSTANCE_TYPE = "instance-type"

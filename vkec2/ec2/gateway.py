@@ -26,7 +26,8 @@ import botocore.config
 import botocore.exceptions
 
 from vkec2.config import Settings
-from vkec2.domain.instances import LIVE_STATES, TAG_CLUSTER, TAG_POD_UID, Instance, pod_tags
+from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
+from vkec2.domain.instances import LIVE_STATES, Instance, pod_tags
 from vkec2.domain.podspec import LaunchParams
 from vkec2.ec2.accounting import THROTTLE_CODES, CallAccounting
 from vkec2.errors import Ec2Error

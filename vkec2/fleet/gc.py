@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vkec2.config import Settings
-from vkec2.domain.instances import TAG_POD_UID, TAG_POOL, Instance, tag_map
+from vkec2.contract import TAG_POD_UID, TAG_POOL
+from vkec2.domain.instances import Instance, tag_map
 from vkec2.fleet.warmpool import launch_time
 from vkec2.ports import Ec2
 from vkec2.store.redis_store import Store

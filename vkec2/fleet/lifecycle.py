@@ -10,16 +10,18 @@ worker. Nothing here knows Celery; :mod:`tasks.pods` schedules the steps.
 
 from __future__ import annotations
 
-import datetime
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from vkec2.config import Settings
+from vkec2.contract import AGENT_CONNECTED, INSTANCE_READY, POOL_CLAIMED, TAG_POOL_STATE
+from vkec2.domain import phases
 from vkec2.domain.agents import AgentTarget, AppStatus, resolve_endpoint
-from vkec2.domain.instances import TAG_POOL_STATE, Instance, client_token
-from vkec2.domain.models import AGENT_CONNECTED, INSTANCE_READY, Phase, PodRecord, StatusEvent, now
+from vkec2.domain.instances import Instance, client_token
+from vkec2.domain.models import Phase, PodRecord, StatusEvent, now
 from vkec2.domain.podspec import launch_params
+from vkec2.domain.times import rfc3339
 from vkec2.errors import AgentRejected, AgentUnavailable, InvalidPodSpec
 from vkec2.observability import metrics
 from vkec2.ports import Agents, Ec2, PodLock, WarmPoolClaims
@@ -36,12 +38,8 @@ def _condition(kind: str, ok: bool, reason: str = "", message: str = "") -> dict
         "status": "True" if ok else "False",
         "reason": reason,
         "message": message,
-        "lastTransitionTime": _rfc3339(now()),
+        "lastTransitionTime": rfc3339(now()),
     }
-
-
-def _rfc3339(ts: float) -> str:
-    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Lifecycle:
@@ -77,7 +75,7 @@ class Lifecycle:
     ) -> None:
         """Write the new phase (and fields) and tell the producer, in one atomic write."""
         previous, at = rec.phase, now()
-        values = {**metrics.phase_stamps(previous, phase, at), **values}
+        values = {**phases.phase_stamps(previous, phase, at), **values}
         for key, value in values.items():
             setattr(rec, key, value)
         rec.phase, rec.reason, rec.message = phase, reason, message
@@ -177,11 +175,7 @@ class Lifecycle:
             reason=reason,
             warning=True,
             message=f"{message}; retrying (attempt {attempts + 1} of {self.settings.max_attempts})",
-            attempt=attempts,
-            instance={},
-            instance_id="",
-            endpoint="",
-            launched_at=0.0,
+            **phases.new_attempt(attempts),
         )
         return FIRST_POLL_SECONDS
 
@@ -211,11 +205,7 @@ class Lifecycle:
             reason=reason,
             warning=True,
             message=f"{message}; replacing the instance",
-            attempt=rec.attempt + 1,
-            instance={},
-            instance_id="",
-            endpoint="",
-            launched_at=0.0,
+            **phases.new_attempt(rec.attempt + 1),
         )
         return True
 
@@ -250,15 +240,15 @@ class Lifecycle:
             claimed = self.store.claim_ready(params.warm_pool)
             if claimed is not None:
                 instance_id, instance = claimed
-                self.ec2.create_tags([instance_id], {**tags, TAG_POOL_STATE: "Claimed"})
+                self.ec2.create_tags([instance_id], {**tags, TAG_POOL_STATE: POOL_CLAIMED})
                 return self._adopt(lock, rec, instance, f"claimed from warm pool {params.warm_pool}")
         instance = self.ec2.run_instance(params, tags, client_token(rec.uid, rec.attempt))
         return self._adopt(lock, rec, instance, "launched")
 
     def _await_running(self, lock: PodLock, rec: PodRecord) -> float | None:
         instance = self.ec2.describe([rec.instance_id]).get(rec.instance_id)
-        state = instance.get("State", {}).get("Name") if instance else "gone"
-        if instance is None or state in ("shutting-down", "terminated", "stopping", "stopped"):
+        state = instance.get("State", {}).get("Name") if instance else phases.GONE
+        if instance is None or phases.instance_lost(state):
             return self._retry_or_fail(
                 lock, rec, "InstanceLost", f"instance {rec.instance_id} is {state} before the pod started"
             )
@@ -309,9 +299,7 @@ class Lifecycle:
                     lock, rec, "AgentLost", f"agent at {rec.endpoint} stopped answering"
                 )
             return self._poll_delay(rec)
-        phase = {"Running": Phase.RUNNING, "Succeeded": Phase.SUCCEEDED, "Failed": Phase.FAILED}.get(
-            status.phase
-        )
+        phase = phases.from_agent(status.phase)
         if phase is None:
             return self._poll_delay(rec)
         self._record(

@@ -27,10 +27,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vkec2.config import Settings
+from vkec2.contract import FLAPPING, HEALTHY, POD_CREATE, POD_DELETE
+from vkec2.domain import phases
 from vkec2.domain.agents import AgentTarget, AppStatus
 from vkec2.domain.health import Change, HealthPolicy, HealthState, Outcome, next_check_delay, observe
 from vkec2.domain.instances import Instance
 from vkec2.domain.models import Phase, PodRecord, StatusEvent
+from vkec2.domain.times import rfc3339
 from vkec2.errors import AgentError, LockBusy, StaleFence, Vkec2Error
 from vkec2.fleet.lifecycle import Lifecycle
 from vkec2.observability import metrics
@@ -38,9 +41,6 @@ from vkec2.ports import Agents, Ec2, PodLock, PodStore
 
 log = logging.getLogger("vkec2.domain.health")
 
-HEALTHY = "vkec2.io/Healthy"
-FLAPPING = "vkec2.io/Flapping"
-LOST_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped", "gone"})
 CHUNK = 200
 MAX_THREADS = 32
 
@@ -85,13 +85,12 @@ class SweepReport:
 
 
 def _condition(kind: str, ok: bool, reason: str, message: str, at: float) -> dict[str, Any]:
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
     return {
         "type": kind,
         "status": "True" if ok else "False",
         "reason": reason,
         "message": message,
-        "lastTransitionTime": stamp,
+        "lastTransitionTime": rfc3339(at),
     }
 
 
@@ -203,10 +202,10 @@ class HealthSweep:
         for rec in records:
             if not rec.updated_at or now - rec.updated_at < self.stall_seconds:
                 continue
-            if rec.deleted and rec.phase is not Phase.TERMINATED:
-                self.publish("vkec2.pods.delete", rec.uid)
+            if rec.deleting:
+                self.publish(POD_DELETE, rec.uid)
             elif not rec.deleted and rec.phase.creating:
-                self.publish("vkec2.pods.create", rec.uid)
+                self.publish(POD_CREATE, rec.uid)
             else:
                 continue
             report.resumed.append(rec.uid)
@@ -239,8 +238,8 @@ class HealthSweep:
         to_check: list[PodRecord] = []
         for rec in due:
             instance = instances.get(rec.instance_id)
-            ec2_state = str(instance.get("State", {}).get("Name", "gone")) if instance else "gone"
-            if ec2_state in LOST_STATES:
+            ec2_state = str(instance.get("State", {}).get("Name", phases.GONE)) if instance else phases.GONE
+            if phases.instance_lost(ec2_state):
                 self._instance_lost(rec, "InstanceLost", f"instance {rec.instance_id} is {ec2_state}", report)
             elif rec.instance_id in impaired:
                 self._instance_lost(
@@ -267,11 +266,11 @@ class HealthSweep:
             status = self.agents.status(target)
         except AgentError as exc:
             return Check(Outcome.FAILED, exc.message)
-        phase = status.phase
-        if phase in ("Running", "Pending", "Succeeded"):
-            return Check(Outcome.OK, status.reason or phase, status)
-        if phase == "Failed":
+        phase, settled = status.phase, phases.from_agent(status.phase)
+        if settled is Phase.FAILED:
             return Check(Outcome.FAILED, f"workload failed: {status.reason} {status.message}".strip(), status)
+        if settled is not None or phase == phases.AGENT_PENDING:
+            return Check(Outcome.OK, status.reason or phase, status)
         if not phase:
             return Check(Outcome.FAILED, "the agent runs no workload", status)
         return Check(Outcome.UNKNOWN, f"the agent reports {phase}: {status.message}".strip(), status)
@@ -307,7 +306,7 @@ class HealthSweep:
         now = self.clock()
         old = HealthState.from_dict(rec.health)
         new, changes = observe(old, check.outcome, now, self.policy, check.detail)
-        completed = check.status is not None and check.status.phase == "Succeeded"
+        completed = check.status is not None and phases.from_agent(check.status.phase) is Phase.SUCCEEDED
         if not changes and not completed and _material(new) == _material(old) and check.outcome is Outcome.OK:
             return  # steady and healthy: nothing to write
         try:
@@ -396,7 +395,7 @@ class HealthSweep:
         )
         if replaced:
             report.remediated.append(rec.uid)
-            self.publish("vkec2.pods.create", rec.uid)
+            self.publish(POD_CREATE, rec.uid)
         else:
             report.failed.append(rec.uid)
 

@@ -28,20 +28,26 @@ from datetime import datetime
 from typing import Any
 
 from vkec2.config import Settings, WarmPool
+from vkec2.contract import (
+    POOL_CLAIMED,
+    POOL_PROVISIONING,
+    POOL_READY,
+    POOL_UNHEALTHY,
+    TAG_CLUSTER,
+    TAG_POD_UID,
+    TAG_POOL,
+    TAG_POOL_STATE,
+)
 from vkec2.domain.agents import AgentTarget, resolve_endpoint
-from vkec2.domain.instances import TAG_CLUSTER, TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, Instance, tag_map
+from vkec2.domain.instances import Instance, tag_map
 from vkec2.domain.podspec import LaunchParams, user_data_for
+from vkec2.domain.times import parse_rfc3339
 from vkec2.errors import AgentError, Vkec2Error
 from vkec2.ports import Agents, Ec2
 from vkec2.store.redis_store import Store
 
 log = logging.getLogger("vkec2.fleet.warmpool")
 
-PROVISIONING = "Provisioning"
-READY = "Ready"
-CLAIMED = "Claimed"
-UNHEALTHY = "Unhealthy"
-STATES = (PROVISIONING, READY, CLAIMED, UNHEALTHY)
 CLAIM_GRACE_SECONDS = 120.0
 #: A member just launched may be missing from a DescribeInstances for a little while.
 LAUNCH_VISIBILITY_SECONDS = 120.0
@@ -52,10 +58,7 @@ def launch_time(instance: Instance) -> float:
     if isinstance(raw, datetime):
         return raw.timestamp()
     if isinstance(raw, str) and raw:
-        try:
-            return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return 0.0
+        return parse_rfc3339(raw) or 0.0
     return 0.0
 
 
@@ -94,10 +97,10 @@ def pool_counts(store: Store, pool: str) -> dict[str, int]:
     """Unclaimed members of ``pool`` by state: Ready when in the ready set, else their state tag."""
     members = store.pool_members(pool)
     ready = store.pool_ready(pool)
-    out = dict.fromkeys((PROVISIONING, READY, UNHEALTHY), 0)
+    out = dict.fromkeys((POOL_PROVISIONING, POOL_READY, POOL_UNHEALTHY), 0)
     for iid, doc in members.items():
-        tagged = tag_map(doc).get(TAG_POOL_STATE, PROVISIONING)
-        state = READY if iid in ready else (PROVISIONING if tagged == READY else tagged)
+        tagged = tag_map(doc).get(TAG_POOL_STATE, POOL_PROVISIONING)
+        state = POOL_READY if iid in ready else (POOL_PROVISIONING if tagged == POOL_READY else tagged)
         out[state] = out.get(state, 0) + 1
     return out
 
@@ -167,7 +170,7 @@ class WarmPools:
             tags = tag_map(inst)
             if tags.get(TAG_POOL) != pool.name or tags.get(TAG_POD_UID):
                 continue
-            if tags.get(TAG_POOL_STATE) == CLAIMED:
+            if tags.get(TAG_POOL_STATE) == POOL_CLAIMED:
                 continue
             members[inst["InstanceId"]] = inst
         # What each member is now.
@@ -183,23 +186,23 @@ class WarmPools:
                 # Claimed by a pod whose tags are not written yet; abandoned if that takes too long.
                 if now - known[iid] < CLAIM_GRACE_SECONDS:
                     continue
-                state[iid] = UNHEALTHY
+                state[iid] = POOL_UNHEALTHY
             elif ec2_state == "pending":
-                state[iid] = PROVISIONING
+                state[iid] = POOL_PROVISIONING
             elif ec2_state != "running":
-                state[iid] = UNHEALTHY
+                state[iid] = POOL_UNHEALTHY
             elif serving.get(iid):
-                state[iid] = READY
+                state[iid] = POOL_READY
             elif iid in ready or now - launch_time(inst) > self.settings.agent.boot_timeout_seconds:
-                state[iid] = UNHEALTHY  # a Ready agent that stopped answering, or one that never booted
+                state[iid] = POOL_UNHEALTHY  # a Ready agent that stopped answering, or one that never booted
             else:
-                state[iid] = PROVISIONING
+                state[iid] = POOL_PROVISIONING
         # Mirror entries that are no longer members: claimed and tagged, or gone from EC2.
         for iid, doc in mirror.items():
             if iid in members:
                 continue
             if now - launch_time(doc) < LAUNCH_VISIBILITY_SECONDS and iid not in ready:
-                state.setdefault(iid, PROVISIONING)  # just launched, not visible yet
+                state.setdefault(iid, POOL_PROVISIONING)  # just launched, not visible yet
                 members[iid] = doc
                 continue
             self._forget(pool.name, [iid])
@@ -209,12 +212,12 @@ class WarmPools:
         # Write the mirror and the tags.
         for iid, new in state.items():
             inst = members[iid]
-            if new == READY:
+            if new == POOL_READY:
                 if iid not in ready:
-                    store.pool_offer(pool.name, iid, with_state_tag(inst, READY), now)
-            elif new == PROVISIONING:
-                store.pool_put(pool.name, iid, with_state_tag(inst, PROVISIONING))
-            elif new == UNHEALTHY and iid in ready and not store.pool_withdraw(pool.name, iid):
+                    store.pool_offer(pool.name, iid, with_state_tag(inst, POOL_READY), now)
+            elif new == POOL_PROVISIONING:
+                store.pool_put(pool.name, iid, with_state_tag(inst, POOL_PROVISIONING))
+            elif new == POOL_UNHEALTHY and iid in ready and not store.pool_withdraw(pool.name, iid):
                 state.pop(iid)  # claimed meanwhile: the pod owns it now
         by_state: dict[str, list[str]] = {}
         for iid, new in state.items():
@@ -224,17 +227,17 @@ class WarmPools:
             self.ec2.create_tags(ids, {TAG_POOL_STATE: new})
             report.retagged += len(ids)
         # Size: launch the deficit, terminate the surplus (unhealthy first, then the newest).
-        unhealthy = [iid for iid, s in state.items() if s == UNHEALTHY]
+        unhealthy = [iid for iid, s in state.items() if s == POOL_UNHEALTHY]
         healthy = sorted(
-            (iid for iid, s in state.items() if s in (READY, PROVISIONING)),
-            key=lambda iid: (state[iid] == READY, -launch_time(members[iid])),
+            (iid for iid, s in state.items() if s in (POOL_READY, POOL_PROVISIONING)),
+            key=lambda iid: (state[iid] == POOL_READY, -launch_time(members[iid])),
         )
         surplus = max(0, len(healthy) - pool.desired_count)
         doomed = list(unhealthy)
         for iid in healthy:
             if surplus == 0:
                 break
-            if state[iid] == READY and not store.pool_withdraw(pool.name, iid):
+            if state[iid] == POOL_READY and not store.pool_withdraw(pool.name, iid):
                 continue  # claimed meanwhile
             doomed.append(iid)
             surplus -= 1
@@ -243,11 +246,11 @@ class WarmPools:
             self.ec2.terminate(doomed)
             report.terminated = doomed
         kept = [iid for iid in healthy if iid not in doomed]
-        report.ready = sum(1 for iid in kept if state[iid] == READY)
+        report.ready = sum(1 for iid in kept if state[iid] == POOL_READY)
         report.provisioning = len(kept) - report.ready
         for _ in range(max(0, pool.desired_count - len(kept))):
             inst = self._launch(pool)
-            store.pool_put(pool.name, inst["InstanceId"], with_state_tag(inst, PROVISIONING))
+            store.pool_put(pool.name, inst["InstanceId"], with_state_tag(inst, POOL_PROVISIONING))
             report.launched.append(inst["InstanceId"])
             report.provisioning += 1
         if report.launched or report.terminated:
@@ -277,7 +280,7 @@ class WarmPools:
         tags = {
             TAG_CLUSTER: self.settings.cluster_name,
             TAG_POOL: pool.name,
-            TAG_POOL_STATE: PROVISIONING,
+            TAG_POOL_STATE: POOL_PROVISIONING,
             "Name": f"warm-pool/{pool.name}",
         }
         scope = hashlib.sha256(f"{self.settings.cluster_name}/{pool.name}".encode()).hexdigest()[:24]

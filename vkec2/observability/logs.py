@@ -13,7 +13,6 @@ line stays readable and greppable; newlines are escaped so one record is one lin
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import logging
 import sys
@@ -23,6 +22,7 @@ from types import MappingProxyType
 from typing import IO, Any
 
 from vkec2.config import LoggingSettings
+from vkec2.domain.times import rfc3339
 
 #: Keys bound for every task line, in the order they are written.
 BASE_KEYS = ("uid", "namespace", "name", "task_id")
@@ -70,8 +70,7 @@ def _fields(record: logging.LogRecord, verbosity: int) -> dict[str, str]:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    stamp = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(record.msecs):03d}Z"
+    return rfc3339(record.created, digits=3)
 
 
 def _quote(value: str) -> str:

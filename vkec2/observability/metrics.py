@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+from vkec2.domain import phases
 from vkec2.domain.models import Phase, PodRecord
 
 if TYPE_CHECKING:
@@ -151,24 +152,16 @@ def observe_phase(histogram: Histogram, since: float, at: float) -> None:
         histogram.observe(at - since)
 
 
-def phase_stamps(previous: Phase, phase: Phase, at: float) -> dict[str, float]:
-    """Record fields to write with a phase change so later steps can time the phases."""
-    if phase is previous:
-        return {}
-    if phase is Phase.BOOTING:
-        return {"running_at": at}
-    if phase is Phase.LAUNCHING:
-        return {"launching_at": at}
-    return {}
-
-
 def pod_transition(rec: PodRecord, previous: Phase, at: float) -> None:
-    """Count and time a phase change just written for ``rec`` (``rec.phase`` is the new phase)."""
+    """Count and time a phase change just written for ``rec`` (``rec.phase`` is the new phase).
+
+    The phases are timed from the stamps :func:`vkec2.domain.phases.phase_stamps` put in the record.
+    """
     phase = rec.phase
     if phase is previous:
         return
     PHASE_TRANSITIONS.labels(phase.value).inc()
-    if previous is Phase.PENDING and rec.attempt == 0 and phase in _PROVISIONED:
+    if phases.first_provisioned(previous, phase, rec.attempt):
         PODS_CREATED.inc()
     if phase is Phase.BOOTING:
         observe_phase(BOOT_SECONDS, rec.launched_at, rec.running_at or at)
@@ -178,9 +171,6 @@ def pod_transition(rec: PodRecord, previous: Phase, at: float) -> None:
         observe_phase(LAUNCH_SECONDS, rec.launching_at, at)
     elif phase is Phase.TERMINATED:
         PODS_DELETED.inc()
-
-
-_PROVISIONED = frozenset({Phase.PROVISIONING, Phase.BOOTING, Phase.LAUNCHING, Phase.RUNNING})
 
 
 # -- hooks used by the EC2 accounting and the agent client ---------------------------------------

@@ -51,7 +51,8 @@ return 1
 """
 
 # KEYS: pod, pods, node_pods, nodes.  ARGV: uid, namespace, name, node, spec, now.  -> generation.
-# A record that was deleted and is desired again (same UID) starts a fresh lifecycle.
+# A record that was deleted and is desired again (same UID) starts a fresh lifecycle: once its phase
+# is final (vkec2.domain.phases.FINAL_PHASES) it drops exactly vkec2.domain.phases.LIFE_FIELDS.
 PUT_DESIRED = """
 local exists = redis.call('EXISTS', KEYS[1])
 if exists == 1 and redis.call('HGET', KEYS[1], 'deleted') == '1' then

@@ -13,8 +13,9 @@ import pytest
 
 from tests.support.fakes import app_status
 from tests.unit.fleet.world import AGENT_PORT, BOOT_TIMEOUT, NODE, POOL, UID, World, pod
-from vkec2.domain.instances import TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, client_token
-from vkec2.domain.models import AGENT_CONNECTED, INSTANCE_READY, Phase
+from vkec2.contract import AGENT_CONNECTED, INSTANCE_READY, TAG_POD_UID, TAG_POOL, TAG_POOL_STATE
+from vkec2.domain.instances import client_token
+from vkec2.domain.models import Phase
 from vkec2.errors import AgentRejected, AgentUnavailable
 
 ANN = "compute.amazonaws.com/"

@@ -14,9 +14,10 @@ import pytest
 
 from tests.support.fakes import SWEEP_FLIGHT, app_status
 from tests.unit.fleet.world import UID, World, pod
+from vkec2.contract import FLAPPING, HEALTHY
 from vkec2.domain.instances import Instance
 from vkec2.domain.models import Phase
-from vkec2.fleet.sweep import FLAPPING, HEALTHY, HealthSweep, SweepReport, remediate_lost
+from vkec2.fleet.sweep import HealthSweep, SweepReport, remediate_lost
 
 
 class Sweeper:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from tests.unit.fleet.world import IMAGE, UID, World, pod
-from vkec2.domain.instances import TAG_POD_UID, Instance, tag_map
+from vkec2.contract import TAG_POD_UID
+from vkec2.domain.instances import Instance, tag_map
 from vkec2.domain.models import Phase
 from vkec2.errors import AgentError, AgentRejected, AgentUnavailable
 

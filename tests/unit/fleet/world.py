@@ -13,8 +13,9 @@ from typing import Any
 
 from tests.support.fakes import FakeAgents, FakeEc2, FakeStore
 from vkec2.config import Settings
+from vkec2.contract import TAG_POD_UID
 from vkec2.domain.agents import AgentTarget
-from vkec2.domain.instances import TAG_POD_UID, Instance
+from vkec2.domain.instances import Instance
 from vkec2.domain.models import Phase, PodRecord, StatusEvent
 from vkec2.fleet.lifecycle import Lifecycle
 

@@ -1,0 +1,87 @@
+"""The fleet's wire names: everything two processes (or a process and AWS or Kubernetes) must spell alike.
+
+The producer, the CLI and the workers never import each other's code, so the names they exchange
+live here, once: the Celery task names and the queues they are routed to (a task ``vkec2.<queue>.<verb>``
+goes to queue ``<queue>``), the keyword arguments of the pod tasks, the EC2 tag keys that make an
+instance's tags the durable record of its pod (and the warm-pool states written into one of them),
+the pod annotations and labels the fleet reads or writes, and the pod condition types it owns.
+Renaming anything here is a breaking change for a running fleet (queued messages, tagged
+instances, pods in the API server); the module imports nothing and sits at the bottom layer.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- Celery: queues and task names -------------------------------------------------------------
+
+#: The prefix of every task name; ``vkec2.<queue>.<verb>`` is routed to ``<queue>``.
+TASK_NAMESPACE: Final = "vkec2"
+
+PODS_QUEUE: Final = "pods"
+HEALTH_QUEUE: Final = "health"
+MAINTENANCE_QUEUE: Final = "maintenance"
+#: Every queue of the fleet, in the order a worker consuming all of them lists them.
+QUEUES: Final = (PODS_QUEUE, HEALTH_QUEUE, MAINTENANCE_QUEUE)
+
+POD_CREATE: Final = "vkec2.pods.create"
+POD_UPDATE: Final = "vkec2.pods.update"
+POD_DELETE: Final = "vkec2.pods.delete"
+#: The pod lifecycle tasks (each takes :func:`pod_task_kwargs`); any may be replayed by hand.
+POD_TASKS: Final = (POD_CREATE, POD_UPDATE, POD_DELETE)
+
+HEALTH_SWEEP: Final = "vkec2.health.sweep"
+WARM_POOLS: Final = "vkec2.maintenance.warm_pools"
+QUOTAS: Final = "vkec2.maintenance.quotas"
+STATUS_LOG: Final = "vkec2.maintenance.status_log"
+ORPHAN_GC: Final = "vkec2.maintenance.gc"
+#: The periodic tasks beat sends (no arguments).
+PERIODIC_TASKS: Final = (HEALTH_SWEEP, WARM_POOLS, QUOTAS, STATUS_LOG, ORPHAN_GC)
+
+
+def queue_pattern(queue: str) -> str:
+    """The glob of the task names routed to ``queue`` (``vkec2.pods.*`` for ``pods``)."""
+    return f"{TASK_NAMESPACE}.{queue}.*"
+
+
+def pod_task_kwargs(uid: str, generation: int | None = None) -> dict[str, str | int]:
+    """The keyword arguments of a pod task: the pod UID, and the generation it was sent for if known."""
+    if generation is None:
+        return {"uid": uid}
+    return {"uid": uid, "generation": generation}
+
+
+# -- EC2 tags ----------------------------------------------------------------------------------
+
+TAG_CLUSTER: Final = "vkec2.io/cluster"
+TAG_NODE: Final = "vkec2.io/node"
+TAG_POD_UID: Final = "vkec2.io/pod-uid"
+TAG_POD_NAMESPACE: Final = "vkec2.io/pod-namespace"
+TAG_POD_NAME: Final = "vkec2.io/pod-name"
+TAG_POOL: Final = "vkec2.io/pool"
+TAG_POOL_STATE: Final = "vkec2.io/pool-state"
+
+#: Values of :data:`TAG_POOL_STATE`: a warm-pool member's state (Claimed once a pod took it).
+POOL_PROVISIONING: Final = "Provisioning"
+POOL_READY: Final = "Ready"
+POOL_CLAIMED: Final = "Claimed"
+POOL_UNHEALTHY: Final = "Unhealthy"
+POOL_STATES: Final = (POOL_PROVISIONING, POOL_READY, POOL_CLAIMED, POOL_UNHEALTHY)
+
+# -- pod metadata ------------------------------------------------------------------------------
+
+#: The prefix of the pod annotations that set launch parameters (the original provider's).
+ANNOTATION_PREFIX: Final = "compute.amazonaws.com/"
+#: The annotation the producer writes on a pod: the ID of the instance that runs it.
+INSTANCE_ID_ANNOTATION: Final = "compute.amazonaws.com/instance-id"
+#: The annotation standalone mode writes on a pod: the manifest file it came from.
+MANIFEST_ANNOTATION: Final = "vkec2.io/manifest"
+#: The label of a virtual node naming its cluster.
+CLUSTER_LABEL: Final = "vkec2.io/cluster"
+
+# -- pod conditions the fleet owns (pods may list them as readiness gates) -----------------------
+
+INSTANCE_READY: Final = "vkec2.io/InstanceReady"
+AGENT_CONNECTED: Final = "vkec2.io/AgentConnected"
+HEALTHY: Final = "vkec2.io/Healthy"
+FLAPPING: Final = "vkec2.io/Flapping"
