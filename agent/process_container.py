@@ -5,7 +5,7 @@ group, with the spec's environment (``$(VAR)`` expansion, ``fieldRef``) and work
 pumps its stdout and stderr into a size-bounded log, one file per start. Its ``run`` (the thread of
 an app container, or the pod's supervisor for init containers) applies the restart policy with
 exponential back-off (``CrashLoopBackOff``), reset after a long enough run. All of its state is
-guarded by the owning :class:`agent.runtime_process.ProcessRuntime`'s lock, and every change is
+guarded by its owner's lock (:class:`ContainerOwner`, the process runtime), and every change is
 signalled through it.
 """
 
@@ -15,7 +15,8 @@ import os
 import subprocess
 import threading
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 from agent.logs import ContainerLog
 from agent.model import (
@@ -26,17 +27,38 @@ from agent.model import (
     Waiting,
     terminated_reason,
 )
-from agent.podspec import ContainerSpec, container_environment, expand_vars
+from agent.podspec import ContainerSpec, PodSpec, container_environment, expand_vars
 from agent.process_group import exit_code_of, reap
 
-if TYPE_CHECKING:
-    from agent.runtime_process import ProcessRuntime
+
+class ContainerOwner(Protocol):
+    """What a container needs of the runtime that owns it (:class:`agent.runtime_process.ProcessRuntime`)."""
+
+    lock: threading.RLock
+    stopping: threading.Event
+    policy: str
+    pod: PodSpec | None
+    log_dir: Path
+    max_log_bytes: int
+    pod_ip: str
+    host_ip: str
+    backoff_base: float
+    backoff_max: float
+    backoff_reset: float
+
+    def changed(self) -> None:
+        """Wake whoever waits for a change of the pod's state."""
+        ...
+
+    def base_env(self, pod: PodSpec) -> dict[str, str]:
+        """The environment every container of ``pod`` starts with."""
+        ...
 
 
 class ProcessContainer:
     """One container of the pod: its spec, its truthful status and its current process."""
 
-    def __init__(self, rt: ProcessRuntime, spec: ContainerSpec, is_init: bool, initial: Waiting) -> None:
+    def __init__(self, rt: ContainerOwner, spec: ContainerSpec, is_init: bool, initial: Waiting) -> None:
         self.rt = rt
         self.spec = spec
         self.is_init = is_init
@@ -54,7 +76,7 @@ class ProcessContainer:
         if self.is_init:
             ready = isinstance(st, Terminated) and st.exit_code == 0
         else:
-            ready = isinstance(st, Running) and not self.rt._stopping.is_set()
+            ready = isinstance(st, Running) and not self.rt.stopping.is_set()
         pid = self.proc.pid if self.proc is not None else None
         return ContainerSnapshot(
             name=self.spec.name,
@@ -68,7 +90,7 @@ class ProcessContainer:
         )
 
     def _should_restart(self, exit_code: int) -> bool:
-        policy = self.rt._policy
+        policy = self.rt.policy
         if self.is_init:
             return exit_code != 0 and policy != "Never"
         return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
@@ -82,31 +104,31 @@ class ProcessContainer:
             if result is None:
                 return False
             exit_code, started = result
-            with rt._lock:
-                if rt._stopping.is_set() or not self._should_restart(exit_code):
+            with rt.lock:
+                if rt.stopping.is_set() or not self._should_restart(exit_code):
                     return exit_code == 0
                 if time.time() - started >= rt.backoff_reset:
                     failures = 0
                 failures += 1
                 delay = min(rt.backoff_base * (2 ** (failures - 1)), rt.backoff_max)
                 self.last_state = self.state
-                pod = rt._pod
+                pod = rt.pod
                 assert pod is not None
                 self.state = Waiting(
                     "CrashLoopBackOff",
                     f"back-off {delay:g}s restarting failed container={self.spec.name} "
                     f"pod={pod.name}_{pod.namespace}({pod.uid})",
                 )
-                rt._changed()
-            if rt._stopping.wait(delay):
+                rt.changed()
+            if rt.stopping.wait(delay):
                 return False
 
     def _run_once(self) -> tuple[int, float] | None:
         rt = self.rt
-        with rt._lock:
-            if rt._stopping.is_set():
+        with rt.lock:
+            if rt.stopping.is_set():
                 return None
-            pod = rt._pod
+            pod = rt.pod
             assert pod is not None
             if self.starts:
                 self.restart_count += 1
@@ -141,13 +163,13 @@ class ProcessContainer:
                 if isinstance(self.state, Terminated):
                     self.last_state = self.state
                 self.state = Terminated(128, "StartError", started, started, message=message)
-                rt._changed()
+                rt.changed()
                 return 128, started
             self.proc = proc
             if isinstance(self.state, Terminated):
                 self.last_state = self.state
             self.state = Running(started)
-            rt._changed()
+            rt.changed()
         assert proc.stdout is not None and proc.stderr is not None
         pumps = [
             threading.Thread(target=log.pump, args=(os.dup(proc.stdout.fileno()), "stdout"), daemon=True),
@@ -162,10 +184,10 @@ class ProcessContainer:
             p.join(2.0)
         log.finish()
         code, sig = exit_code_of(rc)
-        with rt._lock:
+        with rt.lock:
             if isinstance(self.state, Terminated):
                 self.last_state = self.state
             self.state = Terminated(code, terminated_reason(code), time.time(), started, signal=sig)
             self.proc = None
-            rt._changed()
+            rt.changed()
         return code, started

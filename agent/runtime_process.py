@@ -64,14 +64,14 @@ class ProcessRuntime:
         self.backoff_max = backoff_max
         self.backoff_reset = backoff_reset
         self._environ = dict(os.environ if environ is None else environ)
-        self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
+        self.lock = threading.RLock()
+        self._cond = threading.Condition(self.lock)
         self._version = 0
-        self._pod: PodSpec | None = None
-        self._policy = "Always"
+        self.pod: PodSpec | None = None
+        self.policy = "Always"
         self._init: list[ProcessContainer] = []
         self._apps: list[ProcessContainer] = []
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()
         self._terminated = False
         self._terminate_message = ""
         self._launched_at: float | None = None
@@ -80,13 +80,13 @@ class ProcessRuntime:
         self._supervisor: threading.Thread | None = None
 
     # -- helpers ---------------------------------------------------------------------------
-    def _changed(self) -> None:
+    def changed(self) -> None:
         with self._cond:
             self._version += 1
             self._cond.notify_all()
 
     def notify(self) -> None:
-        self._changed()
+        self.changed()
 
     def base_env(self, pod: PodSpec) -> dict[str, str]:
         env = {
@@ -102,7 +102,7 @@ class ProcessRuntime:
         return [*self._init, *self._apps]
 
     def _find(self, name: str) -> ProcessContainer:
-        pod = self._pod
+        pod = self.pod
         if pod is None:
             raise FailedPrecondition("no pod has been launched on this agent")
         if not name:
@@ -127,20 +127,20 @@ class ProcessRuntime:
                     f"container {c.name!r} has no command: the process runtime does not pull images, "
                     "so command (or args) must name the program to run"
                 )
-        with self._lock:
-            if self._pod is not None:
-                if self._pod.uid == pod.uid:
+        with self.lock:
+            if self.pod is not None:
+                if self.pod.uid == pod.uid:
                     return self.snapshot()
                 if not self._terminated:
                     raise FailedPrecondition(
-                        f"pod {self._pod.namespace}/{self._pod.name} (uid {self._pod.uid}) is already "
+                        f"pod {self.pod.namespace}/{self.pod.name} (uid {self.pod.uid}) is already "
                         "running on this instance; terminate it first"
                     )
                 self._reset()
-            self._pod = pod
-            self._policy = pod.restart_policy
+            self.pod = pod
+            self.policy = pod.restart_policy
             self._launched_at = time.time()
-            self._stopping.clear()
+            self.stopping.clear()
             self._terminated = False
             self._tracker.reset()
             first = "PodInitializing" if pod.init_containers else "ContainerCreating"
@@ -150,7 +150,7 @@ class ProcessRuntime:
             self._apps = [ProcessContainer(self, c, False, Waiting(first)) for c in pod.containers]
             self._supervisor = threading.Thread(target=self._supervise, name="vkec2-pod", daemon=True)
             self._supervisor.start()
-            self._changed()
+            self.changed()
             return self.snapshot()
 
     def _reset(self) -> None:
@@ -159,7 +159,7 @@ class ProcessRuntime:
                 if log is not None:
                     log.remove()
         shutil.rmtree(self.log_dir, ignore_errors=True)
-        self._pod = None
+        self.pod = None
         self._init, self._apps = [], []
 
     def _supervise(self) -> None:
@@ -167,16 +167,16 @@ class ProcessRuntime:
             c.thread = threading.current_thread()
             if not c.run():
                 return
-        with self._lock:
-            if self._stopping.is_set():
+        with self.lock:
+            if self.stopping.is_set():
                 return
             for c in self._apps:
                 c.thread = threading.Thread(target=c.run, name=f"vkec2-{c.spec.name}", daemon=True)
                 c.thread.start()
 
     def snapshot(self) -> PodSnapshot:
-        with self._lock:
-            pod = self._pod
+        with self.lock:
+            pod = self.pod
             if pod is None:
                 return PodSnapshot(
                     reason="NotLaunched",
@@ -192,7 +192,7 @@ class ProcessRuntime:
                 phase = "Succeeded" if ok else "Failed"
                 reason, message = "Terminated", self._terminate_message
             else:
-                phase = derive_phase(self._policy, inits, apps)
+                phase = derive_phase(self.policy, inits, apps)
             conditions = derive_conditions(self._tracker, phase, inits, apps, self._launched_at)
             return PodSnapshot(
                 phase=phase,
@@ -219,12 +219,12 @@ class ProcessRuntime:
     def terminate(self, grace_seconds: float) -> PodSnapshot:
         if grace_seconds < 0:
             raise InvalidArgument(f"grace_seconds must be >= 0, got {grace_seconds:g}")
-        with self._lock:
-            if self._pod is None or self._terminated:
+        with self.lock:
+            if self.pod is None or self._terminated:
                 return self.snapshot()
-            self._stopping.set()
+            self.stopping.set()
             pids = self._live_pids()
-            self._changed()
+            self.changed()
         for pid in pids:
             killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace_seconds
@@ -244,7 +244,7 @@ class ProcessRuntime:
         for t in threads:
             if t is not threading.current_thread():
                 t.join(5)
-        with self._lock:
+        with self.lock:
             self._terminated = True
             for c in self._all():
                 if isinstance(c.state, Waiting) and isinstance(c.last_state, Terminated):
@@ -254,43 +254,43 @@ class ProcessRuntime:
             self._terminate_message = (
                 f"terminated on request with a grace period of {grace_seconds:g}s{killed}"
             )
-            self._changed()
+            self.changed()
             return self.snapshot()
 
     def logs(
         self, container: str, previous: bool, query: LogQuery, active: Callable[[], bool]
     ) -> Iterator[bytes]:
-        with self._lock:
+        with self.lock:
             c = self._find(container)
-            assert self._pod is not None
+            assert self.pod is not None
             log = c.prev_log if previous else c.log
             if log is None:
                 if previous:
                     raise FailedPrecondition(
-                        f"previous terminated container {c.spec.name!r} in pod {self._pod.name!r} not found"
+                        f"previous terminated container {c.spec.name!r} in pod {self.pod.name!r} not found"
                     )
                 st = c.state
                 why = st.reason if isinstance(st, Waiting) else "not started"
                 raise FailedPrecondition(
-                    f"container {c.spec.name!r} in pod {self._pod.name!r} is waiting to start: {why}"
+                    f"container {c.spec.name!r} in pod {self.pod.name!r} is waiting to start: {why}"
                 )
         return read_log(log, query, active)
 
     def exec(self, container: str, command: list[str], tty: bool, stdin: bool) -> ProcessExec:
         if not command:
             raise InvalidArgument("exec needs a command")
-        with self._lock:
+        with self.lock:
             c = self._find(container)
-            pod = self._pod
+            pod = self.pod
             assert pod is not None
-            if not isinstance(c.state, Running) or self._stopping.is_set():
+            if not isinstance(c.state, Running) or self.stopping.is_set():
                 raise FailedPrecondition(f"container {c.spec.name!r} is not running; cannot exec into it")
             env = container_environment(
                 pod, c.spec, pod_ip=self.pod_ip, host_ip=self.host_ip, base=self.base_env(pod)
             )
 
             def done(session: ProcessExec) -> None:
-                with self._lock:
+                with self.lock:
                     self._execs.discard(session)
                     self._cond.notify_all()
 

@@ -53,6 +53,8 @@ def pod_task_kwargs(uid: str, generation: int | None = None) -> dict[str, str | 
 
 # -- EC2 tags ----------------------------------------------------------------------------------
 
+#: The prefix of every tag the fleet owns; users may not set tags under it.
+TAG_PREFIX: Final = "vkec2.io/"
 TAG_CLUSTER: Final = "vkec2.io/cluster"
 TAG_NODE: Final = "vkec2.io/node"
 TAG_POD_UID: Final = "vkec2.io/pod-uid"

@@ -19,7 +19,8 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping
@@ -27,11 +28,9 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import generate_accept_token
 
 from producer.kubelet.duplex import Duplex
+from producer.kubelet.pods import PodStreams
 from producer.kubelet.wire import Query, bad_request, query_bool
 from vkec2.errors import AgentError
-
-if TYPE_CHECKING:
-    from producer.kubelet.server import KubeletHandler
 
 log = logging.getLogger("producer.kubelet")
 
@@ -47,7 +46,13 @@ It yields (``stdout``|``stderr``, bytes) and last (``exit``, code).
 
 
 def serve_exec(
-    handler: KubeletHandler, namespace: str, name: str, uid: str | None, container: str, query: Query
+    handler: BaseHTTPRequestHandler,
+    api: PodStreams,
+    namespace: str,
+    name: str,
+    uid: str | None,
+    container: str,
+    query: Query,
 ) -> None:
     """Answer one exec request on ``handler``'s connection (refusals before the upgrade are raised)."""
     upgrade = (handler.headers.get("Upgrade") or "").lower()
@@ -72,7 +77,6 @@ def serve_exec(
     want_stderr, tty = query_bool(query, "stderr"), query_bool(query, "tty")
     if not (want_stdin or want_stdout or want_stderr):
         raise bad_request("you must specify at least 1 of stdin, stdout, stderr")
-    api = handler.api
     record = api.find(namespace, name, uid)
     target = api.target(record, container)
     client = api.agent_client()

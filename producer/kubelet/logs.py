@@ -11,21 +11,19 @@ is quiet. The agent call is cancelled by closing the stream's own client.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import math
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from http.server import BaseHTTPRequestHandler
 
 from producer.kubelet.duplex import Duplex
+from producer.kubelet.pods import PodStreams
 from producer.kubelet.wire import LAST_CHUNK, Query, bad_request, chunk, query_bool, query_int
+from vkec2.domain.times import parse_rfc3339
 from vkec2.errors import AgentError
-
-if TYPE_CHECKING:
-    from producer.kubelet.server import KubeletHandler
 
 log = logging.getLogger("producer.kubelet")
 
@@ -51,13 +49,10 @@ class LogOptions:
         if since_time:
             if since is not None:
                 raise bad_request("at most one of sinceSeconds or sinceTime may be specified")
-            try:
-                when = dt.datetime.fromisoformat(since_time.replace("Z", "+00:00"))
-            except ValueError:
-                raise bad_request(f"sinceTime: {since_time!r} is not an RFC 3339 time") from None
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=dt.UTC)
-            age = (time.time() if now is None else now) - when.timestamp()
+            when = parse_rfc3339(since_time)
+            if when is None:
+                raise bad_request(f"sinceTime: {since_time!r} is not an RFC 3339 time")
+            age = (time.time() if now is None else now) - when
             since = max(1, math.ceil(age))
         return cls(
             follow=query_bool(query, "follow"),
@@ -69,10 +64,11 @@ class LogOptions:
         )
 
 
-def serve_logs(handler: KubeletHandler, namespace: str, name: str, container: str, query: Query) -> None:
+def serve_logs(
+    handler: BaseHTTPRequestHandler, api: PodStreams, namespace: str, name: str, container: str, query: Query
+) -> None:
     """Answer one log request on ``handler``'s connection (errors before the 200 are raised)."""
     opts = LogOptions.parse(query)
-    api = handler.api
     record = api.find(namespace, name)
     target = api.target(record, container)
     client = api.agent_client()

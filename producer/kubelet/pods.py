@@ -4,6 +4,7 @@ Pods are found among the node's Redis records (a name being replaced prefers the
 the newest); a container request is checked against the pod's containers and resolved to the
 record's agent (``endpoint`` and ``instance_id``). :func:`pod_object` is a record as ``/pods``
 reports it: the desired object with the status the fleet reports, computed as for ``pods/status``.
+:class:`PodStreams` is what the streaming endpoints (logs, exec) need of the server that owns them.
 """
 
 from __future__ import annotations
@@ -11,11 +12,33 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
+from producer.kubelet.duplex import Duplex
 from producer.kubelet.wire import HttpError, bad_request
+from vkec2.agent_client.client import AgentClient
 from vkec2.domain.agents import AgentTarget
 from vkec2.domain.models import PodRecord
+
+
+class PodStreams(Protocol):
+    """The kubelet server as a streaming endpoint sees it: find the pod, dial its agent, track the stream."""
+
+    def find(self, namespace: str, name: str, uid: str | None = None) -> PodRecord:
+        """The node's pod by name (and UID when given); an HTTP 404 when there is none."""
+        ...
+
+    def target(self, record: PodRecord, container: str) -> AgentTarget:
+        """The agent serving ``container`` of the pod; an HTTP error when there is none."""
+        ...
+
+    def agent_client(self) -> AgentClient:
+        """A fresh client (one channel) for one stream."""
+        ...
+
+    def track(self, duplex: Duplex, on: bool) -> None:
+        """Register (``on``) or forget an open stream, so that stopping the server ends it."""
+        ...
 
 
 def container_names(pod: Mapping[str, Any]) -> list[str]:

@@ -176,10 +176,10 @@ class KubeletHandler(BaseHTTPRequestHandler):
                 body = pod_list(self.api.store.records(self.api.node))
                 self._send(200, json.dumps(body, default=str).encode(), "application/json")
             elif parts[0] == "containerLogs" and len(parts) == 4 and all(parts) and self.command == "GET":
-                serve_logs(self, parts[1], parts[2], parts[3], query)
+                serve_logs(self, self.api, parts[1], parts[2], parts[3], query)
             elif parts[0] == "exec" and len(parts) in (4, 5) and all(parts):
                 uid = parts[3] if len(parts) == 5 else None
-                serve_exec(self, parts[1], parts[2], uid, parts[-1], query)
+                serve_exec(self, self.api, parts[1], parts[2], uid, parts[-1], query)
             else:
                 raise HttpError(404, "NotFound", "404 page not found")
         except HttpError as err:

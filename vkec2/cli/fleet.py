@@ -33,8 +33,6 @@ from vkec2.fleet.gc import is_orphan
 from vkec2.fleet.warmpool import launch_time
 from vkec2.store.redis_store import Store, StoreError
 
-REPLAYABLE = POD_TASKS
-
 
 class CommandError(Exception):
     """A failure to report as one clear line and exit status 1."""
@@ -126,8 +124,8 @@ def cmd_instances(settings: Settings, store: Store) -> Any:
 
 
 def cmd_replay(settings: Settings, store: Store, task: str, uid: str) -> Any:
-    if task not in REPLAYABLE:
-        raise CommandError(f"unknown task {task!r}; replayable tasks: {', '.join(REPLAYABLE)}")
+    if task not in POD_TASKS:
+        raise CommandError(f"unknown task {task!r}; replayable tasks: {', '.join(POD_TASKS)}")
     try:
         if store.get(uid) is None:
             raise CommandError(f"no pod with uid {uid} in cluster {settings.cluster_name}")
@@ -265,7 +263,7 @@ def gc(config: str | None, output: str, dry_run: bool) -> None:
     "replay",
     cls=Command,
     short_help="republish a pod task by name, as 'celery call' would",
-    help=f"Republish a pod task by name, as 'celery call' would. TASK is one of {', '.join(REPLAYABLE)}.",
+    help=f"Republish a pod task by name, as 'celery call' would. TASK is one of {', '.join(POD_TASKS)}.",
 )
 @_fleet_options
 @click.argument("task", metavar="TASK")

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
+from vkec2.contract import TAG_PREFIX
+
 IMAGE_ID_RE = re.compile(r"ami-[0-9a-z]{1,32}")
 SUBNET_ID_RE = re.compile(r"subnet-[0-9a-z]{1,32}")
 SECURITY_GROUP_ID_RE = re.compile(r"sg-[0-9a-z]{1,32}")
@@ -39,7 +41,7 @@ MAX_USER_TAGS = 40
 MAX_TAG_KEY = 128
 MAX_TAG_VALUE = 256
 #: Tag key prefixes a user may not set: AWS's own and the ones vkec2 writes.
-RESERVED_TAG_PREFIXES = ("aws:", "vkec2.io/")
+RESERVED_TAG_PREFIXES = ("aws:", TAG_PREFIX)
 
 
 class Section(BaseModel):
