@@ -15,6 +15,7 @@ from vkec2.agent_client.client import AgentClient
 from vkec2.ca import FleetCA
 from vkec2.config import Settings, load_settings
 from vkec2.domain.agents import AgentTarget
+from vkec2.ec2.batching import BatchingGateway
 from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.ec2.ratelimit import RateLimiter
 from vkec2.errors import ConfigError
@@ -43,7 +44,8 @@ class Fleet:
 def build_fleet(settings: Settings) -> Fleet:
     store = Store.from_url(settings.redis_url, settings.cluster_name)
     limiter = RateLimiter(store, settings.rate_limits)  # fleet-wide EC2 token buckets
-    ec2 = Ec2Gateway(settings, store, limiter=limiter.acquire)  # every attempt, retries too
+    # Every attempt, retries too, draws a token; describes and terminations are coalesced fleet-wide.
+    ec2 = BatchingGateway(settings, store, limiter=limiter.acquire)
     agents = AgentClient(settings.agent)
     bootstrap = None
     tls = settings.agent.tls

@@ -60,6 +60,13 @@ class AwsSettings(Section):
     connect_timeout_seconds: float = Field(default=2.0, gt=0)
     read_timeout_seconds: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
+    batch_window_seconds: float = Field(
+        default=0.25,
+        ge=0,
+        le=5,
+        description="How long one worker gathers the fleet's DescribeInstances polls and "
+        "TerminateInstances into one call (0 turns coalescing off).",
+    )
 
     @field_validator("endpoint_url")
     @classmethod

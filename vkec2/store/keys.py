@@ -38,6 +38,16 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
   Lifetime: permanent counters.
 - ``ec2:throttled_attempts`` (hash): EC2 API action -> HTTP attempts throttled (botocore's retries too).
   Owner: the rate limiter's botocore hook. Lifetime: permanent counters.
+- ``ec2:seen:{instance_id}`` (string): JSON ``{"at": epoch seconds, "instance": description or null}``: the
+  last DescribeInstances answer for one instance, shared by every worker that polls it. Owner: the
+  batching gateway. Lifetime: TTL 300 s.
+- ``ec2:batch:{kind}:wanted`` (sorted set for ``describe``, set for ``terminate``): instance IDs waiting
+  for the next coalesced DescribeInstances / TerminateInstances. Owner: the batching gateway. Lifetime:
+  until a batch takes them.
+- ``ec2:batch:{kind}:lead`` (string): the lock of the one worker gathering and sending the next batch
+  of ``kind``. Owner: the batching gateway. Lifetime: TTL (window + one call's worst case).
+- ``ec2:terminated:{instance_id}`` (string): when a coalesced TerminateInstances named the instance.
+  Owner: the batching gateway. Lifetime: TTL 3,600 s.
 - ``ratelimit:{class}`` (hash): token bucket of one EC2 API class: tokens, ts. Owner: the rate limiter
   (every EC2 call). Lifetime: expires when idle (burst / rate + max wait + 60 s).
 - ``gc:sightings`` (hash): instance ID -> JSON {first, last, count}: consecutive passes as an orphan.
@@ -106,6 +116,18 @@ class Keys:
 
     def ec2_throttles(self) -> str:
         return f"{self.prefix}ec2:throttles"
+
+    def ec2_seen(self, instance_id: str) -> str:
+        return f"{self.prefix}ec2:seen:{instance_id}"
+
+    def ec2_batch_wanted(self, kind: str) -> str:
+        return f"{self.prefix}ec2:batch:{kind}:wanted"
+
+    def ec2_batch_lead(self, kind: str) -> str:
+        return f"{self.prefix}ec2:batch:{kind}:lead"
+
+    def ec2_terminated(self, instance_id: str) -> str:
+        return f"{self.prefix}ec2:terminated:{instance_id}"
 
     # -- fleet maintenance (vkec2.domain.health, warmpool, gc, ratelimit, statuslog; tasks.maintenance) --
 

@@ -3,16 +3,17 @@
 :class:`Store` is composed of cohesive parts, each in its own module: pod records, per-pod locks
 with fencing and fenced writes (:mod:`vkec2.store.pods`), the status outbox's consumer-group side
 (:mod:`vkec2.store.outbox`), the warm-pool mirrors (:mod:`vkec2.store.pools`), EC2 call accounting
-and token buckets (:mod:`vkec2.store.ec2calls`) and the periodic passes' bookkeeping
-(:mod:`vkec2.store.bookkeeping`), on a shared client, key schema (:mod:`vkec2.store.keys`) and set
-of Lua scripts (:mod:`vkec2.store.scripts`) from :mod:`vkec2.store.base`. Callers use its
-intent-named methods; ``tests/unit/test_house_redis.py`` fails the build when code outside
-``vkec2/store/`` touches the client or the keys.
+and token buckets (:mod:`vkec2.store.ec2calls`), coalesced EC2 calls (:mod:`vkec2.store.batches`)
+and the periodic passes' bookkeeping (:mod:`vkec2.store.bookkeeping`), on a shared client, key
+schema (:mod:`vkec2.store.keys`) and set of Lua scripts (:mod:`vkec2.store.scripts`) from
+:mod:`vkec2.store.base`. Callers use its intent-named methods; ``tests/unit/test_house_redis.py``
+fails the build when code outside ``vkec2/store/`` touches the client or the keys.
 """
 
 from __future__ import annotations
 
 from vkec2.store.base import StoreBase, StoreError, connect, reachable
+from vkec2.store.batches import Ec2Batches
 from vkec2.store.bookkeeping import Bookkeeping
 from vkec2.store.ec2calls import Ec2Accounting
 from vkec2.store.outbox import OutboxStreams
@@ -22,7 +23,7 @@ from vkec2.store.pools import PoolMirrors
 __all__ = ["LOCK_TTL_MS", "OUTBOX_MAXLEN", "Lock", "Store", "StoreError", "reachable"]
 
 
-class Store(PodRecords, OutboxStreams, PoolMirrors, Ec2Accounting, Bookkeeping, StoreBase):
+class Store(PodRecords, OutboxStreams, PoolMirrors, Ec2Accounting, Ec2Batches, Bookkeeping, StoreBase):
     """Typed access to one cluster's state in Redis."""
 
     @classmethod

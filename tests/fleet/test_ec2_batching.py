@@ -1,0 +1,169 @@
+"""Coalesced EC2 calls: many workers' describes and terminations become a few calls at the endpoint.
+
+The batching gateway runs against moto's server through the counting proxy and a real Redis; each
+"worker" is a thread with a gateway of its own (its own boto3 client), so the coalescing happens
+through Redis as it does between processes. The counts are the proxy's: calls at the endpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.ec2proxy import Ec2Proxy
+from tests.support.fleet import TEST_AMI
+from vkec2.config import Settings
+from vkec2.domain.podspec import LaunchParams
+from vkec2.ec2.batching import BatchingGateway
+from vkec2.ec2.gateway import Ec2Gateway
+from vkec2.errors import Ec2Error
+from vkec2.store.redis_store import Store
+
+WORKERS = 20
+
+MakeGateway = Callable[[], BatchingGateway]
+
+
+@pytest.fixture
+def settings(ec2_proxy: Ec2Proxy) -> Settings:
+    return Settings.model_validate(
+        {
+            "cluster_name": f"batch-{uuid.uuid4().hex[:8]}",
+            "aws": {"endpoint_url": ec2_proxy.url, "max_attempts": 1, "batch_window_seconds": 0.3},
+        }
+    )
+
+
+@pytest.fixture
+def make_gateway(settings: Settings, redis_url: str) -> Iterator[MakeGateway]:
+    stores: list[Store] = []
+
+    def make() -> BatchingGateway:
+        store = Store.from_url(redis_url, settings.cluster_name)
+        stores.append(store)
+        return BatchingGateway(settings, store)
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def launch(settings: Settings, count: int) -> list[str]:
+    params = LaunchParams(
+        image_id=TEST_AMI,
+        instance_type="m5.large",
+        subnet_id=None,
+        security_groups=(),
+        instance_profile=None,
+        key_pair=None,
+        user_data=None,
+        tags=(),
+        warm_pool=None,
+    )
+    gateway = Ec2Gateway(settings)
+    tags = {"purpose": "batching-test"}
+    return [gateway.run_instance(params, tags, f"batch-{uuid.uuid4().hex}")["InstanceId"] for _ in range(count)]
+
+
+def in_threads(work: Callable[[int], None], count: int) -> list[BaseException]:
+    """Run ``work(i)`` in ``count`` threads started together; the exceptions they raised."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(count)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            work(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors
+
+
+def test_concurrent_describes_share_a_few_calls(
+    settings: Settings, make_gateway: MakeGateway, ec2_proxy: Ec2Proxy
+) -> None:
+    ids = launch(settings, WORKERS)
+    gateways = [make_gateway() for _ in ids]
+    seen: dict[int, dict[str, object]] = {}
+    ec2_proxy.reset_counts()
+
+    def work(i: int) -> None:
+        seen[i] = dict(gateways[i].describe([ids[i]]))
+
+    assert in_threads(work, WORKERS) == []
+    assert all(ids[i] in seen[i] for i in range(WORKERS)), "every worker got its own instance"
+    calls = ec2_proxy.calls["DescribeInstances"]
+    print(f"{WORKERS} concurrent describes -> {calls} DescribeInstances at the endpoint")
+    assert calls <= 4
+
+
+def test_an_unknown_instance_is_absent_and_the_others_are_answered(
+    settings: Settings, make_gateway: MakeGateway
+) -> None:
+    (known,) = launch(settings, 1)
+    found = make_gateway().describe([known, "i-0123456789abcdef0"])
+    assert set(found) == {known}
+
+
+def test_concurrent_terminations_share_a_few_calls(
+    settings: Settings, make_gateway: MakeGateway, ec2_proxy: Ec2Proxy
+) -> None:
+    ids = launch(settings, WORKERS)
+    gateways = [make_gateway() for _ in ids]
+    ec2_proxy.reset_counts()
+
+    assert in_threads(lambda i: gateways[i].terminate([ids[i]]), WORKERS) == []
+
+    calls = ec2_proxy.calls["TerminateInstances"]
+    print(f"{WORKERS} concurrent terminations -> {calls} TerminateInstances at the endpoint")
+    assert calls <= 4
+    states = {i["InstanceId"]: i["State"]["Name"] for i in Ec2Gateway(settings).describe(ids).values()}
+    assert set(states) == set(ids)
+    assert set(states.values()) <= {"shutting-down", "terminated"}
+
+
+def test_a_failed_leader_leaves_no_waiter_without_an_answer(
+    settings: Settings, make_gateway: MakeGateway, ec2_proxy: Ec2Proxy
+) -> None:
+    ids = launch(settings, 6)
+    gateways = [make_gateway() for _ in ids]
+    ec2_proxy.throttle_fraction = 1.0  # the first batches fail: EC2 throttles everything
+    failures: list[BaseException] = []
+    answers: dict[int, dict[str, object]] = {}
+    release = threading.Timer(1.0, lambda: setattr(ec2_proxy, "throttle_fraction", 0.0))
+    release.start()
+
+    def work(i: int) -> None:
+        try:
+            answers[i] = dict(gateways[i].describe([ids[i]]))
+        except Ec2Error as exc:
+            failures.append(exc)
+
+    assert in_threads(work, len(ids)) == []
+    release.join()
+    # Whoever led a throttled batch got the (retryable) error; nobody waited for ever, and every
+    # worker that did not lead a failed batch has its answer.
+    assert all(isinstance(f, Ec2Error) and f.retryable for f in failures)
+    assert len(failures) + len(answers) == len(ids)
+    assert all(ids[i] in answers[i] for i in answers)
+
+
+def test_window_zero_calls_ec2_directly(settings: Settings, redis_url: str, ec2_proxy: Ec2Proxy) -> None:
+    direct = settings.model_copy(update={"aws": settings.aws.model_copy(update={"batch_window_seconds": 0})})
+    (iid,) = launch(settings, 1)
+    store = Store.from_url(redis_url, settings.cluster_name)
+    try:
+        ec2_proxy.reset_counts()
+        assert iid in BatchingGateway(direct, store).describe([iid])
+        assert ec2_proxy.calls["DescribeInstances"] == 1
+    finally:
+        store.close()

@@ -1,0 +1,117 @@
+"""Coalesced EC2 calls: the fleet's "is it running yet" polls and terminations, many pods per call.
+
+EC2 takes up to 1,000 instance IDs per DescribeInstances or TerminateInstances, and every account
+has a request budget (see :mod:`vkec2.ec2.ratelimit`). One call per pod wastes it: 200 pods booting
+at once poll 200 times a second, and deleting 1,000 pods sends 1,000 terminations.
+:class:`BatchingGateway` is the EC2 gateway with :meth:`~BatchingGateway.describe` and
+:meth:`~BatchingGateway.terminate` coalesced across every worker of the fleet through Redis
+(:mod:`vkec2.store.batches`): a caller adds its IDs to the wanted set, and whichever caller takes
+the batch lead waits one short window (``aws.batch_window_seconds``) for others to join, sends one
+call for up to 1,000 IDs and publishes the answers; the others wait for their answer (a describe
+answer younger than the window counts) and fall back to a call of their own if none comes within
+one call's worst case. Both methods keep the plain gateway's contract — a describe returns fresh
+descriptions, a terminate returns once a TerminateInstances naming the IDs was sent — so callers
+need not know. Written here because no library coalesces calls across processes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from vkec2.config import Settings
+from vkec2.domain.instances import Instance
+from vkec2.ec2.gateway import Ec2Gateway
+from vkec2.store.batches import DESCRIBE, TERMINATE
+from vkec2.store.redis_store import Store
+
+#: The most instance IDs one DescribeInstances / TerminateInstances takes.
+BATCH_LIMIT = 1000
+#: How often a waiting caller looks for its answer.
+WAIT_STEP_SECONDS = 0.02
+
+
+class BatchingGateway(Ec2Gateway):
+    """The EC2 gateway whose describes and terminations are shared by the whole fleet."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        limiter: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(settings, store, limiter=limiter)
+        self.batches = store
+        self.window = settings.aws.batch_window_seconds
+        self._clock = clock
+        self._sleep = sleep
+
+    def _call_budget(self) -> float:
+        """The worst case of one EC2 call: every attempt's timeouts and the rate-limit wait."""
+        aws = self.settings.aws
+        per_attempt = aws.connect_timeout_seconds + aws.read_timeout_seconds
+        return per_attempt * aws.max_attempts + self.settings.rate_limits.max_wait_seconds
+
+    def _lead(self, kind: str, send: Callable[[list[str]], None], mine: Sequence[str]) -> bool:
+        """Lead one batch of ``kind`` if nobody else does: gather, then ``send`` it. Whether led."""
+        ttl_ms = int((self.window + self._call_budget()) * 1000)
+        token = self.batches.lead_batch(kind, ttl_ms)
+        if token is None:
+            return False
+        try:
+            self._sleep(self.window)
+            gathered = self.batches.take_wanted(kind, BATCH_LIMIT)
+            batch = list(dict.fromkeys([*mine, *gathered]))
+            for start in range(0, len(batch), BATCH_LIMIT):
+                send(batch[start : start + BATCH_LIMIT])
+        finally:
+            self.batches.end_batch(kind, token)
+        return True
+
+    def describe(self, instance_ids: Iterable[str]) -> dict[str, Instance]:
+        ids = list(dict.fromkeys(instance_ids))
+        if not ids or self.window <= 0:
+            return super().describe(ids)
+        asked = self._clock()
+        self.batches.want(DESCRIBE, ids, asked)
+
+        def send(batch: list[str]) -> None:
+            found = Ec2Gateway.describe(self, batch)
+            self.batches.publish_seen({i: found.get(i) for i in batch}, self._clock())
+
+        deadline = asked + self.window + self._call_budget()
+        while True:
+            answers = self.batches.seen_since(ids, asked)
+            if len(answers) == len(ids):
+                return {i: inst for i, inst in answers.items() if inst is not None}
+            if self._lead(DESCRIBE, send, [i for i in ids if i not in answers]):
+                continue
+            if self._clock() > deadline:  # the leader died mid-batch: ask EC2 ourselves
+                return super().describe(ids)
+            self._sleep(WAIT_STEP_SECONDS)
+
+    def terminate(self, instance_ids: Sequence[str]) -> None:
+        ids = list(dict.fromkeys(instance_ids))
+        if not ids or self.window <= 0:
+            super().terminate(ids)
+            return
+        asked = self._clock()
+        self.batches.want(TERMINATE, ids, asked)
+
+        def send(batch: list[str]) -> None:
+            Ec2Gateway.terminate(self, batch)
+            self.batches.publish_terminated(batch, self._clock())
+
+        deadline = asked + self.window + self._call_budget()
+        while True:
+            done = self.batches.terminated_since(ids, asked)
+            if len(done) == len(ids):
+                return
+            if self._lead(TERMINATE, send, [i for i in ids if i not in done]):
+                continue
+            if self._clock() > deadline:
+                super().terminate([i for i in ids if i not in done])
+                return
+            self._sleep(WAIT_STEP_SECONDS)

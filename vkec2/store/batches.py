@@ -1,0 +1,96 @@
+"""The shared state of coalesced EC2 calls: what is wanted, who gathers it, and what came back.
+
+Many pods poll "is my instance running yet" and many deletes terminate one instance each; EC2 takes
+up to 1,000 IDs per DescribeInstances or TerminateInstances. The batching gateway
+(:mod:`vkec2.ec2.batching`) gathers the IDs all workers want into ``ec2:batch:{kind}:wanted``, lets
+one worker at a time lead a batch (``ec2:batch:{kind}:lead``, a lock with a token), and publishes
+the answers: each instance's last description in ``ec2:seen:{id}`` and each termination sent in
+``ec2:terminated:{id}``, both with a TTL, so every waiting worker reads its own answer.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+from vkec2.store.base import StoreBase
+
+SEEN_TTL_SECONDS = 300
+TERMINATED_TTL_SECONDS = 3600
+DESCRIBE = "describe"
+TERMINATE = "terminate"
+
+
+class Ec2Batches(StoreBase):
+    """Wanted IDs, batch leadership and published answers of the coalesced EC2 calls."""
+
+    def want(self, kind: str, instance_ids: Iterable[str], now: float) -> None:
+        """Ask for ``instance_ids`` to be part of the next ``kind`` batch (the earliest wish is kept)."""
+        ids = list(instance_ids)
+        if not ids:
+            return
+        key = self.keys.ec2_batch_wanted(kind)
+        if kind == DESCRIBE:
+            self.redis.zadd(key, dict.fromkeys(ids, now), nx=True)
+        else:
+            self.redis.sadd(key, *ids)
+
+    def take_wanted(self, kind: str, limit: int) -> list[str]:
+        """Remove and return up to ``limit`` wanted IDs (the oldest wishes first for describes)."""
+        key = self.keys.ec2_batch_wanted(kind)
+        if kind == DESCRIBE:
+            popped = cast(list[tuple[str, float]], self.redis.zpopmin(key, limit))
+            return [member for member, _ in popped]
+        return cast(list[str], self.redis.spop(key, limit) or [])
+
+    def lead_batch(self, kind: str, ttl_ms: int) -> str | None:
+        """Become the one worker that sends the next ``kind`` batch: a token to release, or None."""
+        token = secrets.token_hex(8)
+        taken = self.redis.set(self.keys.ec2_batch_lead(kind), token, nx=True, px=ttl_ms)
+        return token if taken else None
+
+    def end_batch(self, kind: str, token: str) -> None:
+        """Give up the lead of ``kind`` batches, if this token still holds it."""
+        self.scripts.release(keys=[self.keys.ec2_batch_lead(kind)], args=[token])
+
+    def publish_seen(self, answers: Mapping[str, dict[str, Any] | None], now: float) -> None:
+        """Record the describe answer for each ID (None: EC2 does not know the instance)."""
+        if not answers:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for instance_id, instance in answers.items():
+            doc = json.dumps({"at": now, "instance": instance})
+            pipe.set(self.keys.ec2_seen(instance_id), doc, ex=SEEN_TTL_SECONDS)
+        pipe.execute()
+
+    def seen_since(self, instance_ids: Iterable[str], since: float) -> dict[str, dict[str, Any] | None]:
+        """The published answers for ``instance_ids`` no older than ``since`` (missing: none fresh)."""
+        ids = list(instance_ids)
+        if not ids:
+            return {}
+        raw = cast(list[str | None], self.redis.mget([self.keys.ec2_seen(i) for i in ids]))
+        out: dict[str, dict[str, Any] | None] = {}
+        for instance_id, doc in zip(ids, raw, strict=True):
+            if doc is None:
+                continue
+            entry = json.loads(doc)
+            if float(entry.get("at", 0)) >= since:
+                out[instance_id] = entry.get("instance")
+        return out
+
+    def publish_terminated(self, instance_ids: Iterable[str], now: float) -> None:
+        """Record that a TerminateInstances named each of ``instance_ids``."""
+        pipe = self.redis.pipeline(transaction=False)
+        for instance_id in instance_ids:
+            pipe.set(self.keys.ec2_terminated(instance_id), repr(now), ex=TERMINATED_TTL_SECONDS)
+        pipe.execute()
+
+    def terminated_since(self, instance_ids: Iterable[str], since: float) -> set[str]:
+        """Which of ``instance_ids`` a TerminateInstances named at or after ``since``."""
+        ids = list(instance_ids)
+        if not ids:
+            return set()
+        raw = cast(list[str | None], self.redis.mget([self.keys.ec2_terminated(i) for i in ids]))
+        return {i for i, at in zip(ids, raw, strict=True) if at is not None and float(at) >= since}
