@@ -65,7 +65,8 @@ def launch(settings: Settings, count: int) -> list[str]:
     )
     gateway = Ec2Gateway(settings)
     tags = {"purpose": "batching-test"}
-    return [gateway.run_instance(params, tags, f"batch-{uuid.uuid4().hex}")["InstanceId"] for _ in range(count)]
+    launched = [gateway.run_instance(params, tags, f"batch-{uuid.uuid4().hex}") for _ in range(count)]
+    return [instance["InstanceId"] for instance in launched]
 
 
 def in_threads(work: Callable[[int], None], count: int) -> list[BaseException]:
