@@ -318,6 +318,7 @@ def test_original_provider_config_loads_unchanged(caplog: pytest.LogCaptureFixtu
         "name": "pool-0",
         "desired_count": 2,
         "instance_type": "m5.large",
+        "instance_types": [],
         "image_id": "ami-abc123",
         "subnets": ["subnet-abc123"],
         "security_groups": ["sg-abc123"],
