@@ -286,7 +286,7 @@ class FakeEc2:
         kind, subnet = params.instance_type, params.subnet_id
         for key in ((kind, subnet), (kind, None), (None, subnet), (None, None)):
             if (code := self.no_capacity.get(key)) is not None:
-                raise Ec2Error(f"RunInstances: {code}: no {key[0]} capacity", code=code, capacity=True)
+                raise Ec2Error(f"RunInstances: {code}: no {kind} capacity", code=code, capacity=True)
         if token in self.tokens:  # EC2 answers a repeated token with the instance it launched
             return copy.deepcopy(self.instances[self.tokens[token]])
         instance = self.add(
