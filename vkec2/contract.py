@@ -4,7 +4,8 @@ The producer, the CLI and the workers never import each other's code, so the nam
 live here, once: the Celery task names and the queues they are routed to (a task ``vkec2.<queue>.<verb>``
 goes to queue ``<queue>``), the keyword arguments of the pod tasks, the EC2 tag keys that make an
 instance's tags the durable record of its pod (and the warm-pool states written into one of them),
-the pod annotations and labels the fleet reads or writes, and the pod condition types it owns.
+the pod annotations and labels the fleet reads or writes, the pod condition types it owns, and the
+EC2 error codes it classifies as "no capacity now" (:data:`CAPACITY_ERROR_CODES`).
 Renaming anything here is a breaking change for a running fleet (queued messages, tagged
 instances, pods in the API server); the module imports nothing and sits at the bottom layer.
 """
@@ -87,3 +88,24 @@ INSTANCE_READY: Final = "vkec2.io/InstanceReady"
 AGENT_CONNECTED: Final = "vkec2.io/AgentConnected"
 HEALTHY: Final = "vkec2.io/Healthy"
 FLAPPING: Final = "vkec2.io/Flapping"
+#: True while EC2 refuses the pod's launches for a quota (``VcpuLimitExceeded``, ``InstanceLimitExceeded``).
+QUOTA_EXCEEDED: Final = "vkec2.io/QuotaExceeded"
+
+# -- EC2 error codes the fleet treats alike ----------------------------------------------------
+
+#: RunInstances errors that say "no capacity for this launch now" (not "this launch is wrong"): the
+#: pod waits, moving on to its next subnet and instance type (:mod:`vkec2.fleet.capacity`).
+#: ``Unsupported`` is what RunInstances answers for a type not offered in the subnet's zone.
+CAPACITY_ERROR_CODES: Final = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientHostCapacity",
+        "InsufficientCapacity",
+        "InsufficientCapacityOnHost",
+        "Unsupported",
+        "VcpuLimitExceeded",
+        "InstanceLimitExceeded",
+    }
+)
+#: The capacity errors that are account quotas for the whole region, not one zone's capacity.
+QUOTA_ERROR_CODES: Final = frozenset({"VcpuLimitExceeded", "InstanceLimitExceeded"})

@@ -55,16 +55,28 @@ class LockBusy(Vkec2Error):
 
 
 class Ec2Error(Vkec2Error):
-    """An EC2 call failed; ``code`` is AWS's error code when there is one."""
+    """An EC2 call failed; ``code`` is AWS's error code when there is one.
+
+    ``capacity`` marks the answers that mean "no capacity (or quota) for this launch right now"
+    (the codes are listed once, in ``vkec2.contract.CAPACITY_ERROR_CODES``): the pod waits and
+    moves on to its next subnet or instance type instead of failing.
+    """
 
     reason = "EC2Error"
 
     def __init__(
-        self, message: str, *, code: str | None = None, reason: str | None = None, retryable: bool = False
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        reason: str | None = None,
+        retryable: bool = False,
+        capacity: bool = False,
     ) -> None:
         super().__init__(message, reason=reason)
         self.code = code
-        self.retryable = retryable
+        self.retryable = retryable or capacity
+        self.capacity = capacity
 
 
 class AgentError(Vkec2Error):

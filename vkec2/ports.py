@@ -6,7 +6,8 @@ these structural types rather than against the Redis store, the boto3 gateway an
 so the same rules run on in-memory fakes in unit tests (``tests/support/fakes.py``) in
 milliseconds. Each Protocol lists exactly the calls its consumers make, with the adapters'
 signatures: :class:`PodLock` and :class:`PodStore` are met by :class:`vkec2.store.redis_store.Lock`
-and :class:`~vkec2.store.redis_store.Store`, :class:`WarmPoolClaims` by the same store, :class:`Ec2`
+and :class:`~vkec2.store.redis_store.Store`, :class:`WarmPoolClaims`, :class:`OfferingMarks` and
+:class:`LaunchStore` by the same store, :class:`Ec2`
 by :class:`vkec2.ec2.gateway.Ec2Gateway` and :class:`Agents` by
 :class:`vkec2.agent_client.client.AgentClient`. The adapters never import this module (they satisfy
 it structurally); ``tasks/runtime.py`` has mypy prove that each one does. The value types exchanged
@@ -62,6 +63,22 @@ class WarmPoolClaims(Protocol):
     def claim_ready(self, pool: str) -> tuple[str, dict[str, Any]] | None: ...
 
 
+class OfferingMarks(Protocol):
+    """The fleet-wide marks of (instance type, zone) pairs that just answered "no capacity"."""
+
+    def mark_unavailable(
+        self, instance_type: str, zone: str, answer: Mapping[str, Any], ttl_seconds: float
+    ) -> None: ...
+
+    def unavailable(self, offerings: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The marked pairs among ``offerings``, each with the EC2 answer it was marked with."""
+        ...
+
+
+class LaunchStore(WarmPoolClaims, OfferingMarks, Protocol):
+    """What the create step uses of the store: warm-pool claims and the capacity marks."""
+
+
 class Ec2(Protocol):
     """The EC2 calls of the lifecycle, the health sweep, the warm pools and the orphan GC."""
 
@@ -85,6 +102,10 @@ class Ec2(Protocol):
 
     def run_instance(self, params: LaunchParams, tags: Mapping[str, str], token: str) -> Instance:
         """Launch one instance, tagged at launch, idempotent by the ClientToken ``token``."""
+        ...
+
+    def subnet_zones(self, subnet_ids: Sequence[str]) -> dict[str, str]:
+        """Subnet ID -> Availability Zone; subnets whose zone is unknown are absent."""
         ...
 
     def create_tags(self, instance_ids: Sequence[str], tags: Mapping[str, str]) -> None: ...

@@ -4,12 +4,13 @@
 the same flat string hash (encoded and decoded with :class:`~vkec2.domain.models.PodRecord`), a lock
 whose taking bumps the record's ``fence``, fenced writes that refuse a stale fence with
 :class:`~vkec2.errors.StaleFence` exactly as the Lua compare-and-set does, and the status event of
-each write appended to the node's outbox in the same call. :class:`FakeEc2` keeps instances whose
-state and tags a test sets, honours RunInstances' ClientToken (the same token returns the same
-instance) and logs every call; :class:`FakeAgents` answers serving / launch / status / terminate as a
-test programs it, including :class:`~vkec2.errors.AgentUnavailable` and
-:class:`~vkec2.errors.AgentRejected`. Nothing here sleeps or opens a socket. mypy proves at the end of
-this module that each fake satisfies its port.
+each write appended to the node's outbox in the same call; it also keeps the fleet's "no capacity"
+marks on its clock. :class:`FakeEc2` keeps instances whose state and tags a test sets, honours
+RunInstances' ClientToken (the same token returns the same instance), answers the capacity errors
+a test programs per instance type and subnet (``no_capacity``) and logs every call;
+:class:`FakeAgents` answers serving / launch / status / terminate as a test programs it, including
+:class:`~vkec2.errors.AgentUnavailable` and :class:`~vkec2.errors.AgentRejected`. Nothing here
+sleeps or opens a socket. mypy proves at the end of this module that each fake satisfies its port.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from vkec2.domain.agents import AgentTarget, AppStatus
 from vkec2.domain.instances import LIVE_STATES, Instance, pod_tags, tag_map
 from vkec2.domain.models import PodRecord, StatusEvent
 from vkec2.domain.podspec import LaunchParams
-from vkec2.errors import AgentError, LockBusy, StaleFence, UnknownPod
+from vkec2.errors import AgentError, Ec2Error, LockBusy, StaleFence, UnknownPod
 
 LOCK_TTL_MS = 60_000
 #: The run-lock name FakeStore.sweep_flight holds (tests take it to stand for another sweeper).
@@ -62,6 +63,7 @@ class FakeStore:
         self.writes: list[tuple[str, dict[str, Any]]] = []  # (uid, values) of every accepted write
         self.ready: dict[str, list[tuple[str, Instance]]] = {}  # warm pool -> Ready members
         self.flights: set[str] = set()
+        self.marks: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}  # offering -> (until, answer)
         self._held: dict[str, FakeLock] = {}
         self._mutex = threading.Lock()
 
@@ -161,6 +163,17 @@ class FakeStore:
             return None
         return members.pop(0)
 
+    # -- the OfferingMarks port ----------------------------------------------------------
+
+    def mark_unavailable(
+        self, instance_type: str, zone: str, answer: Mapping[str, Any], ttl_seconds: float
+    ) -> None:
+        self.marks[(instance_type, zone)] = (self.clock() + ttl_seconds, dict(answer))
+
+    def unavailable(self, offerings: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        live = {k: v for k, (until, v) in self.marks.items() if until > self.clock()}
+        return {pair: dict(live[pair]) for pair in offerings if pair in live}
+
 
 # -- EC2 ---------------------------------------------------------------------------------------
 
@@ -176,6 +189,9 @@ class FakeEc2:
         self.impaired_ids: dict[str, str] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.errors: dict[str, Exception] = {}  # action -> error to raise on every call of it
+        # (instance type or None, subnet or None) -> AWS code RunInstances answers (None: any)
+        self.no_capacity: dict[tuple[str | None, str | None], str] = {}
+        self.zones: dict[str, str] = {}  # subnet -> zone (others: unknown)
         self._ids = itertools.count(1)
         self._mutex = threading.Lock()
 
@@ -267,6 +283,10 @@ class FakeEc2:
             SubnetId=params.subnet_id,
             Tags=all_tags,
         )
+        kind, subnet = params.instance_type, params.subnet_id
+        for key in ((kind, subnet), (kind, None), (None, subnet), (None, None)):
+            if (code := self.no_capacity.get(key)) is not None:
+                raise Ec2Error(f"RunInstances: {code}: no {kind} capacity", code=code, capacity=True)
         if token in self.tokens:  # EC2 answers a repeated token with the instance it launched
             return copy.deepcopy(self.instances[self.tokens[token]])
         instance = self.add(
@@ -277,6 +297,10 @@ class FakeEc2:
         )
         self.tokens[token] = instance["InstanceId"]
         return instance
+
+    def subnet_zones(self, subnet_ids: Sequence[str]) -> dict[str, str]:
+        self._call("DescribeSubnets", SubnetIds=list(subnet_ids))
+        return {s: self.zones[s] for s in subnet_ids if s in self.zones}
 
     def create_tags(self, instance_ids: Sequence[str], tags: Mapping[str, str]) -> None:
         if not instance_ids:
@@ -382,10 +406,10 @@ class FakeAgents:
 
 
 if TYPE_CHECKING:
-    from vkec2.ports import Agents, Ec2, PodLock, PodStore, WarmPoolClaims
+    from vkec2.ports import Agents, Ec2, LaunchStore, PodLock, PodStore
 
     def _fakes_satisfy_ports(
         store: FakeStore, lock: FakeLock, ec2: FakeEc2, agents: FakeAgents
-    ) -> tuple[PodStore, PodLock, WarmPoolClaims, Ec2, Agents]:
+    ) -> tuple[PodStore, PodLock, LaunchStore, Ec2, Agents]:
         """Never runs: mypy proves here that each fake satisfies its port (vkec2/ports.py)."""
         return store, lock, store, ec2, agents

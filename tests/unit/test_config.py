@@ -52,6 +52,13 @@ def test_no_file_and_no_env_gives_defaults() -> None:
     assert load_settings(env={}) == Settings()
 
 
+def test_capacity_defaults() -> None:
+    ec2 = Settings().ec2
+    assert (ec2.capacity_deadline_seconds, ec2.unavailable_ttl_seconds, ec2.instance_types) == (1800, 180, [])
+    pool = Settings.model_validate({"warm_pools": [{"name": "a", "instance_types": ["c5.large"]}]})
+    assert pool.pool_launch_defaults(pool.warm_pools[0]).instance_types == ["c5.large"]
+
+
 def test_example_yaml_loads_every_section() -> None:
     s = load_settings(EXAMPLE, env={})
     assert s.cluster_name == "prod-east"
@@ -252,6 +259,10 @@ def test_default_pool_is_named_or_first() -> None:
         ("VKEC2_AGENT__BACKOFF__MAX_DELAY_SECONDS", "0.5"),  # below the base delay
         ("VKEC2_EC2__IMAGE_ID", "centos"),
         ("VKEC2_EC2__INSTANCE_TYPE", "large"),
+        ("VKEC2_EC2__INSTANCE_TYPES", '["m5.large", "large"]'),
+        ("VKEC2_EC2__INSTANCE_TYPES", '["m5.large", "m5.large"]'),
+        ("VKEC2_EC2__CAPACITY_DEADLINE_SECONDS", "0"),
+        ("VKEC2_EC2__UNAVAILABLE_TTL_SECONDS", "-1"),
         ("VKEC2_EC2__SECURITY_GROUPS", '["default"]'),
         ("VKEC2_EC2__TAGS", '{"vkec2.io/pod-uid": "x"}'),
         ("VKEC2_REGION", "mars"),
@@ -318,6 +329,7 @@ def test_original_provider_config_loads_unchanged(caplog: pytest.LogCaptureFixtu
         "name": "pool-0",
         "desired_count": 2,
         "instance_type": "m5.large",
+        "instance_types": [],
         "image_id": "ami-abc123",
         "subnets": ["subnet-abc123"],
         "security_groups": ["sg-abc123"],

@@ -150,6 +150,10 @@ def test_missing_image() -> None:
         ("tags", "{" + ",".join(f'"k{i}": "v"' for i in range(40)) + "}", "at most 40 user tags"),
         ("key-pair", "  ", "empty value"),
         ("image-id", 5, "not a string"),
+        ("instance-types", "m5.large,,c5.large", "'' is not an instance type"),
+        ("instance-types", "m5.large, large", "'large' is not an instance type"),
+        ("instance-types", "m5.large,c5.large,m5.large", "listed twice"),
+        ("instance-types", ",".join(f"m{i}.large" for i in range(11)), "11 instance types; at most 10"),
     ],
 )
 def test_malformed_annotation(name: str, value: Any, fragment: str) -> None:
@@ -281,6 +285,8 @@ def test_fingerprint_is_short_stable_and_covers_every_field() -> None:
         "user_data": None,
         "tags": (),
         "warm_pool": "mac",
+        "fallback_types": ("m5a.large",),
+        "fallback_subnets": ("subnet-0z",),
     }
     assert set(changes) == {f.name for f in dataclasses.fields(LaunchParams)}
     prints = {dataclasses.replace(base, **{k: v}).fingerprint() for k, v in changes.items()}
@@ -351,3 +357,45 @@ def test_agent_installer_is_the_user_data_when_only_the_bootstrap_artifact_is_co
         ).user_data
         is None
     )
+
+
+# --- capacity fallbacks ------------------------------------------------------------------------
+
+
+def test_instance_types_annotation_lists_the_types_in_order() -> None:
+    params = launch_params(cfg(), pod({"instance-types": " c6i.large , c5.large,m5.large "}))
+    assert (params.instance_type, params.fallback_types) == ("c6i.large", ("c5.large", "m5.large"))
+    both = launch_params(cfg(), pod({"instance-types": "c6i.large,c5.large", "instance-type": "c5.large"}))
+    assert (both.instance_type, both.fallback_types) == ("c5.large", ("c6i.large",))
+    assert launch_params(cfg(), pod({"instance-type": "c5.large"})).fallback_types == ()
+    assert "instance-types" in ANNOTATIONS
+
+
+def test_alternative_types_come_from_ec2_or_the_pool() -> None:
+    ec2 = {"image_id": IMAGE, "instance_types": ["m5a.large", "m5.large"]}
+    assert launch_params(cfg(ec2=ec2), pod()).fallback_types == ("m5a.large",)
+    pools = [{"name": "mac", "instance_type": "mac2.metal", "instance_types": ["mac2-m2.metal"]}]
+    params = launch_params(cfg(ec2=ec2, warm_pools=pools), pod({"warm-pool": "mac"}))
+    assert (params.instance_type, params.fallback_types) == ("mac2.metal", ("mac2-m2.metal",))
+    restated = pod({"warm-pool": "mac", "instance-types": "mac2.metal,mac2-m2.metal"})
+    assert launch_params(cfg(warm_pools=pools), restated).fallback_types == ("mac2-m2.metal",)
+    error = failure(cfg(warm_pools=pools), {"warm-pool": "mac", "instance-types": "mac2-m2.metal"})
+    assert "contradicts warm pool 'mac' (instance types mac2.metal, mac2-m2.metal)" in error.message
+
+
+def test_instance_types_is_a_launch_override() -> None:
+    params = launch_params(cfg(warm_pools=POOLS), pod({"instance-types": "c5.large"}))
+    assert params.warm_pool is None
+
+
+def test_the_other_subnets_follow_the_picked_one() -> None:
+    s = cfg(ec2={"image_id": IMAGE, "subnets": ["subnet-01", "subnet-02", "subnet-03"]})
+    for i in range(20):
+        params = launch_params(s, pod(uid=f"uid-{i}"))
+        assert params.subnet_id is not None
+        order = [params.subnet_id, *params.fallback_subnets]
+        assert sorted(order) == ["subnet-01", "subnet-02", "subnet-03"]
+        start = ["subnet-01", "subnet-02", "subnet-03"].index(order[0])
+        assert order == (["subnet-01", "subnet-02", "subnet-03"] * 2)[start : start + 3]
+    pinned = launch_params(s, pod({"subnet-id": "subnet-09"}))
+    assert (pinned.subnet_id, pinned.fallback_subnets) == ("subnet-09", ())

@@ -79,6 +79,10 @@ class _LaunchTarget(Section):
 
     image_id: str | None = None
     instance_type: str = "m5.large"
+    instance_types: list[str] = Field(
+        default_factory=list,
+        description="Alternative instance types, tried in order after instance_type when EC2 lacks capacity.",
+    )
     subnets: list[str] = Field(default_factory=list)
     security_groups: list[str] = Field(default_factory=list)
     instance_profile: str | None = None
@@ -86,6 +90,15 @@ class _LaunchTarget(Section):
 
     _image = field_validator("image_id")(check_image)
     _type = field_validator("instance_type")(check_instance_type)
+
+    @field_validator("instance_types")
+    @classmethod
+    def _types(cls, value: list[str]) -> list[str]:
+        value = [check_instance_type(item) for item in value]
+        if len(set(value)) != len(value):
+            raise ValueError("an instance type is listed twice")
+        return value
+
     _profile = field_validator("instance_profile")(check_profile)
     _key = field_validator("key_pair")(check_key_pair)
 
@@ -105,6 +118,16 @@ class Ec2Defaults(_LaunchTarget):
 
     user_data: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+    capacity_deadline_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description="How long a pod waits for EC2 capacity (or quota) before it is Failed.",
+    )
+    unavailable_ttl_seconds: float = Field(
+        default=180.0,
+        gt=0,
+        description="How long an (instance type, zone) that answered 'no capacity' is skipped fleet-wide.",
+    )
 
     @field_validator("tags")
     @classmethod
@@ -363,6 +386,7 @@ class Settings(BaseSettings):
         return Ec2Defaults(
             image_id=pool.image_id or ec2.image_id,
             instance_type=pool.instance_type,
+            instance_types=list(pool.instance_types),
             subnets=list(pool.subnets or ec2.subnets),
             security_groups=list(pool.security_groups or ec2.security_groups),
             instance_profile=pool.instance_profile or ec2.instance_profile,

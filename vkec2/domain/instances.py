@@ -4,9 +4,9 @@ An :data:`Instance` is a boto3 EC2 Instance description as a JSON-ready dict (da
 strings). Instances are tagged at launch with the cluster, the virtual node and the pod's UID and
 namespace/name (:func:`pod_tags`; the tag keys are in :mod:`vkec2.contract`), so the tags are the
 durable record of which pod owns an instance; warm-pool members carry the pool's name and state
-instead. :func:`client_token` is the ``RunInstances`` ClientToken of one launch attempt of a pod, so
-a retried call returns the same instance. All of it is pure: the EC2 gateway and the in-memory fakes
-of the tests share it.
+instead. :func:`client_token` is the ``RunInstances`` ClientToken of one launch attempt of a pod (and
+of one set of launch parameters), so a retried call returns the same instance. All of it is pure:
+the EC2 gateway and the in-memory fakes of the tests share it.
 """
 
 from __future__ import annotations
@@ -23,9 +23,13 @@ Instance = dict[str, Any]
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 
 
-def client_token(uid: str, attempt: int) -> str:
-    """The idempotency token of one launch attempt of a pod: at most 64 ASCII characters."""
-    token = f"vkec2-{uid}-{attempt}"
+def client_token(uid: str, attempt: int, variant: str = "") -> str:
+    """The idempotency token of one launch attempt of a pod: at most 64 ASCII characters.
+
+    ``variant`` names other launch parameters than the pod's own (a fallback subnet or instance
+    type after a capacity error): EC2 refuses a token reused with different parameters.
+    """
+    token = f"vkec2-{uid}-{attempt}" + (f"-{variant}" if variant else "")
     if len(token) > 64:
         token = "vkec2-" + hashlib.sha256(token.encode()).hexdigest()[:58]
     return token

@@ -50,6 +50,7 @@ class PodRecord:
     running_at: float = 0.0  # when the instance was seen running (phase Booting), for metrics
     launching_at: float = 0.0  # when the agent accepted the workload (phase Launching), for metrics
     next_task: str = ""
+    capacity_since: float = 0.0  # when the pod began waiting for EC2 capacity (vkec2.fleet.capacity)
     conditions: list[dict[str, Any]] = field(default_factory=list)
     container_statuses: list[dict[str, Any]] = field(default_factory=list)
     health: dict[str, Any] = field(default_factory=dict)
@@ -59,7 +60,9 @@ class PodRecord:
     _JSON = frozenset({"spec", "instance", "conditions", "container_statuses", "health"})
     _LISTS = frozenset({"conditions", "container_statuses"})
     _INT = frozenset({"generation", "fence", "attempt"})
-    _FLOAT = frozenset({"launched_at", "running_at", "launching_at", "created_at", "updated_at"})
+    _FLOAT = frozenset(
+        {"launched_at", "running_at", "launching_at", "capacity_since", "created_at", "updated_at"}
+    )
 
     @classmethod
     def from_hash(cls, raw: dict[str, str]) -> PodRecord:

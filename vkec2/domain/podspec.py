@@ -3,12 +3,15 @@
 Workers call :func:`launch_params` with the settings and the pod (a Kubernetes Pod as a JSON dict)
 before claiming a warm-pool instance or sending RunInstances. The original provider's annotations
 ``compute.amazonaws.com/{image-id, instance-type, subnet-id, security-groups, instance-profile,
-key-pair, tags, warm-pool}`` are honoured; a named warm pool's parameters are the base, and with no
-pool and no launch-parameter annotation the default pool is used. The result is a frozen
+key-pair, tags, warm-pool}`` are honoured, plus ``instance-types`` (the instance types to try, in
+order, when EC2 has no capacity); a named warm pool's parameters are the base, and with no pool and
+no launch-parameter annotation the default pool is used. The result is a frozen
 :class:`LaunchParams` whose :meth:`~LaunchParams.fingerprint` is stable across retries (the subnet
 is picked from the pod UID, lists are sorted), so the same pod always sends the same parameters
-with its ClientToken. Anything wrong with the pod raises :class:`~vkec2.errors.InvalidPodSpec`
-with reason ``InvalidAnnotation``, ``UnknownWarmPool`` or ``MissingImage``; nothing is launched.
+with its ClientToken; it also carries the fallbacks a capacity error moves on to (the other
+subnets, from the picked one on, and the alternative instance types). Anything wrong with the pod
+raises :class:`~vkec2.errors.InvalidPodSpec` with reason ``InvalidAnnotation``,
+``UnknownWarmPool`` or ``MissingImage``; nothing is launched.
 The instance's UserData is decided here too (:func:`user_data_for`, also used for warm-pool
 launches): ``ec2.user_data`` as configured, else the agent installer rendered from
 ``agent/userdata``.
@@ -50,10 +53,21 @@ INSTANCE_PROFILE = "instance-profile"
 KEY_PAIR = "key-pair"
 TAGS = "tags"
 WARM_POOL = "warm-pool"
+INSTANCE_TYPES = "instance-types"
+#: At most this many entries in the ``instance-types`` annotation.
+MAX_INSTANCE_TYPES = 10
 
 #: Annotations (without the prefix) this module understands.
 #: Annotations that change how the instance is launched; any of them turns off the default pool.
-LAUNCH_OVERRIDES = (IMAGE_ID, INSTANCE_TYPE, SUBNET_ID, SECURITY_GROUPS, INSTANCE_PROFILE, KEY_PAIR)
+LAUNCH_OVERRIDES = (
+    IMAGE_ID,
+    INSTANCE_TYPE,
+    INSTANCE_TYPES,
+    SUBNET_ID,
+    SECURITY_GROUPS,
+    INSTANCE_PROFILE,
+    KEY_PAIR,
+)
 #: Annotations (without the prefix) this module understands.
 ANNOTATIONS = (*LAUNCH_OVERRIDES, TAGS, WARM_POOL)
 
@@ -75,10 +89,17 @@ class LaunchParams:
     user_data: str | None
     tags: tuple[tuple[str, str], ...]  # user tags (config ec2.tags overlaid by the tags annotation), sorted
     warm_pool: str | None  # pool this pod may claim from, or None for a cold launch
+    fallback_types: tuple[str, ...] = ()  # tried in order after instance_type when EC2 has no capacity
+    fallback_subnets: tuple[str, ...] = ()  # tried in order after subnet_id (the rest of the list)
 
     def fingerprint(self) -> str:
-        """A stable 16-hex-digit hash of all parameters (the same pod spec always gives the same)."""
-        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        """A stable 16-hex-digit hash of all parameters (the same pod spec always gives the same).
+
+        Empty fallbacks are left out, so a pod without any hashes as it did before they existed.
+        """
+        optional = ("fallback_types", "fallback_subnets")
+        fields = {k: v for k, v in asdict(self).items() if v or k not in optional}
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
@@ -142,6 +163,45 @@ def _parse_groups(text: str) -> tuple[str, ...]:
     return tuple(sorted(set(groups)))
 
 
+def _parse_types(text: str) -> tuple[str, ...]:
+    types = [item.strip() for item in text.split(",")]
+    for item in types:
+        if not INSTANCE_TYPE_RE.fullmatch(item):
+            raise _invalid(INSTANCE_TYPES, f"{_short(item)} is not an instance type like m5.large")
+    if len(set(types)) != len(types):
+        raise _invalid(INSTANCE_TYPES, f"an instance type is listed twice in {_short(text)}")
+    if len(types) > MAX_INSTANCE_TYPES:
+        raise _invalid(INSTANCE_TYPES, f"{len(types)} instance types; at most {MAX_INSTANCE_TYPES}")
+    return tuple(types)
+
+
+def _instance_types(ann: Mapping[str, str], base: Ec2Defaults) -> tuple[str, tuple[str, ...]]:
+    """The instance type to launch and its fallbacks, from the annotations or else from ``base``.
+
+    ``instance-types`` lists them in order; ``instance-type`` alone names one with no fallback;
+    with both, ``instance-type`` is tried first, then the list.
+    """
+    if INSTANCE_TYPES in ann:
+        listed = _parse_types(ann[INSTANCE_TYPES])
+        first = ann.get(INSTANCE_TYPE, listed[0])
+    elif INSTANCE_TYPE in ann:
+        return ann[INSTANCE_TYPE], ()
+    else:
+        first, listed = base.instance_type, tuple(base.instance_types)
+    return first, tuple(t for t in listed if t != first)
+
+
+def _subnets(ann: Mapping[str, str], base: Ec2Defaults, uid: str) -> tuple[str | None, tuple[str, ...]]:
+    """The subnet to launch in (the annotation's, else picked from the UID) and the others after it."""
+    if SUBNET_ID in ann:
+        return ann[SUBNET_ID], ()
+    first = _pick(base.subnets, uid)
+    if first is None:
+        return None, ()
+    at = base.subnets.index(first)
+    return first, tuple(s for s in dict.fromkeys([*base.subnets[at + 1 :], *base.subnets[:at]]) if s != first)
+
+
 def _validated(ann: Mapping[str, str]) -> None:
     checks = (
         (IMAGE_ID, lambda v: bool(IMAGE_ID_RE.fullmatch(v)), "not an AMI ID like ami-0123456789abcdef0"),
@@ -192,6 +252,9 @@ def _check_against_pool(pool: WarmPool, base: Ec2Defaults, ann: Mapping[str, str
         raise contradicts(IMAGE_ID, "image", base.image_id)
     if INSTANCE_TYPE in ann and ann[INSTANCE_TYPE] != base.instance_type:
         raise contradicts(INSTANCE_TYPE, "instance type", base.instance_type)
+    pool_types = (base.instance_type, *(t for t in base.instance_types if t != base.instance_type))
+    if INSTANCE_TYPES in ann and _parse_types(ann[INSTANCE_TYPES]) != pool_types:
+        raise contradicts(INSTANCE_TYPES, "instance types", ", ".join(pool_types))
     if SUBNET_ID in ann and base.subnets and ann[SUBNET_ID] not in base.subnets:
         raise contradicts(SUBNET_ID, "subnets", ", ".join(base.subnets))
     if SECURITY_GROUPS in ann and _parse_groups(ann[SECURITY_GROUPS]) != tuple(sorted(base.security_groups)):
@@ -254,15 +317,18 @@ def launch_params(settings: Settings, pod: Mapping[str, Any]) -> LaunchParams:
             "ec2.image_id in the configuration",
             reason=REASON_MISSING_IMAGE,
         )
-    instance_type = ann.get(INSTANCE_TYPE, base.instance_type)
+    instance_type, fallback_types = _instance_types(ann, base)
+    subnet_id, fallback_subnets = _subnets(ann, base, uid)
     return LaunchParams(
         image_id=image_id,
         instance_type=instance_type,
-        subnet_id=ann.get(SUBNET_ID) or _pick(base.subnets, uid),
+        subnet_id=subnet_id,
         security_groups=groups,
         instance_profile=ann.get(INSTANCE_PROFILE, base.instance_profile),
         key_pair=ann.get(KEY_PAIR, base.key_pair),
         user_data=user_data_for(settings, instance_type),
         tags=tuple(sorted(user_tags.items())),
         warm_pool=pool.name if pool is not None else None,
+        fallback_types=fallback_types,
+        fallback_subnets=fallback_subnets,
     )

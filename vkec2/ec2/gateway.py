@@ -14,6 +14,7 @@ from the fleet-wide rate limiter and every call is counted (Prometheus and Redis
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -26,7 +27,7 @@ import botocore.config
 import botocore.exceptions
 
 from vkec2.config import Settings
-from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
+from vkec2.contract import CAPACITY_ERROR_CODES, TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.instances import LIVE_STATES, Instance, pod_tags
 from vkec2.domain.podspec import LaunchParams
 from vkec2.ec2.accounting import THROTTLE_CODES, CallAccounting
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from types_boto3_ec2 import EC2Client
 
     from vkec2.store.redis_store import Store
+
+log = logging.getLogger(__name__)
 
 DESCRIBE_BATCH = 1000
 NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
@@ -58,17 +61,20 @@ def jsonable(instance: Mapping[str, Any]) -> Instance:
 
 @contextmanager
 def _ec2_errors(action: str) -> Iterator[None]:
-    """Raise the botocore errors of ``action`` as :class:`Ec2Error` (throttles and network: retryable)."""
+    """Raise the botocore errors of ``action`` as :class:`Ec2Error` (throttles and network: retryable;
+    capacity and quota answers: retryable with ``capacity`` set, their code as the reason)."""
     try:
         yield
     except botocore.exceptions.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         throttled = code in THROTTLE_CODES
+        capacity = code in CAPACITY_ERROR_CODES
         raise Ec2Error(
             f"{action}: {code}: {exc.response.get('Error', {}).get('Message', '')}",
             code=code,
             retryable=throttled,
-            reason="EC2Throttled" if throttled else None,
+            reason="EC2Throttled" if throttled else (code if capacity else None),
+            capacity=capacity,
         ) from exc
     except (botocore.exceptions.BotoCoreError, OSError) as exc:
         raise Ec2Error(f"{action}: {exc}", retryable=True, reason="EC2Unreachable") from exc
@@ -86,6 +92,7 @@ class Ec2Gateway:
         self._client: EC2Client | None = None
         self._pid = 0
         self._mutex = threading.Lock()
+        self._zones: dict[str, str] = {}  # subnet ID -> Availability Zone
 
     @property
     def client(self) -> EC2Client:
@@ -255,3 +262,23 @@ class Ec2Gateway:
         paginator = self.client.get_paginator("describe_instance_types")
         types = self._paged_call("DescribeInstanceTypes", paginator, "InstanceTypes[]", InstanceTypes=wanted)
         return {str(item["InstanceType"]): dict(item) for item in types}
+
+    def subnet_zones(self, subnet_ids: Sequence[str]) -> dict[str, str]:
+        """Subnet ID -> its Availability Zone, asked once per process (a subnet never moves).
+
+        A subnet EC2 does not know, or any subnet while DescribeSubnets fails, is left out (the
+        caller keys by the subnet ID instead); only a failed call is asked again later.
+        """
+        wanted = sorted(set(subnet_ids) - set(self._zones))
+        if wanted:
+            try:
+                paginator = self.client.get_paginator("describe_subnets")
+                found = self._paged_call("DescribeSubnets", paginator, "Subnets[]", SubnetIds=wanted)
+                zones = {str(s["SubnetId"]): str(s["AvailabilityZone"]) for s in found}
+            except Ec2Error as exc:
+                log.warning("DescribeSubnets %s failed (%s); keying capacity by subnet", wanted, exc.message)
+                if exc.code != "InvalidSubnetID.NotFound":
+                    return {sid: self._zones[sid] for sid in subnet_ids if self._zones.get(sid)}
+                zones = {}
+            self._zones.update({sid: zones.get(sid, "") for sid in wanted})
+        return {sid: self._zones[sid] for sid in subnet_ids if self._zones.get(sid)}

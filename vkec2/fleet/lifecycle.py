@@ -11,20 +11,21 @@ worker. Nothing here knows Celery; :mod:`tasks.pods` schedules the steps.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from vkec2.config import Settings
 from vkec2.contract import AGENT_CONNECTED, INSTANCE_READY, POOL_CLAIMED, TAG_POOL_STATE
 from vkec2.domain import phases
 from vkec2.domain.agents import AgentTarget, AppStatus, resolve_endpoint
-from vkec2.domain.instances import Instance, client_token
+from vkec2.domain.instances import Instance
 from vkec2.domain.models import Phase, PodRecord, StatusEvent, now
 from vkec2.domain.podspec import launch_params
 from vkec2.domain.times import rfc3339
 from vkec2.errors import AgentRejected, AgentUnavailable, InvalidPodSpec
+from vkec2.fleet.capacity import CapacityLaunch, NoCapacity, settle_conditions
 from vkec2.observability import metrics
-from vkec2.ports import Agents, Ec2, PodLock, WarmPoolClaims
+from vkec2.ports import Agents, Ec2, LaunchStore, PodLock
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class Lifecycle:
     def __init__(
         self,
         settings: Settings,
-        store: WarmPoolClaims,
+        store: LaunchStore,
         ec2: Ec2,
         agents: Agents,
         bootstrap: Callable[[AgentTarget], None] | None = None,
@@ -58,6 +59,7 @@ class Lifecycle:
         self.ec2 = ec2
         self.agents = agents
         self.bootstrap = bootstrap
+        self.capacity = CapacityLaunch(settings, store, ec2)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -71,6 +73,7 @@ class Lifecycle:
         message: str = "",
         warning: bool = False,
         status: AppStatus | None = None,
+        extra_conditions: Sequence[dict[str, Any]] = (),
         **values: Any,
     ) -> None:
         """Write the new phase (and fields) and tell the producer, in one atomic write."""
@@ -90,6 +93,7 @@ class Lifecycle:
         if status is not None:
             conditions += status.conditions
             rec.container_statuses = status.container_statuses
+        conditions += settle_conditions(rec.conditions, extra_conditions)
         rec.conditions = conditions
         event = StatusEvent.of(
             rec, phase, reason=reason, message=message, warning=warning, conditions=conditions
@@ -242,8 +246,26 @@ class Lifecycle:
                 instance_id, instance = claimed
                 self.ec2.create_tags([instance_id], {**tags, TAG_POOL_STATE: POOL_CLAIMED})
                 return self._adopt(lock, rec, instance, f"claimed from warm pool {params.warm_pool}")
-        instance = self.ec2.run_instance(params, tags, client_token(rec.uid, rec.attempt))
-        return self._adopt(lock, rec, instance, "launched")
+        outcome = self.capacity.launch(lock, rec, params, tags)
+        if isinstance(outcome, NoCapacity):
+            return self._no_capacity(lock, rec, outcome)
+        return self._adopt(lock, rec, outcome, "launched")
+
+    def _no_capacity(self, lock: PodLock, rec: PodRecord, outcome: NoCapacity) -> float | None:
+        """No candidate had capacity: wait in Pending, or fail after the deadline (vkec2.fleet.capacity)."""
+        verdict = self.capacity.verdict(rec, outcome)
+        if verdict.write:
+            self._record(
+                lock,
+                rec,
+                verdict.phase,
+                reason=verdict.reason,
+                message=verdict.message,
+                warning=True,
+                extra_conditions=verdict.conditions,
+                **verdict.fields,
+            )
+        return verdict.delay
 
     def _await_running(self, lock: PodLock, rec: PodRecord) -> float | None:
         instance = self.ec2.describe([rec.instance_id]).get(rec.instance_id)

@@ -30,6 +30,10 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
   reconcile. Lifetime: TTL 120 s; deleted when the pass ends.
 - ``health:sweep`` (string): single-flight lock of the health sweep. Owner: the health sweep. Lifetime:
   TTL max(60 s, 3 sweep intervals); deleted when the pass ends.
+- ``unavailable:{instance_type}:{zone}`` (string): JSON ``{code, message, at}`` of the capacity error EC2
+  answered for that instance type in that Availability Zone (zone ``*``: a quota of the whole region;
+  a subnet ID when its zone is unknown). Owner: the create step (:mod:`vkec2.fleet.capacity`); every
+  create step reads it before trying the pair. Lifetime: TTL ``ec2.unavailable_ttl_seconds`` (180 s).
 - ``capacity`` (hash): node capacity: cpu, memory, pods, source, reason, updated_at. Owner: the quota
   refresh; the producer reads it. Lifetime: overwritten by every refresh.
 - ``ec2:calls`` (hash): EC2 API action -> calls made by the fleet. Owner: the EC2 gateway (every worker).
@@ -107,6 +111,9 @@ class Keys:
 
     def pool_instances(self, pool: str) -> str:
         return f"{self.prefix}pool:{pool}:instances"
+
+    def unavailable(self, instance_type: str, zone: str) -> str:
+        return f"{self.prefix}unavailable:{instance_type}:{zone}"
 
     def capacity(self) -> str:
         return f"{self.prefix}capacity"

@@ -3,7 +3,8 @@
 :class:`Store` is composed of cohesive parts, each in its own module: pod records, per-pod locks
 with fencing and fenced writes (:mod:`vkec2.store.pods`), the status outbox's consumer-group side
 (:mod:`vkec2.store.outbox`), the warm-pool mirrors (:mod:`vkec2.store.pools`), EC2 call accounting
-and token buckets (:mod:`vkec2.store.ec2calls`), coalesced EC2 calls (:mod:`vkec2.store.batches`)
+and token buckets (:mod:`vkec2.store.ec2calls`), coalesced EC2 calls (:mod:`vkec2.store.batches`),
+the fleet-wide "no capacity" marks of (instance type, zone) pairs (:mod:`vkec2.store.offerings`)
 and the periodic passes' bookkeeping (:mod:`vkec2.store.bookkeeping`), on a shared client, key
 schema (:mod:`vkec2.store.keys`) and set of Lua scripts (:mod:`vkec2.store.scripts`) from
 :mod:`vkec2.store.base`. Callers use its intent-named methods; ``tests/unit/test_house_redis.py``
@@ -16,6 +17,7 @@ from vkec2.store.base import StoreBase, StoreError, connect, reachable
 from vkec2.store.batches import Ec2Batches
 from vkec2.store.bookkeeping import Bookkeeping
 from vkec2.store.ec2calls import Ec2Accounting
+from vkec2.store.offerings import UnavailableOfferings
 from vkec2.store.outbox import OutboxStreams
 from vkec2.store.pods import LOCK_TTL_MS, OUTBOX_MAXLEN, Lock, PodRecords
 from vkec2.store.pools import PoolMirrors
@@ -23,7 +25,16 @@ from vkec2.store.pools import PoolMirrors
 __all__ = ["LOCK_TTL_MS", "OUTBOX_MAXLEN", "Lock", "Store", "StoreError", "reachable"]
 
 
-class Store(PodRecords, OutboxStreams, PoolMirrors, Ec2Accounting, Ec2Batches, Bookkeeping, StoreBase):
+class Store(
+    PodRecords,
+    OutboxStreams,
+    PoolMirrors,
+    Ec2Accounting,
+    Ec2Batches,
+    UnavailableOfferings,
+    Bookkeeping,
+    StoreBase,
+):
     """Typed access to one cluster's state in Redis."""
 
     @classmethod

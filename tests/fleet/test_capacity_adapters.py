@@ -1,0 +1,102 @@
+"""The adapters behind the capacity fallback: the gateway's classification and subnet zones, the Redis marks.
+
+The gateway turns EC2's capacity and quota codes into an :class:`~vkec2.errors.Ec2Error` with
+``capacity`` set (botocore's Stubber answers on the real client, so the error mapping is the one in
+production), learns each subnet's zone with one DescribeSubnets per process (moto, through the
+counting proxy), and the store keeps the fleet-wide "unavailable" marks with their TTL in a real
+Redis.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from tests.support.ec2proxy import Ec2Proxy
+from tests.support.fleet import TEST_AMI
+from vkec2.config import Settings
+from vkec2.contract import CAPACITY_ERROR_CODES, QUOTA_ERROR_CODES
+from vkec2.domain.podspec import LaunchParams
+from vkec2.ec2.gateway import Ec2Gateway
+from vkec2.errors import Ec2Error
+from vkec2.store.redis_store import Store
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[Store]:
+    s = Store.from_url(redis_url, f"t-{uuid.uuid4().hex[:8]}")
+    yield s
+    s.redis.close()
+
+
+def launch() -> LaunchParams:
+    return LaunchParams(
+        image_id=TEST_AMI,
+        instance_type="mac2.metal",
+        subnet_id=None,
+        security_groups=(),
+        instance_profile=None,
+        key_pair=None,
+        user_data=None,
+        tags=(),
+        warm_pool=None,
+    )
+
+
+def refused(code: str) -> Ec2Error:
+    gateway = Ec2Gateway(Settings.model_validate({"aws": {"max_attempts": 1}}))
+    with Stubber(gateway.client) as stub:
+        stub.add_client_error("run_instances", service_error_code=code, service_message="not now")
+        with pytest.raises(Ec2Error) as err:
+            gateway.run_instance(launch(), {}, "vkec2-t-0")
+    return err.value
+
+
+@pytest.mark.parametrize("code", sorted(CAPACITY_ERROR_CODES))
+def test_capacity_codes_are_retryable_capacity_errors(code: str) -> None:
+    error = refused(code)
+    assert (error.code, error.capacity, error.retryable, error.reason) == (code, True, True, code)
+    assert error.message == f"RunInstances: {code}: not now"
+
+
+def test_other_codes_are_not_capacity() -> None:
+    error = refused("InvalidAMIID.NotFound")
+    assert (error.capacity, error.retryable) == (False, False)
+    assert QUOTA_ERROR_CODES < CAPACITY_ERROR_CODES
+
+
+def test_subnet_zones_are_asked_once_per_process(moto_url: str, ec2_proxy: Ec2Proxy) -> None:
+    ec2 = boto3.client("ec2", endpoint_url=moto_url, region_name="us-west-2")
+    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24", AvailabilityZone="us-west-2b")
+    sid = subnet["Subnet"]["SubnetId"]
+    gateway = Ec2Gateway(Settings.model_validate({"aws": {"endpoint_url": ec2_proxy.url, "max_attempts": 1}}))
+
+    assert gateway.subnet_zones([sid]) == {sid: "us-west-2b"}
+    assert gateway.subnet_zones([sid]) == {sid: "us-west-2b"}
+    assert ec2_proxy.calls["DescribeSubnets"] == 1
+    assert gateway.subnet_zones(["subnet-0000000000000dead"]) == {}  # unknown: keyed by its ID
+    assert gateway.subnet_zones(["subnet-0000000000000dead", sid]) == {sid: "us-west-2b"}
+    assert ec2_proxy.calls["DescribeSubnets"] == 2
+
+
+def test_unavailable_marks_expire(store: Store) -> None:
+    answer = {"code": "InsufficientInstanceCapacity", "message": "not now", "at": 1.0}
+    store.mark_unavailable("mac2.metal", "us-west-2a", answer, 0.3)
+    store.mark_unavailable("mac2.metal", "*", {**answer, "code": "VcpuLimitExceeded"}, 60)
+    wanted = [("mac2.metal", "us-west-2a"), ("mac2.metal", "us-west-2b"), ("mac2.metal", "*")]
+    marks = store.unavailable(wanted)
+    assert marks == {
+        ("mac2.metal", "us-west-2a"): answer,
+        ("mac2.metal", "*"): {**answer, "code": "VcpuLimitExceeded"},
+    }
+    assert store.redis.pttl(store.keys.unavailable("mac2.metal", "us-west-2a")) <= 300
+    time.sleep(0.4)
+    assert set(store.unavailable(wanted)) == {("mac2.metal", "*")}
+    store.clear_unavailable("mac2.metal", "*")
+    assert store.unavailable(wanted) == {} and store.unavailable([]) == {}

@@ -1,0 +1,267 @@
+"""Capacity fallback: launching a pod's instance when EC2 has no capacity, and what the pod does meanwhile.
+
+EC2 routinely refuses a launch for want of capacity (``InsufficientInstanceCapacity``,
+``InsufficientHostCapacity``, ``Unsupported`` for a type not offered in a zone) or of quota
+(``VcpuLimitExceeded``, ``InstanceLimitExceeded``); the codes are classified once, in
+:data:`vkec2.contract.CAPACITY_ERROR_CODES`, and the gateway raises them as an
+:class:`~vkec2.errors.Ec2Error` with ``capacity`` set. None of them fails the pod. The create step
+tries the pod's *candidates* in order — its subnet, then the other configured subnets (zones), then
+the same for each alternative instance type (the ``compute.amazonaws.com/instance-types``
+annotation, or the pool's or ``ec2``'s ``instance_types``) — and skips every (instance type, zone)
+pair that the fleet-wide cache in Redis marks unavailable (:mod:`vkec2.store.offerings`, for
+``ec2.unavailable_ttl_seconds``); each capacity answer marks its pair (a quota marks the type in
+the whole region), so no worker asks again for a while. Each candidate has its own ClientToken
+(the pod's own parameters keep ``vkec2-{uid}-{attempt}``; another subnet or type adds a hash of
+them), because EC2 refuses a token reused with other parameters. When no candidate launched, the
+pod stays Pending (reason ``InsufficientCapacity`` or ``QuotaExceeded``, AWS's answer in the
+message, a Warning event, condition ``vkec2.io/QuotaExceeded`` for a quota) and the step is
+polled again with a back-off, until ``ec2.capacity_deadline_seconds`` after the first refusal:
+then the pod is Failed with AWS's last code and message. No instance exists at that point, so
+nothing can leak. :class:`CapacityLaunch` does the launching; :class:`Verdict` is what
+:class:`~vkec2.fleet.lifecycle.Lifecycle` records for an outcome without an instance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vkec2.config import Settings
+from vkec2.contract import QUOTA_ERROR_CODES, QUOTA_EXCEEDED
+from vkec2.domain.instances import Instance, client_token
+from vkec2.domain.models import Phase, PodRecord, now
+from vkec2.domain.podspec import LaunchParams, user_data_for
+from vkec2.domain.times import rfc3339
+from vkec2.errors import Ec2Error, StaleFence
+from vkec2.ports import Ec2, OfferingMarks, PodLock
+
+log = logging.getLogger(__name__)
+
+#: The zone of a quota mark: the whole region.
+REGION_WIDE = "*"
+#: The zone of a launch without a subnet (EC2 picks one).
+ANY_ZONE = "any"
+#: At most this many RunInstances per step (each may wait for a rate-limit token under the lock).
+MAX_LAUNCHES_PER_STEP = 3
+#: The first wait after every candidate was refused; it grows with the time waited.
+CAPACITY_POLL_SECONDS = 5.0
+#: The next step's delay while candidates are left that this step had no budget to try.
+NEXT_CANDIDATE_SECONDS = 1.0
+
+REASON_INSUFFICIENT_CAPACITY = "InsufficientCapacity"
+REASON_QUOTA_EXCEEDED = "QuotaExceeded"
+#: The Pending reasons of a pod waiting for capacity (its ``capacity_since`` counts only then).
+WAIT_REASONS = frozenset({REASON_INSUFFICIENT_CAPACITY, REASON_QUOTA_EXCEEDED})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to launch the pod: parameters, the (instance type, zone) they use, their ClientToken."""
+
+    params: LaunchParams
+    zone: str
+    token: str
+
+    @property
+    def offering(self) -> tuple[str, str]:
+        return (self.params.instance_type, self.zone)
+
+    @property
+    def label(self) -> str:
+        return f"{self.params.instance_type} in {self.zone}"
+
+
+@dataclass(frozen=True)
+class NoCapacity:
+    """No candidate launched: EC2's last answer (code, message), what was unavailable, what is left."""
+
+    code: str
+    message: str
+    unavailable: tuple[str, ...]
+    untried: bool = False  # candidates remain that this step had no budget for
+    quota: bool = False
+
+    @property
+    def aws(self) -> str:
+        return f"{self.code}: {self.message}" if self.message else self.code
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the pod records for a :class:`NoCapacity` outcome, and when to look again (None: never)."""
+
+    phase: Phase
+    reason: str
+    message: str
+    delay: float | None
+    write: bool
+    fields: dict[str, Any] = field(default_factory=dict)
+    conditions: tuple[dict[str, Any], ...] = ()
+
+
+def _variant(params: LaunchParams) -> str:
+    """A short, stable name of a candidate's parameters for its ClientToken."""
+    key = f"{params.instance_type}/{params.subnet_id or ''}"
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+def candidates(
+    settings: Settings, params: LaunchParams, uid: str, attempt: int, zones: Mapping[str, str]
+) -> list[Candidate]:
+    """The pod's launch candidates in the order they are tried: subnets first, then instance types."""
+    out: list[Candidate] = []
+    for instance_type in (params.instance_type, *params.fallback_types):
+        for subnet in (params.subnet_id, *params.fallback_subnets):
+            own = instance_type == params.instance_type and subnet == params.subnet_id
+            launch = replace(
+                params,
+                instance_type=instance_type,
+                subnet_id=subnet,
+                user_data=params.user_data if own else user_data_for(settings, instance_type),
+                fallback_types=(),
+                fallback_subnets=(),
+            )
+            token = client_token(uid, attempt) if own else client_token(uid, attempt, _variant(launch))
+            zone = (zones.get(subnet) or subnet) if subnet else ANY_ZONE
+            out.append(Candidate(launch, zone, token))
+    return out
+
+
+def _condition(status: bool, reason: str, message: str, at: float) -> dict[str, Any]:
+    return {
+        "type": QUOTA_EXCEEDED,
+        "status": "True" if status else "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": rfc3339(at),
+    }
+
+
+def settle_conditions(
+    previous: Sequence[Mapping[str, Any]], stated: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``stated``, plus ``vkec2.io/QuotaExceeded`` turned False when it was True and is not restated.
+
+    The producer merges conditions by type, so a condition the fleet once set True stays until it
+    is written False.
+    """
+    kinds = {c.get("type") for c in stated}
+    was_true = any(c.get("type") == QUOTA_EXCEEDED and c.get("status") == "True" for c in previous)
+    if was_true and QUOTA_EXCEEDED not in kinds:
+        return [*stated, _condition(False, "QuotaAvailable", "", now())]
+    return list(stated)
+
+
+class CapacityLaunch:
+    """Launches a pod's instance on the first candidate with capacity; remembers which had none."""
+
+    def __init__(self, settings: Settings, marks: OfferingMarks, ec2: Ec2) -> None:
+        self.settings = settings
+        self.marks = marks
+        self.ec2 = ec2
+
+    def _zones(self, params: LaunchParams) -> dict[str, str]:
+        subnets = [s for s in (params.subnet_id, *params.fallback_subnets) if s]
+        return self.ec2.subnet_zones(subnets) if subnets else {}
+
+    def launch(
+        self, lock: PodLock, rec: PodRecord, params: LaunchParams, tags: Mapping[str, str]
+    ) -> Instance | NoCapacity:
+        """RunInstances on the first candidate not marked unavailable that has capacity.
+
+        Other EC2 errors propagate. The lock is extended (and its fence checked) before each
+        RunInstances; a lost lock raises :class:`~vkec2.errors.StaleFence`.
+        """
+        cands = candidates(self.settings, params, rec.uid, rec.attempt, self._zones(params))
+        regional = {(c.params.instance_type, REGION_WIDE) for c in cands}
+        marks = self.marks.unavailable([*(c.offering for c in cands), *regional])
+        ttl = self.settings.ec2.unavailable_ttl_seconds
+        unavailable: list[str] = []
+        last: dict[str, Any] | None = None
+        launches = 0
+        for cand in cands:
+            regional_key = (cand.params.instance_type, REGION_WIDE)
+            mark = marks.get(regional_key) or marks.get(cand.offering)
+            if mark is None and launches >= MAX_LAUNCHES_PER_STEP:
+                assert last is not None  # the budget is only spent on refusals
+                return self._outcome(last, unavailable, marks, untried=True)
+            if mark is None:
+                if not lock.extend():
+                    raise StaleFence(f"pod {rec.uid}: lock lost before RunInstances")
+                launches += 1
+                try:
+                    return self.ec2.run_instance(cand.params, tags, cand.token)
+                except Ec2Error as exc:
+                    if not exc.capacity:
+                        raise
+                    mark = {"code": exc.code or "", "message": _aws_message(exc), "at": now()}
+                    key = regional_key if exc.code in QUOTA_ERROR_CODES else cand.offering
+                    self.marks.mark_unavailable(key[0], key[1], mark, ttl)
+                    marks[key] = mark
+                    log.info("no capacity for %s: %s (%s)", cand.label, exc.code, mark["message"])
+            unavailable.append(cand.label)
+            if last is None or float(mark.get("at", 0)) >= float(last.get("at", 0)):
+                last = mark
+        assert last is not None  # every candidate was refused or marked
+        return self._outcome(last, unavailable, marks)
+
+    @staticmethod
+    def _outcome(
+        last: Mapping[str, Any],
+        unavailable: list[str],
+        marks: Mapping[tuple[str, str], Mapping[str, Any]],
+        *,
+        untried: bool = False,
+    ) -> NoCapacity:
+        quota = any(m.get("code") in QUOTA_ERROR_CODES for m in marks.values())
+        return NoCapacity(
+            code=str(last.get("code", "")),
+            message=str(last.get("message", "")),
+            unavailable=tuple(unavailable),
+            untried=untried,
+            quota=quota,
+        )
+
+    def verdict(self, rec: PodRecord, outcome: NoCapacity, at: float | None = None) -> Verdict:
+        """Pending (wait, poll again) within the deadline; Failed with AWS's answer after it."""
+        at = now() if at is None else at
+        waiting = rec.phase is Phase.PENDING and rec.reason in WAIT_REASONS and rec.capacity_since > 0
+        since = rec.capacity_since if waiting else at
+        limit = self.settings.ec2.capacity_deadline_seconds
+        tried = ", ".join(outcome.unavailable)
+        quota = (_condition(True, outcome.code, outcome.message, at),) if outcome.quota else ()
+        if at - since >= limit and not outcome.untried:
+            return Verdict(
+                Phase.FAILED,
+                reason=outcome.code or REASON_INSUFFICIENT_CAPACITY,
+                message=f"{outcome.aws} (no capacity within {limit:.0f}s; tried {tried})",
+                delay=None,
+                write=True,
+                conditions=quota,
+            )
+        reason = REASON_QUOTA_EXCEEDED if outcome.quota else REASON_INSUFFICIENT_CAPACITY
+        message = f"{outcome.aws}; unavailable: {tried}; waiting until {rfc3339(since + limit)}"
+        if outcome.untried:
+            delay = NEXT_CANDIDATE_SECONDS
+        else:
+            ceiling = self.settings.celery.max_countdown_seconds
+            delay = min(ceiling, CAPACITY_POLL_SECONDS + (at - since) / 10, max(1.0, since + limit - at))
+        unchanged = waiting and (rec.reason, rec.message) == (reason, message)
+        return Verdict(
+            Phase.PENDING,
+            reason=reason,
+            message=message,
+            delay=delay,
+            write=not unchanged,
+            fields={"capacity_since": since},
+            conditions=quota,
+        )
+
+
+def _aws_message(exc: Ec2Error) -> str:
+    """AWS's own message of a capacity error (the gateway prefixes it with the action and code)."""
+    prefix = f"RunInstances: {exc.code}: "
+    return exc.message[len(prefix) :] if exc.message.startswith(prefix) else exc.message
