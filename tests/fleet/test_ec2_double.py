@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -27,7 +27,7 @@ from tests.support.awslike import (
     TokenBuckets,
 )
 from tests.support.ec2proxy import Ec2Proxy
-from tests.support.fleet import TEST_AMI, FleetHarness, fleet_behind
+from tests.support.fleet import TEST_AMI, FleetHarness
 from tests.support.services import wait_until
 from vkec2.contract import TAG_CLUSTER
 
@@ -316,23 +316,21 @@ def test_the_aws_like_preset() -> None:
 
 
 def test_a_fleet_can_opt_in_and_observes_moto_directly(
-    ec2_proxy: Ec2Proxy, ec2: EC2Client, tmp_path: Path, redis_url: str
+    ec2_proxy: Ec2Proxy, ec2: EC2Client, make_fleet: Callable[..., FleetHarness]
 ) -> None:
-    fleet: FleetHarness = fleet_behind(ec2_proxy, tmp_path, redis_url, "127.0.0.1:1", aws_like=True)
-    try:
-        assert ec2_proxy.aws == AWS_LIKE and fleet.settings.aws.endpoint_url == ec2_proxy.url
-        answer = ec2.run_instances(
-            ImageId=TEST_AMI,
-            InstanceType="m5.large",
-            MinCount=1,
-            MaxCount=1,
-            TagSpecifications=[
-                {"ResourceType": "instance", "Tags": [{"Key": TAG_CLUSTER, "Value": fleet.cluster}]}
-            ],
-        )
-        iid = answer["Instances"][0]["InstanceId"]
-        calls = sum(ec2_proxy.calls.values())
-        assert [i["InstanceId"] for i in fleet.instances()] == [iid]  # no lag for the test's own eyes
-        assert sum(ec2_proxy.calls.values()) == calls  # and not counted at the endpoint
-    finally:
-        fleet.stop()
+    plain = make_fleet()
+    assert ec2_proxy.aws == AwsLike() and plain.settings.aws.endpoint_url == ec2_proxy.url
+    fleet = make_fleet(aws_like=True)
+    assert ec2_proxy.aws == AWS_LIKE and fleet.settings.aws.endpoint_url == ec2_proxy.url
+    tags: list[Any] = [{"ResourceType": "instance", "Tags": [{"Key": TAG_CLUSTER, "Value": fleet.cluster}]}]
+    answer = ec2.run_instances(
+        ImageId=TEST_AMI, InstanceType="m5.large", MinCount=1, MaxCount=1, TagSpecifications=tags
+    )
+    iid = answer["Instances"][0]["InstanceId"]
+    assert error(lambda: ec2.describe_instances(InstanceIds=[iid]))[0] == "InvalidInstanceID.NotFound"
+    calls = sum(ec2_proxy.calls.values())
+    assert [i["InstanceId"] for i in fleet.instances()] == [iid]  # no lag for the test's own eyes
+    assert sum(ec2_proxy.calls.values()) == calls  # and not counted at the endpoint
+    custom = replace(AWS_LIKE, delays={"RunInstances": 3.0})
+    make_fleet(aws_like=custom)
+    assert ec2_proxy.aws == custom
