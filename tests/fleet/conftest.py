@@ -1,4 +1,4 @@
-"""Fixtures for end-to-end fleet tests: a harness per test, with an EC2 proxy that counts calls."""
+"""Fixtures for end-to-end fleet tests: a harness per test, behind the EC2 double (a counting proxy)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.awslike import AwsLike
 from tests.support.ec2proxy import Ec2Proxy
-from tests.support.fleet import FleetHarness
+from tests.support.fleet import FleetHarness, fleet_behind
 
 
 @pytest.fixture
@@ -23,11 +24,14 @@ def ec2_proxy(moto_url: str) -> Iterator[Ec2Proxy]:
 def make_fleet(
     tmp_path: Path, redis_url: str, ec2_proxy: Ec2Proxy, agent_sim: str
 ) -> Iterator[Callable[..., FleetHarness]]:
-    """Build a fleet (config + harness) whose EC2 endpoint is the counting proxy in front of moto."""
+    """Build a fleet (config + harness) whose EC2 endpoint is the counting proxy in front of moto.
+
+    ``aws_like=True`` (or an :class:`AwsLike`) makes that proxy behave like AWS for the test (opt-in).
+    """
     made: list[FleetHarness] = []
 
-    def build(**overrides: Any) -> FleetHarness:
-        harness = FleetHarness(tmp_path, redis_url, ec2_proxy.url, agent_sim, overrides)
+    def build(*, aws_like: AwsLike | bool = False, **overrides: Any) -> FleetHarness:
+        harness = fleet_behind(ec2_proxy, tmp_path, redis_url, agent_sim, overrides, aws_like=aws_like)
         made.append(harness)
         return harness
 

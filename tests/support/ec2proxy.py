@@ -1,104 +1,329 @@
-"""An HTTP proxy in front of moto's EC2 server that counts calls, honours ClientToken and can throttle.
+"""The EC2 double: an HTTP proxy in front of moto's EC2 server that makes it answer like AWS.
 
-moto's EC2 ignores ``ClientToken``; this small fake adds AWS's documented idempotency semantics on
-top of it: a ``RunInstances`` with a token already seen and the same parameters returns the first
-call's response (the same instance) without launching again; the same token with different
-parameters fails with ``IdempotentParameterMismatch`` (HTTP 400). It also counts every request by
-EC2 ``Action`` (the figure tests assert on, "counted at the endpoint"), and can answer a chosen
-fraction of requests with ``RequestLimitExceeded`` (HTTP 503, as EC2 does) to exercise throttling,
-and can report chosen instances as failing their instance status check in ``DescribeInstanceStatus``
-(moto always answers "ok"), to exercise the remediation of impaired instances.
+The fleet talks to it with the real boto3 wire (point ``aws.endpoint_url`` at :attr:`Ec2Proxy.url`).
+Always on: it counts every request by ``Action`` (:attr:`~Ec2Proxy.calls`, the figure tests assert
+on, "counted at the endpoint"), records every answer in :attr:`~Ec2Proxy.log` (time, action,
+instance IDs named, outcome, instances launched or terminated), honours ``ClientToken`` on
+RunInstances as AWS documents it (moto ignores it: the same token and parameters return the first
+answer without launching again, the same token with other parameters fails with
+``IdempotentParameterMismatch``) and reports the instances in :attr:`~Ec2Proxy.impaired` as failing
+their instance status check (moto always answers "ok").
+
+Off by default and switched on per test with an :class:`~tests.support.awslike.AwsLike`
+(:data:`~tests.support.awslike.AWS_LIKE` is the realistic preset), in the order AWS would apply
+them: ``RequestLimitExceeded`` (HTTP 503) at random or from AWS's request-token buckets per API;
+a visibility lag: for ``visibility_lag`` seconds after its RunInstances answer an instance is
+unknown, so any request naming it (DescribeInstances and DescribeInstanceStatus by ID, CreateTags,
+TerminateInstances ...) fails whole with ``InvalidInstanceID.NotFound`` (HTTP 400) and filtered or
+tag listings leave it out; capacity errors on RunInstances by instance type, subnet, zone, share
+and time window (``InsufficientInstanceCapacity`` ... with AWS's status and message); instances
+shown ``pending`` for ``pending_seconds`` after launch and ``shutting-down`` for
+``shutting_down_seconds`` after TerminateInstances (moto's answer is rewritten, and an
+``instance-state-name`` filter is applied to the rewritten states); and slow answers: an action's
+answer is held back ``delays[action]`` seconds after its effect.
 
 What it does not model: token expiry (AWS keeps tokens for at least 24 hours; here they last as
-long as the proxy), per-account token scoping, tokens on APIs other than RunInstances, request
-signing (it forwards the caller's headers unchanged), and EC2's real rate limits.
+long as the proxy), per-account token scoping, tokens on APIs other than RunInstances; request
+signing (it forwards the caller's headers unchanged); resource-token buckets (instances launched
+or terminated per second) and bucket sharing between accounts; the lag of tag changes, of state
+changes other than launch and terminate, and of instances launched outside the double; filters
+other than ``instance-state-name`` on rewritten states (``instance-state-code``, and any filter of
+DescribeInstanceStatus, see moto's states); terminated instances disappearing from listings about
+an hour later; stop/start, hibernation, spot interruptions and scheduled events; and ``Unsupported``
+or capacity answers on actions other than RunInstances.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+import re
 import threading
+import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler
-from xml.etree import ElementTree
 
+from tests.support import ec2wire as wire
+from tests.support.awslike import (
+    ERROR_STATUS,
+    STATE_CODES,
+    AwsLike,
+    CapacityRule,
+    Event,
+    EventLog,
+    Timeline,
+    TokenBuckets,
+    capacity_message,
+    error_body,
+    not_found_message,
+)
 from tests.support.loopback import LoopbackServer
 
-THROTTLE_BODY = (
-    b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>RequestLimitExceeded</Code>'
-    b"<Message>Request limit exceeded.</Message></Error></Errors><RequestID>proxy</RequestID></Response>"
-)
-MISMATCH_BODY = (
-    b'<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>IdempotentParameterMismatch'
-    b"</Code><Message>The client token has already been used with different parameters.</Message>"
-    b"</Error></Errors><RequestID>proxy</RequestID></Response>"
-)
+NOT_FOUND = "InvalidInstanceID.NotFound"
+_CODE = re.compile(rb"<Code>([^<]*)</Code>")
+
+
+@dataclass
+class Reply:
+    """An answer to send: HTTP status, body and what it did."""
+
+    status: int
+    payload: bytes
+    ctype: str = "text/xml"
+    launched: tuple[str, ...] = ()
+    terminated: tuple[str, ...] = ()
+
+    @classmethod
+    def error(cls, code: str, message: str) -> Reply:
+        return cls(ERROR_STATUS.get(code, 400), error_body(code, message))
+
+    @property
+    def outcome(self) -> str:
+        if self.status == 200:
+            return "ok"
+        match = _CODE.search(self.payload)
+        return match.group(1).decode() if match else f"HTTP {self.status}"
+
+
+def _fingerprint(params: wire.Params) -> str:
+    return hashlib.sha256(
+        repr(sorted((k, v) for k, v in params.items() if k != "ClientToken")).encode()
+    ).hexdigest()
 
 
 class Ec2Proxy(LoopbackServer):
     """Start with :meth:`start`; point the fleet's ``aws.endpoint_url`` at :attr:`url`."""
 
-    def __init__(self, upstream: str, *, throttle_fraction: float = 0.0, seed: int = 1) -> None:
+    def __init__(
+        self, upstream: str, *, throttle_fraction: float = 0.0, seed: int = 1, aws: AwsLike | None = None
+    ) -> None:
         self.upstream = upstream.rstrip("/")
-        self.throttle_fraction = throttle_fraction
         self.calls: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         self.tokens: dict[str, tuple[str, bytes]] = {}
         self.impaired: set[str] = set()
+        self.log = EventLog()
+        self.timeline = Timeline()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._launch_lock = threading.Lock()  # token check, launch and record happen as one step
+        self._zones: dict[str, str] = {}
+        self.aws = AwsLike()
+        self._buckets: TokenBuckets | None = None
+        self._capacity: list[tuple[CapacityRule, float]] = []
+        aws = aws or AwsLike()
+        self.configure(replace(aws, throttle_fraction=throttle_fraction or aws.throttle_fraction))
         super().__init__()
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def configure(self, aws: AwsLike) -> None:
+        """Behave as ``aws`` from now on (buckets start full; capacity windows start now)."""
+        now = time.monotonic()
+        with self._lock:
+            self.aws = aws
+            self._buckets = TokenBuckets(aws.buckets) if aws.buckets else None
+            self._capacity = [(rule, now) for rule in aws.capacity]
+
+    def add_capacity(self, rule: CapacityRule) -> None:
+        """Add a capacity error; its window starts now."""
+        with self._lock:
+            self._capacity.append((rule, time.monotonic()))
+
+    def clear_capacity(self) -> None:
+        with self._lock:
+            self._capacity.clear()
+
+    @property
+    def throttle_fraction(self) -> float:
+        return self.aws.throttle_fraction
+
+    @throttle_fraction.setter
+    def throttle_fraction(self, value: float) -> None:
+        """Change only the random throttling (buckets and capacity windows carry on)."""
+        with self._lock:
+            self.aws = replace(self.aws, throttle_fraction=value)
 
     def reset_counts(self) -> None:
         with self._lock:
             self.calls.clear()
             self.throttled.clear()
 
-    def _decide(self, body: bytes) -> tuple[str, bytes | None]:
-        """Count the call; return (action, canned response or None to forward)."""
-        params = urllib.parse.parse_qs(body.decode(), keep_blank_values=True)
-        action = params.get("Action", ["?"])[0]
+    # -- answering -----------------------------------------------------------------------------
+
+    def _throttle(self, action: str, aws: AwsLike, now: float) -> bool:
+        """Count the call; True if it is answered RequestLimitExceeded."""
         with self._lock:
             self.calls[action] += 1
-            if self.throttle_fraction and self._random.random() < self.throttle_fraction:
+            throttled = bool(aws.throttle_fraction) and self._random.random() < aws.throttle_fraction
+            if not throttled and self._buckets is not None:
+                throttled = not self._buckets.take(action, now)
+            if throttled:
                 self.throttled[action] += 1
-                return action, THROTTLE_BODY
-            if action == "RunInstances" and "ClientToken" in params:
-                token = params["ClientToken"][0]
-                fingerprint = hashlib.sha256(
-                    repr(sorted((k, v) for k, v in params.items() if k != "ClientToken")).encode()
-                ).hexdigest()
-                if token in self.tokens:
-                    seen, response = self.tokens[token]
-                    return action, (response if seen == fingerprint else MISMATCH_BODY)
-        return action, None
+        return throttled
 
-    def _impair(self, payload: bytes) -> bytes:
-        """Mark the instances in :attr:`impaired` as failing their instance status check."""
-        ns = "http://ec2.amazonaws.com/doc/2016-11-15"
-        root = ElementTree.fromstring(payload)
-        with self._lock:
-            impaired = set(self.impaired)
-        for item in root.iterfind(f"{{{ns}}}instanceStatusSet/{{{ns}}}item"):
-            status = item.find(f"{{{ns}}}instanceStatus/{{{ns}}}status")
-            if item.findtext(f"{{{ns}}}instanceId") in impaired and status is not None:
-                status.text = "impaired"
-        ElementTree.register_namespace("", ns)
-        return bytes(ElementTree.tostring(root, encoding="utf-8", xml_declaration=True))
+    def answer(self, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        """The answer to one request, before any delay: refusals first, then moto's answer rewritten."""
+        aws, now = self.aws, time.monotonic()
+        params = wire.parse(body)
+        action = wire.first(params, "Action", "?")
+        if self._throttle(action, aws, now):
+            return Reply.error("RequestLimitExceeded", "Request limit exceeded.")
+        unknown = self.timeline.invisible(wire.named_instances(params), now)
+        if unknown:
+            return Reply.error(NOT_FOUND, not_found_message(unknown))
+        if action == "RunInstances":
+            token = wire.first(params, "ClientToken")
+            if token:
+                with self._lock:
+                    seen = self.tokens.get(token)
+                if seen is not None:
+                    if seen[0] != _fingerprint(params):
+                        return Reply.error(
+                            "IdempotentParameterMismatch",
+                            "The client token has already been used with different parameters.",
+                        )
+                    return Reply(
+                        200, seen[1], launched=tuple(wire.Answer(seen[1]).instance_ids("instancesSet"))
+                    )
+            refusal = self._capacity_error(path, headers, params)
+            if refusal is not None:
+                return refusal
+        states: set[str] | None = None
+        if action == "DescribeInstances" and aws.rewrites_states:
+            forwarded, states = wire.take_state_filter(params)
+            if states is not None:
+                body = wire.encode(forwarded)
+        reply = self._forward(path, headers, body)
+        if reply.status != 200:
+            return reply
+        return self._rewrite(action, params, reply, states, aws)
 
-    def _remember(self, body: bytes, response: bytes) -> None:
-        params = urllib.parse.parse_qs(body.decode(), keep_blank_values=True)
-        token = params["ClientToken"][0]
-        fingerprint = hashlib.sha256(
-            repr(sorted((k, v) for k, v in params.items() if k != "ClientToken")).encode()
-        ).hexdigest()
+    def _rewrite(
+        self, action: str, params: wire.Params, reply: Reply, states: set[str] | None, aws: AwsLike
+    ) -> Reply:
+        """moto's successful answer as AWS would give it now; launches and terminations recorded."""
+        now = time.monotonic()
+
+        def shown(iid: str, old: str) -> str:
+            return self.timeline.state(iid, old, now)
+
+        if action == "RunInstances":
+            ids = wire.Answer(reply.payload).instance_ids("instancesSet")
+            self.timeline.launched(ids, now + aws.delays.get(action, 0.0), aws)
+            token = wire.first(params, "ClientToken")
+            if token:
+                with self._lock:
+                    self.tokens.setdefault(token, (_fingerprint(params), reply.payload))
+            return replace(reply, launched=tuple(ids))
+        if action == "TerminateInstances":
+            doc = wire.Answer(reply.payload)
+            ids = doc.instance_ids("instancesSet")
+            self.timeline.terminated(ids, now, aws)
+            if aws.shutting_down_seconds > 0:
+                doc.rewrite("instancesSet", "currentState", lambda i, s: True, shown, dict(STATE_CODES))
+                reply = replace(reply, payload=doc.dump())
+            return replace(reply, terminated=tuple(ids))
+        touched = aws.visibility_lag > 0 or aws.rewrites_states
+        if action == "DescribeInstances" and touched:
+            doc = wire.Answer(reply.payload)
+            doc.rewrite(
+                "reservationSet/item/instancesSet",
+                "instanceState",
+                lambda i, s: not self.timeline.invisible([i], now) and (states is None or s in states),
+                shown,
+                dict(STATE_CODES),
+            )
+            return replace(reply, payload=doc.dump())
+        if action == "DescribeInstanceStatus" and (touched or self.impaired):
+            doc = wire.Answer(reply.payload)
+            every = wire.first(params, "IncludeAllInstances").lower() == "true"
+            doc.rewrite(
+                "instanceStatusSet",
+                "instanceState",
+                lambda i, s: not self.timeline.invisible([i], now) and (every or s == "running"),
+                shown,
+                dict(STATE_CODES),
+            )
+            with self._lock:
+                impaired = set(self.impaired)
+            doc.set_status(impaired, "instanceStatusSet", "instanceStatus/status", "impaired")
+            return replace(reply, payload=doc.dump())
+        return reply
+
+    def _capacity_error(self, path: str, headers: Mapping[str, str], params: wire.Params) -> Reply | None:
         with self._lock:
-            self.tokens.setdefault(token, (fingerprint, response))
+            rules = list(self._capacity)
+        if not rules:
+            return None
+        now = time.monotonic()
+        instance_type = wire.first(params, "InstanceType", "m1.small")
+        subnet = wire.first(params, "SubnetId") or wire.first(params, "NetworkInterface.1.SubnetId")
+        zone = wire.first(params, "Placement.AvailabilityZone")
+        if not zone and subnet:
+            zone = self._zone_of(path, headers, subnet)
+        for rule, since in rules:
+            if not (rule.active(now - since) and rule.matches(instance_type, subnet, zone)):
+                continue
+            with self._lock:
+                hit = rule.fraction >= 1 or self._random.random() < rule.fraction
+            if hit:
+                return Reply.error(rule.code, capacity_message(rule.code, instance_type, zone))
+        return None
+
+    def _zone_of(self, path: str, headers: Mapping[str, str], subnet: str) -> str:
+        """The Availability Zone of ``subnet``, asked of moto once (with the caller's headers)."""
+        if subnet not in self._zones:
+            query = wire.encode(
+                {"Action": ["DescribeSubnets"], "Version": ["2016-11-15"], "SubnetId.1": [subnet]}
+            )
+            reply = self._forward(path, headers, query)
+            zone = ""
+            if reply.status == 200:
+                doc = wire.Answer(reply.payload)
+                zone = doc.root.findtext(doc.q("subnetSet/item/availabilityZone")) or ""
+            self._zones[subnet] = zone
+        return self._zones[subnet]
+
+    def _forward(self, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        kept = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
+        request = urllib.request.Request(self.upstream + path, data=body, headers=kept, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as upstream:
+                return Reply(
+                    upstream.status, upstream.read(), upstream.headers.get("Content-Type", "text/xml")
+                )
+        except urllib.error.HTTPError as exc:
+            return Reply(exc.code, exc.read(), exc.headers.get("Content-Type", "text/xml"))
+
+    def serve(self, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        """Answer one request: :meth:`answer` (launches serialised), the action's delay, the log entry."""
+        params = wire.parse(body)
+        action = wire.first(params, "Action", "?")
+        if action == "RunInstances" and "ClientToken" in params:
+            with self._launch_lock:
+                reply = self.answer(path, headers, body)
+        else:
+            reply = self.answer(path, headers, body)
+        delay = self.aws.delays.get(action, 0.0)
+        if delay > 0 and reply.outcome != "RequestLimitExceeded":
+            time.sleep(delay)
+        self.log.add(
+            Event(
+                at=time.time(),
+                action=action,
+                instance_ids=tuple(wire.named_instances(params)),
+                outcome=reply.outcome,
+                status=reply.status,
+                launched=reply.launched,
+                terminated=reply.terminated,
+            )
+        )
+        return reply
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -109,49 +334,13 @@ class Ec2Proxy(LoopbackServer):
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-            def _send(self, status: int, body: bytes, content_type: str = "text/xml") -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if b"Action=RunInstances" in body and b"ClientToken=" in body:
-                    with proxy._launch_lock:
-                        self._serve(body)
-                else:
-                    self._serve(body)
-
-            def _serve(self, body: bytes) -> None:
-                action, canned = proxy._decide(body)
-                if canned is THROTTLE_BODY:
-                    self._send(503, canned)
-                    return
-                if canned is MISMATCH_BODY:
-                    self._send(400, canned)
-                    return
-                if canned is not None:
-                    self._send(200, canned)
-                    return
-                headers = {
-                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
-                }
-                request = urllib.request.Request(
-                    proxy.upstream + self.path, data=body, headers=headers, method="POST"
-                )
-                try:
-                    with urllib.request.urlopen(request, timeout=60) as upstream:
-                        status, payload = upstream.status, upstream.read()
-                        ctype = upstream.headers.get("Content-Type", "text/xml")
-                except urllib.error.HTTPError as exc:
-                    status, payload = exc.code, exc.read()
-                    ctype = exc.headers.get("Content-Type", "text/xml")
-                if action == "DescribeInstanceStatus" and status == 200 and proxy.impaired:
-                    payload = proxy._impair(payload)
-                if action == "RunInstances" and status == 200 and b"ClientToken=" in body:
-                    proxy._remember(body, payload)
-                self._send(status, payload, ctype)
+                reply = proxy.serve(self.path, dict(self.headers.items()), body)
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.ctype)
+                self.send_header("Content-Length", str(len(reply.payload)))
+                self.end_headers()
+                self.wfile.write(reply.payload)
 
         return Handler

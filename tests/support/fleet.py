@@ -3,7 +3,9 @@
 :class:`FleetHarness` writes a configuration file for a unique cluster, starts ``celery -A tasks
 worker`` processes with it (killable by PID to test crash safety), submits pods the way the
 producer does (desired spec in Redis, then ``vkec2.pods.create`` on the broker) and waits on the
-store for phases. EC2 assertions go straight to moto's server with boto3.
+store for phases. EC2 assertions go with boto3 to ``observe_url`` (default: the fleet's endpoint); a
+fleet behind the AWS-like double (:func:`fleet_behind`) observes moto itself, so the test's own
+checks see neither lag nor throttling and are not counted at the endpoint.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import boto3
 import yaml
 from celery import Celery
 
+from tests.support.awslike import AWS_LIKE, AwsLike
+from tests.support.ec2proxy import Ec2Proxy
 from tests.support.services import ManagedProcess, wait_until
 from vkec2.broker.app import make_app, worker_argv
 from vkec2.config import Settings
@@ -69,6 +73,8 @@ class FleetHarness:
         moto_url: str,
         agent_endpoint: str,
         overrides: Mapping[str, Any] | None = None,
+        *,
+        observe_url: str | None = None,
     ) -> None:
         self.cluster = f"t-{uuid.uuid4().hex[:10]}"
         raw: dict[str, Any] = {
@@ -94,7 +100,7 @@ class FleetHarness:
         self.moto_url = moto_url
         self.store = Store.from_url(redis_url, self.cluster)
         self.app: Celery = make_app(self.settings)
-        self.ec2 = boto3.client("ec2", endpoint_url=moto_url, region_name=self.settings.region)
+        self.ec2 = boto3.client("ec2", endpoint_url=observe_url or moto_url, region_name=self.settings.region)
         self.workers: list[ManagedProcess] = []
 
     # -- processes ------------------------------------------------------------------------
@@ -212,6 +218,23 @@ class FleetHarness:
             tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
             out.setdefault(tags.get(TAG_POD_UID, ""), []).append(inst["InstanceId"])
         return out
+
+
+def fleet_behind(
+    proxy: Ec2Proxy,
+    tmp: Path,
+    redis_url: str,
+    agent_endpoint: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    aws_like: AwsLike | bool = False,
+) -> FleetHarness:
+    """A fleet whose EC2 endpoint is ``proxy``; with ``aws_like`` (True: :data:`AWS_LIKE`) the proxy
+    behaves like AWS from now on and the harness observes moto directly."""
+    if aws_like is False:
+        return FleetHarness(tmp, redis_url, proxy.url, agent_endpoint, overrides)
+    proxy.configure(AWS_LIKE if aws_like is True else aws_like)
+    return FleetHarness(tmp, redis_url, proxy.url, agent_endpoint, overrides, observe_url=proxy.upstream)
 
 
 def deadline(seconds: float) -> float:
