@@ -5,7 +5,10 @@ namespace/name, so the tags are the durable record of which pod an instance belo
 launching, the gateway looks the pod's instance up by tag and adopts it. ``RunInstances`` carries a
 ``ClientToken`` derived from the pod UID and attempt, so a retried call returns the same instance
 instead of a second one (tags, token and the Instance type live in :mod:`vkec2.domain.instances`).
-``TerminateInstances`` treats "not found" as done; listings are read with boto3's paginators. The
+EC2 is eventually consistent: for seconds after RunInstances it may answer
+``InvalidInstanceID.NotFound`` for the new instance and leave it out of filtered listings, so
+``terminate`` reports the IDs EC2 did not know and lets the lifecycle decide (a young instance is
+*not yet visible*, an old one is gone); listings are read with boto3's paginators. The
 boto3 client is created lazily once per process (after a fork, a new one), with adaptive retries,
 connect/read timeouts and the endpoint URL from config, and with
 :class:`~vkec2.ec2.accounting.CallAccounting` hooked into its events: every attempt draws a token
@@ -39,6 +42,10 @@ if TYPE_CHECKING:
 
 DESCRIBE_BATCH = 1000
 NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
+#: EC2's own transient failures (after botocore's retries): retried later by the task, like throttles.
+SERVER_ERROR_CODES = frozenset(
+    {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "RequestTimeout"}
+)
 
 
 def jsonable(instance: Mapping[str, Any]) -> Instance:
@@ -64,11 +71,12 @@ def _ec2_errors(action: str) -> Iterator[None]:
     except botocore.exceptions.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         throttled = code in THROTTLE_CODES
+        server = code in SERVER_ERROR_CODES
         raise Ec2Error(
             f"{action}: {code}: {exc.response.get('Error', {}).get('Message', '')}",
             code=code,
-            retryable=throttled,
-            reason="EC2Throttled" if throttled else None,
+            retryable=throttled or server,
+            reason="EC2Throttled" if throttled else ("EC2Unavailable" if server else None),
         ) from exc
     except (botocore.exceptions.BotoCoreError, OSError) as exc:
         raise Ec2Error(f"{action}: {exc}", retryable=True, reason="EC2Unreachable") from exc
@@ -231,19 +239,26 @@ class Ec2Gateway:
             Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
         )
 
-    def terminate(self, instance_ids: Sequence[str]) -> None:
-        """Terminate instances; an instance EC2 no longer knows counts as terminated."""
+    def terminate(self, instance_ids: Sequence[str]) -> list[str]:
+        """Terminate instances; returns the IDs EC2 answered NotFound for.
+
+        An unknown ID is either gone long ago or, for seconds after its launch, not visible yet:
+        the caller, which knows when it launched the instance, decides which (the lifecycle
+        retries a young one until its visibility window has passed).
+        """
         ids = list(dict.fromkeys(instance_ids))
         if not ids:
-            return
+            return []
         try:
             self._call("TerminateInstances", self.client.terminate_instances, InstanceIds=ids)
         except Ec2Error as exc:
             if exc.code not in NOT_FOUND_CODES:
                 raise
-            if len(ids) > 1:  # one unknown ID fails the batch: terminate the rest one by one
-                for instance_id in ids:
-                    self.terminate([instance_id])
+            if len(ids) == 1:
+                return ids
+            # One unknown ID fails the batch: terminate the rest one by one.
+            return [unknown for instance_id in ids for unknown in self.terminate([instance_id])]
+        return []
 
     # -- fleet maintenance (added for the quota refresh) --------------------------------
 

@@ -6,6 +6,14 @@ Running; any → Terminating → Terminated), writes the new state with the lock
 status event, and returns how long to wait before the next step (``None`` when there is none). It
 never blocks on a long wait: a Mac that takes minutes to boot costs a handful of short steps, not a
 worker. Nothing here knows Celery; :mod:`tasks.pods` schedules the steps.
+
+Exactly one instance on a real, eventually consistent EC2: the launch intent (the attempt's
+ClientToken) is recorded before RunInstances and an instance's ID right after it is launched or
+claimed, before any other call on it, so a step that stops half-way is continued with the same
+instance; an instance EC2 does not know within ``ec2.visibility_window_seconds`` of its launch is
+pending, never gone; every side effect (claim, CreateTags, RunInstances, TerminateInstances) is
+preceded by the lock's guard, which extends the lock only while this task still owns the pod; and
+an abandoned attempt terminates every instance tagged with the pod's UID.
 """
 
 from __future__ import annotations
@@ -22,13 +30,14 @@ from vkec2.domain.instances import Instance, client_token
 from vkec2.domain.models import Phase, PodRecord, StatusEvent, now
 from vkec2.domain.podspec import launch_params
 from vkec2.domain.times import rfc3339
-from vkec2.errors import AgentRejected, AgentUnavailable, InvalidPodSpec
+from vkec2.errors import AgentError, AgentRejected, AgentUnavailable, Ec2Error, InvalidPodSpec
 from vkec2.observability import metrics
 from vkec2.ports import Agents, Ec2, PodLock, WarmPoolClaims
 
 log = logging.getLogger(__name__)
 
 FIRST_POLL_SECONDS = 1.0
+IDEMPOTENT_MISMATCH = "IdempotentParameterMismatch"
 DEFAULT_GRACE_SECONDS = 30
 
 
@@ -116,6 +125,47 @@ class Lifecycle:
         waited = max(0.0, now() - rec.launched_at) if rec.launched_at else 0.0
         return float(min(self.settings.celery.max_countdown_seconds, FIRST_POLL_SECONDS + waited / 10))
 
+    def _young(self, rec: PodRecord) -> bool:
+        """The pod's instance was launched so recently, and not seen running yet, that EC2 may not
+        know it yet: NotFound for it means "not visible yet", never "gone"."""
+        window = self.settings.ec2.visibility_window_seconds
+        unseen = rec.phase in (Phase.PENDING, Phase.PROVISIONING)
+        return unseen and bool(rec.launched_at) and now() - rec.launched_at < window
+
+    def _terminate(self, lock: PodLock, rec: PodRecord, instance_ids: list[str]) -> None:
+        """TerminateInstances right after the lock's guard; the pod's own instance, if EC2 does not
+        know it yet (young), is not counted as terminated: the step is retried later instead."""
+        ids = [iid for iid in dict.fromkeys(instance_ids) if iid]
+        if not ids:
+            return
+        lock.guard()
+        hidden = [iid for iid in self.ec2.terminate(ids) if iid == rec.instance_id and self._young(rec)]
+        if hidden:
+            raise Ec2Error(
+                f"TerminateInstances: instance {hidden[0]} is not visible to EC2 yet "
+                f"({self.settings.ec2.visibility_window_seconds:.0f}s window after its launch); retrying",
+                code="InvalidInstanceID.NotFound",
+                retryable=True,
+                reason="InstanceNotYetVisible",
+            )
+
+    def _abandon(self, lock: PodLock, rec: PodRecord, instance_id: str | None = None) -> None:
+        """Terminate everything the pod's attempt may have: the recorded instance, ``instance_id`` and
+        every live instance tagged with the pod's UID (a launch EC2 did not list yet, a leftover)."""
+        tagged = [i["InstanceId"] for i in self.ec2.find_pod_instances(rec.uid)]
+        self._terminate(lock, rec, [instance_id or "", rec.instance_id, *tagged])
+
+    def _note_instance(self, lock: PodLock, rec: PodRecord, instance: Instance) -> None:
+        """Record the pod's new instance (launched or claimed) before any other call on it."""
+        fields = {
+            "instance": instance,
+            "instance_id": instance["InstanceId"],
+            "launched_at": rec.launched_at or now(),
+        }
+        lock.write(fields)
+        for key, value in fields.items():
+            setattr(rec, key, value)
+
     def _adopt(self, lock: PodLock, rec: PodRecord, instance: Instance, how: str) -> float | None:
         state = instance.get("State", {}).get("Name", "pending")
         fields: dict[str, Any] = {
@@ -153,9 +203,7 @@ class Lifecycle:
         self, lock: PodLock, rec: PodRecord, reason: str, message: str, instance_id: str | None = None
     ) -> float | None:
         """Clean up what this attempt created, then try again or fail per restartPolicy."""
-        doomed = instance_id or rec.instance_id
-        if doomed:
-            self.ec2.terminate([doomed])
+        self._abandon(lock, rec, instance_id)
         attempts = rec.attempt + 1
         if rec.restart_policy == "Never" or attempts >= self.settings.max_attempts:
             self._record(
@@ -180,9 +228,8 @@ class Lifecycle:
         return FIRST_POLL_SECONDS
 
     def fail(self, lock: PodLock, rec: PodRecord, reason: str, message: str) -> None:
-        """Fail the pod at once (an error that retrying cannot fix), cleaning up its instance."""
-        if rec.instance_id:
-            self.ec2.terminate([rec.instance_id])
+        """Fail the pod at once (an error that retrying cannot fix), cleaning up its instances."""
+        self._abandon(lock, rec)
         self._record(lock, rec, Phase.FAILED, reason=reason, message=message, warning=True)
 
     def replace(self, lock: PodLock, rec: PodRecord, reason: str, message: str) -> bool:
@@ -193,8 +240,7 @@ class Lifecycle:
         """
         if rec.deleted or rec.phase in (Phase.TERMINATING, Phase.TERMINATED):
             return False
-        if rec.instance_id:
-            self.ec2.terminate([rec.instance_id])
+        self._abandon(lock, rec)
         if rec.restart_policy == "Never":
             self._record(lock, rec, Phase.FAILED, reason=reason, message=message, warning=True)
             return False
@@ -229,24 +275,46 @@ class Lifecycle:
         except InvalidPodSpec as exc:
             self._record(lock, rec, Phase.FAILED, reason=exc.reason, message=exc.message, warning=True)
             return None
-        existing = sorted(self.ec2.find_pod_instances(rec.uid), key=lambda i: str(i.get("LaunchTime", "")))
-        if existing:
-            keep, extra = existing[0], existing[1:]
-            if extra:  # never two instances for one pod: keep the oldest
-                self.ec2.terminate([i["InstanceId"] for i in extra])
-            return self._adopt(lock, rec, keep, "adopted")
         tags = self.ec2.pod_tags(rec.spec, rec.node)
-        if params.warm_pool:
-            claimed = self.store.claim_ready(params.warm_pool)
-            if claimed is not None:
-                instance_id, instance = claimed
-                self.ec2.create_tags([instance_id], {**tags, TAG_POOL_STATE: POOL_CLAIMED})
-                return self._adopt(lock, rec, instance, f"claimed from warm pool {params.warm_pool}")
-        instance = self.ec2.run_instance(params, tags, client_token(rec.uid, rec.attempt))
+        launched = rec.launch_token == client_token(rec.uid, rec.attempt)
+        if rec.instance_id:  # a step recorded this attempt's instance, then stopped before its phase
+            if not launched:  # claimed from a warm pool: its pod tags may not have been written
+                lock.guard()
+                self.ec2.create_tags([rec.instance_id], {**tags, TAG_POOL_STATE: POOL_CLAIMED})
+            return self._adopt(lock, rec, rec.instance or {"InstanceId": rec.instance_id}, "recovered")
+        if not launched:  # no RunInstances sent for this attempt yet: adopt by tag, or claim
+            found = self.ec2.find_pod_instances(rec.uid)
+            existing = sorted(found, key=lambda i: str(i.get("LaunchTime", "")))
+            if existing:
+                keep, extra = existing[0], existing[1:]
+                # never two instances for one pod: keep the oldest
+                self._terminate(lock, rec, [i["InstanceId"] for i in extra])
+                return self._adopt(lock, rec, keep, "adopted")
+            if params.warm_pool:
+                lock.guard()
+                claimed = self.store.claim_ready(params.warm_pool)
+                if claimed is not None:
+                    instance_id, instance = claimed
+                    self._note_instance(lock, rec, instance)
+                    lock.guard()
+                    self.ec2.create_tags([instance_id], {**tags, TAG_POOL_STATE: POOL_CLAIMED})
+                    return self._adopt(lock, rec, instance, f"claimed from warm pool {params.warm_pool}")
+            # The launch intent: a step that stops after this re-sends RunInstances with this token.
+            lock.write({"launch_token": client_token(rec.uid, rec.attempt)})
+        lock.guard()
+        try:
+            instance = self.ec2.run_instance(params, tags, client_token(rec.uid, rec.attempt))
+        except Ec2Error as exc:  # the token was sent with other parameters: a fresh attempt, fresh token
+            if exc.code != IDEMPOTENT_MISMATCH:
+                raise
+            return self._retry_or_fail(lock, rec, IDEMPOTENT_MISMATCH, exc.message)
+        self._note_instance(lock, rec, instance)
         return self._adopt(lock, rec, instance, "launched")
 
     def _await_running(self, lock: PodLock, rec: PodRecord) -> float | None:
         instance = self.ec2.describe([rec.instance_id]).get(rec.instance_id)
+        if instance is None and self._young(rec):
+            return self._poll_delay(rec)  # EC2 does not show a new instance at once: pending, not gone
         state = instance.get("State", {}).get("Name") if instance else phases.GONE
         if instance is None or phases.instance_lost(state):
             return self._retry_or_fail(
@@ -263,7 +331,11 @@ class Lifecycle:
 
     def _await_agent(self, lock: PodLock, rec: PodRecord) -> float | None:
         target = self._target(rec)
-        if not self.agents.serving(target):
+        try:
+            serving = self.agents.serving(target)
+        except AgentError:  # a health check that fails in any way is "not serving yet"
+            serving = False
+        if not serving:
             if self._boot_expired(rec):
                 return self._retry_or_fail(
                     lock,
@@ -277,10 +349,14 @@ class Lifecycle:
             if self.bootstrap is not None:
                 self.bootstrap(target)
             self.agents.launch(target, rec.spec)
-        except AgentUnavailable:
-            return self._poll_delay(rec)
         except AgentRejected as exc:
             return self._retry_or_fail(lock, rec, exc.reason, f"agent refused the pod: {exc.message}")
+        except AgentError as exc:  # unavailable, or failing internally: maybe transient, within bounds
+            if self._boot_expired(rec):
+                return self._retry_or_fail(
+                    lock, rec, "AgentBootTimeout", f"agent at {rec.endpoint} failed the launch: {exc.message}"
+                )
+            return self._poll_delay(rec)
         self._record(
             lock,
             rec,
@@ -293,10 +369,14 @@ class Lifecycle:
     def _await_workload(self, lock: PodLock, rec: PodRecord) -> float | None:
         try:
             status = self.agents.status(self._target(rec))
-        except AgentUnavailable:
+        except AgentRejected as exc:  # e.g. the workload unknown, or another instance's agent
+            return self._retry_or_fail(
+                lock, rec, exc.reason, f"agent refused the status check: {exc.message}"
+            )
+        except AgentError as exc:  # unavailable, or failing internally: maybe transient, within bounds
             if self._boot_expired(rec):
                 return self._retry_or_fail(
-                    lock, rec, "AgentLost", f"agent at {rec.endpoint} stopped answering"
+                    lock, rec, "AgentLost", f"agent at {rec.endpoint} stopped answering: {exc.message}"
                 )
             return self._poll_delay(rec)
         phase = phases.from_agent(status.phase)
@@ -377,7 +457,7 @@ class Lifecycle:
             lock.extend(lock.ttl_ms + int((grace + self.settings.agent.call_timeout_seconds) * 1000))
             try:
                 self.agents.terminate(self._target(rec), grace)
-            except (AgentUnavailable, AgentRejected) as exc:
+            except AgentError as exc:  # whatever the agent answers, the instance is terminated
                 log.info(
                     "TerminateApplication on %s failed (%s); terminating the instance anyway",
                     rec.instance_id,
