@@ -65,6 +65,8 @@ def failure(exc: BaseException, retries: int) -> tuple[str, str]:
     """The reason and message a pod fails with when ``exc`` ended its create chain."""
     if isinstance(exc, Vkec2Error):
         reason, message = exc.reason, exc.message
+    elif isinstance(exc, StoreError):
+        reason, message = "RedisUnavailable", f"{type(exc).__name__}: {exc}"
     else:  # a bug or an unexpected answer: still a bounded outcome, with what it was
         reason, message = "InternalError", f"{type(exc).__name__}: {exc}"
     if retryable(exc):

@@ -213,7 +213,8 @@ def test_R4_terminate_of_an_instance_ec2_does_not_know_yet_is_retried(world: Wor
 
     world.ec2.reveal()
     world.fail()
-    assert world.rec.phase is Phase.FAILED and world.ec2.state(inst["InstanceId"]) == "terminated"
+    after = world.rec
+    assert after.phase is Phase.FAILED and world.ec2.state(inst["InstanceId"]) == "terminated"
 
 
 def test_R4_past_the_window_not_found_counts_as_terminated(world: World) -> None:
