@@ -31,6 +31,7 @@ from vkec2.domain.models import Phase, PodRecord, StatusEvent, now
 from vkec2.domain.podspec import launch_params
 from vkec2.domain.times import rfc3339
 from vkec2.errors import AgentError, AgentRejected, AgentUnavailable, Ec2Error, InvalidPodSpec
+from vkec2.fleet.visibility import PodInstances
 from vkec2.observability import metrics
 from vkec2.ports import Agents, Ec2, PodLock, WarmPoolClaims
 
@@ -67,6 +68,7 @@ class Lifecycle:
         self.ec2 = ec2
         self.agents = agents
         self.bootstrap = bootstrap
+        self.pod_instances = PodInstances(settings, ec2)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -125,36 +127,6 @@ class Lifecycle:
         waited = max(0.0, now() - rec.launched_at) if rec.launched_at else 0.0
         return float(min(self.settings.celery.max_countdown_seconds, FIRST_POLL_SECONDS + waited / 10))
 
-    def _young(self, rec: PodRecord) -> bool:
-        """The pod's instance was launched so recently, and not seen running yet, that EC2 may not
-        know it yet: NotFound for it means "not visible yet", never "gone"."""
-        window = self.settings.ec2.visibility_window_seconds
-        unseen = rec.phase in (Phase.PENDING, Phase.PROVISIONING)
-        return unseen and bool(rec.launched_at) and now() - rec.launched_at < window
-
-    def _terminate(self, lock: PodLock, rec: PodRecord, instance_ids: list[str]) -> None:
-        """TerminateInstances right after the lock's guard; the pod's own instance, if EC2 does not
-        know it yet (young), is not counted as terminated: the step is retried later instead."""
-        ids = [iid for iid in dict.fromkeys(instance_ids) if iid]
-        if not ids:
-            return
-        lock.guard()
-        hidden = [iid for iid in self.ec2.terminate(ids) if iid == rec.instance_id and self._young(rec)]
-        if hidden:
-            raise Ec2Error(
-                f"TerminateInstances: instance {hidden[0]} is not visible to EC2 yet "
-                f"({self.settings.ec2.visibility_window_seconds:.0f}s window after its launch); retrying",
-                code="InvalidInstanceID.NotFound",
-                retryable=True,
-                reason="InstanceNotYetVisible",
-            )
-
-    def _abandon(self, lock: PodLock, rec: PodRecord, instance_id: str | None = None) -> None:
-        """Terminate everything the pod's attempt may have: the recorded instance, ``instance_id`` and
-        every live instance tagged with the pod's UID (a launch EC2 did not list yet, a leftover)."""
-        tagged = [i["InstanceId"] for i in self.ec2.find_pod_instances(rec.uid)]
-        self._terminate(lock, rec, [instance_id or "", rec.instance_id, *tagged])
-
     def _note_instance(self, lock: PodLock, rec: PodRecord, instance: Instance) -> None:
         """Record the pod's new instance (launched or claimed) before any other call on it."""
         fields = {
@@ -203,7 +175,7 @@ class Lifecycle:
         self, lock: PodLock, rec: PodRecord, reason: str, message: str, instance_id: str | None = None
     ) -> float | None:
         """Clean up what this attempt created, then try again or fail per restartPolicy."""
-        self._abandon(lock, rec, instance_id)
+        self.pod_instances.abandon(lock, rec, instance_id)
         attempts = rec.attempt + 1
         if rec.restart_policy == "Never" or attempts >= self.settings.max_attempts:
             self._record(
@@ -229,7 +201,7 @@ class Lifecycle:
 
     def fail(self, lock: PodLock, rec: PodRecord, reason: str, message: str) -> None:
         """Fail the pod at once (an error that retrying cannot fix), cleaning up its instances."""
-        self._abandon(lock, rec)
+        self.pod_instances.abandon(lock, rec)
         self._record(lock, rec, Phase.FAILED, reason=reason, message=message, warning=True)
 
     def replace(self, lock: PodLock, rec: PodRecord, reason: str, message: str) -> bool:
@@ -240,7 +212,7 @@ class Lifecycle:
         """
         if rec.deleted or rec.phase in (Phase.TERMINATING, Phase.TERMINATED):
             return False
-        self._abandon(lock, rec)
+        self.pod_instances.abandon(lock, rec)
         if rec.restart_policy == "Never":
             self._record(lock, rec, Phase.FAILED, reason=reason, message=message, warning=True)
             return False
@@ -288,7 +260,7 @@ class Lifecycle:
             if existing:
                 keep, extra = existing[0], existing[1:]
                 # never two instances for one pod: keep the oldest
-                self._terminate(lock, rec, [i["InstanceId"] for i in extra])
+                self.pod_instances.terminate(lock, rec, [i["InstanceId"] for i in extra])
                 return self._adopt(lock, rec, keep, "adopted")
             if params.warm_pool:
                 lock.guard()
@@ -313,7 +285,7 @@ class Lifecycle:
 
     def _await_running(self, lock: PodLock, rec: PodRecord) -> float | None:
         instance = self.ec2.describe([rec.instance_id]).get(rec.instance_id)
-        if instance is None and self._young(rec):
+        if instance is None and self.pod_instances.young(rec):
             return self._poll_delay(rec)  # EC2 does not show a new instance at once: pending, not gone
         state = instance.get("State", {}).get("Name") if instance else phases.GONE
         if instance is None or phases.instance_lost(state):
