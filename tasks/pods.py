@@ -7,6 +7,13 @@ and converges to the same single instance. A task locks the pod, runs one step o
 countdown. The chain is self-fencing: the record names the task ID of the one scheduled next
 step, so a stale copy (redelivered after a crash, or duplicated) exits at once, while a create sent
 from outside (the producer, a replay) always takes over the chain.
+
+No exception leaves a chain dead (the table "What each error does" in docs/architecture.md): a
+busy lock is retried soon; a retryable error (throttled or unreachable EC2, a not-yet-visible
+instance, Redis unreachable) is retried with back-off, at most :data:`EC2_RETRY_MAX` times; a
+create step that fails with anything else, or runs out of retries, fails the pod with the error's
+reason (its instances terminated); a delete retries every error, and one that runs out of retries
+is resumed by the health sweep, since a deleted pod must lose its instance.
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ from tasks.app import app
 from tasks.runtime import Fleet, fleet
 from vkec2 import contract
 from vkec2.domain.models import PodRecord
-from vkec2.errors import Ec2Error, LockBusy, StaleFence, UnknownPod, Vkec2Error
-from vkec2.store.redis_store import Lock
+from vkec2.errors import LockBusy, StaleFence, UnknownPod, Vkec2Error
+from vkec2.store.redis_store import Lock, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +56,24 @@ def _check_args(uid: Any, generation: Any) -> None:
         )
 
 
+def retryable(exc: BaseException) -> bool:
+    """Trying the same step again later can help: Redis unreachable, or a retryable fleet error."""
+    return isinstance(exc, StoreError) or (isinstance(exc, Vkec2Error) and exc.retryable)
+
+
+def failure(exc: BaseException, retries: int) -> tuple[str, str]:
+    """The reason and message a pod fails with when ``exc`` ended its create chain."""
+    if isinstance(exc, Vkec2Error):
+        reason, message = exc.reason, exc.message
+    elif isinstance(exc, StoreError):
+        reason, message = "RedisUnavailable", f"{type(exc).__name__}: {exc}"
+    else:  # a bug or an unexpected answer: still a bounded outcome, with what it was
+        reason, message = "InternalError", f"{type(exc).__name__}: {exc}"
+    if retryable(exc):
+        message += f" (still failing after {retries} retries)"
+    return reason, message
+
+
 def _retry_later(task: Task, exc: Exception) -> Exception:
     """Re-deliver this same task (same ID) later: the lock is busy or EC2 throttled us.
 
@@ -68,11 +93,12 @@ def _retry_later(task: Task, exc: Exception) -> Exception:
     return cast(Exception, task.retry(exc=exc, countdown=delay, max_retries=EC2_RETRY_MAX))
 
 
-def _one_step(task: Task, uid: str, step: Step, *, retry_any_ec2_error: bool = False) -> str:
+def _one_step(task: Task, uid: str, step: Step, *, retry_any_error: bool = False) -> str:
     """Lock the pod, run ``step`` on its fresh record, and turn contention into retries.
 
-    A busy lock or a throttled/unreachable EC2 re-delivers this same task later; a stale fence
-    means another task owns the pod now; a UID with no record is reported, not raised.
+    A busy lock or a retryable error (throttled/unreachable EC2, Redis unreachable) re-delivers
+    this same task later (with ``retry_any_error``, any error); a stale fence means another task
+    owns the pod now; a UID with no record is reported, not raised.
     """
     ctx = fleet()
     try:
@@ -87,8 +113,8 @@ def _one_step(task: Task, uid: str, step: Step, *, retry_any_ec2_error: bool = F
         return "superseded"
     except LockBusy as exc:
         raise _retry_later(task, exc) from exc
-    except Ec2Error as exc:
-        if exc.retryable or retry_any_ec2_error:
+    except Exception as exc:
+        if retryable(exc) or retry_any_error:
             raise _retry_later(task, exc) from exc
         raise
 
@@ -103,10 +129,14 @@ def create(self: Task, uid: str, generation: int | None = None, continuation: bo
             return "superseded"
         try:
             delay = ctx.lifecycle.create_step(lock, rec)
-        except Ec2Error as exc:
-            if exc.retryable:
-                raise
-            ctx.lifecycle.fail(lock, rec, exc.reason, exc.message)  # retrying cannot fix it
+        except (StaleFence, UnknownPod, LockBusy):
+            raise
+        except Exception as exc:
+            if retryable(exc) and self.request.retries < EC2_RETRY_MAX:
+                raise  # the same step again after a back-off
+            log.warning("create step of %s failed: %r", uid, exc)
+            reason, message = failure(exc, self.request.retries)
+            ctx.lifecycle.fail(lock, rec, reason, message)  # retrying cannot fix it (any more)
             return rec.phase.value
         if delay is not None:
             next_id = uuid()
@@ -139,5 +169,5 @@ def delete(self: Task, uid: str, generation: int | None = None) -> str:
         ctx.lifecycle.delete(lock, rec, generation)
         return rec.phase.value
 
-    # A delete must not be lost: any EC2 error is retried (bounded), not only throttling.
-    return _one_step(self, uid, step, retry_any_ec2_error=True)
+    # A delete must not be lost: any error is retried (bounded), then the health sweep resumes it.
+    return _one_step(self, uid, step, retry_any_error=True)

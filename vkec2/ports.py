@@ -40,6 +40,11 @@ class PodLock(Protocol):
         """Push the lock's expiry out; False if it was lost meanwhile."""
         ...
 
+    def guard(self) -> None:
+        """Immediately before a side effect: extend the lock by its TTL if it and the fence still
+        hold, else raise :class:`~vkec2.errors.StaleFence` (the pod belongs to another task now)."""
+        ...
+
 
 class PodStore(Protocol):
     """Pod records, their locks and the sweep's single-flight lock (what the health sweep uses)."""
@@ -110,8 +115,8 @@ class Ec2(Protocol):
 
     def create_tags(self, instance_ids: Sequence[str], tags: Mapping[str, str]) -> None: ...
 
-    def terminate(self, instance_ids: Sequence[str]) -> None:
-        """Terminate instances; an unknown one counts as terminated."""
+    def terminate(self, instance_ids: Sequence[str]) -> list[str]:
+        """Terminate instances; the IDs EC2 answered NotFound for (gone long ago, or not visible yet)."""
         ...
 
 

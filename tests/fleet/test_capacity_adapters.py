@@ -17,6 +17,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from tests.support.awslike import CapacityRule
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import TEST_AMI
 from vkec2.config import Settings
@@ -50,7 +51,7 @@ def launch() -> LaunchParams:
 
 def refused(code: str) -> Ec2Error:
     gateway = Ec2Gateway(Settings.model_validate({"aws": {"max_attempts": 1}}))
-    with Stubber(gateway.client) as stub:
+    with Stubber(gateway.launch_client) as stub:
         stub.add_client_error("run_instances", service_error_code=code, service_message="not now")
         with pytest.raises(Ec2Error) as err:
             gateway.run_instance(launch(), {}, "vkec2-t-0")
@@ -62,6 +63,17 @@ def test_capacity_codes_are_retryable_capacity_errors(code: str) -> None:
     error = refused(code)
     assert (error.code, error.capacity, error.retryable, error.reason) == (code, True, True, code)
     assert error.message == f"RunInstances: {code}: not now"
+
+
+def test_run_instances_is_sent_once_however_many_attempts_other_calls_get(
+    ec2_proxy: Ec2Proxy,
+) -> None:
+    """botocore retries HTTP 500s: a capacity refusal must not cost aws.max_attempts launches."""
+    ec2_proxy.add_capacity(CapacityRule(code="InsufficientInstanceCapacity"))
+    gateway = Ec2Gateway(Settings.model_validate({"aws": {"endpoint_url": ec2_proxy.url, "max_attempts": 5}}))
+    with pytest.raises(Ec2Error) as err:
+        gateway.run_instance(launch(), {"purpose": "capacity-test"}, "vkec2-once-0")
+    assert err.value.capacity and ec2_proxy.calls["RunInstances"] == 1
 
 
 def test_other_codes_are_not_capacity() -> None:

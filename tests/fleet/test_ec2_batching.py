@@ -69,7 +69,7 @@ def launch(settings: Settings, count: int) -> list[str]:
     return [instance["InstanceId"] for instance in launched]
 
 
-def in_threads(work: Callable[[int], None], count: int) -> list[BaseException]:
+def in_threads(work: Callable[[int], object], count: int) -> list[BaseException]:
     """Run ``work(i)`` in ``count`` threads started together; the exceptions they raised."""
     errors: list[BaseException] = []
     start = threading.Barrier(count)

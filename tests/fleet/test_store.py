@@ -98,6 +98,26 @@ def test_expired_lock_can_be_taken_over_and_the_old_holder_is_fenced_out(store: 
                 stalled.write({"phase": Phase.FAILED.value})
 
 
+def test_the_guard_extends_a_held_lock_and_refuses_a_lost_one(store: Store) -> None:
+    uid = str(uuid.uuid4())
+    store.put_desired(pod(uid), "n")
+    with store.locked(uid, ttl_ms=300) as held:
+        held.guard()
+        assert int(store.redis.pttl(store.keys.lock(uid))) > 200  # extended by its TTL again
+    with store.locked(uid, ttl_ms=20) as stalled:
+        wait_until(lambda: not store.redis.exists(store.keys.lock(uid)), 5, "the lock to expire")
+        with pytest.raises(StaleFence):
+            stalled.guard()  # expired: no side effect, even before anyone took the pod over
+        with store.locked(uid) as other:
+            with pytest.raises(StaleFence):
+                stalled.guard()
+            other.guard()
+    with store.locked(uid) as holder:
+        store.redis.hincrby(store.keys.pod(uid), "fence", 1)  # the record moved on (taken and lost)
+        with pytest.raises(StaleFence):
+            holder.guard()
+
+
 def test_state_write_and_outbox_event_are_atomic(store: Store) -> None:
     uid = str(uuid.uuid4())
     store.put_desired(pod(uid), "node-x")

@@ -76,7 +76,11 @@ def test_a_sweep_of_1000_pods_makes_at_most_two_describe_calls(
     make_fleet: Make, ec2_proxy: Ec2Proxy, agent_sim: str
 ) -> None:
     # moto answers a 1,000-ID DescribeInstances slowly when the machine is busy: allow it the time.
-    fleet = make_fleet(health={"interval_seconds": 5}, aws={"read_timeout_seconds": 120})
+    fleet = make_fleet(
+        health={"interval_seconds": 5},
+        aws={"read_timeout_seconds": 120},
+        celery={"lock_ttl_seconds": 400},  # a pod lock outlasts one EC2 call (3 x 121 s + 5 s)
+    )
     uids = seed_running_pods(fleet, agent_sim, 1000)
     fleet.start_worker(concurrency=2, queues="health")
     ec2_proxy.reset_counts()

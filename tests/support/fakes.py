@@ -7,10 +7,13 @@ whose taking bumps the record's ``fence``, fenced writes that refuse a stale fen
 each write appended to the node's outbox in the same call; it also keeps the fleet's "no capacity"
 marks on its clock. :class:`FakeEc2` keeps instances whose state and tags a test sets, honours
 RunInstances' ClientToken (the same token returns the same instance), answers the capacity errors
-a test programs per instance type and subnet (``no_capacity``) and logs every call;
-:class:`FakeAgents` answers serving / launch / status / terminate as a test programs it, including
-:class:`~vkec2.errors.AgentUnavailable` and :class:`~vkec2.errors.AgentRejected`. Nothing here
-sleeps or opens a socket. mypy proves at the end of this module that each fake satisfies its port.
+a test programs per instance type and subnet (``no_capacity``), can hide an instance as EC2's
+eventual consistency does (NotFound by ID, absent from listings, until revealed), runs a test's
+hook in the middle of a call (a slow call during which another task takes the pod over) and logs
+every call; :class:`FakeAgents` answers serving / launch / status / terminate as a test programs
+it, including :class:`~vkec2.errors.AgentUnavailable` and :class:`~vkec2.errors.AgentRejected`.
+Nothing here sleeps or opens a socket. mypy proves at the end of this module that each fake
+satisfies its port.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class FakeLock:
     def __init__(self, store: FakeStore, uid: str, fence: int, ttl_ms: int) -> None:
         self.store, self.uid, self.fence, self.ttl_ms = store, uid, fence, ttl_ms
         self.extensions: list[int] = []
+        self.guards = 0
 
     def write(self, values: Mapping[str, Any], event: StatusEvent | None = None, node: str = "") -> None:
         self.store.write(self.uid, self.fence, values, event, node)
@@ -51,6 +55,13 @@ class FakeLock:
     def extend(self, ttl_ms: int | None = None) -> bool:
         self.extensions.append(ttl_ms or self.ttl_ms)
         return self.store.holder(self.uid) is self
+
+    def guard(self) -> None:
+        """The Redis guard: extend only while this lock is held and its fence is the record's."""
+        self.guards += 1
+        if self.store.holder(self.uid) is not self or self.store.fence(self.uid) != self.fence:
+            raise StaleFence(f"pod {self.uid}: lock or fence {self.fence} lost; another task owns the pod")
+        self.extensions.append(self.ttl_ms)
 
 
 class FakeStore:
@@ -79,6 +90,9 @@ class FakeStore:
 
     def holder(self, uid: str) -> FakeLock | None:
         return self._held.get(uid)
+
+    def fence(self, uid: str) -> int:
+        return int(self.hashes.get(uid, {}).get("fence", "0"))
 
     def steal(self, uid: str) -> int:
         """Another task takes the pod's lock after ours expired: the fence moves on; returns it."""
@@ -192,6 +206,9 @@ class FakeEc2:
         # (instance type or None, subnet or None) -> AWS code RunInstances answers (None: any)
         self.no_capacity: dict[tuple[str | None, str | None], str] = {}
         self.zones: dict[str, str] = {}  # subnet -> zone (others: unknown)
+        self.hooks: dict[str, Callable[[], None]] = {}  # action -> run once, in the middle of its call
+        self.hidden: set[str] = set()  # instances EC2 does not show yet (eventual consistency)
+        self.launch_hidden = False  # hide every instance RunInstances launches until revealed
         self._ids = itertools.count(1)
         self._mutex = threading.Lock()
 
@@ -237,9 +254,19 @@ class FakeEc2:
     def calls_of(self, action: str) -> list[dict[str, Any]]:
         return [args for name, args in self.calls if name == action]
 
+    def reveal(self, instance_id: str | None = None) -> None:
+        """EC2 has caught up: show ``instance_id`` (every hidden instance when None)."""
+        if instance_id is None:
+            self.hidden.clear()
+        else:
+            self.hidden.discard(instance_id)
+
     def _call(self, action: str, **args: Any) -> None:
         with self._mutex:
             self.calls.append((action, args))
+        hook = self.hooks.pop(action, None)
+        if hook is not None:  # a slow call: something happens elsewhere before it answers
+            hook()
         error = self.errors.get(action)
         if error is not None:
             raise error
@@ -248,7 +275,9 @@ class FakeEc2:
         return [
             copy.deepcopy(i)
             for i in self.instances.values()
-            if tag_map(i).get(TAG_CLUSTER) == self.cluster and i["State"]["Name"] in states
+            if tag_map(i).get(TAG_CLUSTER) == self.cluster
+            and i["State"]["Name"] in states
+            and i["InstanceId"] not in self.hidden
         ]
 
     # -- the Ec2 port ----------------------------------------------------------------------
@@ -264,7 +293,10 @@ class FakeEc2:
     def describe(self, instance_ids: Iterable[str]) -> dict[str, Instance]:
         ids = list(dict.fromkeys(instance_ids))
         self._call("DescribeInstances", instance_ids=ids)
-        return {iid: copy.deepcopy(self.instances[iid]) for iid in ids if iid in self.instances}
+        return {iid: copy.deepcopy(self.instances[iid]) for iid in ids if self._known(iid)}
+
+    def _known(self, instance_id: str) -> bool:
+        return instance_id in self.instances and instance_id not in self.hidden
 
     def impaired(self) -> dict[str, str]:
         self._call("DescribeInstanceStatus")
@@ -296,6 +328,8 @@ class FakeEc2:
             instance_type=params.instance_type,
         )
         self.tokens[token] = instance["InstanceId"]
+        if self.launch_hidden:
+            self.hidden.add(instance["InstanceId"])
         return instance
 
     def subnet_zones(self, subnet_ids: Sequence[str]) -> dict[str, str]:
@@ -306,19 +340,23 @@ class FakeEc2:
         if not instance_ids:
             return
         self._call("CreateTags", Resources=list(instance_ids), Tags=dict(tags))
+        unknown = [iid for iid in instance_ids if iid in self.hidden]
+        if unknown:
+            raise Ec2Error(f"CreateTags: {unknown[0]} not found", code="InvalidInstanceID.NotFound")
         for iid in instance_ids:
             if iid in self.instances:
                 merged = {**tag_map(self.instances[iid]), **tags}
                 self.instances[iid]["Tags"] = [{"Key": k, "Value": v} for k, v in merged.items()]
 
-    def terminate(self, instance_ids: Sequence[str]) -> None:
+    def terminate(self, instance_ids: Sequence[str]) -> list[str]:
         ids = list(dict.fromkeys(instance_ids))
         if not ids:
-            return
+            return []
         self._call("TerminateInstances", InstanceIds=ids)
-        for iid in ids:  # an unknown instance counts as terminated
-            if iid in self.instances:
+        for iid in ids:
+            if self._known(iid):
                 self.set_state(iid, "terminated")
+        return [iid for iid in ids if not self._known(iid)]  # NotFound: gone, or not visible yet
 
     def terminated(self) -> list[str]:
         """Every instance ID sent to TerminateInstances, in order."""

@@ -80,14 +80,21 @@ class FleetHarness:
         raw: dict[str, Any] = {
             "cluster_name": self.cluster,
             "redis_url": redis_url,
-            "aws": {"endpoint_url": moto_url, "max_attempts": 3},
+            # One EC2 call at worst (3 x (1 + 4) s + 5 s of rate-limit wait) fits in the pod lock.
+            "aws": {
+                "endpoint_url": moto_url,
+                "max_attempts": 3,
+                "connect_timeout_seconds": 1,
+                "read_timeout_seconds": 4,
+            },
+            "rate_limits": {"max_wait_seconds": 5},
             "ec2": {"image_id": TEST_AMI, "instance_type": "m5.large"},
             "agent": {
                 "endpoint": f"static:{agent_endpoint}",
                 "call_timeout_seconds": 5,
                 "boot_timeout_seconds": 60,
             },
-            "celery": {"visibility_timeout_seconds": 10, "max_countdown_seconds": 2, "lock_ttl_seconds": 10},
+            "celery": {"visibility_timeout_seconds": 10, "max_countdown_seconds": 2, "lock_ttl_seconds": 20},
         }
         for key, value in (overrides or {}).items():
             if isinstance(value, dict) and isinstance(raw.get(key), dict):

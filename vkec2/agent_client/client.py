@@ -5,11 +5,15 @@ It calls the agent named by an :class:`~vkec2.domain.agents.AgentTarget` (whose 
 channel per endpoint and transport (reset after a fork, so Celery's prefork children never share a
 parent's channels), puts a deadline on every unary call, names the expected instance in the
 ``x-vkec2-instance-id`` metadata of every call, and maps gRPC status codes onto the fleet's errors:
-UNAVAILABLE / DEADLINE_EXCEEDED become :class:`AgentUnavailable` (retry later, like an agent that has
-not booted yet), refusals become :class:`AgentRejected`, and an agent of another instance becomes
-:class:`AgentIdentityMismatch`. With TLS configured, calls go over mTLS and the agent's certificate must
-name the target instance; only health, identity and the one-shot bootstrap fall back to plaintext, to
-reach an agent that has not been bootstrapped yet.
+UNAVAILABLE / DEADLINE_EXCEEDED / CANCELLED / RESOURCE_EXHAUSTED / ABORTED become
+:class:`AgentUnavailable` (retry later, like an agent that has not booted yet), refusals
+(INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND, UNAUTHENTICATED …) become :class:`AgentRejected`,
+an agent of another instance (PERMISSION_DENIED) becomes :class:`AgentIdentityMismatch`, and the
+rest (INTERNAL, UNKNOWN, DATA_LOSS) the plain :class:`AgentError` of a faulty agent (what the pod
+does with each is the table "What each error does" in docs/architecture.md). With TLS configured,
+calls go over mTLS and the agent's certificate must name the target instance; only health, identity
+and the one-shot bootstrap fall back to plaintext, to reach an agent that has not been bootstrapped
+yet.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ _UNAVAILABLE = {
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.CANCELLED,
     grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
 }
 _REJECTED = {
     grpc.StatusCode.INVALID_ARGUMENT,

@@ -136,7 +136,14 @@ def _config(cluster: str, redis_url: str, moto_url: str, agent_endpoint: str) ->
     return {
         "cluster_name": cluster,
         "redis_url": redis_url,
-        "aws": {"endpoint_url": moto_url, "max_attempts": 3},
+        # One EC2 call (3 x (1 + 3) s + 3 s of rate-limit wait) fits in the 15 s pod lock.
+        "aws": {
+            "endpoint_url": moto_url,
+            "max_attempts": 3,
+            "connect_timeout_seconds": 1,
+            "read_timeout_seconds": 3,
+        },
+        "rate_limits": {"max_wait_seconds": 3},
         "ec2": {"image_id": LOCAL_AMI, "instance_type": "m5.large"},
         "warm_pools": [
             {"name": "default", "desired_count": 2, "instance_type": "m5.large", "image_id": LOCAL_AMI}

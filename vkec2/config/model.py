@@ -114,10 +114,15 @@ class _LaunchTarget(Section):
 
 
 class Ec2Defaults(_LaunchTarget):
-    """Launch parameters used when a pod's annotations do not override them."""
+    """Launch parameters used when a pod's annotations do not override them, and EC2's visibility lag."""
 
     user_data: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+    visibility_window_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long after its launch an instance EC2 answers NotFound for is pending, not gone.",
+    )
     capacity_deadline_seconds: float = Field(
         default=1800.0,
         gt=0,
@@ -274,7 +279,9 @@ class CelerySettings(Section):
     visibility_timeout_seconds: int = Field(default=600, ge=1)
     max_countdown_seconds: float = Field(default=30.0, gt=0)
     lock_ttl_seconds: float = Field(
-        default=60.0, gt=0, description="How long a per-pod lock outlives a worker that died holding it."
+        default=90.0,
+        gt=0,
+        description="How long a per-pod lock outlives a worker that died holding it; at least one EC2 call.",
     )
 
     @field_validator("max_countdown_seconds")
@@ -369,6 +376,26 @@ class Settings(BaseSettings):
             configured = ", ".join(names) if names else "none"
             raise ValueError(f"no warm pool named {value!r} (configured: {configured})")
         return value
+
+    @model_validator(mode="after")
+    def _lock_outlasts_an_ec2_call(self) -> Settings:
+        worst = self.ec2_call_worst_seconds()
+        if self.celery.lock_ttl_seconds < worst:
+            raise ValueError(
+                f"celery.lock_ttl_seconds ({self.celery.lock_ttl_seconds:g}) is shorter than the worst case "
+                f"of one EC2 call ({worst:g}s = aws.max_attempts x (aws.connect_timeout_seconds + "
+                "aws.read_timeout_seconds) + rate_limits.max_wait_seconds): a pod lock could expire "
+                "during a RunInstances and let a second step run; raise celery.lock_ttl_seconds or "
+                "lower the aws timeouts, aws.max_attempts or rate_limits.max_wait_seconds"
+            )
+        return self
+
+    def ec2_call_worst_seconds(self) -> float:
+        """The longest one EC2 call of the gateway can take: every botocore attempt timing out after
+        connecting and reading, plus the longest wait for a fleet rate-limit token."""
+        aws = self.aws
+        wait = self.rate_limits.max_wait_seconds if self.rate_limits.enabled else 0.0
+        return aws.max_attempts * (aws.connect_timeout_seconds + aws.read_timeout_seconds) + wait
 
     def pool(self, name: str) -> WarmPool | None:
         """The warm pool called ``name``, or None."""

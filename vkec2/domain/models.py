@@ -47,6 +47,7 @@ class PodRecord:
     instance_id: str = ""
     endpoint: str = ""
     launched_at: float = 0.0
+    launch_token: str = ""  # ClientToken of a RunInstances this attempt sent (the launch intent)
     running_at: float = 0.0  # when the instance was seen running (phase Booting), for metrics
     launching_at: float = 0.0  # when the agent accepted the workload (phase Launching), for metrics
     next_task: str = ""

@@ -10,8 +10,8 @@ the batch lead waits one short window (``aws.batch_window_seconds``) for others 
 call for up to 1,000 IDs and publishes the answers; the others wait for their answer (a describe
 answer younger than the window counts) and fall back to a call of their own if none comes within
 one call's worst case. Both methods keep the plain gateway's contract — a describe returns fresh
-descriptions, a terminate returns once a TerminateInstances naming the IDs was sent — so callers
-need not know. Written here because no library coalesces calls across processes.
+descriptions, a terminate returns (with the IDs EC2 did not know) once a TerminateInstances naming
+the IDs was sent — so callers need not know. Written here because no library coalesces calls across processes.
 """
 
 from __future__ import annotations
@@ -92,26 +92,26 @@ class BatchingGateway(Ec2Gateway):
                 return super().describe(ids)
             self._sleep(WAIT_STEP_SECONDS)
 
-    def terminate(self, instance_ids: Sequence[str]) -> None:
+    def terminate(self, instance_ids: Sequence[str]) -> list[str]:
         ids = list(dict.fromkeys(instance_ids))
         if not ids or self.window <= 0:
-            super().terminate(ids)
-            return
+            return super().terminate(ids)
         asked = self._clock()
         self.batches.want(TERMINATE, ids, asked)
 
         def send(batch: list[str]) -> None:
-            Ec2Gateway.terminate(self, batch)
-            self.batches.publish_terminated(batch, self._clock())
+            unknown = set(Ec2Gateway.terminate(self, batch))
+            self.batches.publish_terminated({i: i not in unknown for i in batch}, self._clock())
 
         deadline = asked + self.window + self._call_budget()
         while True:
             done = self.batches.terminated_since(ids, asked)
             if len(done) == len(ids):
-                return
+                return [i for i in ids if not done[i]]
             if self._lead(TERMINATE, send, [i for i in ids if i not in done]):
                 continue
             if self._clock() > deadline:
-                super().terminate([i for i in ids if i not in done])
-                return
+                return [i for i in ids if i in done and not done[i]] + super().terminate(
+                    [i for i in ids if i not in done]
+                )
             self._sleep(WAIT_STEP_SECONDS)

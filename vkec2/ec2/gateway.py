@@ -5,7 +5,10 @@ namespace/name, so the tags are the durable record of which pod an instance belo
 launching, the gateway looks the pod's instance up by tag and adopts it. ``RunInstances`` carries a
 ``ClientToken`` derived from the pod UID and attempt, so a retried call returns the same instance
 instead of a second one (tags, token and the Instance type live in :mod:`vkec2.domain.instances`).
-``TerminateInstances`` treats "not found" as done; listings are read with boto3's paginators. The
+EC2 is eventually consistent: for seconds after RunInstances it may answer
+``InvalidInstanceID.NotFound`` for the new instance and leave it out of filtered listings, so
+``terminate`` reports the IDs EC2 did not know and lets the lifecycle decide (a young instance is
+*not yet visible*, an old one is gone); listings are read with boto3's paginators. The
 boto3 client is created lazily once per process (after a fork, a new one), with adaptive retries,
 connect/read timeouts and the endpoint URL from config, and with
 :class:`~vkec2.ec2.accounting.CallAccounting` hooked into its events: every attempt draws a token
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -41,7 +45,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DESCRIBE_BATCH = 1000
+INSTANCE_ID_RE = re.compile(r"\bi-[0-9a-f]{8,17}\b")
 NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"})
+#: EC2's own transient failures (after botocore's retries): retried later by the task, like throttles.
+SERVER_ERROR_CODES = frozenset(
+    {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "RequestTimeout"}
+)
 
 
 def jsonable(instance: Mapping[str, Any]) -> Instance:
@@ -69,11 +78,14 @@ def _ec2_errors(action: str) -> Iterator[None]:
         code = exc.response.get("Error", {}).get("Code", "")
         throttled = code in THROTTLE_CODES
         capacity = code in CAPACITY_ERROR_CODES
+        server = code in SERVER_ERROR_CODES
         raise Ec2Error(
             f"{action}: {code}: {exc.response.get('Error', {}).get('Message', '')}",
             code=code,
-            retryable=throttled,
-            reason="EC2Throttled" if throttled else (code if capacity else None),
+            retryable=throttled or server,
+            reason="EC2Throttled"
+            if throttled
+            else ("EC2Unavailable" if server else (code if capacity else None)),
             capacity=capacity,
         ) from exc
     except (botocore.exceptions.BotoCoreError, OSError) as exc:
@@ -89,31 +101,51 @@ class Ec2Gateway:
         self.settings = settings
         self.store = store
         self.limiter = limiter
-        self._client: EC2Client | None = None
+        self._clients: dict[str, EC2Client] = {}
         self._pid = 0
         self._mutex = threading.Lock()
         self._zones: dict[str, str] = {}  # subnet ID -> Availability Zone
 
     @property
     def client(self) -> EC2Client:
-        if self._client is None or self._pid != os.getpid():
+        """This process's client, with botocore's adaptive retries."""
+        return self._client_for("calls", self.settings.aws.max_attempts)
+
+    @property
+    def launch_client(self) -> EC2Client:
+        """This process's client for RunInstances: one attempt, no botocore retries.
+
+        EC2 answers a capacity error (InsufficientInstanceCapacity ...) with HTTP 500, which
+        botocore retries like any server error: each refusal would cost ``aws.max_attempts``
+        launches under the pod's lock. The capacity fallback moves on at once instead, and a
+        throttled launch is retried by the task with a back-off.
+        """
+        return self._client_for("launch", 1)
+
+    def _client_for(self, purpose: str, max_attempts: int) -> EC2Client:
+        if self._pid != os.getpid():
             with self._mutex:
-                if self._client is None or self._pid != os.getpid():
+                if self._pid != os.getpid():
+                    self._clients, self._pid = {}, os.getpid()  # a forked child starts afresh
+        client = self._clients.get(purpose)
+        if client is None:
+            with self._mutex:
+                client = self._clients.get(purpose)
+                if client is None:
                     aws = self.settings.aws
                     config = botocore.config.Config(
                         region_name=self.settings.region,
                         connect_timeout=aws.connect_timeout_seconds,
                         read_timeout=aws.read_timeout_seconds,
-                        retries={"mode": "adaptive", "max_attempts": aws.max_attempts},
+                        retries={"mode": "adaptive", "total_max_attempts": max_attempts},
                         max_pool_connections=32,
                     )
                     client = boto3.session.Session().client(
                         "ec2", endpoint_url=aws.endpoint_url, config=config
                     )
                     CallAccounting(self.store, self.limiter).register(client.meta.events)
-                    self._client = client
-                    self._pid = os.getpid()
-        return self._client
+                    self._clients[purpose] = client
+        return client
 
     def _call(self, action: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
         """One EC2 call ``action`` (``fn`` with ``kwargs``), its errors as :class:`Ec2Error`."""
@@ -225,7 +257,7 @@ class Ec2Gateway:
             kwargs["KeyName"] = params.key_pair
         if params.user_data:
             kwargs["UserData"] = params.user_data
-        result = self._call("RunInstances", self.client.run_instances, **kwargs)
+        result = self._call("RunInstances", self.launch_client.run_instances, **kwargs)
         return jsonable(result["Instances"][0])
 
     def create_tags(self, instance_ids: Sequence[str], tags: Mapping[str, str]) -> None:
@@ -238,19 +270,30 @@ class Ec2Gateway:
             Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
         )
 
-    def terminate(self, instance_ids: Sequence[str]) -> None:
-        """Terminate instances; an instance EC2 no longer knows counts as terminated."""
+    def terminate(self, instance_ids: Sequence[str]) -> list[str]:
+        """Terminate instances; returns the IDs EC2 answered NotFound for.
+
+        An unknown ID is either gone long ago or, for seconds after its launch, not visible yet:
+        the caller, which knows when it launched the instance, decides which (the lifecycle
+        retries a young one until its visibility window has passed).
+        """
         ids = list(dict.fromkeys(instance_ids))
         if not ids:
-            return
+            return []
         try:
             self._call("TerminateInstances", self.client.terminate_instances, InstanceIds=ids)
         except Ec2Error as exc:
             if exc.code not in NOT_FOUND_CODES:
                 raise
-            if len(ids) > 1:  # one unknown ID fails the batch: terminate the rest one by one
-                for instance_id in ids:
-                    self.terminate([instance_id])
+            if len(ids) == 1:
+                return ids
+            # One unknown ID fails the whole batch; EC2's message names them ("The instance IDs
+            # 'i-1, i-2' do not exist"): send the rest again, or one by one if none is named.
+            named = [i for i in ids if i in set(INSTANCE_ID_RE.findall(exc.message))]
+            if not named:
+                return [unknown for instance_id in ids for unknown in self.terminate([instance_id])]
+            return [*named, *self.terminate([i for i in ids if i not in named])]
+        return []
 
     # -- fleet maintenance (added for the quota refresh) --------------------------------
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -35,7 +35,7 @@ from vkec2.domain.instances import Instance, client_token
 from vkec2.domain.models import Phase, PodRecord, now
 from vkec2.domain.podspec import LaunchParams, user_data_for
 from vkec2.domain.times import rfc3339
-from vkec2.errors import Ec2Error, StaleFence
+from vkec2.errors import Ec2Error
 from vkec2.ports import Ec2, OfferingMarks, PodLock
 
 log = logging.getLogger(__name__)
@@ -167,15 +167,32 @@ class CapacityLaunch:
         subnets = [s for s in (params.subnet_id, *params.fallback_subnets) if s]
         return self.ec2.subnet_zones(subnets) if subnets else {}
 
+    def sent(self, rec: PodRecord, params: LaunchParams) -> bool:
+        """Whether a RunInstances of this attempt was sent: the record names one of its tokens."""
+        if not rec.launch_token:
+            return False
+        return any(
+            c.token == rec.launch_token for c in candidates(self.settings, params, rec.uid, rec.attempt, {})
+        )
+
     def launch(
-        self, lock: PodLock, rec: PodRecord, params: LaunchParams, tags: Mapping[str, str]
+        self,
+        lock: PodLock,
+        rec: PodRecord,
+        params: LaunchParams,
+        tags: Mapping[str, str],
+        intent: Callable[[str], None],
     ) -> Instance | NoCapacity:
         """RunInstances on the first candidate not marked unavailable that has capacity.
 
-        Other EC2 errors propagate. The lock is extended (and its fence checked) before each
-        RunInstances; a lost lock raises :class:`~vkec2.errors.StaleFence`.
+        ``intent(token)`` records the launch intent before each RunInstances (and checks the lock,
+        raising :class:`~vkec2.errors.StaleFence` when it is lost); ``intent("")`` clears it after a
+        capacity refusal, which launched nothing. The candidate whose token the
+        record already names (``rec.launch_token``: a step stopped after sending it) goes first,
+        so a re-sent RunInstances returns that launch's instance. Other EC2 errors propagate.
         """
         cands = candidates(self.settings, params, rec.uid, rec.attempt, self._zones(params))
+        cands.sort(key=lambda c: c.token != rec.launch_token)  # stable: the recorded one first
         regional = {(c.params.instance_type, REGION_WIDE) for c in cands}
         marks = self.marks.unavailable([*(c.offering for c in cands), *regional])
         ttl = self.settings.ec2.unavailable_ttl_seconds
@@ -188,15 +205,15 @@ class CapacityLaunch:
             if mark is None and launches >= MAX_LAUNCHES_PER_STEP:
                 assert last is not None  # the budget is only spent on refusals
                 return self._outcome(last, unavailable, marks, untried=True)
-            if mark is None:
-                if not lock.extend():
-                    raise StaleFence(f"pod {rec.uid}: lock lost before RunInstances")
+            if mark is None or cand.token == rec.launch_token:
+                intent(cand.token)
                 launches += 1
                 try:
                     return self.ec2.run_instance(cand.params, tags, cand.token)
                 except Ec2Error as exc:
                     if not exc.capacity:
                         raise
+                    intent("")  # refused: nothing was launched under that token
                     mark = {"code": exc.code or "", "message": _aws_message(exc), "at": now()}
                     key = regional_key if exc.code in QUOTA_ERROR_CODES else cand.offering
                     self.marks.mark_unavailable(key[0], key[1], mark, ttl)

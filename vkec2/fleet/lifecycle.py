@@ -6,6 +6,14 @@ Running; any → Terminating → Terminated), writes the new state with the lock
 status event, and returns how long to wait before the next step (``None`` when there is none). It
 never blocks on a long wait: a Mac that takes minutes to boot costs a handful of short steps, not a
 worker. Nothing here knows Celery; :mod:`tasks.pods` schedules the steps.
+
+Exactly one instance on a real, eventually consistent EC2: the launch intent (the attempt's
+ClientToken) is recorded before RunInstances and an instance's ID right after it is launched or
+claimed, before any other call on it, so a step that stops half-way is continued with the same
+instance; an instance EC2 does not know within ``ec2.visibility_window_seconds`` of its launch is
+pending, never gone; every side effect (claim, CreateTags, RunInstances, TerminateInstances) is
+preceded by the lock's guard, which extends the lock only while this task still owns the pod; and
+an abandoned attempt terminates every instance tagged with the pod's UID.
 """
 
 from __future__ import annotations
@@ -22,14 +30,16 @@ from vkec2.domain.instances import Instance
 from vkec2.domain.models import Phase, PodRecord, StatusEvent, now
 from vkec2.domain.podspec import launch_params
 from vkec2.domain.times import rfc3339
-from vkec2.errors import AgentRejected, AgentUnavailable, InvalidPodSpec
+from vkec2.errors import AgentError, AgentRejected, AgentUnavailable, Ec2Error, InvalidPodSpec
 from vkec2.fleet.capacity import CapacityLaunch, NoCapacity, settle_conditions
+from vkec2.fleet.visibility import PodInstances
 from vkec2.observability import metrics
 from vkec2.ports import Agents, Ec2, LaunchStore, PodLock
 
 log = logging.getLogger(__name__)
 
 FIRST_POLL_SECONDS = 1.0
+IDEMPOTENT_MISMATCH = "IdempotentParameterMismatch"
 DEFAULT_GRACE_SECONDS = 30
 
 
@@ -60,6 +70,7 @@ class Lifecycle:
         self.agents = agents
         self.bootstrap = bootstrap
         self.capacity = CapacityLaunch(settings, store, ec2)
+        self.pod_instances = PodInstances(settings, ec2)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -120,6 +131,17 @@ class Lifecycle:
         waited = max(0.0, now() - rec.launched_at) if rec.launched_at else 0.0
         return float(min(self.settings.celery.max_countdown_seconds, FIRST_POLL_SECONDS + waited / 10))
 
+    def _note_instance(self, lock: PodLock, rec: PodRecord, instance: Instance) -> None:
+        """Record the pod's new instance (launched or claimed) before any other call on it."""
+        fields = {
+            "instance": instance,
+            "instance_id": instance["InstanceId"],
+            "launched_at": rec.launched_at or now(),
+        }
+        lock.write(fields)
+        for key, value in fields.items():
+            setattr(rec, key, value)
+
     def _adopt(self, lock: PodLock, rec: PodRecord, instance: Instance, how: str) -> float | None:
         state = instance.get("State", {}).get("Name", "pending")
         fields: dict[str, Any] = {
@@ -157,9 +179,7 @@ class Lifecycle:
         self, lock: PodLock, rec: PodRecord, reason: str, message: str, instance_id: str | None = None
     ) -> float | None:
         """Clean up what this attempt created, then try again or fail per restartPolicy."""
-        doomed = instance_id or rec.instance_id
-        if doomed:
-            self.ec2.terminate([doomed])
+        self.pod_instances.abandon(lock, rec, instance_id)
         attempts = rec.attempt + 1
         if rec.restart_policy == "Never" or attempts >= self.settings.max_attempts:
             self._record(
@@ -184,9 +204,8 @@ class Lifecycle:
         return FIRST_POLL_SECONDS
 
     def fail(self, lock: PodLock, rec: PodRecord, reason: str, message: str) -> None:
-        """Fail the pod at once (an error that retrying cannot fix), cleaning up its instance."""
-        if rec.instance_id:
-            self.ec2.terminate([rec.instance_id])
+        """Fail the pod at once (an error that retrying cannot fix), cleaning up its instances."""
+        self.pod_instances.abandon(lock, rec)
         self._record(lock, rec, Phase.FAILED, reason=reason, message=message, warning=True)
 
     def replace(self, lock: PodLock, rec: PodRecord, reason: str, message: str) -> bool:
@@ -197,8 +216,7 @@ class Lifecycle:
         """
         if rec.deleted or rec.phase in (Phase.TERMINATING, Phase.TERMINATED):
             return False
-        if rec.instance_id:
-            self.ec2.terminate([rec.instance_id])
+        self.pod_instances.abandon(lock, rec)
         if rec.restart_policy == "Never":
             self._record(lock, rec, Phase.FAILED, reason=reason, message=message, warning=True)
             return False
@@ -233,22 +251,48 @@ class Lifecycle:
         except InvalidPodSpec as exc:
             self._record(lock, rec, Phase.FAILED, reason=exc.reason, message=exc.message, warning=True)
             return None
-        existing = sorted(self.ec2.find_pod_instances(rec.uid), key=lambda i: str(i.get("LaunchTime", "")))
-        if existing:
-            keep, extra = existing[0], existing[1:]
-            if extra:  # never two instances for one pod: keep the oldest
-                self.ec2.terminate([i["InstanceId"] for i in extra])
-            return self._adopt(lock, rec, keep, "adopted")
         tags = self.ec2.pod_tags(rec.spec, rec.node)
-        if params.warm_pool:
-            claimed = self.store.claim_ready(params.warm_pool)
-            if claimed is not None:
-                instance_id, instance = claimed
-                self.ec2.create_tags([instance_id], {**tags, TAG_POOL_STATE: POOL_CLAIMED})
-                return self._adopt(lock, rec, instance, f"claimed from warm pool {params.warm_pool}")
-        outcome = self.capacity.launch(lock, rec, params, tags)
+        launched = self.capacity.sent(rec, params)
+        if rec.instance_id:  # a step recorded this attempt's instance, then stopped before its phase
+            if not launched:  # claimed from a warm pool: its pod tags may not have been written
+                lock.guard()
+                self.ec2.create_tags([rec.instance_id], {**tags, TAG_POOL_STATE: POOL_CLAIMED})
+            return self._adopt(lock, rec, rec.instance or {"InstanceId": rec.instance_id}, "recovered")
+        if not launched:  # no RunInstances sent for this attempt yet: adopt by tag, or claim
+            found = self.ec2.find_pod_instances(rec.uid)
+            existing = sorted(found, key=lambda i: str(i.get("LaunchTime", "")))
+            if existing:
+                keep, extra = existing[0], existing[1:]
+                # never two instances for one pod: keep the oldest
+                self.pod_instances.terminate(lock, rec, [i["InstanceId"] for i in extra])
+                return self._adopt(lock, rec, keep, "adopted")
+            if params.warm_pool:
+                lock.guard()
+                claimed = self.store.claim_ready(params.warm_pool)
+                if claimed is not None:
+                    instance_id, instance = claimed
+                    self._note_instance(lock, rec, instance)
+                    lock.guard()
+                    self.ec2.create_tags([instance_id], {**tags, TAG_POOL_STATE: POOL_CLAIMED})
+                    return self._adopt(lock, rec, instance, f"claimed from warm pool {params.warm_pool}")
+
+        def intent(token: str) -> None:
+            """The launch intent: a step that stops after this re-sends RunInstances with ``token``."""
+            if rec.launch_token != token:
+                lock.write({"launch_token": token})
+                rec.launch_token = token
+            if token:
+                lock.guard()
+
+        try:
+            outcome = self.capacity.launch(lock, rec, params, tags, intent)
+        except Ec2Error as exc:  # the token was sent with other parameters: a fresh attempt, fresh token
+            if exc.code != IDEMPOTENT_MISMATCH:
+                raise
+            return self._retry_or_fail(lock, rec, IDEMPOTENT_MISMATCH, exc.message)
         if isinstance(outcome, NoCapacity):
             return self._no_capacity(lock, rec, outcome)
+        self._note_instance(lock, rec, outcome)
         return self._adopt(lock, rec, outcome, "launched")
 
     def _no_capacity(self, lock: PodLock, rec: PodRecord, outcome: NoCapacity) -> float | None:
@@ -269,6 +313,8 @@ class Lifecycle:
 
     def _await_running(self, lock: PodLock, rec: PodRecord) -> float | None:
         instance = self.ec2.describe([rec.instance_id]).get(rec.instance_id)
+        if instance is None and self.pod_instances.young(rec):
+            return self._poll_delay(rec)  # EC2 does not show a new instance at once: pending, not gone
         state = instance.get("State", {}).get("Name") if instance else phases.GONE
         if instance is None or phases.instance_lost(state):
             return self._retry_or_fail(
@@ -285,7 +331,11 @@ class Lifecycle:
 
     def _await_agent(self, lock: PodLock, rec: PodRecord) -> float | None:
         target = self._target(rec)
-        if not self.agents.serving(target):
+        try:
+            serving = self.agents.serving(target)
+        except AgentError:  # a health check that fails in any way is "not serving yet"
+            serving = False
+        if not serving:
             if self._boot_expired(rec):
                 return self._retry_or_fail(
                     lock,
@@ -299,10 +349,14 @@ class Lifecycle:
             if self.bootstrap is not None:
                 self.bootstrap(target)
             self.agents.launch(target, rec.spec)
-        except AgentUnavailable:
-            return self._poll_delay(rec)
         except AgentRejected as exc:
             return self._retry_or_fail(lock, rec, exc.reason, f"agent refused the pod: {exc.message}")
+        except AgentError as exc:  # unavailable, or failing internally: maybe transient, within bounds
+            if self._boot_expired(rec):
+                return self._retry_or_fail(
+                    lock, rec, "AgentBootTimeout", f"agent at {rec.endpoint} failed the launch: {exc.message}"
+                )
+            return self._poll_delay(rec)
         self._record(
             lock,
             rec,
@@ -315,10 +369,14 @@ class Lifecycle:
     def _await_workload(self, lock: PodLock, rec: PodRecord) -> float | None:
         try:
             status = self.agents.status(self._target(rec))
-        except AgentUnavailable:
+        except AgentRejected as exc:  # e.g. the workload unknown, or another instance's agent
+            return self._retry_or_fail(
+                lock, rec, exc.reason, f"agent refused the status check: {exc.message}"
+            )
+        except AgentError as exc:  # unavailable, or failing internally: maybe transient, within bounds
             if self._boot_expired(rec):
                 return self._retry_or_fail(
-                    lock, rec, "AgentLost", f"agent at {rec.endpoint} stopped answering"
+                    lock, rec, "AgentLost", f"agent at {rec.endpoint} stopped answering: {exc.message}"
                 )
             return self._poll_delay(rec)
         phase = phases.from_agent(status.phase)
@@ -399,7 +457,7 @@ class Lifecycle:
             lock.extend(lock.ttl_ms + int((grace + self.settings.agent.call_timeout_seconds) * 1000))
             try:
                 self.agents.terminate(self._target(rec), grace)
-            except (AgentUnavailable, AgentRejected) as exc:
+            except AgentError as exc:  # whatever the agent answers, the instance is terminated
                 log.info(
                     "TerminateApplication on %s failed (%s); terminating the instance anyway",
                     rec.instance_id,

@@ -80,17 +80,22 @@ class Ec2Batches(StoreBase):
                 out[instance_id] = entry.get("instance")
         return out
 
-    def publish_terminated(self, instance_ids: Iterable[str], now: float) -> None:
-        """Record that a TerminateInstances named each of ``instance_ids``."""
+    def publish_terminated(self, answers: Mapping[str, bool], now: float) -> None:
+        """Record each ID a TerminateInstances named: True when EC2 knew it, False for NotFound."""
         pipe = self.redis.pipeline(transaction=False)
-        for instance_id in instance_ids:
-            pipe.set(self.keys.ec2_terminated(instance_id), repr(now), ex=TERMINATED_TTL_SECONDS)
+        for instance_id, found in answers.items():
+            doc = json.dumps({"at": now, "found": found})
+            pipe.set(self.keys.ec2_terminated(instance_id), doc, ex=TERMINATED_TTL_SECONDS)
         pipe.execute()
 
-    def terminated_since(self, instance_ids: Iterable[str], since: float) -> set[str]:
-        """Which of ``instance_ids`` a TerminateInstances named at or after ``since``."""
+    def terminated_since(self, instance_ids: Iterable[str], since: float) -> dict[str, bool]:
+        """For each of ``instance_ids`` a TerminateInstances named since ``since``: whether EC2 knew it."""
         ids = list(instance_ids)
         if not ids:
-            return set()
+            return {}
         raw = cast(list[str | None], self.redis.mget([self.keys.ec2_terminated(i) for i in ids]))
-        return {i for i, at in zip(ids, raw, strict=True) if at is not None and float(at) >= since}
+        out: dict[str, bool] = {}
+        for instance_id, doc in zip(ids, raw, strict=True):
+            if doc is not None and float(json.loads(doc).get("at", 0)) >= since:
+                out[instance_id] = bool(json.loads(doc).get("found", True))
+        return out

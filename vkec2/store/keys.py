@@ -15,7 +15,8 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
   UID leaves when its pod is forgotten.
 - ``nodes`` (set): names of the virtual nodes that registered. Owner: the producer. Lifetime: permanent.
 - ``lock:{uid}`` (string): the per-pod lock: a random token. Owner: workers (pod tasks, health sweep).
-  Lifetime: TTL (60 s by default, extended while held); deleted on release.
+  Lifetime: TTL (``celery.lock_ttl_seconds``, 90 s by default, extended before every side effect and
+  while a delete waits); deleted on release.
 - ``outbox:{node}`` (stream): status events for the producer of ``node``. Owner: workers append (in the
   fenced write); the producer consumes it (group ``producer``). Lifetime: capped at about 100,000 entries.
 - ``pool:{name}:ready`` (set): IDs of a pool's members that are Ready to be claimed. Owner: the warm-pool
@@ -50,7 +51,8 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
   until a batch takes them.
 - ``ec2:batch:{kind}:lead`` (string): the lock of the one worker gathering and sending the next batch
   of ``kind``. Owner: the batching gateway. Lifetime: TTL (window + one call's worst case).
-- ``ec2:terminated:{instance_id}`` (string): when a coalesced TerminateInstances named the instance.
+- ``ec2:terminated:{instance_id}`` (string): JSON ``{"at": epoch seconds, "found": bool}``: when a coalesced
+  TerminateInstances named the instance, and whether EC2 knew it (False: NotFound).
   Owner: the batching gateway. Lifetime: TTL 3,600 s.
 - ``ratelimit:{class}`` (hash): token bucket of one EC2 API class: tokens, ts. Owner: the rate limiter
   (every EC2 call). Lifetime: expires when idle (burst / rate + max wait + 60 s).

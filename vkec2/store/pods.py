@@ -4,8 +4,11 @@ Every write a worker makes to a pod record is a compare-and-set in Lua that refu
 fencing token: taking a pod's lock increments the record's ``fence`` and returns it, and a later
 write carrying an older fence (a task whose lock expired while it was stuck in a slow call) is
 refused with :class:`~vkec2.errors.StaleFence`. The same script appends the status event to the
-node's outbox stream, so the record and what the producer is told never disagree. The producer's
-writes (desired spec, delete requests) touch only the fields it owns and bump ``generation``.
+node's outbox stream, so the record and what the producer is told never disagree. Before each side
+effect (a warm-pool claim, CreateTags, RunInstances, TerminateInstances) the holder runs a guard
+that extends its lock only while its token and fence still hold (:meth:`Lock.guard`), so a task
+stalled past its lock never acts on a pod another task took over. The producer's writes (desired
+spec, delete requests) touch only the fields it owns and bump ``generation``.
 """
 
 from __future__ import annotations
@@ -122,6 +125,17 @@ class PodRecords(StoreBase):
         """Push out the expiry of the pod lock held with ``token``; False if it was lost meanwhile."""
         return bool(self.scripts.extend(keys=[self.keys.lock(uid)], args=[token, ttl_ms]))
 
+    def guard_lock(self, uid: str, token: str, fence: int, ttl_ms: int) -> None:
+        """Extend the pod lock held with ``token`` only if ``fence`` is still the record's; else StaleFence.
+
+        One Lua call, made immediately before a side effect, so a holder whose lock expired while
+        it waited (and whose pod another task took over) never acts on the pod again.
+        """
+        if not int(
+            self.scripts.guard(keys=[self.keys.lock(uid), self.keys.pod(uid)], args=[token, fence, ttl_ms])
+        ):
+            raise StaleFence(f"pod {uid}: lock or fence {fence} lost; another task owns the pod")
+
     def write(
         self,
         uid: str,
@@ -157,6 +171,10 @@ class Lock:
     def extend(self, ttl_ms: int | None = None) -> bool:
         """Push the lock's expiry out by ``ttl_ms`` (default: its TTL); False if it was lost meanwhile."""
         return self.store.extend_lock(self.uid, self.token, ttl_ms or self.ttl_ms)
+
+    def guard(self) -> None:
+        """Before a side effect: extend the lock by its TTL if it and its fence hold, else StaleFence."""
+        self.store.guard_lock(self.uid, self.token, self.fence, self.ttl_ms)
 
     def write(self, values: Mapping[str, Any], event: StatusEvent | None = None, node: str = "") -> None:
         self.store.write(self.uid, self.fence, values, event, node)

@@ -1,11 +1,12 @@
 """Every Lua script vkec2 runs on Redis, in one place, with the keys and arguments each expects.
 
-The store's atomic operations are Lua scripts so that a read, a check and a write happen as one
-step on the server: the per-pod lock that hands out a fencing token, the fenced compare-and-set of
-a pod record together with its outbox event, the producer's desired-state and delete writes, the
-warm-pool claim, and the fleet-wide EC2 token bucket. Each constant documents its ``KEYS`` and
-``ARGV`` and what it returns; :class:`Scripts` registers them all on one client (redis-py sends a
-script's body only when the server does not know its SHA yet). Only the store modules use them.
+The store's atomic operations are Lua scripts so that a read, a check and a write happen as one step
+on the server: the per-pod lock that hands out a fencing token, the fenced compare-and-set of a pod
+record together with its outbox event, the producer's desired-state and delete writes, the warm-pool
+claim, the guard a lock holder runs before each side effect, and the fleet-wide EC2 token bucket.
+Each constant documents its ``KEYS`` and ``ARGV`` and what it returns; :class:`Scripts` registers
+them all on one client (redis-py sends a script's body only when the server does not know its SHA
+yet). Only the store modules use them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,15 @@ return 0
 EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
+"""
+
+# KEYS: lock, pod.  ARGV: token, fence, ttl_ms.  -> 1 when extended, 0 when the lock or the fence is lost.
+# Run immediately before a side effect (a warm-pool claim, CreateTags, RunInstances, TerminateInstances):
+# the holder still owns the pod, and keeps it for another ttl_ms, or it must not act at all.
+GUARD = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], 'fence') ~= ARGV[2] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[3])
 """
 
 # KEYS: pod, outbox.  ARGV: fence, nfields, field, value, ..., then event field, value pairs.
@@ -137,6 +147,7 @@ class Scripts:
     acquire: Script
     release: Script
     extend: Script
+    guard: Script
     cas_write: Script
     put_desired: Script
     mark_deleted: Script
@@ -150,6 +161,7 @@ class Scripts:
             acquire=client.register_script(ACQUIRE),
             release=client.register_script(RELEASE),
             extend=client.register_script(EXTEND),
+            guard=client.register_script(GUARD),
             cas_write=client.register_script(CAS_WRITE),
             put_desired=client.register_script(PUT_DESIRED),
             mark_deleted=client.register_script(MARK_DELETED),

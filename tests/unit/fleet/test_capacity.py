@@ -1,4 +1,4 @@
-"""Rows C18 to C20 of the transition table: capacity fallback, on the fakes.
+"""Rows C24 to C26 of the transition table: capacity fallback, on the fakes.
 
 EC2 answers capacity errors as programmed per instance type and subnet (``FakeEc2.no_capacity``);
 the fleet-wide "unavailable" marks live in the fake store on its clock. Each test takes create
@@ -40,7 +40,7 @@ def quota_condition(world: World) -> dict[str, Any] | None:
     return next((c for c in world.rec.conditions if c["type"] == QUOTA_EXCEEDED), None)
 
 
-def test_C18_no_capacity_in_the_pods_subnet_moves_on_to_the_next(make_world: Callable[..., World]) -> None:
+def test_C24_no_capacity_in_the_pods_subnet_moves_on_to_the_next(make_world: Callable[..., World]) -> None:
     world = three_subnets(make_world)
     world.seed()
     picked = launch_subnet(world)  # the pod's own subnet, picked from its UID
@@ -66,7 +66,7 @@ def launch_subnet(world: World) -> str:
     return str(call["SubnetId"])
 
 
-def test_C18_every_candidate_has_its_own_client_token(make_world: Callable[..., World]) -> None:
+def test_C24_every_candidate_has_its_own_client_token(make_world: Callable[..., World]) -> None:
     world = three_subnets(make_world)
     world.ec2.no_capacity[("m5.large", None)] = ICE
     world.ec2.no_capacity[("m5a.large", launch_subnet(world))] = ICE
@@ -81,7 +81,7 @@ def test_C18_every_candidate_has_its_own_client_token(make_world: Callable[..., 
     assert world.rec.phase is Phase.PROVISIONING
 
 
-def test_C18_alternative_instance_types_after_every_subnet(make_world: Callable[..., World]) -> None:
+def test_C24_alternative_instance_types_after_every_subnet(make_world: Callable[..., World]) -> None:
     world = three_subnets(make_world, instance_types=["m5a.large", "m6i.large"])
     world.ec2.no_capacity[("m5.large", None)] = ICE
     world.seed()
@@ -93,7 +93,7 @@ def test_C18_alternative_instance_types_after_every_subnet(make_world: Callable[
     assert (world.rec.phase, world.rec.instance["InstanceType"]) == (Phase.PROVISIONING, "m5a.large")
 
 
-def test_C18_a_pool_lists_its_alternative_types(make_world: Callable[..., World]) -> None:
+def test_C24_a_pool_lists_its_alternative_types(make_world: Callable[..., World]) -> None:
     pools = [{"name": POOL, "instance_type": "mac2.metal", "instance_types": ["mac2-m2.metal"]}]
     world = make_world(warm_pools=pools)
     world.ec2.no_capacity[("mac2.metal", None)] = "InsufficientHostCapacity"
@@ -104,7 +104,7 @@ def test_C18_a_pool_lists_its_alternative_types(make_world: Callable[..., World]
     assert world.rec.instance["InstanceType"] == "mac2-m2.metal"
 
 
-def test_C18_a_marked_pair_is_skipped_without_asking_ec2(make_world: Callable[..., World]) -> None:
+def test_C24_a_marked_pair_is_skipped_without_asking_ec2(make_world: Callable[..., World]) -> None:
     world = three_subnets(make_world)
     picked = launch_subnet(world)
     world.store.mark_unavailable("m5.large", world.ec2.zones[picked], {"code": ICE, "message": "x"}, 180)
@@ -115,7 +115,7 @@ def test_C18_a_marked_pair_is_skipped_without_asking_ec2(make_world: Callable[..
     assert len(launches(world)) == 1 and world.rec.phase is Phase.PROVISIONING
 
 
-def test_C18_a_mark_expires(make_world: Callable[..., World]) -> None:
+def test_C24_a_mark_expires(make_world: Callable[..., World]) -> None:
     world = make_world()
     clock = [1000.0]
     world.store.clock = lambda: clock[0]
@@ -125,7 +125,7 @@ def test_C18_a_mark_expires(make_world: Callable[..., World]) -> None:
     assert world.store.unavailable([("m5.large", "subnet-0a")]) == {}
 
 
-def test_C19_no_capacity_anywhere_waits_in_pending(make_world: Callable[..., World]) -> None:
+def test_C25_no_capacity_anywhere_waits_in_pending(make_world: Callable[..., World]) -> None:
     world = make_world()  # one subnet, one type
     world.ec2.no_capacity[(None, None)] = ICE
     world.seed()
@@ -146,7 +146,7 @@ def test_C19_no_capacity_anywhere_waits_in_pending(make_world: Callable[..., Wor
     assert world.rec.capacity_since == rec.capacity_since
 
 
-def test_C19_capacity_returns_and_the_pod_launches(make_world: Callable[..., World]) -> None:
+def test_C25_capacity_returns_and_the_pod_launches(make_world: Callable[..., World]) -> None:
     world = make_world()
     world.ec2.no_capacity[(None, None)] = ICE
     world.seed()
@@ -159,7 +159,7 @@ def test_C19_capacity_returns_and_the_pod_launches(make_world: Callable[..., Wor
     assert len(world.ec2.instances) == 1
 
 
-def test_C19_vcpu_limit_is_a_quota_condition_for_the_region(make_world: Callable[..., World]) -> None:
+def test_C25_vcpu_limit_is_a_quota_condition_for_the_region(make_world: Callable[..., World]) -> None:
     world = three_subnets(make_world)
     world.ec2.no_capacity[("m5.large", None)] = "VcpuLimitExceeded"
     world.seed()
@@ -181,7 +181,7 @@ def test_C19_vcpu_limit_is_a_quota_condition_for_the_region(make_world: Callable
     assert cond is not None and cond["status"] == "False"  # written False, or the producer keeps it
 
 
-def test_C20_no_capacity_past_the_deadline_fails_with_awss_answer(make_world: Callable[..., World]) -> None:
+def test_C26_no_capacity_past_the_deadline_fails_with_awss_answer(make_world: Callable[..., World]) -> None:
     world = make_world(ec2={"image_id": IMAGE, "subnets": ["subnet-0a"], "capacity_deadline_seconds": 600})
     world.ec2.no_capacity[(None, "subnet-0a")] = ICE
     world.seed()
@@ -203,7 +203,7 @@ def test_C20_no_capacity_past_the_deadline_fails_with_awss_answer(make_world: Ca
     assert world.step() is None  # Failed is final: the chain ends
 
 
-def test_C20_the_deadline_counts_from_the_first_refusal_only(make_world: Callable[..., World]) -> None:
+def test_C26_the_deadline_counts_from_the_first_refusal_only(make_world: Callable[..., World]) -> None:
     world = make_world()
     world.ec2.no_capacity[(None, None)] = ICE
     # An old stamp from an earlier wait (another reason now) does not count.

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.support.fakes import app_status
-from tests.unit.fleet.world import AGENT_PORT, BOOT_TIMEOUT, NODE, POOL, UID, World, pod
+from tests.unit.fleet.world import AGENT_PORT, BOOT_TIMEOUT, NODE, POOL, UID, VISIBILITY, World, pod
 from vkec2.contract import AGENT_CONNECTED, INSTANCE_READY, TAG_POD_UID, TAG_POOL, TAG_POOL_STATE
 from vkec2.domain.instances import client_token
 from vkec2.domain.models import Phase
@@ -146,7 +146,8 @@ def test_C6_running_instance_records_the_endpoint(world: World) -> None:
 @pytest.mark.parametrize("state", ["gone", "shutting-down", "stopping", "stopped"])
 def test_C7_lost_instance_retries(world: World, state: str) -> None:
     inst = world.instance("pending")
-    world.seed(Phase.PROVISIONING, instance=inst)
+    # Launched longer ago than EC2's visibility window: NotFound now means gone (C18 is the young case).
+    world.seed(Phase.PROVISIONING, instance=inst, launched_at=time.time() - 2 * VISIBILITY)
     if state == "gone":
         del world.ec2.instances[inst["InstanceId"]]
     else:

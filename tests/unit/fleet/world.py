@@ -25,13 +25,19 @@ IMAGE = "ami-0123456789abcdef0"
 POOL = "warm-a"
 AGENT_PORT = 7443
 BOOT_TIMEOUT = 300.0
+VISIBILITY = 60.0  # ec2.visibility_window_seconds
 
 
 def settings(**overrides: Any) -> Settings:
     raw: dict[str, Any] = {
         "cluster_name": "unit",
         "max_attempts": 3,
-        "ec2": {"image_id": IMAGE, "instance_type": "m5.large", "subnets": ["subnet-0a"]},
+        "ec2": {
+            "image_id": IMAGE,
+            "instance_type": "m5.large",
+            "subnets": ["subnet-0a"],
+            "visibility_window_seconds": VISIBILITY,
+        },
         "agent": {"endpoint": "private-ip", "port": AGENT_PORT, "boot_timeout_seconds": BOOT_TIMEOUT},
     }
     raw.update(overrides)

@@ -1,0 +1,58 @@
+"""A pod's instances on an eventually consistent EC2: when NotFound means "not yet", and letting go.
+
+For seconds after RunInstances, EC2 may answer ``InvalidInstanceID.NotFound`` for the new instance
+and leave it out of filtered listings. :class:`PodInstances` holds the rules the lifecycle applies
+to that: an instance launched within ``ec2.visibility_window_seconds`` and not yet seen running is
+*young* (NotFound means "not visible yet", never "gone"); TerminateInstances is sent only right
+after the pod lock's guard, and a young instance EC2 does not know is not counted as terminated
+(a retryable :class:`~vkec2.errors.Ec2Error`, reason ``InstanceNotYetVisible``, so the step runs
+again later); and an abandoned attempt terminates every instance tagged with the pod's UID, not
+only the recorded one.
+"""
+
+from __future__ import annotations
+
+from vkec2.config import Settings
+from vkec2.domain.models import Phase, PodRecord, now
+from vkec2.errors import Ec2Error
+from vkec2.ports import Ec2, PodLock
+
+NOT_YET_VISIBLE = "InstanceNotYetVisible"
+
+
+class PodInstances:
+    """Terminating a pod's instances, aware of EC2's visibility lag."""
+
+    def __init__(self, settings: Settings, ec2: Ec2) -> None:
+        self.settings = settings
+        self.ec2 = ec2
+
+    def young(self, rec: PodRecord) -> bool:
+        """The pod's instance was launched so recently, and not seen running yet, that EC2 may not
+        know it yet: NotFound for it means "not visible yet", never "gone"."""
+        window = self.settings.ec2.visibility_window_seconds
+        unseen = rec.phase in (Phase.PENDING, Phase.PROVISIONING)
+        return unseen and bool(rec.launched_at) and now() - rec.launched_at < window
+
+    def terminate(self, lock: PodLock, rec: PodRecord, instance_ids: list[str]) -> None:
+        """TerminateInstances right after the lock's guard; the pod's own instance, if EC2 does not
+        know it yet (young), is not counted as terminated: the step is retried later instead."""
+        ids = [iid for iid in dict.fromkeys(instance_ids) if iid]
+        if not ids:
+            return
+        lock.guard()
+        hidden = [iid for iid in self.ec2.terminate(ids) if iid == rec.instance_id and self.young(rec)]
+        if hidden:
+            raise Ec2Error(
+                f"TerminateInstances: instance {hidden[0]} is not visible to EC2 yet "
+                f"({self.settings.ec2.visibility_window_seconds:.0f}s window after its launch); retrying",
+                code="InvalidInstanceID.NotFound",
+                retryable=True,
+                reason=NOT_YET_VISIBLE,
+            )
+
+    def abandon(self, lock: PodLock, rec: PodRecord, instance_id: str | None = None) -> None:
+        """Terminate everything the pod's attempt may have: the recorded instance, ``instance_id`` and
+        every live instance tagged with the pod's UID (a launch EC2 did not list yet, a leftover)."""
+        tagged = [i["InstanceId"] for i in self.ec2.find_pod_instances(rec.uid)]
+        self.terminate(lock, rec, [instance_id or "", rec.instance_id, *tagged])
