@@ -5,7 +5,9 @@ advances the pod by one step of the state machine (Pending → Provisioning → 
 Running; any → Terminating → Terminated), writes the new state with the lock's fence and appends a
 status event, and returns how long to wait before the next step (``None`` when there is none). It
 never blocks on a long wait: a Mac that takes minutes to boot costs a handful of short steps, not a
-worker. Nothing here knows Celery; :mod:`tasks.pods` schedules the steps.
+worker. The delete and the release of a finished pod's instance are steps too
+(:mod:`vkec2.fleet.teardown`, writing through the same :meth:`Lifecycle._record`, the one place
+that writes a phase). Nothing here knows Celery; :mod:`tasks.pods` schedules the steps.
 """
 
 from __future__ import annotations
