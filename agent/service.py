@@ -10,6 +10,7 @@ interceptors, so the agent itself knows nothing of simulation.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
@@ -88,8 +89,21 @@ class LifecycleServicer(agent_pb2_grpc.ApplicationLifecycleServicer):  # type: i
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"grace_seconds must be >= 0, got {request.grace_seconds}"
             )
-        snap = self._call(context, lambda: inst.runtime.terminate(float(request.grace_seconds)))
+        grace = float(request.grace_seconds)
+        if request.background:
+            # Answer at once; SIGTERM, the grace period and SIGKILL run on a thread of their own.
+            threading.Thread(
+                target=self._terminate_quietly, args=(inst, grace), name="terminate", daemon=True
+            ).start()
+            snap = self._call(context, inst.runtime.snapshot)
+        else:
+            snap = self._call(context, lambda: inst.runtime.terminate(grace))
         return agent_pb2.TerminateApplicationResponse(status=status_pb(snap))
+
+    @staticmethod
+    def _terminate_quietly(inst: Instance, grace: float) -> None:
+        with contextlib.suppress(AgentCallError):  # nothing to stop: the caller sees the status it polls
+            inst.runtime.terminate(grace)
 
     def CheckApplicationHealth(self, request: Any, context: grpc.ServicerContext) -> Any:
         inst = self._enter(context)

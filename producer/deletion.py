@@ -1,13 +1,15 @@
-"""Final pod deletion: remove the pod object once the fleet is done with it, and never sooner than needed.
+"""Final pod deletion: remove the pod object only once the fleet reports its instance gone.
 
-A pod with a ``deletionTimestamp`` stays in the API until its node says it is gone. The producer
-deletes it (``gracePeriodSeconds=0`` with a UID precondition, so a newer pod of the same name is
-never hit) when the fleet reports the pod Terminated, or at once when none of the pod's containers
-ever ran (nothing to wait for; the fleet still cleans up any instance it was provisioning). If the
-fleet is unreachable the pod's own grace period bounds the wait: :meth:`Deleter.sweep` removes
-tracked pods whose ``deletionTimestamp`` (the API server's "now + grace") has passed, keeping the
-Redis record (marked deleted) so the workers still terminate the instance when they can; the record
-is forgotten when its Terminated status arrives with no pod object left.
+A pod with a ``deletionTimestamp`` stays in the API until its node says it is gone, the kubelet's
+contract. The producer deletes it (``gracePeriodSeconds=0`` with a UID precondition, so a newer pod
+of the same name is never hit) when the fleet reports the pod Terminated, that is after its
+instance was terminated — however long the workers take, as long as they are alive. Only when the
+node is NotReady (no worker answers, Redis is unreachable or the outbox stalls: the heartbeat's
+health, handed in as ``fleet_alive``) does the pod's own grace period bound the wait:
+:meth:`Deleter.sweep` then removes tracked pods whose ``deletionTimestamp`` (the API server's "now +
+grace") has passed, keeping the Redis record (marked deleted, its delete task queued) so the
+workers terminate the instance when they return; the record is forgotten when its Terminated
+status arrives with no pod object left. A pod with no record at all is removed at once.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from producer.kube import Kube, KubeError
@@ -47,12 +49,16 @@ def containers_ran(pod: Mapping[str, Any], record: PodRecord | None) -> bool:
 
 
 class Deleter:
-    """Deletes finished pod objects and enforces the grace-period bound on pods being deleted."""
+    """Deletes finished pod objects; bounds the wait by the grace period only while the node is down."""
 
-    def __init__(self, kube: Kube, store: Store, slack: float = 0.0) -> None:
+    def __init__(
+        self, kube: Kube, store: Store, slack: float = 0.0, fleet_alive: Callable[[], bool] | None = None
+    ) -> None:
         self.kube = kube
         self.store = store
         self.slack = slack
+        #: True while the node is Ready (workers alive): no pod object is removed before Terminated.
+        self.fleet_alive: Callable[[], bool] = fleet_alive or (lambda: False)
         self._lock = threading.Lock()
         self._tracked: dict[str, tuple[str, str, float]] = {}  # uid -> (namespace, name, deadline)
         self.deleted = 0
@@ -98,15 +104,17 @@ class Deleter:
             return set(self._tracked)
 
     def sweep(self, now: float | None = None) -> list[str]:
-        """Delete tracked pods whose grace period ended; returns their UIDs."""
+        """While the node is NotReady, delete tracked pods whose grace period ended; returns their UIDs."""
         now = time.time() if now is None else now
+        if self.fleet_alive():
+            return []  # the workers will report Terminated: the object waits for its instance
         with self._lock:
             due = [(uid, ns, name) for uid, (ns, name, deadline) in self._tracked.items() if deadline <= now]
         done = []
         for uid, ns, name in due:
             log.warning(
-                "pod %s/%s: grace period over before the fleet reported it terminated; "
-                "removing the pod object (the fleet still cleans up its instance)",
+                "pod %s/%s: grace period over and the node is NotReady (no worker alive); "
+                "removing the pod object (the fleet still terminates its instance when it is back)",
                 ns,
                 name,
             )

@@ -53,9 +53,13 @@ class FleetLink:
         self._send(task, uid, generation)
         return generation
 
-    def delete(self, uid: str) -> int | None:
-        """Mark the record deleted and publish a delete; None when there is no record."""
-        generation = self.store.mark_deleted(uid)
+    def delete(self, uid: str, grace_seconds: float | None = None) -> int | None:
+        """Mark the record deleted and publish a delete; None when there is no record.
+
+        ``grace_seconds`` is the pod object's ``deletionGracePeriodSeconds`` (``kubectl delete
+        --grace-period``), recorded with the mark so the workers give the workload exactly that.
+        """
+        generation = self.store.mark_deleted(uid, grace_seconds)
         if generation is None:
             return None
         self._send(contract.POD_DELETE, uid, generation)

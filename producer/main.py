@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--deletion-slack",
         type=float,
         default=0.0,
-        help="extra seconds after a pod's grace period before its object is removed anyway",
+        help="extra seconds after a pod's grace period before its object is removed anyway "
+        "while the node is NotReady (no worker alive)",
     )
     p.add_argument(
         "--manifest-interval",
@@ -367,6 +368,9 @@ class Producer:
         self.heartbeat = Heartbeat(
             probe, self.lease, self.node_keeper, self.store, interval=opts.lease_interval
         )
+        heartbeat = self.heartbeat
+        # Pod objects wait for their instance while the node is Ready (until the first beat says).
+        self.deleter.fleet_alive = lambda: heartbeat.beats == 0 or heartbeat.health.ok
 
         def register_then_run(stop: threading.Event) -> None:
             delay = 0.5

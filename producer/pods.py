@@ -5,8 +5,9 @@ watches from the list's resourceVersion; a 410 Gone (expired version) or any bro
 to a fresh list and reconcile, so no change is missed. :class:`PodSync` decides what each pod
 means for the fleet: a new pod gets its desired spec written and ``vkec2.pods.create`` published;
 a change that matters (``compute.amazonaws.com/*`` annotations, labels) publishes an update; a
-``deletionTimestamp`` marks the record deleted and publishes a delete (and removes the object at
-once when no container ever ran, else tracks its grace period). Reconcile after each list
+``deletionTimestamp`` marks the record deleted with the pod's ``deletionGracePeriodSeconds`` and
+publishes a delete; the object is removed when the fleet reports the pod Terminated (at once when
+there is no record at all), see :mod:`producer.deletion`. Reconcile after each list
 re-publishes a create for every listed pod (a no-op on a running pod, a resume on a half-done one,
 an adoption by tag after a lost record — the workers do that) and a delete for every record without
 a pod. Nothing destructive happens before the first full list; ``synced`` is set after it.
@@ -43,6 +44,15 @@ def what_matters(pod: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]
     }
     labels = {k: str(v) for k, v in (meta.get("labels") or {}).items()}
     return annotations, labels
+
+
+def deletion_grace(pod: Mapping[str, Any]) -> float | None:
+    """The pod object's ``metadata.deletionGracePeriodSeconds``, or None when it has none."""
+    raw = (pod.get("metadata") or {}).get("deletionGracePeriodSeconds")
+    try:
+        return None if raw is None else float(raw)
+    except (TypeError, ValueError):
+        return None
 
 
 def desired_spec(pod: Mapping[str, Any]) -> Obj:
@@ -116,23 +126,22 @@ class PodSync:
         self.link.delete(record.uid)
 
     def _deleting(self, pod: Obj, record: PodRecord | None) -> None:
+        grace = deletion_grace(pod)
         if record is not None and not record.deleted:
             log.info("pod %s/%s is being deleted", record.namespace, record.name)
-            self.link.delete(record.uid)
+            self.link.delete(record.uid, grace)
         if record is None and containers_ran(pod, None):
             # Redis lost the record of a pod that ran: record it, deleted, so a worker finds the
             # instance by its tags and terminates it.
             self.store.put_desired(desired_spec(pod), self.link.node)
-            self.link.delete(str(pod["metadata"]["uid"]))
+            self.link.delete(str(pod["metadata"]["uid"]), grace)
             record = self.store.get(str(pod["metadata"]["uid"]))
         if self.deleter is None:
             return
         if record is None or record.phase is Phase.TERMINATED:
-            self.deleter.finish(pod, record)
-        elif not containers_ran(pod, record):
-            self.deleter.delete_object(pod)
+            self.deleter.finish(pod, record)  # no instance was ever asked for, or it is gone
         else:
-            self.deleter.track(pod)
+            self.deleter.track(pod)  # removed once the fleet reports Terminated (or the node is down)
 
 
 class PodWatcher:

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from producer.deletion import Deleter, containers_ran
+from producer.deletion import Deleter
 from producer.kube import Kube, KubeError, Obj
 from vkec2.contract import INSTANCE_ID_ANNOTATION
 from vkec2.domain.models import Phase, PodRecord, StatusEvent
@@ -299,8 +299,6 @@ class KubeStatusSink:
                 {"metadata": {"uid": event.uid, "annotations": {INSTANCE_ID_ANNOTATION: view.instance_id}}},
             )
         self._event(pod, entry_id, reason, message, event.event_type == "Warning", event.ts)
-        if deleting and not containers_ran(pod, record):
-            self.deleter.delete_object(pod)
 
     def _write_status(self, pod: Obj, view: FleetView) -> Obj:
         import time

@@ -3,10 +3,11 @@
 Each takes keyword arguments only — ``uid`` (the pod UID) and optionally ``generation`` — so any of
 them can be replayed by hand with ``celery -A tasks call vkec2.pods.create --kwargs '{"uid": "..."}'``
 and converges to the same single instance. A task locks the pod, runs one step of
-:class:`vkec2.lifecycle.Lifecycle`, and for the create chain publishes the next step with a
-countdown. The chain is self-fencing: the record names the task ID of the one scheduled next
-step, so a stale copy (redelivered after a crash, or duplicated) exits at once, while a create sent
-from outside (the producer, a replay) always takes over the chain.
+:class:`vkec2.lifecycle.Lifecycle`, and for the create chain and the delete (while the workload
+uses its grace period) publishes the next step with a countdown. A chain is self-fencing: the
+record names the task ID of the one scheduled next step, so a stale copy (redelivered after a
+crash, or duplicated) exits at once, while a task sent from outside (the producer, a replay, the
+health sweep) always takes over the chain.
 
 No exception leaves a chain dead (the table "What each error does" in docs/architecture.md): a
 busy lock is retried soon; a retryable error (throttled or unreachable EC2, a not-yet-visible
@@ -139,13 +140,18 @@ def create(self: Task, uid: str, generation: int | None = None, continuation: bo
             ctx.lifecycle.fail(lock, rec, reason, message)  # retrying cannot fix it (any more)
             return rec.phase.value
         if delay is not None:
-            next_id = uuid()
-            kwargs = {**contract.pod_task_kwargs(uid), "continuation": True}
-            create.apply_async(kwargs=kwargs, countdown=delay, task_id=next_id)
-            lock.write({"next_task": next_id})
+            _continue(create, lock, uid, delay)
         return rec.phase.value
 
     return _one_step(self, uid, step)
+
+
+def _continue(task: Task, lock: Lock, uid: str, delay: float, generation: int | None = None) -> None:
+    """Publish the chain's next step with a countdown, then name it in the record (self-fencing)."""
+    next_id = uuid()
+    kwargs = {**contract.pod_task_kwargs(uid, generation), "continuation": True}
+    task.apply_async(kwargs=kwargs, countdown=delay, task_id=next_id)
+    lock.write({"next_task": next_id})
 
 
 @app.task(name=contract.POD_UPDATE, bind=True)
@@ -161,12 +167,21 @@ def update(self: Task, uid: str, generation: int | None = None) -> str:
 
 
 @app.task(name=contract.POD_DELETE, bind=True)
-def delete(self: Task, uid: str, generation: int | None = None) -> str:
-    """Stop the workload, terminate the instance, record Terminated. Delete wins over create."""
+def delete(self: Task, uid: str, generation: int | None = None, continuation: bool = False) -> str:
+    """Stop the workload, terminate the instance, record Terminated. Delete wins over create.
+
+    Like the create chain, one short step per message: the first asks the agent to stop the
+    workload within the grace period, later ones (scheduled by countdown, self-fencing) poll it
+    and terminate the instance once it is gone or the grace period is over.
+    """
     _check_args(uid, generation)
 
     def step(ctx: Fleet, lock: Lock, rec: PodRecord) -> str:
-        ctx.lifecycle.delete(lock, rec, generation)
+        if continuation and rec.next_task != self.request.id:
+            return "superseded"
+        delay = ctx.lifecycle.delete(lock, rec, generation)
+        if delay is not None:
+            _continue(delete, lock, uid, delay, generation)
         return rec.phase.value
 
     # A delete must not be lost: any error is retried (bounded), then the health sweep resumes it.

@@ -135,6 +135,6 @@ class Agents(Protocol):
         """CheckApplicationHealth: the workload's status."""
         ...
 
-    def terminate(self, target: AgentTarget, grace_seconds: int) -> None:
-        """TerminateApplication, answered once the workload is gone."""
+    def terminate(self, target: AgentTarget, grace_seconds: int, *, wait: bool = True) -> None:
+        """TerminateApplication: answered once the workload is gone, or at once without ``wait``."""
         ...

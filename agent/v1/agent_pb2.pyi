@@ -22,10 +22,12 @@ class LaunchApplicationResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[PodStatus, _Mapping]] = ...) -> None: ...
 
 class TerminateApplicationRequest(_message.Message):
-    __slots__ = ("grace_seconds",)
+    __slots__ = ("grace_seconds", "background")
     GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_FIELD_NUMBER: _ClassVar[int]
     grace_seconds: int
-    def __init__(self, grace_seconds: _Optional[int] = ...) -> None: ...
+    background: bool
+    def __init__(self, grace_seconds: _Optional[int] = ..., background: _Optional[bool] = ...) -> None: ...
 
 class TerminateApplicationResponse(_message.Message):
     __slots__ = ("status",)

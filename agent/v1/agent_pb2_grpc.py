@@ -79,6 +79,7 @@ class ApplicationLifecycleServicer:
 
     def TerminateApplication(self, request, context):
         """Stop the workload: SIGTERM, wait grace_seconds, SIGKILL. Negative grace is INVALID_ARGUMENT.
+        Answered once the workload is gone, or at once when `background` is set.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,14 +1,16 @@
-"""Unit tests of the producer's pure parts: node object and capacity, manifests, command line."""
+"""Unit tests of the producer's pure parts: node object and capacity, manifests, command line, deletion."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
+from producer.deletion import Deleter
 from producer.main import default_node_name, main, parse_args
 from producer.node import Health, NodeConfig, adopt, allocatable, capacity, conditions, node_object
-from producer.pods import what_matters
+from producer.pods import PodSync, what_matters
 from producer.standalone import ManifestError, parse_manifest, pod_uid
 from vkec2.domain.models import Phase, PodRecord
 
@@ -170,3 +172,58 @@ def test_bad_flags_and_config_give_clear_errors(tmp_path: Path, capsys: pytest.C
     assert "invalid configuration" in err and "redis_url" in err
     opts = parse_args(["--node-name", "vk-1", "--node-ip", "10.0.0.1", "--lease-interval", "0.5"])
     assert opts.node_name == "vk-1" and opts.lease_interval == 0.5 and opts.lease_duration == 40
+
+
+class _Kube:
+    """The one Kubernetes call the deleter makes, recorded."""
+
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    def delete_pod(self, namespace: str, name: str, uid: str, grace_seconds: int = 0) -> bool:
+        self.deleted.append(uid)
+        return True
+
+
+class _Link:
+    """The producer's fleet link, recorded (what PodSync publishes)."""
+
+    def __init__(self, record: PodRecord) -> None:
+        self.node = "vk-0"
+        self.store = self
+        self.record = record
+        self.deletes: list[tuple[str, float | None]] = []
+
+    def get(self, uid: str) -> PodRecord | None:
+        return self.record
+
+    def delete(self, uid: str, grace_seconds: float | None = None) -> int:
+        self.deletes.append((uid, grace_seconds))
+        return 2
+
+
+def _deleting_pod(uid: str, grace: int) -> dict[str, Any]:
+    past = "2000-01-01T00:00:00Z"
+    meta = {"uid": uid, "name": "p", "namespace": "default", "deletionTimestamp": past}
+    return {"metadata": {**meta, "deletionGracePeriodSeconds": grace}, "spec": {}, "status": {}}
+
+
+@pytest.mark.parametrize("phase", [Phase.PENDING, Phase.RUNNING])
+def test_a_deleted_pod_waits_for_terminated_while_the_node_is_ready(phase: Phase) -> None:
+    kube = _Kube()
+    deleter = Deleter(cast(Any, kube), cast(Any, None), fleet_alive=lambda: True)
+    link = _Link(PodRecord(uid="u1", phase=phase))
+    PodSync(cast(Any, link), deleter).on_pod(_deleting_pod("u1", 5))
+
+    assert link.deletes == [("u1", 5.0)]  # the delete carries kubectl's --grace-period
+    assert deleter.sweep() == [] and kube.deleted == []  # past its grace period, but workers are alive
+    deleter.fleet_alive = lambda: False  # the node turns NotReady: the grace period bounds the wait
+    assert deleter.sweep() == ["u1"] and kube.deleted == ["u1"]
+
+
+def test_a_pod_without_a_record_is_removed_at_once() -> None:
+    kube = _Kube()
+    deleter = Deleter(cast(Any, kube), cast(Any, None), fleet_alive=lambda: True)
+    link = _Link(cast(PodRecord, None))
+    PodSync(cast(Any, link), deleter).on_pod(_deleting_pod("u2", 30))
+    assert kube.deleted == ["u2"] and link.deletes == []

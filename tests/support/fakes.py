@@ -401,6 +401,8 @@ class FakeAgents:
         self.calls: list[tuple[str, str]] = []
         self.launched: dict[str, dict[str, Any]] = {}  # instance ID -> pod sent
         self.grace: dict[str, int] = {}  # instance ID -> grace of TerminateApplication
+        self.waited: dict[str, bool] = {}  # instance ID -> whether TerminateApplication waited
+        self.stubborn: set[str] = set()  # instance IDs whose workload ignores SIGTERM
         self.endpoints: dict[str, str] = {}  # instance ID -> endpoint last called
         self._mutex = threading.Lock()
 
@@ -435,12 +437,17 @@ class FakeAgents:
             raise answer
         return answer
 
-    def terminate(self, target: AgentTarget, grace_seconds: int) -> None:
+    def terminate(self, target: AgentTarget, grace_seconds: int, *, wait: bool = True) -> None:
         self._call("terminate", target)
         error = self.terminate_by.get(target.instance_id)
         if error is not None:
             raise error
         self.grace[target.instance_id] = grace_seconds
+        self.waited[target.instance_id] = wait
+        if target.instance_id not in self.stubborn:  # the workload stops at SIGTERM
+            self.status_by[target.instance_id] = app_status(
+                "Failed", reason="Terminated", message="terminated on request"
+            )
 
 
 if TYPE_CHECKING:

@@ -323,13 +323,18 @@ class AgentClient:
         resp = self._lifecycle(target, "CheckApplicationHealth", agent_pb2.CheckApplicationHealthRequest())
         return app_status(resp.status)
 
-    def terminate(self, target: AgentTarget, grace_seconds: int) -> None:
-        """Stop the workload; the agent answers once it is gone, so the deadline includes the grace."""
+    def terminate(self, target: AgentTarget, grace_seconds: int, *, wait: bool = True) -> None:
+        """Stop the workload (SIGTERM, ``grace_seconds``, SIGKILL).
+
+        With ``wait`` the agent answers once the workload is gone, so the deadline includes the
+        grace; without, it answers at once and stops the workload in the background (the caller
+        polls :meth:`status`), so the call costs one ordinary deadline.
+        """
         self._lifecycle(
             target,
             "TerminateApplication",
-            agent_pb2.TerminateApplicationRequest(grace_seconds=grace_seconds),
-            extra_seconds=max(0, grace_seconds),
+            agent_pb2.TerminateApplicationRequest(grace_seconds=grace_seconds, background=not wait),
+            extra_seconds=max(0, grace_seconds) if wait else 0.0,
         )
 
     def watch(self, target: AgentTarget) -> Iterator[AppStatus]:

@@ -211,6 +211,8 @@ class AgentConnection(Section):
     call_timeout_seconds: float = Field(default=10.0, gt=0)
     connect_timeout_seconds: float = Field(default=1.0, gt=0)
     boot_timeout_seconds: float = Field(default=900.0, gt=0)
+    max_grace_seconds: float = Field(default=3600.0, ge=0)
+    finished_keepalive_seconds: float = Field(default=300.0, ge=0)
     backoff: Backoff = Field(default_factory=Backoff)
     keepalive: Keepalive = Field(default_factory=Keepalive)
     tls: AgentTls | None = None

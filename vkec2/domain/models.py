@@ -50,6 +50,10 @@ class PodRecord:
     launch_token: str = ""  # ClientToken of a RunInstances this attempt sent (the launch intent)
     running_at: float = 0.0  # when the instance was seen running (phase Booting), for metrics
     launching_at: float = 0.0  # when the agent accepted the workload (phase Launching), for metrics
+    finished_at: float = 0.0  # when the workload ended (Succeeded or Failed), for the keep-alive
+    released_at: float = 0.0  # when a finished pod's instance was released (terminated)
+    deletion_grace: float | None = None  # the delete's grace period (the producer's, with the mark)
+    grace_deadline: float = 0.0  # when the delete's grace period ends (TerminateApplication sent)
     next_task: str = ""
     capacity_since: float = 0.0  # when the pod began waiting for EC2 capacity (vkec2.fleet.capacity)
     conditions: list[dict[str, Any]] = field(default_factory=list)
@@ -62,7 +66,17 @@ class PodRecord:
     _LISTS = frozenset({"conditions", "container_statuses"})
     _INT = frozenset({"generation", "fence", "attempt"})
     _FLOAT = frozenset(
-        {"launched_at", "running_at", "launching_at", "capacity_since", "created_at", "updated_at"}
+        {
+            "launched_at",
+            "running_at",
+            "launching_at",
+            "finished_at",
+            "released_at",
+            "grace_deadline",
+            "capacity_since",
+            "created_at",
+            "updated_at",
+        }
     )
 
     @classmethod
@@ -80,6 +94,8 @@ class PodRecord:
                 kwargs[f.name] = float(value or 0)
             elif f.name == "deleted":
                 kwargs[f.name] = value == "1"
+            elif f.name == "deletion_grace":
+                kwargs[f.name] = float(value) if value not in ("", "None") else None
             elif f.name == "phase":
                 kwargs[f.name] = Phase(value) if value else Phase.PENDING
             else:

@@ -6,12 +6,14 @@ producer all apply: the phases in which a pod is still being created or has fini
 record is done with (deleted and Terminated, so it may be forgotten), when its workload has or may
 have been started, which Kubernetes phases a pod never leaves, how the agent's workload phase maps
 to a fleet phase, which EC2 instance states mean the pod's instance is lost, which record fields a
-new attempt or a new life of the pod starts without, and which timestamps a phase change stamps
-into the record so the phases can be timed. Everything here is a pure function of plain values.
+new attempt or a new life of the pod starts without, which timestamps a phase change stamps
+into the record so the phases can be timed, when a finished pod's instance may be released, and
+how long a delete's grace period is. Everything here is a pure function of plain values.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final
 
@@ -94,7 +96,8 @@ def phase_stamps(previous: Phase, phase: Phase, at: float) -> dict[str, float]:
 
     Booting stamps ``running_at`` (the instance runs), Launching ``launching_at`` (the agent took
     the workload); with ``launched_at`` (the instance was launched) they time boot, agent
-    readiness and launch.
+    readiness and launch. Succeeded and Failed stamp ``finished_at``, from which the keep-alive of
+    a finished pod's instance is counted (:func:`releases`).
     """
     if phase is previous:
         return {}
@@ -102,6 +105,8 @@ def phase_stamps(previous: Phase, phase: Phase, at: float) -> dict[str, float]:
         return {"running_at": at}
     if phase is Phase.LAUNCHING:
         return {"launching_at": at}
+    if phase in (Phase.SUCCEEDED, Phase.FAILED):
+        return {"finished_at": at}
     return {}
 
 
@@ -142,9 +147,10 @@ def new_attempt(attempt: int) -> dict[str, Any]:
 #: The fields :func:`new_attempt` resets: what one attempt's instance leaves in the record.
 ATTEMPT_FIELDS: Final = tuple(key for key in new_attempt(0) if key != "attempt")
 #: The fields a pod record drops when the pod is desired again after its delete finished (same
-#: UID, phase in :data:`FINAL_PHASES`): the attempt's, plus the status of its previous life. The
-#: store's desired-state write (``_PUT_DESIRED`` in :mod:`vkec2.store.redis_store`) deletes exactly
-#: these and restarts the record at Pending, attempt 0.
+#: UID, phase in :data:`FINAL_PHASES`): the attempt's, plus the status and the end of its previous
+#: life. The store's desired-state write (``PUT_DESIRED`` in :mod:`vkec2.store.scripts`, which is
+#: handed this tuple and :data:`FINAL_PHASES` as arguments) deletes exactly these and restarts the
+#: record at Pending, attempt 0.
 LIFE_FIELDS: Final = (
     *ATTEMPT_FIELDS,
     "next_task",
@@ -153,4 +159,50 @@ LIFE_FIELDS: Final = (
     "conditions",
     "container_statuses",
     "health",
+    "finished_at",
+    "released_at",
+    "grace_deadline",
+    "deletion_grace",
 )
+
+
+# -- the end of a pod: releasing a finished pod's instance, the grace period of a delete -------------
+
+#: The grace period of a pod that names none (Kubernetes' default).
+DEFAULT_GRACE_SECONDS: Final = 30
+
+
+def releases(phase: Phase, restart_policy: str) -> bool:
+    """The workload ended in ``phase`` and, per ``restart_policy``, will never run again, so its
+    instance may be released (terminated): Succeeded unless Always, Failed under Never."""
+    if phase is Phase.SUCCEEDED:
+        return restart_policy != "Always"
+    return phase is Phase.FAILED and restart_policy == "Never"
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds == seconds else None  # NaN is no number of seconds
+
+
+def grace_seconds(pod: Mapping[str, Any], requested: float | None, cap: float) -> int:
+    """The grace period of a pod's delete, in whole seconds, never above ``cap``.
+
+    The delete's own (``requested``: ``metadata.deletionGracePeriodSeconds`` of the pod object as
+    the producer recorded it with the delete), else the stored pod's
+    ``metadata.deletionGracePeriodSeconds``, else ``spec.terminationGracePeriodSeconds``, else
+    :data:`DEFAULT_GRACE_SECONDS`. Negative values count as 0; a huge one (``1e16``) is capped, so
+    no deadline derived from it overflows.
+    """
+    candidates = (
+        requested,
+        (pod.get("metadata") or {}).get("deletionGracePeriodSeconds"),
+        (pod.get("spec") or {}).get("terminationGracePeriodSeconds"),
+    )
+    for raw in candidates:
+        if raw is not None and (seconds := _seconds(raw)) is not None:
+            return int(min(max(0.0, seconds), max(0.0, cap)))
+    return int(min(DEFAULT_GRACE_SECONDS, max(0.0, cap)))

@@ -5,7 +5,9 @@ advances the pod by one step of the state machine (Pending → Provisioning → 
 Running; any → Terminating → Terminated), writes the new state with the lock's fence and appends a
 status event, and returns how long to wait before the next step (``None`` when there is none). It
 never blocks on a long wait: a Mac that takes minutes to boot costs a handful of short steps, not a
-worker. Nothing here knows Celery; :mod:`tasks.pods` schedules the steps.
+worker. The delete and the release of a finished pod's instance are steps too
+(:mod:`vkec2.fleet.teardown`, writing through the same :meth:`Lifecycle._record`, the one place
+that writes a phase). Nothing here knows Celery; :mod:`tasks.pods` schedules the steps.
 
 Exactly one instance on a real, eventually consistent EC2: the launch intent (the attempt's
 ClientToken) is recorded before RunInstances and an instance's ID right after it is launched or
@@ -32,6 +34,7 @@ from vkec2.domain.podspec import launch_params
 from vkec2.domain.times import rfc3339
 from vkec2.errors import AgentError, AgentRejected, AgentUnavailable, Ec2Error, InvalidPodSpec
 from vkec2.fleet.capacity import CapacityLaunch, NoCapacity, settle_conditions
+from vkec2.fleet.teardown import RELEASED, Teardown, released_message
 from vkec2.fleet.visibility import PodInstances
 from vkec2.observability import metrics
 from vkec2.ports import Agents, Ec2, LaunchStore, PodLock
@@ -40,7 +43,6 @@ log = logging.getLogger(__name__)
 
 FIRST_POLL_SECONDS = 1.0
 IDEMPOTENT_MISMATCH = "IdempotentParameterMismatch"
-DEFAULT_GRACE_SECONDS = 30
 
 
 def _condition(kind: str, ok: bool, reason: str = "", message: str = "") -> dict[str, Any]:
@@ -71,6 +73,7 @@ class Lifecycle:
         self.bootstrap = bootstrap
         self.capacity = CapacityLaunch(settings, store, ec2)
         self.pod_instances = PodInstances(settings, ec2)
+        self.teardown = Teardown(settings, self.pod_instances, agents, self._record)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -85,25 +88,40 @@ class Lifecycle:
         warning: bool = False,
         status: AppStatus | None = None,
         extra_conditions: Sequence[dict[str, Any]] = (),
+        keep_status: bool = False,
         **values: Any,
     ) -> None:
-        """Write the new phase (and fields) and tell the producer, in one atomic write."""
+        """Write the new phase (and fields) and tell the producer, in one atomic write.
+
+        This is the one place that writes a phase, with its side effects: phase timestamps, the
+        fleet's conditions, the status event, metrics and the log line. ``status`` (the agent's)
+        replaces the conditions and container statuses; ``keep_status`` keeps the record's reason,
+        message, agent conditions and container statuses (``reason`` and ``message`` then only
+        go to the event), as when a finished pod's instance is released.
+        """
         previous, at = rec.phase, now()
         values = {**phases.phase_stamps(previous, phase, at), **values}
         for key, value in values.items():
             setattr(rec, key, value)
-        rec.phase, rec.reason, rec.message = phase, reason, message
+        kept = [c for c in rec.conditions if c.get("type") not in (INSTANCE_READY, AGENT_CONNECTED)]
+        rec.phase = phase
+        if not keep_status:
+            rec.reason, rec.message = reason, message
+        released = phase.final and bool(rec.released_at) and phase is not Phase.TERMINATED
         conditions = [
             _condition(
                 INSTANCE_READY,
                 phase in (Phase.BOOTING, Phase.LAUNCHING, Phase.RUNNING)
-                or (phase.final and bool(rec.instance_id) and phase is not Phase.TERMINATED),
+                or (phase.final and bool(rec.instance_id) and phase is not Phase.TERMINATED and not released),
+                *((RELEASED, released_message(rec.instance_id)) if released else ()),
             ),
             _condition(AGENT_CONNECTED, phase in (Phase.LAUNCHING, Phase.RUNNING)),
         ]
         if status is not None:
             conditions += status.conditions
             rec.container_statuses = status.container_statuses
+        elif keep_status:
+            conditions += kept
         conditions += settle_conditions(rec.conditions, extra_conditions)
         rec.conditions = conditions
         event = StatusEvent.of(
@@ -111,8 +129,8 @@ class Lifecycle:
         )
         fields = {
             "phase": phase.value,
-            "reason": reason,
-            "message": message,
+            "reason": rec.reason,
+            "message": rec.message,
             "conditions": conditions,
             "container_statuses": rec.container_statuses,
             **values,
@@ -218,7 +236,10 @@ class Lifecycle:
             return False
         self.pod_instances.abandon(lock, rec)
         if rec.restart_policy == "Never":
-            self._record(lock, rec, Phase.FAILED, reason=reason, message=message, warning=True)
+            released_at = now() if rec.instance_id else 0.0
+            self._record(
+                lock, rec, Phase.FAILED, reason=reason, message=message, warning=True, released_at=released_at
+            )
             return False
         self._record(
             lock,
@@ -234,8 +255,15 @@ class Lifecycle:
     # -- create -------------------------------------------------------------------------
 
     def create_step(self, lock: PodLock, rec: PodRecord) -> float | None:
-        """Advance a pod towards Running by one step; the delay before the next, or None."""
-        if rec.deleted or not rec.phase.creating:
+        """Advance a pod towards Running by one step; the delay before the next, or None.
+
+        A finished pod's chain goes on to release its instance (:meth:`Teardown.release`).
+        """
+        if rec.deleted:
+            return None
+        if rec.phase.final:
+            return self.teardown.release(lock, rec)
+        if not rec.phase.creating:
             return None
         if rec.phase is Phase.PENDING:
             return self._provision(lock, rec)
@@ -391,7 +419,23 @@ class Lifecycle:
             warning=phase is Phase.FAILED,
             status=status,
         )
-        return None
+        return self.teardown.keepalive(rec)  # a finished pod's instance is released after it
+
+    def completed(self, lock: PodLock, rec: PodRecord, status: AppStatus) -> float | None:
+        """The health sweep saw a Running pod's workload complete: record Succeeded.
+
+        Returns the delay before the release of its instance (the caller restarts the pod's chain
+        with a create), or None when there is nothing to release.
+        """
+        self._record(
+            lock,
+            rec,
+            Phase.SUCCEEDED,
+            reason=status.reason or "Completed",
+            message=status.message or "the workload completed",
+            status=status,
+        )
+        return self.teardown.keepalive(rec)
 
     # -- update -------------------------------------------------------------------------
 
@@ -443,36 +487,10 @@ class Lifecycle:
 
     # -- delete -------------------------------------------------------------------------
 
-    def delete(self, lock: PodLock, rec: PodRecord, generation: int | None = None) -> None:
-        """Stop the workload, terminate the instance and record Terminated (delete wins)."""
-        if generation is not None and not rec.deleted and generation < rec.generation:
-            return  # the pod was desired again after this delete was issued
-        if rec.phase is Phase.TERMINATED:
-            return
-        if rec.phase is not Phase.TERMINATING:
-            self._record(lock, rec, Phase.TERMINATING, reason="Killing", message="deleting the pod")
-        if rec.endpoint and rec.instance_id:
-            grace = int(rec.spec.get("spec", {}).get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS))
-            # The agent answers once the workload is gone: keep the lock for the whole grace period.
-            lock.extend(lock.ttl_ms + int((grace + self.settings.agent.call_timeout_seconds) * 1000))
-            try:
-                self.agents.terminate(self._target(rec), grace)
-            except AgentError as exc:  # whatever the agent answers, the instance is terminated
-                log.info(
-                    "TerminateApplication on %s failed (%s); terminating the instance anyway",
-                    rec.instance_id,
-                    exc.message,
-                )
-        ids = (
-            [rec.instance_id]
-            if rec.instance_id
-            else [i["InstanceId"] for i in self.ec2.find_pod_instances(rec.uid)]
-        )
-        self.ec2.terminate(ids)
-        self._record(
-            lock,
-            rec,
-            Phase.TERMINATED,
-            reason="Terminated",
-            message=f"instance {', '.join(ids)} terminated" if ids else "no instance to terminate",
-        )
+    def delete(self, lock: PodLock, rec: PodRecord, generation: int | None = None) -> float | None:
+        """One step of a delete (delete wins); the delay before the next step, or None when done.
+
+        See :meth:`vkec2.fleet.teardown.Teardown.delete`: the workload is asked to stop within its
+        grace period without holding the worker, then the instance is terminated.
+        """
+        return self.teardown.delete(lock, rec, generation)

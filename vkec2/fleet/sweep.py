@@ -11,7 +11,9 @@ event to the outbox, so 1,000 healthy pods cost no Redis writes. An instance tha
 stopped or impaired, or a pod that turned Unhealthy (agent unreachable or failing past the threshold, Unknown
 past its own threshold), is remediated through :meth:`~vkec2.lifecycle.Lifecycle.replace`: a new
 instance for Always/OnFailure (the caller's ``publish`` restarts the create chain), Failed for Never.
-A workload the agent reports Succeeded is recorded as such. A pod whose create chain or delete has
+A workload the agent reports Succeeded is recorded as such by
+:meth:`~vkec2.lifecycle.Lifecycle.completed` (the sweep writes no phase itself), and the create
+chain is restarted to release its instance after the keep-alive. A pod whose create chain or delete has
 written nothing for longer than a live one could (its message was lost) gets its task again.
 Sweeps are single-flight per cluster and a pod is not re-checked within half an interval, so a
 duplicated sweep counts nothing twice.
@@ -400,24 +402,9 @@ class HealthSweep:
             report.failed.append(rec.uid)
 
     def _completed(self, lock: PodLock, rec: PodRecord, status: AppStatus, report: SweepReport) -> None:
-        rec.phase = Phase.SUCCEEDED
-        event = StatusEvent.of(
-            rec,
-            Phase.SUCCEEDED,
-            reason=status.reason or "Completed",
-            message=status.message or "the workload completed",
-        )
-        event.container_statuses = status.container_statuses
-        lock.write(
-            {
-                "phase": Phase.SUCCEEDED.value,
-                "reason": event.reason,
-                "message": event.message,
-                "container_statuses": status.container_statuses,
-            },
-            event,
-            rec.node,
-        )
+        """The lifecycle records Succeeded; when the instance is to be released, the chain resumes."""
+        if self.lifecycle.completed(lock, rec, status) is not None:
+            self.publish(POD_CREATE, rec.uid)
         report.succeeded.append(rec.uid)
 
     def _instance_lost(self, rec: PodRecord, reason: str, message: str, report: SweepReport) -> None:

@@ -51,8 +51,11 @@ class PodInstances:
                 reason=NOT_YET_VISIBLE,
             )
 
-    def abandon(self, lock: PodLock, rec: PodRecord, instance_id: str | None = None) -> None:
+    def abandon(self, lock: PodLock, rec: PodRecord, instance_id: str | None = None) -> list[str]:
         """Terminate everything the pod's attempt may have: the recorded instance, ``instance_id`` and
-        every live instance tagged with the pod's UID (a launch EC2 did not list yet, a leftover)."""
+        every live instance tagged with the pod's UID (a launch EC2 did not list yet, a leftover).
+        Returns the IDs terminated."""
         tagged = [i["InstanceId"] for i in self.ec2.find_pod_instances(rec.uid)]
-        self.terminate(lock, rec, [instance_id or "", rec.instance_id, *tagged])
+        ids = [iid for iid in dict.fromkeys([instance_id or "", rec.instance_id, *tagged]) if iid]
+        self.terminate(lock, rec, ids)
+        return ids

@@ -8,7 +8,8 @@ Code outside :mod:`vkec2.store` never builds a key: it calls the store's intent-
 Each key, with its type, who writes it (owner), how long it lives and what it holds:
 
 - ``pod:{uid}`` (hash): the pod record (see :mod:`vkec2.domain.models`). Owner: the producer (spec,
-  generation, deleted) and workers (lifecycle fields). Lifetime: until the producer forgets the pod.
+  generation, deleted, deletion_grace) and workers (lifecycle fields). Lifetime: until the producer
+  forgets the pod.
 - ``pods`` (set): UIDs of every pod record of the cluster. Owner: the producer. Lifetime: a UID leaves
   when its pod is forgotten.
 - ``node:{node}:pods`` (set): UIDs of the pods bound to one virtual node. Owner: the producer. Lifetime: a

@@ -19,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 
+from vkec2.domain import phases
 from vkec2.domain.models import PodRecord, StatusEvent, now
 from vkec2.errors import LockBusy, StaleFence, UnknownPod, Vkec2Error
 from vkec2.store.base import StoreBase
@@ -49,6 +50,9 @@ class PodRecords(StoreBase):
                     node,
                     json.dumps(pod, sort_keys=True, default=str),
                     repr(now()),
+                    str(len(phases.FINAL_PHASES)),
+                    *sorted(phases.FINAL_PHASES),
+                    *phases.LIFE_FIELDS,
                 ],
             )
         )
@@ -56,9 +60,14 @@ class PodRecords(StoreBase):
             raise Vkec2Error(f"pod {uid} is still being deleted", reason="PodTerminating")
         return generation
 
-    def mark_deleted(self, uid: str) -> int | None:
-        """Record that the pod should no longer exist; returns the new generation (None if unknown)."""
-        generation = int(self.scripts.mark_deleted(keys=[self.keys.pod(uid)], args=[repr(now())]))
+    def mark_deleted(self, uid: str, grace_seconds: float | None = None) -> int | None:
+        """Record that the pod should no longer exist; returns the new generation (None if unknown).
+
+        ``grace_seconds`` is the delete's own grace period (the pod object's
+        ``deletionGracePeriodSeconds``), kept in the record as ``deletion_grace`` for the workers.
+        """
+        grace = "" if grace_seconds is None else repr(float(grace_seconds))
+        generation = int(self.scripts.mark_deleted(keys=[self.keys.pod(uid)], args=[repr(now()), grace]))
         return None if generation < 0 else generation
 
     def forget(self, uid: str) -> None:

@@ -60,16 +60,23 @@ end
 return 1
 """
 
-# KEYS: pod, pods, node_pods, nodes.  ARGV: uid, namespace, name, node, spec, now.  -> generation.
-# A record that was deleted and is desired again (same UID) starts a fresh lifecycle: once its phase
-# is final (vkec2.domain.phases.FINAL_PHASES) it drops exactly vkec2.domain.phases.LIFE_FIELDS.
+# KEYS: pod, pods, node_pods, nodes.
+# ARGV: uid, namespace, name, node, spec, now, n, then n final phases, then the life fields.
+# -> generation, or -1 when the pod is being deleted. A record that was deleted and is desired again
+# (same UID) starts a fresh lifecycle once its phase is one of the final phases: it drops exactly the
+# life fields. The caller passes vkec2.domain.phases.FINAL_PHASES and LIFE_FIELDS, the one
+# definition of both.
 PUT_DESIRED = """
 local exists = redis.call('EXISTS', KEYS[1])
 if exists == 1 and redis.call('HGET', KEYS[1], 'deleted') == '1' then
   local phase = redis.call('HGET', KEYS[1], 'phase')
-  if phase == 'Terminated' or phase == 'Failed' or phase == 'Succeeded' then
-    redis.call('HDEL', KEYS[1], 'instance', 'instance_id', 'endpoint', 'launched_at', 'next_task',
-               'reason', 'message', 'conditions', 'container_statuses', 'health')
+  local n = tonumber(ARGV[7])
+  local final = false
+  for i = 8, 7 + n do
+    if phase == ARGV[i] then final = true end
+  end
+  if final then
+    if #ARGV > 7 + n then redis.call('HDEL', KEYS[1], unpack(ARGV, 8 + n, #ARGV)) end
     redis.call('HSET', KEYS[1], 'phase', 'Pending', 'attempt', '0', 'deleted', '0', 'created_at', ARGV[6])
   else
     return -1
@@ -87,10 +94,12 @@ redis.call('SADD', KEYS[4], ARGV[4])
 return redis.call('HINCRBY', KEYS[1], 'generation', 1)
 """
 
-# KEYS: pod.  ARGV: now.  -> new generation, or -1 when the pod is unknown.
+# KEYS: pod.  ARGV: now, grace ("" when the delete names none).
+# -> new generation, or -1 when the pod is unknown.
 MARK_DELETED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 redis.call('HSET', KEYS[1], 'deleted', '1', 'updated_at', ARGV[1])
+if ARGV[2] ~= nil and ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'deletion_grace', ARGV[2]) end
 return redis.call('HINCRBY', KEYS[1], 'generation', 1)
 """
 

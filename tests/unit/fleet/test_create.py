@@ -285,7 +285,13 @@ def test_C16_agent_silent_within_the_boot_timeout_polls_again(world: World) -> N
 
 @pytest.mark.parametrize(
     ("phase", "deleted"),
-    [(Phase.PENDING, True), (Phase.BOOTING, True), (Phase.RUNNING, False), (Phase.TERMINATED, False)],
+    [
+        (Phase.PENDING, True),
+        (Phase.BOOTING, True),
+        (Phase.RUNNING, False),
+        (Phase.SUCCEEDED, False),  # restartPolicy Always: nothing to release (row E1)
+        (Phase.TERMINATED, False),
+    ],
 )
 def test_C17_deleted_or_past_creating_stops_the_chain(world: World, phase: Phase, deleted: bool) -> None:
     world.seed(phase, instance=world.instance(), deleted=deleted)

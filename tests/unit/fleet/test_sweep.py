@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.fakes import SWEEP_FLIGHT, app_status
 from tests.unit.fleet.world import UID, World, pod
-from vkec2.contract import FLAPPING, HEALTHY
+from vkec2.contract import AGENT_CONNECTED, FLAPPING, HEALTHY, INSTANCE_READY, POD_CREATE
 from vkec2.domain.instances import Instance
 from vkec2.domain.models import Phase
 from vkec2.fleet.sweep import HealthSweep, SweepReport, remediate_lost
@@ -158,6 +158,12 @@ def test_a_completed_workload_is_recorded(sweeper: Sweeper, policy: str, recorde
     if recorded:
         assert rec.container_statuses == done
         assert (world.events[-1].phase, world.events[-1].reason) == (Phase.SUCCEEDED, "Completed")
+        # The lifecycle wrote it: phase stamp, its conditions; and the chain resumes to release it.
+        assert rec.finished_at > 0
+        assert {c["type"] for c in rec.conditions} >= {INSTANCE_READY, AGENT_CONNECTED}
+        assert sweeper.published == [(POD_CREATE, UID)]
+    else:
+        assert sweeper.published == []
 
 
 @pytest.mark.parametrize("state", ["terminated", "stopped", "shutting-down", "gone"])

@@ -1,15 +1,16 @@
-"""Rows U1 to U3 (update in place) and D1 to D3 (delete) of the transition table."""
+"""Rows U1 to U3 (update in place) and D1 to D5 (delete) of the transition table."""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
 from tests.unit.fleet.world import IMAGE, UID, World, pod
 from vkec2.contract import TAG_POD_UID
-from vkec2.domain.instances import Instance, tag_map
+from vkec2.domain.instances import Instance, client_token, tag_map
 from vkec2.domain.models import Phase
 from vkec2.errors import AgentError, AgentRejected, AgentUnavailable
 
@@ -80,29 +81,60 @@ def test_U_update_without_an_instance_or_when_final_does_nothing(world: World, p
     assert world.store.writes == [] and world.ec2.calls == []
 
 
-def test_D1_delete_stops_the_workload_then_terminates(world: World) -> None:
+def test_D1_delete_asks_the_workload_to_stop_and_returns_at_once(world: World) -> None:
     inst = world.instance()
     world.seed(Phase.RUNNING, instance=inst, deleted=True)
 
-    world.delete()
+    before = time.time()
+    delay = world.delete()
     rec = world.rec
-    assert (rec.phase, rec.reason) == (Phase.TERMINATED, "Terminated")
-    assert world.phases() == [Phase.TERMINATING, Phase.TERMINATED]
+    assert delay is not None and 0 < delay <= 1.0
+    assert (rec.phase, rec.reason) == (Phase.TERMINATING, "Killing")
     assert world.agents.grace == {inst["InstanceId"]: 7}  # terminationGracePeriodSeconds
-    assert world.ec2.calls_of("TerminateInstances") == [{"InstanceIds": [inst["InstanceId"]]}]
-    assert world.ec2.state(inst["InstanceId"]) == "terminated"
+    assert world.agents.waited == {inst["InstanceId"]: False}  # the agent answers at once
+    assert before + 7 <= rec.grace_deadline <= time.time() + 7
+    assert world.ec2.calls_of("TerminateInstances") == []
 
 
-def test_D1_delete_holds_the_lock_through_the_grace_period(world: World) -> None:
+def test_D1_delete_never_extends_the_lock_for_the_grace_period(world: World) -> None:
     world.seed(Phase.RUNNING, instance=world.instance(), deleted=True)
-    extended: list[int] = []
     with world.store.locked(UID) as lock:
         rec = world.store.get(UID)
         assert rec is not None
         world.lifecycle.delete(lock, rec)
-        extended = lock.extensions
-    timeout = world.settings.agent.call_timeout_seconds
-    assert extended == [lock.ttl_ms + int((7 + timeout) * 1000)]
+        assert lock.extensions == []
+
+
+@pytest.mark.parametrize(
+    ("requested", "spec_grace", "expected"),
+    [(2, 7, 2), (None, 7, 7), (None, None, 30), (1e16, 7, 3600), (None, 1e16, 3600), (-5, 7, 0)],
+)
+def test_D1_the_grace_period_is_the_deletes_else_the_pods_capped(
+    make_world: Any, requested: float | None, spec_grace: float | None, expected: int
+) -> None:
+    world = make_world()
+    spec = pod()
+    if spec_grace is None:
+        del spec["spec"]["terminationGracePeriodSeconds"]
+    else:
+        spec["spec"]["terminationGracePeriodSeconds"] = spec_grace
+    inst = world.instance()
+    world.seed(Phase.RUNNING, instance=inst, spec=spec, deleted=True, deletion_grace=requested)
+
+    world.delete()
+    assert world.agents.grace == {inst["InstanceId"]: expected}
+    assert world.rec.grace_deadline <= time.time() + 3600
+    if expected == 0:  # no grace: the instance goes at once
+        assert world.rec.phase is Phase.TERMINATED
+
+
+def test_D1_the_cap_is_configurable(make_world: Any) -> None:
+    world = make_world(agent={"endpoint": "private-ip", "port": 7443, "max_grace_seconds": 5})
+    inst = world.instance()
+    world.seed(Phase.RUNNING, instance=inst, deleted=True)
+
+    world.delete()
+    assert world.agents.grace == {inst["InstanceId"]: 5}
 
 
 @pytest.mark.parametrize("error", [AgentUnavailable("gone"), AgentRejected("no workload")])
@@ -111,14 +143,27 @@ def test_D1_a_failing_agent_does_not_block_the_delete(world: World, error: Agent
     world.seed(Phase.RUNNING, instance=inst, deleted=True)
     world.agents.terminate_by[inst["InstanceId"]] = error
 
-    world.delete()
+    assert world.delete() is None
+    assert world.rec.phase is Phase.TERMINATED
+    assert world.phases() == [Phase.TERMINATING, Phase.TERMINATED]
+    assert world.ec2.terminated() == [inst["InstanceId"]]
+
+
+@pytest.mark.parametrize("phase", [Phase.SUCCEEDED, Phase.FAILED])
+def test_D1_a_finished_workload_is_not_asked_to_stop(world: World, phase: Phase) -> None:
+    inst = world.instance()
+    world.seed(phase, instance=inst, deleted=True)
+
+    assert world.delete() is None
+    assert world.agents.calls == []
     assert world.rec.phase is Phase.TERMINATED
     assert world.ec2.terminated() == [inst["InstanceId"]]
 
 
 def test_D1_delete_without_a_recorded_instance_terminates_by_tag(world: World) -> None:
     inst = world.instance("pending")
-    world.seed(Phase.PENDING, deleted=True)  # killed between RunInstances and the state write
+    # Killed between RunInstances (its intent recorded first) and recording the instance.
+    world.seed(Phase.PENDING, deleted=True, launch_token=client_token(UID, 0))
 
     world.delete()
     rec = world.rec
@@ -139,8 +184,71 @@ def test_D1_delete_with_nothing_to_terminate(world: World) -> None:
 def test_D1_a_terminating_pod_is_not_reported_terminating_twice(world: World) -> None:
     world.seed(Phase.TERMINATING, instance=world.instance(), deleted=True)
 
-    world.delete()
+    assert world.delete() is not None  # the workload is asked to stop; nothing reported yet
+    assert world.rec.grace_deadline > 0
+    assert world.delete() is None
     assert world.phases() == [Phase.TERMINATED]
+
+
+def test_D4_a_workload_that_ignores_sigterm_is_polled_within_the_grace_period(world: World) -> None:
+    inst = world.instance()
+    world.seed(Phase.RUNNING, instance=inst, deleted=True)
+    world.agents.stubborn.add(inst["InstanceId"])
+
+    world.delete()
+    for _ in range(3):
+        delay = world.delete()
+        assert delay is not None and 0 < delay <= 7
+    assert world.rec.phase is Phase.TERMINATING
+    assert world.ec2.calls_of("TerminateInstances") == []
+    assert world.agents.methods().count("terminate") == 1
+
+
+def test_D4_an_unreachable_agent_is_polled_until_the_deadline(world: World) -> None:
+    inst = world.instance()
+    world.seed(Phase.RUNNING, instance=inst, deleted=True)
+    world.delete()
+    world.agents.status_by[inst["InstanceId"]] = AgentUnavailable("blip")
+
+    assert world.delete() is not None
+    assert world.rec.phase is Phase.TERMINATING
+
+
+def test_D5_the_instance_is_terminated_once_the_workload_is_gone(world: World) -> None:
+    inst = world.instance()
+    world.seed(Phase.RUNNING, instance=inst, deleted=True)
+
+    world.delete()
+    assert world.delete() is None
+    rec = world.rec
+    assert (rec.phase, rec.reason) == (Phase.TERMINATED, "Terminated")
+    assert "the workload stopped" in rec.message
+    assert world.phases() == [Phase.TERMINATING, Phase.TERMINATED]
+    assert world.ec2.calls_of("TerminateInstances") == [{"InstanceIds": [inst["InstanceId"]]}]
+    assert world.ec2.state(inst["InstanceId"]) == "terminated"
+
+
+def test_D5_the_instance_is_terminated_when_the_grace_period_is_over(world: World) -> None:
+    inst = world.instance()
+    world.seed(Phase.RUNNING, instance=inst, deleted=True)
+    world.agents.stubborn.add(inst["InstanceId"])
+    world.delete()
+    world.set(grace_deadline=time.time() - 1)
+
+    assert world.delete() is None
+    assert world.rec.phase is Phase.TERMINATED
+    assert "grace period is over" in world.rec.message
+    assert world.ec2.terminated() == [inst["InstanceId"]]
+
+
+def test_D5_an_agent_that_refuses_to_report_ends_the_wait(world: World) -> None:
+    inst = world.instance()
+    world.seed(Phase.RUNNING, instance=inst, deleted=True)
+    world.delete()
+    world.agents.status_by[inst["InstanceId"]] = AgentRejected("permission denied")
+
+    assert world.delete() is None
+    assert world.rec.phase is Phase.TERMINATED
 
 
 def test_D2_a_stale_delete_of_a_pod_desired_again_is_ignored(world: World) -> None:
@@ -155,7 +263,9 @@ def test_D2_a_delete_of_the_current_generation_proceeds(world: World) -> None:
     world.seed(Phase.RUNNING, instance=world.instance(), generation=3, deleted=True)
 
     world.delete(generation=2)
-    assert world.rec.phase is Phase.TERMINATED
+    assert world.rec.phase is Phase.TERMINATING
+    assert world.delete(generation=2) is None  # a continuation carries the delete's generation
+    assert world.phases()[-1] is Phase.TERMINATED
 
 
 def test_D3_deleting_a_terminated_pod_does_nothing(world: World) -> None:

@@ -128,11 +128,16 @@ class World:
             assert rec is not None
             self.lifecycle.update(lock, rec)
 
-    def delete(self, generation: int | None = None) -> None:
+    def delete(self, generation: int | None = None) -> float | None:
+        """One delete step; the delay before the next, or None when the delete is done."""
         with self.store.locked(UID) as lock:
             rec = self.store.get(UID)
             assert rec is not None
-            self.lifecycle.delete(lock, rec, generation)
+            return self.lifecycle.delete(lock, rec, generation)
+
+    def set(self, **fields: Any) -> None:
+        """Change record fields behind the lifecycle's back (e.g. move a deadline into the past)."""
+        self.store.hashes[UID].update(PodRecord.encode(fields))
 
     def replace(self, reason: str = "Unhealthy", message: str = "health checks failed") -> bool:
         with self.store.locked(UID) as lock:
