@@ -174,16 +174,17 @@ class Heartbeat:
         try:
             stored = self.store.capacity()
             records = self.store.records(self.node.cfg.name)
+            quota = self.store.quota_exceeded()
         except Exception:
-            stored, records = {}, []
+            stored, records, quota = {}, [], {}
         try:
-            self.node.sync_status(health, stored, records, force=health != self.health)
+            self.node.sync_status(health, stored, records, force=health != self.health, quota=quota)
         except KubeError as exc:
             if exc.not_found:  # someone deleted the Node: register it again (the lease follows it)
                 log.warning("node %s is gone; registering it again", self.node.cfg.name)
                 node = self.node.register()
                 self.lease.node_uid = str(node["metadata"]["uid"])
-                self.node.sync_status(health, stored, records, force=True)
+                self.node.sync_status(health, stored, records, force=True, quota=quota)
             else:
                 log.warning("status of node %s not updated: %s", self.node.cfg.name, exc)
         self.health = health

@@ -20,11 +20,12 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
 from producer.kube import Kube, KubeError, Obj
-from vkec2.contract import CLUSTER_LABEL
+from vkec2.contract import CLUSTER_LABEL, QUOTA_EXCEEDED
 from vkec2.domain.models import PodRecord
 from vkec2.domain.times import rfc3339
 
@@ -169,12 +170,27 @@ def allocatable(cap: Mapping[str, str], records: Iterable[PodRecord]) -> dict[st
     }
 
 
-def conditions(health: Health) -> list[dict[str, str]]:
-    """Ready (from the producer's health) and the pressure conditions (a fleet has none)."""
+def quota_condition(quota: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """``vkec2.io/QuotaExceeded``: True while launches of some instance type are refused by a quota."""
+    if not quota:
+        return {"type": QUOTA_EXCEEDED, "status": "False", "reason": "QuotaAvailable", "message": ""}
+    kinds = sorted(quota)
+    first = quota[kinds[0]]
+    return {
+        "type": QUOTA_EXCEEDED,
+        "status": "True",
+        "reason": str(first.get("code") or "QuotaExceeded"),
+        "message": f"launches of {', '.join(kinds)} refused by an account quota: {first.get('message', '')}",
+    }
+
+
+def conditions(health: Health, quota: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, str]]:
+    """The pressure conditions (a fleet has none), the quota condition, and Ready (last)."""
     out = [
         {"type": kind, "status": "False", "reason": reason, "message": message}
         for kind, reason, message in PRESSURES
     ]
+    out.append(quota_condition(quota or {}))
     out.append(
         {
             "type": "Ready",
@@ -186,7 +202,13 @@ def conditions(health: Health) -> list[dict[str, str]]:
     return out
 
 
-def status_body(cfg: NodeConfig, health: Health, cap: Mapping[str, str], alloc: Mapping[str, str]) -> Obj:
+def status_body(
+    cfg: NodeConfig,
+    health: Health,
+    cap: Mapping[str, str],
+    alloc: Mapping[str, str],
+    quota: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Obj:
     """The node status the producer owns (no timestamps: those are added when patching)."""
     addresses = [{"type": "Hostname", "address": cfg.name}]
     if cfg.internal_ip:
@@ -194,7 +216,7 @@ def status_body(cfg: NodeConfig, health: Health, cap: Mapping[str, str], alloc: 
     return {
         "capacity": dict(cap),
         "allocatable": dict(alloc),
-        "conditions": conditions(health),
+        "conditions": conditions(health, quota),
         "addresses": addresses,
         "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.kubelet_port}},
         "nodeInfo": {
@@ -256,10 +278,11 @@ class NodeKeeper:
         stored_capacity: Mapping[str, str],
         records: Iterable[PodRecord],
         force: bool = False,
+        quota: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> bool:
         """Patch the node status if it changed or ``status_interval`` passed; True when patched."""
         cap = capacity(stored_capacity, self.cfg)
-        body = status_body(self.cfg, health, cap, allocatable(cap, records))
+        body = status_body(self.cfg, health, cap, allocatable(cap, records), quota)
         now = time.time()
         if not force and body == self._last_body and now - self._last_patch < self.status_interval:
             return False

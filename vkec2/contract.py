@@ -109,3 +109,5 @@ CAPACITY_ERROR_CODES: Final = frozenset(
 )
 #: The capacity errors that are account quotas for the whole region, not one zone's capacity.
 QUOTA_ERROR_CODES: Final = frozenset({"VcpuLimitExceeded", "InstanceLimitExceeded"})
+#: The pseudo-zone of a "no capacity" mark that holds in the whole region (a quota, not a zone).
+REGION_WIDE: Final = "*"

@@ -20,8 +20,9 @@ from botocore.stub import Stubber
 from tests.support.awslike import CapacityRule
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import TEST_AMI
+from tests.support.services import wait_until
 from vkec2.config import Settings
-from vkec2.contract import CAPACITY_ERROR_CODES, QUOTA_ERROR_CODES
+from vkec2.contract import CAPACITY_ERROR_CODES, QUOTA_ERROR_CODES, REGION_WIDE
 from vkec2.domain.podspec import LaunchParams
 from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import Ec2Error
@@ -112,3 +113,19 @@ def test_unavailable_marks_expire(store: Store) -> None:
     assert set(store.unavailable(wanted)) == {("mac2.metal", "*")}
     store.clear_unavailable("mac2.metal", "*")
     assert store.unavailable(wanted) == {} and store.unavailable([]) == {}
+
+
+def test_a_quota_mark_is_shown_until_quotas_refresh(store: Store) -> None:
+    answer = {"code": "VcpuLimitExceeded", "message": "vCPU limit of 96", "at": time.time()}
+    store.mark_unavailable("mac2.metal", REGION_WIDE, answer, 60)
+    store.mark_unavailable("m5.large", "us-west-2a", {"code": "InsufficientInstanceCapacity"}, 60)
+    assert set(store.quota_exceeded()) == {"mac2.metal"}  # a zone's capacity is no quota
+    store.clear_quota_marks()
+    assert store.quota_exceeded() == {}
+    assert store.unavailable([("mac2.metal", REGION_WIDE)]) == {}
+    assert store.unavailable([("m5.large", "us-west-2a")]) != {}
+
+
+def test_an_expired_quota_mark_is_dropped(store: Store) -> None:
+    store.mark_unavailable("mac2.metal", REGION_WIDE, {"code": "VcpuLimitExceeded"}, 0.05)
+    wait_until(lambda: store.quota_exceeded() == {}, 5, "the quota mark to expire")

@@ -33,12 +33,12 @@ def counted(store: Store, key: str) -> dict[str, int]:
 
 
 def make(
-    ec2_proxy: Ec2Proxy, redis_url: str, tokens: list[str] | None = None, retries: int = 1
+    ec2_proxy: Ec2Proxy, redis_url: str, tokens: list[str] | None = None, attempts: int = 1
 ) -> Ec2Gateway:
     settings = Settings.model_validate(
         {
             "cluster_name": f"acct-{uuid.uuid4().hex[:8]}",
-            "aws": {"endpoint_url": ec2_proxy.url, "max_attempts": retries},
+            "aws": {"endpoint_url": ec2_proxy.url, "max_attempts": attempts},
         }
     )
     store = Store.from_url(redis_url, settings.cluster_name)
@@ -81,7 +81,7 @@ def test_each_call_is_counted_once_and_draws_a_token(ec2_proxy: Ec2Proxy, redis_
 
 def test_throttled_attempts_draw_tokens_and_the_call_counts_once(ec2_proxy: Ec2Proxy, redis_url: str) -> None:
     tokens: list[str] = []
-    gateway = make(ec2_proxy, redis_url, tokens, retries=2)  # botocore: 1 attempt + 2 retries
+    gateway = make(ec2_proxy, redis_url, tokens, attempts=3)  # botocore: 3 attempts in all
     assert gateway.store is not None
     ec2_proxy.throttle_fraction = 1.0
     throttled_before = calls("DescribeInstances", "throttled")

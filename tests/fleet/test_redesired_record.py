@@ -61,4 +61,4 @@ def test_a_redesired_record_drops_exactly_the_life_fields(store: Store, final: P
     dropped = {name for name in lived if name not in raw}
     assert dropped == set(phases.LIFE_FIELDS)
     rec = store.get(uid)
-    assert rec is not None and rec.phase is Phase.PENDING and rec.attempt == 0 and not rec.deleted
+    assert rec is not None and rec.phase is Phase.PENDING and rec.attempt == 3 and not rec.deleted

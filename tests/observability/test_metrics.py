@@ -86,7 +86,8 @@ def test_scraped_metrics_after_a_lifecycle(make_fleet: Make) -> None:
     creates = total(m, "vkec2_tasks_total", task="vkec2.pods.create")
     assert creates >= 2
     assert value(m, "vkec2_task_queue_wait_seconds_count", task="vkec2.pods.create") == creates
-    assert value(m, "vkec2_task_queue_wait_seconds_count", task="vkec2.pods.delete") == 1
+    # The delete is a chain too: its first step asks the workload to stop, the next terminates.
+    assert value(m, "vkec2_task_queue_wait_seconds_count", task="vkec2.pods.delete") >= 1
     # Agent calls: the workload was launched and stopped once, over gRPC.
     assert value(m, "vkec2_agent_calls_total", method="LaunchApplication", code="OK") == 1
     assert value(m, "vkec2_agent_calls_total", method="TerminateApplication", code="OK") == 1

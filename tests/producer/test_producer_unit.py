@@ -75,6 +75,18 @@ def test_capacity_prefers_the_quota_hash_and_allocatable_subtracts_live_pods() -
     assert allocatable({"cpu": "1", "memory": "1Ki", "pods": "1"}, records * 3)["pods"] == "0"
 
 
+def test_a_quota_refusal_is_a_node_condition_before_ready() -> None:
+    ok = Health(True, "KubeletReady", "")
+    clear = conditions(ok)
+    assert [c["type"] for c in clear][-2:] == ["vkec2.io/QuotaExceeded", "Ready"]
+    assert clear[-2]["status"] == "False"
+    refused = conditions(ok, {"mac2.metal": {"code": "VcpuLimitExceeded", "message": "vCPU limit of 96"}})
+    quota = refused[-2]
+    assert (quota["status"], quota["reason"]) == ("True", "VcpuLimitExceeded")
+    assert "mac2.metal" in quota["message"] and "vCPU limit of 96" in quota["message"]
+    assert refused[-1]["type"] == "Ready" and refused[-1]["status"] == "True"
+
+
 def test_node_conditions_name_what_is_missing() -> None:
     conds = {c["type"]: c for c in conditions(Health(False, "NoWorkers", "no worker answered"))}
     assert conds["Ready"] == {

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vkec2.config import Settings
-from vkec2.contract import QUOTA_ERROR_CODES, QUOTA_EXCEEDED
+from vkec2.contract import QUOTA_ERROR_CODES, QUOTA_EXCEEDED, REGION_WIDE
 from vkec2.domain.instances import Instance, client_token
 from vkec2.domain.models import Phase, PodRecord, now
 from vkec2.domain.podspec import LaunchParams, user_data_for
@@ -41,7 +41,6 @@ from vkec2.ports import Ec2, OfferingMarks, PodLock
 log = logging.getLogger(__name__)
 
 #: The zone of a quota mark: the whole region.
-REGION_WIDE = "*"
 #: The zone of a launch without a subnet (EC2 picks one).
 ANY_ZONE = "any"
 #: At most this many RunInstances per step (each may wait for a rate-limit token under the lock).

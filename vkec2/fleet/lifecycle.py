@@ -287,7 +287,9 @@ class Lifecycle:
                 self.ec2.create_tags([rec.instance_id], {**tags, TAG_POOL_STATE: POOL_CLAIMED})
             return self._adopt(lock, rec, rec.instance or {"InstanceId": rec.instance_id}, "recovered")
         if not launched:  # no RunInstances sent for this attempt yet: adopt by tag, or claim
-            found = self.ec2.find_pod_instances(rec.uid)
+            # A pod's very first attempt has launched nothing anywhere (every launch records its
+            # intent first): only a later attempt or life looks for what an earlier one left.
+            found = self.ec2.find_pod_instances(rec.uid) if rec.attempt > 0 else []
             existing = sorted(found, key=lambda i: str(i.get("LaunchTime", "")))
             if existing:
                 keep, extra = existing[0], existing[1:]

@@ -152,6 +152,7 @@ class QuotaRefresh:
                 capacity = self.configured(f"Service Quotas unavailable: {exc}")
                 log.warning("node capacity from configuration: %s", capacity.reason)
         self.store.put_capacity({**capacity.fields(), "updated_at": repr(time.time())})
+        self.store.clear_quota_marks()  # quotas may have been raised: launches refused for one retry now
         log.info(
             "node capacity cpu=%s memory=%s pods=%s (source %s)",
             capacity.cpu,

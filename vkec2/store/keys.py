@@ -36,6 +36,10 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
   answered for that instance type in that Availability Zone (zone ``*``: a quota of the whole region;
   a subnet ID when its zone is unknown). Owner: the create step (:mod:`vkec2.fleet.capacity`); every
   create step reads it before trying the pair. Lifetime: TTL ``ec2.unavailable_ttl_seconds`` (180 s).
+- ``quota:exceeded`` (hash): instance type -> JSON answer (``code``, ``message``, ``at``, ``until``) of the
+  last quota refusal (``VcpuLimitExceeded`` ...) for the whole region. Owner: the create step (with the
+  region-wide ``unavailable`` mark); the producer shows it as the node's ``vkec2.io/QuotaExceeded``
+  condition; the quota refresh clears it. Lifetime: entries past ``until`` are ignored and dropped.
 - ``capacity`` (hash): node capacity: cpu, memory, pods, source, reason, updated_at. Owner: the quota
   refresh; the producer reads it. Lifetime: overwritten by every refresh.
 - ``ec2:calls`` (hash): EC2 API action -> calls made by the fleet. Owner: the EC2 gateway (every worker).
@@ -117,6 +121,9 @@ class Keys:
 
     def unavailable(self, instance_type: str, zone: str) -> str:
         return f"{self.prefix}unavailable:{instance_type}:{zone}"
+
+    def quota_exceeded(self) -> str:
+        return f"{self.prefix}quota:exceeded"
 
     def capacity(self) -> str:
         return f"{self.prefix}capacity"

@@ -12,9 +12,11 @@ JSON (``code``, ``message``, ``at``), so the last reason can be shown on a pod t
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
+from vkec2.contract import REGION_WIDE
 from vkec2.store.base import StoreBase
 
 
@@ -28,6 +30,24 @@ class UnavailableOfferings(StoreBase):
         ttl_ms = max(1, int(ttl_seconds * 1000))
         key = self.keys.unavailable(instance_type, zone)
         self.redis.set(key, json.dumps(dict(answer), separators=(",", ":")), px=ttl_ms)
+        if zone == REGION_WIDE:  # a quota: the node shows it until it expires or quotas refresh
+            until = time.time() + ttl_seconds
+            self.redis.hset(self.keys.quota_exceeded(), instance_type, json.dumps({**answer, "until": until}))
+
+    def quota_exceeded(self) -> dict[str, dict[str, Any]]:
+        """Instance types refused for a quota in the whole region and not yet retried: type -> answer."""
+        raw = cast(dict[str, str], self.redis.hgetall(self.keys.quota_exceeded()))
+        answers = {kind: json.loads(doc) for kind, doc in raw.items()}
+        expired = [kind for kind, answer in answers.items() if float(answer.get("until", 0)) < time.time()]
+        if expired:
+            self.redis.hdel(self.keys.quota_exceeded(), *expired)
+        return {kind: answer for kind, answer in answers.items() if kind not in expired}
+
+    def clear_quota_marks(self) -> None:
+        """Forget every region-wide quota mark: quotas were refreshed, so launches try again."""
+        kinds = cast(list[str], self.redis.hkeys(self.keys.quota_exceeded()))
+        keys = [self.keys.unavailable(kind, REGION_WIDE) for kind in kinds]
+        self.redis.delete(self.keys.quota_exceeded(), *keys)
 
     def unavailable(self, offerings: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         """The marked pairs among ``offerings`` (instance type, zone), each with its marking answer."""

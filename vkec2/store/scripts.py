@@ -64,8 +64,8 @@ return 1
 # ARGV: uid, namespace, name, node, spec, now, n, then n final phases, then the life fields.
 # -> generation, or -1 when the pod is being deleted. A record that was deleted and is desired again
 # (same UID) starts a fresh lifecycle once its phase is one of the final phases: it drops exactly the
-# life fields. The caller passes vkec2.domain.phases.FINAL_PHASES and LIFE_FIELDS, the one
-# definition of both.
+# life fields and takes the next attempt number, so no ClientToken of the last life is sent again.
+# The caller passes vkec2.domain.phases.FINAL_PHASES and LIFE_FIELDS, the one definition of both.
 PUT_DESIRED = """
 local exists = redis.call('EXISTS', KEYS[1])
 if exists == 1 and redis.call('HGET', KEYS[1], 'deleted') == '1' then
@@ -77,7 +77,9 @@ if exists == 1 and redis.call('HGET', KEYS[1], 'deleted') == '1' then
   end
   if final then
     if #ARGV > 7 + n then redis.call('HDEL', KEYS[1], unpack(ARGV, 8 + n, #ARGV)) end
-    redis.call('HSET', KEYS[1], 'phase', 'Pending', 'attempt', '0', 'deleted', '0', 'created_at', ARGV[6])
+    -- a new life goes on counting attempts: its ClientTokens never repeat the last life's
+    redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+    redis.call('HSET', KEYS[1], 'phase', 'Pending', 'deleted', '0', 'created_at', ARGV[6])
   else
     return -1
   end

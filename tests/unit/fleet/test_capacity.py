@@ -14,12 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.unit.fleet.world import IMAGE, POOL, UID, World, pod
-from vkec2.contract import QUOTA_EXCEEDED
+from vkec2.contract import QUOTA_EXCEEDED, REGION_WIDE
 from vkec2.domain.instances import client_token
 from vkec2.domain.models import Phase
 from vkec2.errors import Ec2Error
 from vkec2.fleet import capacity
-from vkec2.fleet.capacity import REGION_WIDE
 
 ANN = "compute.amazonaws.com/"
 ICE = "InsufficientInstanceCapacity"

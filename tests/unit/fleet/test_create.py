@@ -40,7 +40,7 @@ def test_C1_invalid_spec_fails_without_touching_ec2(world: World) -> None:
 def test_C2_adopts_the_oldest_tagged_instance_and_terminates_extras(world: World) -> None:
     oldest = world.instance("pending", launch_time="2024-01-01T00:00:00+00:00")
     newer = world.instance("pending", launch_time="2024-01-01T00:05:00+00:00")
-    world.seed()
+    world.seed(attempt=1)  # only a later attempt (or life) looks for what an earlier one left
 
     assert world.step() is not None
     rec = world.rec
@@ -53,7 +53,7 @@ def test_C2_adopts_the_oldest_tagged_instance_and_terminates_extras(world: World
 def test_C2_adopts_a_running_instance_straight_to_booting(world: World) -> None:
     running = world.instance("running")
     world.agents.serving_default = False
-    world.seed()
+    world.seed(attempt=1)
 
     world.step()
     rec = world.rec
@@ -61,6 +61,15 @@ def test_C2_adopts_a_running_instance_straight_to_booting(world: World) -> None:
     assert rec.instance_id == running["InstanceId"]
     assert rec.endpoint == f"{running['PrivateIpAddress']}:{AGENT_PORT}"
     assert world.phases() == [Phase.BOOTING]
+
+
+def test_C2_the_first_attempt_looks_up_nothing(world: World) -> None:
+    world.instance("running")  # tagged with the pod's UID, yet the first attempt launched nothing
+    world.seed()
+
+    world.step()
+    assert world.ec2.calls_of("DescribeInstances") == []
+    assert (world.rec.reason, len(world.ec2.calls_of("RunInstances"))) == ("Launched", 1)
 
 
 def test_C3_claims_a_ready_warm_pool_member(make_world: Callable[..., World]) -> None:
