@@ -20,7 +20,8 @@ and time window (``InsufficientInstanceCapacity`` ... with AWS's status and mess
 shown ``pending`` for ``pending_seconds`` after launch and ``shutting-down`` for
 ``shutting_down_seconds`` after TerminateInstances (moto's answer is rewritten, and an
 ``instance-state-name`` filter is applied to the rewritten states); and slow answers: an action's
-answer is held back ``delays[action]`` seconds after its effect.
+answer is held back ``delays[action]`` seconds after its effect (a RunInstances replaying a known
+ClientToken is answered at once, from the record of the first launch).
 
 What it does not model: token expiry (AWS keeps tokens for at least 24 hours; here they last as
 long as the proxy), per-account token scoping, tokens on APIs other than RunInstances; request
@@ -304,12 +305,16 @@ class Ec2Proxy(LoopbackServer):
         """Answer one request: :meth:`answer` (launches serialised), the action's delay, the log entry."""
         params = wire.parse(body)
         action = wire.first(params, "Action", "?")
+        replay = False
         if action == "RunInstances" and "ClientToken" in params:
             with self._launch_lock:
+                with self._lock:
+                    replay = wire.first(params, "ClientToken", "") in self.tokens
                 reply = self.answer(path, headers, body)
         else:
             reply = self.answer(path, headers, body)
-        delay = self.aws.delays.get(action, 0.0)
+        # A replayed ClientToken is answered from EC2's record of the first launch, not slowly.
+        delay = 0.0 if replay else self.aws.delays.get(action, 0.0)
         if delay > 0 and reply.outcome != "RequestLimitExceeded":
             time.sleep(delay)
         self.log.add(
@@ -337,10 +342,15 @@ class Ec2Proxy(LoopbackServer):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 reply = proxy.serve(self.path, dict(self.headers.items()), body)
-                self.send_response(reply.status)
-                self.send_header("Content-Type", reply.ctype)
-                self.send_header("Content-Length", str(len(reply.payload)))
-                self.end_headers()
-                self.wfile.write(reply.payload)
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", reply.ctype)
+                    self.send_header("Content-Length", str(len(reply.payload)))
+                    self.end_headers()
+                    self.wfile.write(reply.payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    # The caller timed out while a slow answer was held back: as on AWS, the
+                    # effect stands and nobody hears the answer.
+                    self.close_connection = True
 
         return Handler
