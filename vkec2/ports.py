@@ -119,6 +119,11 @@ class Ec2(Protocol):
         """Terminate instances; the IDs EC2 answered NotFound for (gone long ago, or not visible yet)."""
         ...
 
+    def terminate_soon(self, instance_ids: Sequence[str]) -> list[str] | None:
+        """Terminate instances in a call shared with others: None while it is not sent yet (ask
+        again later), else the IDs EC2 answered NotFound for."""
+        ...
+
 
 class Agents(Protocol):
     """The calls the fleet makes to the agent on an instance."""

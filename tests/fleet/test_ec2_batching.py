@@ -15,6 +15,7 @@ import pytest
 
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import TEST_AMI
+from tests.support.services import wait_until
 from vkec2.config import Settings
 from vkec2.domain.podspec import LaunchParams
 from vkec2.ec2.batching import BatchingGateway
@@ -168,3 +169,29 @@ def test_window_zero_calls_ec2_directly(settings: Settings, redis_url: str, ec2_
         assert ec2_proxy.calls["DescribeInstances"] == 1
     finally:
         store.close()
+
+
+def test_terminations_that_do_not_wait_are_sent_once_per_window(
+    settings: Settings, make_gateway: MakeGateway, ec2_proxy: Ec2Proxy
+) -> None:
+    ids = launch(settings, WORKERS)
+    gateways = [make_gateway() for _ in ids]
+    ec2_proxy.reset_counts()
+    answers: dict[int, list[str] | None] = {}
+
+    # Each "delete step" asks once and returns at once; those not sent yet ask again later.
+    assert in_threads(lambda i: answers.__setitem__(i, gateways[i].terminate_soon([ids[i]])), WORKERS) == []
+    first_round = ec2_proxy.calls["TerminateInstances"]
+    pending = [i for i, answer in answers.items() if answer is None]
+    assert first_round == 1 and len(pending) >= WORKERS - 1  # one call; nobody held a thread
+    wait_until(
+        lambda: all(gateways[i].terminate_soon([ids[i]]) is not None for i in pending),
+        30,
+        "every termination to be sent",
+        interval=0.2,
+    )
+    calls = ec2_proxy.calls["TerminateInstances"]
+    print(f"{WORKERS} non-waiting terminations -> {calls} TerminateInstances at the endpoint")
+    assert calls <= 3
+    states = {i["InstanceId"]: i["State"]["Name"] for i in Ec2Gateway(settings).describe(ids).values()}
+    assert set(states.values()) <= {"shutting-down", "terminated"}

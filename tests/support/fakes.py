@@ -358,6 +358,9 @@ class FakeEc2:
                 self.set_state(iid, "terminated")
         return [iid for iid in ids if not self._known(iid)]  # NotFound: gone, or not visible yet
 
+    def terminate_soon(self, instance_ids: Sequence[str]) -> list[str] | None:
+        return self.terminate(instance_ids)  # no other pods to share a call with: sent at once
+
     def terminated(self) -> list[str]:
         """Every instance ID sent to TerminateInstances, in order."""
         return [iid for args in self.calls_of("TerminateInstances") for iid in args["InstanceIds"]]

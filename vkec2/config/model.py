@@ -64,8 +64,15 @@ class AwsSettings(Section):
         default=0.25,
         ge=0,
         le=5,
-        description="How long one worker gathers the fleet's DescribeInstances polls and "
-        "TerminateInstances into one call (0 turns coalescing off).",
+        description="How long one worker gathers the fleet's DescribeInstances polls into one call "
+        "(0 turns coalescing off).",
+    )
+    terminate_batch_window_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=10,
+        description="How long one worker gathers the fleet's TerminateInstances into one call; a "
+        "delete is not in a hurry (0 turns coalescing off).",
     )
 
     @field_validator("endpoint_url")

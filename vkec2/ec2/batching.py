@@ -6,7 +6,8 @@ at once poll 200 times a second, and deleting 1,000 pods sends 1,000 termination
 :class:`BatchingGateway` is the EC2 gateway with :meth:`~BatchingGateway.describe` and
 :meth:`~BatchingGateway.terminate` coalesced across every worker of the fleet through Redis
 (:mod:`vkec2.store.batches`): a caller adds its IDs to the wanted set, and whichever caller takes
-the batch lead waits one short window (``aws.batch_window_seconds``) for others to join, sends one
+the batch lead waits one short window (``aws.batch_window_seconds`` for describes,
+``aws.terminate_batch_window_seconds`` for terminations) for others to join, sends one
 call for up to 1,000 IDs and publishes the answers; the others wait for their answer (a describe
 answer younger than the window counts) and fall back to a call of their own if none comes within
 one call's worst case. Both methods keep the plain gateway's contract — a describe returns fresh
@@ -44,7 +45,10 @@ class BatchingGateway(Ec2Gateway):
     ) -> None:
         super().__init__(settings, store, limiter=limiter)
         self.batches = store
-        self.window = settings.aws.batch_window_seconds
+        self.windows = {
+            DESCRIBE: settings.aws.batch_window_seconds,
+            TERMINATE: settings.aws.terminate_batch_window_seconds,
+        }
         self._clock = clock
         self._sleep = sleep
 
@@ -56,12 +60,13 @@ class BatchingGateway(Ec2Gateway):
 
     def _lead(self, kind: str, send: Callable[[list[str]], None], mine: Sequence[str]) -> bool:
         """Lead one batch of ``kind`` if nobody else does: gather, then ``send`` it. Whether led."""
-        ttl_ms = int((self.window + self._call_budget()) * 1000)
+        window = self.windows[kind]
+        ttl_ms = int((window + self._call_budget()) * 1000)
         token = self.batches.lead_batch(kind, ttl_ms)
         if token is None:
             return False
         try:
-            self._sleep(self.window)
+            self._sleep(window)
             gathered = self.batches.take_wanted(kind, BATCH_LIMIT)
             batch = list(dict.fromkeys([*mine, *gathered]))
             for start in range(0, len(batch), BATCH_LIMIT):
@@ -72,7 +77,8 @@ class BatchingGateway(Ec2Gateway):
 
     def describe(self, instance_ids: Iterable[str]) -> dict[str, Instance]:
         ids = list(dict.fromkeys(instance_ids))
-        if not ids or self.window <= 0:
+        window = self.windows[DESCRIBE]
+        if not ids or window <= 0:
             return super().describe(ids)
         asked = self._clock()
         self.batches.want(DESCRIBE, ids, asked)
@@ -81,7 +87,7 @@ class BatchingGateway(Ec2Gateway):
             found = Ec2Gateway.describe(self, batch)
             self.batches.publish_seen({i: found.get(i) for i in batch}, self._clock())
 
-        deadline = asked + self.window + self._call_budget()
+        deadline = asked + window + self._call_budget()
         while True:
             answers = self.batches.seen_since(ids, asked)
             if len(answers) == len(ids):
@@ -94,7 +100,8 @@ class BatchingGateway(Ec2Gateway):
 
     def terminate(self, instance_ids: Sequence[str]) -> list[str]:
         ids = list(dict.fromkeys(instance_ids))
-        if not ids or self.window <= 0:
+        window = self.windows[TERMINATE]
+        if not ids or window <= 0:
             return super().terminate(ids)
         asked = self._clock()
         self.batches.want(TERMINATE, ids, asked)
@@ -103,7 +110,7 @@ class BatchingGateway(Ec2Gateway):
             unknown = set(Ec2Gateway.terminate(self, batch))
             self.batches.publish_terminated({i: i not in unknown for i in batch}, self._clock())
 
-        deadline = asked + self.window + self._call_budget()
+        deadline = asked + window + self._call_budget()
         while True:
             done = self.batches.terminated_since(ids, asked)
             if len(done) == len(ids):
@@ -115,3 +122,26 @@ class BatchingGateway(Ec2Gateway):
                     [i for i in ids if i not in done]
                 )
             self._sleep(WAIT_STEP_SECONDS)
+
+    def terminate_soon(self, instance_ids: Sequence[str]) -> list[str] | None:
+        """Terminate without waiting for others: the IDs join the wanted set, and a caller sends
+        every wanted ID at most once per ``aws.terminate_batch_window_seconds`` fleet-wide (the lead
+        is held for the window, not released). None while this caller's IDs are not sent yet: the
+        caller asks again after a while, holding no thread meanwhile."""
+        ids = list(dict.fromkeys(instance_ids))
+        window = self.windows[TERMINATE]
+        if not ids or window <= 0:
+            return super().terminate(ids)
+        done = self.batches.terminated_since(ids, 0)
+        missing = [i for i in ids if i not in done]
+        if missing:
+            self.batches.want(TERMINATE, missing, self._clock())
+            if self.batches.lead_batch(TERMINATE, int(window * 1000)) is None:
+                return None  # someone sent a batch within the window: ours goes with the next
+            batch = list(dict.fromkeys([*missing, *self.batches.take_wanted(TERMINATE, BATCH_LIMIT)]))
+            for start in range(0, len(batch), BATCH_LIMIT):
+                chunk = batch[start : start + BATCH_LIMIT]
+                unknown = set(Ec2Gateway.terminate(self, chunk))
+                self.batches.publish_terminated({i: i not in unknown for i in chunk}, self._clock())
+            done = self.batches.terminated_since(ids, 0)
+        return [i for i in ids if not done.get(i, True)]

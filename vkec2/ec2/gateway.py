@@ -295,6 +295,10 @@ class Ec2Gateway:
             return [*named, *self.terminate([i for i in ids if i not in named])]
         return []
 
+    def terminate_soon(self, instance_ids: Sequence[str]) -> list[str] | None:
+        """Terminate instances now (the plain gateway shares calls with nobody); see the port."""
+        return self.terminate(instance_ids)
+
     # -- fleet maintenance (added for the quota refresh) --------------------------------
 
     def describe_instance_types(self, instance_types: Sequence[str]) -> dict[str, dict[str, Any]]:

@@ -157,7 +157,8 @@ class Teardown:
         return self._cap(min(left, max(FIRST_POLL_SECONDS, left / 10)))
 
     def _finish(self, lock: PodLock, rec: PodRecord, why: str = "") -> float | None:
-        """Terminate the pod's instance and record Terminated: the delete is done.
+        """Terminate the pod's instance and record Terminated: the delete is done (or poll again
+        while the shared TerminateInstances that will name the instance is not sent yet).
 
         The recorded instance is the pod's only one (an abandoned attempt already terminated every
         instance tagged with the UID); with none recorded but a launch sent (its answer was lost),
@@ -165,7 +166,9 @@ class Teardown:
         """
         if rec.instance_id:
             ids = [rec.instance_id]
-            self.instances.terminate(lock, rec, ids)
+            if not self.instances.terminate_soon(lock, rec, ids):
+                # Shared with the fleet's other terminations: sent within the batch window.
+                return self._cap(max(FIRST_POLL_SECONDS, self.settings.aws.terminate_batch_window_seconds))
         elif rec.launch_token:
             ids = self.instances.abandon(lock, rec)
         else:

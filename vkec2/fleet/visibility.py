@@ -41,7 +41,11 @@ class PodInstances:
         if not ids:
             return
         lock.guard()
-        hidden = [iid for iid in self.ec2.terminate(ids) if iid == rec.instance_id and self.young(rec)]
+        self._not_yet_visible(rec, self.ec2.terminate(ids))
+
+    def _not_yet_visible(self, rec: PodRecord, unknown: list[str]) -> None:
+        """Raise a retryable error when EC2 did not know the pod's own young instance."""
+        hidden = [iid for iid in unknown if iid == rec.instance_id and self.young(rec)]
         if hidden:
             raise Ec2Error(
                 f"TerminateInstances: instance {hidden[0]} is not visible to EC2 yet "
@@ -50,6 +54,18 @@ class PodInstances:
                 retryable=True,
                 reason=NOT_YET_VISIBLE,
             )
+
+    def terminate_soon(self, lock: PodLock, rec: PodRecord, instance_ids: list[str]) -> bool:
+        """:meth:`terminate` in a call shared with other pods: False while it is not sent yet."""
+        ids = [iid for iid in dict.fromkeys(instance_ids) if iid]
+        if not ids:
+            return True
+        lock.guard()
+        unknown = self.ec2.terminate_soon(ids)
+        if unknown is None:
+            return False
+        self._not_yet_visible(rec, unknown)
+        return True
 
     def abandon(self, lock: PodLock, rec: PodRecord, instance_id: str | None = None) -> list[str]:
         """Terminate everything the pod's attempt may have: the recorded instance, ``instance_id`` and
