@@ -42,7 +42,7 @@ from vkec2.domain.agents import AgentTarget, resolve_endpoint
 from vkec2.domain.instances import Instance, tag_map
 from vkec2.domain.podspec import LaunchParams, user_data_for
 from vkec2.domain.times import parse_rfc3339
-from vkec2.errors import AgentError, Vkec2Error
+from vkec2.errors import AgentError, Ec2Error, Vkec2Error
 from vkec2.ports import Agents, Ec2
 from vkec2.store.redis_store import Store
 
@@ -266,17 +266,6 @@ class WarmPools:
                 f"warm pool {pool.name}: no image_id (set it on the pool or in ec2)", reason="MissingImage"
             )
         slot = self.store.pool_next_slot(pool.name)
-        params = LaunchParams(
-            image_id=defaults.image_id,
-            instance_type=defaults.instance_type,
-            subnet_id=self.rng.choice(defaults.subnets) if defaults.subnets else None,
-            security_groups=tuple(sorted(defaults.security_groups)),
-            instance_profile=defaults.instance_profile,
-            key_pair=defaults.key_pair,
-            user_data=user_data_for(self.settings, defaults.instance_type),
-            tags=tuple(sorted(defaults.tags.items())),
-            warm_pool=pool.name,
-        )
         tags = {
             TAG_CLUSTER: self.settings.cluster_name,
             TAG_POOL: pool.name,
@@ -285,4 +274,34 @@ class WarmPools:
         }
         scope = hashlib.sha256(f"{self.settings.cluster_name}/{pool.name}".encode()).hexdigest()[:24]
         token = f"vkec2-pool-{scope}-{slot}"
-        return self.ec2.run_instance(params, tags, token)
+        # Capacity fallback, as for pods: the pool's subnets (from a random one), then its
+        # alternative instance types; each candidate has its own ClientToken.
+        types = list(dict.fromkeys([defaults.instance_type, *defaults.instance_types]))
+        subnets: list[str | None] = list(defaults.subnets) or [None]
+        start = self.rng.randrange(len(subnets))
+        subnets = subnets[start:] + subnets[:start]
+        refused: Ec2Error | None = None
+        for n, (instance_type, subnet) in enumerate((t, s) for t in types for s in subnets):
+            params = LaunchParams(
+                image_id=defaults.image_id,
+                instance_type=instance_type,
+                subnet_id=subnet,
+                security_groups=tuple(sorted(defaults.security_groups)),
+                instance_profile=defaults.instance_profile,
+                key_pair=defaults.key_pair,
+                user_data=user_data_for(self.settings, instance_type),
+                tags=tuple(sorted(defaults.tags.items())),
+                warm_pool=pool.name,
+            )
+            variant = hashlib.sha256(f"{instance_type}/{subnet or ''}".encode()).hexdigest()[:8]
+            try:
+                return self.ec2.run_instance(params, tags, token if n == 0 else f"{token}-{variant}")
+            except Ec2Error as exc:
+                if not exc.capacity:
+                    raise
+                refused = exc
+                log.info(
+                    "warm pool %s: no capacity for %s in %s: %s", pool.name, instance_type, subnet, exc.code
+                )
+        assert refused is not None
+        raise refused
