@@ -4,7 +4,8 @@ The double (docs/testing.md) answers RunInstances with ``InsufficientInstanceCap
 programs it and can hold an answer back after its effect, as a slow EC2 does. A pod whose only type
 has no capacity waits and runs once capacity returns; with an alternative type listed it runs on
 that type at once; a type that never has capacity fails the pod with AWS's reason after the
-deadline. A RunInstances slower than the pod lock's TTL still gives one instance per pod.
+deadline. A RunInstances slower than the pod lock's TTL still gives one instance per pod, and a slow
+claim of a warm-pool member claims one member.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 
 import pytest
 
+from tests.maintenance.conftest import run_task
 from tests.support.awslike import AWS_LIKE, CapacityRule
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import FleetHarness, example_pod
+from tests.support.services import wait_until
 from vkec2.domain.models import Phase
 
 Make = Callable[..., FleetHarness]
@@ -114,3 +117,46 @@ def test_a_run_instances_slower_than_the_lock_gives_one_instance_per_pod(
     launched = ec2_proxy.log.launched()
     print(f"\nslow RunInstances (12 s, lock 10 s): {len(launched)} instances launched for {len(uids)} pods")
     assert len(launched) == len(uids)
+
+
+@pytest.mark.slow
+def test_a_slow_claim_with_the_lock_lost_claims_one_warm_pool_member(
+    make_fleet: Make, ec2_proxy: Ec2Proxy
+) -> None:
+    # The claim tags the member with CreateTags; EC2 holds that answer back past the call's read
+    # timeout and the 10 s lock, once. The step that takes over must not claim a second member.
+    fleet = make_fleet(
+        aws_like=replace(AWS_LIKE, visibility_lag=0.0),
+        warm_pools=[{"name": "warm", "desired_count": 2}],
+        aws={"max_attempts": 1, "connect_timeout_seconds": 1, "read_timeout_seconds": 4},
+        rate_limits={"max_wait_seconds": 5},
+        celery={"lock_ttl_seconds": 10},
+    )
+    fleet.start_worker(concurrency=4)
+    for _ in range(60):
+        run_task(fleet, "vkec2.maintenance.warm_pools")
+        if len(fleet.store.pool_ready("warm")) == 2:
+            break
+    members = set(fleet.store.pool_ready("warm"))
+    assert len(members) == 2, "the pool never had 2 Ready members"
+    launched = len(ec2_proxy.log.launched())
+
+    ec2_proxy.configure(replace(AWS_LIKE, visibility_lag=0.0, delays={"CreateTags": 12.0}))
+    slowed = time.time()
+    uid = fleet.submit(example_pod("claims-slowly"))
+
+    def claim_tagged() -> bool:  # logged once its (held back) answer was given
+        return any(
+            e.at > slowed and set(e.instance_ids) & members for e in ec2_proxy.log.events("CreateTags")
+        )
+
+    wait_until(claim_tagged, 60, "the slow CreateTags of the claim")
+    assert time.time() - slowed >= 12
+    ec2_proxy.configure(replace(AWS_LIKE, visibility_lag=0.0))  # EC2 answers at once again
+
+    fleet.wait_phase([uid], {Phase.RUNNING}, timeout=180)
+    rec = fleet.record(uid)
+    assert rec.instance_id in members
+    assert set(fleet.store.pool_ready("warm")) == members - {rec.instance_id}, "a second member was claimed"
+    assert len(ec2_proxy.log.launched()) == launched, "a pod was cold-launched"
+    assert fleet.instances_by_uid().get(uid) == [rec.instance_id]
