@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.awslike import AwsLike
+from tests.support.awslike import E2E_DEFAULT, AwsLike
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import FleetHarness, fleet_behind
 
@@ -26,11 +26,13 @@ def make_fleet(
 ) -> Iterator[Callable[..., FleetHarness]]:
     """Build a fleet (config + harness) whose EC2 endpoint is the counting proxy in front of moto.
 
-    ``aws_like=True`` (or an :class:`AwsLike`) makes that proxy behave like AWS for the test (opt-in).
+    The proxy behaves like AWS by default (:data:`E2E_DEFAULT`: lag, throttling, slow transitions);
+    ``aws_like=True`` is the full :data:`AWS_LIKE` preset, an :class:`AwsLike` a test's own, and
+    ``aws_like=False`` moto's behaviour (for a test that needs it, saying why).
     """
     made: list[FleetHarness] = []
 
-    def build(*, aws_like: AwsLike | bool = False, **overrides: Any) -> FleetHarness:
+    def build(*, aws_like: AwsLike | bool = E2E_DEFAULT, **overrides: Any) -> FleetHarness:
         harness = fleet_behind(ec2_proxy, tmp_path, redis_url, agent_sim, overrides, aws_like=aws_like)
         made.append(harness)
         return harness

@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from tests.support.awslike import (
     AWS_LIKE,
     AWS_REQUEST_BUCKETS,
+    E2E_DEFAULT,
     AwsLike,
     Bucket,
     CapacityRule,
@@ -318,8 +319,10 @@ def test_the_aws_like_preset() -> None:
 def test_a_fleet_can_opt_in_and_observes_moto_directly(
     ec2_proxy: Ec2Proxy, ec2: EC2Client, make_fleet: Callable[..., FleetHarness]
 ) -> None:
-    plain = make_fleet()
+    plain = make_fleet(aws_like=False)
     assert ec2_proxy.aws == AwsLike() and plain.settings.aws.endpoint_url == ec2_proxy.url
+    unkind = make_fleet()  # the default of every end-to-end fleet test
+    assert ec2_proxy.aws == E2E_DEFAULT and unkind.settings.aws.endpoint_url == ec2_proxy.url
     fleet = make_fleet(aws_like=True)
     assert ec2_proxy.aws == AWS_LIKE and fleet.settings.aws.endpoint_url == ec2_proxy.url
     tags: list[Any] = [{"ResourceType": "instance", "Tags": [{"Key": TAG_CLUSTER, "Value": fleet.cluster}]}]

@@ -128,6 +128,18 @@ AWS_LIKE = AwsLike(
     buckets=AWS_REQUEST_BUCKETS,
 )
 
+#: The default of every end-to-end fleet test (``make_fleet``): the unkind side of AWS on, milder
+#: than :data:`AWS_LIKE` so the suite stays quick — a 2 s visibility lag, 1 s pending and
+#: shutting-down, AWS's request buckets and 5 % of requests throttled at random. A test that needs
+#: moto's own behaviour says ``aws_like=False``; one that needs more says so with its own preset.
+E2E_DEFAULT = AwsLike(
+    visibility_lag=2.0,
+    pending_seconds=1.0,
+    shutting_down_seconds=1.0,
+    throttle_fraction=0.05,
+    buckets=AWS_REQUEST_BUCKETS,
+)
+
 
 def api_class(action: str) -> str:
     """The request-bucket class of an EC2 action (the double's own view, independent of vkec2's)."""

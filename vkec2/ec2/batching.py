@@ -141,7 +141,11 @@ class BatchingGateway(Ec2Gateway):
             batch = list(dict.fromkeys([*missing, *self.batches.take_wanted(TERMINATE, BATCH_LIMIT)]))
             for start in range(0, len(batch), BATCH_LIMIT):
                 chunk = batch[start : start + BATCH_LIMIT]
-                unknown = set(Ec2Gateway.terminate(self, chunk))
-                self.batches.publish_terminated({i: i not in unknown for i in chunk}, self._clock())
+                not_found = set(Ec2Gateway.terminate(self, chunk))
+                self.batches.publish_terminated({i: i not in not_found for i in chunk}, self._clock())
             done = self.batches.terminated_since(ids, 0)
-        return [i for i in ids if not done.get(i, True)]
+        unknown = [i for i in ids if not done.get(i, True)]
+        # A NotFound is the caller's to judge (gone, or not visible yet: then it asks again, and
+        # the instance must be sent again rather than answered from this NotFound).
+        self.batches.forget_terminated(unknown)
+        return unknown

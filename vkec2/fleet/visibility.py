@@ -13,7 +13,7 @@ only the recorded one.
 from __future__ import annotations
 
 from vkec2.config import Settings
-from vkec2.domain.models import Phase, PodRecord, now
+from vkec2.domain.models import PodRecord, now
 from vkec2.errors import Ec2Error
 from vkec2.ports import Ec2, PodLock
 
@@ -28,11 +28,12 @@ class PodInstances:
         self.ec2 = ec2
 
     def young(self, rec: PodRecord) -> bool:
-        """The pod's instance was launched so recently, and not seen running yet, that EC2 may not
-        know it yet: NotFound for it means "not visible yet", never "gone"."""
+        """The pod's instance was launched so recently, and not seen running yet (no agent endpoint
+        was recorded), that EC2 may not know it yet: NotFound for it means "not visible yet", never
+        "gone" — in whatever phase the pod is now (a delete seconds after the launch must still
+        terminate it)."""
         window = self.settings.ec2.visibility_window_seconds
-        unseen = rec.phase in (Phase.PENDING, Phase.PROVISIONING)
-        return unseen and bool(rec.launched_at) and now() - rec.launched_at < window
+        return bool(rec.launched_at) and not rec.endpoint and now() - rec.launched_at < window
 
     def terminate(self, lock: PodLock, rec: PodRecord, instance_ids: list[str]) -> None:
         """TerminateInstances right after the lock's guard; the pod's own instance, if EC2 does not

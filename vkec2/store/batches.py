@@ -99,3 +99,9 @@ class Ec2Batches(StoreBase):
             if doc is not None and float(json.loads(doc).get("at", 0)) >= since:
                 out[instance_id] = bool(json.loads(doc).get("found", True))
         return out
+
+    def forget_terminated(self, instance_ids: Iterable[str]) -> None:
+        """Drop the published answers of ``instance_ids`` (a NotFound to be asked again)."""
+        ids = list(instance_ids)
+        if ids:
+            self.redis.delete(*[self.keys.ec2_terminated(i) for i in ids])

@@ -12,7 +12,7 @@ from tests.unit.fleet.world import IMAGE, UID, World, pod
 from vkec2.contract import TAG_POD_UID
 from vkec2.domain.instances import Instance, client_token, tag_map
 from vkec2.domain.models import Phase
-from vkec2.errors import AgentError, AgentRejected, AgentUnavailable
+from vkec2.errors import AgentError, AgentRejected, AgentUnavailable, Ec2Error
 
 ANN = "compute.amazonaws.com/"
 
@@ -225,6 +225,20 @@ def test_D5_the_instance_is_terminated_once_the_workload_is_gone(world: World) -
     assert "the workload stopped" in rec.message
     assert world.phases() == [Phase.TERMINATING, Phase.TERMINATED]
     assert world.ec2.calls_of("TerminateInstances") == [{"InstanceIds": [inst["InstanceId"]]}]
+    assert world.ec2.state(inst["InstanceId"]) == "terminated"
+
+
+def test_D5_a_delete_seconds_after_the_launch_waits_until_ec2_knows_the_instance(world: World) -> None:
+    inst = world.instance("pending")
+    world.seed(Phase.PROVISIONING, instance=inst, deleted=True)  # launched just now, not seen running
+    world.ec2.hidden.add(inst["InstanceId"])  # EC2 answers NotFound for it for a while
+
+    with pytest.raises(Ec2Error) as err:  # the task retries it: never "terminated" while unseen
+        world.delete()
+    assert err.value.retryable and world.rec.phase is Phase.TERMINATING
+    world.ec2.reveal()
+    assert world.delete() is None
+    assert world.phases()[-1] is Phase.TERMINATED
     assert world.ec2.state(inst["InstanceId"]) == "terminated"
 
 
