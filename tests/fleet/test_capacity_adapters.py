@@ -19,7 +19,7 @@ from botocore.stub import Stubber
 
 from tests.support.awslike import CapacityRule
 from tests.support.ec2proxy import Ec2Proxy
-from tests.support.fleet import TEST_AMI
+from tests.support.fleet import launch_params
 from tests.support.services import wait_until
 from vkec2.config import Settings
 from vkec2.contract import CAPACITY_ERROR_CODES, QUOTA_ERROR_CODES, REGION_WIDE
@@ -37,17 +37,7 @@ def store(redis_url: str) -> Iterator[Store]:
 
 
 def launch() -> LaunchParams:
-    return LaunchParams(
-        image_id=TEST_AMI,
-        instance_type="mac2.metal",
-        subnet_id=None,
-        security_groups=(),
-        instance_profile=None,
-        key_pair=None,
-        user_data=None,
-        tags=(),
-        warm_pool=None,
-    )
+    return launch_params("mac2.metal")
 
 
 def refused(code: str) -> Ec2Error:

@@ -13,10 +13,9 @@ from typing import cast
 import pytest
 
 from tests.support.ec2proxy import Ec2Proxy
-from tests.support.fleet import TEST_AMI
+from tests.support.fleet import launch_params
 from vkec2.config import Settings
 from vkec2.domain.instances import client_token
-from vkec2.domain.podspec import LaunchParams
 from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import Ec2Error
 from vkec2.observability.metrics import REGISTRY
@@ -46,17 +45,7 @@ def make(
 
 
 def launch(gateway: Ec2Gateway, uid: str) -> str:
-    params = LaunchParams(
-        image_id=TEST_AMI,
-        instance_type="m5.large",
-        subnet_id=None,
-        security_groups=(),
-        instance_profile=None,
-        key_pair=None,
-        user_data=None,
-        tags=(),
-        warm_pool=None,
-    )
+    params = launch_params()
     pod = {"metadata": {"uid": uid, "name": uid, "namespace": "ci"}}
     return str(gateway.run_instance(params, gateway.pod_tags(pod, "n"), client_token(uid, 0))["InstanceId"])
 

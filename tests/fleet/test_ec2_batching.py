@@ -14,10 +14,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.support.ec2proxy import Ec2Proxy
-from tests.support.fleet import TEST_AMI
+from tests.support.fleet import launch_params
 from tests.support.services import wait_until
 from vkec2.config import Settings
-from vkec2.domain.podspec import LaunchParams
 from vkec2.ec2.batching import BatchingGateway
 from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import Ec2Error
@@ -53,17 +52,7 @@ def make_gateway(settings: Settings, redis_url: str) -> Iterator[MakeGateway]:
 
 
 def launch(settings: Settings, count: int) -> list[str]:
-    params = LaunchParams(
-        image_id=TEST_AMI,
-        instance_type="m5.large",
-        subnet_id=None,
-        security_groups=(),
-        instance_profile=None,
-        key_pair=None,
-        user_data=None,
-        tags=(),
-        warm_pool=None,
-    )
+    params = launch_params()
     gateway = Ec2Gateway(settings)
     tags = {"purpose": "batching-test"}
     launched = [gateway.run_instance(params, tags, f"batch-{uuid.uuid4().hex}") for _ in range(count)]

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.ec2proxy import Ec2Proxy
-from tests.support.fleet import TEST_AMI
+from tests.support.fleet import launch_params
 from vkec2.config import Settings
 from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.instances import client_token
@@ -29,17 +29,7 @@ def gateway(ec2_proxy: Ec2Proxy) -> Iterator[Ec2Gateway]:
 
 
 def params(instance_type: str = "m5.large") -> LaunchParams:
-    return LaunchParams(
-        image_id=TEST_AMI,
-        instance_type=instance_type,
-        subnet_id=None,
-        security_groups=(),
-        instance_profile=None,
-        key_pair=None,
-        user_data=None,
-        tags=(("team", "build"),),
-        warm_pool=None,
-    )
+    return launch_params(instance_type, {"team": "build"})
 
 
 def pod(uid: str) -> dict[str, object]:

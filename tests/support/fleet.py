@@ -30,10 +30,26 @@ from vkec2.broker.app import make_app, worker_argv
 from vkec2.config import Settings
 from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.models import Phase, PodRecord
+from vkec2.domain.podspec import LaunchParams
 from vkec2.store.redis_store import Store
 
 NODE = "vkec2-test-node"
 TEST_AMI = "ami-12c6146b"
+
+
+def launch_params(instance_type: str = "m5.large", tags: Mapping[str, str] | None = None) -> LaunchParams:
+    """Plain launch parameters on moto's test AMI, for tests that call the EC2 gateway directly."""
+    return LaunchParams(
+        image_id=TEST_AMI,
+        instance_type=instance_type,
+        subnet_id=None,
+        security_groups=(),
+        instance_profile=None,
+        key_pair=None,
+        user_data=None,
+        tags=tuple(sorted((tags or {}).items())),
+        warm_pool=None,
+    )
 
 
 def example_pod(

@@ -17,10 +17,24 @@ from typing import Any
 
 from vkec2.domain import phases
 from vkec2.domain.phases import Phase as Phase  # records and events carry it; re-exported
+from vkec2.domain.times import rfc3339
 
 
 def now() -> float:
     return time.time()
+
+
+def condition(
+    kind: str, ok: bool, reason: str = "", message: str = "", at: float | None = None
+) -> dict[str, Any]:
+    """A pod condition as the producer writes it to ``status.conditions`` (``at``: now when None)."""
+    return {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": rfc3339(now() if at is None else at),
+    }
 
 
 def _dump(value: Any) -> str:

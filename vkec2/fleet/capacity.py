@@ -32,7 +32,7 @@ from typing import Any
 from vkec2.config import Settings
 from vkec2.contract import QUOTA_ERROR_CODES, QUOTA_EXCEEDED, REGION_WIDE
 from vkec2.domain.instances import Instance, client_token
-from vkec2.domain.models import Phase, PodRecord, now
+from vkec2.domain.models import Phase, PodRecord, condition, now
 from vkec2.domain.podspec import LaunchParams, user_data_for
 from vkec2.domain.times import rfc3339
 from vkec2.errors import Ec2Error
@@ -129,16 +129,6 @@ def candidates(
     return out
 
 
-def _condition(status: bool, reason: str, message: str, at: float) -> dict[str, Any]:
-    return {
-        "type": QUOTA_EXCEEDED,
-        "status": "True" if status else "False",
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": rfc3339(at),
-    }
-
-
 def settle_conditions(
     previous: Sequence[Mapping[str, Any]], stated: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -150,7 +140,7 @@ def settle_conditions(
     kinds = {c.get("type") for c in stated}
     was_true = any(c.get("type") == QUOTA_EXCEEDED and c.get("status") == "True" for c in previous)
     if was_true and QUOTA_EXCEEDED not in kinds:
-        return [*stated, _condition(False, "QuotaAvailable", "", now())]
+        return [*stated, condition(QUOTA_EXCEEDED, False, "QuotaAvailable", "")]
     return list(stated)
 
 
@@ -248,7 +238,7 @@ class CapacityLaunch:
         since = rec.capacity_since if waiting else at
         limit = self.settings.ec2.capacity_deadline_seconds
         tried = ", ".join(outcome.unavailable)
-        quota = (_condition(True, outcome.code, outcome.message, at),) if outcome.quota else ()
+        quota = (condition(QUOTA_EXCEEDED, True, outcome.code, outcome.message, at),) if outcome.quota else ()
         if at - since >= limit and not outcome.untried:
             return Verdict(
                 Phase.FAILED,

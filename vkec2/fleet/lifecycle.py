@@ -29,9 +29,8 @@ from vkec2.contract import AGENT_CONNECTED, INSTANCE_READY, POOL_CLAIMED, TAG_PO
 from vkec2.domain import phases
 from vkec2.domain.agents import AgentTarget, AppStatus, resolve_endpoint
 from vkec2.domain.instances import Instance
-from vkec2.domain.models import Phase, PodRecord, StatusEvent, now
+from vkec2.domain.models import Phase, PodRecord, StatusEvent, condition, now
 from vkec2.domain.podspec import launch_params
-from vkec2.domain.times import rfc3339
 from vkec2.errors import AgentError, AgentRejected, AgentUnavailable, Ec2Error, InvalidPodSpec
 from vkec2.fleet.capacity import CapacityLaunch, NoCapacity, settle_conditions
 from vkec2.fleet.teardown import RELEASED, Teardown, released_message
@@ -43,16 +42,6 @@ log = logging.getLogger(__name__)
 
 FIRST_POLL_SECONDS = 1.0
 IDEMPOTENT_MISMATCH = "IdempotentParameterMismatch"
-
-
-def _condition(kind: str, ok: bool, reason: str = "", message: str = "") -> dict[str, Any]:
-    return {
-        "type": kind,
-        "status": "True" if ok else "False",
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": rfc3339(now()),
-    }
 
 
 class Lifecycle:
@@ -109,13 +98,13 @@ class Lifecycle:
             rec.reason, rec.message = reason, message
         released = phase.final and bool(rec.released_at) and phase is not Phase.TERMINATED
         conditions = [
-            _condition(
+            condition(
                 INSTANCE_READY,
                 phase in (Phase.BOOTING, Phase.LAUNCHING, Phase.RUNNING)
                 or (phase.final and bool(rec.instance_id) and phase is not Phase.TERMINATED and not released),
                 *((RELEASED, released_message(rec.instance_id)) if released else ()),
             ),
-            _condition(AGENT_CONNECTED, phase in (Phase.LAUNCHING, Phase.RUNNING)),
+            condition(AGENT_CONNECTED, phase in (Phase.LAUNCHING, Phase.RUNNING)),
         ]
         if status is not None:
             conditions += status.conditions

@@ -34,8 +34,7 @@ from vkec2.domain import phases
 from vkec2.domain.agents import AgentTarget, AppStatus
 from vkec2.domain.health import Change, HealthPolicy, HealthState, Outcome, next_check_delay, observe
 from vkec2.domain.instances import Instance
-from vkec2.domain.models import Phase, PodRecord, StatusEvent
-from vkec2.domain.times import rfc3339
+from vkec2.domain.models import Phase, PodRecord, StatusEvent, condition
 from vkec2.errors import AgentError, LockBusy, StaleFence, Vkec2Error
 from vkec2.fleet.lifecycle import Lifecycle
 from vkec2.observability import metrics
@@ -86,21 +85,11 @@ class SweepReport:
         }
 
 
-def _condition(kind: str, ok: bool, reason: str, message: str, at: float) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "status": "True" if ok else "False",
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": rfc3339(at),
-    }
-
-
 def with_conditions(conditions: list[dict[str, Any]], state: HealthState, at: float) -> list[dict[str, Any]]:
     """The pod's conditions with the fleet's Healthy and Flapping conditions set from ``state``."""
     out = [c for c in conditions if c.get("type") not in (HEALTHY, FLAPPING)]
     previous = {c.get("type"): c for c in conditions}
-    healthy = _condition(
+    healthy = condition(
         HEALTHY,
         not state.unhealthy,
         "Unhealthy" if state.unhealthy else "Healthy",
@@ -112,7 +101,7 @@ def with_conditions(conditions: list[dict[str, Any]], state: HealthState, at: fl
         healthy["lastTransitionTime"] = old.get("lastTransitionTime", healthy["lastTransitionTime"])
     out.append(healthy)
     if state.flapping or FLAPPING in previous:
-        flapping = _condition(
+        flapping = condition(
             FLAPPING,
             state.flapping,
             "Flapping" if state.flapping else "Stable",
