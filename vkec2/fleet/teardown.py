@@ -5,7 +5,8 @@ with the grace period (the delete's ``deletionGracePeriodSeconds``, else the pod
 ``agent.max_grace_seconds``; :func:`vkec2.domain.phases.grace_seconds`) asking the agent to answer at
 once, records Terminating with the deadline, and returns the delay before the next step; each later
 step asks the agent for the workload's status and, once the workload is gone or the grace period is
-over, terminates the instance and records Terminated. A pod whose workload ended and will not run
+over, terminates the instance (in a TerminateInstances shared with the fleet's other deletes, polled
+until it was sent) and records Terminated. A pod whose workload ended and will not run
 again (:func:`vkec2.domain.phases.releases`) keeps its instance for ``agent.finished_keepalive_seconds``
 (for ``kubectl logs``), then the instance is terminated and the pod keeps its final phase and
 statuses, with ``InstanceReady`` False (reason ``InstanceReleased``). :class:`Teardown` decides none
