@@ -105,6 +105,7 @@ class Ec2Gateway:
         self._pid = 0
         self._mutex = threading.Lock()
         self._zones: dict[str, str] = {}  # subnet ID -> Availability Zone
+        self._zones_lock = threading.Lock()  # one DescribeSubnets per process, not one per thread
 
     @property
     def client(self) -> EC2Client:
@@ -316,6 +317,12 @@ class Ec2Gateway:
         A subnet EC2 does not know, or any subnet while DescribeSubnets fails, is left out (the
         caller keys by the subnet ID instead); only a failed call is asked again later.
         """
+        if set(subnet_ids) <= set(self._zones):
+            return {sid: self._zones[sid] for sid in subnet_ids if self._zones.get(sid)}
+        with self._zones_lock:
+            return self._look_up_zones(subnet_ids)
+
+    def _look_up_zones(self, subnet_ids: Sequence[str]) -> dict[str, str]:
         wanted = sorted(set(subnet_ids) - set(self._zones))
         if wanted:
             try:
