@@ -3,8 +3,9 @@
 This module parses the command line, loads the fleet configuration, builds the parts (Redis store,
 Celery apps for publishing and for pinging workers, Kubernetes client) and runs the loops in
 threads until SIGTERM/SIGINT: in Kubernetes mode the node registration, then the pod watch
-(:mod:`producer.pods`), the status outbox consumer (:mod:`producer.status`, started only after the
-first full pod list), the heartbeat (:mod:`producer.lease`) and the grace-period sweeper
+(:mod:`producer.pods`), the status outbox consumer (:mod:`producer.outbox` feeding
+:mod:`producer.status`, started only after the first full pod list) and the periodic status resync,
+the heartbeat (:mod:`producer.lease`) and the grace-period sweeper
 (:mod:`producer.deletion`); in standalone mode the manifest poller (:mod:`producer.standalone`) and
 the outbox consumer; in both modes the kubelet API (:mod:`producer.kubelet`, logs and exec) unless
 ``--no-kubelet``. Bad flags or configuration print one clear error and exit with status 2.
@@ -25,12 +26,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from celery import Celery
 
 from vkec2.config import Settings, load_settings
 from vkec2.errors import ConfigError
 from vkec2.store.redis_store import Store
+
+if TYPE_CHECKING:
+    from producer.outbox import OutboxConsumer, StatusSink
 
 log = logging.getLogger("producer")
 
@@ -55,6 +60,9 @@ class Options:
     ping_timeout: float = 1.0
     outbox_stall: float = 60.0
     outbox_claim_idle: float = 30.0
+    outbox_retry_interval: float = 1.0
+    outbox_max_attempts: int = 5
+    status_resync_interval: float = 300.0
     watch_timeout: int = 300
     deletion_slack: float = 0.0
     manifest_interval: float = 1.0
@@ -117,13 +125,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--outbox-stall",
         type=_positive(float),
         default=60.0,
-        help="seconds a status event may stay unapplied before the node is NotReady",
+        help="seconds the status outbox consumer may stand still (silent, or events unread or "
+        "unsettled) before the node is NotReady",
     )
     p.add_argument(
         "--outbox-claim-idle",
         type=_positive(float),
         default=30.0,
         help="seconds before status events left by a dead producer are taken over",
+    )
+    p.add_argument(
+        "--outbox-retry-interval",
+        type=_positive(float),
+        default=1.0,
+        help="seconds before a failed status event is tried again (doubling per failure, at most 30)",
+    )
+    p.add_argument(
+        "--outbox-max-attempts",
+        type=_positive(int),
+        default=5,
+        help="failures after which a status event is moved to the dead-letter stream "
+        "(transient API errors do not count)",
+    )
+    p.add_argument(
+        "--status-resync-interval",
+        type=_positive(float),
+        default=300.0,
+        help="seconds between rewrites of every out-of-date pod status from the pod records",
     )
     p.add_argument(
         "--watch-timeout", type=_positive(int), default=300, help="seconds before a pod watch is restarted"
@@ -307,14 +335,11 @@ class Producer:
 
     def _start_standalone(self, directory: Path) -> None:
         from producer.fleet import FleetLink
-        from producer.outbox import OutboxConsumer
         from producer.standalone import ManifestSource, StandaloneSink
 
         link = FleetLink(self.store, self.app, self.node)
         self.source = ManifestSource(directory, link, self.opts.manifest_interval)
-        self.consumer = OutboxConsumer(
-            self.store, self.node, StandaloneSink(self.store), claim_idle=self.opts.outbox_claim_idle
-        )
+        self.consumer = self._consumer(StandaloneSink(self.store))
         log.info("standalone producer for node %s: manifests in %s", self.node, directory)
         self._thread("manifests", self.source.run)
         self._thread("outbox", lambda stop: self.consumer.run(stop, self.source.synced))
@@ -326,7 +351,6 @@ class Producer:
         from producer.kube import Kube, KubeError, KubeTarget, build_api_client
         from producer.lease import HealthProbe, Heartbeat, LeaseKeeper
         from producer.node import NodeConfig, NodeKeeper
-        from producer.outbox import OutboxConsumer
         from producer.pods import PodSync, PodWatcher
         from producer.status import KubeStatusSink
 
@@ -352,12 +376,8 @@ class Producer:
         self.deleter = Deleter(self.kube, self.store, opts.deletion_slack)
         link = FleetLink(self.store, self.app, self.node)
         self.watcher = PodWatcher(self.kube, PodSync(link, self.deleter), self.node, opts.watch_timeout)
-        self.consumer = OutboxConsumer(
-            self.store,
-            self.node,
-            KubeStatusSink(self.kube, self.store, self.node, self.deleter),
-            claim_idle=opts.outbox_claim_idle,
-        )
+        self.sink = KubeStatusSink(self.kube, self.store, self.node, self.deleter)
+        self.consumer = self._consumer(self.sink)
         probe = HealthProbe(
             self.store,
             self.control_app,
@@ -387,12 +407,39 @@ class Producer:
             self.lease.node_uid = str(node["metadata"]["uid"])
             self._thread("pods", self.watcher.run)
             self._thread("outbox", lambda s: self.consumer.run(s, self.watcher.synced))
+            self._thread("resync", self._resync)
             self._thread("heartbeat", self.heartbeat.run)
             self._thread("sweeper", self._sweep)
             self.ready.set()
 
         log.info("producer for node %s (cluster %s)", self.node, settings.cluster_name)
         self._thread("register", register_then_run)
+
+    def _consumer(self, sink: StatusSink) -> OutboxConsumer:
+        from producer.outbox import OutboxConsumer
+
+        opts = self.opts
+        return OutboxConsumer(
+            self.store,
+            self.node,
+            sink,
+            claim_idle=opts.outbox_claim_idle,
+            retry_interval=opts.outbox_retry_interval,
+            max_attempts=opts.outbox_max_attempts,
+        )
+
+    def _resync(self, stop: threading.Event) -> None:
+        """Every ``--status-resync-interval`` (after the first full list): rewrite out-of-date statuses."""
+        while not stop.wait(self.opts.status_resync_interval):
+            if not self.watcher.synced.is_set():
+                continue
+            try:
+                pods, _ = self.kube.list_pods(self.node)
+                written = self.sink.resync(pods)
+            except Exception as exc:  # the API server or Redis: the next pass tries again
+                log.warning("status resync of node %s failed: %s", self.node, exc)
+                continue
+            log.info("status resync of node %s: %d pods listed, %d rewritten", self.node, len(pods), written)
 
     def _sweep(self, stop: threading.Event) -> None:
         while not stop.wait(1.0):

@@ -204,3 +204,10 @@ class StandaloneSink:
         record = self.store.get(event.uid)
         if record is not None and record.done:
             self.store.forget(event.uid)
+
+    def transient(self, exc: Exception) -> bool:
+        """Every failure counts: only Redis is involved, and its errors are retried by the consumer."""
+        return False
+
+    def dead_lettered(self, entry_id: str, event: StatusEvent, reason: str) -> None:
+        """Nothing to tell beyond the consumer's log line: standalone status lives in the records."""

@@ -9,13 +9,21 @@ pod and host IP (the instance's private IP), the fleet conditions ``vkec2.io/Ins
 when the containers are ready and every gate in ``spec.readinessGates`` is True).
 :class:`KubeStatusSink` is the outbox handler that writes it with the pod's current
 resourceVersion (retrying on 409), sets the ``compute.amazonaws.com/instance-id`` annotation,
-records an Event per entry (Warning for failures) and hands finished pods to the deleter.
+records an Event per entry (Warning for failures) and hands finished pods to the deleter. It also
+tells the outbox consumer which failures are transient (the API server unreachable, 429, 5xx: no
+count towards the dead letter) and records a Warning Event ``StatusUpdateRefused`` on a pod whose
+entry was dead-lettered (best effort). :meth:`KubeStatusSink.resync` is the periodic heal: from one
+list of the node's pods and the Redis records it rewrites every pod whose status (or instance-ID
+annotation) differs from what its record says — the same path as an entry, without an Event — so a
+dead-lettered, superseded, trimmed or lost entry never leaves a pod's status behind, and a pod
+that is up to date costs no write.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +34,7 @@ from vkec2.contract import INSTANCE_ID_ANNOTATION
 from vkec2.domain.models import Phase, PodRecord, StatusEvent
 from vkec2.domain.phases import K8S_FINISHED
 from vkec2.domain.times import rfc3339
+from vkec2.observability.metrics import STATUS_RESYNC_WRITES
 from vkec2.store.redis_store import Store
 
 log = logging.getLogger(__name__)
@@ -34,6 +43,8 @@ COMPONENT = "vkec2-producer"
 CONFLICT_RETRIES = 5
 #: Conditions the producer computes itself (whatever a worker or agent sent for them is ignored).
 COMPUTED = frozenset({"Ready", "ContainersReady"})
+#: The Event reason on a pod whose status entry was dead-lettered.
+REFUSED_REASON = "StatusUpdateRefused"
 
 
 @dataclass
@@ -264,8 +275,14 @@ def event_text(event: StatusEvent) -> tuple[str, str]:
     return reason, message
 
 
+def _finished(pod: Obj, view: FleetView, record: PodRecord | None) -> bool:
+    """A deleted pod the fleet reports Terminated: its object is to be removed, not updated."""
+    deleting = bool(pod["metadata"].get("deletionTimestamp")) or bool(record and record.deleted)
+    return view.phase is Phase.TERMINATED and deleting
+
+
 class KubeStatusSink:
-    """The outbox handler of Kubernetes mode."""
+    """The outbox handler of Kubernetes mode (a :class:`producer.outbox.StatusSink`), and the resync."""
 
     def __init__(self, kube: Kube, store: Store, node: str, deleter: Deleter) -> None:
         self.kube = kube
@@ -282,13 +299,60 @@ class KubeStatusSink:
                 self.store.forget(event.uid)
             return
         view = FleetView.of(event, record)
-        deleting = bool(pod["metadata"].get("deletionTimestamp")) or bool(record and record.deleted)
         reason, message = event_text(event)
-        if view.phase is Phase.TERMINATED and deleting:
+        if _finished(pod, view, record):
             self._event(pod, entry_id, reason, message, event.event_type == "Warning", event.ts)
             self.deleter.finish(pod, record)
             return
-        pod = self._write_status(pod, view)
+        pod, _ = self._apply(pod, view)
+        self._event(pod, entry_id, reason, message, event.event_type == "Warning", event.ts)
+
+    def transient(self, exc: Exception) -> bool:
+        """The API server unreachable, throttling or failing: nothing wrong with the entry itself."""
+        return isinstance(exc, KubeError) and (exc.status == 0 or exc.status == 429 or exc.status >= 500)
+
+    def dead_lettered(self, entry_id: str, event: StatusEvent, reason: str) -> None:
+        """A Warning Event ``StatusUpdateRefused`` on the pod, best effort (never raises)."""
+        try:
+            pod = self.kube.get_pod(event.namespace, event.name)
+            if pod is None or pod["metadata"].get("uid") != event.uid:
+                return
+            message = f"status update ({event.phase.value}) given up after repeated failures: {reason}"
+            self._event(pod, f"{entry_id}-dead", REFUSED_REASON, message[:1000], True, time.time())
+        except Exception as exc:
+            log.warning("event %s for pod %s not recorded: %s", REFUSED_REASON, event.name, exc)
+
+    def resync(self, pods: Sequence[Obj]) -> int:
+        """Rewrite each listed pod's status from its record where they differ; returns how many were written.
+
+        A pod without a record (not the fleet's yet, or forgotten) is left alone; a failing pod is
+        logged and skipped, the next resync tries again.
+        """
+        records = {r.uid: r for r in self.store.records(self.node)}
+        written = 0
+        for pod in pods:
+            record = records.get(str(pod["metadata"].get("uid")))
+            if record is None:
+                continue
+            view = FleetView.of(StatusEvent.of(record, record.phase), record)
+            try:
+                if _finished(pod, view, record):  # its Terminated entry never arrived
+                    self.deleter.finish(pod, record)
+                    wrote = True
+                else:
+                    _, wrote = self._apply(pod, view)
+            except KubeError as exc:
+                log.warning("resync of pod %s/%s failed: %s", record.namespace, record.name, exc)
+                continue
+            if wrote:
+                written += 1
+                STATUS_RESYNC_WRITES.inc()
+                log.info("resync: pod %s/%s status rewritten from its record", record.namespace, record.name)
+        return written
+
+    def _apply(self, pod: Obj, view: FleetView) -> tuple[Obj, bool]:
+        """Write ``view`` to the pod (status, then instance-ID annotation): the pod, whether it changed."""
+        pod, wrote = self._write_status(pod, view)
         if (
             view.instance_id
             and (pod["metadata"].get("annotations") or {}).get(INSTANCE_ID_ANNOTATION) != view.instance_id
@@ -296,26 +360,30 @@ class KubeStatusSink:
             pod = self.kube.patch_pod(
                 pod["metadata"]["namespace"],
                 pod["metadata"]["name"],
-                {"metadata": {"uid": event.uid, "annotations": {INSTANCE_ID_ANNOTATION: view.instance_id}}},
+                {
+                    "metadata": {
+                        "uid": pod["metadata"]["uid"],
+                        "annotations": {INSTANCE_ID_ANNOTATION: view.instance_id},
+                    }
+                },
             )
-        self._event(pod, entry_id, reason, message, event.event_type == "Warning", event.ts)
+            wrote = True
+        return pod, wrote
 
-    def _write_status(self, pod: Obj, view: FleetView) -> Obj:
-        import time
-
+    def _write_status(self, pod: Obj, view: FleetView) -> tuple[Obj, bool]:
         for _ in range(CONFLICT_RETRIES):
             wanted = build_status(pod, view, time.time())
             if wanted == pod.get("status"):
-                return pod
+                return pod, False
             body = dict(pod, status=wanted)
             try:
-                return self.kube.replace_pod_status(body)
+                return self.kube.replace_pod_status(body), True
             except KubeError as exc:
                 if not exc.conflict:
                     raise
             fresh = self.kube.get_pod(pod["metadata"]["namespace"], pod["metadata"]["name"])
             if fresh is None or fresh["metadata"].get("uid") != pod["metadata"].get("uid"):
-                return pod
+                return pod, False
             pod = fresh
         raise KubeError(409, "Conflict", f"pod {pod['metadata']['name']}: status kept conflicting")
 

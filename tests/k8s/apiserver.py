@@ -692,7 +692,8 @@ class _Injected:
     verb: str
     resource: str
     error: ApiError
-    remaining: int
+    remaining: int | None  # None: every matching request, for good
+    name: str | None = None  # None: any object
 
 
 class FakeKubeApiServer:
@@ -803,11 +804,16 @@ class FakeKubeApiServer:
         code: int,
         reason: str = "InternalError",
         message: str = "injected by the test",
-        times: int = 1,
+        times: int | None = 1,
+        name: str | None = None,
     ) -> None:
-        """Make the next ``times`` (verb, resource) requests fail with ``code`` before doing anything."""
+        """Make the next ``times`` (verb, resource) requests fail with ``code`` before doing anything.
+
+        ``times=None`` refuses every such request for good; ``name`` only those naming that object (as
+        an admission webhook that rejects one pod would).
+        """
         with self._cond:
-            self._injected.append(_Injected(verb, resource, ApiError(code, reason, message), times))
+            self._injected.append(_Injected(verb, resource, ApiError(code, reason, message), times, name))
 
     def get(self, resource: str, name: str, namespace: str | None = None) -> Obj | None:
         """A copy of a stored object (``resource`` is the plural, e.g. "pods", "leases"), or None."""
@@ -1395,8 +1401,14 @@ class _Handler(BaseHTTPRequestHandler):
             with api._cond:
                 api.requests[(verb, resource)] += 1
                 for inj in api._injected:
-                    if inj.verb == verb and inj.resource == resource and inj.remaining > 0:
-                        inj.remaining -= 1
+                    if (
+                        inj.verb == verb
+                        and inj.resource == resource
+                        and inj.name in (None, route.name)
+                        and (inj.remaining is None or inj.remaining > 0)
+                    ):
+                        if inj.remaining is not None:
+                            inj.remaining -= 1
                         raise inj.error
             if verb == "watch":
                 self._watch(route, query)

@@ -2,11 +2,13 @@
 
 Each command loads the fleet configuration (``--config FILE`` or ``VKEC2_CONFIG`` plus ``VKEC2_*``
 overrides), reads Redis (and EC2 for ``instances``), and prints a table for people or JSON with
-``-o json``. ``gc --dry-run`` shows what orphan GC sees (changing nothing); ``gc`` runs one pass
-on the workers. ``replay`` republishes a task by name with ``{"uid": ...}`` exactly as
-``celery -A tasks call`` would. When Redis or the EC2 endpoint cannot be reached the command says
-which address failed and exits 1; usage errors exit 2. Each command is a click command that the
-``vkec2`` group (``vkec2/cli/main.py``) loads by name.
+``-o json``. ``status`` also counts the status events the producers gave up on (the nodes'
+dead-letter streams) and names the newest few with their pod and reason. ``gc --dry-run`` shows
+what orphan GC sees (changing nothing); ``gc`` runs one pass on the workers. ``replay``
+republishes a task by name with ``{"uid": ...}`` exactly as ``celery -A tasks call`` would. When
+Redis or the EC2 endpoint cannot be reached the command says which address failed and exits 1;
+usage errors exit 2. Each command is a click command that the ``vkec2`` group
+(``vkec2/cli/main.py``) loads by name.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vkec2.cli.common import Command, Failed
@@ -63,20 +66,37 @@ def _health(rec: PodRecord) -> str:
     return str(rec.health.get("state") or ("-" if rec.phase is not Phase.RUNNING else "Healthy"))
 
 
+#: How many dead-lettered status events ``vkec2 status`` names, and how much of each reason.
+DEAD_SHOWN = 3
+REASON_CHARS = 100
+
+
 def cmd_status(settings: Settings, store: Store) -> Any:
     records = _records(store)
     phases = Counter(r.phase.value for r in records)
     try:
         calls = store.ec2_calls()
         nodes = sorted(store.nodes())
+        dead = {node: store.outbox_dead_letters(node, DEAD_SHOWN) for node in nodes}
     except StoreError as exc:
         raise CommandError(f"cannot reach Redis at {_redis_address(store)}: {exc}") from exc
+    newest = sorted(
+        ((entry_id, node, fields) for node, (_, entries) in dead.items() for entry_id, fields in entries),
+        key=lambda item: tuple(int(part) for part in item[0].split("-")),
+        reverse=True,
+    )[:DEAD_SHOWN]
     return {
         "cluster": settings.cluster_name,
         "nodes": nodes,
         "pods": len(records),
         "pods_by_phase": dict(sorted(phases.items())),
         "ec2_calls": dict(sorted(calls.items())),
+        "status_dead_letters": sum(count for count, _ in dead.values()),
+        "status_dead_letters_newest": [
+            f"{node} {fields.get('namespace', '?')}/{fields.get('name', '?')}: "
+            f"{fields.get('error', '')[:REASON_CHARS]}"
+            for _, node, fields in newest
+        ],
     }
 
 
@@ -204,7 +224,9 @@ def _print(name: str, result: Any, output: str) -> None:
         console.print(_table(result, name))
     else:
         for key, value in result.items():
-            console.print(f"[bold]{key}[/bold]: {value}")
+            if isinstance(value, list):
+                value = "; ".join(map(str, value)) or "-"
+            console.print(f"[bold]{key}[/bold]: {escape(str(value))}")
 
 
 def _run(name: str, config: str | None, output: str, command: Callable[[Settings, Store], Any]) -> None:
@@ -232,7 +254,7 @@ def _fleet_options(command: Callable[..., None]) -> Callable[..., None]:
 @click.command("status", cls=Command)
 @_fleet_options
 def status(config: str | None, output: str) -> None:
-    """fleet summary: nodes, pods by phase, EC2 calls"""
+    """fleet summary: nodes, pods by phase, EC2 calls, dead-lettered status events"""
     _run("status", config, output, cmd_status)
 
 

@@ -1,7 +1,8 @@
 """Prometheus metrics of the fleet: every ``vkec2_*`` metric is defined here, and the ``/metrics`` server.
 
 Workers and the producer count into one process-wide :data:`REGISTRY` (counters for pods, EC2 calls,
-launches, terminations, throttles, agent calls and health outcomes; histograms for each lifecycle phase:
+launches, terminations, throttles, agent calls, health outcomes and the producer's status
+outbox; histograms for each lifecycle phase:
 queue wait, RunInstances, boot, agent ready, launch), and each can serve it with :func:`serve` —
 prometheus_client's WSGI exposition app on its threading WSGI server, in a daemon thread, answering
 ``/metrics`` (the exposition format) and ``/healthz`` (``ok``). The warm-pool depth gauge is read from
@@ -55,6 +56,21 @@ PHASE_TRANSITIONS = Counter(
     "vkec2_pod_phase_transitions",
     "Pod phase changes recorded by workers, by new phase.",
     ["phase"],
+    registry=REGISTRY,
+)
+
+# -- the producer's status path ------------------------------------------------------------------
+
+STATUS_EVENTS = Counter(
+    "vkec2_status_events",
+    "Status outbox entries the producer settled or retried, by outcome (applied, retried, superseded, "
+    "dead_lettered, malformed).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+STATUS_RESYNC_WRITES = Counter(
+    "vkec2_status_resync_writes",
+    "Pod statuses a periodic resync found out of date and rewrote from the pod record.",
     registry=REGISTRY,
 )
 

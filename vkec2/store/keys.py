@@ -20,6 +20,10 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
   while a delete waits); deleted on release.
 - ``outbox:{node}`` (stream): status events for the producer of ``node``. Owner: workers append (in the
   fenced write); the producer consumes it (group ``producer``). Lifetime: capped at about 100,000 entries.
+- ``outbox:{node}:dead`` (stream): the status events the producer of ``node`` gave up on (its handler
+  failed ``--outbox-max-attempts`` times): the entry's fields plus ``entry`` (its outbox ID), ``error``
+  (the last failure's text) and ``attempts``. Owner: the producer appends (with the entry's ack);
+  ``vkec2 status`` reads it. Lifetime: capped at about 1,000 entries.
 - ``pool:{name}:ready`` (set): IDs of a pool's members that are Ready to be claimed. Owner: the warm-pool
   reconcile; a pod's create step claims from it. Lifetime: rebuilt from EC2 tags every pass.
 - ``pool:{name}:instances`` (hash): instance ID -> JSON description of an unclaimed member. Owner: the
@@ -112,6 +116,9 @@ class Keys:
 
     def outbox(self, node: str) -> str:
         return f"{self.prefix}outbox:{node}"
+
+    def outbox_dead(self, node: str) -> str:
+        return f"{self.prefix}outbox:{node}:dead"
 
     def pool_ready(self, pool: str) -> str:
         return f"{self.prefix}pool:{pool}:ready"

@@ -3,10 +3,12 @@
 Workers append to ``outbox:{node}`` inside the fenced pod write (:mod:`vkec2.store.pods`); this
 part of the store is the reading side: a plain range read for tests and the CLI, and the consumer
 group operations the producer's :class:`~producer.outbox.OutboxConsumer` is built on (create the
-group, read new or own pending entries, take over entries another consumer left pending, and
-acknowledge). Entries come back as ``(entry ID, fields)`` pairs; decoding them into
-:class:`~vkec2.domain.models.StatusEvent` is the caller's business where a malformed entry must be
-handled on its own.
+group, read new or own pending entries, take over entries another consumer left pending,
+acknowledge, see what is waiting) and the node's dead-letter stream ``outbox:{node}:dead``: an
+entry the producer gave up on moves there with its reason in one transaction with its
+acknowledgement, and ``vkec2 status`` reads the newest ones back. Entries come back as
+``(entry ID, fields)`` pairs; decoding them into :class:`~vkec2.domain.models.StatusEvent` is the
+caller's business where a malformed entry must be handled on its own.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from vkec2.domain.models import StatusEvent
 from vkec2.store.base import StoreBase
 
 Entry = tuple[str, dict[str, str]]
+
+#: About how many entries a node's dead-letter stream keeps (the oldest are trimmed).
+DEAD_LETTER_CAP = 1000
 
 
 class OutboxStreams(StoreBase):
@@ -81,3 +86,35 @@ class OutboxStreams(StoreBase):
     def outbox_ack(self, node: str, group: str, entry_id: str) -> None:
         """Acknowledge one entry: it is no longer pending for ``group``."""
         self.redis.xack(self.keys.outbox(node), group, entry_id)
+
+    def outbox_oldest_unread(self, node: str, group: str) -> str | None:
+        """The ID of the oldest entry ``group`` has not been handed yet; None when it has read them all."""
+        key = self.keys.outbox(node)
+        try:
+            groups: list[dict[str, Any]] = self.redis.xinfo_groups(key)
+        except redis.ResponseError:
+            return None  # no stream yet: nothing to read
+        delivered = next((str(g.get("last-delivered-id")) for g in groups if g.get("name") == group), None)
+        if delivered is None:
+            return None
+        newer = cast(list[Entry], self.redis.xrange(key, min=f"({delivered}", count=1))
+        return newer[0][0] if newer else None
+
+    def outbox_dead_letter(
+        self, node: str, group: str, entry_id: str, fields: dict[str, str], reason: str, attempts: int
+    ) -> None:
+        """Move one entry to ``outbox:{node}:dead`` with why and after how many tries, and acknowledge it."""
+        dead: dict[Any, Any] = {**fields, "entry": entry_id, "error": reason, "attempts": str(attempts)}
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(self.keys.outbox_dead(node), dead, maxlen=DEAD_LETTER_CAP, approximate=True)
+            pipe.xack(self.keys.outbox(node), group, entry_id)
+            pipe.execute()
+
+    def outbox_dead_letters(self, node: str, newest: int = 3) -> tuple[int, list[Entry]]:
+        """How many entries the node's dead-letter stream holds, and the ``newest`` of them (newest first)."""
+        key = self.keys.outbox_dead(node)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(key)
+            pipe.xrevrange(key, count=newest)
+            count, entries = pipe.execute()
+        return int(count), cast(list[Entry], entries)
