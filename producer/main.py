@@ -125,8 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--outbox-stall",
         type=_positive(float),
         default=60.0,
-        help="seconds the status outbox consumer may stand still (silent, or events unread or "
-        "unsettled) before the node is NotReady",
+        help="seconds the status outbox consumer may stand still before the node is NotReady",
     )
     p.add_argument(
         "--outbox-claim-idle",
@@ -144,8 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--outbox-max-attempts",
         type=_positive(int),
         default=5,
-        help="failures after which a status event is moved to the dead-letter stream "
-        "(transient API errors do not count)",
+        help="failures (transient API errors aside) before a status event is dead-lettered",
     )
     p.add_argument(
         "--status-resync-interval",
@@ -407,7 +405,8 @@ class Producer:
             self.lease.node_uid = str(node["metadata"]["uid"])
             self._thread("pods", self.watcher.run)
             self._thread("outbox", lambda s: self.consumer.run(s, self.watcher.synced))
-            self._thread("resync", self._resync)
+            interval = opts.status_resync_interval
+            self._thread("resync", lambda s: self.sink.run_resync(s, interval, self.watcher.synced))
             self._thread("heartbeat", self.heartbeat.run)
             self._thread("sweeper", self._sweep)
             self.ready.set()
@@ -418,28 +417,14 @@ class Producer:
     def _consumer(self, sink: StatusSink) -> OutboxConsumer:
         from producer.outbox import OutboxConsumer
 
-        opts = self.opts
         return OutboxConsumer(
             self.store,
             self.node,
             sink,
-            claim_idle=opts.outbox_claim_idle,
-            retry_interval=opts.outbox_retry_interval,
-            max_attempts=opts.outbox_max_attempts,
+            claim_idle=self.opts.outbox_claim_idle,
+            retry_interval=self.opts.outbox_retry_interval,
+            max_attempts=self.opts.outbox_max_attempts,
         )
-
-    def _resync(self, stop: threading.Event) -> None:
-        """Every ``--status-resync-interval`` (after the first full list): rewrite out-of-date statuses."""
-        while not stop.wait(self.opts.status_resync_interval):
-            if not self.watcher.synced.is_set():
-                continue
-            try:
-                pods, _ = self.kube.list_pods(self.node)
-                written = self.sink.resync(pods)
-            except Exception as exc:  # the API server or Redis: the next pass tries again
-                log.warning("status resync of node %s failed: %s", self.node, exc)
-                continue
-            log.info("status resync of node %s: %d pods listed, %d rewritten", self.node, len(pods), written)
 
     def _sweep(self, stop: threading.Event) -> None:
         while not stop.wait(1.0):

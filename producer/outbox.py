@@ -209,6 +209,9 @@ class OutboxConsumer:
         if entries:
             self.last_progress = time.monotonic()
         for entry_id, fields in entries:
+            if not fields:  # trimmed from the stream while pending: nothing left to apply
+                self._settle(entry_id, "trimmed")
+                continue
             try:
                 event = StatusEvent.from_fields(fields)
             except (KeyError, ValueError) as exc:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -349,6 +350,19 @@ class KubeStatusSink:
                 STATUS_RESYNC_WRITES.inc()
                 log.info("resync: pod %s/%s status rewritten from its record", record.namespace, record.name)
         return written
+
+    def run_resync(self, stop: threading.Event, interval: float, ready: threading.Event) -> None:
+        """Every ``interval`` seconds once ``ready`` (the first full pod list): :meth:`resync` the node."""
+        while not stop.wait(interval):
+            if not ready.is_set():
+                continue
+            try:
+                pods, _ = self.kube.list_pods(self.node)
+                written = self.resync(pods)
+            except Exception as exc:  # the API server or Redis: the next pass tries again
+                log.warning("status resync of node %s failed: %s", self.node, exc)
+                continue
+            log.info("status resync of node %s: %d pods listed, %d rewritten", self.node, len(pods), written)
 
     def _apply(self, pod: Obj, view: FleetView) -> tuple[Obj, bool]:
         """Write ``view`` to the pod (status, then instance-ID annotation): the pod, whether it changed."""

@@ -239,3 +239,16 @@ def test_a_dead_lettered_entry_gets_a_warning_event_on_its_pod(
     assert "422 Invalid: no" in warning["message"]
     server.inject_error("create", "events", 500, times=None)
     sink.dead_lettered("2-0", event, "again")  # the Event path failing never raises
+
+
+def test_own_pending_entries_trimmed_from_the_stream_are_acknowledged_at_start(
+    store: Store, run_consumer: Run
+) -> None:
+    _append(store, "gone", "Launched")
+    store.outbox_ensure_group(NODE, GROUP)
+    assert store.outbox_read(NODE, GROUP, "test", ">", 10)  # delivered to "test", never acknowledged
+    store.redis.xtrim(store.keys.outbox(NODE), maxlen=0)
+    sink = Sink()
+    run_consumer(sink)  # the same consumer name, restarted
+    wait_until(lambda: store.outbox_pending(NODE, GROUP) is None, 10, "the trimmed entry to be acknowledged")
+    assert sink.calls == []

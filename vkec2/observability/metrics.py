@@ -64,7 +64,7 @@ PHASE_TRANSITIONS = Counter(
 STATUS_EVENTS = Counter(
     "vkec2_status_events",
     "Status outbox entries the producer settled or retried, by outcome (applied, retried, superseded, "
-    "dead_lettered, malformed).",
+    "dead_lettered, malformed, trimmed).",
     ["outcome"],
     registry=REGISTRY,
 )

@@ -63,14 +63,15 @@ class OutboxStreams(StoreBase):
     ) -> list[Entry]:
         """Entries for ``consumer``: new ones (``start=">"``) or its own pending ones (``"0"``).
 
-        Blocks up to ``block_ms`` for new entries when given. Entries deleted meanwhile are skipped.
+        Blocks up to ``block_ms`` for new entries when given. A pending entry trimmed from the stream
+        meanwhile comes back with empty fields (to be acknowledged).
         """
         found = self.redis.xreadgroup(
             group, consumer, {self.keys.outbox(node): start}, count=count, block=block_ms
         )
         entries: list[Entry] = []
         for _stream, items in cast(list[tuple[str, list[Entry]]], found or []):
-            entries += [(entry_id, fields) for entry_id, fields in items if fields]
+            entries += [(entry_id, fields or {}) for entry_id, fields in items]
         return entries
 
     def outbox_claim(self, node: str, group: str, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
