@@ -4,7 +4,9 @@ Like the kubelet, the producer proves the node alive with a coordination.k8s.io/
 after the node in ``kube-node-lease`` (40 s duration, renewed every 10 s with jitter, owned by
 the Node so it goes with it). Unlike a kubelet, the producer alone cannot run a pod: the
 :class:`HealthProbe` checks that Redis answers, that at least one Celery worker answers a ping,
-and that the node's status outbox is being consumed. While any of that is missing the lease is
+and that the node's status outbox consumer is moving (``OutboxStalled`` means the consumer stands
+still — its loop silent, or entries unread or unsettled — never that one pod's status is refused:
+see :mod:`producer.outbox`). While any of that is missing the lease is
 not renewed and the node reports Ready=False with a reason naming what is missing
 (``RedisUnreachable``, ``NoWorkers``, ``OutboxStalled``). :class:`Heartbeat` runs that loop and
 also refreshes the node status (on change, or every ``status_interval``).
