@@ -102,9 +102,11 @@ def test_status_entries_lost_before_the_producer_read_them_are_healed_by_the_res
         fleet.store.redis.xtrim(fleet.store.keys.outbox(NODE), maxlen=0)  # every entry lost
     finally:
         proc.kill(signal.SIGCONT)
-    apiserver.wait_for(lambda a: _running_ready(a, "web"), 30, "the resync to write the pod's status")
-    pod = apiserver.get("pods", "web", "default")
-    assert pod is not None
-    annotations = pod["metadata"]["annotations"]
-    assert annotations["compute.amazonaws.com/instance-id"] == fleet.record(uid).instance_id
+    instance = fleet.record(uid).instance_id
+
+    def healed(a: FakeKubeApiServer) -> bool:
+        annotations = ((a.get("pods", "web", "default") or {}).get("metadata") or {}).get("annotations") or {}
+        return _running_ready(a, "web") and annotations.get("compute.amazonaws.com/instance-id") == instance
+
+    apiserver.wait_for(healed, 30, "the resync to write the pod's status and instance annotation")
     wait_until(lambda: "resync: pod default/web status rewritten" in proc.output(), 10, "the resync's log")
