@@ -17,7 +17,7 @@ busy lock is retried soon; a retryable error (throttled or unreachable EC2, a no
 instance, Redis unreachable) is retried with back-off, at most :data:`EC2_RETRY_MAX` times; a
 create step that fails with anything else, or runs out of retries, fails the pod with the error's
 reason (its instances terminated); a delete retries every error, and one that runs out of retries
-is resumed by the health sweep, since a deleted pod must lose its instance.
+stays due and is published again by the resume task, since a deleted pod must lose its instance.
 """
 
 from __future__ import annotations
