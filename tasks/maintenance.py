@@ -1,7 +1,8 @@
-"""The periodic maintenance tasks beat sends: warm pools, quota refresh, status log, orphan GC.
+"""The periodic maintenance tasks beat sends: warm pools, quota refresh, status log, orphan GC, resume.
 
 ``vkec2.maintenance.warm_pools`` (optional ``pool``), ``vkec2.maintenance.quotas``,
-``vkec2.maintenance.status_log`` and ``vkec2.maintenance.gc`` take keyword arguments only and are
+``vkec2.maintenance.status_log``, ``vkec2.maintenance.gc`` and ``vkec2.maintenance.resume`` (pod
+steps overdue, published again) take keyword arguments only and are
 idempotent: each reads the world (EC2 tags, Redis) and converges it, under a per-cluster
 single-flight lock, so a duplicate delivery or a ``celery call`` replay changes nothing twice. Beat
 gives each an ``expires`` of one period (see :func:`vkec2.broker.beat_schedule`), so a run that could
@@ -12,6 +13,7 @@ not start in time is dropped instead of piling up. Each run is stamped in
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, TypeVar
 
 from celery import Task
@@ -20,9 +22,11 @@ from celery.utils.time import get_exponential_backoff_interval
 from tasks.app import app
 from tasks.runtime import Fleet, fleet
 from vkec2 import contract
+from vkec2.domain.models import DueStep
 from vkec2.errors import Ec2Error
 from vkec2.fleet.gc import OrphanGc
 from vkec2.fleet.quotas import QuotaRefresh
+from vkec2.fleet.resume import Resume
 from vkec2.fleet.statuslog import status_line
 from vkec2.fleet.sweep import HealthSweep, remediate_lost
 from vkec2.fleet.warmpool import WarmPools
@@ -56,9 +60,15 @@ def retry_throttled(task: Task, exc: Ec2Error, period: float) -> Exception:
     return retry
 
 
+def send(task: str, uid: str, generation: int | None = None) -> None:
+    """Send a pod task from outside its chain (it takes the chain over)."""
+    app.send_task(task, kwargs=contract.pod_task_kwargs(uid, generation))
+
+
 def publish(task: str, uid: str) -> None:
-    """Send a pod task (a create after remediation, or a stalled create/delete resumed)."""
-    app.send_task(task, kwargs=contract.pod_task_kwargs(uid))
+    """Send a pod task (a create after remediation, or a stalled create/delete resumed); it is due now."""
+    fleet().store.expect_step(DueStep(uid, task), time.time())
+    send(task, uid)
 
 
 def sweeper(ctx: Fleet) -> HealthSweep:
@@ -118,3 +128,12 @@ def gc(self: Task) -> dict[str, Any]:
     except Ec2Error as exc:
         raise retry_throttled(self, exc, ctx.settings.gc.interval_seconds) from exc
     return record_result(ctx, contract.ORPHAN_GC, report.summary())
+
+
+@app.task(name=contract.RESUME, bind=True)
+def resume(self: Task) -> dict[str, object]:
+    """Publish again the pod steps (create, delete) that are overdue and whose pod lock is free."""
+    ctx = fleet()
+    record_run(ctx, contract.RESUME)
+    report = Resume(ctx.settings, ctx.store, send).run()
+    return record_result(ctx, contract.RESUME, report.summary())

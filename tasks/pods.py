@@ -7,20 +7,25 @@ and converges to the same single instance. A task locks the pod, runs one step o
 uses its grace period) publishes the next step with a countdown. A chain is self-fencing: the
 record names the task ID of the one scheduled next step, so a stale copy (redelivered after a
 crash, or duplicated) exits at once, while a task sent from outside (the producer, a replay, the
-health sweep) always takes over the chain.
+health sweep, the resume task) always takes over the chain. Every step a chain schedules is due in
+Redis at its publish time plus its countdown (in the same fenced write that names it), and the due
+entry is cleared when the chain ends, so ``vkec2.maintenance.resume`` publishes a lost step again
+within seconds.
 
 No exception leaves a chain dead (the table "What each error does" in docs/architecture.md): a
 busy lock is retried soon; a retryable error (throttled or unreachable EC2, a not-yet-visible
 instance, Redis unreachable) is retried with back-off, at most :data:`EC2_RETRY_MAX` times; a
 create step that fails with anything else, or runs out of retries, fails the pod with the error's
 reason (its instances terminated); a delete retries every error, and one that runs out of retries
-is resumed by the health sweep, since a deleted pod must lose its instance.
+stays due and is published again by the resume task, since a deleted pod must lose its instance.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -31,7 +36,7 @@ from celery.utils.time import get_exponential_backoff_interval
 from tasks.app import app
 from tasks.runtime import Fleet, fleet
 from vkec2 import contract
-from vkec2.domain.models import PodRecord
+from vkec2.domain.models import DueStep, PodRecord
 from vkec2.errors import LockBusy, StaleFence, UnknownPod, Vkec2Error
 from vkec2.store.redis_store import Lock, StoreError
 
@@ -80,7 +85,8 @@ def _retry_later(task: Task, exc: Exception) -> Exception:
 
     A busy lock is retried soon and without limit; an EC2 error after Celery's exponential back-off
     with full jitter (a random whole number of seconds up to ``2 ** (retries + 1)``, at most
-    :data:`EC2_RETRY_BACKOFF_MAX`), at most :data:`EC2_RETRY_MAX` times.
+    :data:`EC2_RETRY_BACKOFF_MAX`), at most :data:`EC2_RETRY_MAX` times, and the pod's due step
+    of this task is moved to when the retry should start.
     """
     if isinstance(exc, LockBusy):
         delay = LOCK_RETRY_SECONDS * (1 + random.random())
@@ -91,6 +97,10 @@ def _retry_later(task: Task, exc: Exception) -> Exception:
         maximum=EC2_RETRY_BACKOFF_MAX,
         full_jitter=True,
     )
+    uid = (task.request.kwargs or {}).get("uid")
+    if isinstance(uid, str) and task.request.retries < EC2_RETRY_MAX:
+        with contextlib.suppress(StoreError):  # Redis may be why we retry; the due time is a hint
+            fleet().store.postpone(uid, task.name, time.time() + delay)
     return cast(Exception, task.retry(exc=exc, countdown=delay, max_retries=EC2_RETRY_MAX))
 
 
@@ -138,20 +148,28 @@ def create(self: Task, uid: str, generation: int | None = None, continuation: bo
             log.warning("create step of %s failed: %r", uid, exc)
             reason, message = failure(exc, self.request.retries)
             ctx.lifecycle.fail(lock, rec, reason, message)  # retrying cannot fix it (any more)
+            lock.finish_chain(contract.POD_CREATE)
             return rec.phase.value
         if delay is not None:
             _continue(create, lock, uid, delay)
+        else:
+            lock.finish_chain(contract.POD_CREATE)
         return rec.phase.value
 
     return _one_step(self, uid, step)
 
 
 def _continue(task: Task, lock: Lock, uid: str, delay: float, generation: int | None = None) -> None:
-    """Publish the chain's next step with a countdown, then name it in the record (self-fencing)."""
+    """Publish the chain's next step with a countdown, then name it in the record (self-fencing).
+
+    The same fenced write makes the pod due that step at its publish time plus its countdown, so
+    the resume task publishes it again if the message is lost (docs/maintenance.md).
+    """
     next_id = uuid()
     kwargs = {**contract.pod_task_kwargs(uid, generation), "continuation": True}
+    sent = time.time()
     task.apply_async(kwargs=kwargs, countdown=delay, task_id=next_id)
-    lock.write({"next_task": next_id})
+    lock.schedule_next(next_id, DueStep(uid, task.name, generation), sent + delay)
 
 
 @app.task(name=contract.POD_UPDATE, bind=True)
@@ -182,6 +200,8 @@ def delete(self: Task, uid: str, generation: int | None = None, continuation: bo
         delay = ctx.lifecycle.delete(lock, rec, generation)
         if delay is not None:
             _continue(delete, lock, uid, delay, generation)
+        else:
+            lock.finish_chain(contract.POD_DELETE)
         return rec.phase.value
 
     # A delete must not be lost: any error is retried (bounded), then the health sweep resumes it.

@@ -23,13 +23,13 @@ from vkec2.fleet.lifecycle import Lifecycle
 from vkec2.store.redis_store import Lock, Store
 
 if TYPE_CHECKING:
-    from vkec2.ports import Agents, Ec2, LaunchStore, PodLock, PodStore
+    from vkec2.ports import Agents, DueStore, Ec2, LaunchStore, PodLock, PodStore
 
     def _adapters_satisfy_ports(
         store: Store, lock: Lock, ec2: Ec2Gateway, agents: AgentClient
-    ) -> tuple[PodStore, PodLock, LaunchStore, Ec2, Agents]:
+    ) -> tuple[PodStore, PodLock, LaunchStore, Ec2, Agents, DueStore]:
         """Never runs: mypy proves here that each adapter satisfies its port (vkec2/ports.py)."""
-        return store, lock, store, ec2, agents
+        return store, lock, store, ec2, agents, store
 
 
 @dataclass

@@ -36,8 +36,13 @@ WARM_POOLS: Final = "vkec2.maintenance.warm_pools"
 QUOTAS: Final = "vkec2.maintenance.quotas"
 STATUS_LOG: Final = "vkec2.maintenance.status_log"
 ORPHAN_GC: Final = "vkec2.maintenance.gc"
+RESUME: Final = "vkec2.maintenance.resume"
 #: The periodic tasks beat sends (no arguments).
-PERIODIC_TASKS: Final = (HEALTH_SWEEP, WARM_POOLS, QUOTAS, STATUS_LOG, ORPHAN_GC)
+PERIODIC_TASKS: Final = (HEALTH_SWEEP, WARM_POOLS, QUOTAS, STATUS_LOG, ORPHAN_GC, RESUME)
+
+#: The message header that carries a task's publish time (seconds since the epoch); the workers
+#: read it for the queue wait, the resume task for the age of the oldest queued message.
+SENT_AT_HEADER: Final = "vkec2_sent_at"
 
 
 def queue_pattern(queue: str) -> str:

@@ -6,8 +6,8 @@ these structural types rather than against the Redis store, the boto3 gateway an
 so the same rules run on in-memory fakes in unit tests (``tests/support/fakes.py``) in
 milliseconds. Each Protocol lists exactly the calls its consumers make, with the adapters'
 signatures: :class:`PodLock` and :class:`PodStore` are met by :class:`vkec2.store.redis_store.Lock`
-and :class:`~vkec2.store.redis_store.Store`, :class:`WarmPoolClaims`, :class:`OfferingMarks` and
-:class:`LaunchStore` by the same store, :class:`Ec2`
+and :class:`~vkec2.store.redis_store.Store`, :class:`WarmPoolClaims`, :class:`OfferingMarks`,
+:class:`LaunchStore` and :class:`DueStore` by the same store, :class:`Ec2`
 by :class:`vkec2.ec2.gateway.Ec2Gateway` and :class:`Agents` by
 :class:`vkec2.agent_client.client.AgentClient`. The adapters never import this module (they satisfy
 it structurally); ``tasks/runtime.py`` has mypy prove that each one does. The value types exchanged
@@ -16,13 +16,13 @@ here live in :mod:`vkec2.domain`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from vkec2.domain.agents import AgentTarget, AppStatus
 from vkec2.domain.instances import Instance
-from vkec2.domain.models import PodRecord, StatusEvent
+from vkec2.domain.models import DueStep, PodRecord, StatusEvent
 from vkec2.domain.podspec import LaunchParams
 
 
@@ -77,6 +77,20 @@ class OfferingMarks(Protocol):
 
     def unavailable(self, offerings: Iterable[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
         """The marked pairs among ``offerings``, each with the EC2 answer it was marked with."""
+        ...
+
+
+class DueStore(Protocol):
+    """The due times of pod steps in flight (what the resume pass uses of the store)."""
+
+    def claim_due(
+        self, cutoff: float, now: float, backoff: Callable[[int], float], limit: int = ...
+    ) -> list[DueStep]:
+        """Take the steps due before ``cutoff`` whose pod lock is free; each is due again later."""
+        ...
+
+    def oldest_queued_at(self, queue: str) -> float | None:
+        """When the oldest message waiting in ``queue`` was published; None when there is none."""
         ...
 
 

@@ -11,7 +11,8 @@ a test programs per instance type and subnet (``no_capacity``), can hide an inst
 eventual consistency does (NotFound by ID, absent from listings, until revealed), runs a test's
 hook in the middle of a call (a slow call during which another task takes the pod over) and logs
 every call; :class:`FakeAgents` answers serving / launch / status / terminate as a test programs
-it, including :class:`~vkec2.errors.AgentUnavailable` and :class:`~vkec2.errors.AgentRejected`.
+it, including :class:`~vkec2.errors.AgentUnavailable` and :class:`~vkec2.errors.AgentRejected`;
+:class:`~tests.support.fakedue.FakeDue` (the due set of pod steps in flight) is the store's.
 Nothing here sleeps or opens a socket. mypy proves at the end of this module that each fake
 satisfies its port.
 """
@@ -26,10 +27,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from tests.support.fakedue import FakeDue
 from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.agents import AgentTarget, AppStatus
 from vkec2.domain.instances import LIVE_STATES, Instance, pod_tags, tag_map
-from vkec2.domain.models import PodRecord, StatusEvent
+from vkec2.domain.models import DueStep, PodRecord, StatusEvent
 from vkec2.domain.podspec import LaunchParams
 from vkec2.errors import AgentError, Ec2Error, LockBusy, StaleFence, UnknownPod
 
@@ -51,6 +53,15 @@ class FakeLock:
 
     def write(self, values: Mapping[str, Any], event: StatusEvent | None = None, node: str = "") -> None:
         self.store.write(self.uid, self.fence, values, event, node)
+
+    def schedule_next(self, next_task: str, step: DueStep, due_at: float) -> None:
+        self.write({"next_task": next_task})  # the fenced write, then the due step (one Lua call in Redis)
+        self.store.due.schedule(step, due_at)
+
+    def finish_chain(self, task: str) -> bool:
+        if self.store.fence(self.uid) != self.fence:
+            return False
+        return self.store.due.finish(self.uid, task)
 
     def extend(self, ttl_ms: int | None = None) -> bool:
         self.extensions.append(ttl_ms or self.ttl_ms)
@@ -77,6 +88,7 @@ class FakeStore:
         self.marks: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}  # offering -> (until, answer)
         self._held: dict[str, FakeLock] = {}
         self._mutex = threading.Lock()
+        self.due = FakeDue()  # the due set of pod steps in flight
 
     # -- seeding and inspecting (test helpers) --------------------------------------------
 
@@ -87,6 +99,9 @@ class FakeStore:
 
     def events(self, node: str) -> list[StatusEvent]:
         return list(self.outbox.get(node, []))
+
+    def postpone(self, uid: str, task: str, due_at: float) -> bool:
+        return self.due.postpone(uid, task, due_at)
 
     def holder(self, uid: str) -> FakeLock | None:
         return self._held.get(uid)
@@ -454,10 +469,10 @@ class FakeAgents:
 
 
 if TYPE_CHECKING:
-    from vkec2.ports import Agents, Ec2, LaunchStore, PodLock, PodStore
+    from vkec2.ports import Agents, DueStore, Ec2, LaunchStore, PodLock, PodStore
 
     def _fakes_satisfy_ports(
         store: FakeStore, lock: FakeLock, ec2: FakeEc2, agents: FakeAgents
-    ) -> tuple[PodStore, PodLock, LaunchStore, Ec2, Agents]:
+    ) -> tuple[PodStore, PodLock, LaunchStore, Ec2, Agents, DueStore]:
         """Never runs: mypy proves here that each fake satisfies its port (vkec2/ports.py)."""
-        return store, lock, store, ec2, agents
+        return store, lock, store, ec2, agents, store.due

@@ -38,6 +38,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
         contract.QUOTAS: settings.quotas.interval_seconds,
         contract.STATUS_LOG: settings.status_interval_seconds,
         contract.ORPHAN_GC: settings.gc.interval_seconds,
+        contract.RESUME: settings.beat.resume_interval_seconds,
     }
     return {task: every(task, seconds) for task, seconds in periods.items()}
 

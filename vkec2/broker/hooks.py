@@ -28,6 +28,7 @@ from typing import Any
 import click
 from celery import Celery, Task, signals
 
+from vkec2 import contract
 from vkec2.config import Settings
 from vkec2.fleet.warmpool import pool_counts
 from vkec2.observability import logs, metrics, tracing
@@ -37,7 +38,7 @@ from vkec2.store.redis_store import Store
 log = logging.getLogger("vkec2.broker.hooks")
 
 #: Message header holding the publish time (seconds since the epoch).
-SENT_AT = "vkec2_sent_at"
+SENT_AT = contract.SENT_AT_HEADER
 
 _apps: weakref.WeakKeyDictionary[Celery, Settings] = weakref.WeakKeyDictionary()
 _last: Settings | None = None

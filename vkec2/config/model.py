@@ -292,6 +292,12 @@ class CelerySettings(Section):
         gt=0,
         description="How long a per-pod lock outlives a worker that died holding it; at least one EC2 call.",
     )
+    resume_slack_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How late a pod step may start (past its due time and the pods queue's wait) "
+        "before vkec2.maintenance.resume publishes it again.",
+    )
 
     @field_validator("max_countdown_seconds")
     @classmethod

@@ -37,6 +37,11 @@ class BeatSettings(Section):
         description="Longest sleep between beat ticks; the active beat extends its lock every tick.",
     )
     warm_pools_interval_seconds: float = Field(default=15.0, gt=0)
+    resume_interval_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Period of vkec2.maintenance.resume, which re-publishes overdue pod steps.",
+    )
 
     @model_validator(mode="after")
     def _lock_outlives_ticks(self) -> BeatSettings:

@@ -228,3 +228,27 @@ class StatusEvent:
             container_statuses=json.loads(raw.get("container_statuses") or "[]"),
             ts=float(raw.get("ts") or 0),
         )
+
+
+@dataclass(frozen=True)
+class DueStep:
+    """A pod step in flight that is late: the task to publish again, with what it needs.
+
+    ``task`` is the pod task's wire name (create or delete), ``generation`` the one the step was
+    sent for (None when unknown), ``resumes`` how often it was published again without progress.
+    """
+
+    uid: str
+    task: str
+    generation: int | None = None
+    resumes: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps({"task": self.task, "generation": self.generation, "resumes": self.resumes})
+
+    @classmethod
+    def from_json(cls, uid: str, raw: str) -> DueStep:
+        doc = json.loads(raw)
+        generation = doc.get("generation")
+        generation = None if generation is None else int(generation)
+        return cls(uid, str(doc["task"]), generation, int(doc.get("resumes", 0)))

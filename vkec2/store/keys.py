@@ -18,6 +18,15 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
 - ``lock:{uid}`` (string): the per-pod lock: a random token. Owner: workers (pod tasks, health sweep).
   Lifetime: TTL (``celery.lock_ttl_seconds``, 90 s by default, extended before every side effect and
   while a delete waits); deleted on release.
+- ``due`` (sorted set): UID -> when the pod's next create or delete step should have started (its
+  publish time plus its countdown; a resumed step: the next time it may be resumed again). Owner: the
+  producer's desired and delete writes add it (in their Lua call), the pod tasks move it with every
+  step they schedule and remove it when the chain ends (in the fenced write), the resume task bumps
+  it when it publishes a step again. Lifetime: while the pod has a chain in flight; dropped with
+  the pod record.
+- ``due:task`` (hash): UID -> JSON ``{task, generation, resumes}``: the task of the pod's step in
+  ``due`` (create or delete), the generation it was sent for, how often it was resumed. Owner and
+  lifetime: those of ``due``, written and removed with it.
 - ``outbox:{node}`` (stream): status events for the producer of ``node``. Owner: workers append (in the
   fenced write); the producer consumes it (group ``producer``). Lifetime: capped at about 100,000 entries.
 - ``outbox:{node}:dead`` (stream): the status events the producer of ``node`` gave up on (its handler
@@ -81,7 +90,8 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
 - ``status:last`` (hash): the last status line (``line``) and the counters it was computed from. Owner:
   the status log. Lifetime: overwritten by every line.
 
-Not ours, only read: the status log reads the length of Celery's queue lists (kombu's names).
+Not ours, only read: the status log reads the length of Celery's queue lists (kombu's names); the
+resume task reads the publish time of the oldest message of the ``pods`` list.
 """
 
 from __future__ import annotations
@@ -113,6 +123,12 @@ class Keys:
 
     def lock(self, uid: str) -> str:
         return f"{self.prefix}lock:{uid}"
+
+    def due(self) -> str:
+        return f"{self.prefix}due"
+
+    def due_task(self) -> str:
+        return f"{self.prefix}due:task"
 
     def outbox(self, node: str) -> str:
         return f"{self.prefix}outbox:{node}"

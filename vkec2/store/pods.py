@@ -8,7 +8,8 @@ node's outbox stream, so the record and what the producer is told never disagree
 effect (a warm-pool claim, CreateTags, RunInstances, TerminateInstances) the holder runs a guard
 that extends its lock only while its token and fence still hold (:meth:`Lock.guard`), so a task
 stalled past its lock never acts on a pod another task took over. The producer's writes (desired
-spec, delete requests) touch only the fields it owns and bump ``generation``.
+spec, delete requests) touch only the fields it owns and bump ``generation``; both make the pod due
+a step now (``due``, see :mod:`vkec2.store.due`), and a chain's fenced writes move or clear it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 
+from vkec2 import contract
 from vkec2.domain import phases
-from vkec2.domain.models import PodRecord, StatusEvent, now
+from vkec2.domain.models import DueStep, PodRecord, StatusEvent, now
 from vkec2.errors import LockBusy, StaleFence, UnknownPod, Vkec2Error
 from vkec2.store.base import StoreBase
 
@@ -42,7 +44,14 @@ class PodRecords(StoreBase):
         uid = str(meta["uid"])
         generation = int(
             self.scripts.put_desired(
-                keys=[self.keys.pod(uid), self.keys.pods(), self.keys.node_pods(node), self.keys.nodes()],
+                keys=[
+                    self.keys.pod(uid),
+                    self.keys.pods(),
+                    self.keys.node_pods(node),
+                    self.keys.nodes(),
+                    self.keys.due(),
+                    self.keys.due_task(),
+                ],
                 args=[
                     uid,
                     meta.get("namespace", "default"),
@@ -50,6 +59,7 @@ class PodRecords(StoreBase):
                     node,
                     json.dumps(pod, sort_keys=True, default=str),
                     repr(now()),
+                    contract.POD_CREATE,
                     str(len(phases.FINAL_PHASES)),
                     *sorted(phases.FINAL_PHASES),
                     *phases.LIFE_FIELDS,
@@ -67,7 +77,12 @@ class PodRecords(StoreBase):
         ``deletionGracePeriodSeconds``), kept in the record as ``deletion_grace`` for the workers.
         """
         grace = "" if grace_seconds is None else repr(float(grace_seconds))
-        generation = int(self.scripts.mark_deleted(keys=[self.keys.pod(uid)], args=[repr(now()), grace]))
+        generation = int(
+            self.scripts.mark_deleted(
+                keys=[self.keys.pod(uid), self.keys.due(), self.keys.due_task()],
+                args=[repr(now()), grace, contract.POD_DELETE, uid],
+            )
+        )
         return None if generation < 0 else generation
 
     def forget(self, uid: str) -> None:
@@ -75,7 +90,14 @@ class PodRecords(StoreBase):
         record = self.get(uid)
         node = record.node if record else ""
         self.scripts.forget(
-            keys=[self.keys.pod(uid), self.keys.pods(), self.keys.node_pods(node), self.keys.lock(uid)],
+            keys=[
+                self.keys.pod(uid),
+                self.keys.pods(),
+                self.keys.node_pods(node),
+                self.keys.lock(uid),
+                self.keys.due(),
+                self.keys.due_task(),
+            ],
             args=[uid],
         )
 
@@ -165,10 +187,28 @@ class PodRecords(StoreBase):
         result = int(
             self.scripts.cas_write(keys=[self.keys.pod(uid), self.keys.outbox(node or "-")], args=args)
         )
-        if result == 0:
-            raise StaleFence(f"pod {uid}: fence {fence} is stale; another task owns the pod")
-        if result == -1:
-            raise UnknownPod(f"no pod record for uid {uid}")
+        _check_fenced(uid, fence, result)
+
+    def schedule_next(self, uid: str, fence: int, next_task: str, step: DueStep, due_at: float) -> None:
+        """Name the chain's next step in the record (``next_task``) and make it due at ``due_at``, fenced."""
+        encoded = PodRecord.encode({"next_task": next_task, "updated_at": now()})
+        args = [str(fence), uid, repr(due_at), step.to_json()]
+        for key, value in encoded.items():
+            args += [key, value]
+        keys = [self.keys.pod(uid), self.keys.due(), self.keys.due_task()]
+        _check_fenced(uid, fence, int(self.scripts.schedule_next(keys=keys, args=args)))
+
+    def finish_chain(self, uid: str, fence: int, task: str) -> bool:
+        """The chain of ``task`` ended: nothing is due (unless another task's step is); False if not due."""
+        keys = [self.keys.pod(uid), self.keys.due(), self.keys.due_task()]
+        return bool(int(self.scripts.finish_chain(keys=keys, args=[str(fence), uid, task])))
+
+
+def _check_fenced(uid: str, fence: int, result: int) -> None:
+    if result == 0:
+        raise StaleFence(f"pod {uid}: fence {fence} is stale; another task owns the pod")
+    if result == -1:
+        raise UnknownPod(f"no pod record for uid {uid}")
 
 
 class Lock:
@@ -187,3 +227,11 @@ class Lock:
 
     def write(self, values: Mapping[str, Any], event: StatusEvent | None = None, node: str = "") -> None:
         self.store.write(self.uid, self.fence, values, event, node)
+
+    def schedule_next(self, next_task: str, step: DueStep, due_at: float) -> None:
+        """Name the chain's next step in the record and make it due at ``due_at`` (a fenced write)."""
+        self.store.schedule_next(self.uid, self.fence, next_task, step, due_at)
+
+    def finish_chain(self, task: str) -> bool:
+        """The chain of ``task`` ended here: the pod has no step of it due any more."""
+        return self.store.finish_chain(self.uid, self.fence, task)

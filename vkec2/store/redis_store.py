@@ -1,7 +1,8 @@
 """The Redis state store of one cluster: the only code in vkec2 that names a key or calls Redis.
 
 :class:`Store` is composed of cohesive parts, each in its own module: pod records, per-pod locks
-with fencing and fenced writes (:mod:`vkec2.store.pods`), the status outbox's consumer-group side
+with fencing and fenced writes (:mod:`vkec2.store.pods`), the due times of pod steps in flight
+(:mod:`vkec2.store.due`), the status outbox's consumer-group side
 (:mod:`vkec2.store.outbox`), the warm-pool mirrors (:mod:`vkec2.store.pools`), EC2 call accounting
 and token buckets (:mod:`vkec2.store.ec2calls`), coalesced EC2 calls (:mod:`vkec2.store.batches`),
 the fleet-wide "no capacity" marks of (instance type, zone) pairs (:mod:`vkec2.store.offerings`)
@@ -16,6 +17,7 @@ from __future__ import annotations
 from vkec2.store.base import StoreBase, StoreError, connect, reachable
 from vkec2.store.batches import Ec2Batches
 from vkec2.store.bookkeeping import Bookkeeping
+from vkec2.store.due import DueSteps
 from vkec2.store.ec2calls import Ec2Accounting
 from vkec2.store.offerings import UnavailableOfferings
 from vkec2.store.outbox import OutboxStreams
@@ -27,6 +29,7 @@ __all__ = ["LOCK_TTL_MS", "OUTBOX_MAXLEN", "Lock", "Store", "StoreError", "reach
 
 class Store(
     PodRecords,
+    DueSteps,
     OutboxStreams,
     PoolMirrors,
     Ec2Accounting,

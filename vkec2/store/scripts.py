@@ -2,8 +2,9 @@
 
 The store's atomic operations are Lua scripts so that a read, a check and a write happen as one step
 on the server: the per-pod lock that hands out a fencing token, the fenced compare-and-set of a pod
-record together with its outbox event, the producer's desired-state and delete writes, the warm-pool
-claim, the guard a lock holder runs before each side effect, and the fleet-wide EC2 token bucket.
+record together with its outbox event, the producer's desired-state and delete writes, the due
+times of pod steps in flight (set, moved, cleared and claimed with the writes they belong to), the
+warm-pool claim, the guard a lock holder runs before each side effect, and the fleet-wide EC2 token bucket.
 Each constant documents its ``KEYS`` and ``ARGV`` and what it returns; :class:`Scripts` registers
 them all on one client (redis-py sends a script's body only when the server does not know its SHA
 yet). Only the store modules use them.
@@ -60,26 +61,30 @@ end
 return 1
 """
 
-# KEYS: pod, pods, node_pods, nodes.
-# ARGV: uid, namespace, name, node, spec, now, n, then n final phases, then the life fields.
-# -> generation, or -1 when the pod is being deleted. A record that was deleted and is desired again
-# (same UID) starts a fresh lifecycle once its phase is one of the final phases: it drops exactly the
-# life fields and takes the next attempt number, so no ClientToken of the last life is sent again.
+# KEYS: pod, pods, node_pods, nodes, due, due_task.
+# ARGV: uid, namespace, name, node, spec, now, create task name, n, then n final phases, then the life
+# fields. -> generation, or -1 when the pod is being deleted. A record that was deleted and is desired
+# again (same UID) starts a fresh lifecycle once its phase is one of the final phases: it drops exactly
+# the life fields and takes the next attempt number, so no ClientToken of the last life is sent again.
 # The caller passes vkec2.domain.phases.FINAL_PHASES and LIFE_FIELDS, the one definition of both.
+# A Pending record is due a create step now (the one the caller publishes next), unless a chain of
+# its life already has a step due.
 PUT_DESIRED = """
 local exists = redis.call('EXISTS', KEYS[1])
+local fresh = exists == 0
 if exists == 1 and redis.call('HGET', KEYS[1], 'deleted') == '1' then
   local phase = redis.call('HGET', KEYS[1], 'phase')
-  local n = tonumber(ARGV[7])
+  local n = tonumber(ARGV[8])
   local final = false
-  for i = 8, 7 + n do
+  for i = 9, 8 + n do
     if phase == ARGV[i] then final = true end
   end
   if final then
-    if #ARGV > 7 + n then redis.call('HDEL', KEYS[1], unpack(ARGV, 8 + n, #ARGV)) end
+    if #ARGV > 8 + n then redis.call('HDEL', KEYS[1], unpack(ARGV, 9 + n, #ARGV)) end
     -- a new life goes on counting attempts: its ClientTokens never repeat the last life's
     redis.call('HINCRBY', KEYS[1], 'attempt', 1)
     redis.call('HSET', KEYS[1], 'phase', 'Pending', 'deleted', '0', 'created_at', ARGV[6])
+    fresh = true
   else
     return -1
   end
@@ -93,16 +98,81 @@ redis.call('HSET', KEYS[1], 'uid', ARGV[1], 'namespace', ARGV[2], 'name', ARGV[3
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[4])
-return redis.call('HINCRBY', KEYS[1], 'generation', 1)
+local generation = redis.call('HINCRBY', KEYS[1], 'generation', 1)
+local pending = redis.call('HGET', KEYS[1], 'phase') == 'Pending'
+if pending and (fresh or not redis.call('ZSCORE', KEYS[5], ARGV[1])) then
+  redis.call('ZADD', KEYS[5], ARGV[6], ARGV[1])
+  redis.call('HSET', KEYS[6], ARGV[1],
+             cjson.encode({task = ARGV[7], generation = generation, resumes = 0}))
+end
+return generation
 """
 
-# KEYS: pod.  ARGV: now, grace ("" when the delete names none).
-# -> new generation, or -1 when the pod is unknown.
+# KEYS: pod, due, due_task.  ARGV: now, grace ("" when the delete names none), delete task name, uid.
+# -> new generation, or -1 when the pod is unknown. The pod is due a delete step now (the one the
+# caller publishes next), whatever step of a create was due.
 MARK_DELETED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 redis.call('HSET', KEYS[1], 'deleted', '1', 'updated_at', ARGV[1])
 if ARGV[2] ~= nil and ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'deletion_grace', ARGV[2]) end
-return redis.call('HINCRBY', KEYS[1], 'generation', 1)
+local generation = redis.call('HINCRBY', KEYS[1], 'generation', 1)
+redis.call('ZADD', KEYS[2], ARGV[1], ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[4], cjson.encode({task = ARGV[3], generation = generation, resumes = 0}))
+return generation
+"""
+
+# KEYS: pod, due, due_task.  ARGV: fence, uid, due time, due step JSON, then field, value pairs.
+# -> 1 when written, 0 when the fence is stale, -1 when the pod is unknown. A chain's next step:
+# the record names it (next_task) and the pod is due it, in one fenced write.
+SCHEDULE_NEXT = """
+local current = redis.call('HGET', KEYS[1], 'fence')
+if not current then return -1 end
+if current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5, #ARGV))
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+return 1
+"""
+# KEYS: pod, due, due_task.  ARGV: fence, uid, task name.  -> 1 when the step was due, 0 when not
+# (another task's step is due, or the fence is stale). A chain of ``task`` ended: nothing is due.
+FINISH_CHAIN = """
+local current = redis.call('HGET', KEYS[1], 'fence')
+if current and current ~= ARGV[1] then return 0 end
+local raw = redis.call('HGET', KEYS[3], ARGV[2])
+if not raw or cjson.decode(raw).task ~= ARGV[3] then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+return 1
+"""
+
+# KEYS: due, due_task.  ARGV: uid, task name, due time.  -> 1 when moved. A step that retries later
+# (Celery's back-off) is due later; only when ``task`` is the pod's due step.
+POSTPONE = """
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if not raw or cjson.decode(raw).task ~= ARGV[2] then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: due, due_task, then pod and lock of each candidate.  ARGV: per candidate uid, the due time
+# read, the new due time, the new due step JSON.  -> the UIDs claimed. A candidate is claimed (its
+# due time moved on, so the next pass does not publish it again) only while its due time is the one
+# read (nobody moved it meanwhile) and its pod lock is free; a pod without a record is dropped.
+CLAIM_DUE = """
+local claimed = {}
+for i = 0, (#ARGV / 4) - 1 do
+  local uid, seen, due, step = ARGV[4 * i + 1], ARGV[4 * i + 2], ARGV[4 * i + 3], ARGV[4 * i + 4]
+  local score = redis.call('ZSCORE', KEYS[1], uid)
+  if redis.call('EXISTS', KEYS[3 + 2 * i]) == 0 then
+    redis.call('ZREM', KEYS[1], uid)
+    redis.call('HDEL', KEYS[2], uid)
+  elseif score and tonumber(score) == tonumber(seen) and redis.call('EXISTS', KEYS[4 + 2 * i]) == 0 then
+    redis.call('ZADD', KEYS[1], due, uid)
+    redis.call('HSET', KEYS[2], uid, step)
+    table.insert(claimed, uid)
+  end
+end
+return claimed
 """
 
 # KEYS: pool ready set, pool instances hash.  -> {instance_id, instance JSON} or nil when empty.
@@ -114,11 +184,13 @@ redis.call('HDEL', KEYS[2], id)
 return {id, doc}
 """
 
-# KEYS: pod, pods, node_pods, lock.  ARGV: uid.
+# KEYS: pod, pods, node_pods, lock, due, due_task.  ARGV: uid.
 FORGET = """
 redis.call('DEL', KEYS[1], KEYS[4])
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('HDEL', KEYS[6], ARGV[1])
 return 1
 """
 
@@ -165,6 +237,10 @@ class Scripts:
     claim: Script
     forget: Script
     take_tokens: Script
+    schedule_next: Script
+    finish_chain: Script
+    postpone: Script
+    claim_due: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:
@@ -179,4 +255,8 @@ class Scripts:
             claim=client.register_script(CLAIM),
             forget=client.register_script(FORGET),
             take_tokens=client.register_script(TAKE_TOKENS),
+            schedule_next=client.register_script(SCHEDULE_NEXT),
+            finish_chain=client.register_script(FINISH_CHAIN),
+            postpone=client.register_script(POSTPONE),
+            claim_due=client.register_script(CLAIM_DUE),
         )
