@@ -61,7 +61,8 @@ return 1
 """
 
 # KEYS: pod, pods, node_pods, nodes.
-# ARGV: uid, namespace, name, node, spec, now, n, then n final phases, then the life fields.
+# ARGV: uid, namespace, name, node, spec, now, rebuilt ("1": a record re-created after Redis lost
+# its data, flagged only when the record is new), n, then n final phases, then the life fields.
 # -> generation, or -1 when the pod is being deleted. A record that was deleted and is desired again
 # (same UID) starts a fresh lifecycle once its phase is one of the final phases: it drops exactly the
 # life fields and takes the next attempt number, so no ClientToken of the last life is sent again.
@@ -70,13 +71,13 @@ PUT_DESIRED = """
 local exists = redis.call('EXISTS', KEYS[1])
 if exists == 1 and redis.call('HGET', KEYS[1], 'deleted') == '1' then
   local phase = redis.call('HGET', KEYS[1], 'phase')
-  local n = tonumber(ARGV[7])
+  local n = tonumber(ARGV[8])
   local final = false
-  for i = 8, 7 + n do
+  for i = 9, 8 + n do
     if phase == ARGV[i] then final = true end
   end
   if final then
-    if #ARGV > 7 + n then redis.call('HDEL', KEYS[1], unpack(ARGV, 8 + n, #ARGV)) end
+    if #ARGV > 8 + n then redis.call('HDEL', KEYS[1], unpack(ARGV, 9 + n, #ARGV)) end
     -- a new life goes on counting attempts: its ClientTokens never repeat the last life's
     redis.call('HINCRBY', KEYS[1], 'attempt', 1)
     redis.call('HSET', KEYS[1], 'phase', 'Pending', 'deleted', '0', 'created_at', ARGV[6])
@@ -86,7 +87,7 @@ if exists == 1 and redis.call('HGET', KEYS[1], 'deleted') == '1' then
 end
 if exists == 0 then
   redis.call('HSET', KEYS[1], 'phase', 'Pending', 'attempt', '0', 'fence', '0', 'deleted', '0',
-             'created_at', ARGV[6])
+             'created_at', ARGV[6], 'rebuilt', ARGV[7])
 end
 redis.call('HSET', KEYS[1], 'uid', ARGV[1], 'namespace', ARGV[2], 'name', ARGV[3], 'node', ARGV[4],
            'spec', ARGV[5], 'updated_at', ARGV[6])
@@ -120,6 +121,17 @@ redis.call('DEL', KEYS[1], KEYS[4])
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SREM', KEYS[3], ARGV[1])
 return 1
+"""
+
+# KEYS: counter.  ARGV: floor.  -> the counter, raised to at least floor (never lowered).
+RAISE_TO = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[1])
+if current < floor then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return floor
+end
+return current
 """
 
 # KEYS: bucket.  ARGV: rate, burst, max_wait, n.  -> seconds to wait (string); "-1" when over max_wait.
@@ -165,6 +177,7 @@ class Scripts:
     claim: Script
     forget: Script
     take_tokens: Script
+    raise_to: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:
@@ -179,4 +192,5 @@ class Scripts:
             claim=client.register_script(CLAIM),
             forget=client.register_script(FORGET),
             take_tokens=client.register_script(TAKE_TOKENS),
+            raise_to=client.register_script(RAISE_TO),
         )
