@@ -306,22 +306,26 @@ class Producer:
         self.kubelet = server
 
     def _start_standalone(self, directory: Path) -> None:
+        from producer.epoch import EpochWatch
         from producer.fleet import FleetLink
         from producer.outbox import OutboxConsumer
         from producer.standalone import ManifestSource, StandaloneSink
 
         link = FleetLink(self.store, self.app, self.node)
-        self.source = ManifestSource(directory, link, self.opts.manifest_interval)
+        self.epoch = EpochWatch(self.store, self.node)
+        self.source = ManifestSource(directory, link, self.opts.manifest_interval, self.epoch)
         self.consumer = OutboxConsumer(
             self.store, self.node, StandaloneSink(self.store), claim_idle=self.opts.outbox_claim_idle
         )
         log.info("standalone producer for node %s: manifests in %s", self.node, directory)
         self._thread("manifests", self.source.run)
+        self._thread("epoch", lambda stop: self.epoch.run(stop, self.opts.lease_interval))
         self._thread("outbox", lambda stop: self.consumer.run(stop, self.source.synced))
         self.ready.set()
 
     def _start_kube(self) -> None:
         from producer.deletion import Deleter
+        from producer.epoch import EpochWatch
         from producer.fleet import FleetLink
         from producer.kube import Kube, KubeError, KubeTarget, build_api_client
         from producer.lease import HealthProbe, Heartbeat, LeaseKeeper
@@ -351,7 +355,10 @@ class Producer:
         self.node_keeper = NodeKeeper(self.kube, cfg, opts.node_status_interval)
         self.deleter = Deleter(self.kube, self.store, opts.deletion_slack)
         link = FleetLink(self.store, self.app, self.node)
-        self.watcher = PodWatcher(self.kube, PodSync(link, self.deleter), self.node, opts.watch_timeout)
+        self.epoch = EpochWatch(self.store, self.node, on_loss=self.kube.abort_watches)
+        self.watcher = PodWatcher(
+            self.kube, PodSync(link, self.deleter), self.node, opts.watch_timeout, self.epoch
+        )
         self.consumer = OutboxConsumer(
             self.store,
             self.node,
@@ -366,7 +373,7 @@ class Producer:
         )
         self.lease = LeaseKeeper(self.kube, self.node, opts.lease_duration)
         self.heartbeat = Heartbeat(
-            probe, self.lease, self.node_keeper, self.store, interval=opts.lease_interval
+            probe, self.lease, self.node_keeper, self.store, interval=opts.lease_interval, epoch=self.epoch
         )
         heartbeat = self.heartbeat
         # Pod objects wait for their instance while the node is Ready (until the first beat says).
