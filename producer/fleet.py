@@ -33,18 +33,22 @@ class FleetLink:
     def _send(self, name: str, uid: str, generation: int) -> None:
         self.app.send_task(name, kwargs=contract.pod_task_kwargs(uid, generation))
 
-    def create(self, pod: Mapping[str, Any]) -> int | None:
-        """Record the pod's desired spec and publish a create; None when the UID is still being deleted."""
-        return self._put(pod, contract.POD_CREATE)
+    def create(self, pod: Mapping[str, Any], *, rebuilt: bool = False) -> int | None:
+        """Record the pod's desired spec and publish a create; None when the UID is still being deleted.
+
+        ``rebuilt``: the pod comes from a full list, so Redis may have lost its record; a record
+        created now is flagged for row C27 (its first step looks up what EC2 knows of the pod).
+        """
+        return self._put(pod, contract.POD_CREATE, rebuilt)
 
     def update(self, pod: Mapping[str, Any]) -> int | None:
         """Record a changed spec and publish an update."""
         return self._put(pod, contract.POD_UPDATE)
 
-    def _put(self, pod: Mapping[str, Any], task: str) -> int | None:
+    def _put(self, pod: Mapping[str, Any], task: str, rebuilt: bool = False) -> int | None:
         uid = str(pod["metadata"]["uid"])
         try:
-            generation = self.store.put_desired(pod, self.node)
+            generation = self.store.put_desired(pod, self.node, rebuilt=rebuilt)
         except Vkec2Error as exc:
             if exc.reason != "PodTerminating":
                 raise

@@ -256,6 +256,16 @@ class Kube:
     def replace_node(self, node: Obj) -> Obj:
         return self._call(self.core.replace_node, node["metadata"]["name"], node)
 
+    def delete_node(self, name: str) -> bool:
+        """Delete the Node; False when it was gone already."""
+        try:
+            self._call(self.core.delete_node, name)
+            return True
+        except KubeError as exc:
+            if exc.not_found:
+                return False
+            raise
+
     def patch_node_status(self, name: str, patch: Obj) -> Obj:
         return self._call(self.core.patch_node_status, name, patch, _content_type=STRATEGIC)
 

@@ -8,8 +8,9 @@ and that the node's status outbox consumer is moving (``OutboxStalled`` means th
 still — its loop silent, or entries unread or unsettled — never that one pod's status is refused:
 see :mod:`producer.outbox`). While any of that is missing the lease is
 not renewed and the node reports Ready=False with a reason naming what is missing
-(``RedisUnreachable``, ``NoWorkers``, ``OutboxStalled``). :class:`Heartbeat` runs that loop and
-also refreshes the node status (on change, or every ``status_interval``).
+(``RedisUnreachable``, ``NoWorkers``, ``OutboxStalled``). :class:`Heartbeat` runs that loop,
+refreshes the node status (on change, or every ``status_interval``) and checks the Redis epoch
+(:mod:`producer.epoch`: a changed epoch means Redis lost its data, and the pods are relisted).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, cast
 
 from celery import Celery
 
+from producer.epoch import EpochWatch
 from producer.kube import Kube, KubeError, Obj
 from producer.node import Health, NodeKeeper
 from vkec2.domain.times import rfc3339
@@ -149,7 +151,9 @@ class Heartbeat:
         *,
         interval: float = 10.0,
         jitter: float = 0.1,
+        epoch: EpochWatch | None = None,
     ) -> None:
+        self.epoch = epoch
         self.probe = probe
         self.lease = lease
         self.node = node
@@ -161,6 +165,11 @@ class Heartbeat:
 
     def beat(self) -> Health:
         health = self.probe.check()
+        if self.epoch is not None and health.reason != "RedisUnreachable":
+            try:
+                self.epoch.check()  # Redis lost its data: relist and rebuild the records
+            except Exception as exc:
+                log.warning("node %s: cannot read the Redis epoch: %s", self.lease.node, exc)
         if health.ok:
             try:
                 self.lease.renew()

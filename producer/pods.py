@@ -10,7 +10,10 @@ publishes a delete; the object is removed when the fleet reports the pod Termina
 there is no record at all), see :mod:`producer.deletion`. Reconcile after each list
 re-publishes a create for every listed pod (a no-op on a running pod, a resume on a half-done one,
 an adoption by tag after a lost record — the workers do that) and a delete for every record without
-a pod. Nothing destructive happens before the first full list; ``synced`` is set after it.
+a pod; a record it has to create again is flagged ``rebuilt`` (row C27), and the list is recorded as
+this node's reconcile at the Redis epoch read before it (:mod:`producer.epoch`), which also asks for
+a fresh list when Redis lost its data. Nothing destructive happens before the first full list;
+``synced`` is set after it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from producer.deletion import Deleter, containers_ran
+from producer.epoch import EpochWatch
 from producer.fleet import FleetLink
 from producer.kube import Kube, KubeError, Obj
 from vkec2.contract import ANNOTATION_PREFIX, INSTANCE_ID_ANNOTATION
@@ -99,7 +103,7 @@ class PodSync:
                 uid,
                 self.link.node,
             )
-            self.link.create(desired_spec(pod))
+            self.link.create(desired_spec(pod), rebuilt=resync)
         elif record.deleted:
             return
         elif what_matters(record.spec) != what_matters(pod):
@@ -147,18 +151,29 @@ class PodSync:
 class PodWatcher:
     """List + watch loop feeding :class:`PodSync`."""
 
-    def __init__(self, kube: Kube, sync: PodSync, node: str, watch_timeout: int = 300) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        sync: PodSync,
+        node: str,
+        watch_timeout: int = 300,
+        epoch: EpochWatch | None = None,
+    ) -> None:
         self.kube = kube
         self.sync = sync
         self.node = node
+        self.epoch = epoch
         self.watch_timeout = watch_timeout
         self.synced = threading.Event()
         self.lists = 0
         self.resource_version = ""
 
     def list_and_reconcile(self) -> None:
+        epoch = self.epoch.before_list() if self.epoch is not None else ""
         pods, rv = self.kube.list_pods(self.node)
         self.sync.reconcile(pods)
+        if self.epoch is not None:
+            self.epoch.listed(epoch)
         self.resource_version = rv
         self.lists += 1
         if not self.synced.is_set():
@@ -170,7 +185,7 @@ class PodWatcher:
         need_list = True
         while not stop.is_set():
             try:
-                if need_list:
+                if need_list or (self.epoch is not None and self.epoch.relist.is_set()):
                     self.list_and_reconcile()
                     need_list = False
                 for kind, obj in self.kube.watch_pods(self.node, self.resource_version, self._timeout()):

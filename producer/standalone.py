@@ -6,9 +6,11 @@ gives it a UID derived from the file's path (relative to DIR) and the document's
 unchanged pod keeps its UID across restarts and rescans while an edited one becomes a new pod. The
 directory is polled (content hashes, every ``interval`` seconds): a new or changed file creates or
 replaces its pods, a removed file deletes them; a file that fails to parse keeps its previous
-pods. The same tasks and the same status outbox are used as in Kubernetes mode; status stays in
-the Redis records (shown by the CLI), and :class:`StandaloneSink` forgets a record once its pod was
-removed from the manifests and the fleet reports it Terminated.
+pods. Like the pod watch, the first scan (and a rescan when Redis lost its data, see
+:mod:`producer.epoch`, checked every ``--lease-interval``) reconciles every pod and records the
+node's reconcile at the Redis epoch. The same tasks and the same status outbox are used as in
+Kubernetes mode; status stays in the Redis records (shown by the CLI), and :class:`StandaloneSink`
+forgets a record once its pod was removed from the manifests and the fleet reports it Terminated.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from producer.epoch import EpochWatch
 from producer.fleet import FleetLink
 from producer.kube import Obj
 from vkec2.contract import MANIFEST_ANNOTATION
@@ -92,9 +95,12 @@ def _pod(relpath: str, index: int, doc: Any, node: str) -> Obj:
 class ManifestSource:
     """Polls a directory and keeps the node's pods equal to what its manifests say."""
 
-    def __init__(self, directory: Path, link: FleetLink, interval: float = 1.0) -> None:
+    def __init__(
+        self, directory: Path, link: FleetLink, interval: float = 1.0, epoch: EpochWatch | None = None
+    ) -> None:
         self.directory = directory
         self.link = link
+        self.epoch = epoch
         self.interval = interval
         self._files: dict[str, tuple[str, list[Obj]]] = {}  # relpath -> (digest, pods)
         self.synced = threading.Event()
@@ -138,8 +144,11 @@ class ManifestSource:
             self._files[name] = (digest, pods)
             changed = True
         after = self.desired()
-        if not self.synced.is_set():
+        if not self.synced.is_set() or (self.epoch is not None and self.epoch.relist.is_set()):
+            epoch = self.epoch.before_list() if self.epoch is not None else ""
             self.reconcile(after)
+            if self.epoch is not None:
+                self.epoch.listed(epoch)
             self.synced.set()
         elif changed:
             self._apply(before, after)
@@ -147,11 +156,12 @@ class ManifestSource:
         return changed
 
     def reconcile(self, desired: dict[str, Obj]) -> None:
-        """At start: submit every desired pod (no-op when running), delete records no manifest names."""
+        """At start, and after Redis lost its data: submit every desired pod (no-op when running;
+        a record created again is flagged ``rebuilt``, row C27), delete records no manifest names."""
         for pod in desired.values():
             record = self.link.store.get(pod["metadata"]["uid"])
             if record is None or not (record.deleted or record.phase.final):
-                self.link.create(pod)
+                self.link.create(pod, rebuilt=True)
         for record in self.link.store.records(self.link.node):
             if record.uid not in desired:
                 if record.done:

@@ -105,6 +105,11 @@ class Ec2(Protocol):
         """The cluster's live instances tagged with this pod UID."""
         ...
 
+    def pod_instance_history(self, uid: str) -> list[Instance]:
+        """Every instance tagged with this pod UID in any state (terminated and shutting-down ones
+        too), with its ``ClientToken``: what the pod ever launched."""
+        ...
+
     def cluster_instances(self, states: Sequence[str] = ...) -> list[Instance]:
         """Every instance tagged for the cluster in ``states`` (by default the live ones)."""
         ...

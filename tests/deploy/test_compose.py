@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from agent.sim.simulator import build_parser as sim_parser
-from producer.main import build_parser as producer_parser
+from producer.options import build_parser as producer_parser
 from vkec2.cli.main import COMMANDS
 
 Obj = dict[str, Any]

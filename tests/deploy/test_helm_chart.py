@@ -12,8 +12,8 @@ import re
 import pytest
 import yaml
 
-from producer.main import build_parser as producer_parser
-from producer.main import default_node_name
+from producer.options import build_parser as producer_parser
+from producer.options import default_node_name
 from tests.support.helm import (
     CHART,
     NAMESPACE,

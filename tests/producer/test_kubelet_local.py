@@ -27,7 +27,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from producer.kubelet import KubeletServer, serving_context
 from producer.kubelet.duplex import Duplex
 from producer.kubelet.exec import ExecSession
-from producer.main import parse_args
+from producer.options import parse_args
 from tests.support.kubelet import Api
 from tests.support.services import free_port
 from vkec2.config import AgentConnection

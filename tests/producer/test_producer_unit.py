@@ -8,8 +8,9 @@ from typing import Any, cast
 import pytest
 
 from producer.deletion import Deleter
-from producer.main import default_node_name, main, parse_args
+from producer.main import main
 from producer.node import Health, NodeConfig, adopt, allocatable, capacity, conditions, node_object
+from producer.options import default_node_name, parse_args
 from producer.pods import PodSync, what_matters
 from producer.standalone import ManifestError, parse_manifest, pod_uid
 from vkec2.domain.models import Phase, PodRecord

@@ -259,6 +259,7 @@ class Event:
     status: int
     launched: tuple[str, ...] = ()
     terminated: tuple[str, ...] = ()
+    token: str = ""  # a RunInstances' ClientToken
 
 
 class EventLog:

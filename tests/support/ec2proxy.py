@@ -3,11 +3,11 @@
 The fleet talks to it with the real boto3 wire (point ``aws.endpoint_url`` at :attr:`Ec2Proxy.url`).
 Always on: it counts every request by ``Action`` (:attr:`~Ec2Proxy.calls`, the figure tests assert
 on, "counted at the endpoint"), records every answer in :attr:`~Ec2Proxy.log` (time, action,
-instance IDs named, outcome, instances launched or terminated), honours ``ClientToken`` on
-RunInstances as AWS documents it (moto ignores it: the same token and parameters return the first
-answer without launching again, the same token with other parameters fails with
-``IdempotentParameterMismatch``) and reports the instances in :attr:`~Ec2Proxy.impaired` as failing
-their instance status check (moto always answers "ok").
+instance IDs named, outcome, instances launched or terminated, a launch's ClientToken), honours
+``ClientToken`` on RunInstances as AWS documents it (moto ignores it: the same token and parameters
+return the first answer without launching again, the same token with other parameters fails with
+``IdempotentParameterMismatch``) and shows it in DescribeInstances, and reports the instances in
+:attr:`~Ec2Proxy.impaired` as failing their instance status check (moto always answers "ok").
 
 Off by default and switched on per test with an :class:`~tests.support.awslike.AwsLike`
 (:data:`~tests.support.awslike.AWS_LIKE` is the realistic preset), in the order AWS would apply
@@ -106,6 +106,7 @@ class Ec2Proxy(LoopbackServer):
         self.calls: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         self.tokens: dict[str, tuple[str, bytes]] = {}
+        self.token_of: dict[str, str] = {}  # instance ID -> the ClientToken that launched it
         self.impaired: set[str] = set()
         self.log = EventLog()
         self.timeline = Timeline()
@@ -220,6 +221,7 @@ class Ec2Proxy(LoopbackServer):
             if token:
                 with self._lock:
                     self.tokens.setdefault(token, (_fingerprint(params), reply.payload))
+                    self.token_of.update(dict.fromkeys(ids, token))
             return replace(reply, launched=tuple(ids))
         if action == "TerminateInstances":
             doc = wire.Answer(reply.payload)
@@ -230,6 +232,12 @@ class Ec2Proxy(LoopbackServer):
                 reply = replace(reply, payload=doc.dump())
             return replace(reply, terminated=tuple(ids))
         touched = aws.visibility_lag > 0 or aws.rewrites_states
+        if action == "DescribeInstances":  # with the ClientToken of each launch, as AWS answers
+            doc = wire.Answer(reply.payload)
+            with self._lock:
+                tokens = dict(self.token_of)
+            doc.set_text("reservationSet/item/instancesSet", "clientToken", tokens)
+            reply = replace(reply, payload=doc.dump())
         if action == "DescribeInstances" and touched:
             doc = wire.Answer(reply.payload)
             doc.rewrite(
@@ -326,6 +334,7 @@ class Ec2Proxy(LoopbackServer):
                 status=reply.status,
                 launched=reply.launched,
                 terminated=reply.terminated,
+                token=wire.first(params, "ClientToken") if action == "RunInstances" else "",
             )
         )
         return reply

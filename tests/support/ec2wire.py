@@ -3,7 +3,8 @@
 Requests are ``application/x-www-form-urlencoded`` forms (``Action=...&InstanceId.1=...``); answers
 are XML documents in EC2's namespace. These helpers read the instance IDs a request names, take an
 ``instance-state-name`` filter out of a DescribeInstances request (the double applies it itself, on
-the states it shows), and rewrite instance items in an answer: drop some, change their state. The
+the states it shows), and rewrite instance items in an answer: drop some, change their state, add
+a field moto leaves out (``clientToken``). The
 namespace is read from each answer's root, so a moto that changes it does not break the double.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from xml.etree import ElementTree
 
 Params = dict[str, list[str]]
@@ -126,6 +127,17 @@ class Answer:
             node = item.find(self.q(check_path))
             if item.findtext(self.q("instanceId")) in wanted and node is not None:
                 node.text = value
+
+    def set_text(self, set_path: str, tag: str, values: Mapping[str, str]) -> None:
+        """Give the items of ``values`` (instance ID -> text) a ``tag`` child with that text."""
+        for item in self.root.iterfind(self.q(set_path + "/item")):
+            text = values.get(item.findtext(self.q("instanceId")) or "")
+            if text is None:
+                continue
+            node = item.find(self.q(tag))
+            if node is None:
+                node = ElementTree.SubElement(item, self.q(tag))
+            node.text = text
 
     def dump(self) -> bytes:
         if self.ns:

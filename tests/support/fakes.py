@@ -6,8 +6,9 @@ whose taking bumps the record's ``fence``, fenced writes that refuse a stale fen
 :class:`~vkec2.errors.StaleFence` exactly as the Lua compare-and-set does, and the status event of
 each write appended to the node's outbox in the same call; it also keeps the fleet's "no capacity"
 marks on its clock. :class:`FakeEc2` keeps instances whose state and tags a test sets, honours
-RunInstances' ClientToken (the same token returns the same instance), answers the capacity errors
-a test programs per instance type and subnet (``no_capacity``), can hide an instance as EC2's
+RunInstances' ClientToken (the same token returns the same instance; descriptions carry the
+token), answers the capacity errors a test programs per instance type and subnet
+(``no_capacity``), can hide an instance as EC2's
 eventual consistency does (NotFound by ID, absent from listings, until revealed), runs a test's
 hook in the middle of a call (a slow call during which another task takes the pod over) and logs
 every call; :class:`FakeAgents` answers serving / launch / status / terminate as a test programs
@@ -238,8 +239,10 @@ class FakeEc2:
         launch_time: str = "",
         image_id: str = "ami-0123456789abcdef0",
         instance_type: str = "m5.large",
+        client_token: str = "",
     ) -> Instance:
-        """A new instance of the cluster (tagged with it) in ``state``; its description."""
+        """A new instance of the cluster (tagged with it) in ``state``; its description (with
+        ``ClientToken`` when one is given, as if RunInstances had launched it with that token)."""
         n = next(self._ids)
         iid = f"i-{n:017x}"
         instance: Instance = {
@@ -250,6 +253,9 @@ class FakeEc2:
             "LaunchTime": launch_time or f"2024-01-01T00:{n // 60 % 60:02d}:{n % 60:02d}+00:00",
             "Tags": [{"Key": k, "Value": v} for k, v in {TAG_CLUSTER: self.cluster, **(tags or {})}.items()],
         }
+        if client_token:
+            instance["ClientToken"] = client_token
+            self.tokens[client_token] = iid
         if private_ip is not None:
             instance["PrivateIpAddress"] = (
                 f"10.0.{n // 256 % 256}.{n % 256}" if private_ip == "auto" else private_ip
@@ -301,6 +307,11 @@ class FakeEc2:
         self._call("DescribeInstances", pod_uid=uid)
         return [i for i in self._live(LIVE_STATES) if tag_map(i).get(TAG_POD_UID) == uid]
 
+    def pod_instance_history(self, uid: str) -> list[Instance]:
+        self._call("DescribeInstances", pod_uid=uid, states="any")
+        every = {i["State"]["Name"] for i in self.instances.values()}
+        return [i for i in self._live(tuple(every)) if tag_map(i).get(TAG_POD_UID) == uid]
+
     def cluster_instances(self, states: Sequence[str] = LIVE_STATES) -> list[Instance]:
         self._call("DescribeInstances", states=list(states))
         return self._live(states)
@@ -341,8 +352,8 @@ class FakeEc2:
             tags=all_tags,
             image_id=params.image_id,
             instance_type=params.instance_type,
+            client_token=token,
         )
-        self.tokens[token] = instance["InstanceId"]
         if self.launch_hidden:
             self.hidden.add(instance["InstanceId"])
         return instance

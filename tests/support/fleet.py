@@ -122,6 +122,8 @@ class FleetHarness:
         self.config_path.write_text(yaml.safe_dump(raw))
         self.moto_url = moto_url
         self.store = Store.from_url(redis_url, self.cluster)
+        # The harness stands for node NODE's producer, whose first full pod list records this.
+        self.store.mark_reconciled(NODE, self.store.ensure_epoch())
         self.app: Celery = make_app(self.settings)
         self.ec2 = boto3.client("ec2", endpoint_url=observe_url or moto_url, region_name=self.settings.region)
         self.workers: list[ManagedProcess] = []

@@ -32,6 +32,7 @@ PRODUCER_CLUSTER_RULES = {
         for verb in ("create", "get", "list", "watch", "patch", "update")
     ),
     *(("", "pods", verb) for verb in ("get", "list", "watch", "delete", "patch")),
+    ("", "nodes", "delete"),  # removing its own node (producer/drain.py)
     ("", "pods/status", "update"),
     ("", "pods/status", "patch"),
     ("", "events", "create"),

@@ -29,6 +29,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "instances": "vkec2.cli.fleet:instances",
     "gc": "vkec2.cli.fleet:gc",
     "replay": "vkec2.cli.fleet:replay",
+    "node": "vkec2.cli.node:node",
     "config": "vkec2.cli.config:config",
 }
 

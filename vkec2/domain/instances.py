@@ -12,7 +12,8 @@ the EC2 gateway and the in-memory fakes of the tests share it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from vkec2.contract import TAG_CLUSTER, TAG_NODE, TAG_POD_NAME, TAG_POD_NAMESPACE, TAG_POD_UID
@@ -33,6 +34,33 @@ def client_token(uid: str, attempt: int, variant: str = "") -> str:
     if len(token) > 64:
         token = "vkec2-" + hashlib.sha256(token.encode()).hexdigest()[:58]
     return token
+
+
+def token_attempt(uid: str, token: str) -> int | None:
+    """The attempt a ClientToken of pod ``uid`` was made for (:func:`client_token`), or None.
+
+    A token hashed down to 64 characters names no attempt (a pod UID is 36 characters, so only a
+    foreign or malformed UID leads there).
+    """
+    match = re.fullmatch(rf"vkec2-{re.escape(uid)}-(\d+)(?:-[0-9a-f]+)?", token)
+    return int(match.group(1)) if match else None
+
+
+def highest_attempt(uid: str, instances: Iterable[Mapping[str, Any]]) -> int | None:
+    """The highest attempt among the ClientTokens of ``instances`` (DescribeInstances' ``ClientToken``)."""
+    seen = [token_attempt(uid, str(i.get("ClientToken") or "")) for i in instances]
+    return max((a for a in seen if a is not None), default=None)
+
+
+def pool_token(scope: str, slot: int) -> str:
+    """The ClientToken of a warm pool's launch slot ``slot`` (``scope`` names the cluster and pool)."""
+    return f"vkec2-pool-{scope}-{slot}"
+
+
+def pool_slot(scope: str, token: str) -> int | None:
+    """The slot a warm pool's ClientToken (:func:`pool_token`, maybe with a fallback's suffix) was for."""
+    match = re.fullmatch(rf"vkec2-pool-{re.escape(scope)}-(\d+)(?:-[0-9a-f]+)?", token)
+    return int(match.group(1)) if match else None
 
 
 def tag_map(instance: Mapping[str, Any]) -> dict[str, str]:

@@ -52,6 +52,7 @@ class PodRecord:
     spec: dict[str, Any] = field(default_factory=dict)
     generation: int = 0
     deleted: bool = False
+    rebuilt: bool = False  # re-created by the producer after Redis lost its data (row C27)
     phase: Phase = Phase.PENDING
     reason: str = ""
     message: str = ""
@@ -106,7 +107,7 @@ class PodRecord:
                 kwargs[f.name] = int(value or 0)
             elif f.name in cls._FLOAT:
                 kwargs[f.name] = float(value or 0)
-            elif f.name == "deleted":
+            elif f.name in ("deleted", "rebuilt"):
                 kwargs[f.name] = value == "1"
             elif f.name == "deletion_grace":
                 kwargs[f.name] = float(value) if value not in ("", "None") else None
@@ -123,7 +124,7 @@ class PodRecord:
         for key, value in values.items():
             if key in PodRecord._JSON:
                 out[key] = _dump(value)
-            elif key == "deleted":
+            elif key in ("deleted", "rebuilt"):
                 out[key] = "1" if value else "0"
             else:
                 out[key] = str(value)

@@ -175,6 +175,16 @@ class Ec2Gateway:
             ]
         )
 
+    def pod_instance_history(self, uid: str) -> list[Instance]:
+        """Every instance of the cluster tagged with this pod UID in any state, terminated ones too
+        (EC2 lists those for about an hour), each with the ``ClientToken`` it was launched with."""
+        return self._describe_pages(
+            Filters=[
+                {"Name": f"tag:{TAG_CLUSTER}", "Values": [self.settings.cluster_name]},
+                {"Name": f"tag:{TAG_POD_UID}", "Values": [uid]},
+            ]
+        )
+
     def cluster_instances(self, states: Sequence[str] = LIVE_STATES) -> list[Instance]:
         """Every instance tagged for this cluster, in the given states, all pages read."""
         return self._describe_pages(

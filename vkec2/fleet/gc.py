@@ -7,10 +7,11 @@ warm-pool member, and it was launched more than ``gc.grace_seconds`` ago. Candid
 in the ``gc:sightings`` hash with the number of the pass that saw them; one seen on two consecutive
 passes is terminated (in one batched call), logged and counted in ``gc:stats``. Anything that stops
 being a candidate is forgotten, so a pod that appears meanwhile saves its instance. Nothing is
-destroyed while Redis knows no pod at all but EC2 holds pod-tagged instances (a lost or not yet
-rebuilt Redis looks exactly like that): the pass is skipped and says why. ``gc.dry_run`` logs and
-counts what would be terminated and touches nothing. The pass also hands Running pods whose
-instance is no longer listed to remediation.
+destroyed while Redis may not know every live pod (:mod:`vkec2.fleet.epochgate`): the pass is
+skipped, and says why, until Redis has an epoch and every node in ``nodes`` has relisted its pods at
+it; an instance whose ``vkec2.io/node`` tag names a node that has not is never a candidate.
+``gc.dry_run`` logs and counts what would be terminated and touches nothing. The pass also hands
+Running pods whose instance is no longer listed to remediation.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from vkec2.config import Settings
 from vkec2.contract import TAG_POD_UID, TAG_POOL
 from vkec2.domain.instances import Instance, tag_map
+from vkec2.fleet.epochgate import read_gate
 from vkec2.fleet.warmpool import launch_time
 from vkec2.ports import Ec2
 from vkec2.store.redis_store import Store
@@ -91,20 +93,21 @@ class OrphanGc:
     def _run(self, report: GcReport) -> None:
         now = self.clock()
         grace = self.settings.gc.grace_seconds
+        gate = read_gate(self.store)  # before the listing: a node reconciled later is not trusted
+        if not gate.open:
+            report.skipped = gate.reason
+            log.warning("orphan GC skipped: %s", report.skipped)
+            return
         live = self.ec2.cluster_instances()
         known = self.store.uids()
         report.instances = len(live)
-        if not known and any(tag_map(i).get(TAG_POD_UID) for i in live):
-            report.skipped = "Redis knows no pod but EC2 has pod instances: waiting for the pod list"
-            log.warning("orphan GC skipped: %s", report.skipped)
-            return
         report.pass_number = number = self.store.gc_begin_pass()
         old = self.store.gc_sightings()
         sightings: dict[str, dict[str, Any]] = {}
         doomed: list[str] = []
         for inst in live:
             iid = inst["InstanceId"]
-            if not is_orphan(inst, known) or now - launch_time(inst) < grace:
+            if not is_orphan(inst, known) or not gate.covers(inst) or now - launch_time(inst) < grace:
                 continue
             report.candidates.append(iid)
             seen = old.get(iid)

@@ -33,6 +33,7 @@ from vkec2.domain.models import Phase, PodRecord, StatusEvent, condition, now
 from vkec2.domain.podspec import launch_params
 from vkec2.errors import AgentError, AgentRejected, AgentUnavailable, Ec2Error, InvalidPodSpec
 from vkec2.fleet.capacity import CapacityLaunch, NoCapacity, settle_conditions
+from vkec2.fleet.rebuild import Rebuild
 from vkec2.fleet.teardown import RELEASED, Teardown, released_message
 from vkec2.fleet.visibility import PodInstances
 from vkec2.observability import metrics
@@ -63,6 +64,7 @@ class Lifecycle:
         self.capacity = CapacityLaunch(settings, store, ec2)
         self.pod_instances = PodInstances(settings, ec2)
         self.teardown = Teardown(settings, self.pod_instances, agents, self._record)
+        self.rebuild = Rebuild(settings, ec2, agents, self.pod_instances, self._record)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -268,6 +270,12 @@ class Lifecycle:
         except InvalidPodSpec as exc:
             self._record(lock, rec, Phase.FAILED, reason=exc.reason, message=exc.message, warning=True)
             return None
+        if rec.rebuilt:  # row C27 (vkec2.fleet.rebuild): re-created after Redis lost its data
+            rebuilt = self.rebuild.step(lock, rec)
+            if rebuilt.settled:
+                return self.teardown.keepalive(rec)
+            if rebuilt.instance is not None:
+                return self._adopt(lock, rec, rebuilt.instance, "adopted")
         tags = self.ec2.pod_tags(rec.spec, rec.node)
         launched = self.capacity.sent(rec, params)
         if rec.instance_id:  # a step recorded this attempt's instance, then stopped before its phase

@@ -9,7 +9,11 @@ answers its grpc.health check, not merely "EC2 running". :meth:`WarmPools.reconc
 members' agents, retags the ones whose state changed (one CreateTags per state), launches the
 deficit (one RunInstances per slot, each slot with its own ClientToken, subnet chosen at random) and
 terminates the surplus in one call, unhealthy members first, then the newest. Because the mirror
-is rebuilt from tags on every pass, a restart or a lost Redis loses nothing. A claimed instance
+is rebuilt from tags on every pass, a restart or a lost Redis loses nothing: the slot counter is
+raised past the highest slot in the members' ClientTokens (a reused token would return an old,
+maybe terminated instance), and the surplus is terminated only while every node has relisted its
+pods since Redis's epoch (:mod:`vkec2.fleet.epochgate`; until then a member a pod claimed just
+before the loss may look unclaimed). A claimed instance
 leaves the mirror before its pod's tags are written; ``pool:{name}:known`` remembers what was put
 in the ready set so such an instance is not mistaken for a lost one and offered twice (an abandoned
 claim, still untagged after ``CLAIM_GRACE_SECONDS``, is terminated as unhealthy).
@@ -39,10 +43,11 @@ from vkec2.contract import (
     TAG_POOL_STATE,
 )
 from vkec2.domain.agents import AgentTarget, resolve_endpoint
-from vkec2.domain.instances import Instance, tag_map
+from vkec2.domain.instances import Instance, pool_slot, pool_token, tag_map
 from vkec2.domain.podspec import LaunchParams, user_data_for
 from vkec2.domain.times import parse_rfc3339
 from vkec2.errors import AgentError, Ec2Error, Vkec2Error
+from vkec2.fleet.epochgate import read_gate
 from vkec2.ports import Agents, Ec2
 from vkec2.store.redis_store import Store
 
@@ -159,9 +164,16 @@ class WarmPools:
         except AgentError:
             return False
 
+    def _scope(self, pool: str) -> str:
+        """The part of a pool's ClientTokens that names the cluster and the pool."""
+        return hashlib.sha256(f"{self.settings.cluster_name}/{pool}".encode()).hexdigest()[:24]
+
     def _reconcile(self, pool: WarmPool, live: Sequence[Instance], report: PoolReport) -> None:
         store = self.store
         now = self.clock()
+        scope = self._scope(pool.name)
+        slots = [pool_slot(scope, str(i.get("ClientToken") or "")) for i in live]
+        store.pool_slot_floor(pool.name, max((s for s in slots if s is not None), default=0))
         mirror = store.pool_members(pool.name)
         ready = store.pool_ready(pool.name)
         known = store.pool_offered(pool.name)
@@ -233,6 +245,10 @@ class WarmPools:
             key=lambda iid: (state[iid] == POOL_READY, -launch_time(members[iid])),
         )
         surplus = max(0, len(healthy) - pool.desired_count)
+        gate = read_gate(store) if surplus else None
+        if gate is not None and not gate.open:
+            log.info("warm pool %s: %d surplus member(s) kept: %s", pool.name, surplus, gate.reason)
+            surplus = 0
         doomed = list(unhealthy)
         for iid in healthy:
             if surplus == 0:
@@ -272,8 +288,7 @@ class WarmPools:
             TAG_POOL_STATE: POOL_PROVISIONING,
             "Name": f"warm-pool/{pool.name}",
         }
-        scope = hashlib.sha256(f"{self.settings.cluster_name}/{pool.name}".encode()).hexdigest()[:24]
-        token = f"vkec2-pool-{scope}-{slot}"
+        token = pool_token(self._scope(pool.name), slot)
         # Capacity fallback, as for pods: the pool's subnets (from a random one), then its
         # alternative instance types; each candidate has its own ClientToken.
         types = list(dict.fromkeys([defaults.instance_type, *defaults.instance_types]))

@@ -52,6 +52,11 @@ PODS_CREATED = Counter(
     registry=REGISTRY,
 )
 PODS_DELETED = Counter("vkec2_pods_deleted", "Pods whose delete completed (Terminated).", registry=REGISTRY)
+REDIS_DATA_LOSSES = Counter(
+    "vkec2_redis_data_losses",
+    "Times a producer found the Redis epoch changed (Redis lost its data) and relisted its pods.",
+    registry=REGISTRY,
+)
 PHASE_TRANSITIONS = Counter(
     "vkec2_pod_phase_transitions",
     "Pod phase changes recorded by workers, by new phase.",

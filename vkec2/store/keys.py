@@ -14,7 +14,15 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
   when its pod is forgotten.
 - ``node:{node}:pods`` (set): UIDs of the pods bound to one virtual node. Owner: the producer. Lifetime: a
   UID leaves when its pod is forgotten.
-- ``nodes`` (set): names of the virtual nodes that registered. Owner: the producer. Lifetime: permanent.
+- ``nodes`` (set): names of the virtual nodes that registered. Owner: the producer (re-added after each
+  full reconcile). Lifetime: until the node is removed (``vkec2 node drain``).
+- ``epoch`` (string): JSON ``{id, created}``: a random ID of this Redis's data, written with SET NX by the
+  first producer that finds none (a fresh Redis, or one that lost its data: restart without
+  persistence, fail-over to an empty replica, FLUSHALL). Owner: the producer's heartbeat. Lifetime:
+  permanent (gone only with the data, which is how a loss is detected).
+- ``reconciled`` (hash): node -> the epoch ID at which that node's producer last listed its pods and
+  rewrote their records. Orphan GC and warm-pool shrinking run only when every node in ``nodes`` is at
+  the current epoch. Owner: the producer. Lifetime: an entry goes with its node (``vkec2 node drain``).
 - ``lock:{uid}`` (string): the per-pod lock: a random token. Owner: workers (pod tasks, health sweep).
   Lifetime: TTL (``celery.lock_ttl_seconds``, 90 s by default, extended before every side effect and
   while a delete waits); deleted on release.
@@ -120,6 +128,12 @@ class Keys:
 
     def nodes(self) -> str:
         return f"{self.prefix}nodes"
+
+    def epoch(self) -> str:
+        return f"{self.prefix}epoch"
+
+    def reconciled(self) -> str:
+        return f"{self.prefix}reconciled"
 
     def lock(self, uid: str) -> str:
         return f"{self.prefix}lock:{uid}"

@@ -35,8 +35,12 @@ class PodRecords(StoreBase):
 
     # -- producer side -------------------------------------------------------------------
 
-    def put_desired(self, pod: Mapping[str, Any], node: str) -> int:
+    def put_desired(self, pod: Mapping[str, Any], node: str, *, rebuilt: bool = False) -> int:
         """Record a pod's desired spec; returns its new generation.
+
+        ``rebuilt``: the producer re-creates the record of a pod it listed, after Redis may have lost
+        it; a record that did not exist is then flagged so its create step first looks for every
+        instance the pod ever had (row C27) instead of trusting attempt 0.
 
         Raises :class:`Vkec2Error` when the UID is being deleted and cannot be desired again yet.
         """
@@ -60,6 +64,7 @@ class PodRecords(StoreBase):
                     json.dumps(pod, sort_keys=True, default=str),
                     repr(now()),
                     contract.POD_CREATE,
+                    "1" if rebuilt else "0",
                     str(len(phases.FINAL_PHASES)),
                     *sorted(phases.FINAL_PHASES),
                     *phases.LIFE_FIELDS,

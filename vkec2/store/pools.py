@@ -91,6 +91,11 @@ class PoolMirrors(StoreBase):
         """The next launch slot of a pool (each slot's launch has its own ClientToken)."""
         return int(self.redis.incr(self.keys.pool_slots(pool)))
 
+    def pool_slot_floor(self, pool: str, highest_seen: int) -> int:
+        """Never hand out a slot at or below ``highest_seen`` (a slot seen in a member's ClientToken,
+        after Redis lost the counter); returns the counter."""
+        return int(self.scripts.raise_to(keys=[self.keys.pool_slots(pool)], args=[highest_seen]))
+
     @contextmanager
     def pool_reconcile_flight(self, pool: str, ttl_ms: int) -> Iterator[bool]:
         """Hold the pool's reconcile lock for the block if nobody else does; yields whether it is held."""

@@ -5,7 +5,8 @@ with fencing and fenced writes (:mod:`vkec2.store.pods`), the due times of pod s
 (:mod:`vkec2.store.due`), the status outbox's consumer-group side
 (:mod:`vkec2.store.outbox`), the warm-pool mirrors (:mod:`vkec2.store.pools`), EC2 call accounting
 and token buckets (:mod:`vkec2.store.ec2calls`), coalesced EC2 calls (:mod:`vkec2.store.batches`),
-the fleet-wide "no capacity" marks of (instance type, zone) pairs (:mod:`vkec2.store.offerings`)
+the fleet-wide "no capacity" marks of (instance type, zone) pairs (:mod:`vkec2.store.offerings`),
+the Redis epoch and the nodes reconciled at it (:mod:`vkec2.store.epoch`)
 and the periodic passes' bookkeeping (:mod:`vkec2.store.bookkeeping`), on a shared client, key
 schema (:mod:`vkec2.store.keys`) and set of Lua scripts (:mod:`vkec2.store.scripts`) from
 :mod:`vkec2.store.base`. Callers use its intent-named methods; ``tests/unit/test_house_redis.py``
@@ -19,6 +20,7 @@ from vkec2.store.batches import Ec2Batches
 from vkec2.store.bookkeeping import Bookkeeping
 from vkec2.store.due import DueSteps
 from vkec2.store.ec2calls import Ec2Accounting
+from vkec2.store.epoch import Epochs
 from vkec2.store.offerings import UnavailableOfferings
 from vkec2.store.outbox import OutboxStreams
 from vkec2.store.pods import LOCK_TTL_MS, OUTBOX_MAXLEN, Lock, PodRecords
@@ -36,6 +38,7 @@ class Store(
     Ec2Batches,
     UnavailableOfferings,
     Bookkeeping,
+    Epochs,
     StoreBase,
 ):
     """Typed access to one cluster's state in Redis."""

@@ -62,7 +62,8 @@ return 1
 """
 
 # KEYS: pod, pods, node_pods, nodes, due, due_task.
-# ARGV: uid, namespace, name, node, spec, now, create task name, n, then n final phases, then the life
+# ARGV: uid, namespace, name, node, spec, now, create task name, rebuilt ("1": a record re-created after
+# Redis lost its data, flagged only when the record is new), n, then n final phases, then the life
 # fields. -> generation, or -1 when the pod is being deleted. A record that was deleted and is desired
 # again (same UID) starts a fresh lifecycle once its phase is one of the final phases: it drops exactly
 # the life fields and takes the next attempt number, so no ClientToken of the last life is sent again.
@@ -74,13 +75,13 @@ local exists = redis.call('EXISTS', KEYS[1])
 local fresh = exists == 0
 if exists == 1 and redis.call('HGET', KEYS[1], 'deleted') == '1' then
   local phase = redis.call('HGET', KEYS[1], 'phase')
-  local n = tonumber(ARGV[8])
+  local n = tonumber(ARGV[9])
   local final = false
-  for i = 9, 8 + n do
+  for i = 10, 9 + n do
     if phase == ARGV[i] then final = true end
   end
   if final then
-    if #ARGV > 8 + n then redis.call('HDEL', KEYS[1], unpack(ARGV, 9 + n, #ARGV)) end
+    if #ARGV > 9 + n then redis.call('HDEL', KEYS[1], unpack(ARGV, 10 + n, #ARGV)) end
     -- a new life goes on counting attempts: its ClientTokens never repeat the last life's
     redis.call('HINCRBY', KEYS[1], 'attempt', 1)
     redis.call('HSET', KEYS[1], 'phase', 'Pending', 'deleted', '0', 'created_at', ARGV[6])
@@ -91,7 +92,7 @@ if exists == 1 and redis.call('HGET', KEYS[1], 'deleted') == '1' then
 end
 if exists == 0 then
   redis.call('HSET', KEYS[1], 'phase', 'Pending', 'attempt', '0', 'fence', '0', 'deleted', '0',
-             'created_at', ARGV[6])
+             'created_at', ARGV[6], 'rebuilt', ARGV[8])
 end
 redis.call('HSET', KEYS[1], 'uid', ARGV[1], 'namespace', ARGV[2], 'name', ARGV[3], 'node', ARGV[4],
            'spec', ARGV[5], 'updated_at', ARGV[6])
@@ -194,6 +195,17 @@ redis.call('HDEL', KEYS[6], ARGV[1])
 return 1
 """
 
+# KEYS: counter.  ARGV: floor.  -> the counter, raised to at least floor (never lowered).
+RAISE_TO = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local floor = tonumber(ARGV[1])
+if current < floor then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return floor
+end
+return current
+"""
+
 # KEYS: bucket.  ARGV: rate, burst, max_wait, n.  -> seconds to wait (string); "-1" when over max_wait.
 # A token bucket on Redis's own clock. The bucket may go negative: each caller reserves its next
 # tokens and waits until they exist, so waiters are served in order.
@@ -241,6 +253,7 @@ class Scripts:
     finish_chain: Script
     postpone: Script
     claim_due: Script
+    raise_to: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:
@@ -259,4 +272,5 @@ class Scripts:
             finish_chain=client.register_script(FINISH_CHAIN),
             postpone=client.register_script(POSTPONE),
             claim_due=client.register_script(CLAIM_DUE),
+            raise_to=client.register_script(RAISE_TO),
         )
