@@ -23,6 +23,7 @@ from vkec2.config.operations import (
     BeatSettings,
     FlowerSettings,
     GcSettings,
+    HealthSettings,
     LoggingSettings,
     MetricsSettings,
     QuotaSettings,
@@ -46,6 +47,7 @@ from vkec2.config.shapes import (
     parse_static,
     tags_problem,
 )
+from vkec2.contract import HEALTH_SWEEP, ORPHAN_GC, QUOTAS, STATUS_LOG, WARM_POOLS
 
 #: Environment variable naming the configuration file when no path is given.
 CONFIG_ENV = "VKEC2_CONFIG"
@@ -247,16 +249,6 @@ class BootstrapAgent(Section):
     init_data: str | None = None  # the original provider's BootstrapAgent.InitData: accepted, unused
 
 
-class HealthSettings(Section):
-    """Health sweep: how often, and after how many bad checks a pod is Unhealthy or Unknown."""
-
-    interval_seconds: float = Field(default=10.0, gt=0)
-    unhealthy_threshold: int = Field(default=3, ge=1)
-    unknown_threshold: int = Field(default=6, ge=1)
-    flapping_window_seconds: float = Field(default=300.0, gt=0)
-    flapping_count: int = Field(default=4, ge=2)
-
-
 class NodeSettings(Section):
     """The virtual node a producer registers; capacity is the fallback when quotas are unknown."""
 
@@ -398,6 +390,23 @@ class Settings(BaseSettings):
                 "lower the aws timeouts, aws.max_attempts or rate_limits.max_wait_seconds"
             )
         return self
+
+    def beat_periods(self) -> dict[str, float]:
+        """Task name -> period of every entry of the beat schedule (vkec2.broker.app builds it)."""
+        return {
+            HEALTH_SWEEP: self.health.interval_seconds,
+            WARM_POOLS: self.beat.warm_pools_interval_seconds,
+            QUOTAS: self.quotas.interval_seconds,
+            STATUS_LOG: self.status_interval_seconds,
+            ORPHAN_GC: self.gc.interval_seconds,
+        }
+
+    def beat_liveness_seconds(self) -> float:
+        """How long a fleet may go without an active beat before it is reported: the setting, else
+        three times the shortest period, at least 60 s."""
+        if self.beat.liveness_seconds is not None:
+            return self.beat.liveness_seconds
+        return max(60.0, 3 * min(self.beat_periods().values()))
 
     def ec2_call_worst_seconds(self) -> float:
         """The longest one EC2 call of the gateway can take: every botocore attempt timing out after

@@ -4,8 +4,9 @@
 with fencing and fenced writes (:mod:`vkec2.store.pods`), the status outbox's consumer-group side
 (:mod:`vkec2.store.outbox`), the warm-pool mirrors (:mod:`vkec2.store.pools`), EC2 call accounting
 and token buckets (:mod:`vkec2.store.ec2calls`), coalesced EC2 calls (:mod:`vkec2.store.batches`),
-the fleet-wide "no capacity" marks of (instance type, zone) pairs (:mod:`vkec2.store.offerings`)
-and the periodic passes' bookkeeping (:mod:`vkec2.store.bookkeeping`), on a shared client, key
+the fleet-wide "no capacity" marks of (instance type, zone) pairs (:mod:`vkec2.store.offerings`),
+the periodic passes' bookkeeping (:mod:`vkec2.store.bookkeeping`) and the fleet-wide signals of the
+remediation breaker and beat liveness (:mod:`vkec2.store.signals`), on a shared client, key
 schema (:mod:`vkec2.store.keys`) and set of Lua scripts (:mod:`vkec2.store.scripts`) from
 :mod:`vkec2.store.base`. Callers use its intent-named methods; ``tests/unit/test_house_redis.py``
 fails the build when code outside ``vkec2/store/`` touches the client or the keys.
@@ -21,6 +22,7 @@ from vkec2.store.offerings import UnavailableOfferings
 from vkec2.store.outbox import OutboxStreams
 from vkec2.store.pods import LOCK_TTL_MS, OUTBOX_MAXLEN, Lock, PodRecords
 from vkec2.store.pools import PoolMirrors
+from vkec2.store.signals import FleetSignals
 
 __all__ = ["LOCK_TTL_MS", "OUTBOX_MAXLEN", "Lock", "Store", "StoreError", "reachable"]
 
@@ -33,6 +35,7 @@ class Store(
     Ec2Batches,
     UnavailableOfferings,
     Bookkeeping,
+    FleetSignals,
     StoreBase,
 ):
     """Typed access to one cluster's state in Redis."""
