@@ -366,7 +366,12 @@ class Producer:
         )
         self.lease = LeaseKeeper(self.kube, self.node, opts.lease_duration)
         self.heartbeat = Heartbeat(
-            probe, self.lease, self.node_keeper, self.store, interval=opts.lease_interval
+            probe,
+            self.lease,
+            self.node_keeper,
+            self.store,
+            interval=opts.lease_interval,
+            beat_liveness_seconds=settings.beat_liveness_seconds(),
         )
         heartbeat = self.heartbeat
         # Pod objects wait for their instance while the node is Ready (until the first beat says).

@@ -198,7 +198,7 @@ def _worker_ready(sender: Any = None, **_: Any) -> None:
     metrics.watch_warm_pools(
         lambda: {pool.name: pool_counts(_store(settings), pool.name) for pool in settings.warm_pools}
     )
-    metrics.watch_fleet_signals(lambda: fleet_signals(settings, _store(settings)))
+    metrics.watch_fleet_signals(lambda: fleet_signals(_store(settings), settings.beat_liveness_seconds()))
     try:
         metrics.serve(settings.metrics.port, settings.metrics.address)
     except OSError as exc:  # e.g. two workers on one host with one port: run on without metrics

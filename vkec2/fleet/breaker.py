@@ -50,9 +50,10 @@ def this_worker() -> str:
     return f"{socket.gethostname()}/{os.getpid()}"
 
 
-def fleet_signals(settings: Settings, store: FleetSignalStore) -> tuple[BreakerState, BeatLiveness]:
-    """The remediation breaker and the beat liveness verdict, as the producer, CLI and metrics show them."""
-    beat = beat_liveness(store.beat_signals(), time.time(), settings.beat_liveness_seconds())
+def fleet_signals(store: FleetSignalStore, liveness_seconds: float) -> tuple[BreakerState, BeatLiveness]:
+    """The remediation breaker and the beat liveness verdict (``Settings.beat_liveness_seconds()``),
+    as the producer, ``vkec2 status`` and the metrics show them."""
+    beat = beat_liveness(store.beat_signals(), time.time(), liveness_seconds)
     return store.remediation_breaker(), beat
 
 
