@@ -258,7 +258,7 @@ class HealthSweep:
         target = AgentTarget(endpoint=rec.endpoint, instance_id=rec.instance_id)
         try:
             if not self.agents.serving(target):
-                return Check(Outcome.FAILED, f"agent of {rec.instance_id} is not serving", None, WORKLOAD)
+                return self._not_serving(rec, target)
             status = self.agents.status(target)
         except AgentError as exc:
             return Check(Outcome.FAILED, exc.message, None, failure_class(exc))
@@ -273,6 +273,16 @@ class HealthSweep:
         return Check(
             Outcome.UNKNOWN, f"the agent reports {phase}: {status.message}".strip(), status, WORKLOAD
         )
+
+    def _not_serving(self, rec: PodRecord, target: AgentTarget) -> Check:
+        """grpc.health says no, or nothing: one status call tells an unreachable agent (and why) from
+        one that answers but does not serve, for the breaker."""
+        try:
+            self.agents.status(target)
+        except AgentError as exc:
+            detail = f"agent of {rec.instance_id} is not serving: {exc.message}"
+            return Check(Outcome.FAILED, detail, None, failure_class(exc))
+        return Check(Outcome.FAILED, f"agent of {rec.instance_id} is not serving", None, WORKLOAD)
 
     def _check_all(self, recs: list[PodRecord]) -> dict[str, Check]:
         results: dict[str, Check] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tests.support.fakes import app_status
 from tests.unit.fleet.world import NODE, World, pod, settings
 from vkec2.contract import HEALTHY, POD_CREATE, TAG_POD_UID
 from vkec2.domain.breaker import BreakerPolicy, BreakerState, FailureClass, PassTally, decide, remediation_cap
@@ -68,16 +69,21 @@ class Fleet:
         return self.sweep.run()
 
     def unreachable(self, uids: list[str] | None = None) -> None:
-        """The agents of ``uids`` (all: None) answer UNAVAILABLE."""
+        """The agents of ``uids`` (all: None) cannot be reached: grpc.health says not serving (the
+        client's answer to UNAVAILABLE), the status call raises AgentUnavailable."""
         error = AgentUnavailable("simulated: connection refused")
+        agents = self.world.agents
         if uids is None:
-            self.world.agents.serving_default = error
+            agents.serving_default, agents.status_default = False, error
         for uid in uids or []:
-            self.world.agents.serving_by[self.instances[uid]] = error
+            agents.serving_by[self.instances[uid]] = False
+            agents.status_by[self.instances[uid]] = error
 
     def heal(self) -> None:
-        self.world.agents.serving_default = True
-        self.world.agents.serving_by.clear()
+        agents = self.world.agents
+        agents.serving_default, agents.status_default = True, app_status("Running")
+        agents.serving_by.clear()
+        agents.status_by.clear()
 
     def rec(self, uid: str) -> PodRecord:
         rec = self.world.store.get(uid)
