@@ -1,9 +1,12 @@
-"""The beat liveness rule (vkec2.domain.beat) and its default period (Settings.beat_liveness_seconds)."""
+"""Beat liveness (vkec2.domain.beat), its default period, and the errors of the breaker and beat settings."""
 
 from __future__ import annotations
 
-from vkec2.config import Settings
+import pytest
+
+from vkec2.config import Settings, load_settings
 from vkec2.domain.beat import BeatSignals, beat_liveness
+from vkec2.errors import ConfigError
 
 
 def test_a_held_lock_is_a_live_beat_however_old_the_last_run() -> None:
@@ -34,3 +37,17 @@ def test_the_default_liveness_is_three_shortest_periods_at_least_a_minute() -> N
     )
     assert slow.beat_liveness_seconds() == 120.0
     assert Settings.model_validate({"beat": {"liveness_seconds": 15}}).beat_liveness_seconds() == 15.0
+
+
+def test_bad_breaker_and_liveness_settings_name_the_key() -> None:
+    env = {
+        "VKEC2_HEALTH__BREAKER_SHARE": "1.5",
+        "VKEC2_HEALTH__MAX_REMEDIATIONS_PER_INTERVAL": "0",
+        "VKEC2_BEAT__LIVENESS_SECONDS": "-1",
+    }
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env=env)
+    text = caught.value.message
+    assert "health.breaker_share: Input should be less than 1" in text
+    assert "health.max_remediations_per_interval: Input should be greater than or equal to 1" in text
+    assert "beat.liveness_seconds: Input should be greater than 0" in text
