@@ -26,8 +26,9 @@ from celery import Celery
 
 from producer.epoch import EpochWatch
 from producer.kube import Kube, KubeError, Obj
-from producer.node import Health, NodeKeeper
+from producer.node import FleetSignals, Health, NodeKeeper
 from vkec2.domain.times import rfc3339
+from vkec2.fleet.breaker import fleet_signals
 from vkec2.store.redis_store import Store
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,7 @@ class Heartbeat:
         interval: float = 10.0,
         jitter: float = 0.1,
         epoch: EpochWatch | None = None,
+        beat_liveness_seconds: float = 60.0,
     ) -> None:
         self.epoch = epoch
         self.probe = probe
@@ -160,6 +162,7 @@ class Heartbeat:
         self.store = store
         self.interval = interval
         self.jitter = jitter
+        self.beat_liveness_seconds = beat_liveness_seconds
         self.health = Health(False, "Starting", "the producer is starting")
         self.beats = 0
 
@@ -186,16 +189,19 @@ class Heartbeat:
             stored = self.store.capacity()
             records = self.store.records(self.node.cfg.name)
             quota = self.store.quota_exceeded()
+            signals: FleetSignals | None = fleet_signals(self.store, self.beat_liveness_seconds)
         except Exception:
-            stored, records, quota = {}, [], {}
+            stored, records, quota, signals = {}, [], {}, None
         try:
-            self.node.sync_status(health, stored, records, force=health != self.health, quota=quota)
+            self.node.sync_status(
+                health, stored, records, force=health != self.health, quota=quota, signals=signals
+            )
         except KubeError as exc:
             if exc.not_found:  # someone deleted the Node: register it again (the lease follows it)
                 log.warning("node %s is gone; registering it again", self.node.cfg.name)
                 node = self.node.register()
                 self.lease.node_uid = str(node["metadata"]["uid"])
-                self.node.sync_status(health, stored, records, force=True, quota=quota)
+                self.node.sync_status(health, stored, records, force=True, quota=quota, signals=signals)
             else:
                 log.warning("status of node %s not updated: %s", self.node.cfg.name, exc)
         self.health = health

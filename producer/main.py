@@ -183,7 +183,13 @@ class Producer:
         )
         self.lease = LeaseKeeper(self.kube, self.node, opts.lease_duration)
         self.heartbeat = Heartbeat(
-            probe, self.lease, self.node_keeper, self.store, interval=opts.lease_interval, epoch=self.epoch
+            probe,
+            self.lease,
+            self.node_keeper,
+            self.store,
+            interval=opts.lease_interval,
+            beat_liveness_seconds=settings.beat_liveness_seconds(),
+            epoch=self.epoch,
         )
         heartbeat = self.heartbeat
         # Pod objects wait for their instance while the node is Ready (until the first beat says).

@@ -6,8 +6,10 @@ The node carries the labels ``type=virtual-kubelet``, ``kubernetes.io/role=agent
 (outside the ``aws://`` scheme, so the cloud node controller leaves it alone). Its InternalIP is the
 producer pod's own IP and its daemon endpoint the kubelet port, so no ENI is needed. Capacity
 comes from the quota-derived hash the fleet keeps in Redis, falling back to the configured values;
-allocatable is capacity minus what the node's live pods take. Conditions (Ready and the pressure
-conditions) are patched with a strategic merge keyed by type — conditions other controllers added
+allocatable is capacity minus what the node's live pods take. Conditions (Ready, the pressure
+conditions, and the fleet's own: ``vkec2.io/QuotaExceeded``, ``vkec2.io/RemediationPaused`` while the
+health sweep's breaker holds back replacements, ``vkec2.io/BeatMissing`` while no beat runs, none of
+which touches Ready) are patched with a strategic merge keyed by type — conditions other controllers added
 stay — every ``status_interval`` seconds, or at once when anything in them changes. Adopting an
 existing node keeps its other labels and taints.
 """
@@ -25,7 +27,9 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity
 
 from producer.kube import Kube, KubeError, Obj
-from vkec2.contract import CLUSTER_LABEL, QUOTA_EXCEEDED
+from vkec2.contract import BEAT_MISSING, CLUSTER_LABEL, QUOTA_EXCEEDED, REMEDIATION_PAUSED
+from vkec2.domain.beat import BeatLiveness
+from vkec2.domain.breaker import BreakerState
 from vkec2.domain.models import PodRecord
 from vkec2.domain.times import rfc3339
 
@@ -40,6 +44,9 @@ PRESSURES = (
     ("NetworkUnavailable", "RouteCreated", "instances use the VPC network"),
 )
 VERSION = "v1.33.0-vkec2"
+
+#: What the fleet keeps in Redis for the node's own conditions: the remediation breaker, beat liveness.
+FleetSignals = tuple[BreakerState, BeatLiveness]
 
 
 @dataclass(frozen=True)
@@ -184,12 +191,32 @@ def quota_condition(quota: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     }
 
 
-def conditions(health: Health, quota: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, str]]:
-    """The pressure conditions (a fleet has none), the quota condition, and Ready (last)."""
+def breaker_condition(state: BreakerState) -> dict[str, str]:
+    """``vkec2.io/RemediationPaused``: True while the health sweep's breaker holds back replacements."""
+    if not state.open:
+        return {"type": REMEDIATION_PAUSED, "status": "False", "reason": state.reason, "message": ""}
+    return {"type": REMEDIATION_PAUSED, "status": "True", "reason": state.reason, "message": state.message}
+
+
+def beat_condition(beat: BeatLiveness) -> dict[str, str]:
+    """``vkec2.io/BeatMissing``: True while no beat is active for too long (Ready is not affected)."""
+    status = "True" if beat.missing else "False"
+    return {"type": BEAT_MISSING, "status": status, "reason": beat.reason, "message": beat.message}
+
+
+def conditions(
+    health: Health,
+    quota: Mapping[str, Mapping[str, Any]] | None = None,
+    signals: FleetSignals | None = None,
+) -> list[dict[str, str]]:
+    """The pressure conditions (a fleet has none), the fleet's own (remediation breaker, beat
+    liveness, when read), the quota condition, and Ready (last)."""
     out = [
         {"type": kind, "status": "False", "reason": reason, "message": message}
         for kind, reason, message in PRESSURES
     ]
+    if signals is not None:
+        out += [breaker_condition(signals[0]), beat_condition(signals[1])]
     out.append(quota_condition(quota or {}))
     out.append(
         {
@@ -208,6 +235,7 @@ def status_body(
     cap: Mapping[str, str],
     alloc: Mapping[str, str],
     quota: Mapping[str, Mapping[str, Any]] | None = None,
+    signals: FleetSignals | None = None,
 ) -> Obj:
     """The node status the producer owns (no timestamps: those are added when patching)."""
     addresses = [{"type": "Hostname", "address": cfg.name}]
@@ -216,7 +244,7 @@ def status_body(
     return {
         "capacity": dict(cap),
         "allocatable": dict(alloc),
-        "conditions": conditions(health, quota),
+        "conditions": conditions(health, quota, signals),
         "addresses": addresses,
         "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.kubelet_port}},
         "nodeInfo": {
@@ -279,10 +307,11 @@ class NodeKeeper:
         records: Iterable[PodRecord],
         force: bool = False,
         quota: Mapping[str, Mapping[str, Any]] | None = None,
+        signals: FleetSignals | None = None,
     ) -> bool:
         """Patch the node status if it changed or ``status_interval`` passed; True when patched."""
         cap = capacity(stored_capacity, self.cfg)
-        body = status_body(self.cfg, health, cap, allocatable(cap, records), quota)
+        body = status_body(self.cfg, health, cap, allocatable(cap, records), quota, signals)
         now = time.time()
         if not force and body == self._last_body and now - self._last_patch < self.status_interval:
             return False

@@ -95,6 +95,10 @@ HEALTHY: Final = "vkec2.io/Healthy"
 FLAPPING: Final = "vkec2.io/Flapping"
 #: True while EC2 refuses the pod's launches for a quota (``VcpuLimitExceeded``, ``InstanceLimitExceeded``).
 QUOTA_EXCEEDED: Final = "vkec2.io/QuotaExceeded"
+#: Node condition: True while the health sweep's circuit breaker holds back agent-caused replacements.
+REMEDIATION_PAUSED: Final = "vkec2.io/RemediationPaused"
+#: Node condition: True while the fleet has had no active Celery beat for too long (Ready unaffected).
+BEAT_MISSING: Final = "vkec2.io/BeatMissing"
 
 # -- EC2 error codes the fleet treats alike ----------------------------------------------------
 

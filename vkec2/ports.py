@@ -21,6 +21,8 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from vkec2.domain.agents import AgentTarget, AppStatus
+from vkec2.domain.beat import BeatSignals
+from vkec2.domain.breaker import BreakerState
 from vkec2.domain.instances import Instance
 from vkec2.domain.models import DueStep, PodRecord, StatusEvent
 from vkec2.domain.podspec import LaunchParams
@@ -59,6 +61,22 @@ class PodStore(Protocol):
 
     def sweep_flight(self, ttl_ms: int) -> AbstractContextManager[bool]:
         """Hold the health sweep's run lock if nobody else does; yields whether it is held."""
+        ...
+
+    def remediation_breaker(self) -> BreakerState:
+        """The health sweep's remediation breaker as the last pass left it."""
+        ...
+
+    def put_remediation_breaker(self, state: BreakerState) -> None: ...
+
+
+class FleetSignalStore(Protocol):
+    """What the producer, the CLI and the metrics read of the breaker and of beat's traces."""
+
+    def remediation_breaker(self) -> BreakerState: ...
+
+    def beat_signals(self) -> BeatSignals:
+        """Whether RedBeat's lock is held, and the newest periodic run."""
         ...
 
 

@@ -8,12 +8,20 @@ call is about is the host's answer, asked first, so a call for the wrong or an u
 refused exactly as without simulation. Bootstrap and Simulation calls are never touched: a
 simulation can always be cleared. What the agent *reports* under a forced phase is the
 :class:`agent.sim.control.ControlledRuntime`'s part.
+
+A :class:`Partition` cuts every simulated agent off at once, as a network partition between the
+workers and all agents would, controlled from outside by a file (``vkec2 agent-sim
+--partition-file PATH``): while PATH exists every lifecycle and grpc.health call is refused with
+UNAVAILABLE, or, when the file holds ``hang``, held until the caller's deadline; removing the file
+ends the partition. Simulation calls still pass, so a test can seed and clear states meanwhile.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -54,11 +62,32 @@ def serving(inst: Instance | None, context: grpc.ServicerContext) -> bool:
     return f.state != simulation_pb2.FORCED_STATE_NOT_SERVING
 
 
+@dataclass(frozen=True)
+class Partition:
+    """A partition switched by the file at ``path``: absent, none; present, refuse (or ``hang``)."""
+
+    path: str | None = None
+
+    def apply(self, context: grpc.ServicerContext) -> None:
+        """Refuse or hold this call while the partition is on; return at once otherwise."""
+        if not self.path or not os.path.exists(self.path):
+            return
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                mode = f.read().strip()
+        except OSError:  # removed meanwhile: the partition just ended
+            return
+        if mode == "hang":
+            _hang(context)
+        context.abort(grpc.StatusCode.UNAVAILABLE, "simulated: network partition between caller and agent")
+
+
 class FaultInjector(grpc.ServerInterceptor):
     """Wraps the lifecycle and health handlers of a server of ``host`` with the forced faults."""
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, partition: Partition | None = None) -> None:
         self._host = host
+        self._partition = partition or Partition()
 
     def intercept_service(
         self,
@@ -95,9 +124,11 @@ class FaultInjector(grpc.ServerInterceptor):
         return handler
 
     def _health(self, answer: Any, context: grpc.ServicerContext) -> Any:
+        self._partition.apply(context)
         return answer if serving(self._host.health_target(context), context) else NOT_SERVING
 
     def _enter(self, context: grpc.ServicerContext) -> None:
+        self._partition.apply(context)
         if not serving(self._host.resolve(context), context):
             context.abort(grpc.StatusCode.UNAVAILABLE, "simulated: the agent is not serving")
 

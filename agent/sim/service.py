@@ -17,7 +17,7 @@ import grpc
 
 from agent.host import Host, Instance
 from agent.sim.control import NOTHING_FORCED, ControlledRuntime, Forced
-from agent.sim.faults import FaultInjector
+from agent.sim.faults import FaultInjector, Partition
 from agent.sim.runtime import SimRuntime
 from agent.v1 import simulation_pb2_grpc as _simulation_grpc
 
@@ -77,8 +77,11 @@ class SimulationServicer(simulation_pb2_grpc.SimulationServicer):  # type: ignor
 class Simulation:
     """The :class:`agent.service.Extension` of a simulating server: the service and its faults."""
 
+    def __init__(self, partition: Partition | None = None) -> None:
+        self.partition = partition
+
     def interceptors(self, host: Host) -> Sequence[grpc.ServerInterceptor]:
-        return [FaultInjector(host)]
+        return [FaultInjector(host, self.partition)]
 
     def add_services(self, server: grpc.Server, host: Host) -> set[str]:
         simulation_pb2_grpc.add_SimulationServicer_to_server(SimulationServicer(host), server)

@@ -34,6 +34,7 @@ from agent.runtime import Runtime
 from agent.runtime_process import ProcessRuntime
 from agent.service import make_server
 from agent.sim.control import ControlledRuntime
+from agent.sim.faults import Partition
 from agent.sim.inventory import Ec2Inventory
 from agent.sim.runtime import SimOutcome, SimRuntime
 from agent.sim.service import Simulation
@@ -141,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-dir", default=None, help="container logs of --runtime process")
     p.add_argument("--restart-backoff", type=float, default=10.0)
     p.add_argument("--max-workers", type=int, default=64)
+    p.add_argument(
+        "--partition-file",
+        default=None,
+        help="while this file exists every agent refuses lifecycle and health calls (UNAVAILABLE; "
+        "the file holding 'hang': no answer until the deadline), as in a network partition",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -170,7 +177,8 @@ class Simulator:
         self._executor = futures.ThreadPoolExecutor(
             max_workers=args.max_workers, thread_name_prefix="vkec2-sim"
         )
-        self.server = make_server(self._executor, self.host, lifecycle=True, extension=Simulation())
+        simulation = Simulation(Partition(args.partition_file))
+        self.server = make_server(self._executor, self.host, lifecycle=True, extension=simulation)
         self._listen = args.listen
         self.port = 0
         self.address = args.listen

@@ -18,6 +18,7 @@ import yaml
 from tests.support.fleet import TEST_AMI
 from tests.support.services import free_port
 from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
+from vkec2.domain.breaker import BreakerState
 from vkec2.domain.models import Phase
 from vkec2.store.redis_store import Store
 
@@ -74,8 +75,21 @@ def test_status_summarises_the_fleet(cluster: dict[str, Any]) -> None:
     status = json.loads(result.stdout)
     assert status["cluster"] == cluster["name"] and status["nodes"] == ["node-a"]
     assert status["pods"] == 1 and status["pods_by_phase"] == {"Running": 1}
+    assert status["remediation"]["paused"] is False and status["beat"]["missing"] is True  # no beat ran
     table = run_cli("status", config=cluster["config"])
     assert table.returncode == 0 and "pods_by_phase" in table.stdout
+
+
+def test_status_shows_an_open_remediation_breaker_and_a_live_beat(cluster: dict[str, Any]) -> None:
+    store = cluster["store"]
+    store.put_remediation_breaker(
+        BreakerState(open=True, failure="unreachable", scope="worker", worker="w/7", message="cut off")
+    )
+    store.record_result("vkec2.health.sweep", {"pods": 1})
+    status = json.loads(run_cli("status", "-o", "json", config=cluster["config"]).stdout)
+    assert status["remediation"]["paused"] is True and status["remediation"]["worker"] == "w/7"
+    assert status["remediation"]["reason"] == "WorkerCannotReachAgents"
+    assert status["beat"]["missing"] is False
 
 
 def test_pods_lists_phase_instance_and_age(cluster: dict[str, Any]) -> None:

@@ -8,12 +8,28 @@ from typing import Any, cast
 import pytest
 
 from producer.deletion import Deleter
+from producer.kube import Kube
+from producer.lease import HealthProbe, Heartbeat, LeaseKeeper
 from producer.main import main
-from producer.node import Health, NodeConfig, adopt, allocatable, capacity, conditions, node_object
+from producer.node import (
+    FleetSignals,
+    Health,
+    NodeConfig,
+    NodeKeeper,
+    adopt,
+    allocatable,
+    capacity,
+    conditions,
+    node_object,
+)
 from producer.options import default_node_name, parse_args
 from producer.pods import PodSync, what_matters
 from producer.standalone import ManifestError, parse_manifest, pod_uid
+from vkec2.contract import BEAT_MISSING, REMEDIATION_PAUSED
+from vkec2.domain.beat import BeatSignals, beat_liveness
+from vkec2.domain.breaker import BreakerState
 from vkec2.domain.models import Phase, PodRecord
+from vkec2.store.redis_store import Store
 
 CFG = NodeConfig(
     name="vk-0", cluster="prod", os="darwin", internal_ip="10.1.2.3", cpu="8", memory="16Gi", pods="10"
@@ -240,3 +256,84 @@ def test_a_pod_without_a_record_is_removed_at_once() -> None:
     link = _Link(cast(PodRecord, None))
     PodSync(cast(Any, link), deleter).on_pod(_deleting_pod("u2", 30))
     assert kube.deleted == ["u2"] and link.deletes == []
+
+
+def _signals(*, paused: bool, beat_missing: bool) -> FleetSignals:
+    breaker = BreakerState(
+        open=paused,
+        failure="unreachable" if paused else "",
+        scope="worker" if paused else "",
+        message="worker w/1 cannot reach the agents: 50 of 50 checks failed" if paused else "",
+    )
+    beat = beat_liveness(BeatSignals(lock_held=not beat_missing, last_run=1.0), 1000.0, 60.0)
+    return breaker, beat
+
+
+def test_the_remediation_breaker_and_beat_liveness_are_node_conditions_that_leave_ready_alone() -> None:
+    ok = Health(True, "KubeletReady", "")
+    conds = {c["type"]: c for c in conditions(ok, None, _signals(paused=True, beat_missing=True))}
+    paused = conds[REMEDIATION_PAUSED]
+    assert (paused["status"], paused["reason"]) == ("True", "WorkerCannotReachAgents")
+    assert "cannot reach the agents" in paused["message"]
+    beat = conds[BEAT_MISSING]
+    assert beat["status"] == "True" and "no periodic task ran for 999s" in beat["message"]
+    assert conds["Ready"]["status"] == "True"
+    assert conditions(ok, None, _signals(paused=True, beat_missing=True))[-1]["type"] == "Ready"
+
+    calm = {c["type"]: c for c in conditions(ok, None, _signals(paused=False, beat_missing=False))}
+    assert (calm[REMEDIATION_PAUSED]["status"], calm[BEAT_MISSING]["status"]) == ("False", "False")
+
+
+class _NodeKube:
+    """Just enough of the Kubernetes API for a heartbeat: a lease and node status patches."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+        self.lease: dict[str, Any] | None = None
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.lease
+
+    def create_lease(self, lease: dict[str, Any]) -> dict[str, Any]:
+        self.lease = lease
+        return lease
+
+    def replace_lease(self, lease: dict[str, Any]) -> dict[str, Any]:
+        self.lease = lease
+        return lease
+
+    def patch_node_status(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.patches.append(patch)
+        return patch
+
+
+class _Probe:
+    def check(self) -> Health:
+        return Health(True, "KubeletReady", "")
+
+
+def test_the_heartbeat_reads_the_breaker_and_beat_from_the_store(redis_url: str) -> None:
+    store = Store.from_url(redis_url, "hb-unit")
+    kube = cast(Kube, _NodeKube())
+    node = NodeKeeper(kube, NodeConfig(name="vk-hb", cluster="hb-unit"))
+    beat = Heartbeat(
+        cast(HealthProbe, _Probe()), LeaseKeeper(kube, "vk-hb"), node, store, beat_liveness_seconds=60
+    )
+
+    def shown() -> dict[str, dict[str, str]]:
+        beat.beat()
+        patch = cast(_NodeKube, kube).patches[-1]
+        return {c["type"]: c for c in patch["status"]["conditions"]}
+
+    first = shown()  # a fresh cluster: no breaker yet, and no beat has ever run
+    assert first[REMEDIATION_PAUSED]["status"] == "False" and first[BEAT_MISSING]["status"] == "True"
+
+    store.put_remediation_breaker(BreakerState(open=True, failure="unreachable", scope="agents", message="m"))
+    store.record_result("vkec2.health.sweep", {"pods": 0})
+    then = shown()
+    assert (then[REMEDIATION_PAUSED]["status"], then[REMEDIATION_PAUSED]["reason"]) == (
+        "True",
+        "AgentsUnreachable",
+    )
+    assert then[BEAT_MISSING]["status"] == "False" and then["Ready"]["status"] == "True"
+    store.close()

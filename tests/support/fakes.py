@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from tests.support.fakedue import FakeDue
 from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.agents import AgentTarget, AppStatus
+from vkec2.domain.breaker import BreakerState
 from vkec2.domain.instances import LIVE_STATES, Instance, pod_tags, tag_map
 from vkec2.domain.models import DueStep, PodRecord, StatusEvent
 from vkec2.domain.podspec import LaunchParams
@@ -87,6 +88,7 @@ class FakeStore:
         self.ready: dict[str, list[tuple[str, Instance]]] = {}  # warm pool -> Ready members
         self.flights: set[str] = set()
         self.marks: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}  # offering -> (until, answer)
+        self.breaker = BreakerState()  # the health sweep's remediation breaker
         self._held: dict[str, FakeLock] = {}
         self._mutex = threading.Lock()
         self.due = FakeDue()  # the due set of pod steps in flight
@@ -164,6 +166,12 @@ class FakeStore:
         finally:
             if held:
                 self.flights.discard(key)
+
+    def remediation_breaker(self) -> BreakerState:
+        return self.breaker
+
+    def put_remediation_breaker(self, state: BreakerState) -> None:
+        self.breaker = state
 
     def write(
         self,

@@ -32,15 +32,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
     def every(task: str, seconds: float) -> dict[str, object]:
         return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
 
-    periods = {
-        contract.HEALTH_SWEEP: settings.health.interval_seconds,
-        contract.WARM_POOLS: settings.beat.warm_pools_interval_seconds,
-        contract.QUOTAS: settings.quotas.interval_seconds,
-        contract.STATUS_LOG: settings.status_interval_seconds,
-        contract.ORPHAN_GC: settings.gc.interval_seconds,
-        contract.RESUME: settings.beat.resume_interval_seconds,
-    }
-    return {task: every(task, seconds) for task, seconds in periods.items()}
+    return {task: every(task, seconds) for task, seconds in settings.beat_periods().items()}
 
 
 def celery_settings(settings: Settings) -> dict[str, object]:

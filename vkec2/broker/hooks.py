@@ -30,6 +30,7 @@ from celery import Celery, Task, signals
 
 from vkec2 import contract
 from vkec2.config import Settings
+from vkec2.fleet.breaker import fleet_signals
 from vkec2.fleet.warmpool import pool_counts
 from vkec2.observability import logs, metrics, tracing
 from vkec2.observability.flower import decide
@@ -198,6 +199,7 @@ def _worker_ready(sender: Any = None, **_: Any) -> None:
     metrics.watch_warm_pools(
         lambda: {pool.name: pool_counts(_store(settings), pool.name) for pool in settings.warm_pools}
     )
+    metrics.watch_fleet_signals(lambda: fleet_signals(_store(settings), settings.beat_liveness_seconds()))
     try:
         metrics.serve(settings.metrics.port, settings.metrics.address)
     except OSError as exc:  # e.g. two workers on one host with one port: run on without metrics

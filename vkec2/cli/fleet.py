@@ -1,5 +1,8 @@
 """``vkec2 status|pods|instances|gc|replay``: see and steer a running fleet from a terminal or a script.
 
+``status`` also shows whether the health sweep's remediation breaker holds back replacements
+(``remediation``) and whether the fleet misses its beat (``beat``).
+
 Each command loads the fleet configuration (``--config FILE`` or ``VKEC2_CONFIG`` plus ``VKEC2_*``
 overrides), reads Redis (and EC2 for ``instances``), and prints a table for people or JSON with
 ``-o json``. ``status`` also counts the status events the producers gave up on (the nodes'
@@ -32,6 +35,7 @@ from vkec2.domain.instances import tag_map
 from vkec2.domain.models import Phase, PodRecord
 from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import ConfigError, Ec2Error
+from vkec2.fleet.breaker import fleet_signals
 from vkec2.fleet.gc import is_orphan
 from vkec2.fleet.warmpool import launch_time
 from vkec2.store.redis_store import Store, StoreError
@@ -78,6 +82,7 @@ def cmd_status(settings: Settings, store: Store) -> Any:
         calls = store.ec2_calls()
         nodes = sorted(store.nodes())
         dead = {node: store.outbox_dead_letters(node, DEAD_SHOWN) for node in nodes}
+        breaker, beat = fleet_signals(store, settings.beat_liveness_seconds())
     except StoreError as exc:
         raise CommandError(f"cannot reach Redis at {_redis_address(store)}: {exc}") from exc
     newest = sorted(
@@ -97,6 +102,15 @@ def cmd_status(settings: Settings, store: Store) -> Any:
             f"{fields.get('error', '')[:REASON_CHARS]}"
             for _, node, fields in newest
         ],
+        "remediation": {
+            "paused": breaker.open,
+            "reason": breaker.reason,
+            "share": round(breaker.share, 3),
+            "since": breaker.since,
+            "worker": breaker.worker,
+            "message": breaker.message,
+        },
+        "beat": {"missing": beat.missing, "reason": beat.reason, "message": beat.message},
     }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from vkec2.config.model import annotation_at, strip_optional
+from vkec2.config.annotations import annotation_at, strip_optional
 from vkec2.errors import ConfigError
 
 #: A key path in the settings: mapping keys as strings, list indices as ints.

@@ -25,18 +25,10 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import EnvSettingsSource, SettingsError
 
+from vkec2.config.annotations import UNKNOWN, annotation_at, is_optional, is_structured, strip_optional
 from vkec2.config.errors import Collector, InvalidConfig, KeyPath, Origin, describe, kind, render
 from vkec2.config.legacy import from_legacy, is_legacy
-from vkec2.config.model import (
-    CONFIG_ENV,
-    ENV_PREFIX,
-    UNKNOWN,
-    Settings,
-    annotation_at,
-    is_optional,
-    is_structured,
-    strip_optional,
-)
+from vkec2.config.model import CONFIG_ENV, ENV_PREFIX, Settings
 
 logger = logging.getLogger("vkec2.config")
 

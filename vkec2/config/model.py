@@ -11,18 +11,17 @@ as UserData) is :mod:`vkec2.domain.podspec`.
 
 from __future__ import annotations
 
-import types
-from collections.abc import Sequence
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from vkec2.config.operations import (
     BeatSettings,
     FlowerSettings,
     GcSettings,
+    HealthSettings,
     LoggingSettings,
     MetricsSettings,
     QuotaSettings,
@@ -46,6 +45,7 @@ from vkec2.config.shapes import (
     parse_static,
     tags_problem,
 )
+from vkec2.contract import HEALTH_SWEEP, ORPHAN_GC, QUOTAS, RESUME, STATUS_LOG, WARM_POOLS
 
 #: Environment variable naming the configuration file when no path is given.
 CONFIG_ENV = "VKEC2_CONFIG"
@@ -247,16 +247,6 @@ class BootstrapAgent(Section):
     init_data: str | None = None  # the original provider's BootstrapAgent.InitData: accepted, unused
 
 
-class HealthSettings(Section):
-    """Health sweep: how often, and after how many bad checks a pod is Unhealthy or Unknown."""
-
-    interval_seconds: float = Field(default=10.0, gt=0)
-    unhealthy_threshold: int = Field(default=3, ge=1)
-    unknown_threshold: int = Field(default=6, ge=1)
-    flapping_window_seconds: float = Field(default=300.0, gt=0)
-    flapping_count: int = Field(default=4, ge=2)
-
-
 class NodeSettings(Section):
     """The virtual node a producer registers; capacity is the fallback when quotas are unknown."""
 
@@ -405,6 +395,24 @@ class Settings(BaseSettings):
             )
         return self
 
+    def beat_periods(self) -> dict[str, float]:
+        """Task name -> period of every entry of the beat schedule (vkec2.broker.app builds it)."""
+        return {
+            HEALTH_SWEEP: self.health.interval_seconds,
+            WARM_POOLS: self.beat.warm_pools_interval_seconds,
+            QUOTAS: self.quotas.interval_seconds,
+            STATUS_LOG: self.status_interval_seconds,
+            ORPHAN_GC: self.gc.interval_seconds,
+            RESUME: self.beat.resume_interval_seconds,
+        }
+
+    def beat_liveness_seconds(self) -> float:
+        """How long a fleet may go without an active beat before it is reported: the setting, else
+        three times the shortest period, at least 60 s."""
+        if self.beat.liveness_seconds is not None:
+            return self.beat.liveness_seconds
+        return max(60.0, 3 * min(self.beat_periods().values()))
+
     def ec2_call_worst_seconds(self) -> float:
         """The longest one EC2 call of the gateway can take: every botocore attempt timing out after
         connecting and reading, plus the longest wait for a fleet rate-limit token."""
@@ -452,44 +460,3 @@ class Settings(BaseSettings):
 
 # ---------------------------------------------------------------------------------------------
 # The annotation at a key path, for the loader and its error messages.
-
-#: :func:`annotation_at` of a path that names no setting.
-UNKNOWN: Any = object()
-
-
-def strip_optional(tp: Any) -> Any:
-    """``X`` for ``X | None``, else ``tp``."""
-    if get_origin(tp) in (Union, types.UnionType):
-        args = [arg for arg in get_args(tp) if arg is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
-
-
-def is_optional(tp: Any) -> bool:
-    """True for ``X | None``."""
-    return get_origin(tp) in (Union, types.UnionType) and type(None) in get_args(tp)
-
-
-def is_structured(tp: Any) -> bool:
-    """True for a list, a mapping or a section (given as JSON in an environment variable)."""
-    bare = strip_optional(tp)
-    return get_origin(bare) in (list, dict) or (isinstance(bare, type) and issubclass(bare, BaseModel))
-
-
-def annotation_at(path: Sequence[str | int]) -> Any:
-    """The annotation of the key at ``path`` (list indices as ints) in :class:`Settings`, or UNKNOWN."""
-    tp: Any = Settings
-    for part in path:
-        tp = strip_optional(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            if not isinstance(part, str) or part not in tp.model_fields:
-                return UNKNOWN
-            tp = tp.model_fields[part].annotation
-        elif get_origin(tp) is list and isinstance(part, int):
-            tp = get_args(tp)[0]
-        elif get_origin(tp) is dict:
-            tp = get_args(tp)[1]
-        else:
-            return UNKNOWN
-    return tp

@@ -1,6 +1,7 @@
 """Settings sections for fleet maintenance on beat and for observability.
 
-Maintenance (docs/maintenance.md): the RedBeat scheduler (``beat``), the Service Quotas refresh
+Maintenance (docs/maintenance.md): the health sweep and its remediation breaker (``health``), the
+RedBeat scheduler (``beat``), the Service Quotas refresh
 (``quotas``), orphan GC (``gc``) and the fleet-wide EC2 token buckets (``rate_limits``).
 Observability (docs/observability.md): the Prometheus endpoint (``metrics``), OpenTelemetry
 (``tracing``), log lines (``logging``) and Flower (``flower``). Every section has defaults, and
@@ -23,6 +24,37 @@ from vkec2.config.shapes import (
 )
 
 
+class HealthSettings(Section):
+    """Health sweep: how often, and after how many bad checks a pod is Unhealthy or Unknown."""
+
+    interval_seconds: float = Field(default=10.0, gt=0)
+    unhealthy_threshold: int = Field(default=3, ge=1)
+    unknown_threshold: int = Field(default=6, ge=1)
+    flapping_window_seconds: float = Field(default=300.0, gt=0)
+    flapping_count: int = Field(default=4, ge=2)
+    breaker_share: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="Share of the agents checked that must fail the same way before the sweep stops "
+        "replacing instances for their agents alone (the remediation circuit breaker opens).",
+    )
+    breaker_window_passes: int = Field(
+        default=3, ge=1, description="Sweep passes whose checks are pooled to compute that share."
+    )
+    breaker_min_checks: int = Field(
+        default=5,
+        ge=1,
+        description="Fewest checks in the window for the breaker to judge; a smaller fleet never opens it.",
+    )
+    max_remediations_per_interval: int | None = Field(
+        default=None,
+        ge=1,
+        description="Agent-caused replacements per sweep interval; None: 10 % of the Running pods, "
+        "at least 1.",
+    )
+
+
 class BeatSettings(Section):
     """Celery beat with RedBeat: one active replica holds a lock in Redis, the others stand by."""
 
@@ -41,6 +73,12 @@ class BeatSettings(Section):
         default=5.0,
         gt=0,
         description="Period of vkec2.maintenance.resume, which re-publishes overdue pod steps.",
+    )
+    liveness_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="No active beat for longer than this is reported (node condition, metric, log); "
+        "None: three times the shortest period, at least 60 s.",
     )
 
     @model_validator(mode="after")

@@ -10,7 +10,8 @@ Unknown, or alternate Unknown and failed, forever. Every flip between OK and FAI
 damped with hysteresis: it is reported once when it starts and once when the transitions in the
 window fall to at most ``(flapping_count - 1) // 2``, and while it lasts the sweep reports no
 per-check changes. After a failure the next check of that pod backs off (the agent reconnect
-back-off) so a dead agent is not hammered.
+back-off) so a dead agent is not hammered. :func:`with_conditions` turns a state into the pod's
+Healthy and Flapping conditions.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from enum import StrEnum
 from typing import Any
 
 from vkec2.config import Backoff, HealthSettings
+from vkec2.contract import FLAPPING, HEALTHY
+from vkec2.domain.models import condition
 
 
 class Outcome(StrEnum):
@@ -154,3 +157,33 @@ def next_check_delay(failures: int, backoff: Backoff, rng: random.Random | None 
     delay = min(backoff.max_delay_seconds, backoff.base_delay_seconds * backoff.multiplier ** (failures - 1))
     jitter = (rng or random).uniform(-backoff.jitter, backoff.jitter)
     return max(0.0, delay * (1 + jitter))
+
+
+def with_conditions(conditions: list[dict[str, Any]], state: HealthState, at: float) -> list[dict[str, Any]]:
+    """The pod's conditions with the fleet's Healthy and Flapping conditions set from ``state``."""
+    out = [c for c in conditions if c.get("type") not in (HEALTHY, FLAPPING)]
+    previous = {c.get("type"): c for c in conditions}
+    healthy = condition(
+        HEALTHY,
+        not state.unhealthy,
+        "Unhealthy" if state.unhealthy else "Healthy",
+        state.detail if state.unhealthy else "",
+        at,
+    )
+    old = previous.get(HEALTHY)
+    if old is not None and old.get("status") == healthy["status"]:
+        healthy["lastTransitionTime"] = old.get("lastTransitionTime", healthy["lastTransitionTime"])
+    out.append(healthy)
+    if state.flapping or FLAPPING in previous:
+        flapping = condition(
+            FLAPPING,
+            state.flapping,
+            "Flapping" if state.flapping else "Stable",
+            f"{len(state.transitions)} health transitions within the window" if state.flapping else "",
+            at,
+        )
+        old = previous.get(FLAPPING)
+        if old is not None and old.get("status") == flapping["status"]:
+            flapping["lastTransitionTime"] = old.get("lastTransitionTime", flapping["lastTransitionTime"])
+        out.append(flapping)
+    return out

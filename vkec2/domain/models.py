@@ -25,12 +25,13 @@ def now() -> float:
 
 
 def condition(
-    kind: str, ok: bool, reason: str = "", message: str = "", at: float | None = None
+    kind: str, ok: bool | None, reason: str = "", message: str = "", at: float | None = None
 ) -> dict[str, Any]:
-    """A pod condition as the producer writes it to ``status.conditions`` (``at``: now when None)."""
+    """A pod condition as the producer writes it to ``status.conditions`` (``at``: now when None;
+    ``ok`` None: status Unknown)."""
     return {
         "type": kind,
-        "status": "True" if ok else "False",
+        "status": "Unknown" if ok is None else "True" if ok else "False",
         "reason": reason,
         "message": message,
         "lastTransitionTime": rfc3339(now() if at is None else at),

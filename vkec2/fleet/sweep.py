@@ -16,7 +16,11 @@ A workload the agent reports Succeeded is recorded as such by
 chain is restarted to release its instance after the keep-alive. A pod whose create chain or delete has
 written nothing for longer than a live one could (its message was lost) gets its task again.
 Sweeps are single-flight per cluster and a pod is not re-checked within half an interval, so a
-duplicated sweep counts nothing twice.
+duplicated sweep counts nothing twice. Replacements for an agent's failure alone pass the
+remediation gate (:mod:`vkec2.fleet.breaker`): while the circuit breaker is open for the failure's
+class the pod is marked Healthy Unknown and its counters start over, and at most
+``health.max_remediations_per_interval`` such replacements happen per interval; instances EC2
+reports lost or impaired are replaced regardless.
 """
 
 from __future__ import annotations
@@ -29,13 +33,31 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vkec2.config import Settings
-from vkec2.contract import FLAPPING, HEALTHY, POD_CREATE, POD_DELETE
+from vkec2.contract import HEALTHY, POD_CREATE, POD_DELETE
 from vkec2.domain import phases
 from vkec2.domain.agents import AgentTarget, AppStatus
-from vkec2.domain.health import Change, HealthPolicy, HealthState, Outcome, next_check_delay, observe
+from vkec2.domain.breaker import FailureClass
+from vkec2.domain.health import (
+    Change,
+    HealthPolicy,
+    HealthState,
+    Outcome,
+    next_check_delay,
+    observe,
+    with_conditions,
+)
 from vkec2.domain.instances import Instance
-from vkec2.domain.models import Phase, PodRecord, StatusEvent, condition
+from vkec2.domain.models import Phase, PodRecord, StatusEvent
 from vkec2.errors import AgentError, LockBusy, StaleFence, Vkec2Error
+from vkec2.fleet.breaker import (
+    PassGate,
+    RemediationGate,
+    failure_class,
+    is_paused,
+    paused_conditions,
+    tally,
+    this_worker,
+)
 from vkec2.fleet.lifecycle import Lifecycle
 from vkec2.observability import metrics
 from vkec2.ports import Agents, Ec2, PodLock, PodStore
@@ -43,6 +65,7 @@ from vkec2.ports import Agents, Ec2, PodLock, PodStore
 log = logging.getLogger("vkec2.domain.health")
 
 CHUNK = 200
+WORKLOAD = FailureClass.WORKLOAD
 MAX_THREADS = 32
 
 
@@ -53,6 +76,7 @@ class Check:
     outcome: Outcome
     detail: str
     status: AppStatus | None = None
+    failure: FailureClass | None = None
 
 
 @dataclass
@@ -66,6 +90,9 @@ class SweepReport:
     failed: list[str] = field(default_factory=list)
     succeeded: list[str] = field(default_factory=list)
     resumed: list[str] = field(default_factory=list)
+    paused: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
+    breaker_open: bool = False
     skipped: bool = False
     seconds: float = 0.0
 
@@ -80,39 +107,12 @@ class SweepReport:
             "failed": len(self.failed),
             "succeeded": len(self.succeeded),
             "resumed": len(self.resumed),
+            "paused": len(self.paused),
+            "deferred": len(self.deferred),
+            "breaker_open": self.breaker_open,
             "skipped": self.skipped,
             "seconds": round(self.seconds, 3),
         }
-
-
-def with_conditions(conditions: list[dict[str, Any]], state: HealthState, at: float) -> list[dict[str, Any]]:
-    """The pod's conditions with the fleet's Healthy and Flapping conditions set from ``state``."""
-    out = [c for c in conditions if c.get("type") not in (HEALTHY, FLAPPING)]
-    previous = {c.get("type"): c for c in conditions}
-    healthy = condition(
-        HEALTHY,
-        not state.unhealthy,
-        "Unhealthy" if state.unhealthy else "Healthy",
-        state.detail if state.unhealthy else "",
-        at,
-    )
-    old = previous.get(HEALTHY)
-    if old is not None and old.get("status") == healthy["status"]:
-        healthy["lastTransitionTime"] = old.get("lastTransitionTime", healthy["lastTransitionTime"])
-    out.append(healthy)
-    if state.flapping or FLAPPING in previous:
-        flapping = condition(
-            FLAPPING,
-            state.flapping,
-            "Flapping" if state.flapping else "Stable",
-            f"{len(state.transitions)} health transitions within the window" if state.flapping else "",
-            at,
-        )
-        old = previous.get(FLAPPING)
-        if old is not None and old.get("status") == flapping["status"]:
-            flapping["lastTransitionTime"] = old.get("lastTransitionTime", flapping["lastTransitionTime"])
-        out.append(flapping)
-    return out
 
 
 def _material(state: HealthState) -> tuple[Any, ...]:
@@ -139,6 +139,7 @@ class HealthSweep:
         lifecycle: Lifecycle,
         publish: Callable[[str, str], None],
         clock: Callable[[], float] = time.time,
+        worker: str = "",
     ) -> None:
         self.settings = settings
         self.store = store
@@ -148,6 +149,7 @@ class HealthSweep:
         self.publish = publish
         self.clock = clock
         self.policy = HealthPolicy.from_settings(settings.health)
+        self.gate = RemediationGate(settings, store, worker or this_worker())
 
     @property
     def lock_ttl_ms(self) -> int:
@@ -244,8 +246,11 @@ class HealthSweep:
         checks = self._check_all(to_check)
         report.checked = len(checks)
         metrics.count_health(check.outcome.value for check in checks.values())
+        gate = self.gate.begin(tally((c.failure for c in checks.values()), now), len(running))
+        report.breaker_open = gate.breaker.open
         for rec in to_check:
-            self._apply(rec, checks[rec.uid], report)
+            self._apply(rec, checks[rec.uid], report, gate)
+        self.gate.finish(gate, now)
 
     # -- agent checks ---------------------------------------------------------------------
 
@@ -253,18 +258,31 @@ class HealthSweep:
         target = AgentTarget(endpoint=rec.endpoint, instance_id=rec.instance_id)
         try:
             if not self.agents.serving(target):
-                return Check(Outcome.FAILED, f"agent of {rec.instance_id} is not serving")
+                return self._not_serving(rec, target)
             status = self.agents.status(target)
         except AgentError as exc:
-            return Check(Outcome.FAILED, exc.message)
+            return Check(Outcome.FAILED, exc.message, None, failure_class(exc))
         phase, settled = status.phase, phases.from_agent(status.phase)
         if settled is Phase.FAILED:
-            return Check(Outcome.FAILED, f"workload failed: {status.reason} {status.message}".strip(), status)
+            detail = f"workload failed: {status.reason} {status.message}".strip()
+            return Check(Outcome.FAILED, detail, status, WORKLOAD)
         if settled is not None or phase == phases.AGENT_PENDING:
             return Check(Outcome.OK, status.reason or phase, status)
         if not phase:
-            return Check(Outcome.FAILED, "the agent runs no workload", status)
-        return Check(Outcome.UNKNOWN, f"the agent reports {phase}: {status.message}".strip(), status)
+            return Check(Outcome.FAILED, "the agent runs no workload", status, WORKLOAD)
+        return Check(
+            Outcome.UNKNOWN, f"the agent reports {phase}: {status.message}".strip(), status, WORKLOAD
+        )
+
+    def _not_serving(self, rec: PodRecord, target: AgentTarget) -> Check:
+        """grpc.health says no, or nothing: one status call tells an unreachable agent (and why) from
+        one that answers but does not serve, for the breaker."""
+        try:
+            self.agents.status(target)
+        except AgentError as exc:
+            detail = f"agent of {rec.instance_id} is not serving: {exc.message}"
+            return Check(Outcome.FAILED, detail, None, failure_class(exc))
+        return Check(Outcome.FAILED, f"agent of {rec.instance_id} is not serving", None, WORKLOAD)
 
     def _check_all(self, recs: list[PodRecord]) -> dict[str, Check]:
         results: dict[str, Check] = {}
@@ -281,11 +299,16 @@ class HealthSweep:
                     if fut in done and fut.exception() is None:
                         results[rec.uid] = fut.result()
                     elif fut in done:
-                        results[rec.uid] = Check(Outcome.UNKNOWN, f"check failed: {fut.exception()}")
+                        results[rec.uid] = Check(
+                            Outcome.UNKNOWN, f"check failed: {fut.exception()}", None, WORKLOAD
+                        )
                     else:
                         fut.cancel()
                         results[rec.uid] = Check(
-                            Outcome.UNKNOWN, f"no answer within the {deadline:.0f}s deadline"
+                            Outcome.UNKNOWN,
+                            f"no answer within the {deadline:.0f}s deadline",
+                            None,
+                            FailureClass.UNREACHABLE,
                         )
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -293,12 +316,16 @@ class HealthSweep:
 
     # -- writing results ------------------------------------------------------------------
 
-    def _apply(self, rec: PodRecord, check: Check, report: SweepReport) -> None:
+    def _apply(self, rec: PodRecord, check: Check, report: SweepReport, gate: PassGate) -> None:
+        if gate.pauses(check.failure):
+            self._pause(rec, check, report, gate)
+            return
         now = self.clock()
         old = HealthState.from_dict(rec.health)
         new, changes = observe(old, check.outcome, now, self.policy, check.detail)
         completed = check.status is not None and phases.from_agent(check.status.phase) is Phase.SUCCEEDED
-        if not changes and not completed and _material(new) == _material(old) and check.outcome is Outcome.OK:
+        steady = not changes and _material(new) == _material(old) and not is_paused(rec.conditions)
+        if steady and not completed and check.outcome is Outcome.OK:
             return  # steady and healthy: nothing to write
         try:
             with self.store.locked(rec.uid, self.lock_ttl_ms) as lock:
@@ -314,19 +341,61 @@ class HealthSweep:
                 new, changes = observe(old, check.outcome, now, self.policy, check.detail)
                 delay = next_check_delay(new.failures, self.settings.agent.backoff)
                 new = replace(new, next_check=now + delay if new.failures else 0.0)
+                if (
+                    check.outcome is Outcome.OK
+                    and is_paused(fresh.conditions)
+                    and Change.RECOVERED not in changes
+                ):
+                    changes.append(Change.RECOVERED)  # the breaker had marked it Unknown
                 self._write_health(lock, fresh, new, changes, now)
                 if Change.FLAPPING in changes:
                     report.flapping.append(rec.uid)
                 if Change.UNHEALTHY in changes:
                     report.unhealthy.append(rec.uid)
-                    self._remediate(
-                        lock, fresh, new, "Unhealthy", f"health checks failed: {check.detail}", report
-                    )
+                if new.unhealthy and check.outcome is not Outcome.OK:  # just now, or deferred by the cap
+                    if gate.take(now):
+                        self._remediate(
+                            lock, fresh, new, "Unhealthy", f"health checks failed: {check.detail}", report
+                        )
+                    else:
+                        report.deferred.append(rec.uid)
                 elif completed and fresh.restart_policy != "Always" and check.status is not None:
                     self._completed(lock, fresh, check.status, report)
         except LockBusy:
             report.busy += 1
         except StaleFence:
+            report.busy += 1
+
+    def _pause(self, rec: PodRecord, check: Check, report: SweepReport, gate: PassGate) -> None:
+        """The open breaker holds this pod back: Healthy Unknown, counters from zero, no replacement."""
+        report.paused.append(rec.uid)
+        old = HealthState.from_dict(rec.health)
+        reason, message = gate.breaker.reason, gate.breaker.message
+        marked = [c for c in rec.conditions if c.get("type") == HEALTHY and c.get("reason") == reason]
+        if is_paused(marked) and not (old.failures or old.unknowns or old.unhealthy):
+            return  # already marked so: nothing to write
+        now = self.clock()
+        try:
+            with self.store.locked(rec.uid, self.lock_ttl_ms) as lock:
+                fresh = self.store.get(rec.uid)
+                if fresh is None or fresh.phase is not Phase.RUNNING or fresh.instance_id != rec.instance_id:
+                    return
+                state = replace(
+                    HealthState.from_dict(fresh.health),
+                    failures=0,
+                    unknowns=0,
+                    unhealthy=False,
+                    next_check=0.0,
+                    last_checked=now,
+                    last_result=check.outcome.value,
+                    detail=check.detail,
+                )
+                conditions = paused_conditions(fresh.conditions, reason, f"{message} ({check.detail})", now)
+                event = StatusEvent.of(
+                    fresh, fresh.phase, reason=reason, message=message, warning=True, conditions=conditions
+                )
+                lock.write({"health": state.to_dict(), "conditions": conditions}, event, fresh.node)
+        except (LockBusy, StaleFence):
             report.busy += 1
 
     def _write_health(

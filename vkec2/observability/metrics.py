@@ -1,13 +1,14 @@
 """Prometheus metrics of the fleet: every ``vkec2_*`` metric is defined here, and the ``/metrics`` server.
 
 Workers and the producer count into one process-wide :data:`REGISTRY` (counters for pods, EC2 calls,
-launches, terminations, throttles, agent calls, health outcomes and the producer's status
-outbox; histograms for each lifecycle phase:
-queue wait, RunInstances, boot, agent ready, launch), and each can serve it with :func:`serve` —
+launches, terminations, throttles, agent calls, health outcomes, remediation breaker transitions and
+the producer's status outbox; histograms for each lifecycle phase: queue wait, RunInstances, boot,
+agent ready, launch), and each can serve it with :func:`serve` —
 prometheus_client's WSGI exposition app on its threading WSGI server, in a daemon thread, answering
 ``/metrics`` (the exposition format) and ``/healthz`` (``ok``). The warm-pool depth gauge is read from
 the Redis mirror at scrape time by :class:`WarmPoolCollector` (wired by the Celery hooks), so every
-scrape shows the fleet's current pools whichever worker answers. Counting is a few in-memory operations
+scrape shows the fleet's current pools whichever worker answers; so are the remediation breaker's
+and beat liveness gauges (:class:`FleetSignalsCollector`). Counting is a few in-memory operations
 per event and needs no server; with Celery's prefork pool, set ``PROMETHEUS_MULTIPROC_DIR`` so the
 children's counts reach the parent's server (see docs/observability.md). The names follow the original
 provider's where one applies.
@@ -29,6 +30,8 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from vkec2.domain import phases
+from vkec2.domain.beat import BeatLiveness
+from vkec2.domain.breaker import BreakerState
 from vkec2.domain.models import Phase, PodRecord
 
 if TYPE_CHECKING:
@@ -123,6 +126,13 @@ HEALTH_CHECKS = Counter(
     "vkec2_health_checks",
     "Health sweep checks of a pod, by outcome (ok, failed, unknown).",
     ["outcome"],
+    registry=REGISTRY,
+)
+
+BREAKER_TRANSITIONS = Counter(
+    "vkec2_remediation_breaker_transitions",
+    "Transitions of the health sweep's remediation circuit breaker seen by this worker, by new state.",
+    ["state"],
     registry=REGISTRY,
 )
 
@@ -246,6 +256,11 @@ def count_health(outcomes: Iterable[str]) -> None:
         HEALTH_CHECKS.labels(str(outcome)).inc()
 
 
+def breaker_transition(state: str) -> None:
+    """Count one opening or closing (``open``, ``closed``) of the remediation breaker."""
+    BREAKER_TRANSITIONS.labels(state).inc()
+
+
 def count_agent_calls(channel: grpc.Channel) -> grpc.Channel:
     """``channel`` with every unary call counted in ``vkec2_agent_calls_total``."""
     return grpc.intercept_channel(channel, _CallCounter())
@@ -294,6 +309,67 @@ def watch_warm_pools(counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> N
             REGISTRY.register(_pool_collector)
             if _server is not None and _server.registry is not REGISTRY:
                 _server.registry.register(_pool_collector)
+
+
+# -- fleet signals (the remediation breaker, beat liveness), read at scrape time ----------------
+
+
+class FleetSignalsCollector(Collector):
+    """Gauges read from Redis at each scrape: ``vkec2_remediation_paused`` (1 while the breaker is
+    open), ``vkec2_remediation_failure_share`` (the failing share it judged), ``vkec2_beat_missing``
+    (1 while no beat is active for too long) and ``vkec2_beat_last_run_seconds`` (the newest periodic
+    run, epoch seconds; 0: never). ``read`` returns (breaker, beat liveness)."""
+
+    def __init__(self, read: Callable[[], tuple[BreakerState, BeatLiveness]]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(
+                "vkec2_remediation_paused",
+                "1 while the health sweep's circuit breaker holds back agent-caused replacements.",
+                labels=["reason"],
+            ),
+            GaugeMetricFamily(
+                "vkec2_remediation_failure_share",
+                "Share of the agent checks of the breaker's window that failed in the worst class.",
+            ),
+            GaugeMetricFamily("vkec2_beat_missing", "1 while the fleet has had no active beat for too long."),
+            GaugeMetricFamily(
+                "vkec2_beat_last_run_seconds", "When the newest periodic task run finished (epoch seconds)."
+            ),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        paused, share, missing, last = self._families()
+        try:
+            breaker, beat = self._read()
+        except Exception as exc:  # a scrape must answer even when Redis does not
+            log.warning("fleet signal gauges unavailable: %s", exc)
+            return
+        paused.add_metric([breaker.reason], 1.0 if breaker.open else 0.0)
+        share.add_metric([], breaker.share)
+        missing.add_metric([], 1.0 if beat.missing else 0.0)
+        last.add_metric([], beat.last_run)
+        yield from (paused, share, missing, last)
+
+
+_signals_collector: FleetSignalsCollector | None = None
+
+
+def watch_fleet_signals(read: Callable[[], tuple[BreakerState, BeatLiveness]]) -> None:
+    """Expose the breaker and beat gauges of this process's fleet (once per process)."""
+    global _signals_collector
+    with _server_lock:
+        if _signals_collector is None:
+            _signals_collector = FleetSignalsCollector(read)
+            REGISTRY.register(_signals_collector)
+            if _server is not None and _server.registry is not REGISTRY:
+                _server.registry.register(_signals_collector)
 
 
 # -- the HTTP endpoint -------------------------------------------------------------------------
@@ -356,8 +432,10 @@ def serve(port: int, address: str = "127.0.0.1") -> MetricsServer:
         if _server is not None:
             return _server
         registry = _served_registry()
-        if registry is not REGISTRY and _pool_collector is not None:
-            registry.register(_pool_collector)
+        if registry is not REGISTRY:
+            for collector in (_pool_collector, _signals_collector):
+                if collector is not None:
+                    registry.register(collector)
         httpd = make_server(address, port, _app(registry), ThreadingWSGIServer, handler_class=_QuietHandler)
         threading.Thread(target=httpd.serve_forever, name="vkec2-metrics", daemon=True).start()
         _server = MetricsServer(httpd, registry)

@@ -89,8 +89,15 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
   when the pass ends.
 - ``gc:stats`` (hash): terminated / would_terminate / passes. Owner: orphan GC. Lifetime: permanent
   counters.
+- ``health:breaker`` (string): JSON of the health sweep's remediation circuit breaker
+  (:class:`vkec2.domain.breaker.BreakerState`: open, failure class, scope, share, since, worker,
+  message, the tallies of the last ``health.breaker_window_passes`` passes, the times of the
+  agent-caused replacements of the last interval). Owner: the health sweep (written every pass that
+  checked agents); the producer (node condition ``vkec2.io/RemediationPaused``), ``vkec2 status``
+  and the metrics read it. Lifetime: permanent, overwritten by every pass.
 - ``beat:`` (prefix): RedBeat's schedule entries and its lock (``beat::lock``). Owner: RedBeat (beat).
-  Lifetime: one entry per schedule entry; the lock expires after ``beat.lock_timeout_seconds``.
+  Lifetime: one entry per schedule entry; the lock expires after ``beat.lock_timeout_seconds``. The
+  store reads the lock's presence for beat liveness (:mod:`vkec2.domain.beat`).
 - ``maintenance:runs:{task}`` (list): recent run times of a periodic task (newest first). Owner: the
   periodic tasks. Lifetime: capped at the newest 100.
 - ``maintenance:last:{task}`` (hash): the last finished run of a periodic task: ``ts``, ``result`` (JSON).
@@ -200,6 +207,9 @@ class Keys:
     def health_sweep_lock(self) -> str:
         return f"{self.prefix}health:sweep"
 
+    def health_breaker(self) -> str:
+        return f"{self.prefix}health:breaker"
+
     def gc_sightings(self) -> str:
         return f"{self.prefix}gc:sightings"
 
@@ -217,6 +227,10 @@ class Keys:
 
     def beat_prefix(self) -> str:
         return f"{self.prefix}beat:"
+
+    def beat_lock(self) -> str:
+        """RedBeat's lock: its key prefix followed by ``:lock`` (redbeat's ``redbeat_lock_key`` default)."""
+        return f"{self.beat_prefix()}:lock"
 
     def maintenance_runs(self, task: str) -> str:
         return f"{self.prefix}maintenance:runs:{task}"

@@ -6,9 +6,10 @@ with fencing and fenced writes (:mod:`vkec2.store.pods`), the due times of pod s
 (:mod:`vkec2.store.outbox`), the warm-pool mirrors (:mod:`vkec2.store.pools`), EC2 call accounting
 and token buckets (:mod:`vkec2.store.ec2calls`), coalesced EC2 calls (:mod:`vkec2.store.batches`),
 the fleet-wide "no capacity" marks of (instance type, zone) pairs (:mod:`vkec2.store.offerings`),
-the Redis epoch and the nodes reconciled at it (:mod:`vkec2.store.epoch`)
-and the periodic passes' bookkeeping (:mod:`vkec2.store.bookkeeping`), on a shared client, key
-schema (:mod:`vkec2.store.keys`) and set of Lua scripts (:mod:`vkec2.store.scripts`) from
+the Redis epoch and the nodes reconciled at it (:mod:`vkec2.store.epoch`), the periodic passes'
+bookkeeping (:mod:`vkec2.store.bookkeeping`) and the fleet-wide signals of the remediation breaker
+and beat liveness (:mod:`vkec2.store.signals`), on a shared client, key schema
+(:mod:`vkec2.store.keys`) and set of Lua scripts (:mod:`vkec2.store.scripts`) from
 :mod:`vkec2.store.base`. Callers use its intent-named methods; ``tests/unit/test_house_redis.py``
 fails the build when code outside ``vkec2/store/`` touches the client or the keys.
 """
@@ -25,6 +26,7 @@ from vkec2.store.offerings import UnavailableOfferings
 from vkec2.store.outbox import OutboxStreams
 from vkec2.store.pods import LOCK_TTL_MS, OUTBOX_MAXLEN, Lock, PodRecords
 from vkec2.store.pools import PoolMirrors
+from vkec2.store.signals import FleetSignals
 
 __all__ = ["LOCK_TTL_MS", "OUTBOX_MAXLEN", "Lock", "Store", "StoreError", "reachable"]
 
@@ -39,6 +41,7 @@ class Store(
     UnavailableOfferings,
     Bookkeeping,
     Epochs,
+    FleetSignals,
     StoreBase,
 ):
     """Typed access to one cluster's state in Redis."""
