@@ -113,7 +113,9 @@ def _one_step(task: Task, uid: str, step: Step, *, retry_any_error: bool = False
     """
     ctx = fleet()
     try:
-        with ctx.store.locked(uid, int(ctx.settings.celery.lock_ttl_seconds * 1000)) as lock:
+        celery = ctx.settings.celery
+        ttl_ms = int(celery.lock_ttl_seconds * 1000)
+        with ctx.store.locked(uid, ttl_ms, max_hold_s=celery.lock_max_hold_seconds) as lock:
             rec = ctx.store.get(uid)
             if rec is None:
                 return "unknown pod"

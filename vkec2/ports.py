@@ -55,8 +55,13 @@ class PodStore(Protocol):
 
     def records(self, node: str | None = None) -> list[PodRecord]: ...
 
-    def locked(self, uid: str, ttl_ms: int = ...) -> AbstractContextManager[PodLock]:
-        """Hold the pod's lock (taking it bumps the record's fence); LockBusy if another task has it."""
+    def locked(
+        self, uid: str, ttl_ms: int = ..., *, max_hold_s: float | None = None
+    ) -> AbstractContextManager[PodLock]:
+        """Hold the pod's lock (taking it bumps the record's fence); LockBusy if another task has it.
+
+        With ``max_hold_s`` the lock is kept alive while held, for at most that long.
+        """
         ...
 
     def sweep_flight(self, ttl_ms: int) -> AbstractContextManager[bool]:

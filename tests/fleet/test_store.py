@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -116,6 +119,59 @@ def test_the_guard_extends_a_held_lock_and_refuses_a_lost_one(store: Store) -> N
         store.redis.hincrby(store.keys.pod(uid), "fence", 1)  # the record moved on (taken and lost)
         with pytest.raises(StaleFence):
             holder.guard()
+
+
+def test_a_held_lock_is_kept_alive_past_its_ttl_and_let_go_after_its_maximum_hold(store: Store) -> None:
+    uid = str(uuid.uuid4())
+    store.put_desired(pod(uid), "n")
+    lock_key = store.keys.lock(uid)
+    with store.locked(uid, ttl_ms=300, max_hold_s=30):
+        started = time.monotonic()
+
+        def alive_for_five_ttls() -> bool:
+            assert store.redis.exists(lock_key), "the heartbeat let a held lock expire"
+            return time.monotonic() - started > 1.5
+
+        wait_until(alive_for_five_ttls, 10, "five lock TTLs to pass", interval=0.05)
+    assert not store.redis.exists(lock_key) and store.lock_heartbeat.held() == 0
+    with store.locked(uid, ttl_ms=300, max_hold_s=0.5):
+        wait_until(lambda: not store.redis.exists(lock_key), 10, "the lock past its maximum hold to expire")
+        assert store.lock_heartbeat.held() == 0
+
+
+def test_the_lock_of_a_killed_holder_expires_within_its_ttl(store: Store, redis_url: str) -> None:
+    uid = str(uuid.uuid4())
+    store.put_desired(pod(uid), "n")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_AND_WAIT, redis_url, store.cluster, uid],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockBusy), store.locked(uid):
+            pass
+        holder.kill()  # SIGKILL: its heartbeat dies with it
+        holder.wait(10)
+        wait_until(
+            lambda: not store.redis.exists(store.keys.lock(uid)), 10, "the dead holder's lock to expire"
+        )
+        with store.locked(uid) as lock:
+            assert lock.fence == 2
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait(10)
+
+
+HOLD_AND_WAIT = """
+import sys, threading
+from vkec2.store.redis_store import Store
+store = Store.from_url(sys.argv[1], sys.argv[2])
+with store.locked(sys.argv[3], ttl_ms=1000, max_hold_s=600):
+    print("held", flush=True)
+    threading.Event().wait()
+"""
 
 
 def test_state_write_and_outbox_event_are_atomic(store: Store) -> None:

@@ -79,7 +79,7 @@ def test_a_sweep_of_1000_pods_makes_at_most_two_describe_calls(
     fleet = make_fleet(
         health={"interval_seconds": 5},
         aws={"read_timeout_seconds": 120},
-        celery={"lock_ttl_seconds": 400},  # a pod lock outlasts one EC2 call (3 x 121 s + 5 s)
+        celery={"lock_max_hold_seconds": 1500},  # a step's EC2 calls fit: 4 x (3 x 121 s + 5 s)
     )
     uids = seed_running_pods(fleet, agent_sim, 1000)
     fleet.start_worker(concurrency=2, queues="health")

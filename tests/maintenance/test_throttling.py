@@ -34,8 +34,7 @@ def throttling_proxy(moto_url: str) -> Iterator[Ec2Proxy]:
 def test_throttled_fleet_loses_nothing_and_stays_under_its_buckets(
     tmp_path: Path, redis_url: str, agent_sim: str, throttling_proxy: Ec2Proxy
 ) -> None:
-    # A pod lock outlasts one EC2 call: 3 x (1 + 4) s + 30 s of rate-limit wait.
-    overrides = {"rate_limits": LIMITS, "celery": {"lock_ttl_seconds": 45}}
+    overrides = {"rate_limits": LIMITS}
     fleet = FleetHarness(tmp_path, redis_url, throttling_proxy.url, agent_sim, overrides)
     samples: list[tuple[float, dict[str, int]]] = []
     stop = threading.Event()

@@ -138,7 +138,9 @@ class FakeStore:
         return [rec for uid in sorted(self.uids(node)) if (rec := self.get(uid)) is not None]
 
     @contextmanager
-    def locked(self, uid: str, ttl_ms: int = LOCK_TTL_MS) -> Iterator[FakeLock]:
+    def locked(
+        self, uid: str, ttl_ms: int = LOCK_TTL_MS, *, max_hold_s: float | None = None
+    ) -> Iterator[FakeLock]:
         with self._mutex:
             if uid not in self.hashes:
                 raise UnknownPod(f"no pod record for uid {uid}")

@@ -47,6 +47,11 @@ from vkec2.config.shapes import (
 )
 from vkec2.contract import HEALTH_SWEEP, ORPHAN_GC, QUOTAS, RESUME, STATUS_LOG, WARM_POOLS
 
+#: At most this many RunInstances in one create step (the capacity fallback, vkec2.fleet.capacity).
+RUN_INSTANCES_PER_STEP = 3
+#: The EC2 calls one create step can make at worst: its RunInstances and one describe.
+STEP_EC2_CALLS = RUN_INSTANCES_PER_STEP + 1
+
 #: Environment variable naming the configuration file when no path is given.
 CONFIG_ENV = "VKEC2_CONFIG"
 #: Prefix of every environment override.
@@ -278,9 +283,15 @@ class CelerySettings(Section):
     visibility_timeout_seconds: int = Field(default=600, ge=1)
     max_countdown_seconds: float = Field(default=30.0, gt=0)
     lock_ttl_seconds: float = Field(
-        default=90.0,
+        default=15.0,
+        ge=3,
+        description="How long a per-pod lock outlives a worker that died holding it (a live holder's "
+        "lock is extended every third of it).",
+    )
+    lock_max_hold_seconds: float = Field(
+        default=600.0,
         gt=0,
-        description="How long a per-pod lock outlives a worker that died holding it; at least one EC2 call.",
+        description="How long one pod step may keep its lock alive; at least the EC2 calls of a step.",
     )
     resume_slack_seconds: float = Field(
         default=10.0,
@@ -383,15 +394,16 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _lock_outlasts_an_ec2_call(self) -> Settings:
-        worst = self.ec2_call_worst_seconds()
-        if self.celery.lock_ttl_seconds < worst:
+    def _hold_outlasts_a_step(self) -> Settings:
+        worst = STEP_EC2_CALLS * self.ec2_call_worst_seconds()
+        if self.celery.lock_max_hold_seconds < worst:
             raise ValueError(
-                f"celery.lock_ttl_seconds ({self.celery.lock_ttl_seconds:g}) is shorter than the worst case "
-                f"of one EC2 call ({worst:g}s = aws.max_attempts x (aws.connect_timeout_seconds + "
-                "aws.read_timeout_seconds) + rate_limits.max_wait_seconds): a pod lock could expire "
-                "during a RunInstances and let a second step run; raise celery.lock_ttl_seconds or "
-                "lower the aws timeouts, aws.max_attempts or rate_limits.max_wait_seconds"
+                f"celery.lock_max_hold_seconds ({self.celery.lock_max_hold_seconds:g}) is shorter than "
+                f"the worst case of one create step's EC2 calls ({worst:g}s = {STEP_EC2_CALLS} calls of "
+                "aws.max_attempts x (aws.connect_timeout_seconds + aws.read_timeout_seconds) + "
+                "rate_limits.max_wait_seconds each): a live step would lose its pod's lock; raise "
+                "celery.lock_max_hold_seconds or lower the aws timeouts, aws.max_attempts or "
+                "rate_limits.max_wait_seconds"
             )
         return self
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vkec2.config import Settings
+from vkec2.config.model import RUN_INSTANCES_PER_STEP
 from vkec2.contract import QUOTA_ERROR_CODES, QUOTA_EXCEEDED, REGION_WIDE
 from vkec2.domain.instances import Instance, client_token
 from vkec2.domain.models import Phase, PodRecord, condition, now
@@ -43,8 +44,6 @@ log = logging.getLogger(__name__)
 #: The zone of a quota mark: the whole region.
 #: The zone of a launch without a subnet (EC2 picks one).
 ANY_ZONE = "any"
-#: At most this many RunInstances per step (each may wait for a rate-limit token under the lock).
-MAX_LAUNCHES_PER_STEP = 3
 #: The first wait after every candidate was refused; it grows with the time waited.
 CAPACITY_POLL_SECONDS = 5.0
 #: The next step's delay while candidates are left that this step had no budget to try.
@@ -191,7 +190,7 @@ class CapacityLaunch:
         for cand in cands:
             regional_key = (cand.params.instance_type, REGION_WIDE)
             mark = marks.get(regional_key) or marks.get(cand.offering)
-            if mark is None and launches >= MAX_LAUNCHES_PER_STEP:
+            if mark is None and launches >= RUN_INSTANCES_PER_STEP:
                 assert last is not None  # the budget is only spent on refusals
                 return self._outcome(last, unavailable, marks, untried=True)
             if mark is None or cand.token == rec.launch_token:

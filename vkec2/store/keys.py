@@ -24,8 +24,9 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
   rewrote their records. Orphan GC and warm-pool shrinking run only when every node in ``nodes`` is at
   the current epoch. Owner: the producer. Lifetime: an entry goes with its node (``vkec2 node drain``).
 - ``lock:{uid}`` (string): the per-pod lock: a random token. Owner: workers (pod tasks, health sweep).
-  Lifetime: TTL (``celery.lock_ttl_seconds``, 90 s by default, extended before every side effect and
-  while a delete waits); deleted on release.
+  Lifetime: TTL (``celery.lock_ttl_seconds``, 15 s by default; extended before every side effect and
+  every third of the TTL by the holder's heartbeat, for at most ``celery.lock_max_hold_seconds``);
+  deleted on release.
 - ``due`` (sorted set): UID -> when the pod's next create or delete step should have started (its
   publish time plus its countdown; a resumed step: the next time it may be resumed again). Owner: the
   producer's desired and delete writes add it (in their Lua call), the pod tasks move it with every

@@ -18,6 +18,7 @@ import json
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Any, cast
 
 from vkec2 import contract
@@ -25,6 +26,7 @@ from vkec2.domain import phases
 from vkec2.domain.models import DueStep, PodRecord, StatusEvent, now
 from vkec2.errors import LockBusy, StaleFence, UnknownPod, Vkec2Error
 from vkec2.store.base import StoreBase
+from vkec2.store.heartbeat import LockHeartbeat
 
 OUTBOX_MAXLEN = 100_000
 LOCK_TTL_MS = 60_000
@@ -140,9 +142,20 @@ class PodRecords(StoreBase):
 
     # -- locking and fenced writes ------------------------------------------------------
 
+    @cached_property
+    def lock_heartbeat(self) -> LockHeartbeat:
+        """The keep-alive thread of the locks this process holds (started on first use)."""
+        return LockHeartbeat(self.extend_lock)
+
     @contextmanager
-    def locked(self, uid: str, ttl_ms: int = LOCK_TTL_MS) -> Iterator[Lock]:
-        """Hold the pod's lock for the block; raises LockBusy if another task holds it."""
+    def locked(
+        self, uid: str, ttl_ms: int = LOCK_TTL_MS, *, max_hold_s: float | None = None
+    ) -> Iterator[Lock]:
+        """Hold the pod's lock for the block; raises LockBusy if another task holds it.
+
+        With ``max_hold_s`` the lock is kept alive while the block runs, for at most that long
+        (:mod:`vkec2.store.heartbeat`); without it the lock lives ``ttl_ms`` unless extended.
+        """
         token = secrets.token_hex(16)
         fence = int(
             self.scripts.acquire(keys=[self.keys.lock(uid), self.keys.pod(uid)], args=[token, ttl_ms])
@@ -152,9 +165,13 @@ class PodRecords(StoreBase):
         if fence == 0:
             raise LockBusy(f"pod {uid} is locked by another task")
         lock = Lock(self, uid, token, fence, ttl_ms)
+        if max_hold_s is not None:
+            self.lock_heartbeat.hold(uid, token, ttl_ms, max_hold_s)
         try:
             yield lock
         finally:
+            if max_hold_s is not None:
+                self.lock_heartbeat.drop(token)
             self.scripts.release(keys=[self.keys.lock(uid)], args=[token])
 
     def extend_lock(self, uid: str, token: str, ttl_ms: int) -> bool:
