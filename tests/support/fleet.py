@@ -121,7 +121,7 @@ class FleetHarness:
         self.config_path = tmp / f"{self.cluster}.yaml"
         self.config_path.write_text(yaml.safe_dump(raw))
         self.moto_url = moto_url
-        self.store = Store.from_url(redis_url, self.cluster)
+        self.store = Store.from_settings(self.settings)
         self.app: Celery = make_app(self.settings)
         self.ec2 = boto3.client("ec2", endpoint_url=observe_url or moto_url, region_name=self.settings.region)
         self.workers: list[ManagedProcess] = []

@@ -8,12 +8,15 @@ node's outbox stream, so the record and what the producer is told never disagree
 effect (a warm-pool claim, CreateTags, RunInstances, TerminateInstances) the holder runs a guard
 that extends its lock only while its token and fence still hold (:meth:`Lock.guard`), so a task
 stalled past its lock never acts on a pod another task took over. The producer's writes (desired
-spec, delete requests) touch only the fields it owns and bump ``generation``.
+spec, delete requests) touch only the fields it owns and bump ``generation``. With
+``redis_wait_replicas`` a fenced write waits (Redis ``WAIT``) until that many replicas have it, so
+a Sentinel fail-over right after it cannot take it back (docs/redis.md).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,7 +25,9 @@ from typing import Any, cast
 from vkec2.domain import phases
 from vkec2.domain.models import PodRecord, StatusEvent, now
 from vkec2.errors import LockBusy, StaleFence, UnknownPod, Vkec2Error
-from vkec2.store.base import StoreBase
+from vkec2.store.base import WAIT_TIMEOUT_MS, StoreBase
+
+log = logging.getLogger(__name__)
 
 OUTBOX_MAXLEN = 100_000
 LOCK_TTL_MS = 60_000
@@ -162,9 +167,23 @@ class PodRecords(StoreBase):
             for key, value in event.to_fields().items():
                 args += [key, value]
             args.append(str(OUTBOX_MAXLEN))
-        result = int(
-            self.scripts.cas_write(keys=[self.keys.pod(uid), self.keys.outbox(node or "-")], args=args)
-        )
+        keys = [self.keys.pod(uid), self.keys.outbox(node or "-")]
+        if not self.wait_replicas:
+            result = int(self.scripts.cas_write(keys=keys, args=args))
+        else:  # WAIT covers the writes of its own connection: one pipeline keeps both on one
+            pipe = self.redis.pipeline(transaction=False)
+            self.scripts.cas_write(keys=keys, args=args, client=pipe)
+            pipe.wait(self.wait_replicas, WAIT_TIMEOUT_MS)
+            written, acked = pipe.execute()
+            result = int(written)
+            if result == 1 and int(acked) < self.wait_replicas:  # no replica to lose it to: go on
+                log.warning(
+                    "pod %s: the write reached %s of %s replicas within %s ms (redis_wait_replicas)",
+                    uid,
+                    acked,
+                    self.wait_replicas,
+                    WAIT_TIMEOUT_MS,
+                )
         if result == 0:
             raise StaleFence(f"pod {uid}: fence {fence} is stale; another task owns the pod")
         if result == -1:
