@@ -28,12 +28,11 @@ class SentinelGroup:
         self.sentinels: dict[int, ManagedProcess] = {}
 
     def start(self) -> SentinelGroup:
-        master, url = start_redis()
-        master_port = int(url.rsplit(":", 1)[1])
+        # A server turned replica writes the RDB of its sync to its directory: the test's, not the cwd.
+        master_port, replica_port = free_port(), free_port()
+        master, _ = start_redis(master_port, args=self._files(master_port))
         self.servers[master_port] = master
-        replica_port = free_port()
-        # A replica writes the RDB of its first sync to its directory: the test's, not the cwd.
-        replica_args = ["--replicaof", "127.0.0.1", str(master_port), "--dir", str(self.tmp)]
+        replica_args = ["--replicaof", "127.0.0.1", str(master_port), *self._files(replica_port)]
         replica, _ = start_redis(replica_port, args=replica_args)
         self.servers[replica_port] = replica
         binary = shutil.which("redis-server") or "redis-server"
@@ -50,6 +49,9 @@ class SentinelGroup:
             wait_until(lambda: port_open(port), 15, f"a Sentinel on port {port}")  # noqa: B023
         wait_until(self._settled, 30, "the Sentinels to know the replica and each other", interval=0.2)
         return self
+
+    def _files(self, port: int) -> list[str]:
+        return ["--dir", str(self.tmp), "--dbfilename", f"dump-{port}.rdb"]
 
     @property
     def url(self) -> str:
