@@ -47,7 +47,7 @@ class Producer:
         self.opts = opts
         self.env = os.environ if env is None else env
         self.node = node_name(opts, settings, self.env)
-        self.store = Store.from_url(settings.redis_url, settings.cluster_name)
+        self.store = Store.from_settings(settings)
         self.app: Celery = make_app(settings)
         self.control_app: Celery = make_app(settings)
         self.stop_event = threading.Event()

@@ -42,7 +42,7 @@ class Fleet:
 
 
 def build_fleet(settings: Settings) -> Fleet:
-    store = Store.from_url(settings.redis_url, settings.cluster_name)
+    store = Store.from_settings(settings)
     limiter = RateLimiter(store, settings.rate_limits)  # fleet-wide EC2 token buckets
     # Every attempt, retries too, draws a token; describes and terminations are coalesced fleet-wide.
     ec2 = BatchingGateway(settings, store, limiter=limiter.acquire)

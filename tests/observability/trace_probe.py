@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
     from vkec2.store.redis_store import Store
 
     settings = load_settings(config)
-    store = Store.from_url(settings.redis_url, settings.cluster_name)
+    store = Store.from_settings(settings)
     producer_app = make_app(settings)
     link = FleetLink(store, producer_app, NODE)
     with start_worker(

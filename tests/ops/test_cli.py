@@ -119,7 +119,7 @@ def test_replay_publishes_the_task_as_celery_call_would(cluster: dict[str, Any],
     assert result.returncode == 0, result.stderr
     sent = json.loads(result.stdout)
     client = redis.Redis.from_url(redis_url)
-    [raw] = client.lrange("pods", 0, -1)
+    [raw] = client.lrange(f"vkec2:{cluster['name']}:celery:pods", 0, -1)  # kombu's global_keyprefix
     message = json.loads(raw)
     assert message["headers"]["task"] == "vkec2.pods.create" and message["headers"]["id"] == sent["task_id"]
     body = json.loads(__import__("base64").b64decode(message["body"]))

@@ -121,7 +121,7 @@ class FleetHarness:
         self.config_path = tmp / f"{self.cluster}.yaml"
         self.config_path.write_text(yaml.safe_dump(raw))
         self.moto_url = moto_url
-        self.store = Store.from_url(redis_url, self.cluster)
+        self.store = Store.from_settings(self.settings)
         # The harness stands for node NODE's producer, whose first full pod list records this.
         self.store.mark_reconciled(NODE, self.store.ensure_epoch())
         self.app: Celery = make_app(self.settings)

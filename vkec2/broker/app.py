@@ -5,7 +5,10 @@ it finished; a worker killed mid-task leaves its message unacknowledged, and kom
 transport restores it after the visibility timeout (longer than any countdown the tasks use, so a
 scheduled step is never delivered twice by the broker itself). JSON only; one queue per kind of
 work: ``pods`` (lifecycle), ``health`` (sweeps), ``maintenance`` (pools, quotas, GC, status); the
-queue and task names are the wire contract of :mod:`vkec2.contract`.
+queue and task names are the wire contract of :mod:`vkec2.contract`. Every key and channel kombu
+uses (queues, bindings, unacked messages, pidbox, events) carries the cluster's prefix, so clusters
+sharing one Redis neither take each other's tasks nor answer each other's pings; a ``sentinel://``
+``redis_url`` reaches the master through Sentinel for kombu and RedBeat alike (docs/redis.md).
 :func:`make_app` builds an app from settings without importing any task, so the producer and the
 CLI can publish by task name without loading worker code; :mod:`tasks.app` builds the workers' app.
 """
@@ -21,7 +24,11 @@ from kombu import Exchange, Queue
 from vkec2 import contract
 from vkec2.broker import hooks as observe
 from vkec2.config import Settings
-from vkec2.store.keys import redbeat_key_prefix
+from vkec2.config.redis_url import parse_redis_url
+from vkec2.store.keys import celery_key_prefix, redbeat_key_prefix
+
+#: Seconds RedBeat retries a command while Sentinel fails the master over.
+BEAT_RETRY_SECONDS = 30.0
 
 ROUTES = {contract.queue_pattern(queue): {"queue": queue} for queue in contract.QUEUES}
 
@@ -35,18 +42,42 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
     return {task: every(task, seconds) for task, seconds in settings.beat_periods().items()}
 
 
+def redbeat_settings(settings: Settings) -> dict[str, object]:
+    """Where RedBeat keeps the schedule and its lock: the fleet's Redis, found through Sentinel if so
+    configured (RedBeat then retries a command for :data:`BEAT_RETRY_SECONDS` across a fail-over)."""
+    options: dict[str, object] = {"socket_timeout": 30}
+    target = parse_redis_url(settings.redis_url)
+    if not target.is_sentinel:
+        options.update(socket_connect_timeout=5, health_check_interval=30)
+        return {"redbeat_redis_url": settings.redis_url, "redbeat_redis_options": options}
+    options.update(
+        sentinels=list(target.sentinels),
+        service_name=settings.redis_sentinel_master,
+        password=target.password,
+        username=target.username,
+        db=target.db,
+        retry_period=BEAT_RETRY_SECONDS,
+    )
+    return {"redbeat_redis_url": "redis-sentinel://", "redbeat_redis_options": options}
+
+
 def celery_settings(settings: Settings) -> dict[str, object]:
     """The Celery configuration for a fleet configured by ``settings``."""
     visibility = settings.celery.visibility_timeout_seconds
+    transport: dict[str, object] = {
+        "visibility_timeout": visibility,
+        # Scan for unacknowledged messages of dead workers often enough to honour the timeout.
+        "unacked_restore_interval": max(1, min(10, visibility // 4)),
+        "unacked_restore_throttle": 1,
+        # Queues, bindings, unacked messages, pidbox (control) and events of this cluster only.
+        "global_keyprefix": celery_key_prefix(settings.cluster_name),
+    }
+    if settings.redis_sentinel_master is not None:
+        transport["master_name"] = settings.redis_sentinel_master
     return {
         "broker_url": settings.redis_url,
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {
-            "visibility_timeout": visibility,
-            # Scan for unacknowledged messages of dead workers often enough to honour the timeout.
-            "unacked_restore_interval": max(1, min(10, visibility // 4)),
-            "unacked_restore_throttle": 1,
-        },
+        "broker_transport_options": transport,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
@@ -74,12 +105,7 @@ def celery_settings(settings: Settings) -> dict[str, object]:
         "beat_scheduler": "redbeat.RedBeatScheduler",
         "beat_schedule": beat_schedule(settings),
         "beat_max_loop_interval": settings.beat.max_loop_interval_seconds,
-        "redbeat_redis_url": settings.redis_url,
-        "redbeat_redis_options": {
-            "socket_connect_timeout": 5,
-            "socket_timeout": 30,
-            "health_check_interval": 30,
-        },
+        **redbeat_settings(settings),
         "redbeat_key_prefix": redbeat_key_prefix(settings.cluster_name),
         "redbeat_lock_timeout": settings.beat.lock_timeout_seconds,
     }

@@ -129,7 +129,7 @@ def _store(settings: Settings) -> Store:
     key = (os.getpid(), settings.redis_url, settings.cluster_name)
     with _mutex:
         if key not in _stores:
-            _stores[key] = Store.from_url(settings.redis_url, settings.cluster_name)
+            _stores[key] = Store.from_settings(settings)
         return _stores[key]
 
 

@@ -15,29 +15,20 @@ import logging
 import os
 import sys
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import click
 import yaml
 
 from vkec2.cli.common import Failed, Group
 from vkec2.config import InvalidConfig, load_config
+from vkec2.config.redis_url import redact_url
 from vkec2.errors import ConfigError
-
-
-def _redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def render(data: dict[str, Any], output: str) -> str:
     """The effective configuration as text, with the Redis password masked."""
     if isinstance(data.get("redis_url"), str):
-        data = {**data, "redis_url": _redact_url(data["redis_url"])}
+        data = {**data, "redis_url": redact_url(data["redis_url"])}
     if output == "json":
         return json.dumps(data, indent=2) + "\n"
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

@@ -249,7 +249,7 @@ def _run(name: str, config: str | None, output: str, command: Callable[[Settings
         settings = load_settings(config)
     except ConfigError as exc:
         raise Failed(f"vkec2 {name}: {exc.message}") from exc
-    store = Store.from_url(settings.redis_url, settings.cluster_name)
+    store = Store.from_settings(settings)
     try:
         _print(name, command(settings, store), output)
     except CommandError as exc:

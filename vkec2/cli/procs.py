@@ -108,8 +108,10 @@ class ManagedProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def start_redis(port: int | None = None, log_dir: str | None = None) -> tuple[ManagedProcess, str]:
-    """A private ``redis-server`` on a free port, with 64 databases and no persistence."""
+def start_redis(
+    port: int | None = None, log_dir: str | None = None, args: Sequence[str] = ()
+) -> tuple[ManagedProcess, str]:
+    """A private ``redis-server`` on a free port, with 64 databases, no persistence and ``args``."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -128,6 +130,7 @@ def start_redis(port: int | None = None, log_dir: str | None = None) -> tuple[Ma
             "no",
             "--databases",
             "64",
+            *args,
         ],
         log_dir=log_dir,
     ).start()

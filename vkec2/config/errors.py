@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from vkec2.config.annotations import annotation_at, strip_optional
+from vkec2.config.redis_url import redact_url
 from vkec2.errors import ConfigError
 
 #: A key path in the settings: mapping keys as strings, list indices as ints.
@@ -68,7 +69,7 @@ def kind(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    text = redact_url(repr(value))
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -12,7 +12,6 @@ as UserData) is :mod:`vkec2.domain.podspec`.
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -28,6 +27,7 @@ from vkec2.config.operations import (
     RateLimitSettings,
     TracingSettings,
 )
+from vkec2.config.redis_url import check_sentinel_master, parse_redis_url
 from vkec2.config.shapes import (
     DNS_LABEL_RE,
     DNS_SUBDOMAIN_RE,
@@ -333,6 +333,8 @@ class Settings(BaseSettings):
     cluster_name: str = Field(default="vkec2", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
     region: str = "us-west-2"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_sentinel_master: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    redis_wait_replicas: int = Field(default=0, ge=0)
     status_interval_seconds: float = Field(default=15.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     aws: AwsSettings = Field(default_factory=AwsSettings)
@@ -367,8 +369,7 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis(cls, value: str) -> str:
-        if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        parse_redis_url(value)
         return value
 
     @field_validator("warm_pools")
@@ -392,6 +393,11 @@ class Settings(BaseSettings):
             configured = ", ".join(names) if names else "none"
             raise ValueError(f"no warm pool named {value!r} (configured: {configured})")
         return value
+
+    @model_validator(mode="after")
+    def _sentinel_master(self) -> Settings:
+        check_sentinel_master(parse_redis_url(self.redis_url), self.redis_sentinel_master)
+        return self
 
     @model_validator(mode="after")
     def _hold_outlasts_a_step(self) -> Settings:

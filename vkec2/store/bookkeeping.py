@@ -112,12 +112,13 @@ class Bookkeeping(StoreBase):
         self.redis.hset(self.keys.status_last(), mapping=fields)
 
     def queue_depths(self, queues: Sequence[str]) -> dict[str, int]:
-        """Ready messages per Celery queue (kombu's list and its priority lists)."""
+        """Ready messages per Celery queue (kombu's lists, priorities too, under the cluster's prefix)."""
         pipe = self.redis.pipeline(transaction=False)
         for queue in queues:
-            pipe.llen(queue)
+            name = f"{self.keys.celery_prefix()}{queue}"
+            pipe.llen(name)
             for step in PRIORITY_STEPS:
-                pipe.llen(f"{queue}{PRIORITY_SEP}{step}")
+                pipe.llen(f"{name}{PRIORITY_SEP}{step}")
         lengths = pipe.execute()
         per = 1 + len(PRIORITY_STEPS)
         return {

@@ -70,7 +70,8 @@ class DueSteps(StoreBase):
 
     def oldest_queued_at(self, queue: str) -> float | None:
         """When the oldest message waiting in ``queue`` was published (None: empty, or no time on it)."""
-        raw = cast(str | None, self.redis.lindex(queue, -1))  # kombu pushes left, workers pop right
+        name = f"{self.keys.celery_prefix()}{queue}"
+        raw = cast(str | None, self.redis.lindex(name, -1))  # kombu pushes left, workers pop right
         if raw is None:
             return None
         try:

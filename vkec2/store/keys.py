@@ -106,8 +106,20 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
 - ``status:last`` (hash): the last status line (``line``) and the counters it was computed from. Owner:
   the status log. Lifetime: overwritten by every line.
 
-Not ours, only read: the status log reads the length of Celery's queue lists (kombu's names); the
-resume task reads the publish time of the oldest message of the ``pods`` list.
+Not ours: kombu (the Celery broker) writes under ``celery:``, its ``global_keyprefix``, so two
+clusters on one Redis share no queue, binding, unacknowledged message, control or event channel
+(docs/redis.md). Owner: kombu; the status log reads the queue lengths, the resume task the publish
+time of the oldest message of the ``pods`` list.
+
+- ``celery:{queue}`` and ``celery:{queue}\x06\x16{3,6,9}`` (lists): the ready messages of ``pods``,
+  ``health``, ``maintenance`` and their priorities; reply queues ``celery:{uuid}.reply.celery.pidbox``
+  of control commands. Lifetime: until consumed (reply queues expire).
+- ``celery:_kombu.binding.{exchange}`` (sets): which queues an exchange routes to, ``celery.pidbox``
+  and ``reply.celery.pidbox`` included. Lifetime: permanent (rewritten at every start).
+- ``celery:unacked`` (hash), ``celery:unacked_index`` (sorted set), ``celery:unacked_mutex`` (string):
+  delivered, unacknowledged messages, restored after ``celery.visibility_timeout_seconds``.
+- pub/sub channels (no keys): ``celery:/{db}.celery.pidbox`` (control: ping, inspect) and
+  ``celery:/{db}.celeryev/...`` (task events, Flower).
 """
 
 from __future__ import annotations
@@ -233,6 +245,9 @@ class Keys:
         """RedBeat's lock: its key prefix followed by ``:lock`` (redbeat's ``redbeat_lock_key`` default)."""
         return f"{self.beat_prefix()}:lock"
 
+    def celery_prefix(self) -> str:
+        return f"{self.prefix}celery:"
+
     def maintenance_runs(self, task: str) -> str:
         return f"{self.prefix}maintenance:runs:{task}"
 
@@ -246,3 +261,8 @@ class Keys:
 def redbeat_key_prefix(cluster: str) -> str:
     """The prefix of RedBeat's keys for ``cluster`` (the broker's configuration passes it to RedBeat)."""
     return Keys(cluster).beat_prefix()
+
+
+def celery_key_prefix(cluster: str) -> str:
+    """The prefix kombu puts before every key and channel of ``cluster``'s broker (``global_keyprefix``)."""
+    return Keys(cluster).celery_prefix()

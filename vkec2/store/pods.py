@@ -9,24 +9,31 @@ effect (a warm-pool claim, CreateTags, RunInstances, TerminateInstances) the hol
 that extends its lock only while its token and fence still hold (:meth:`Lock.guard`), so a task
 stalled past its lock never acts on a pod another task took over. The producer's writes (desired
 spec, delete requests) touch only the fields it owns and bump ``generation``; both make the pod due
-a step now (``due``, see :mod:`vkec2.store.due`), and a chain's fenced writes move or clear it.
+a step now (``due``, see :mod:`vkec2.store.due`), and a chain's fenced writes move or clear it. With
+``redis_wait_replicas`` a fenced write waits (Redis ``WAIT``) until that many replicas have it, so
+a Sentinel fail-over right after it cannot take it back (docs/redis.md).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property
 from typing import Any, cast
 
+from redis.commands.core import Script
+
 from vkec2 import contract
 from vkec2.domain import phases
 from vkec2.domain.models import DueStep, PodRecord, StatusEvent, now
 from vkec2.errors import LockBusy, StaleFence, UnknownPod, Vkec2Error
-from vkec2.store.base import StoreBase
+from vkec2.store.base import WAIT_TIMEOUT_MS, StoreBase
 from vkec2.store.heartbeat import LockHeartbeat
+
+log = logging.getLogger(__name__)
 
 OUTBOX_MAXLEN = 100_000
 LOCK_TTL_MS = 60_000
@@ -206,10 +213,8 @@ class PodRecords(StoreBase):
             for key, value in event.to_fields().items():
                 args += [key, value]
             args.append(str(OUTBOX_MAXLEN))
-        result = int(
-            self.scripts.cas_write(keys=[self.keys.pod(uid), self.keys.outbox(node or "-")], args=args)
-        )
-        _check_fenced(uid, fence, result)
+        keys = [self.keys.pod(uid), self.keys.outbox(node or "-")]
+        _check_fenced(uid, fence, self._replicated(self.scripts.cas_write, keys, args))
 
     def schedule_next(self, uid: str, fence: int, next_task: str, step: DueStep, due_at: float) -> None:
         """Name the chain's next step in the record (``next_task``) and make it due at ``due_at``, fenced."""
@@ -218,12 +223,34 @@ class PodRecords(StoreBase):
         for key, value in encoded.items():
             args += [key, value]
         keys = [self.keys.pod(uid), self.keys.due(), self.keys.due_task()]
-        _check_fenced(uid, fence, int(self.scripts.schedule_next(keys=keys, args=args)))
+        _check_fenced(uid, fence, self._replicated(self.scripts.schedule_next, keys, args))
 
     def finish_chain(self, uid: str, fence: int, task: str) -> bool:
         """The chain of ``task`` ended: nothing is due (unless another task's step is); False if not due."""
         keys = [self.keys.pod(uid), self.keys.due(), self.keys.due_task()]
         return bool(int(self.scripts.finish_chain(keys=keys, args=[str(fence), uid, task])))
+
+    def _replicated(self, script: Script, keys: list[str], args: list[str]) -> int:
+        """Run a fenced write script; with ``redis_wait_replicas``, wait until that many replicas have it.
+
+        A replica that does not answer within :data:`WAIT_TIMEOUT_MS` is logged and the write goes
+        on: a replica down slows writes, it never stops the fleet.
+        """
+        if not self.wait_replicas:
+            return int(script(keys=keys, args=args))
+        pipe = self.redis.pipeline(transaction=False)  # WAIT covers the writes of its own connection
+        script(keys=keys, args=args, client=pipe)
+        pipe.wait(self.wait_replicas, WAIT_TIMEOUT_MS)
+        written, acked = pipe.execute()
+        if int(written) == 1 and int(acked) < self.wait_replicas:
+            log.warning(
+                "pod %s: the write reached %s of %s replicas within %s ms (redis_wait_replicas)",
+                keys[0],
+                acked,
+                self.wait_replicas,
+                WAIT_TIMEOUT_MS,
+            )
+        return int(written)
 
 
 def _check_fenced(uid: str, fence: int, result: int) -> None:

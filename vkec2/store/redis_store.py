@@ -16,6 +16,7 @@ fails the build when code outside ``vkec2/store/`` touches the client or the key
 
 from __future__ import annotations
 
+from vkec2.config import Settings
 from vkec2.store.base import StoreBase, StoreError, connect, reachable
 from vkec2.store.batches import Ec2Batches
 from vkec2.store.bookkeeping import Bookkeeping
@@ -47,5 +48,17 @@ class Store(
     """Typed access to one cluster's state in Redis."""
 
     @classmethod
-    def from_url(cls, url: str, cluster: str) -> Store:
-        return cls(connect(url), cluster)
+    def from_url(
+        cls, url: str, cluster: str, *, sentinel_master: str | None = None, wait_replicas: int = 0
+    ) -> Store:
+        return cls(connect(url, sentinel_master=sentinel_master), cluster, wait_replicas=wait_replicas)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        """The store of the cluster ``settings`` configure, on its Redis (plain or Sentinel)."""
+        return cls.from_url(
+            settings.redis_url,
+            settings.cluster_name,
+            sentinel_master=settings.redis_sentinel_master,
+            wait_replicas=settings.redis_wait_replicas,
+        )
