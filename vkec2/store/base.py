@@ -29,6 +29,10 @@ from vkec2.store.scripts import Scripts
 #: Raised by every store method when Redis is unreachable or refuses a command.
 StoreError = redis.RedisError
 
+
+class NotReplicated(redis.RedisError):
+    """A fenced write fewer than ``redis_wait_replicas`` replicas acknowledged in time (retry the step)."""
+
 #: How long a fenced pod write waits for ``redis_wait_replicas`` replicas to acknowledge it.
 WAIT_TIMEOUT_MS = 1000
 

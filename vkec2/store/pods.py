@@ -17,7 +17,6 @@ a Sentinel fail-over right after it cannot take it back (docs/redis.md).
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,10 +29,8 @@ from vkec2 import contract
 from vkec2.domain import phases
 from vkec2.domain.models import DueStep, PodRecord, StatusEvent, now
 from vkec2.errors import LockBusy, StaleFence, UnknownPod, Vkec2Error
-from vkec2.store.base import WAIT_TIMEOUT_MS, StoreBase
+from vkec2.store.base import WAIT_TIMEOUT_MS, NotReplicated, StoreBase
 from vkec2.store.heartbeat import LockHeartbeat
-
-log = logging.getLogger(__name__)
 
 OUTBOX_MAXLEN = 100_000
 LOCK_TTL_MS = 60_000
@@ -233,8 +230,10 @@ class PodRecords(StoreBase):
     def _replicated(self, script: Script, keys: list[str], args: list[str]) -> int:
         """Run a fenced write script; with ``redis_wait_replicas``, wait until that many replicas have it.
 
-        A replica that does not answer within :data:`WAIT_TIMEOUT_MS` is logged and the write goes
-        on: a replica down slows writes, it never stops the fleet.
+        Fewer acknowledgements within :data:`WAIT_TIMEOUT_MS` raise :class:`NotReplicated` (a
+        :data:`StoreError`): the write may vanish in a fail-over (the old master took it after its
+        replica was promoted), so the step must not build on it; it is retried from what the master
+        then holds.
         """
         if not self.wait_replicas:
             return int(script(keys=keys, args=args))
@@ -243,12 +242,9 @@ class PodRecords(StoreBase):
         pipe.wait(self.wait_replicas, WAIT_TIMEOUT_MS)
         written, acked = pipe.execute()
         if int(written) == 1 and int(acked) < self.wait_replicas:
-            log.warning(
-                "pod %s: the write reached %s of %s replicas within %s ms (redis_wait_replicas)",
-                keys[0],
-                acked,
-                self.wait_replicas,
-                WAIT_TIMEOUT_MS,
+            raise NotReplicated(
+                f"{keys[0]}: the write reached {acked} of {self.wait_replicas} replicas within "
+                f"{WAIT_TIMEOUT_MS} ms (redis_wait_replicas); a fail-over could lose it"
             )
         return int(written)
 
