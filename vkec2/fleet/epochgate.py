@@ -5,8 +5,8 @@ lost its data (see :mod:`vkec2.store.epoch`) it knows nothing, and for up to one
 producer may not have noticed and rebuilt its pod records yet, so a live pod's instance would look
 like an orphan. :func:`read_gate` says whether the passes may run: the epoch exists and every node in
 ``nodes`` has reconciled at it; otherwise it names why not. :meth:`EpochGate.covers` additionally
-says whether an instance belongs to a node that has reconciled at the current epoch (an instance of
-a node that has not re-registered since the loss is never an orphan candidate).
+says whether an instance belongs to a node that has reconciled at the current epoch or was removed
+(an instance of a node that has not re-registered since the loss is never an orphan candidate).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ class EpochGate:
     epoch: str | None
     #: Nodes whose producer listed its pods and rebuilt their records at the current epoch.
     current: frozenset[str] = field(default_factory=frozenset)
+    #: Nodes removed by ``vkec2 node drain``: whatever they left behind may be collected.
+    removed: frozenset[str] = field(default_factory=frozenset)
     #: Why the passes must wait ("" when they may run).
     reason: str = ""
 
@@ -33,9 +35,10 @@ class EpochGate:
         return not self.reason
 
     def covers(self, instance: Instance) -> bool:
-        """True unless the instance's ``vkec2.io/node`` tag names a node not reconciled at this epoch."""
+        """True unless the instance's ``vkec2.io/node`` tag names a node not reconciled at this epoch
+        (and not removed)."""
         node = tag_map(instance).get(TAG_NODE, "")
-        return not node or node in self.current
+        return not node or node in self.current or node in self.removed
 
 
 def read_gate(store: Store) -> EpochGate:
@@ -45,11 +48,13 @@ def read_gate(store: Store) -> EpochGate:
         return EpochGate(None, reason="Redis has no epoch: it lost its data and no producer has noticed yet")
     reconciled = store.reconciled()
     current = frozenset(node for node, seen in reconciled.items() if seen == epoch)
+    removed = frozenset(store.removed_nodes())
     behind = sorted(store.nodes() - current)
     if behind:
         return EpochGate(
             epoch,
             current,
+            removed,
             reason=f"node(s) {', '.join(behind)} have not relisted their pods since Redis's epoch {epoch}",
         )
-    return EpochGate(epoch, current)
+    return EpochGate(epoch, current, removed)

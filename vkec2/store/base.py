@@ -33,6 +33,7 @@ StoreError = redis.RedisError
 class NotReplicated(redis.RedisError):
     """A fenced write fewer than ``redis_wait_replicas`` replicas acknowledged in time (retry the step)."""
 
+
 #: How long a fenced pod write waits for ``redis_wait_replicas`` replicas to acknowledge it.
 WAIT_TIMEOUT_MS = 1000
 

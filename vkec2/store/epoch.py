@@ -7,7 +7,8 @@ this Redis, so every data loss leaves a missing key and the next write a new ID.
 hash records, per virtual node, the epoch at which that node's producer last listed its pods and
 rewrote their records; a node whose entry is not the current epoch has not rebuilt what the loss
 took, so the fleet's destructive passes (orphan GC, warm-pool shrinking) wait for it
-(:mod:`vkec2.fleet.epochgate`). Removing a node (``vkec2 node drain``) forgets it here too.
+(:mod:`vkec2.fleet.epochgate`). Removing a node (``vkec2 node drain``) forgets it here too and
+records it in ``removed``, so what it left behind is garbage, not the pods of a silent producer.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Epochs(StoreBase):
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.reconciled(), node, epoch)
         pipe.sadd(self.keys.nodes(), node)
+        pipe.hdel(self.keys.removed(), node)
         pipe.execute()
 
     def reconciled(self) -> dict[str, str]:
@@ -46,9 +48,15 @@ class Epochs(StoreBase):
         return cast(dict[str, str], self.redis.hgetall(self.keys.reconciled()))
 
     def forget_node(self, node: str) -> None:
-        """A removed node: out of ``nodes`` and ``reconciled``, its (empty) pod index dropped."""
+        """A removed node: out of ``nodes`` and ``reconciled``, its (empty) pod index dropped, and
+        remembered as removed, so instances it left behind are orphans, not a silent node's."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.srem(self.keys.nodes(), node)
         pipe.hdel(self.keys.reconciled(), node)
         pipe.delete(self.keys.node_pods(node))
+        pipe.hset(self.keys.removed(), node, repr(time.time()))
         pipe.execute()
+
+    def removed_nodes(self) -> set[str]:
+        """Nodes ``vkec2 node drain`` removed (and that did not register again since)."""
+        return set(cast(dict[str, str], self.redis.hgetall(self.keys.removed())))

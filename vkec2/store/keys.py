@@ -23,6 +23,10 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
 - ``reconciled`` (hash): node -> the epoch ID at which that node's producer last listed its pods and
   rewrote their records. Orphan GC and warm-pool shrinking run only when every node in ``nodes`` is at
   the current epoch. Owner: the producer. Lifetime: an entry goes with its node (``vkec2 node drain``).
+- ``removed`` (hash): node -> when ``vkec2 node drain`` removed it: its instances left over are orphan
+  candidates (a node merely absent from ``nodes`` may be a producer that has not re-registered since a
+  loss). Owner: the drain; a node that registers again leaves it. Lifetime: until the node returns, or
+  the data is lost.
 - ``lock:{uid}`` (string): the per-pod lock: a random token. Owner: workers (pod tasks, health sweep).
   Lifetime: TTL (``celery.lock_ttl_seconds``, 15 s by default; extended before every side effect and
   every third of the TTL by the holder's heartbeat, for at most ``celery.lock_max_hold_seconds``);
@@ -154,6 +158,9 @@ class Keys:
 
     def reconciled(self) -> str:
         return f"{self.prefix}reconciled"
+
+    def removed(self) -> str:
+        return f"{self.prefix}removed"
 
     def lock(self, uid: str) -> str:
         return f"{self.prefix}lock:{uid}"

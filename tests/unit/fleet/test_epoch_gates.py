@@ -72,6 +72,18 @@ def test_gc_never_takes_an_instance_of_a_node_not_reconciled_at_the_epoch(store:
     assert ec2.state(of_c) == "running"
 
 
+def test_gc_collects_what_a_removed_node_left_behind(store: Store) -> None:
+    ec2 = FakeEc2("unit")
+    epoch = store.ensure_epoch()
+    store.mark_reconciled("vk-a", epoch)
+    store.mark_reconciled("vk-d", epoch)
+    left = orphan(ec2, "vk-d", uid="drained-pod")
+    store.forget_node("vk-d")  # vkec2 node drain
+    assert two_passes(store, ec2) == [left]
+    store.mark_reconciled("vk-d", epoch)  # the node registers again: no longer removed
+    assert store.removed_nodes() == set()
+
+
 def test_gc_after_the_epoch_changed_waits_for_every_node_again(store: Store) -> None:
     ec2 = FakeEc2("unit")
     store.mark_reconciled("vk-a", store.ensure_epoch())
