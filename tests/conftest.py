@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
 
 from tests.support.services import start_agent_sim, start_moto, start_redis
+from vkec2.store.redis_store import Store
 
 # Dummy credentials for moto; never real ones.
 for _key, _value in {
@@ -48,6 +50,14 @@ def redis_url(redis_server: str) -> Iterator[str]:
     yield url
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[Store]:
+    """The Redis store of a fresh cluster on a fresh database."""
+    s = Store.from_url(redis_url, f"t-{uuid.uuid4().hex[:8]}")
+    yield s
+    s.close()
 
 
 @pytest.fixture(scope="session")

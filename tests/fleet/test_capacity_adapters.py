@@ -10,8 +10,6 @@ Redis.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 
 import boto3
 import pytest
@@ -27,13 +25,6 @@ from vkec2.domain.podspec import LaunchParams
 from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import Ec2Error
 from vkec2.store.redis_store import Store
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[Store]:
-    s = Store.from_url(redis_url, f"t-{uuid.uuid4().hex[:8]}")
-    yield s
-    s.redis.close()
 
 
 def launch() -> LaunchParams:

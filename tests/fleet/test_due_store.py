@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
+from tests.support.fleet import bare_pod
 from vkec2.broker.app import make_app
 from vkec2.config import Settings
 from vkec2.contract import POD_CREATE, POD_DELETE, PODS_QUEUE, pod_task_kwargs
 from vkec2.domain.models import DueStep
 from vkec2.errors import StaleFence
 from vkec2.store.redis_store import Store
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[Store]:
-    s = Store.from_url(redis_url, f"t-{uuid.uuid4().hex[:8]}")
-    yield s
-    s.redis.close()
-
-
-def pod(uid: str) -> dict[str, object]:
-    return {"metadata": {"uid": uid, "name": "p", "namespace": "ns"}, "spec": {"containers": []}}
 
 
 def due(store: Store, uid: str) -> tuple[float, DueStep] | None:
@@ -34,10 +23,10 @@ def due(store: Store, uid: str) -> tuple[float, DueStep] | None:
 def test_a_chain_makes_its_pod_due_each_step_and_nothing_once_it_ends(store: Store) -> None:
     uid = str(uuid.uuid4())
     before = time.time()
-    generation = store.put_desired(pod(uid), "n")
+    generation = store.put_desired(bare_pod(uid), "n")
     at, step = due(store, uid) or (0.0, None)
     assert step == DueStep(uid, POD_CREATE, generation) and before <= at <= time.time()
-    store.put_desired(pod(uid), "n")  # an update of a Pending pod: its chain's step stays due as it was
+    store.put_desired(bare_pod(uid), "n")  # an update of a Pending pod: its chain's step stays due as it was
     assert due(store, uid) == (at, step)
 
     with store.locked(uid) as lock:
@@ -71,7 +60,7 @@ def test_a_chain_makes_its_pod_due_each_step_and_nothing_once_it_ends(store: Sto
 def test_claims_take_overdue_free_steps_once_and_read_the_queue_age(store: Store, redis_url: str) -> None:
     late, busy, gone, fresh = (str(uuid.uuid4()) for _ in range(4))
     for uid in (late, busy, gone, fresh):
-        store.put_desired(pod(uid), "n")
+        store.put_desired(bare_pod(uid), "n")
     now = time.time()
     for uid in (late, busy, gone):
         store.expect_step(DueStep(uid, POD_CREATE, 1), now - 60)

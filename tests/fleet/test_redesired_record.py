@@ -7,30 +7,19 @@ the store's Lua (``_PUT_DESIRED``) must drop those and no others, from every fin
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
+from tests.support.fleet import bare_pod
 from vkec2.domain import phases
 from vkec2.domain.phases import Phase
 from vkec2.store.redis_store import Store
 
 
-@pytest.fixture
-def store(redis_url: str) -> Iterator[Store]:
-    s = Store.from_url(redis_url, f"t-{uuid.uuid4().hex[:8]}")
-    yield s
-    s.redis.close()
-
-
-def _pod(uid: str) -> dict[str, object]:
-    return {"metadata": {"uid": uid, "name": "p", "namespace": "ns"}, "spec": {"containers": []}}
-
-
 @pytest.mark.parametrize("final", sorted(phases.FINAL_PHASES))
 def test_a_redesired_record_drops_exactly_the_life_fields(store: Store, final: Phase) -> None:
     uid = str(uuid.uuid4())
-    store.put_desired(_pod(uid), "n")
+    store.put_desired(bare_pod(uid), "n")
     lived = {
         "instance": {"InstanceId": "i-1"},
         "instance_id": "i-1",
@@ -56,7 +45,7 @@ def test_a_redesired_record_drops_exactly_the_life_fields(store: Store, final: P
     store.mark_deleted(uid)
     with store.locked(uid) as lock:
         lock.write({"phase": final.value})
-    store.put_desired(_pod(uid), "n")
+    store.put_desired(bare_pod(uid), "n")
     raw = store.redis.hgetall(store.keys.pod(uid))
     dropped = {name for name in lived if name not in raw}
     assert dropped == set(phases.LIFE_FIELDS)

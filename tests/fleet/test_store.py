@@ -6,31 +6,20 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
+from tests.support.fleet import bare_pod
 from tests.support.services import wait_until
 from vkec2.domain.models import Phase, StatusEvent
 from vkec2.errors import LockBusy, StaleFence, Vkec2Error
 from vkec2.store.redis_store import Store
 
 
-@pytest.fixture
-def store(redis_url: str) -> Iterator[Store]:
-    s = Store.from_url(redis_url, f"t-{uuid.uuid4().hex[:8]}")
-    yield s
-    s.redis.close()
-
-
-def pod(uid: str, name: str = "p") -> dict[str, object]:
-    return {"metadata": {"uid": uid, "name": name, "namespace": "ns"}, "spec": {"containers": []}}
-
-
 def test_records_are_keyed_by_uid_and_indexed_by_node(store: Store) -> None:
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
-    store.put_desired(pod(a, "same-name"), "node-a")
-    store.put_desired(pod(b, "same-name"), "node-b")
+    store.put_desired(bare_pod(a, "same-name"), "node-a")
+    store.put_desired(bare_pod(b, "same-name"), "node-b")
     assert store.uids() == {a, b}
     assert store.uids("node-a") == {a}
     assert store.nodes() == {"node-a", "node-b"}
@@ -41,8 +30,8 @@ def test_records_are_keyed_by_uid_and_indexed_by_node(store: Store) -> None:
 
 def test_generation_bumps_on_every_desired_write_and_delete(store: Store) -> None:
     uid = str(uuid.uuid4())
-    assert store.put_desired(pod(uid), "n") == 1
-    assert store.put_desired(pod(uid), "n") == 2
+    assert store.put_desired(bare_pod(uid), "n") == 1
+    assert store.put_desired(bare_pod(uid), "n") == 2
     assert store.mark_deleted(uid) == 3
     assert store.mark_deleted(str(uuid.uuid4())) is None
     rec = store.get(uid)
@@ -51,21 +40,21 @@ def test_generation_bumps_on_every_desired_write_and_delete(store: Store) -> Non
 
 def test_a_deleted_uid_cannot_be_desired_again_until_it_is_finished(store: Store) -> None:
     uid = str(uuid.uuid4())
-    store.put_desired(pod(uid), "n")
+    store.put_desired(bare_pod(uid), "n")
     store.mark_deleted(uid)
     with pytest.raises(Vkec2Error) as err:
-        store.put_desired(pod(uid), "n")
+        store.put_desired(bare_pod(uid), "n")
     assert err.value.reason == "PodTerminating"
     with store.locked(uid) as lock:
         lock.write({"phase": Phase.TERMINATED.value, "instance_id": "i-1"})
-    store.put_desired(pod(uid), "n")
+    store.put_desired(bare_pod(uid), "n")
     rec = store.get(uid)
     assert rec is not None and rec.phase is Phase.PENDING and not rec.deleted and rec.instance_id == ""
 
 
 def test_lock_is_exclusive_and_each_holder_gets_a_higher_fence(store: Store) -> None:
     uid = str(uuid.uuid4())
-    store.put_desired(pod(uid), "n")
+    store.put_desired(bare_pod(uid), "n")
     with store.locked(uid) as first:
         with pytest.raises(LockBusy), store.locked(uid):
             pass
@@ -76,7 +65,7 @@ def test_lock_is_exclusive_and_each_holder_gets_a_higher_fence(store: Store) -> 
 
 def test_write_with_a_stale_fence_is_refused_and_changes_nothing(store: Store) -> None:
     uid = str(uuid.uuid4())
-    store.put_desired(pod(uid), "n")
+    store.put_desired(bare_pod(uid), "n")
     with store.locked(uid, ttl_ms=50) as stale:
         pass
     with store.locked(uid) as fresh:
@@ -91,7 +80,7 @@ def test_write_with_a_stale_fence_is_refused_and_changes_nothing(store: Store) -
 
 def test_expired_lock_can_be_taken_over_and_the_old_holder_is_fenced_out(store: Store) -> None:
     uid = str(uuid.uuid4())
-    store.put_desired(pod(uid), "n")
+    store.put_desired(bare_pod(uid), "n")
     with store.locked(uid, ttl_ms=20) as stalled:
         wait_until(lambda: not store.redis.exists(store.keys.lock(uid)), 5, "the lock to expire")
         with store.locked(uid) as other:
@@ -103,7 +92,7 @@ def test_expired_lock_can_be_taken_over_and_the_old_holder_is_fenced_out(store: 
 
 def test_the_guard_extends_a_held_lock_and_refuses_a_lost_one(store: Store) -> None:
     uid = str(uuid.uuid4())
-    store.put_desired(pod(uid), "n")
+    store.put_desired(bare_pod(uid), "n")
     with store.locked(uid, ttl_ms=300) as held:
         held.guard()
         assert int(store.redis.pttl(store.keys.lock(uid))) > 200  # extended by its TTL again
@@ -123,7 +112,7 @@ def test_the_guard_extends_a_held_lock_and_refuses_a_lost_one(store: Store) -> N
 
 def test_a_held_lock_is_kept_alive_past_its_ttl_and_let_go_after_its_maximum_hold(store: Store) -> None:
     uid = str(uuid.uuid4())
-    store.put_desired(pod(uid), "n")
+    store.put_desired(bare_pod(uid), "n")
     lock_key = store.keys.lock(uid)
     with store.locked(uid, ttl_ms=300, max_hold_s=30):
         started = time.monotonic()
@@ -141,7 +130,7 @@ def test_a_held_lock_is_kept_alive_past_its_ttl_and_let_go_after_its_maximum_hol
 
 def test_the_lock_of_a_killed_holder_expires_within_its_ttl(store: Store, redis_url: str) -> None:
     uid = str(uuid.uuid4())
-    store.put_desired(pod(uid), "n")
+    store.put_desired(bare_pod(uid), "n")
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_AND_WAIT, redis_url, store.cluster, uid],
         stdout=subprocess.PIPE,
@@ -176,7 +165,7 @@ with store.locked(sys.argv[3], ttl_ms=1000, max_hold_s=600):
 
 def test_state_write_and_outbox_event_are_atomic(store: Store) -> None:
     uid = str(uuid.uuid4())
-    store.put_desired(pod(uid), "node-x")
+    store.put_desired(bare_pod(uid), "node-x")
     with store.locked(uid) as lock:
         lock.write(
             {"phase": Phase.RUNNING.value, "instance_id": "i-abc", "instance": {"InstanceId": "i-abc"}},
@@ -212,6 +201,6 @@ def test_warm_pool_claim_is_atomic_and_returns_the_description(store: Store) -> 
 
 def test_forget_removes_the_record_and_its_indexes(store: Store) -> None:
     uid = str(uuid.uuid4())
-    store.put_desired(pod(uid), "n")
+    store.put_desired(bare_pod(uid), "n")
     store.forget(uid)
     assert store.get(uid) is None and store.uids() == set() and store.uids("n") == set()

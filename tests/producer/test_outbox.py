@@ -11,7 +11,6 @@ outbox entry never existed.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,13 +56,6 @@ class Sink:
 
     def dead_lettered(self, entry_id: str, event: StatusEvent, reason: str) -> None:
         self.dead.append((entry_id, event.uid, reason))
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[Store]:
-    s = Store.from_url(redis_url, f"outbox-{uuid.uuid4().hex[:8]}")
-    yield s
-    s.close()
 
 
 Run = Callable[..., OutboxConsumer]

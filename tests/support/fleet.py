@@ -52,6 +52,11 @@ def launch_params(instance_type: str = "m5.large", tags: Mapping[str, str] | Non
     )
 
 
+def bare_pod(uid: str, name: str = "p") -> dict[str, object]:
+    """The least a pod record needs: its UID, name and namespace (for store-level tests)."""
+    return {"metadata": {"uid": uid, "name": name, "namespace": "ns"}, "spec": {"containers": []}}
+
+
 def example_pod(
     name: str,
     *,

@@ -7,10 +7,6 @@ wrong (vkec2/fleet/epochgate.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from tests.support.fakes import FakeAgents, FakeEc2
 from tests.unit.fleet.world import pod, settings
 from vkec2.contract import TAG_NODE, TAG_POD_UID, TAG_POOL, TAG_POOL_STATE
@@ -20,13 +16,6 @@ from vkec2.fleet.warmpool import WarmPools
 from vkec2.store.redis_store import Store
 
 OLD = "2024-01-01T00:00:00+00:00"  # launched long before gc.grace_seconds
-
-
-@pytest.fixture
-def store(redis_url: str) -> Iterator[Store]:
-    s = Store.from_url(redis_url, "unit")
-    yield s
-    s.close()
 
 
 def orphan(ec2: FakeEc2, node: str = "vk-a", uid: str = "gone-uid") -> str:
