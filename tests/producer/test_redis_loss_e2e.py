@@ -91,14 +91,14 @@ def run_the_loss(fleet: FleetHarness, proxy: Ec2Proxy, tmp_path: Path, start_pro
         lambda: fleet.store.uids(NODE) == uids, LEASE_INTERVAL * 1.1 + 1.5, "the records to be rebuilt"
     )
     assert "Redis lost its data (epoch changed" in producer.output()
-    fleet.wait_phase(uids, {Phase.RUNNING}, timeout=60)
+    fleet.wait_phase(uids, {Phase.RUNNING}, timeout=150)
     assert {uid: [fleet.record(uid).instance_id] for uid in uids} == before
 
     # One new pod runs, with a token of its own.
     new_text = manifest(["fresh"])
     (manifests / "fresh.yaml").write_text(new_text)
     (fresh,) = {p["metadata"]["uid"] for p in parse_manifest("fresh.yaml", new_text, NODE)}
-    fleet.wait_phase([fresh], {Phase.RUNNING}, timeout=60)
+    fleet.wait_phase([fresh], {Phase.RUNNING}, timeout=120)
 
     # Orphan GC, several passes: nothing of a live pod is a candidate.
     for _ in range(3):
