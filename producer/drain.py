@@ -1,8 +1,10 @@
 """Removing a virtual node: cordon it, delete its pods through the fleet, then forget it everywhere.
 
 :class:`NodeDrain` is what ``vkec2 node drain NAME`` runs, and what a producer runs on its own node
-when its StatefulSet is scaled down below its ordinal. It cordons the Node (``spec.unschedulable``
-and the ``node.kubernetes.io/unschedulable:NoSchedule`` taint, as ``kubectl cordon`` leaves it),
+when its StatefulSet is scaled down below its ordinal (on SIGTERM, decided by
+:mod:`producer.scaledown`, run by :meth:`producer.main.Producer.drain_if_scaled_down`). It cordons
+the Node (``spec.unschedulable`` and the ``node.kubernetes.io/unschedulable:NoSchedule`` taint, as
+``kubectl cordon`` leaves it),
 then deletes every pod of the node through the normal path — the record marked deleted and
 ``vkec2.pods.delete`` published by :class:`~producer.fleet.FleetLink`, exactly as the producer does
 for a pod object being deleted — and waits, bounded, until each record is Terminated (its instance

@@ -3,7 +3,8 @@
 The producer is the only part of vkec2 that talks to Kubernetes. This module builds the official
 ``kubernetes`` client in one of three ways — in-cluster (service account), from a kubeconfig, or
 against an explicit plain-HTTP host (tests and the API server double) — and wraps the handful of
-REST calls the producer needs (pods, pods/status, events, nodes, nodes/status, leases) so that the
+REST calls the producer needs (pods, pods/status, events, nodes, nodes/status, leases, and its own
+StatefulSet, read at shutdown to tell a scale-down from a restart) so that the
 rest of the package works on plain JSON dicts and one exception type, :class:`KubeError`, that
 carries the HTTP status. Watches are read line by line from the raw response so a 410 Gone (as an
 HTTP status or as a watch ``ERROR`` event) surfaces as ``KubeError(410)`` for the caller to relist.
@@ -114,6 +115,7 @@ class Kube:
         self.api_client = api_client
         self.core = k8s.CoreV1Api(api_client)
         self.coord = k8s.CoordinationV1Api(api_client)
+        self.apps = k8s.AppsV1Api(api_client)
         self._watches: set[Any] = set()
         self._watch_lock = threading.Lock()
 
@@ -285,3 +287,13 @@ class Kube:
     def replace_lease(self, lease: Obj) -> Obj:
         meta = lease["metadata"]
         return self._call(self.coord.replace_namespaced_lease, meta["name"], meta["namespace"], lease)
+
+    # -- statefulsets ---------------------------------------------------------------------------
+
+    def get_statefulset(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return self._call(self.apps.read_namespaced_stateful_set, name, namespace)
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise

@@ -9,6 +9,18 @@ the heartbeat (:mod:`producer.lease`) and the grace-period sweeper
 (:mod:`producer.deletion`); in standalone mode the manifest poller (:mod:`producer.standalone`) and
 the outbox consumer; in both modes the kubelet API (:mod:`producer.kubelet`, logs and exec) unless
 ``--no-kubelet``. Bad flags or configuration print one clear error and exit with status 2.
+
+On SIGTERM in Kubernetes mode the producer first asks :func:`producer.scaledown.check` whether its
+StatefulSet was scaled down below its ordinal; if so it drains its own node
+(:meth:`Producer.drain_if_scaled_down`) before exiting, else it just stops (a restart keeps the
+pods). During that drain every loop but the outbox consumer is stopped: the pod watch would only
+mirror what the drain does (a relist re-publishes nothing for a record marked deleted, but a pod
+bound meanwhile would be created again), and the heartbeat would re-register or re-patch the
+Node the drain removes. The outbox consumer keeps running on its own stop event so statuses still
+flow: each Terminated status of a deleted record removes its pod object and forgets the record
+through the deleter, exactly the path of a normal pod deletion, which the drain's own removal
+then finds done (every step of both is idempotent). The exit status is 1 when the drain failed
+(its message says which pods are left; ``vkec2 node drain NAME`` carries on).
 """
 
 from __future__ import annotations
@@ -51,14 +63,18 @@ class Producer:
         self.app: Celery = make_app(settings)
         self.control_app: Celery = make_app(settings)
         self.stop_event = threading.Event()
+        self.outbox_stop = threading.Event()  # Kubernetes mode: set after a scale-down drain
+        self.outbox_thread: threading.Thread | None = None
         self.threads: list[threading.Thread] = []
         self.ready = threading.Event()
         self.failed = False
 
-    def _thread(self, name: str, target: Callable[[threading.Event], None]) -> None:
+    def _thread(
+        self, name: str, target: Callable[[threading.Event], None], stop: threading.Event | None = None
+    ) -> threading.Thread:
         def run() -> None:
             try:
-                target(self.stop_event)
+                target(self.stop_event if stop is None else stop)
             except Exception:
                 log.exception("%s stopped with an error", name)
                 self.failed = True
@@ -67,6 +83,7 @@ class Producer:
         thread = threading.Thread(target=run, name=f"producer-{name}", daemon=True)
         thread.start()
         self.threads.append(thread)
+        return thread
 
     def start(self) -> None:
         if self.opts.manifests is not None:
@@ -209,7 +226,9 @@ class Producer:
                 return
             self.lease.node_uid = str(node["metadata"]["uid"])
             self._thread("pods", self.watcher.run)
-            self._thread("outbox", lambda s: self.consumer.run(s, self.watcher.synced))
+            consume = self.consumer.run
+            synced = self.watcher.synced
+            self.outbox_thread = self._thread("outbox", lambda s: consume(s, synced), self.outbox_stop)
             interval = opts.status_resync_interval
             self._thread("resync", lambda s: self.sink.run_resync(s, interval, self.watcher.synced))
             self._thread("heartbeat", self.heartbeat.run)
@@ -238,8 +257,39 @@ class Producer:
             except Exception:
                 log.exception("deletion sweep failed")
 
+    def drain_if_scaled_down(self, join_timeout: float = 10.0) -> bool:
+        """After SIGTERM: drain this node if its StatefulSet was scaled down; False when that failed."""
+        from producer.drain import NodeDrain
+        from producer.fleet import FleetLink
+        from producer.kube import KubeError
+        from producer.scaledown import check
+        from vkec2.errors import Vkec2Error
+        from vkec2.store.redis_store import StoreError
+
+        kube = getattr(self, "kube", None)
+        if kube is None:
+            return True  # standalone mode: no StatefulSet, nothing to drain
+        verdict = check(kube, self.env)
+        if not verdict.drain:
+            log.info("not draining node %s: %s", self.node, verdict.reason)
+            return True
+        log.warning("draining node %s before exiting: %s", self.node, verdict.reason)
+        self.stop_event.set()
+        kube.abort_watches()
+        deadline = time.monotonic() + join_timeout
+        for thread in [t for t in self.threads if t is not self.outbox_thread]:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        try:
+            report = NodeDrain(kube, FleetLink(self.store, self.app, self.node)).run(self.opts.drain_timeout)
+        except (Vkec2Error, KubeError, StoreError) as exc:
+            log.error("drain of node %s failed: %s (`vkec2 node drain` carries on)", self.node, exc)
+            return False
+        log.info("node %s drained: %d pod(s) deleted", self.node, len(report.pods))
+        return True
+
     def stop(self, timeout: float = 5.0) -> None:
         self.stop_event.set()
+        self.outbox_stop.set()
         kubelet = getattr(self, "kubelet", None)
         if kubelet is not None:
             kubelet.stop()
@@ -287,18 +337,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     producer = Producer(settings, opts)
 
+    signals: list[int] = []
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
+        signals.append(signum)
         producer.stop_event.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    drained = True
     try:
         producer.start()
         producer.stop_event.wait()
+        if signals[:1] == [signal.SIGTERM]:  # what Kubernetes sends; Ctrl-C never drains
+            drained = producer.drain_if_scaled_down()
     finally:
         producer.stop()
-    return 1 if producer.failed else 0
+    return 1 if producer.failed or not drained else 0
 
 
 if __name__ == "__main__":

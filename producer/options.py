@@ -44,6 +44,7 @@ class Options:
     watch_timeout: int = 300
     deletion_slack: float = 0.0
     manifest_interval: float = 1.0
+    drain_timeout: float = 540.0
     log_level: str = "INFO"
     kubelet: bool = True
     kubelet_port: int | None = None
@@ -144,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive(float),
         default=1.0,
         help="seconds between scans of the manifest directory",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=_positive(float),
+        default=540.0,
+        help="on SIGTERM after a StatefulSet scale-down below this pod's ordinal: seconds to wait for "
+        "the node's instances to be terminated before giving up (keep it under the pod's "
+        "terminationGracePeriodSeconds)",
     )
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     kubelet = p.add_argument_group("kubelet API (logs, exec, /pods over HTTPS; see producer/kubelet/)")

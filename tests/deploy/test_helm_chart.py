@@ -47,6 +47,8 @@ def test_default_values_render_the_whole_fleet(h: Helm) -> None:
         ("ClusterRoleBinding", f"{PREFIX}-producer"),
         ("Role", f"{PREFIX}-producer-lease"),
         ("RoleBinding", f"{PREFIX}-producer-lease"),
+        ("Role", f"{PREFIX}-producer-sts"),
+        ("RoleBinding", f"{PREFIX}-producer-sts"),
         ("ConfigMap", f"{PREFIX}-config"),
         ("Secret", f"{PREFIX}-flower-auth"),
         ("StatefulSet", f"{PREFIX}-producer"),
@@ -102,6 +104,10 @@ def test_producer_statefulset_is_a_virtual_node(h: Helm) -> None:
     env = env_of(c)
     assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    # A scale-down drain (--drain-timeout, its default) fits in the grace period.
+    drain_timeout = producer_parser().parse_args(c["args"]).drain_timeout
+    assert drain_timeout < pod_spec(sts)["terminationGracePeriodSeconds"] == 600
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports["kubelet"] == 10250
     svc_ports = {p["name"]: p for p in svc["spec"]["ports"]}

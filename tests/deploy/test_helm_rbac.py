@@ -13,6 +13,7 @@ from tests.support.helm import (
     PROD_VALUES,
     PRODUCER_CLUSTER_RULES,
     PRODUCER_LEASE_RULES,
+    PRODUCER_SCALEDOWN_RULES,
     ROOT,
     Helm,
     Obj,
@@ -21,7 +22,8 @@ from tests.support.helm import (
 
 
 def _code_api_calls() -> set[tuple[str, str]]:
-    """(resource, verb) of every Kubernetes client call in producer/ (read_node -> nodes get, ...)."""
+    """(resource, verb) of every Kubernetes client call in producer/ (read_node -> nodes get, ...),
+    called (``.read_node(``) or handed to ``Kube._call`` (``self.core.read_node,``)."""
     verbs = {
         "read": "get",
         "create": "create",
@@ -31,13 +33,14 @@ def _code_api_calls() -> set[tuple[str, str]]:
         "list": "list",
     }
     pattern = re.compile(
-        r"\.(read|create|replace|patch|delete|list)_(?:namespaced_)?(node|pod|event|lease)(_status)?"
-        r"(?:_for_all_namespaces)?\("
+        r"\.(read|create|replace|patch|delete|list)_(?:namespaced_)?"
+        r"(node|pod|event|lease|stateful_set)(_status)?(?:_for_all_namespaces)?[(,]"
     )
     calls: set[tuple[str, str]] = set()
     for path in (ROOT / "producer").glob("*.py"):
         for verb, resource, status in pattern.findall(path.read_text()):
-            calls.add((f"{resource}s" + ("/status" if status else ""), verbs[verb]))
+            plural = resource.replace("_", "") + "s"
+            calls.add((plural + ("/status" if status else ""), verbs[verb]))
     return calls
 
 
@@ -59,6 +62,12 @@ def test_rbac_grants_exactly_what_the_producer_needs(h: Helm) -> None:
     assert lease_role["metadata"]["namespace"] == "kube-node-lease"
     assert _rules(lease_role) == PRODUCER_LEASE_RULES
     assert not any(rule.get("resourceNames") == [] for rule in cluster_role["rules"])
+    scaledown_role = objs.get("Role", f"{PREFIX}-producer-sts")
+    assert scaledown_role["metadata"]["namespace"] == NAMESPACE
+    assert _rules(scaledown_role) == PRODUCER_SCALEDOWN_RULES
+    # Only the producers' own StatefulSet, not every one of the namespace.
+    assert [r["resourceNames"] for r in scaledown_role["rules"]] == [[f"{PREFIX}-producer"]]
+    assert objs.get("StatefulSet", f"{PREFIX}-producer")["metadata"]["namespace"] == NAMESPACE
 
     producer_subject = [{"kind": "ServiceAccount", "name": f"{PREFIX}-producer", "namespace": NAMESPACE}]
     crb = objs.get("ClusterRoleBinding", f"{PREFIX}-producer")
@@ -72,15 +81,22 @@ def test_rbac_grants_exactly_what_the_producer_needs(h: Helm) -> None:
     assert rb["metadata"]["namespace"] == "kube-node-lease"
     assert rb["roleRef"]["kind"] == "Role" and rb["roleRef"]["name"] == f"{PREFIX}-producer-lease"
     assert rb["subjects"] == producer_subject
+    rb = objs.get("RoleBinding", f"{PREFIX}-producer-sts")
+    assert rb["metadata"]["namespace"] == NAMESPACE
+    assert rb["roleRef"]["kind"] == "Role" and rb["roleRef"]["name"] == f"{PREFIX}-producer-sts"
+    assert rb["subjects"] == producer_subject
 
     # Every call the producer's code makes is granted (a new call without its rule fails here).
     calls = _code_api_calls()
     assert ("nodes", "create") in calls and ("leases", "update") in calls, calls  # the scan finds calls
-    granted = {(res, verb) for _, res, verb in PRODUCER_CLUSTER_RULES | PRODUCER_LEASE_RULES}
+    assert ("statefulsets", "get") in calls
+    rules = PRODUCER_CLUSTER_RULES | PRODUCER_LEASE_RULES | PRODUCER_SCALEDOWN_RULES
+    granted = {(res, verb) for _, res, verb in rules}
     assert calls <= granted, sorted(calls - granted)
     assert ("pods", "watch") in granted
 
-    assert not h.template(None, "rbac.create=false").of_kind("ClusterRole")
+    plain = h.template(None, "rbac.create=false")
+    assert not plain.of_kind("ClusterRole") and not plain.of_kind("Role")
 
 
 def test_workers_beat_and_flower_have_no_kubernetes_access(h: Helm) -> None:

@@ -1,8 +1,10 @@
 """An in-process Kubernetes API server double on a free 127.0.0.1 port, for producer tests without a cluster.
 It speaks the REST + watch protocol (JSON only) of the official ``kubernetes`` client and the real
 ``kubectl`` for core/v1 ``namespaces``, ``nodes`` (+``/status``), ``pods`` (+``/status``; namespaced and
-all-namespaces), ``events`` and coordination.k8s.io/v1 ``leases``, plus discovery (``/version``, ``/api``,
-``/api/v1``, ``/apis``, ``/apis/<group>[/<version>]``), ``/healthz`` and Table output for ``kubectl get``.
+all-namespaces), ``events``, coordination.k8s.io/v1 ``leases`` and apps/v1 ``statefulsets`` (+``/status``;
+create defaults as the real registry sets them, 422 without ``spec.selector``/``spec.template``), plus
+discovery (``/version``, ``/api``, ``/api/v1``, ``/apis``, ``/apis/<group>[/<version>]``), ``/healthz`` and
+Table output for ``kubectl get``.
 MODELLED: one global resourceVersion counter; uid/creationTimestamp/generation (1, +1 on spec change) on
 create; generateName; Status error bodies for 400, 404, 409 AlreadyExists, 409 Conflict (stale
 resourceVersion, uid or resourceVersion precondition), 410, 415, 422 (missing name, forbidden pod spec
@@ -149,6 +151,7 @@ RESOURCES: dict[tuple[str, str], ResourceType] = {
             ),
         ),
         ResourceType("leases", "lease", "Lease", "coordination.k8s.io", "v1", True),
+        ResourceType("statefulsets", "statefulset", "StatefulSet", "apps", "v1", True, ("sts",), True),
     )
 }
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
@@ -572,6 +575,8 @@ def _table_columns(rt: ResourceType) -> list[Obj]:
         ]
     if rt.plural == "leases":
         return [_col("Name", fmt="name"), _col("Holder"), _col("Age")]
+    if rt.plural == "statefulsets":
+        return [_col("Name", fmt="name"), _col("Ready"), _col("Age")]
     if rt.plural == "events":
         return [_col("Last Seen"), _col("Type"), _col("Reason"), _col("Object"), _col("Message")]
     if rt.plural == "namespaces":
@@ -627,6 +632,8 @@ def _table_cells(rt: ResourceType, obj: Obj) -> list[Any]:
         ]
     if rt.plural == "leases":
         return [meta.get("name"), spec.get("holderIdentity", ""), _age(meta)]
+    if rt.plural == "statefulsets":
+        return [meta.get("name"), f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 0)}", _age(meta)]
     if rt.plural == "events":
         involved = obj.get("involvedObject") or {}
         return [
@@ -1139,6 +1146,9 @@ def _apply_create_defaults(rt: ResourceType, obj: Obj) -> None:
         obj["status"] = {"phase": "Active"}
         obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
         return
+    if rt.plural == "statefulsets":
+        _statefulset_defaults(obj)
+        return
     if rt.plural != "pods":
         return
     spec = obj.setdefault("spec", {})
@@ -1157,6 +1167,26 @@ def _apply_create_defaults(rt: ResourceType, obj: Obj) -> None:
             container.setdefault("terminationMessagePolicy", "File")
             container.setdefault("resources", {})
     obj["status"] = {"phase": "Pending"}
+
+
+def _statefulset_defaults(obj: Obj) -> None:
+    """apps/v1 defaulting of a new StatefulSet, and the required fields the client's model insists on."""
+    spec = obj.setdefault("spec", {})
+    name = obj["metadata"]["name"]
+    for required in ("selector", "template"):
+        if not spec.get(required):
+            raise ApiError(
+                422,
+                "Invalid",
+                f'StatefulSet.apps "{name}" is invalid: spec.{required}: Required value',
+                {"name": name, "group": "apps", "kind": "StatefulSet"},
+            )
+    spec.setdefault("replicas", 1)
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("updateStrategy", {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+    spec.setdefault("persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"})
+    obj["status"] = {"replicas": 0, "availableReplicas": 0}
 
 
 def _check_pod_update(name: str, old: Obj, new: Obj) -> None:
@@ -1204,7 +1234,7 @@ def _discovery_resources(group: str) -> Obj:
         }
         if rt.short_names:
             entry["shortNames"] = list(rt.short_names)
-        if rt.plural == "pods":
+        if rt.plural in ("pods", "statefulsets"):
             entry["categories"] = ["all"]
         resources.append(entry)
         if rt.has_status:

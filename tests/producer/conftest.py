@@ -67,7 +67,12 @@ def start_producer(apiserver: FakeKubeApiServer) -> Iterator[StartProducer]:
     started: list[ManagedProcess] = []
 
     def start(
-        fleet: FleetHarness, node: str, *extra: str, manifests: Path | None = None, wait: bool = True
+        fleet: FleetHarness,
+        node: str,
+        *extra: str,
+        manifests: Path | None = None,
+        wait: bool = True,
+        env: dict[str, str] | None = None,
     ) -> ManagedProcess:
         argv = [
             sys.executable,
@@ -89,7 +94,7 @@ def start_producer(apiserver: FakeKubeApiServer) -> Iterator[StartProducer]:
             argv += ["--manifests", str(manifests)]
         else:
             argv += ["--kube-host", apiserver.url, "--node-ip", NODE_IP]
-        proc = ManagedProcess(f"producer-{node}", argv, env=fleet.env()).start()
+        proc = ManagedProcess(f"producer-{node}", argv, env={**fleet.env(), **(env or {})}).start()
         started.append(proc)
         if wait and manifests is None:
 

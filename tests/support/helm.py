@@ -39,6 +39,8 @@ PRODUCER_CLUSTER_RULES = {
     ("", "events", "patch"),
 }
 PRODUCER_LEASE_RULES = {("coordination.k8s.io", "leases", verb) for verb in ("create", "get", "update")}
+#: In the release namespace, on its own StatefulSet only: the scale-down check (producer/scaledown.py).
+PRODUCER_SCALEDOWN_RULES = {("apps", "statefulsets", "get")}
 
 PROD_VALUES: Obj = {
     "image": {"repository": "registry.example/vkec2", "tag": "1.2.3"},
