@@ -23,7 +23,7 @@ def reconcile_until(fleet: FleetHarness, done: Callable[[], bool], what: str, ro
 
 
 def launched(proxy: Ec2Proxy) -> int:
-    """Instances EC2 launched (a throttled RunInstances, which the double refuses at random, launched none)."""
+    """Instances EC2 launched (a RunInstances the double throttled at random launched none)."""
     return len(proxy.log.launched())
 
 
