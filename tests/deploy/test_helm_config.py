@@ -81,6 +81,20 @@ def test_configmap_passes_config_check_in_every_container(
             assert effective["warm_pools"][0]["name"] == "mac"
 
 
+def test_a_sentinel_url_and_its_master_name_pass_config_check(h: Helm, tmp_path: Path) -> None:
+    url = "sentinel://:s3cret@s1.example:26379/0;sentinel://s2.example:26379;sentinel://s3.example:26379"
+    objs = h.template(
+        None, "redis.bundled.enabled=false", f"redis.url={url}", "config.redis_sentinel_master=main"
+    )
+    assert objs.get("Secret", f"{PREFIX}-redis")["stringData"] == {"redis-url": url}
+    proc = _config_check(config_of(objs), {"VKEC2_REDIS_URL": url}, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["redis_sentinel_master"] == "main"
+    assert "s3cret" not in proc.stdout + proc.stderr
+    unnamed = _config_check(config_of(h.template()), {"VKEC2_REDIS_URL": url}, tmp_path)
+    assert unnamed.returncode == 1 and "redis_sentinel_master" in unnamed.stderr
+
+
 def test_a_bad_configuration_renders_but_config_check_names_the_key(h: Helm, tmp_path: Path) -> None:
     objs = h.template(None, "config.agent.port=70000")
     proc = _config_check(config_of(objs), {}, tmp_path)
