@@ -115,7 +115,7 @@ class FleetHarness:
                 "call_timeout_seconds": 5,
                 "boot_timeout_seconds": 60,
             },
-            "celery": {"visibility_timeout_seconds": 10, "max_countdown_seconds": 2, "lock_ttl_seconds": 20},
+            "celery": {"visibility_timeout_seconds": 10, "max_countdown_seconds": 2},
         }
         for key, value in (overrides or {}).items():
             if isinstance(value, dict) and isinstance(raw.get(key), dict):

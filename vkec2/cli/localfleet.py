@@ -154,7 +154,7 @@ def _config(cluster: str, redis_url: str, moto_url: str, agent_endpoint: str) ->
             "boot_timeout_seconds": 120,
         },
         "health": {"interval_seconds": 5},
-        "celery": {"visibility_timeout_seconds": 60, "max_countdown_seconds": 2, "lock_ttl_seconds": 15},
+        "celery": {"visibility_timeout_seconds": 60, "max_countdown_seconds": 2},
         "node": {"name": "vkec2-local"},
         "flower": {"local": True},
         "beat": {"warm_pools_interval_seconds": 5},
