@@ -89,8 +89,11 @@ class DuplicateSampler:
             self._findings.add("duplicates", f"pod {uid[:8]} had {len(ids)} live instances: {sorted(ids)}")
 
 
-def check_running(fleet: FleetHarness, uids: Iterable[str], findings: Findings, when: str) -> None:
-    """``desired`` and ``stuck`` for pods that should be Running now."""
+def check_running(
+    fleet: FleetHarness, uids: Iterable[str], findings: Findings, when: str, replaced: Mapping[str, str]
+) -> None:
+    """``desired`` and ``stuck`` for pods that should be Running now (those in ``replaced`` on
+    another instance than the one the suite broke)."""
     for uid in uids:
         try:
             rec = fleet.store.get(uid)
@@ -103,6 +106,8 @@ def check_running(fleet: FleetHarness, uids: Iterable[str], findings: Findings, 
             findings.add("desired", f"{when}: pod {uid[:8]} is {rec.phase.value} ({rec.reason})")
             if rec.phase in CREATING_PHASES:
                 findings.add("stuck", f"{when}: pod {uid[:8]} stuck in {rec.phase.value} ({rec.reason})")
+        elif rec.instance_id and rec.instance_id == replaced.get(uid):
+            findings.add("desired", f"{when}: pod {uid[:8]} still on its broken instance {rec.instance_id}")
 
 
 def check_gone(fleet: FleetHarness, uids: Iterable[str], findings: Findings) -> None:

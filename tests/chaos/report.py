@@ -56,7 +56,7 @@ def markdown(results: Sequence[Result], title: str) -> str:
     lines += [f"| {' | '.join(row)} |" for row in rows(results)]
     for r in results:
         if r.error:
-            lines.append(f"\n- `{r.name}`: {r.error.splitlines()[-1] if r.error else ''}")
+            lines.append(f"\n- `{r.name}`: {' '.join(r.error.split())[:240]}")
     return "\n".join(lines) + "\n"
 
 

@@ -51,7 +51,7 @@ class Pass:
 
 
 FULL = Pass(200, 15, 60, 30, 300, 900, 5400)
-REDUCED = Pass(21, 5, 10, 10, 120, 360, 1800)
+REDUCED = Pass(21, 5, 30, 10, 120, 360, 1800)
 
 
 class Ctx:
@@ -65,6 +65,7 @@ class Ctx:
         self.running = threading.Event()
         self.released = threading.Event()
         self.deleting = threading.Event()
+        self.replaced: dict[str, str] = {}  # pod UID -> the broken instance it must leave
 
     def wait(self, event: threading.Event) -> bool:
         return event.wait(max(0.0, self.deadline - time.monotonic()))
@@ -206,6 +207,7 @@ def agent_flap(ctx: Ctx) -> None:
         iid = ctx.instance_of(uid)
         if iid is None:
             continue
+        ctx.replaced[uid] = iid
         if n % 2 == 0:
             ledger.instance(iid, "agent died")
             agents.silent(iid)
@@ -264,15 +266,22 @@ class Result:
         return not self.error and self.findings.ok
 
 
-def _wait_phase(fleet: Fleet, uids: list[str], phase: Phase, timeout: float) -> bool:
+def _wait_running(fleet: Fleet, uids: list[str], timeout: float, replaced: dict[str, str]) -> bool:
+    """Every pod Running, those in ``replaced`` on another instance than the broken one."""
+
     def reached() -> bool:
         try:
-            return all((r := fleet.fleet.store.get(u)) is not None and r.phase is phase for u in uids)
+            return all(
+                (r := fleet.fleet.store.get(u)) is not None
+                and r.phase is Phase.RUNNING
+                and r.instance_id != replaced.get(u)
+                for u in uids
+            )
         except Exception:  # Redis down for a moment: a fault at work
             return False
 
     try:
-        wait_until(reached, timeout, f"{len(uids)} pods to be {phase.value}", interval=0.5)
+        wait_until(reached, timeout, f"{len(uids)} pods to be Running", interval=0.5)
     except TimeoutError:
         return False
     return True
@@ -352,14 +361,14 @@ def run_scenario(
         thread = threading.Thread(target=strike, name=f"chaos-{scenario.name}", daemon=True)
         with DuplicateSampler(fleet.fleet, findings):
             thread.start()
-            if not _wait_phase(fleet, uids, Phase.RUNNING, stage_timeout()):
-                check_running(fleet.fleet, uids, findings, "create")
+            if not _wait_running(fleet, uids, stage_timeout(), {}):
+                check_running(fleet.fleet, uids, findings, "create", {})
             mark("running")
             ctx.running.set()
             ctx.wait(ctx.released)
             mark("fault")
-            _wait_phase(fleet, uids, Phase.RUNNING, stage_timeout())
-            check_running(fleet.fleet, uids, findings, "after the fault")
+            _wait_running(fleet, uids, stage_timeout(), ctx.replaced)
+            check_running(fleet.fleet, uids, findings, "after the fault", ctx.replaced)
             mark("settled")
             deleted_at = fleet.remove_pods()
             ctx.deleting.set()
