@@ -57,22 +57,27 @@ REDUCED = Pass(21, 5, 30, 10, 120, 360, 1800)
 class Ctx:
     """What a fault function sees: the fleet, the pods, the pass, and the stages of the lifecycle."""
 
-    def __init__(self, fleet: Fleet, uids: list[str], size: Pass, deadline: float) -> None:
+    def __init__(self, fleet: Fleet, size: Pass, deadline: float) -> None:
         self.fleet = fleet
-        self.uids = uids
+        self.uids: list[str] = []
         self.size = size
         self.deadline = deadline
         self.running = threading.Event()
         self.released = threading.Event()
         self.deleting = threading.Event()
+        self.cancelled = threading.Event()  # the scenario is over: start nothing new
         self.replaced: dict[str, str] = {}  # pod UID -> the broken instance it must leave
 
     def wait(self, event: threading.Event) -> bool:
-        return event.wait(max(0.0, self.deadline - time.monotonic()))
+        """Wait for a stage; False when the scenario was cancelled or its deadline passed first."""
+        while not event.wait(0.2):
+            if self.cancelled.is_set() or time.monotonic() > self.deadline:
+                return False
+        return not self.cancelled.is_set()
 
     def pause(self, seconds: float) -> None:
-        """Let a fault last (the point of the scenario, not a synchronisation)."""
-        time.sleep(max(0.0, min(seconds, self.deadline - time.monotonic())))
+        """Let a fault last (the point of the scenario, not a synchronisation); ends on cancel."""
+        self.cancelled.wait(max(0.0, min(seconds, self.deadline - time.monotonic())))
 
     def release(self) -> None:
         self.released.set()
@@ -106,6 +111,8 @@ def _kill_a_worker(ctx: Ctx) -> None:
     victim.kill()  # SIGKILL to the worker and its pool processes
     fleet.ledger.note(f"SIGKILL worker pid {victim.pid}")
     ctx.pause(ctx.size.restart_after)
+    if ctx.cancelled.is_set():
+        return
     fleet.fleet.start_worker(concurrency=3)
     fleet.ledger.note("worker restarted")
 
@@ -125,6 +132,8 @@ def _kill_producer(ctx: Ctx) -> None:
     ctx.fleet.ledger.note(f"SIGKILL producer pid {producer.pid}")
     ctx.pause(ctx.size.restart_after)
     producer.stop()
+    if ctx.cancelled.is_set():
+        return
     ctx.fleet.start_producer()
     ctx.fleet.ledger.note("producer restarted")
 
@@ -143,6 +152,8 @@ def beat_kill(ctx: Ctx) -> None:
     beat.kill()
     ctx.fleet.ledger.note(f"SIGKILL beat pid {beat.pid}")
     ctx.pause(ctx.size.beat_down_seconds)
+    if ctx.cancelled.is_set():
+        return
     ctx.fleet.start_beat()
     ctx.fleet.ledger.note("beat restarted")
     ctx.release()
@@ -334,6 +345,18 @@ def run_scenario(
     started, started_at = time.monotonic(), time.time()
     deadline = started + size.scenario_deadline
     fleet = Fleet(services, root, scenario.name, sentinel=scenario.sentinel, seed=seed)
+    ctx = Ctx(fleet, size, deadline)
+    failure: list[str] = []
+
+    def strike() -> None:
+        try:
+            scenario.fault(ctx)
+        except Exception:
+            failure.append(traceback.format_exc(limit=4))
+        finally:
+            ctx.release()
+
+    thread = threading.Thread(target=strike, name=f"chaos-{scenario.name}", daemon=True)
 
     def stage_timeout() -> float:
         return max(1.0, min(size.stage_timeout, deadline - time.monotonic()))
@@ -346,19 +369,7 @@ def run_scenario(
         mark("setup")
         assert services.proxy is not None
         since = time.time()
-        uids = fleet.add_pods(pods)
-        ctx = Ctx(fleet, uids, size, deadline)
-        failure: list[str] = []
-
-        def strike() -> None:
-            try:
-                scenario.fault(ctx)
-            except Exception:
-                failure.append(traceback.format_exc(limit=4))
-            finally:
-                ctx.release()
-
-        thread = threading.Thread(target=strike, name=f"chaos-{scenario.name}", daemon=True)
+        uids = ctx.uids = fleet.add_pods(pods)
         with DuplicateSampler(fleet.fleet, findings):
             thread.start()
             if not _wait_running(fleet, uids, stage_timeout(), {}):
@@ -391,6 +402,9 @@ def run_scenario(
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {str(exc)[:300]}"
     finally:
+        ctx.cancelled.set()
+        if thread.is_alive():  # a restart under way finishes (bounded by its readiness wait)
+            thread.join(90)
         result.log = [f"{at - started_at:6.1f}s {what}" for at, what in fleet.ledger.events]
         fleet.stop()
         mark("total")
