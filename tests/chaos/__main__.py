@@ -1,4 +1,4 @@
-"""``python -m tests.chaos [--reduced] [--seed N] [--only NAME ...]``: run a chaos pass, print the table.
+"""``python -m tests.chaos [--reduced] [--seed N] [--only NAME ...] [--list]``: a chaos pass and its table.
 
 Exits 0 when every scenario kept every invariant, 1 on any violation or error, 2 on bad arguments.
 The table is also written as Markdown to ``--out`` (default ``docs/chaos-results.md``; ``-`` for
@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from tests.chaos.report import markdown, print_report
-from tests.chaos.scenarios import BY_NAME, FULL, REDUCED
+from tests.chaos.scenarios import BY_NAME, FULL, REDUCED, SCENARIOS
 from tests.chaos.suite import run_suite, select
 
 
@@ -38,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default="docs/chaos-results.md", help="Markdown table ('-': none)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory of logs")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     opts = parser.parse_args(argv)
+    if opts.list:
+        for s in SCENARIOS:
+            print(f"{s.name:18} {s.what}" + (f" (needs {s.needs})" if s.needs else ""))
+        return 0
     select(opts.only)
     signal.signal(signal.SIGTERM, _interrupt)
     size = REDUCED if opts.reduced else FULL

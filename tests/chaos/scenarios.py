@@ -108,7 +108,7 @@ def _kill_a_worker(ctx: Ctx) -> None:
     if not alive:
         return
     victim = fleet.random.choice(alive)
-    victim.kill()  # SIGKILL to the worker and its pool processes
+    victim.kill()  # SIGKILL to its process group (the worker runs a thread pool)
     fleet.ledger.note(f"SIGKILL worker pid {victim.pid}")
     ctx.pause(ctx.size.restart_after)
     if ctx.cancelled.is_set():
@@ -231,7 +231,7 @@ def agent_flap(ctx: Ctx) -> None:
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "worker_kill",
-        "SIGKILL a random worker (and its pool) mid-create and mid-delete",
+        "SIGKILL a random worker mid-create and mid-delete",
         worker_kill,
         needs="resume",
     ),
