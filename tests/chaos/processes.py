@@ -66,9 +66,10 @@ spec:
 
 
 def sentinel_url(ports: list[int]) -> str:
-    """The fleet's ``redis_url`` for a Sentinel group (the format the ``ha`` work settles on)."""
-    hosts = ",".join(f"127.0.0.1:{p}" for p in ports)
-    return f"sentinel://{hosts}/{SENTINEL_MASTER}/0"
+    """The fleet's ``redis_url`` for a Sentinel group, as kombu reads them (``;``-joined, the
+    database on the first); the master's name is the ``redis_sentinel_master`` setting."""
+    urls = [f"sentinel://127.0.0.1:{p}" for p in ports]
+    return ";".join([urls[0] + "/0", *urls[1:]])
 
 
 class Services:
@@ -113,19 +114,45 @@ class RedisGroup:
     sentinels: list[ManagedProcess] = field(default_factory=list)
     sentinel_ports: list[int] = field(default_factory=list)
 
+    def _server(self, port: int | None = None) -> tuple[ManagedProcess, int]:
+        """A ``redis-server`` that, made a replica, loads its first sync without an RDB file (no
+        file lands in the current directory)."""
+        proc, url = start_redis(port, log_dir=self.log_dir)
+        port = int(url.rsplit(":", 1)[1])
+        client = redis.Redis(port=port)
+        try:
+            client.config_set("repl-diskless-load", "on-empty-db")
+        finally:
+            client.close()
+        return proc, port
+
     def start(self) -> str:
-        proc, url = start_redis(log_dir=self.log_dir)
-        self.servers.append((proc, int(url.rsplit(":", 1)[1])))
+        self.servers.append(self._server())
         if not self.sentinel:
-            return f"{url}/0"
+            return f"redis://127.0.0.1:{self.servers[0][1]}/0"
         master = self.servers[0][1]
-        replica, rurl = start_redis(log_dir=self.log_dir)
-        rport = int(rurl.rsplit(":", 1)[1])
-        self.servers.append((replica, rport))
-        redis.Redis(port=rport).replicaof("127.0.0.1", master)
+        self.servers.append(self._server())
+        client = redis.Redis(port=self.servers[1][1])
+        try:
+            client.replicaof("127.0.0.1", master)
+        finally:
+            client.close()
         for _ in range(3):
             self._start_sentinel(master)
+        wait_until(self._settled, 30, "the sentinels to know the replica and each other", interval=0.2)
         return sentinel_url(self.sentinel_ports)
+
+    def _settled(self) -> bool:
+        for port in self.sentinel_ports:
+            sentinel = redis.Redis(port=port, socket_timeout=2, decode_responses=True)
+            try:
+                state: Any = sentinel.sentinel_master(SENTINEL_MASTER)
+                replicas: Any = sentinel.sentinel_slaves(SENTINEL_MASTER)
+            finally:
+                sentinel.close()
+            if int(state["num-other-sentinels"]) != 2 or not replicas:
+                return False
+        return True
 
     def _start_sentinel(self, master: int) -> None:
         port = free_port()
@@ -154,8 +181,7 @@ class RedisGroup:
         proc, port = self.servers[0]
         proc.kill()
         proc.stop()
-        fresh, _ = start_redis(port=port, log_dir=self.log_dir)
-        self.servers[0] = (fresh, port)
+        self.servers[0] = self._server(port)
 
     def kill_master(self) -> int:
         """SIGKILL the current master; returns its port."""
@@ -170,8 +196,7 @@ class RedisGroup:
         for i, (proc, p) in enumerate(self.servers):
             if p == port and not proc.alive():
                 proc.stop()
-                fresh, _ = start_redis(port=port, log_dir=self.log_dir)
-                self.servers[i] = (fresh, port)
+                self.servers[i] = self._server(port)
 
     def stop(self) -> None:
         for proc in self.sentinels:
@@ -213,12 +238,15 @@ class Fleet:
     def start(self) -> Fleet:
         url = self.redis.start()
         assert self.services.proxy is not None and self.services.partition is not None
+        overrides = (
+            {**OVERRIDES, "redis_sentinel_master": SENTINEL_MASTER} if self.redis.sentinel else OVERRIDES
+        )
         self.harness = FleetHarness(
             self.root,
             url,
             self.services.proxy.url,
             self.services.partition.address,
-            OVERRIDES,
+            overrides,
             observe_url=self.services.moto_url,
         )
         for _ in range(2):
