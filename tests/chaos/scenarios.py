@@ -202,7 +202,7 @@ def agent_flap(ctx: Ctx) -> None:
     pods = list(ctx.uids)
     ctx.fleet.random.shuffle(pods)
     flappers = [iid for uid in pods[: max(1, len(pods) // 4)] if (iid := ctx.instance_of(uid))]
-    dying = pods[max(1, len(pods) // 4) :][: max(1, len(pods) // 10)]
+    dying = pods[max(1, len(pods) // 4) :][: max(2, len(pods) // 10)]  # an agent and an instance at least
     ledger = ctx.fleet.ledger
     for iid in flappers:
         ledger.instance(iid, "flapping agent")
