@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from tests.chaos.invariants import INVARIANTS
-from tests.chaos.scenarios import EXPECTED_TO_FAIL, Result
+from tests.chaos.scenarios import Result
 
 COLUMNS = ("scenario", "pods", *INVARIANTS, "running s", "gone s", "total s", "verdict")
 
@@ -29,7 +29,7 @@ def _cell(result: Result, invariant: str) -> str:
 def verdict(result: Result) -> str:
     if result.ok:
         return "pass"
-    return "FAIL (expected)" if result.name in EXPECTED_TO_FAIL else "FAIL"
+    return "FAIL (expected)" if result.expected else "FAIL"
 
 
 def rows(results: Sequence[Result]) -> list[list[str]]:
@@ -72,10 +72,7 @@ def print_report(results: Sequence[Result], title: str, console: Console | None 
         broken = {k: v for k, v in r.findings.broken.items() if v}
         if not (broken or r.error):
             continue
-        console.print(
-            f"[bold]{r.name}[/bold]"
-            + (f" (needs {EXPECTED_TO_FAIL[r.name]})" if r.name in EXPECTED_TO_FAIL else "")
-        )
+        console.print(f"[bold]{r.name}[/bold]" + (f" (expected: needs {r.expected})" if r.expected else ""))
         if r.error:
             console.print(f"  error: {r.error}", markup=False)
         for invariant, lines in broken.items():
