@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 STAMP := .make/installed
 
-.PHONY: install demo test lint house proto proto-check bench clean
+.PHONY: install demo test lint house proto proto-check bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev]'
@@ -39,6 +39,11 @@ proto-check: install
 
 bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
+
+# The full chaos pass (docs/reliability.md): 200 pod lifecycles under seven faults, loopback only.
+CHAOS_ARGS ?=
+chaos: install
+	$(PYTHON) -m tests.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf .make build *.egg-info .mypy_cache .ruff_cache .pytest_cache
