@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     if opts.list:
         for s in SCENARIOS:
-            print(f"{s.name:18} {s.what}" + (f" (needs {s.needs})" if s.needs else ""))
+            print(f"{s.name:18} {s.what}")
         return 0
     select(opts.only)
     signal.signal(signal.SIGTERM, _interrupt)

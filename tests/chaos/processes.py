@@ -46,8 +46,10 @@ CHAOS_AWS = replace(
     capacity=(CapacityRule("InsufficientInstanceCapacity", instance_type="m5.large", fraction=0.2),),
 )
 
-#: Fleet settings: short periods so a scenario sees the sweep, GC and beat at work.
+#: Fleet settings: short periods so a scenario sees the sweep, GC and beat at work, and the broker's
+#: visibility timeout as deployed (a lost message waits for the fleet's resume, not kombu's restore).
 OVERRIDES: dict[str, Any] = {
+    "celery": {"visibility_timeout_seconds": 600},
     "ec2": {"instance_types": ["m5.xlarge"], "unavailable_ttl_seconds": 5},
     "health": {"interval_seconds": 2, "unhealthy_threshold": 3, "unknown_threshold": 4},
     "gc": {"interval_seconds": 15, "grace_seconds": 0},

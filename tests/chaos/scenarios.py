@@ -6,8 +6,7 @@ the fault may wait for that (``ctx.running``), strike, and says when the pods ma
 (``ctx.release``); the pods must be Running again, then their manifests are removed
 (``ctx.deleting``, some faults strike again then), their records must be gone, two orphan GC
 passes run and the invariants are checked. Every wait is bounded by the stage timeout and the
-scenario's deadline. ``needs`` names the work the scenario depends on that is not on every branch
-yet; :data:`EXPECTED_TO_FAIL` says which scenarios fail without it, and in which passes.
+scenario's deadline.
 """
 
 from __future__ import annotations
@@ -96,7 +95,6 @@ class Scenario:
     name: str
     what: str
     fault: Fault
-    needs: str = ""
     sentinel: bool = False
 
 
@@ -230,42 +228,20 @@ def agent_flap(ctx: Ctx) -> None:
 
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario(
-        "worker_kill",
-        "SIGKILL a random worker mid-create and mid-delete",
-        worker_kill,
-        needs="resume",
-    ),
-    Scenario(
-        "redis_loss", "Redis restarted with its data lost while the pods run", redis_loss, needs="recovery"
-    ),
+    Scenario("worker_kill", "SIGKILL a random worker mid-create and mid-delete", worker_kill),
+    Scenario("redis_loss", "Redis restarted with its data lost while the pods run", redis_loss),
     Scenario(
         "sentinel_failover",
         "the Redis master SIGKILLed; the sentinels promote the replica",
         sentinel_failover,
-        needs="ha",
         sentinel=True,
     ),
     Scenario("producer_kill", "SIGKILL the producer mid-create and mid-delete, restart it", producer_kill),
-    Scenario("partition", "workers cut off from every agent, then healed", partition, needs="breaker"),
+    Scenario("partition", "workers cut off from every agent, then healed", partition),
     Scenario("agent_flap", "agents flap NOT_SERVING; some agents and instances die", agent_flap),
     Scenario("beat_kill", "SIGKILL beat mid-create, restart it later", beat_kill),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
-
-#: Scenarios known to fail on a branch without the work they need: that work, and the passes that
-#: show it (the reduced pass's 30 s partition replaces some pods, not always all: still a failure).
-EXPECTED_TO_FAIL: dict[str, tuple[str, tuple[str, ...]]] = {
-    "redis_loss": ("recovery: the Redis-loss epoch and the record rebuild", ("full", "reduced")),
-    "sentinel_failover": ("ha: sentinel:// URLs for broker, store and RedBeat", ("full", "reduced")),
-    "partition": ("breaker: the remediation circuit breaker", ("full", "reduced")),
-}
-
-
-def expected_failure(name: str, size: Pass) -> str:
-    """Why scenario ``name`` is expected to fail in this pass ("" when it must pass)."""
-    why, passes = EXPECTED_TO_FAIL.get(name, ("", ()))
-    return why if size.name in passes else ""
 
 
 # -- running one --------------------------------------------------------------------------------
@@ -275,7 +251,6 @@ def expected_failure(name: str, size: Pass) -> str:
 class Result:
     name: str
     pods: int
-    expected: str = ""  # why it is expected to fail in its pass ("" when it must pass)
     findings: Findings = field(default_factory=Findings)
     timings: dict[str, float] = field(default_factory=dict)
     error: str = ""
@@ -349,7 +324,7 @@ def run_scenario(
     services: Services, root: Path, scenario: Scenario, pods: int, size: Pass, seed: int
 ) -> Result:
     """One scenario on a fleet of its own; never raises (an error is part of the result)."""
-    result = Result(scenario.name, pods, expected_failure(scenario.name, size))
+    result = Result(scenario.name, pods)
     findings = result.findings
     started, started_at = time.monotonic(), time.time()
     deadline = started + size.scenario_deadline

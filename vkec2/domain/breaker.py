@@ -6,7 +6,9 @@ agent refused who we are, or another instance's agent answered) or ``workload`` 
 and reported its workload or itself unhealthy). Each pass is tallied (:class:`PassTally`: checks,
 failures per class); :func:`decide` pools the last ``breaker_window_passes`` tallies and opens the
 breaker when more than ``breaker_share`` of those checks failed in one class (with at least
-``breaker_min_checks`` checks, so a tiny fleet still heals itself). While it is open, a pod whose
+``breaker_min_checks`` checks, and at least :data:`MIN_PATTERN_FAILURES` failures of that class in
+this pass unless the worker is cut off, so a single dead agent of a small fleet is still replaced).
+While it is open, a pod whose
 check failed in that class is not replaced for its agent alone: it is marked Unknown and its
 counters start again from zero, so it must fail again after the breaker closed. The breaker closes
 when the pooled share falls back to the threshold or below. The state also says whether the
@@ -28,6 +30,9 @@ from vkec2.config import HealthSettings
 
 #: Share of one pass's checks that must fail unreachable for the sweep to blame its own worker.
 WORKER_SHARE = 0.8
+#: Failures of one class in one pass below which there is no pattern: one failing agent is that
+#: agent's problem (and its pod is replaced), however small the fleet, unless the worker is cut off.
+MIN_PATTERN_FAILURES = 2
 #: Default cap of agent-caused replacements per interval, as a share of the Running pods.
 DEFAULT_CAP_SHARE = 0.1
 
@@ -158,16 +163,17 @@ def decide(
     """Fold this pass's ``tally`` into ``state``; returns the new state and whether it opened or closed."""
     window = (*state.window, tally)[-policy.window_passes :]
     kind, share, checked = _worst(window)
-    trips = kind is not None and checked >= policy.min_checks and share > policy.share
+    this_pass = tally.failures.get(FailureClass.UNREACHABLE.value, 0)
+    cut_off = (
+        kind is FailureClass.UNREACHABLE and tally.checked > 1 and this_pass >= WORKER_SHARE * tally.checked
+    )
+    pattern = kind is not None and (cut_off or tally.failures.get(kind.value, 0) >= MIN_PATTERN_FAILURES)
+    trips = kind is not None and checked >= policy.min_checks and share > policy.share and pattern
     if not trips or kind is None:
         closed = replace(state, open=False, share=share, window=window, message="")
         if state.open:
             closed = replace(closed, since=tally.at, worker=worker, failure="", scope="")
         return closed, state.open
-    this_pass = tally.failures.get(FailureClass.UNREACHABLE.value, 0)
-    cut_off = (
-        kind is FailureClass.UNREACHABLE and tally.checked > 0 and this_pass >= WORKER_SHARE * tally.checked
-    )
     scope = "worker" if cut_off else "agents"
     failed = sum(t.failures.get(kind.value, 0) for t in window)
     if scope == "worker":

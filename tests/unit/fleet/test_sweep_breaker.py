@@ -207,6 +207,17 @@ def test_a_small_fleet_never_opens_the_breaker() -> None:
     assert not state.open
 
 
+def test_one_dead_agent_of_a_small_fleet_is_no_pattern_but_every_agent_silent_is() -> None:
+    policy = BreakerPolicy(share=0.2, window_passes=3, min_checks=5, max_remediations=None)
+    state = BreakerState()
+    for at in (1.0, 2.0, 3.0):  # 1 of 3 agents dead: 33 % of the checks, but one agent is no pattern
+        state, _ = decide(state, PassTally(at, 3, {"unreachable": 1}), policy, "w")
+        assert not state.open
+    for at in (4.0, 5.0):  # every agent silent from this worker: the worker is cut off
+        state, _ = decide(state, PassTally(at, 3, {"unreachable": 3}), policy, "w")
+    assert state.open and state.scope == "worker" and state.reason == "WorkerCannotReachAgents"
+
+
 def test_agent_errors_are_classified() -> None:
     assert failure_class(AgentUnavailable("connection refused")) is FailureClass.UNREACHABLE
     assert failure_class(AgentUnavailable("SSL handshake failed: certificate")) is FailureClass.IDENTITY
