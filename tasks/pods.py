@@ -29,7 +29,8 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from celery import Task
+from celery import Signature, Task
+from celery.exceptions import Retry
 from celery.utils import uuid
 from celery.utils.time import get_exponential_backoff_interval
 
@@ -83,14 +84,19 @@ def failure(exc: BaseException, retries: int) -> tuple[str, str]:
 def _retry_later(task: Task, exc: Exception) -> Exception:
     """Re-deliver this same task (same ID) later: the lock is busy or EC2 throttled us.
 
-    A busy lock is retried soon and without limit; an EC2 error after Celery's exponential back-off
-    with full jitter (a random whole number of seconds up to ``2 ** (retries + 1)``, at most
-    :data:`EC2_RETRY_BACKOFF_MAX`), at most :data:`EC2_RETRY_MAX` times, and the pod's due step
-    of this task is moved to when the retry should start.
+    A busy lock is retried soon and without limit, and without counting as a retry: the message is
+    published again with the same ID and retry count, so contention neither uses up nor stretches the
+    EC2 errors' budget (Celery's own ``retry`` would stop at the task's default of 3 retries: its
+    ``max_retries=None`` means "the task's default", not "no limit"). An EC2 error is retried after
+    Celery's exponential back-off with full jitter (a random whole number of seconds up to
+    ``2 ** (retries + 1)``, at most :data:`EC2_RETRY_BACKOFF_MAX`), at most :data:`EC2_RETRY_MAX`
+    times, and the pod's due step of this task is moved to when the retry should start.
     """
     if isinstance(exc, LockBusy):
         delay = LOCK_RETRY_SECONDS * (1 + random.random())
-        return cast(Exception, task.retry(exc=exc, countdown=delay, max_retries=None))
+        again: Signature[Any] = task.signature_from_request(countdown=delay, retries=task.request.retries)
+        again.apply_async()
+        return cast(Exception, Retry(exc=exc, when=delay, sig=again))
     delay = get_exponential_backoff_interval(
         factor=EC2_RETRY_BACKOFF_FACTOR,
         retries=task.request.retries,

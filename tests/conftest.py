@@ -1,6 +1,6 @@
 """Session-wide test services: a private redis-server and moto's EC2 server, on free loopback ports.
 
-Each pytest-xdist worker starts its own; tests take a fresh Redis database each (64 per server)
+Each pytest-xdist worker starts its own; tests take a flushed Redis database each (1-63 in turn)
 and a unique cluster name, so they never see each other's keys, queues or instances.
 """
 
@@ -27,7 +27,9 @@ for _key, _value in {
     os.environ[_key] = _value
 os.environ.pop("VKEC2_CONFIG", None)
 
-_databases = itertools.count(1)
+#: Databases 1-63, taken in turn: each is flushed before and after its test, and a test gets the
+#: database 62 tests after its last user (the test processes it started stopped long before).
+_databases = itertools.cycle(range(1, 64))
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +44,6 @@ def redis_server() -> Iterator[str]:
 def redis_url(redis_server: str) -> Iterator[str]:
     """A fresh, empty database on the private redis-server."""
     db = next(_databases)
-    if db >= 64:
-        pytest.fail("more than 63 Redis databases used in one test session")
     url = f"{redis_server}/{db}"
     client = redis.Redis.from_url(url)
     client.flushdb()
