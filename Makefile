@@ -38,7 +38,7 @@ proto-check: install
 	rm -rf $$tmp; echo "generated code is up to date"
 
 bench: install
-	@for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
+	@for b in bench/bench_*.py; do echo "== $$b"; PYTHONPATH=$(CURDIR) $(PYTHON) $$b || exit 1; done
 
 # The full chaos pass (docs/reliability.md): 200 pod lifecycles under seven faults, loopback only.
 CHAOS_ARGS ?=

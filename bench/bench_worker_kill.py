@@ -10,7 +10,7 @@ quarter of the pods have left Pending (each replaced at once, so capacity stays)
 prints p50 / p99 / max of create→Running (the record's creation to the Running event in the status
 outbox, both Redis-side times) and how many steps the resume task published again, then the
 difference and ratio of the two runs. The issue's target: p99 with kills at most 30 s above the run
-without. It prints figures, not pass/fail. Run: ``python bench/bench_worker_kill.py``.
+without. It prints figures, not pass/fail. Run: ``PYTHONPATH=. python bench/bench_worker_kill.py``.
 """
 
 from __future__ import annotations
