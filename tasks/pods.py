@@ -29,8 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from celery import Signature, Task
-from celery.exceptions import Retry
+from celery import Task
 from celery.utils import uuid
 from celery.utils.time import get_exponential_backoff_interval
 
@@ -46,6 +45,8 @@ log = logging.getLogger(__name__)
 Step = Callable[[Fleet, Lock, PodRecord], str]
 
 LOCK_RETRY_SECONDS = 1.0
+#: Retries of a busy lock: a day of 1-2 s retries (the lock's holder is alive: its heartbeat keeps it).
+LOCK_RETRY_MAX = 60_000
 EC2_RETRY_MAX = 20
 EC2_RETRY_BACKOFF_FACTOR = 2  # full jitter halves the mean: the first retries average 1, 2, 4 ... s
 EC2_RETRY_BACKOFF_MAX = 30  # seconds, within celery.max_countdown_seconds's default
@@ -84,19 +85,15 @@ def failure(exc: BaseException, retries: int) -> tuple[str, str]:
 def _retry_later(task: Task, exc: Exception) -> Exception:
     """Re-deliver this same task (same ID) later: the lock is busy or EC2 throttled us.
 
-    A busy lock is retried soon and without limit, and without counting as a retry: the message is
-    published again with the same ID and retry count, so contention neither uses up nor stretches the
-    EC2 errors' budget (Celery's own ``retry`` would stop at the task's default of 3 retries: its
-    ``max_retries=None`` means "the task's default", not "no limit"). An EC2 error is retried after
+    A busy lock is retried soon and without a practical limit (:data:`LOCK_RETRY_MAX`; Celery's
+    ``max_retries=None`` would mean the task's default of 3, not "no limit"). An EC2 error is retried after
     Celery's exponential back-off with full jitter (a random whole number of seconds up to
     ``2 ** (retries + 1)``, at most :data:`EC2_RETRY_BACKOFF_MAX`), at most :data:`EC2_RETRY_MAX`
     times, and the pod's due step of this task is moved to when the retry should start.
     """
     if isinstance(exc, LockBusy):
         delay = LOCK_RETRY_SECONDS * (1 + random.random())
-        again: Signature[Any] = task.signature_from_request(countdown=delay, retries=task.request.retries)
-        again.apply_async()
-        return cast(Exception, Retry(exc=exc, when=delay, sig=again))
+        return cast(Exception, task.retry(exc=exc, countdown=delay, max_retries=LOCK_RETRY_MAX))
     delay = get_exponential_backoff_interval(
         factor=EC2_RETRY_BACKOFF_FACTOR,
         retries=task.request.retries,
