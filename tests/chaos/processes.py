@@ -15,28 +15,24 @@ import contextlib
 import random
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-import redis
 
 from producer.standalone import parse_manifest
 from tests.chaos.faults import AgentFaults, FaultLedger, Partition
 from tests.support.awslike import AWS_LIKE, CapacityRule
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import FleetHarness
+from tests.support.sentinel import MASTER, SentinelGroup
 from tests.support.services import (
     ManagedProcess,
-    free_port,
     start_agent_sim,
     start_moto,
     start_redis,
-    wait_until,
 )
 
 NODE = "vk-chaos-0"
-SENTINEL_MASTER = "vkec2"
 
 #: AWS's unkind side, all of it: the realistic preset, 5 % of requests throttled at random, and
 #: 20 % of m5.large launches refused for capacity (the pods fall back to m5.xlarge).
@@ -65,13 +61,6 @@ spec:
   terminationGracePeriodSeconds: 1
   containers: [{{name: main, image: sim, command: [sleep, "3600"]}}]
 """
-
-
-def sentinel_url(ports: list[int]) -> str:
-    """The fleet's ``redis_url`` for a Sentinel group, as kombu reads them (``;``-joined, the
-    database on the first); the master's name is the ``redis_sentinel_master`` setting."""
-    urls = [f"sentinel://127.0.0.1:{p}" for p in ports]
-    return ";".join([urls[0] + "/0", *urls[1:]])
 
 
 class Services:
@@ -108,110 +97,40 @@ class Services:
 
 @dataclass
 class RedisGroup:
-    """The scenario's Redis: one server, or a master, a replica and three sentinels."""
+    """The scenario's Redis: one ``redis-server`` of its own, or a :class:`SentinelGroup`."""
 
+    tmp: Path
     log_dir: str
     sentinel: bool = False
-    servers: list[tuple[ManagedProcess, int]] = field(default_factory=list)
-    sentinels: list[ManagedProcess] = field(default_factory=list)
-    sentinel_ports: list[int] = field(default_factory=list)
-
-    def _server(self, port: int | None = None) -> tuple[ManagedProcess, int]:
-        """A ``redis-server`` that, made a replica, loads its first sync without an RDB file (no
-        file lands in the current directory)."""
-        proc, url = start_redis(port, log_dir=self.log_dir)
-        port = int(url.rsplit(":", 1)[1])
-        client = redis.Redis(port=port)
-        try:
-            client.config_set("repl-diskless-load", "on-empty-db")
-        finally:
-            client.close()
-        return proc, port
+    server: tuple[ManagedProcess, int] | None = None
+    group: SentinelGroup | None = None
 
     def start(self) -> str:
-        self.servers.append(self._server())
-        if not self.sentinel:
-            return f"redis://127.0.0.1:{self.servers[0][1]}/0"
-        master = self.servers[0][1]
-        self.servers.append(self._server())
-        client = redis.Redis(port=self.servers[1][1])
-        try:
-            client.replicaof("127.0.0.1", master)
-        finally:
-            client.close()
-        for _ in range(3):
-            self._start_sentinel(master)
-        wait_until(self._settled, 30, "the sentinels to know the replica and each other", interval=0.2)
-        return sentinel_url(self.sentinel_ports)
-
-    def _settled(self) -> bool:
-        for port in self.sentinel_ports:
-            sentinel = redis.Redis(port=port, socket_timeout=2, decode_responses=True)
-            try:
-                state: Any = sentinel.sentinel_master(SENTINEL_MASTER)
-                replicas: Any = sentinel.sentinel_slaves(SENTINEL_MASTER)
-            finally:
-                sentinel.close()
-            if int(state["num-other-sentinels"]) != 2 or not replicas:
-                return False
-        return True
-
-    def _start_sentinel(self, master: int) -> None:
-        port = free_port()
-        conf = Path(self.log_dir) / f"sentinel-{port}.conf"
-        conf.write_text(
-            f"port {port}\nbind 127.0.0.1\n"
-            f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master} 2\n"
-            f"sentinel down-after-milliseconds {SENTINEL_MASTER} 2000\n"
-            f"sentinel failover-timeout {SENTINEL_MASTER} 10000\n"
-        )
-        proc = ManagedProcess("sentinel", ["redis-server", str(conf), "--sentinel"], log_dir=self.log_dir)
-        self.sentinels.append(proc.start())
-        self.sentinel_ports.append(port)
-        wait_until(lambda: _pings(port), 15, f"sentinel on port {port}")
-
-    def master_port(self) -> int:
-        """The port the sentinels name as master now (the first server without sentinels)."""
-        if not self.sentinel:
-            return self.servers[0][1]
-        addr = redis.Redis(port=self.sentinel_ports[0]).sentinel_get_master_addr_by_name(SENTINEL_MASTER)
-        assert isinstance(addr, tuple), f"the sentinels know no master {SENTINEL_MASTER}"
-        return int(addr[1])
+        """Start it; the fleet's ``redis_url``."""
+        if self.sentinel:
+            self.group = SentinelGroup(self.tmp, self.log_dir).start()
+            return self.group.url
+        proc, url = start_redis(log_dir=self.log_dir)
+        self.server = (proc, int(url.rsplit(":", 1)[1]))
+        return f"{url}/0"
 
     def lose_data(self) -> None:
         """Restart the (only) server on its port without its data: a Redis that came back empty."""
-        proc, port = self.servers[0]
+        assert self.server is not None, "lose_data needs the single server"
+        proc, port = self.server
         proc.kill()
         proc.stop()
-        self.servers[0] = self._server(port)
+        self.server = (start_redis(port, log_dir=self.log_dir)[0], port)
 
-    def kill_master(self) -> int:
-        """SIGKILL the current master; returns its port."""
-        port = self.master_port()
-        for proc, p in self.servers:
-            if p == port:
-                proc.kill()
-        return port
-
-    def restart(self, port: int) -> None:
-        """Start a server again on ``port`` (it rejoins as a replica when the sentinels say so)."""
-        for i, (proc, p) in enumerate(self.servers):
-            if p == port and not proc.alive():
-                proc.stop()
-                self.servers[i] = self._server(port)
+    def sentinels(self) -> SentinelGroup:
+        assert self.group is not None, "not a Sentinel group"
+        return self.group
 
     def stop(self) -> None:
-        for proc in self.sentinels:
-            proc.stop()
-        for proc, _ in self.servers:
-            proc.stop()
-
-
-def _pings(port: int) -> bool:
-    try:
-        return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
-    except redis.RedisError:
-        return False
+        if self.group is not None:
+            self.group.stop()
+        if self.server is not None:
+            self.server[0].stop()
 
 
 class Fleet:
@@ -224,7 +143,7 @@ class Fleet:
         self.manifests = self.root / "manifests"
         self.manifests.mkdir()
         self.name = name
-        self.redis = RedisGroup(services.log_dir, sentinel=sentinel)
+        self.redis = RedisGroup(self.root, services.log_dir, sentinel=sentinel)
         self.ledger = FaultLedger()
         self.random = random.Random(seed)
         self.harness: FleetHarness | None = None
@@ -240,9 +159,7 @@ class Fleet:
     def start(self) -> Fleet:
         url = self.redis.start()
         assert self.services.proxy is not None and self.services.partition is not None
-        overrides = (
-            {**OVERRIDES, "redis_sentinel_master": SENTINEL_MASTER} if self.redis.sentinel else OVERRIDES
-        )
+        overrides = {**OVERRIDES, "redis_sentinel_master": MASTER} if self.redis.sentinel else OVERRIDES
         self.harness = FleetHarness(
             self.root,
             url,

@@ -168,7 +168,7 @@ def redis_loss(ctx: Ctx) -> None:
 
 def sentinel_failover(ctx: Ctx) -> None:
     if ctx.wait(ctx.running):
-        group = ctx.fleet.redis
+        group = ctx.fleet.redis.sentinels()
         old = group.kill_master()
         ctx.fleet.ledger.note(f"SIGKILL redis master on port {old}")
         wait_until(lambda: group.master_port() != old, 30, "the sentinels to promote the replica", 0.2)

@@ -2,8 +2,10 @@
 
 The Sentinels watch the master as :data:`MASTER` with a quorum of 2, judge it down after one
 second and may fail over again after three; :meth:`SentinelGroup.failover` asks one of them for
-a fail-over (``SENTINEL FAILOVER``) and returns once every Sentinel names the promoted replica.
-Only the processes it started are stopped, by PID.
+a fail-over (``SENTINEL FAILOVER``) and returns once every Sentinel names the promoted replica;
+:meth:`SentinelGroup.kill_master` SIGKILLs the master instead (the Sentinels notice on their own)
+and :meth:`SentinelGroup.restart` starts a killed server again, which the Sentinels turn into a
+replica. Only the processes it started are stopped, by PID.
 """
 
 from __future__ import annotations
@@ -22,18 +24,19 @@ MASTER = "mymaster"
 class SentinelGroup:
     """Master + replica + three Sentinels; :attr:`url` is the fleet's ``sentinel://`` ``redis_url``."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, log_dir: str | None = None) -> None:
         self.tmp = tmp
+        self.log_dir = log_dir
         self.servers: dict[int, ManagedProcess] = {}
         self.sentinels: dict[int, ManagedProcess] = {}
 
     def start(self) -> SentinelGroup:
         # A server turned replica writes the RDB of its sync to its directory: the test's, not the cwd.
         master_port, replica_port = free_port(), free_port()
-        master, _ = start_redis(master_port, args=self._files(master_port))
+        master, _ = start_redis(master_port, log_dir=self.log_dir, args=self._files(master_port))
         self.servers[master_port] = master
         replica_args = ["--replicaof", "127.0.0.1", str(master_port), *self._files(replica_port)]
-        replica, _ = start_redis(replica_port, args=replica_args)
+        replica, _ = start_redis(replica_port, log_dir=self.log_dir, args=replica_args)
         self.servers[replica_port] = replica
         binary = shutil.which("redis-server") or "redis-server"
         for _ in range(3):
@@ -45,7 +48,8 @@ class SentinelGroup:
                 f"sentinel down-after-milliseconds {MASTER} 1000\n"
                 f"sentinel failover-timeout {MASTER} 3000\n"
             )
-            self.sentinels[port] = ManagedProcess("sentinel", [binary, str(conf), "--sentinel"]).start()
+            sentinel = ManagedProcess("sentinel", [binary, str(conf), "--sentinel"], log_dir=self.log_dir)
+            self.sentinels[port] = sentinel.start()
             wait_until(lambda: port_open(port), 15, f"a Sentinel on port {port}")  # noqa: B023
         wait_until(self._settled, 30, "the Sentinels to know the replica and each other", interval=0.2)
         return self
@@ -103,6 +107,17 @@ class SentinelGroup:
 
         wait_until(moved, 30, "the Sentinels to fail over")
         return self.master_port()
+
+    def kill_master(self) -> int:
+        """SIGKILL the current master (the Sentinels notice and promote the replica); returns its port."""
+        port = self.master_port()
+        self.servers[port].kill()
+        return port
+
+    def restart(self, port: int) -> None:
+        """Start the killed server on ``port`` again, empty; the Sentinels make it a replica."""
+        self.servers[port].stop()
+        self.servers[port], _ = start_redis(port, log_dir=self.log_dir, args=self._files(port))
 
     def stop(self) -> None:
         for proc in [*self.sentinels.values(), *self.servers.values()]:
