@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -178,19 +177,7 @@ class Fleet:
         self.beat = self.fleet.start_beat()
 
     def start_producer(self) -> None:
-        argv = [
-            sys.executable,
-            "-m",
-            "vkec2.cli",
-            "producer",
-            "--config",
-            str(self.fleet.config_path),
-            "--node-name",
-            NODE,
-            "--no-kubelet",
-            "--manifests",
-            str(self.manifests),
-        ]
+        argv = self.fleet.producer_argv(NODE, "--no-kubelet", "--manifests", str(self.manifests))
         self.producer = ManagedProcess("producer", argv, env=self.fleet.env(), log_dir=self.services.log_dir)
         self.producer.start()
 

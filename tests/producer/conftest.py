@@ -8,7 +8,6 @@ through the official client, to a private Redis, and through Celery to real work
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -74,20 +73,7 @@ def start_producer(apiserver: FakeKubeApiServer) -> Iterator[StartProducer]:
         wait: bool = True,
         env: dict[str, str] | None = None,
     ) -> ManagedProcess:
-        argv = [
-            sys.executable,
-            "-m",
-            "vkec2.cli",
-            "producer",
-            "--config",
-            str(fleet.config_path),
-            "--node-name",
-            node,
-            *FAST,
-            "--log-level",
-            "DEBUG",
-            *extra,
-        ]
+        argv = fleet.producer_argv(node, *FAST, "--log-level", "DEBUG", *extra)
         if "--kubelet-port" not in extra:
             argv.append("--no-kubelet")  # never the standard port 10250; kubelet tests pick a free one
         if manifests is not None:

@@ -157,6 +157,20 @@ class FleetHarness:
         wait_until(ready, 60, "the Celery worker to be ready", interval=0.2)
         return proc
 
+    def producer_argv(self, node: str, *flags: str) -> list[str]:
+        """The command line of ``vkec2 producer`` for node ``node`` of this fleet, with ``flags``."""
+        return [
+            sys.executable,
+            "-m",
+            "vkec2.cli",
+            "producer",
+            "--config",
+            str(self.config_path),
+            "--node-name",
+            node,
+            *flags,
+        ]
+
     def start_beat(self) -> ManagedProcess:
         """A ``celery beat`` with RedBeat (stopped with the workers); returns once it has started."""
         proc = ManagedProcess(
