@@ -132,3 +132,16 @@ def pod_manifest(
         "metadata": {"name": name, "namespace": namespace, "annotations": dict(annotations or {})},
         "spec": spec,
     }
+
+
+def assert_node_removed(
+    fleet: FleetHarness, apiserver: FakeKubeApiServer, node: str, uids: set[str], instances: set[str]
+) -> None:
+    """A drained node is gone everywhere: its Node, its pods, its records and Redis entries, and the
+    instances of its pods (``uids``, ``instances``)."""
+    assert apiserver.get("nodes", node) is None
+    assert [p for p in apiserver.list_objects("pods") if p["spec"].get("nodeName") == node] == []
+    assert fleet.store.uids(node) == set() and not uids & fleet.store.uids()
+    assert node not in fleet.store.nodes() and node not in fleet.store.reconciled()
+    live = fleet.instances_by_uid()
+    assert not instances & {iid for ids in live.values() for iid in ids}

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from tests.k8s.apiserver import FakeKubeApiServer
-from tests.producer.conftest import StartProducer, pod_manifest
+from tests.producer.conftest import StartProducer, assert_node_removed, pod_manifest
 from tests.support.fleet import FleetHarness
 from tests.support.services import wait_until
 from vkec2.domain.models import Phase
@@ -52,12 +52,7 @@ def test_node_drain_deletes_the_pods_through_the_fleet_then_removes_the_node(
 
     assert done.returncode == 0, done.stderr
     assert "2 pod(s) deleted" in done.stdout
-    assert apiserver.get("nodes", NODE) is None
-    assert [p for p in apiserver.list_objects("pods") if p["spec"].get("nodeName") == NODE] == []
-    assert fleet.store.uids(NODE) == set() and not uids & fleet.store.uids()
-    assert NODE not in fleet.store.nodes() and NODE not in fleet.store.reconciled()
-    live = fleet.instances_by_uid()
-    assert not instances & {iid for ids in live.values() for iid in ids}
+    assert_node_removed(fleet, apiserver, NODE, uids, instances)
 
 
 def test_node_drain_refuses_two_ways_to_reach_kubernetes(

@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes import client as k8s
 
 from tests.k8s.apiserver import FakeKubeApiServer
-from tests.producer.conftest import StartProducer, pod_manifest
+from tests.producer.conftest import StartProducer, assert_node_removed, pod_manifest
 from tests.support.fleet import FleetHarness
 from tests.support.services import ManagedProcess, wait_until
 from vkec2.domain.models import Phase
@@ -94,11 +94,6 @@ def test_restart_keeps_the_pods_and_scale_down_drains_the_node(
     assert sigterm(producer, 150) == 0, producer.output()[-4000:]
     assert "scaled down to 1; this is ordinal 1" in producer.output()
 
-    assert apiserver.get("nodes", NODE) is None
-    assert [p for p in apiserver.list_objects("pods") if p["spec"].get("nodeName") == NODE] == []
-    assert fleet.store.uids(NODE) == set() and not uids & fleet.store.uids()
-    assert NODE not in fleet.store.nodes() and NODE not in fleet.store.reconciled()
-    live = fleet.instances_by_uid()
-    assert not instances & {iid for ids in live.values() for iid in ids}
+    assert_node_removed(fleet, apiserver, NODE, uids, instances)
     terminated = fleet.instances(("shutting-down", "terminated"))
     assert instances <= {i["InstanceId"] for i in terminated}
