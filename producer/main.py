@@ -2,25 +2,18 @@
 
 This module takes the options of :mod:`producer.options`, loads the fleet configuration, builds
 the parts (Redis store, Celery apps for publishing and for pinging workers, Kubernetes client) and
-runs the loops in threads until SIGTERM/SIGINT: in Kubernetes mode the node registration, then the pod watch
-(:mod:`producer.pods`), the status outbox consumer (:mod:`producer.outbox` feeding
-:mod:`producer.status`, started only after the first full pod list) and the periodic status resync,
-the heartbeat (:mod:`producer.lease`) and the grace-period sweeper
-(:mod:`producer.deletion`); in standalone mode the manifest poller (:mod:`producer.standalone`) and
-the outbox consumer; in both modes the kubelet API (:mod:`producer.kubelet`, logs and exec) unless
-``--no-kubelet``. Bad flags or configuration print one clear error and exit with status 2.
-
-On SIGTERM in Kubernetes mode the producer first asks :func:`producer.scaledown.check` whether its
-StatefulSet was scaled down below its ordinal; if so it drains its own node
-(:meth:`Producer.drain_if_scaled_down`) before exiting, else it just stops (a restart keeps the
-pods). During that drain every loop but the outbox consumer is stopped: the pod watch would only
-mirror what the drain does (a relist re-publishes nothing for a record marked deleted, but a pod
-bound meanwhile would be created again), and the heartbeat would re-register or re-patch the
-Node the drain removes. The outbox consumer keeps running on its own stop event so statuses still
-flow: each Terminated status of a deleted record removes its pod object and forgets the record
-through the deleter, exactly the path of a normal pod deletion, which the drain's own removal
-then finds done (every step of both is idempotent). The exit status is 1 when the drain failed
-(its message says which pods are left; ``vkec2 node drain NAME`` carries on).
+runs the loops in threads until SIGTERM/SIGINT: in Kubernetes mode the node registration, then the
+pod watch (:mod:`producer.pods`), the status outbox consumer (:mod:`producer.outbox` feeding
+:mod:`producer.status`, started after the first full pod list) with the periodic status resync, the
+heartbeat (:mod:`producer.lease`, which also checks the Redis epoch, :mod:`producer.epoch`) and the
+grace-period sweeper (:mod:`producer.deletion`); in standalone mode the manifest poller
+(:mod:`producer.standalone`), the epoch check and the outbox consumer; in both modes the kubelet
+API (:mod:`producer.kubelet`) unless ``--no-kubelet``. On SIGTERM in Kubernetes mode a producer
+whose StatefulSet was scaled down below its ordinal (:func:`producer.scaledown.check`) drains its
+own node before exiting (:meth:`Producer.drain_if_scaled_down`: every loop but the outbox consumer
+stops first, since the watch and the heartbeat would fight the drain while statuses must still
+flow; exit status 1 when the drain failed). Bad flags or configuration print one clear error and
+exit with status 2.
 """
 
 from __future__ import annotations
