@@ -1,13 +1,14 @@
 """Session-wide test services: a private redis-server and moto's EC2 server, on free loopback ports.
 
-Each pytest-xdist worker starts its own; tests take a flushed Redis database each (1-63 in turn)
-and a unique cluster name, so they never see each other's keys, queues or instances.
+Each pytest-xdist worker starts its own; tests take a flushed Redis database each (1-63 in turn),
+a reset moto and a unique cluster name, so they never see each other's keys, queues or instances.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import urllib.request
 import uuid
 from collections.abc import Iterator
 
@@ -61,16 +62,31 @@ def store(redis_url: str) -> Iterator[Store]:
 
 
 @pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    """moto's server (EC2, S3, IAM, ...) over HTTP."""
+def moto_server() -> Iterator[str]:
+    """moto's server (EC2, S3, IAM, ...) over HTTP, for the whole session."""
     proc, url = start_moto()
     yield url
     proc.stop()
 
 
+@pytest.fixture
+def moto_url(moto_server: str) -> str:
+    """moto's server, its state reset: each test starts with an empty account.
+
+    moto keeps terminated instances for ever and answers a tag-filtered DescribeInstances in time
+    that grows with the square of the instances it holds (11 s at 3,000), where EC2 forgets them
+    after about an hour and answers in well under a second. A session's worth of instances would
+    turn every filtered call into a read timeout late in a run, so each test starts from none.
+    """
+    request = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+    return moto_server
+
+
 @pytest.fixture(scope="session")
-def agent_sim(moto_url: str) -> Iterator[str]:
+def agent_sim(moto_server: str) -> Iterator[str]:
     """The agent simulator (``vkec2 agent-sim``) answering for moto's instances; yields HOST:PORT."""
-    proc, endpoint = start_agent_sim(moto_url)
+    proc, endpoint = start_agent_sim(moto_server)
     yield endpoint
     proc.stop()
