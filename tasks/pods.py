@@ -82,29 +82,44 @@ def failure(exc: BaseException, retries: int) -> tuple[str, str]:
     return reason, message
 
 
+def step_retries(task: Task) -> int:
+    """How often this step was retried after an error (its :data:`~vkec2.contract.STEP_RETRIES_HEADER`).
+
+    Celery's ``request.retries`` also counts the retries of a busy lock, which may be many while
+    another task holds the pod; those must not spend the budget of :data:`EC2_RETRY_MAX`.
+    """
+    value = (task.request.headers or {}).get(contract.STEP_RETRIES_HEADER, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def _retry_later(task: Task, exc: Exception) -> Exception:
     """Re-deliver this same task (same ID) later: the lock is busy or EC2 throttled us.
 
     A busy lock is retried soon and without a practical limit (:data:`LOCK_RETRY_MAX`; Celery's
-    ``max_retries=None`` would mean the task's default of 3, not "no limit"). An EC2 error is retried after
+    ``max_retries=None`` would mean the task's default of 3, not "no limit"). An error is retried after
     Celery's exponential back-off with full jitter (a random whole number of seconds up to
     ``2 ** (retries + 1)``, at most :data:`EC2_RETRY_BACKOFF_MAX`), at most :data:`EC2_RETRY_MAX`
-    times, and the pod's due step of this task is moved to when the retry should start.
+    times (counted by :func:`step_retries`; past them ``exc`` is raised), and the pod's due step of
+    this task is moved to when the retry should start.
     """
     if isinstance(exc, LockBusy):
         delay = LOCK_RETRY_SECONDS * (1 + random.random())
         return cast(Exception, task.retry(exc=exc, countdown=delay, max_retries=LOCK_RETRY_MAX))
+    retries = step_retries(task)
+    if retries >= EC2_RETRY_MAX:
+        raise exc
     delay = get_exponential_backoff_interval(
-        factor=EC2_RETRY_BACKOFF_FACTOR,
-        retries=task.request.retries,
-        maximum=EC2_RETRY_BACKOFF_MAX,
-        full_jitter=True,
+        factor=EC2_RETRY_BACKOFF_FACTOR, retries=retries, maximum=EC2_RETRY_BACKOFF_MAX, full_jitter=True
     )
     uid = (task.request.kwargs or {}).get("uid")
-    if isinstance(uid, str) and task.request.retries < EC2_RETRY_MAX:
+    if isinstance(uid, str):
         with contextlib.suppress(StoreError):  # Redis may be why we retry; the due time is a hint
             fleet().store.postpone(uid, task.name, time.time() + delay)
-    return cast(Exception, task.retry(exc=exc, countdown=delay, max_retries=EC2_RETRY_MAX))
+    headers = {**(task.request.headers or {}), contract.STEP_RETRIES_HEADER: retries + 1}
+    return cast(
+        Exception,
+        task.retry(exc=exc, countdown=delay, max_retries=LOCK_RETRY_MAX, headers=headers),
+    )
 
 
 def _one_step(task: Task, uid: str, step: Step, *, retry_any_error: bool = False) -> str:
@@ -148,10 +163,10 @@ def create(self: Task, uid: str, generation: int | None = None, continuation: bo
         except (StaleFence, UnknownPod, LockBusy):
             raise
         except Exception as exc:
-            if retryable(exc) and self.request.retries < EC2_RETRY_MAX:
+            if retryable(exc) and step_retries(self) < EC2_RETRY_MAX:
                 raise  # the same step again after a back-off
             log.warning("create step of %s failed: %r", uid, exc)
-            reason, message = failure(exc, self.request.retries)
+            reason, message = failure(exc, step_retries(self))
             ctx.lifecycle.fail(lock, rec, reason, message)  # retrying cannot fix it (any more)
             lock.finish_chain(contract.POD_CREATE)
             return rec.phase.value

@@ -43,6 +43,9 @@ PERIODIC_TASKS: Final = (HEALTH_SWEEP, WARM_POOLS, QUOTAS, STATUS_LOG, ORPHAN_GC
 #: The message header that carries a task's publish time (seconds since the epoch); the workers
 #: read it for the queue wait, the resume task for the age of the oldest queued message.
 SENT_AT_HEADER: Final = "vkec2_sent_at"
+#: The message header that counts how often a pod step was retried after an error (a busy lock's
+#: retries are not counted): Celery's own ``retries`` counts both.
+STEP_RETRIES_HEADER: Final = "vkec2_step_retries"
 
 
 def queue_pattern(queue: str) -> str:

@@ -21,6 +21,7 @@ import redis
 
 from tasks import pods
 from tests.unit.fleet.world import UID, VISIBILITY, World, settings
+from vkec2 import contract
 from vkec2.agent_client.client import translate
 from vkec2.domain.agents import AgentTarget
 from vkec2.domain.models import Phase
@@ -83,15 +84,17 @@ class TaskRun:
     retries: list[dict[str, Any]]
     published: list[dict[str, Any]]
 
-    def create(self, retries: int = 0) -> str:
-        return self._run(pods.create, retries)
+    def create(self, retries: int = 0, step_retries: int | None = None) -> str:
+        return self._run(pods.create, retries, retries if step_retries is None else step_retries)
 
     def delete(self, retries: int = 0) -> str:
-        return self._run(pods.delete, retries)
+        return self._run(pods.delete, retries, retries)
 
     @staticmethod
-    def _run(task: Any, retries: int) -> str:
-        task.push_request(retries=retries, id="task-1")
+    def _run(task: Any, retries: int, step_retries: int) -> str:
+        """Run ``task`` as its delivery after ``retries`` retries, ``step_retries`` of them after errors."""
+        headers = {contract.STEP_RETRIES_HEADER: step_retries} if step_retries else None
+        task.push_request(retries=retries, id="task-1", headers=headers)
         try:
             return str(task.run(uid=UID))
         finally:
@@ -106,9 +109,14 @@ def run(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[TaskRun]:
 
     def retry(task: Any) -> Any:
         def record(
-            exc: Exception | None = None, countdown: float = 0, max_retries: int | None = None
+            exc: Exception | None = None,
+            countdown: float = 0,
+            max_retries: int | None = None,
+            headers: dict[str, Any] | None = None,
         ) -> None:
-            runner.retries.append({"exc": exc, "countdown": countdown, "max_retries": max_retries})
+            runner.retries.append(
+                {"exc": exc, "countdown": countdown, "max_retries": max_retries, "headers": headers}
+            )
             raise Retried(str(exc))
 
         return record
@@ -134,7 +142,8 @@ def assert_retried_then_failed(run: TaskRun, exc: BaseException, reason: str) ->
     raising(run.world, exc)
     with pytest.raises(Retried):
         run.create()
-    assert run.retries[-1]["max_retries"] == pods.EC2_RETRY_MAX and run.retries[-1]["countdown"] >= 0
+    retry = run.retries[-1]
+    assert retry["headers"] == {contract.STEP_RETRIES_HEADER: 1} and retry["countdown"] >= 0
     assert run.world.rec.phase is Phase.PENDING  # nothing written: the same step again later
     assert run.create(retries=pods.EC2_RETRY_MAX) == "Failed"
     rec = run.world.rec
@@ -342,6 +351,17 @@ def test_E17_a_busy_lock_is_retried_soon_without_limit(run: TaskRun) -> None:
     (retry,) = run.retries
     assert isinstance(retry["exc"], LockBusy) and retry["countdown"] <= 2
     assert retry["max_retries"] == pods.LOCK_RETRY_MAX > 10_000  # not None: Celery reads None as 3
+    assert retry["headers"] is None  # a busy lock spends none of the step's error budget
+
+
+def test_E17_retries_of_a_busy_lock_leave_the_error_budget_whole(run: TaskRun) -> None:
+    run.world.seed()
+    raising(run.world, ec2_error("RequestLimitExceeded"))
+    # Many deliveries spent waiting for another task's lock, none after an error: retried again.
+    with pytest.raises(Retried):
+        run.create(retries=pods.EC2_RETRY_MAX + 40, step_retries=0)
+    assert run.retries[-1]["headers"] == {contract.STEP_RETRIES_HEADER: 1}
+    assert run.world.rec.phase is Phase.PENDING
 
 
 def test_E18_an_invalid_pod_spec_fails_the_pod(run: TaskRun) -> None:
@@ -365,7 +385,9 @@ def test_E19_any_other_exception_fails_the_pod_not_the_chain(run: TaskRun) -> No
     run.world.lifecycle.delete = delete  # type: ignore[method-assign,assignment]
     with pytest.raises(Retried):
         run.delete()
-    assert run.retries[-1]["max_retries"] == pods.EC2_RETRY_MAX
+    assert run.retries[-1]["headers"] == {contract.STEP_RETRIES_HEADER: 1}
+    with pytest.raises(ValueError, match="odd answer"):  # out of retries: the task fails, stays due
+        run.delete(retries=pods.EC2_RETRY_MAX)
 
 
 def test_E20_a_retryable_error_past_the_retries_fails_the_pod(run: TaskRun) -> None:
