@@ -57,8 +57,8 @@ class Options:
     kubelet_token_cache_ttl: float = 120.0
     kubelet_authz_allowed_ttl: float = 300.0
     kubelet_authz_denied_ttl: float = 30.0
-    kubelet_max_streams: int = 64
-    kubelet_max_streams_per_client: int = 8
+    kubelet_max_streams: int = 256
+    kubelet_max_streams_per_client: int = 128
 
 
 def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
@@ -222,14 +222,15 @@ def _add_kubelet_auth_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--kubelet-max-streams",
         type=_positive(int),
-        default=64,
+        default=256,
         help="concurrent requests (log streams, exec sessions...) served in total; more get a 429",
     )
     group.add_argument(
         "--kubelet-max-streams-per-client",
         type=_positive(int),
-        default=8,
-        help="concurrent requests served per client (user, or address without authentication)",
+        default=128,
+        help="concurrent requests served per client (user, or address without authentication); everything "
+        "through the API server is one client, its kubelet client certificate",
     )
 
 

@@ -232,7 +232,7 @@ def user_of_certificate(cert: Mapping[str, Any]) -> User | None:
 class StreamLimits:
     """Caps on concurrent requests per client and in total; over a cap the answer is a 429."""
 
-    def __init__(self, per_client: int = 8, total: int = 64) -> None:
+    def __init__(self, per_client: int = 128, total: int = 256) -> None:
         self.per_client = per_client
         self.total = total
         self._lock = threading.Lock()

@@ -195,8 +195,6 @@ class KubeletHandler(BaseHTTPRequestHandler):
             self._error(err)
         except AgentError as exc:
             self._error(agent_http_error(exc))
-        except (ValueError, UnicodeError) as exc:  # a query or path the parsers refuse
-            self._error(HttpError(400, "BadRequest", f"malformed request: {exc}"))
 
     def _serve(self, parts: list[str], query: dict[str, list[str]]) -> None:
         """Route an admitted request."""
