@@ -169,7 +169,7 @@ class WebhookAuthorizer:
             try:
                 decision = self.reviewer.review_access(user, attrs)
             except Exception as exc:
-                log.warning("kubelet API: SubjectAccessReview for %s failed: %s", user.name, exc)
+                log.warning("kubelet API: SubjectAccessReview for %s failed: %s", user.name, _why(exc))
                 raise HttpError(
                     500,
                     "InternalError",
@@ -205,12 +205,18 @@ class Authenticator:
                 try:
                     cached = (self.reviewer.review_token(token),)
                 except Exception as exc:
-                    log.warning("kubelet API: TokenReview failed: %s", exc)
+                    log.warning("kubelet API: TokenReview failed: %s", _why(exc))
                     raise unauthorized() from None
                 self.cache.put(key, cached, self.token_ttl)
             if cached[0] is not None:
                 return cached[0]
         raise unauthorized()
+
+
+def _why(exc: Exception) -> str:
+    """A failed review in a log line: its type and HTTP status only (an answer body may echo the token)."""
+    status, reason = getattr(exc, "status", None), getattr(exc, "reason", None)
+    return " ".join(str(x) for x in (type(exc).__name__, status, reason) if x)
 
 
 def unauthorized() -> HttpError:

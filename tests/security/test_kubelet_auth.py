@@ -10,6 +10,7 @@ without an authentication method unless given the insecure flag.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,7 +125,9 @@ def test_the_cluster_ca_certificate_is_authorized_per_subresource(kubelet: Secur
     assert (spec["user"], spec["groups"]) == (APISERVER_USER, ["vkec2"])
 
 
-def test_an_allowed_token_reaches_the_pod_and_a_failing_api_server_refuses(kubelet: SecuredKubelet) -> None:
+def test_an_allowed_token_reaches_the_pod_and_a_failing_api_server_refuses(
+    kubelet: SecuredKubelet, caplog: pytest.LogCaptureFixture
+) -> None:
     kubelet.apiserver.auth.rules.append(AccessRule(allow=True, user="alice"))
     api = kubelet.api()
     status, body = api.get(LOGS, headers=_bearer(TOKEN))
@@ -136,7 +139,9 @@ def test_an_allowed_token_reaches_the_pod_and_a_failing_api_server_refuses(kubel
         500,
         b"Authorization error (user=alice, verb=get, resource=nodes, subresource=pods)\n",
     )
-    assert api.get("/pods", headers=_bearer("another-token"))[0] == 401
+    with caplog.at_level(logging.WARNING, logger="producer.kubelet"):
+        assert api.get("/pods", headers=_bearer("another-token"))[0] == 401
+    assert "TokenReview failed" in caplog.text and "another-token" not in caplog.text
 
 
 def test_stream_caps_answer_429_per_client_and_in_total(redis_url: str, tmp_path: Path) -> None:
