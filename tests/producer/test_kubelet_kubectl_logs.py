@@ -6,12 +6,14 @@ kubelet client certificate (from the same cluster CA, verifying the kubelet's se
 and answers the producer's SubjectAccessReviews from its rules. The pod really runs (an agent
 simulator of this module with ``--runtime process``, a real Celery worker on moto's EC2), and the
 real ``kubectl`` reads its log when the double allows ``nodes/proxy`` to the API server's
-certificate, and gets the kubelet's Forbidden when it denies it.
+certificate, and gets the kubelet's Forbidden when it denies it. Bearer tokens sent straight to the
+kubelet API are checked with the double's TokenReview and authorized by its SubjectAccessReview.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from tests.k8s.apiserver import FakeKubeApiServer
 from tests.k8s.kubelet_double import AccessRule
 from tests.producer.conftest import StartProducer, pod_manifest
 from tests.support.fleet import FleetHarness
+from tests.support.kubelet import Api
 from tests.support.kubetools import kubectl_path
 from tests.support.services import free_port, port_open, start_agent_sim, wait_until
 from vkec2.ca import FleetCA
@@ -143,5 +146,18 @@ def test_kubectl_logs_through_the_api_double_is_authorized_by_subject_access_rev
         wait_until(logged, 30, "kubectl logs to show the container's output", interval=0.5)
         tail = _kubectl(apiserver, home, "logs", "talker", "-n", "default", "--tail=1")
         assert (tail.returncode, tail.stdout) == (0, "bye\n"), tail.stderr
+
+        # Bearer tokens straight at the kubelet API: TokenReview and SubjectAccessReview by the double.
+        auth.tokens["alice-token"] = {"username": "alice", "groups": ["devs"]}
+        auth.tokens["mallory-token"] = {"username": "mallory"}
+        auth.rules.append(AccessRule(allow=True, user="alice", subresource="proxy"))
+        api = Api(port, ssl.create_default_context(cafile=str(pki / "ca.crt")))
+        logs = "/containerLogs/default/talker/main"
+        assert api.get(logs, {"Authorization": "Bearer alice-token"}) == (200, b"hello from vkec2\nbye\n")
+        assert api.get(logs, {"Authorization": "Bearer mallory-token"})[0] == 403
+        assert api.get(logs, {"Authorization": "Bearer nobody-token"}) == (401, b"Unauthorized\n")
+        assert api.get(logs) == (401, b"Unauthorized\n")
+        reviewed = [r["spec"]["token"] for r in auth.token_reviews]
+        assert reviewed == ["alice-token", "mallory-token", "nobody-token"]
     finally:
         fleet.stop()
