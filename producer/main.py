@@ -37,6 +37,7 @@ from vkec2.errors import ConfigError
 from vkec2.store.redis_store import Store
 
 if TYPE_CHECKING:
+    from producer.kubelet.auth import Gate
     from producer.outbox import OutboxConsumer, StatusSink
 
 log = logging.getLogger("producer")
@@ -109,8 +110,6 @@ class Producer:
             self.failed = True
             self.stop_event.set()
             return
-        if opts.kubelet_client_ca is None and not local:
-            log.warning("kubelet API: no --kubelet-client-ca: logs and exec are served to any client")
         server = KubeletServer(
             self.store,
             self.node,
@@ -118,6 +117,7 @@ class Producer:
             tls,
             address=address,
             port=opts.kubelet_port or self.settings.node.kubelet_port,
+            gate=self._kubelet_gate(address),
         )
         try:
             server.start()
@@ -132,6 +132,49 @@ class Producer:
             self.stop_event.set()
             return
         self.kubelet = server
+
+    def _kubelet_gate(self, address: str) -> Gate:
+        """Who the kubelet API serves: webhook authn/authz in Kubernetes mode (producer/kubelet/auth.py)."""
+        from producer.kube import KubeTarget, build_api_client
+        from producer.kubelet.auth import (
+            AllowAuthenticated,
+            Authenticator,
+            Gate,
+            StreamLimits,
+            WebhookAuthorizer,
+        )
+        from producer.kubelet.reviews import KubeReviewer
+
+        opts = self.opts
+        limits = StreamLimits(opts.kubelet_max_streams_per_client, opts.kubelet_max_streams)
+        x509 = opts.kubelet_client_ca is not None
+        if opts.manifests is not None:  # standalone: no API server to ask
+            if not x509:
+                if address not in ("127.0.0.1", "::1"):
+                    log.warning("kubelet API on %s without --kubelet-client-ca: served to anyone", address)
+                return Gate(None, AllowAuthenticated(), limits)
+            return Gate(Authenticator(x509=True), AllowAuthenticated(), limits)
+        if opts.kubelet_insecure_no_auth:
+            log.warning(
+                "INSECURE: --kubelet-insecure-no-auth: the kubelet API on %s serves logs, exec and /pods "
+                "of every pod to anyone who reaches it",
+                address,
+            )
+            return Gate(None, AllowAuthenticated(), limits)
+        target = KubeTarget(
+            in_cluster=opts.in_cluster,
+            kubeconfig=opts.kubeconfig,
+            context=opts.kube_context,
+            host=opts.kube_host,
+        )
+        reviewer = KubeReviewer(build_api_client(target))
+        authn = Authenticator(
+            x509=x509,
+            reviewer=reviewer if opts.kubelet_token_webhook else None,
+            token_ttl=opts.kubelet_token_cache_ttl,
+        )
+        authz = WebhookAuthorizer(reviewer, opts.kubelet_authz_allowed_ttl, opts.kubelet_authz_denied_ttl)
+        return Gate(authn, authz, limits)
 
     def _start_standalone(self, directory: Path) -> None:
         from producer.epoch import EpochWatch

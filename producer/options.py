@@ -52,6 +52,13 @@ class Options:
     kubelet_cert: str | None = None
     kubelet_key: str | None = None
     kubelet_client_ca: str | None = None
+    kubelet_token_webhook: bool = False
+    kubelet_insecure_no_auth: bool = False
+    kubelet_token_cache_ttl: float = 120.0
+    kubelet_authz_allowed_ttl: float = 300.0
+    kubelet_authz_denied_ttl: float = 30.0
+    kubelet_max_streams: int = 256
+    kubelet_max_streams_per_client: int = 128
 
 
 def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
@@ -65,6 +72,16 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
         return value
 
     return parse
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,9 +182,77 @@ def build_parser() -> argparse.ArgumentParser:
     kubelet.add_argument("--kubelet-cert", help="serving certificate (PEM; default: one issued at start)")
     kubelet.add_argument("--kubelet-key", help="key of --kubelet-cert (PEM)")
     kubelet.add_argument(
-        "--kubelet-client-ca", help="require client certificates signed by this CA (the API server's)"
+        "--kubelet-client-ca",
+        help="authenticate client certificates signed by this CA (the API server's kubelet client CA)",
     )
+    _add_kubelet_auth_flags(kubelet)
     return p
+
+
+def _add_kubelet_auth_flags(group: argparse._ArgumentGroup) -> None:
+    """Authentication, authorization and caps of the kubelet API (producer/kubelet/auth.py)."""
+    group.add_argument(
+        "--kubelet-token-webhook",
+        action="store_true",
+        help="authenticate bearer tokens with a TokenReview (Kubernetes mode)",
+    )
+    group.add_argument(
+        "--kubelet-insecure-no-auth",
+        action="store_true",
+        help="INSECURE: in Kubernetes mode, serve logs, exec and /pods to anyone who reaches the port",
+    )
+    group.add_argument(
+        "--kubelet-token-cache-ttl",
+        type=_non_negative,
+        default=120.0,
+        help="seconds a TokenReview answer is reused (0: never)",
+    )
+    group.add_argument(
+        "--kubelet-authz-allowed-ttl",
+        type=_non_negative,
+        default=300.0,
+        help="seconds an allowing SubjectAccessReview is reused (0: never)",
+    )
+    group.add_argument(
+        "--kubelet-authz-denied-ttl",
+        type=_non_negative,
+        default=30.0,
+        help="seconds a denying SubjectAccessReview is reused (0: never)",
+    )
+    group.add_argument(
+        "--kubelet-max-streams",
+        type=_positive(int),
+        default=256,
+        help="concurrent requests (log streams, exec sessions...) served in total; more get a 429",
+    )
+    group.add_argument(
+        "--kubelet-max-streams-per-client",
+        type=_positive(int),
+        default=128,
+        help="concurrent requests served per client (user, or address without authentication); everything "
+        "through the API server is one client, its kubelet client certificate",
+    )
+
+
+def _check_kubelet_auth(parser: argparse.ArgumentParser, opts: Options) -> None:
+    """Kubernetes mode needs an authentication method for the kubelet API unless told it is insecure."""
+    if not opts.kubelet:
+        return
+    if opts.manifests is not None and opts.kubelet_token_webhook:
+        parser.error("--kubelet-token-webhook needs an API server: not in standalone mode (--manifests)")
+    has_auth = opts.kubelet_client_ca is not None or opts.kubelet_token_webhook
+    if opts.kubelet_insecure_no_auth and has_auth:
+        parser.error(
+            "--kubelet-insecure-no-auth contradicts --kubelet-client-ca/--kubelet-token-webhook: choose one"
+        )
+    if opts.manifests is None and not has_auth and not opts.kubelet_insecure_no_auth:
+        parser.error(
+            "the kubelet API needs an authentication method in Kubernetes mode: give --kubelet-client-ca "
+            "FILE (the CA of the API server's kubelet client certificate) and/or --kubelet-token-webhook; "
+            "--kubelet-insecure-no-auth serves logs and exec of every pod to anyone who reaches the port"
+        )
+    if opts.kubelet_max_streams_per_client > opts.kubelet_max_streams:
+        parser.error("--kubelet-max-streams-per-client must not exceed --kubelet-max-streams")
 
 
 def parse_args(argv: Sequence[str]) -> Options:
@@ -212,6 +297,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         path = getattr(opts, flag)
         if path is not None and not Path(path).is_file():
             parser.error(f"--{flag.replace('_', '-')}: {path} is not a file")
+    _check_kubelet_auth(parser, opts)
     return opts
 
 

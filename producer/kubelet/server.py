@@ -2,10 +2,12 @@
 
 Stdlib :mod:`http.server` (a :class:`~http.server.ThreadingHTTPServer`) behind :mod:`ssl`; the TLS
 handshake runs in the connection's thread, so a slow client never blocks accepting others.
-:class:`KubeletHandler` routes ``/healthz``, ``/pods``, ``/containerLogs`` (:mod:`.logs`) and
-``/exec`` (:mod:`.exec`) and turns :class:`~producer.kubelet.wire.HttpError` and agent errors into
-answers. :class:`KubeletServer` holds what the handlers share: the node's records, a fresh
-:class:`~vkec2.agent_client.AgentClient` per stream, and the open streams, which ``stop()`` ends.
+Every request but ``/healthz`` first passes the server's :class:`~producer.kubelet.auth.Gate`
+(authentication, authorization, stream caps). :class:`KubeletHandler` routes ``/healthz``,
+``/pods``, ``/containerLogs`` (:mod:`.logs`) and ``/exec`` (:mod:`.exec`) and turns
+:class:`~producer.kubelet.wire.HttpError` and agent errors into answers. :class:`KubeletServer`
+holds what the handlers share: the node's records, a fresh :class:`~vkec2.agent_client.AgentClient`
+per stream, the gate, and the open streams, which ``stop()`` ends.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from producer.kubelet.auth import AllowAuthenticated, Gate
 from producer.kubelet.duplex import Duplex
 from producer.kubelet.exec import serve_exec
 from producer.kubelet.logs import serve_logs
@@ -48,8 +51,11 @@ class KubeletServer:
         *,
         address: str = "0.0.0.0",
         port: int = 10250,
+        gate: Gate | None = None,
     ) -> None:
+        """``gate`` decides who is served; the default serves anyone (tests, loopback-only standalone)."""
         self.store = store
+        self.gate = gate if gate is not None else Gate(None, AllowAuthenticated())
         self.node = node
         self.agent = agent
         self.tls = tls
@@ -165,27 +171,43 @@ class KubeletHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self._route()
 
+    # Other methods pass the gate like any request (verb from the method), then find no route.
+    do_HEAD = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_GET
+
     def _route(self) -> None:
         url = urlsplit(self.path)
-        parts = [unquote(p) for p in url.path.split("/")[1:]]
-        query = parse_qs(url.query, keep_blank_values=True)
+        parts = [unquote(p) for p in url.path.split("/")[1:]] or [""]
         try:
-            if parts[0] == "healthz" and len(parts) == 1:
+            if parts == ["healthz"]:
                 self._send(200, b"ok", "text/plain; charset=utf-8")
-            elif parts[0] == "pods" and parts[1:] in ([], [""]) and self.command == "GET":
-                body = pod_list(self.api.store.records(self.api.node))
-                self._send(200, json.dumps(body, default=str).encode(), "application/json")
-            elif parts[0] == "containerLogs" and len(parts) == 4 and all(parts) and self.command == "GET":
-                serve_logs(self, self.api, parts[1], parts[2], parts[3], query)
-            elif parts[0] == "exec" and len(parts) in (4, 5) and all(parts):
-                uid = parts[3] if len(parts) == 5 else None
-                serve_exec(self, self.api, parts[1], parts[2], uid, parts[-1], query)
-            else:
-                raise HttpError(404, "NotFound", "404 page not found")
+                return
+            peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
+            with self.api.gate.admit(
+                method=self.command,
+                path=unquote(url.path),
+                node=self.api.node,
+                peer_cert=peer,
+                authorization=self.headers.get("Authorization"),
+                address=str(self.client_address[0]),
+            ):
+                self._serve(parts, parse_qs(url.query, keep_blank_values=True))
         except HttpError as err:
             self._error(err)
         except AgentError as exc:
             self._error(agent_http_error(exc))
+
+    def _serve(self, parts: list[str], query: dict[str, list[str]]) -> None:
+        """Route an admitted request."""
+        if parts[0] == "pods" and parts[1:] in ([], [""]) and self.command == "GET":
+            body = pod_list(self.api.store.records(self.api.node))
+            self._send(200, json.dumps(body, default=str).encode(), "application/json")
+        elif parts[0] == "containerLogs" and len(parts) == 4 and all(parts) and self.command == "GET":
+            serve_logs(self, self.api, parts[1], parts[2], parts[3], query)
+        elif parts[0] == "exec" and len(parts) in (4, 5) and all(parts):
+            uid = parts[3] if len(parts) == 5 else None
+            serve_exec(self, self.api, parts[1], parts[2], uid, parts[-1], query)
+        else:
+            raise HttpError(404, "NotFound", "404 page not found")
 
     def _send(self, code: int, body: bytes, content_type: str) -> None:
         self.send_response(code)

@@ -3,7 +3,9 @@
 The API server dials the kubelet port over HTTPS. With ``--kubelet-cert/--kubelet-key`` the producer
 serves that pair; otherwise it issues itself a serving certificate (node name, ``localhost``,
 127.0.0.1 and the given addresses as SANs) from a throw-away CA made with :mod:`vkec2.ca`. With
-``--kubelet-client-ca`` every client must present a certificate that CA signed.
+``--kubelet-client-ca`` a client certificate, when one is presented, must chain to that CA (the
+handshake fails otherwise); whether a request without one is served is up to
+:mod:`producer.kubelet.auth` (a bearer token, or ``/healthz``), as the kubelet does.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ def serving_context(
 ) -> ssl.SSLContext:
     """The server's TLS context: the given certificate, or one issued now from a throw-away CA.
 
-    With ``client_ca_file`` every client must present a certificate that CA signed (the API server's
-    kubelet client certificate); without it the endpoint does not authenticate its clients.
+    With ``client_ca_file`` a client certificate is asked for and, when given, must chain to that CA
+    (the API server's kubelet client certificate); without it no client certificate is asked for.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -54,6 +56,6 @@ def serving_context(
                 f.write(issued.key_pem)
             ctx.load_cert_chain(str(chain), str(key))
     if client_ca_file:
-        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.verify_mode = ssl.CERT_OPTIONAL
         ctx.load_verify_locations(cafile=client_ca_file)
     return ctx

@@ -34,10 +34,11 @@ def _code_api_calls() -> set[tuple[str, str]]:
     }
     pattern = re.compile(
         r"\.(read|create|replace|patch|delete|list)_(?:namespaced_)?"
-        r"(node|pod|event|lease|stateful_set)(_status)?(?:_for_all_namespaces)?[(,]"
+        r"(node|pod|event|lease|stateful_set|token_review|subject_access_review)(_status)?"
+        r"(?:_for_all_namespaces)?[(,]"
     )
     calls: set[tuple[str, str]] = set()
-    for path in (ROOT / "producer").glob("*.py"):
+    for path in (ROOT / "producer").rglob("*.py"):
         for verb, resource, status in pattern.findall(path.read_text()):
             plural = resource.replace("_", "") + "s"
             calls.add((plural + ("/status" if status else ""), verbs[verb]))
@@ -90,6 +91,7 @@ def test_rbac_grants_exactly_what_the_producer_needs(h: Helm) -> None:
     calls = _code_api_calls()
     assert ("nodes", "create") in calls and ("leases", "update") in calls, calls  # the scan finds calls
     assert ("statefulsets", "get") in calls
+    assert ("subjectaccessreviews", "create") in calls and ("tokenreviews", "create") in calls
     rules = PRODUCER_CLUSTER_RULES | PRODUCER_LEASE_RULES | PRODUCER_SCALEDOWN_RULES
     granted = {(res, verb) for _, res, verb in rules}
     assert calls <= granted, sorted(calls - granted)

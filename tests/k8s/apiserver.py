@@ -26,8 +26,10 @@ events when no resourceVersion or "0" is given); graceful pod deletion (a bound,
 ``deletionTimestamp``/``deletionGracePeriodSeconds`` and stays, a shorter grace shortens it; grace 0,
 unbound or terminal pods go at once); pod creation defaults (``status.phase=Pending``, restartPolicy,
 dnsPolicy, schedulerName, terminationGracePeriodSeconds=30, securityContext, imagePullPolicy,
-terminationMessagePath/Policy, resources); namespace existence on create; ``dryRun=All``. NOT MODELLED:
-authentication, authorization/RBAC, admission (ServiceAccount, LimitRange, ResourceQuota,
+terminationMessagePath/Policy, resources); namespace existence on create; ``dryRun=All``; TokenReview,
+SubjectAccessReview and ``pods/log`` through the nodes' kubelet API (:attr:`FakeKubeApiServer.auth`,
+:mod:`tests.k8s.kubelet_double`, which says what it models). NOT MODELLED: authentication and
+authorization/RBAC of the double's own callers, admission (ServiceAccount, LimitRange, ResourceQuota,
 DefaultTolerationSeconds, PodSecurity, NodeRestriction), schema validation and unknown-field rejection
 (``fieldValidation`` is accepted and ignored), defaulting beyond the list above (no QoS class, priority,
 enableServiceLinks, default tolerations, node status), server-side apply (``application/apply-patch+yaml``
@@ -35,7 +37,7 @@ gets 415) and managedFields, protobuf/CBOR/YAML encodings, OpenAPI documents (``
 ``/openapi/v3`` answer 404, so ``kubectl apply``/``create`` need ``--validate=false``), aggregated discovery
 (kubectl falls back to the legacy documents), finalizers, garbage collection and ``propagationPolicy``,
 namespace termination (deleting a namespace removes only that object), PUT-creates, ``pods/binding``,
-``eviction``, ``log``/``exec``/``attach``/``portforward``, ``/scale``, every controller (nothing removes a
+``eviction``, ``exec``/``attach``/``portforward``, ``/scale``, every controller (nothing removes a
 terminating pod when its grace period ends; nothing writes node or pod status), ``sendInitialEvents``/watch
 lists, waiting for a too-new list resourceVersion (served from the current state), watch-cache slow-consumer
 eviction, HTTP/2, TLS, and persistence across ``stop()``.
@@ -61,6 +63,8 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.k8s.kubelet_double import AuthDouble
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]  # (resource, namespace or "", name)
@@ -727,6 +731,7 @@ class FakeKubeApiServer:
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self._connections: set[Any] = set()
+        self.auth = AuthDouble(self)
         for ns in DEFAULT_NAMESPACES:
             self.create("namespaces", {"metadata": {"name": ns}})
 
@@ -1411,6 +1416,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = split.path.rstrip("/") or "/"
         if method == "GET" and path in ("/healthz", "/livez", "/readyz"):
             self._send_text(200, "ok")
+            return
+        if api.auth.handle(self, method, path, query, raw):
             return
         if method == "GET":
             doc = _discovery(path, self.headers.get("Host", ""))

@@ -1,12 +1,13 @@
 """The producer's kubelet API, end to end: logs and exec of a really running container over HTTPS.
 
 A standalone producer (the real ``vkec2 producer --manifests``) serves the kubelet API on a free
-loopback port with a certificate from a test CA and requires client certificates from it, as the
-API server's kubelet client would present. The pod runs through a real Celery worker on moto's
-EC2 onto an agent simulator of this module started with ``--runtime process``, so the container
-really prints a line every 0.2 s. Requests go through ``http.client`` and a WebSocket client on
-:mod:`wsproto` (:mod:`tests.support.kubelet`); ``test_kubelet_local.py`` covers TLS defaults, error
-answers and the WebSocket session without a fleet.
+loopback port with a certificate from a test CA and authenticates client certificates from it, as
+the API server's kubelet client would present (standalone mode: any such certificate is
+authorized). The pod runs through a real Celery worker on moto's EC2 onto an agent simulator of
+this module started with ``--runtime process``, so the container really prints a line every 0.2 s.
+Requests go through ``http.client`` and a WebSocket client on :mod:`wsproto`
+(:mod:`tests.support.kubelet`); ``test_kubelet_local.py`` covers TLS defaults, error answers and the
+WebSocket session without a fleet.
 """
 
 from __future__ import annotations
@@ -202,9 +203,17 @@ def _check_errors(api: Api, pki: Pki) -> None:
     assert status == 400 and b"previous terminated container" in body
     status, _ = api.get("/nothing-here")
     assert status == 404
-    # Without a client certificate from the cluster CA, nothing is served.
+    # Without a client certificate from the cluster CA, nothing but /healthz is served; a certificate of
+    # another CA does not even get through the handshake.
+    anonymous = Api(api.port, pki.client_context(with_cert=False))
+    assert anonymous.get("/healthz") == (200, b"ok")
+    for path in ("/pods", "/containerLogs/default/ticker/main", "/exec/default/ticker/main?command=id"):
+        assert anonymous.get(path) == (401, b"Unauthorized\n")
+    foreign = Pki(FleetCA.create("test cluster CA"), pki.dir)
+    ctx = foreign.client_context()
+    ctx.load_verify_locations(cadata=pki.ca.cert_pem.decode())
     with pytest.raises(OSError):
-        Api(api.port, pki.client_context(with_cert=False)).get("/healthz")
+        Api(api.port, ctx).get("/pods")
 
 
 def _check_exec(api: Api) -> None:

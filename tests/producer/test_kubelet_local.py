@@ -263,7 +263,17 @@ def test_exec_session_refuses_a_message_larger_than_its_limit(peer: StartPeer) -
 def test_kubelet_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cert = tmp_path / "tls.crt"
     cert.write_text("x")
-    opts = parse_args(["--kubelet-port", "10443", "--kubelet-cert", str(cert), "--kubelet-key", str(cert)])
+    opts = parse_args(
+        [
+            "--kubelet-port",
+            "10443",
+            "--kubelet-cert",
+            str(cert),
+            "--kubelet-key",
+            str(cert),
+            "--kubelet-token-webhook",
+        ]
+    )
     assert (opts.kubelet, opts.kubelet_port, opts.kubelet_cert) == (True, 10443, str(cert))
     assert parse_args(["--no-kubelet"]).kubelet is False
     for argv, message in [

@@ -199,7 +199,9 @@ def test_bad_flags_and_config_give_clear_errors(tmp_path: Path, capsys: pytest.C
     assert main(["--config", str(bad), "--manifests", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "invalid configuration" in err and "redis_url" in err
-    opts = parse_args(["--node-name", "vk-1", "--node-ip", "10.0.0.1", "--lease-interval", "0.5"])
+    opts = parse_args(
+        ["--node-name", "vk-1", "--node-ip", "10.0.0.1", "--lease-interval", "0.5", "--kubelet-token-webhook"]
+    )
     assert opts.node_name == "vk-1" and opts.lease_interval == 0.5 and opts.lease_duration == 40
 
 

@@ -37,6 +37,9 @@ PRODUCER_CLUSTER_RULES = {
     ("", "pods/status", "patch"),
     ("", "events", "create"),
     ("", "events", "patch"),
+    # The kubelet API's webhook authentication and authorization (producer/kubelet/reviews.py).
+    ("authentication.k8s.io", "tokenreviews", "create"),
+    ("authorization.k8s.io", "subjectaccessreviews", "create"),
 }
 PRODUCER_LEASE_RULES = {("coordination.k8s.io", "leases", verb) for verb in ("create", "get", "update")}
 #: In the release namespace, on its own StatefulSet only: the scale-down check (producer/scaledown.py).

@@ -1,0 +1,163 @@
+"""``kubectl logs`` end to end through the API double, with the kubelet API's webhook authentication on.
+
+The real ``vkec2 producer`` runs in Kubernetes mode against the double with ``--kubelet-client-ca``
+and ``--kubelet-token-webhook``; the double proxies ``pods/log`` to the node's kubelet API with its
+kubelet client certificate (from the same cluster CA, verifying the kubelet's serving certificate)
+and answers the producer's SubjectAccessReviews from its rules. The pod really runs (an agent
+simulator of this module with ``--runtime process``, a real Celery worker on moto's EC2), and the
+real ``kubectl`` reads its log when the double allows ``nodes/proxy`` to the API server's
+certificate, and gets the kubelet's Forbidden when it denies it. Bearer tokens sent straight to the
+kubelet API are checked with the double's TokenReview and authorized by its SubjectAccessReview.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.k8s.apiserver import FakeKubeApiServer
+from tests.k8s.kubelet_double import AccessRule
+from tests.producer.conftest import StartProducer, pod_manifest
+from tests.support.fleet import FleetHarness
+from tests.support.kubelet import Api
+from tests.support.kubetools import kubectl_path
+from tests.support.services import free_port, port_open, start_agent_sim, wait_until
+from vkec2.ca import FleetCA
+from vkec2.domain.models import Phase
+
+NODE = "vk-kubectl-logs-0"
+APISERVER_USER = "kube-apiserver-kubelet-client"
+
+
+@pytest.fixture
+def process_sim(moto_url: str, tmp_path: Path) -> Iterator[str]:
+    """An agent simulator whose agents really run the pods' commands."""
+    proc, endpoint = start_agent_sim(
+        moto_url, extra_args=["--runtime", "process", "--log-dir", str(tmp_path / "container-logs")]
+    )
+    yield endpoint
+    proc.stop()
+
+
+def _kubectl(apiserver: FakeKubeApiServer, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    config = home / "kubeconfig"
+    if not config.exists():
+        config.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "double",
+                    "clusters": [{"name": "double", "cluster": {"server": apiserver.url}}],
+                    "users": [{"name": "dev", "user": {}}],
+                    "contexts": [{"name": "double", "context": {"cluster": "double", "user": "dev"}}],
+                }
+            )
+        )
+    return subprocess.run(
+        [str(kubectl_path()), "--kubeconfig", str(config), "--cache-dir", str(home / "cache"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_kubectl_logs_through_the_api_double_is_authorized_by_subject_access_review(
+    tmp_path: Path,
+    redis_url: str,
+    moto_url: str,
+    process_sim: str,
+    apiserver: FakeKubeApiServer,
+    start_producer: StartProducer,
+) -> None:
+    ca = FleetCA.create("test cluster CA")
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    (pki / "ca.crt").write_bytes(ca.cert_pem)
+    serving = ca.issue_agent_server_cert("kubelet", ips=["127.0.0.1"])
+    (pki / "kubelet.crt").write_bytes(serving.cert_pem)
+    (pki / "kubelet.key").write_bytes(serving.key_pem)
+    client = ca.issue_worker_client_cert(APISERVER_USER)
+    (pki / "apiserver-kubelet-client.crt").write_bytes(client.cert_pem)
+    (pki / "apiserver-kubelet-client.key").write_bytes(client.key_pem)
+    port = free_port()
+    auth = apiserver.auth
+    auth.kubelet_client_cert = (
+        str(pki / "apiserver-kubelet-client.crt"),
+        str(pki / "apiserver-kubelet-client.key"),
+    )
+    auth.kubelet_ca = str(pki / "ca.crt")
+    auth.kubelet_dial[NODE] = ("127.0.0.1", port)  # the node advertises a made-up InternalIP
+    auth.rules.append(AccessRule(allow=False, user=APISERVER_USER, reason="the test denies it first"))
+
+    fleet = FleetHarness(tmp_path, redis_url, moto_url, process_sim)
+    try:
+        fleet.start_worker(concurrency=2)
+        producer = start_producer(
+            fleet,
+            NODE,
+            "--kubelet-port",
+            str(port),
+            "--kubelet-cert",
+            str(pki / "kubelet.crt"),
+            "--kubelet-key",
+            str(pki / "kubelet.key"),
+            "--kubelet-client-ca",
+            str(pki / "ca.crt"),
+            "--kubelet-token-webhook",
+            "--kubelet-authz-denied-ttl",
+            "0",  # the test flips the rule from deny to allow at once
+        )
+        wait_until(lambda: port_open(port) or not producer.alive(), 30, "the kubelet API to listen")
+        manifest = pod_manifest("talker", NODE, gates=False, grace=1)
+        manifest["spec"]["containers"][0]["command"] = [
+            "sh",
+            "-c",
+            "echo hello from vkec2; echo bye; sleep 300",
+        ]
+        uid = apiserver.create("pods", manifest)["metadata"]["uid"]
+        fleet.wait_phase([uid], {Phase.RUNNING}, timeout=90)
+        home = tmp_path / "kubectl"
+        home.mkdir()
+
+        denied = _kubectl(apiserver, home, "logs", "talker", "-n", "default")
+        assert denied.returncode != 0
+        assert "Error from server (Forbidden): Forbidden (user=kube-apiserver-kubelet-client, verb=get, " in (
+            denied.stderr
+        )
+        assert (
+            "resource=nodes, subresource=proxy): the test denies it first ( pods/log talker)" in denied.stderr
+        )
+        review = auth.access_reviews[-1]["spec"]
+        assert review["user"] == APISERVER_USER and review["resourceAttributes"]["name"] == NODE
+
+        auth.rules[:] = [AccessRule(allow=True, user=APISERVER_USER, subresource="proxy")]
+
+        def logged() -> bool:
+            out = _kubectl(apiserver, home, "logs", "talker", "-n", "default")
+            return out.returncode == 0 and out.stdout.splitlines() == ["hello from vkec2", "bye"]
+
+        wait_until(logged, 30, "kubectl logs to show the container's output", interval=0.5)
+        tail = _kubectl(apiserver, home, "logs", "talker", "-n", "default", "--tail=1")
+        assert (tail.returncode, tail.stdout) == (0, "bye\n"), tail.stderr
+
+        # Bearer tokens straight at the kubelet API: TokenReview and SubjectAccessReview by the double.
+        auth.tokens["alice-token"] = {"username": "alice", "groups": ["devs"]}
+        auth.tokens["mallory-token"] = {"username": "mallory"}
+        auth.rules.append(AccessRule(allow=True, user="alice", subresource="proxy"))
+        api = Api(port, ssl.create_default_context(cafile=str(pki / "ca.crt")))
+        logs = "/containerLogs/default/talker/main"
+        assert api.get(logs, {"Authorization": "Bearer alice-token"}) == (200, b"hello from vkec2\nbye\n")
+        assert api.get(logs, {"Authorization": "Bearer mallory-token"})[0] == 403
+        assert api.get(logs, {"Authorization": "Bearer nobody-token"}) == (401, b"Unauthorized\n")
+        assert api.get(logs) == (401, b"Unauthorized\n")
+        reviewed = [r["spec"]["token"] for r in auth.token_reviews]
+        assert reviewed == ["alice-token", "mallory-token", "nobody-token"]
+    finally:
+        fleet.stop()
