@@ -28,7 +28,7 @@ from types import FrameType
 
 import grpc
 
-from agent.bootstrap import Identity, TlsMaterial
+from agent.bootstrap import CertificateRequest, Identity
 from agent.host import Instance, metadata_instance_id
 from agent.runtime import Runtime
 from agent.runtime_process import ProcessRuntime
@@ -108,7 +108,14 @@ class SimulatorHost:
     def mode(self) -> str:
         return "insecure"
 
-    def authenticate(self, material: TlsMaterial, context: grpc.ServicerContext) -> str:
+    def certificate_request(self, nonce: bytes, context: grpc.ServicerContext) -> CertificateRequest:
+        context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "the agent simulator serves plaintext only; mTLS is served by the real agent",
+        )
+        raise AssertionError("unreachable")
+
+    def install_certificate(self, cert_pem: bytes, chain_pem: bytes, context: grpc.ServicerContext) -> str:
         context.abort(
             grpc.StatusCode.FAILED_PRECONDITION,
             "the agent simulator serves plaintext only; mTLS is served by the real agent",
