@@ -41,7 +41,9 @@ class Host(Protocol):
 
     def identity(self, context: grpc.ServicerContext) -> Identity: ...
 
-    def mode(self) -> str: ...
+    def mode(self, context: grpc.ServicerContext | None = None) -> str:
+        """insecure | bootstrap | switching | authenticated (of the instance the call names)."""
+        ...
 
     def certificate_request(self, nonce: bytes, context: grpc.ServicerContext) -> CertificateRequest:
         """A CSR for this agent's own key with its proof of the bootstrap secret, or aborts the call."""

@@ -91,7 +91,7 @@ class AgentServer:
     def identity(self, context: grpc.ServicerContext) -> Identity:
         return self._identity
 
-    def mode(self) -> str:
+    def mode(self, context: grpc.ServicerContext | None = None) -> str:
         return self._mode
 
     def _refuse_unless_bootstrapping(self, context: grpc.ServicerContext) -> Trust:

@@ -191,7 +191,7 @@ class BootstrapServicer(agent_pb2_grpc.AgentBootstrapServicer):  # type: ignore[
             identity_document=ident.document,
             signature=ident.signature,
             source=ident.source,
-            mode=self._host.mode(),
+            mode=self._host.mode(context),
             agent_version=agent.__version__,
         )
 

@@ -220,7 +220,7 @@ class ForgedHost:
     def identity(self, context: grpc.ServicerContext) -> Identity:
         return Identity(self.claimed, document=self.document, signature=self.signature, source="imds")
 
-    def mode(self) -> str:
+    def mode(self, context: grpc.ServicerContext | None = None) -> str:
         return "bootstrap"
 
     def certificate_request(self, nonce: bytes, context: grpc.ServicerContext) -> CertificateRequest:
