@@ -69,7 +69,7 @@ class IdentityVerifier:
     @classmethod
     def from_settings(cls, settings: Settings, account: Callable[[], str]) -> IdentityVerifier:
         check = settings.agent.identity
-        pem = None
+        pem = check.aws_certificate_pem.encode() if check.aws_certificate_pem else None
         if check.aws_certificate_file:
             try:
                 pem = Path(check.aws_certificate_file).read_bytes()
@@ -94,7 +94,7 @@ class IdentityVerifier:
                 return
             raise AgentBootstrapRefused(
                 f"{where}: cannot verify the identity document: agent.identity.aws_certificate_file is not "
-                "set (AWS's public certificate for the region)"
+                "set (nor aws_certificate_pem: AWS's public certificate for the region)"
             )
         try:
             sig = base64.b64decode("".join(signature.split()), validate=True)
