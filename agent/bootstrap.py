@@ -177,15 +177,6 @@ class TlsMaterial:
     key_pem: bytes
     ca_pem: bytes
 
-    def validate(self) -> None:
-        """Refuse obviously wrong material before the listener is torn down for it."""
-        if b"-----BEGIN CERTIFICATE-----" not in self.cert_pem:
-            raise ValueError("server_cert_pem is not a PEM certificate")
-        if b"PRIVATE KEY-----" not in self.key_pem:
-            raise ValueError("server_key_pem is not a PEM private key")
-        if b"-----BEGIN CERTIFICATE-----" not in self.ca_pem:
-            raise ValueError("ca_cert_pem is not a PEM certificate")
-
     FILES = ("server.crt", "server.key", "ca.crt")
 
     def save(self, directory: Path) -> None:

@@ -259,7 +259,11 @@ class FleetCA:
     def issue_agent_server_cert(
         self, instance_id: str, *, ips: list[str] | None = None, valid_days: int = 397
     ) -> IssuedCert:
-        """A server certificate naming one instance (plus, optionally, its IP addresses)."""
+        """A server certificate naming one instance (plus, optionally, its IPs), with a key made here.
+
+        Never for an agent: agents make their own keys (:meth:`sign_agent_csr`). For tests, and
+        for the simulator's one listener (``instance_id="*"``: ``*.agent.vkec2``).
+        """
         sans: list[x509.GeneralName] = [x509.DNSName(agent_server_name(instance_id))]
         sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips or []]
         return self._issue(instance_id, sans, ExtendedKeyUsageOID.SERVER_AUTH, valid_days)

@@ -376,7 +376,7 @@ class Lifecycle:
             return self._poll_delay(rec)
         try:
             if self.bootstrap is not None:
-                self.bootstrap(target, rec.launch_token)
+                self.bootstrap(target, str(rec.instance.get("ClientToken") or rec.launch_token))
             self.agents.launch(target, rec.spec)
         except AgentRejected as exc:
             return self._retry_or_fail(lock, rec, exc.reason, f"agent refused the pod: {exc.message}")

@@ -90,3 +90,15 @@ def test_warm_pool_members_are_bootstrapped_when_they_join(store: Store) -> None
     assert sorted(seen) == sorted([(good["InstanceId"], "tok-good"), (bad["InstanceId"], "tok-bad")])
     assert report.ready == 1
     assert store.pool_ready("wp") == {good["InstanceId"]}  # the refused member is never offered
+
+
+def test_the_agent_is_bootstrapped_with_its_instances_own_client_token() -> None:
+    """The secret in an instance's user data is its own ClientToken's, also for a claimed pool member
+    (whose token is the pool's, not the pod's launch intent)."""
+    world = World(settings())
+    seen: list[str] = []
+    world.lifecycle.bootstrap = lambda target, token: seen.append(token)
+    claimed = world.instance(client_token="pool-token-7")
+    world.seed(Phase.BOOTING, instance=claimed, launch_token="")
+    world.step()
+    assert seen == ["pool-token-7"] and world.rec.phase is Phase.LAUNCHING
