@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent.bootstrap import identity_from_file, identity_from_imds
 from agent.v1 import agent_pb2
-from tests.agent.conftest import AgentProcess, agent_grpc, fast_conn, pod, sh
+from tests.agent.conftest import ROOT, AgentProcess, agent_grpc, fast_conn, pod, sh
 from tests.support.bootstrap import BootstrapKit
 from tests.support.services import free_port, wait_until
 from vkec2.agent_client.client import AgentClient
@@ -244,3 +246,30 @@ def test_identity_from_imds_v2(fake_imds: str) -> None:
     ident = identity_from_imds(fake_imds)
     assert (ident.instance_id, ident.signature, ident.source) == (IID, "sig==", "imds")
     assert json.loads(ident.document) == DOC
+
+
+@pytest.mark.parametrize(
+    ("files", "words"),
+    [
+        ({"ca": b"not a certificate", "secret": "ab" * 32}, "is not a PEM certificate"),
+        ({"ca": None, "secret": "not hex"}, "32 to 128 lowercase hex digits"),
+        ({"ca": None, "secret": None}, "go together"),
+    ],
+)
+def test_the_agent_refuses_to_start_with_bad_bootstrap_trust(
+    tmp_path: Path, kit: BootstrapKit, files: dict[str, object], words: str
+) -> None:
+    ca, secret = tmp_path / "ca.pem", tmp_path / "secret"
+    ca.write_bytes(files["ca"] if isinstance(files["ca"], bytes) else kit.ca.cert_pem)
+    args = ["--fleet-ca-file", str(ca)]
+    if files["secret"] is not None:
+        secret.write_text(str(files["secret"]))
+        args += ["--bootstrap-secret-file", str(secret)]
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "--listen", "127.0.0.1:0", "--instance-id", IID, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+    )
+    assert done.returncode == 1 and words in done.stderr, done.stderr
