@@ -1,23 +1,79 @@
-"""Who this agent is, and the TLS identity the fleet hands it: the agent half of the mTLS bootstrap.
+"""Who this agent is, and what it trusts: the agent half of the mTLS bootstrap (docs/security.md).
 
 At start the agent knows its instance identity (on EC2: the IMDSv2 instance identity document and
 its signature; in tests and simulation: a file or a fixed instance ID, so nothing ever dials
-169.254.169.254 off EC2) and serves only AgentBootstrap and health. The fleet checks the identity,
-then sends a server certificate, its key and the fleet CA (LaunchAuthenticatedEndpoint); the
-server then restarts its listener with TLS that requires client certificates from that CA. The
-material can be kept in a state directory (files readable by the agent's user only) so a restarted
-agent comes back authenticated instead of asking to be bootstrapped again.
+169.254.169.254 off EC2) and, from its user data, the fleet CA certificate it pins and the launch's
+one-time bootstrap secret (:class:`Trust`). It serves only AgentBootstrap and health. The fleet
+sends a fresh nonce; the agent answers with a CSR for a key it made itself (:mod:`agent.pki`), its
+identity document and :func:`bootstrap_proof`, an HMAC under the secret binding nonce, CSR and
+document, so a replayed document or answer is worthless without the secret. The fleet signs the
+CSR; the agent accepts the certificate only if it chains to the pinned CA and names its own
+instance, then restarts its listener with TLS requiring client certificates from the pinned CA
+(never from anything a caller sends). The material can be kept in a state directory (files
+readable by the agent's user only) so a restarted agent comes back authenticated.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 IMDS_ENDPOINT = "http://169.254.169.254"
+AGENT_NAME_SUFFIX = "agent.vkec2"
+#: Nonces shorter than this are refused: the proof must not be replayable.
+MIN_NONCE_BYTES = 16
+_PROOF_CONTEXT = b"vkec2 agent bootstrap proof v1"
+_SECRET = re.compile(r"[0-9a-f]{32,128}")
+
+
+def agent_server_name(instance_id: str) -> str:
+    """The DNS name an agent's server certificate carries, and the TLS target name workers check."""
+    return f"{instance_id}.{AGENT_NAME_SUFFIX}"
+
+
+def bootstrap_proof(secret: str, nonce: bytes, csr_pem: bytes, document: str) -> bytes:
+    """HMAC-SHA256 under the launch's bootstrap secret over the fleet's nonce, the CSR and the document."""
+    mac = hmac.new(secret.encode(), _PROOF_CONTEXT, hashlib.sha256)
+    for part in (nonce, csr_pem, document.encode()):
+        mac.update(len(part).to_bytes(8, "big"))
+        mac.update(part)
+    return mac.digest()
+
+
+def check_secret(secret: str) -> str:
+    """A bootstrap secret: 32 to 128 lowercase hex digits (what the fleet renders)."""
+    secret = secret.strip()
+    if not _SECRET.fullmatch(secret):
+        raise ValueError("the bootstrap secret must be 32 to 128 lowercase hex digits")
+    return secret
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What the user data gives the agent: the fleet CA to pin and the launch's bootstrap secret."""
+
+    ca_pem: bytes
+    secret: str
+
+    @classmethod
+    def from_files(cls, ca_file: str, secret_file: str) -> Trust:
+        try:
+            ca_pem = Path(ca_file).read_bytes()
+            secret = Path(secret_file).read_text()
+        except OSError as exc:
+            raise IdentityError(f"cannot read the bootstrap trust {exc.filename}: {exc.strerror}") from None
+        if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
+            raise IdentityError(f"{ca_file} is not a PEM certificate (the fleet CA)")
+        try:
+            return cls(ca_pem, check_secret(secret))
+        except ValueError as exc:
+            raise IdentityError(f"{secret_file}: {exc}") from None
 
 
 class IdentityError(Exception):
@@ -99,26 +155,27 @@ def identity_from_file(path: str) -> Identity:
     return identity_from_document(text, signature, "file")
 
 
+@dataclass(frozen=True)
+class CertificateRequest:
+    """An agent's answer to the fleet's nonce: its CSR, identity document and proof of the secret."""
+
+    csr_pem: bytes
+    document: str
+    signature: str
+    proof: bytes
+
+
 # ------------------------------------------------------------------------------------------------
 # TLS material
 
 
 @dataclass(frozen=True)
 class TlsMaterial:
-    """What LaunchAuthenticatedEndpoint delivers: the agent's server certificate, key and the fleet CA."""
+    """What the agent serves mTLS with: its certificate (+ chain), its own key and the pinned fleet CA."""
 
     cert_pem: bytes
     key_pem: bytes
     ca_pem: bytes
-
-    def validate(self) -> None:
-        """Refuse obviously wrong material before the listener is torn down for it."""
-        if b"-----BEGIN CERTIFICATE-----" not in self.cert_pem:
-            raise ValueError("server_cert_pem is not a PEM certificate")
-        if b"PRIVATE KEY-----" not in self.key_pem:
-            raise ValueError("server_key_pem is not a PEM private key")
-        if b"-----BEGIN CERTIFICATE-----" not in self.ca_pem:
-            raise ValueError("ca_cert_pem is not a PEM certificate")
 
     FILES = ("server.crt", "server.key", "ca.crt")
 

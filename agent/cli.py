@@ -1,6 +1,7 @@
 """The agent's command line (``python -m agent`` / ``vkec2 agent``): identity, runtime and server, wired.
 
-It reads the instance identity (IMDSv2, an identity file or a fixed ID), builds the runtime (the
+It reads the instance identity (IMDSv2, an identity file or a fixed ID) and the bootstrap trust the
+user data wrote (the fleet CA to pin and the one-time secret), builds the runtime (the
 process runtime, or ``--runtime sim``), and serves it with :class:`agent.server.AgentServer` until
 SIGTERM or SIGINT, which terminate the workload before the agent exits. This is the one module of
 the real agent that may bring in :mod:`agent.sim`, and only when asked to (``--runtime sim``,
@@ -19,7 +20,14 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from agent.bootstrap import IMDS_ENDPOINT, Identity, IdentityError, identity_from_file, identity_from_imds
+from agent.bootstrap import (
+    IMDS_ENDPOINT,
+    Identity,
+    IdentityError,
+    Trust,
+    identity_from_file,
+    identity_from_imds,
+)
 from agent.runtime import Runtime
 from agent.runtime_process import ProcessRuntime
 from agent.server import AgentServer
@@ -39,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--region", default="", help="region reported with --instance-id")
     p.add_argument("--pod-ip", default=None, help="IP reported as status.podIP (default: the instance's)")
     p.add_argument("--state-dir", default=None, help="keep TLS material here across restarts")
+    p.add_argument(
+        "--fleet-ca-file", default=None, help="the fleet CA certificate to pin (from the user data)"
+    )
+    p.add_argument(
+        "--bootstrap-secret-file",
+        default=None,
+        help="this launch's one-time bootstrap secret (from the user data)",
+    )
     p.add_argument("--log-dir", default=None, help="container logs (default: STATE_DIR/logs or a temp dir)")
     p.add_argument("--max-log-bytes", type=int, default=10 * 1024 * 1024, help="per container log file")
     p.add_argument("--restart-backoff", type=float, default=10.0, help="first crash-loop back-off, seconds")
@@ -90,6 +106,20 @@ def main(argv: list[str]) -> int:
     except IdentityError as exc:
         print(f"vkec2 agent: {exc}", file=sys.stderr)
         return 1
+    trust: Trust | None = None
+    if bool(args.fleet_ca_file) != bool(args.bootstrap_secret_file):
+        print("vkec2 agent: --fleet-ca-file and --bootstrap-secret-file go together", file=sys.stderr)
+        return 1
+    if args.fleet_ca_file and not args.insecure:
+        try:
+            trust = Trust.from_files(args.fleet_ca_file, args.bootstrap_secret_file)
+        except IdentityError as exc:
+            if not args.state_dir:  # a bootstrapped agent with state deleted its one-time secret
+                print(f"vkec2 agent: {exc}", file=sys.stderr)
+                return 1
+            logging.getLogger("vkec2.agent").info(
+                "no bootstrap trust (%s): only saved TLS material can serve", exc
+            )
     state_dir = Path(args.state_dir) if args.state_dir else None
     if args.log_dir:
         log_dir = Path(args.log_dir)
@@ -112,6 +142,8 @@ def main(argv: list[str]) -> int:
         extension=extension,
         state_dir=state_dir,
         max_workers=args.max_workers,
+        trust=trust,
+        secret_file=Path(args.bootstrap_secret_file) if args.bootstrap_secret_file else None,
     )
     try:
         server.start()

@@ -4,7 +4,8 @@ A servicer never owns a runtime. It asks a host to resolve each call to an :clas
 real agent (:class:`agent.server.AgentServer`) has one, after checking that the call's
 ``x-vkec2-instance-id`` metadata names this instance (so a private IP reused by another instance
 is never driven by mistake); the simulator has one virtual agent per running instance. The host
-also answers for the agent's identity and serving mode and performs the switch to mTLS.
+also answers for the agent's identity and serving mode, makes its certificate request and
+performs the switch to mTLS.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Protocol
 
 import grpc
 
-from agent.bootstrap import Identity, TlsMaterial
+from agent.bootstrap import CertificateRequest, Identity
 from agent.runtime import Runtime
 
 INSTANCE_ID_KEY = "x-vkec2-instance-id"
@@ -40,10 +41,16 @@ class Host(Protocol):
 
     def identity(self, context: grpc.ServicerContext) -> Identity: ...
 
-    def mode(self) -> str: ...
+    def mode(self, context: grpc.ServicerContext | None = None) -> str:
+        """insecure | bootstrap | switching | authenticated (of the instance the call names)."""
+        ...
 
-    def authenticate(self, material: TlsMaterial, context: grpc.ServicerContext) -> str:
-        """Switch to mTLS with this material; returns the new mode or aborts the call."""
+    def certificate_request(self, nonce: bytes, context: grpc.ServicerContext) -> CertificateRequest:
+        """A CSR for this agent's own key with its proof of the bootstrap secret, or aborts the call."""
+        ...
+
+    def install_certificate(self, cert_pem: bytes, chain_pem: bytes, context: grpc.ServicerContext) -> str:
+        """Check the fleet's certificate and switch to mTLS with it; returns the new mode or aborts."""
         ...
 
 

@@ -5,11 +5,13 @@ It holds one runtime (one pod per instance) and serves it in one of three modes:
 * ``insecure`` (``--insecure``): every service in plaintext, for local development only; a loud
   warning says so.
 * ``bootstrap`` (the default at start): plaintext, but only AgentBootstrap and grpc.health. The
-  fleet checks GetAgentIdentity, then LaunchAuthenticatedEndpoint hands over a server certificate,
-  key and the fleet CA.
+  fleet asks CreateCertificateRequest (a CSR for the agent's own key, proven with the launch's
+  bootstrap secret), signs it and sends the certificate back (LaunchAuthenticatedEndpoint); the
+  agent takes it only if it chains to the fleet CA pinned from its user data and names this
+  instance (:mod:`agent.pki`). Without a pinned CA and secret the agent cannot be bootstrapped.
 * ``authenticated``: the listener is restarted on the same address with TLS requiring client
-  certificates signed by that CA; plaintext is refused. With ``--state-dir`` the material survives a
-  restart of the agent.
+  certificates signed by the pinned CA; plaintext is refused. With ``--state-dir`` the material
+  survives a restart of the agent, and the one-time secret file is deleted.
 
 Every lifecycle call must carry this instance's ID in the ``x-vkec2-instance-id`` metadata. The
 command line that builds it is :mod:`agent.cli`; anything served beyond the agent's own services
@@ -27,8 +29,9 @@ from pathlib import Path
 import grpc
 
 import agent
-from agent.bootstrap import Identity, TlsMaterial
+from agent.bootstrap import CertificateRequest, Identity, TlsMaterial, Trust, bootstrap_proof
 from agent.host import Instance, check_instance_id
+from agent.pki import KeyAndCsr, PkiError, check_issued, new_key_and_csr
 from agent.runtime import Runtime
 from agent.service import Extension, make_server
 
@@ -54,6 +57,8 @@ class AgentServer:
         extension: Extension | None = None,
         state_dir: Path | None = None,
         max_workers: int = 64,
+        trust: Trust | None = None,
+        secret_file: Path | None = None,
     ) -> None:
         self._host_part, _, port = listen.rpartition(":")
         if not self._host_part or not port.isdigit():
@@ -65,6 +70,9 @@ class AgentServer:
         self._insecure = insecure
         self._state_dir = state_dir
         self._max_workers = max_workers
+        self._trust = trust
+        self._secret_file = secret_file
+        self._pending: KeyAndCsr | None = None
         self._lock = threading.Lock()
         self._mode = "insecure" if insecure else "bootstrap"
         self._server: grpc.Server | None = None
@@ -83,21 +91,64 @@ class AgentServer:
     def identity(self, context: grpc.ServicerContext) -> Identity:
         return self._identity
 
-    def mode(self) -> str:
+    def mode(self, context: grpc.ServicerContext | None = None) -> str:
         return self._mode
 
-    def authenticate(self, material: TlsMaterial, context: grpc.ServicerContext) -> str:
+    def _refuse_unless_bootstrapping(self, context: grpc.ServicerContext) -> Trust:
+        if self._mode == "insecure":
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this agent runs with --insecure; there is no authenticated endpoint to launch",
+            )
+        if self._mode != "bootstrap":
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "already authenticated: LaunchAuthenticatedEndpoint is one-shot",
+            )
+        if self._trust is None:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this agent has no pinned fleet CA and bootstrap secret (--fleet-ca-file, "
+                "--bootstrap-secret-file): it cannot be bootstrapped",
+            )
+        assert self._trust is not None
+        return self._trust
+
+    def certificate_request(self, nonce: bytes, context: grpc.ServicerContext) -> CertificateRequest:
+        check_instance_id(context, self._identity.instance_id)
         with self._lock:
-            if self._mode == "insecure":
+            trust = self._refuse_unless_bootstrapping(context)
+            if self._pending is None:
+                try:
+                    self._pending = new_key_and_csr(self._identity.instance_id)
+                except PkiError as exc:
+                    context.abort(grpc.StatusCode.INTERNAL, str(exc))
+            assert self._pending is not None
+            csr = self._pending.csr_pem
+        doc = self._identity.document
+        return CertificateRequest(
+            csr, doc, self._identity.signature, bootstrap_proof(trust.secret, nonce, csr, doc)
+        )
+
+    def install_certificate(self, cert_pem: bytes, chain_pem: bytes, context: grpc.ServicerContext) -> str:
+        check_instance_id(context, self._identity.instance_id)
+        with self._lock:
+            trust = self._refuse_unless_bootstrapping(context)
+            if self._pending is None:
                 context.abort(
                     grpc.StatusCode.FAILED_PRECONDITION,
-                    "this agent runs with --insecure; there is no authenticated endpoint to launch",
+                    "no certificate request is pending: call CreateCertificateRequest first",
                 )
-            if self._mode != "bootstrap":
-                context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    "already authenticated: LaunchAuthenticatedEndpoint is one-shot",
+            assert self._pending is not None
+            try:
+                check_issued(
+                    cert_pem, chain_pem, self._pending.key_pem, trust.ca_pem, self._identity.instance_id
                 )
+            except PkiError as exc:
+                log.warning("refused a certificate: %s", exc)
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+            chain = cert_pem.rstrip(b"\n") + b"\n" + chain_pem
+            material = TlsMaterial(chain, self._pending.key_pem, trust.ca_pem)
             self._mode = "switching"
         # Switch once this answer has left: the callback runs when the RPC is complete.
         context.add_callback(
@@ -174,6 +225,8 @@ class AgentServer:
                 return
             if self._state_dir is not None:
                 material.save(self._state_dir)
+                if self._secret_file is not None:  # one-time: the saved material replaces it
+                    self._secret_file.unlink(missing_ok=True)
             log.info("authenticated: serving mTLS on %s", self.address)
         self.switched.set()
 

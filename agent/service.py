@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import agent
-from agent.bootstrap import TlsMaterial
+from agent.bootstrap import MIN_NONCE_BYTES
 from agent.convert import status_pb
 from agent.host import Host, Instance
 from agent.logs import LogQuery
@@ -177,7 +177,7 @@ class LifecycleServicer(agent_pb2_grpc.ApplicationLifecycleServicer):  # type: i
 
 
 class BootstrapServicer(agent_pb2_grpc.AgentBootstrapServicer):  # type: ignore[misc,unused-ignore]
-    """AgentBootstrap: who this agent is, and the one-shot switch to mTLS."""
+    """AgentBootstrap: who this agent is, its certificate request, and the one-shot switch to mTLS."""
 
     def __init__(self, host: Host) -> None:
         self._host = host
@@ -191,18 +191,27 @@ class BootstrapServicer(agent_pb2_grpc.AgentBootstrapServicer):  # type: ignore[
             identity_document=ident.document,
             signature=ident.signature,
             source=ident.source,
-            mode=self._host.mode(),
+            mode=self._host.mode(context),
             agent_version=agent.__version__,
         )
 
+    def CreateCertificateRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if len(request.nonce) < MIN_NONCE_BYTES or len(request.nonce) > 1024:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"nonce must be {MIN_NONCE_BYTES} to 1024 bytes, got {len(request.nonce)}",
+            )
+        req = self._host.certificate_request(bytes(request.nonce), context)
+        return agent_pb2.CertificateRequest(
+            csr_pem=req.csr_pem, identity_document=req.document, signature=req.signature, proof=req.proof
+        )
+
     def LaunchAuthenticatedEndpoint(self, request: Any, context: grpc.ServicerContext) -> Any:
-        self._host.resolve(context)
-        material = TlsMaterial(request.server_cert_pem, request.server_key_pem, request.ca_cert_pem)
-        try:
-            material.validate()
-        except ValueError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        mode = self._host.authenticate(material, context)
+        if b"-----BEGIN CERTIFICATE-----" not in request.server_cert_pem:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "server_cert_pem is not a PEM certificate")
+        mode = self._host.install_certificate(
+            bytes(request.server_cert_pem), bytes(request.ca_chain_pem), context
+        )
         return agent_pb2.LaunchAuthenticatedEndpointResponse(mode=mode)
 
 

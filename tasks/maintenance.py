@@ -75,13 +75,26 @@ def sweeper(ctx: Fleet) -> HealthSweep:
     return HealthSweep(ctx.settings, ctx.store, ctx.ec2, ctx.agents, ctx.lifecycle, publish)
 
 
+def pools_of(ctx: Fleet) -> WarmPools:
+    """The warm pools, with the fleet's bootstrap when it runs mTLS (members join bootstrapped)."""
+    boot = ctx.bootstrap
+    return WarmPools(
+        ctx.settings,
+        ctx.store,
+        ctx.ec2,
+        ctx.agents,
+        bootstrap=boot.bootstrap if boot is not None else None,
+        trust=boot.trust if boot is not None else None,
+    )
+
+
 @app.task(name=contract.WARM_POOLS, bind=True)
 def warm_pools(self: Task, pool: str | None = None) -> list[dict[str, Any]]:
     """Reconcile the warm pools (one, or all when ``pool`` is None) with their desired counts."""
     ctx = fleet()
     record_run(ctx, contract.WARM_POOLS)
     try:
-        reports = WarmPools(ctx.settings, ctx.store, ctx.ec2, ctx.agents).reconcile_all(pool)
+        reports = pools_of(ctx).reconcile_all(pool)
     except Ec2Error as exc:
         raise retry_throttled(self, exc, ctx.settings.beat.warm_pools_interval_seconds) from exc
     return record_result(ctx, contract.WARM_POOLS, [r.summary() for r in reports])
@@ -101,7 +114,7 @@ def status_log(self: Task) -> dict[str, Any]:
     """Log the one-line fleet status."""
     ctx = fleet()
     record_run(ctx, contract.STATUS_LOG)
-    pools = WarmPools(ctx.settings, ctx.store, ctx.ec2, ctx.agents)
+    pools = pools_of(ctx)
     by_pool = {p.name: pools.counts(p.name) for p in ctx.settings.warm_pools}
 
     def workers() -> int:

@@ -11,10 +11,10 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from vkec2.agent_client.bootstrap import FleetBootstrap, IdentityVerifier
 from vkec2.agent_client.client import AgentClient
 from vkec2.ca import FleetCA
 from vkec2.config import Settings, load_settings
-from vkec2.domain.agents import AgentTarget
 from vkec2.ec2.batching import BatchingGateway
 from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.ec2.ratelimit import RateLimiter
@@ -39,6 +39,7 @@ class Fleet:
     ec2: Ec2Gateway
     agents: AgentClient
     lifecycle: Lifecycle
+    bootstrap: FleetBootstrap | None = None
 
 
 def build_fleet(settings: Settings) -> Fleet:
@@ -51,15 +52,18 @@ def build_fleet(settings: Settings) -> Fleet:
     tls = settings.agent.tls
     if tls is not None:
         if not tls.ca_key_file:
-            raise ConfigError(
-                "agent.tls.ca_key_file is required on workers: they issue agent server certificates"
-            )
+            raise ConfigError("agent.tls.ca_key_file is required on workers: they sign agent certificates")
         ca = FleetCA.load(tls.ca_cert_file, tls.ca_key_file)
-
-        def bootstrap(target: AgentTarget) -> None:
-            agents.bootstrap(target, ca)
-
-    return Fleet(settings, store, ec2, agents, Lifecycle(settings, store, ec2, agents, bootstrap))
+        bootstrap = FleetBootstrap(agents, ca, IdentityVerifier.from_settings(settings, ec2.account_id))
+    lifecycle = Lifecycle(
+        settings,
+        store,
+        ec2,
+        agents,
+        bootstrap.bootstrap if bootstrap else None,
+        trust=bootstrap.trust if bootstrap else None,
+    )
+    return Fleet(settings, store, ec2, agents, lifecycle, bootstrap)
 
 
 _fleet: Fleet | None = None

@@ -1,16 +1,22 @@
 """The fleet CA: the root of trust between workers and agents (mTLS), built on ``cryptography``.
 
 Workers hold the CA (certificate + key, from ``agent.tls`` in the configuration) and a client
-certificate of their own. At bootstrap a worker issues a server certificate for the instance it
-launched and hands it to that instance's agent; from then on the agent accepts only clients whose
-certificate this CA signed, and the worker accepts only an agent whose certificate names that very
-instance (``<instance-id>.agent.vkec2``, checked through the TLS target name), so a private IP
-reused by another instance is not driven by mistake. Keys are ECDSA P-256.
+certificate of their own. At bootstrap a worker signs the certificate request of the agent of the
+instance it launched (the agent's key never leaves the instance; the fleet chooses the name, not
+the CSR) once :mod:`vkec2.agent_client.bootstrap` has verified the agent; from then on the agent
+accepts only clients whose certificate this CA signed, and the worker accepts only an agent whose
+certificate names that very instance (``<instance-id>.agent.vkec2``, checked through the TLS
+target name), so a private IP reused by another instance is not driven by mistake. Each launch's
+one-time bootstrap secret is derived from the CA key and the launch's ClientToken
+(:meth:`FleetCA.bootstrap_secret`), so a re-sent RunInstances renders the same user data and no
+secret needs storing. Keys are ECDSA P-256.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -18,18 +24,16 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from agent.bootstrap import AGENT_NAME_SUFFIX, agent_server_name
 from vkec2.config import AgentTls
 from vkec2.errors import ConfigError
 
-AGENT_NAME_SUFFIX = "agent.vkec2"
+__all__ = ["AGENT_NAME_SUFFIX", "ClientTls", "FleetCA", "IssuedCert", "agent_server_name"]
 
-
-def agent_server_name(instance_id: str) -> str:
-    """The DNS name an agent's server certificate carries, and the TLS target name workers check."""
-    return f"{instance_id}.{AGENT_NAME_SUFFIX}"
+_SECRET_CONTEXT = b"vkec2 bootstrap secret v1"
 
 
 @dataclass(frozen=True)
@@ -164,10 +168,53 @@ class FleetCA:
         with os.fdopen(fd, "wb") as f:
             f.write(self.key_pem)
 
+    def bootstrap_secret(self, client_token: str) -> str:
+        """The one-time bootstrap secret of the launch with this ClientToken (64 hex digits).
+
+        An HMAC of the token under a key derived from the CA's private key: the same attempt gets
+        the same secret (so the same user data), and nobody without the CA key can compute it.
+        """
+        if not client_token:
+            raise ValueError("a bootstrap secret needs the launch's ClientToken")
+        key = hashlib.sha256(_SECRET_CONTEXT + self.key_pem).digest()
+        return hmac.new(key, client_token.encode(), hashlib.sha256).hexdigest()
+
+    def sign_agent_csr(self, csr_pem: bytes, instance_id: str, *, valid_days: int = 397) -> bytes:
+        """A server certificate naming ``instance_id`` for the key of a CSR whose signature is valid.
+
+        Only the CSR's public key is used (its subject and extensions are ignored). Raises
+        ValueError when the CSR is unreadable, not self-signed by its key, or the key is weak.
+        """
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as exc:
+            raise ValueError(f"the agent's CSR is not a PEM certificate request: {exc}") from None
+        if not csr.is_signature_valid:
+            raise ValueError("the agent's CSR signature is invalid (no proof it holds the key)")
+        public = csr.public_key()
+        if isinstance(public, ec.EllipticCurvePublicKey):
+            if public.curve.key_size < 256:
+                raise ValueError(f"the agent's EC key is too small ({public.curve.name})")
+        elif isinstance(public, rsa.RSAPublicKey):
+            if public.key_size < 2048:
+                raise ValueError(f"the agent's RSA key is too small ({public.key_size} bits)")
+        else:
+            raise ValueError("the agent's key must be EC (P-256 or larger) or RSA (2048 bits or more)")
+        sans: list[x509.GeneralName] = [x509.DNSName(agent_server_name(instance_id))]
+        issued = self._issue(instance_id, sans, ExtendedKeyUsageOID.SERVER_AUTH, valid_days, public)
+        return issued.cert_pem
+
     def _issue(
-        self, common_name: str, sans: list[x509.GeneralName], usage: x509.ObjectIdentifier, valid_days: int
+        self,
+        common_name: str,
+        sans: list[x509.GeneralName],
+        usage: x509.ObjectIdentifier,
+        valid_days: int,
+        public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey | None = None,
     ) -> IssuedCert:
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = ec.generate_private_key(ec.SECP256R1()) if public is None else None
+        subject_key = key.public_key() if key is not None else public
+        assert subject_key is not None
         now = _now()
         builder = (
             x509.CertificateBuilder()
@@ -180,7 +227,7 @@ class FleetCA:
                 )
             )
             .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
+            .public_key(subject_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=valid_days))
@@ -189,9 +236,9 @@ class FleetCA:
                 x509.KeyUsage(
                     digital_signature=True,
                     content_commitment=False,
-                    key_encipherment=False,
+                    key_encipherment=isinstance(subject_key, rsa.RSAPublicKey),
                     data_encipherment=False,
-                    key_agreement=True,
+                    key_agreement=isinstance(subject_key, ec.EllipticCurvePublicKey),
                     key_cert_sign=False,
                     crl_sign=False,
                     encipher_only=False,
@@ -207,12 +254,16 @@ class FleetCA:
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
-        return IssuedCert(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
+        return IssuedCert(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key) if key else b"")
 
     def issue_agent_server_cert(
         self, instance_id: str, *, ips: list[str] | None = None, valid_days: int = 397
     ) -> IssuedCert:
-        """A server certificate naming one instance (plus, optionally, its IP addresses)."""
+        """A server certificate naming one instance (plus, optionally, its IPs), with a key made here.
+
+        Never for an agent: agents make their own keys (:meth:`sign_agent_csr`). For tests, and
+        for the simulator's one listener (``instance_id="*"``: ``*.agent.vkec2``).
+        """
         sans: list[x509.GeneralName] = [x509.DNSName(agent_server_name(instance_id))]
         sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips or []]
         return self._issue(instance_id, sans, ExtendedKeyUsageOID.SERVER_AUTH, valid_days)

@@ -102,3 +102,9 @@ class AgentIdentityMismatch(AgentRejected):
     """The agent at the endpoint belongs to another instance than the one the fleet launched."""
 
     reason = "AgentIdentityMismatch"
+
+
+class AgentBootstrapRefused(AgentRejected):
+    """The fleet refused to certify an agent: bad identity document, signature or bootstrap proof."""
+
+    reason = "AgentBootstrapRefused"

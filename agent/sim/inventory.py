@@ -106,6 +106,14 @@ class Ec2Inventory:
                         self._refreshed_at = time.monotonic()
         return self._running.get(instance_id)
 
+    def user_data(self, instance_id: str) -> str:
+        """The instance's UserData (decoded; "" when it has none): one DescribeInstanceAttribute."""
+        import base64
+
+        answer = self._ec2().describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        raw = (answer.get("UserData") or {}).get("Value") or ""
+        return base64.b64decode(raw).decode(errors="replace") if raw else ""
+
     def count(self) -> int:
         return len(self._running)
 

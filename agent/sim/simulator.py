@@ -8,8 +8,10 @@ agent that has not booted yet. The set of running instances is refreshed with pa
 state-filtered DescribeInstances calls in the background and on a miss (at most once per
 ``--miss-refresh`` seconds, single-flight), so 5,000 instances cost a handful of EC2 calls, not one
 per health check. Virtual agents use the simulated runtime unless ``--runtime process`` is asked
-for, always serve the Simulation service with its fault injection (:mod:`agent.sim.service`), and
-speak plaintext only (mTLS is the real agent's). The EC2 side is :mod:`agent.sim.inventory`.
+for and always serve the Simulation service with its fault injection (:mod:`agent.sim.service`).
+They speak plaintext (``--insecure`` agents) unless ``--tls-cert`` is given: then the listener is
+mTLS and every virtual agent is bootstrapped like a real one (:mod:`agent.sim.bootstrap`). The EC2
+side is :mod:`agent.sim.inventory`.
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ from types import FrameType
 
 import grpc
 
-from agent.bootstrap import Identity, TlsMaterial
+from agent.bootstrap import CertificateRequest, Identity
 from agent.host import Instance, metadata_instance_id
 from agent.runtime import Runtime
 from agent.runtime_process import ProcessRuntime
 from agent.service import make_server
+from agent.sim.bootstrap import SimBootstrap
 from agent.sim.control import ControlledRuntime
 from agent.sim.faults import Partition
+from agent.sim.identity import TEST_ACCOUNT, DocumentSigner
 from agent.sim.inventory import Ec2Inventory
 from agent.sim.runtime import SimOutcome, SimRuntime
 from agent.sim.service import Simulation
@@ -46,8 +50,14 @@ class SimulatorHost:
     """Routes each call to the virtual agent of the instance its metadata names."""
 
     def __init__(
-        self, inventory: Ec2Inventory, boot_delay: float, make_runtime: Callable[[str], Runtime], region: str
+        self,
+        inventory: Ec2Inventory,
+        boot_delay: float,
+        make_runtime: Callable[[str], Runtime],
+        region: str,
+        tls: SimBootstrap | None = None,
     ) -> None:
+        self._tls = tls
         self._inventory = inventory
         self._boot_delay = boot_delay
         self._make_runtime = make_runtime
@@ -63,6 +73,8 @@ class SimulatorHost:
         with self._lock:
             gone = [iid for iid in self._agents if iid not in running]
             dropped = [self._agents.pop(iid) for iid in gone]
+        if self._tls is not None:
+            self._tls.forget(gone)
         for inst in dropped:
             inst.runtime.close()
 
@@ -88,7 +100,7 @@ class SimulatorHost:
                     self._agents[iid] = inst
         return inst
 
-    def resolve(self, context: grpc.ServicerContext) -> Instance:
+    def _named(self, context: grpc.ServicerContext) -> Instance:
         iid = metadata_instance_id(context)
         if not iid:
             context.abort(
@@ -97,23 +109,47 @@ class SimulatorHost:
             )
         return self._lookup(context, iid)
 
+    def resolve(self, context: grpc.ServicerContext) -> Instance:
+        inst = self._named(context)
+        if self._tls is not None:
+            self._tls.require_authenticated(inst.instance_id, context)
+        return inst
+
     def health_target(self, context: grpc.ServicerContext) -> Instance | None:
         iid = metadata_instance_id(context)
         return self._lookup(context, iid) if iid else None
 
     def identity(self, context: grpc.ServicerContext) -> Identity:
-        inst = self.resolve(context)
+        inst = self._named(context)
+        if self._tls is not None:
+            return self._tls.identity(inst.instance_id)
         return Identity(inst.instance_id, region=self._region, source="simulator")
 
-    def mode(self) -> str:
-        return "insecure"
+    def mode(self, context: grpc.ServicerContext | None = None) -> str:
+        if self._tls is None:
+            return "insecure"
+        iid = metadata_instance_id(context) if context is not None else ""
+        return self._tls.mode(iid) if iid else "bootstrap"
 
-    def authenticate(self, material: TlsMaterial, context: grpc.ServicerContext) -> str:
+    def _plaintext_only(self, context: grpc.ServicerContext) -> None:
         context.abort(
             grpc.StatusCode.FAILED_PRECONDITION,
-            "the agent simulator serves plaintext only; mTLS is served by the real agent",
+            "this agent simulator serves plaintext (no --tls-cert): there is no bootstrap to make",
         )
-        raise AssertionError("unreachable")
+
+    def certificate_request(self, nonce: bytes, context: grpc.ServicerContext) -> CertificateRequest:
+        inst = self._named(context)
+        if self._tls is None:
+            self._plaintext_only(context)
+        assert self._tls is not None
+        return self._tls.certificate_request(inst.instance_id, nonce, context)
+
+    def install_certificate(self, cert_pem: bytes, chain_pem: bytes, context: grpc.ServicerContext) -> str:
+        inst = self._named(context)
+        if self._tls is None:
+            self._plaintext_only(context)
+        assert self._tls is not None
+        return self._tls.install_certificate(inst.instance_id, cert_pem, chain_pem, context)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="while this file exists every agent refuses lifecycle and health calls (UNAVAILABLE; "
         "the file holding 'hang': no answer until the deadline), as in a network partition",
     )
+    p.add_argument("--tls-cert", default=None, help="serve mTLS with this certificate (for *.agent.vkec2)")
+    p.add_argument("--tls-key", default=None, help="the key of --tls-cert")
+    p.add_argument("--tls-client-ca", default=None, help="require client certificates of this CA")
+    p.add_argument(
+        "--identity-key", default=None, help="RSA test key signing identity documents (with --tls-cert)"
+    )
+    p.add_argument("--account", default=TEST_ACCOUNT, help="account ID in identity documents")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -173,7 +216,19 @@ class Simulator:
             miss_refresh=args.miss_refresh,
             on_refresh=self._pruned,
         )
-        self.host = SimulatorHost(self.inventory, args.boot_delay, make_runtime, args.region)
+        self._creds: grpc.ServerCredentials | None = None
+        tls: SimBootstrap | None = None
+        if args.tls_cert or args.tls_key or args.tls_client_ca or args.identity_key:
+            if not (args.tls_cert and args.tls_key and args.tls_client_ca and args.identity_key):
+                raise ValueError("--tls-cert, --tls-key, --tls-client-ca and --identity-key go together")
+            self._creds = grpc.ssl_server_credentials(
+                [(Path(args.tls_key).read_bytes(), Path(args.tls_cert).read_bytes())],
+                root_certificates=Path(args.tls_client_ca).read_bytes(),
+                require_client_auth=True,
+            )
+            signer = DocumentSigner.load(args.identity_key)
+            tls = SimBootstrap(signer, args.region, self.inventory.user_data, args.account)
+        self.host = SimulatorHost(self.inventory, args.boot_delay, make_runtime, args.region, tls)
         self._executor = futures.ThreadPoolExecutor(
             max_workers=args.max_workers, thread_name_prefix="vkec2-sim"
         )
@@ -192,7 +247,10 @@ class Simulator:
             self.inventory.refresh()
         except Exception as exc:  # EC2 may come up later; a miss refreshes again
             log.warning("first DescribeInstances failed: %s", exc)
-        self.port = self.server.add_insecure_port(self._listen)
+        if self._creds is not None:
+            self.port = self.server.add_secure_port(self._listen, self._creds)
+        else:
+            self.port = self.server.add_insecure_port(self._listen)
         if not self.port:
             raise OSError(f"cannot listen on {self._listen}")
         self.address = f"{self._listen.rpartition(':')[0]}:{self.port}"
@@ -227,7 +285,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     print(
-        f"vkec2 agent-sim listening on {sim.address} (plaintext) for EC2 at {args.ec2_endpoint}; "
+        f"vkec2 agent-sim listening on {sim.address} ({'mTLS' if args.tls_cert else 'plaintext'}) "
+        f"for EC2 at {args.ec2_endpoint}; "
         f"{sim.inventory.count()} running instances",
         file=sys.stderr,
         flush=True,

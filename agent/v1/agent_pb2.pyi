@@ -237,15 +237,31 @@ class AgentIdentity(_message.Message):
     agent_version: str
     def __init__(self, instance_id: _Optional[str] = ..., region: _Optional[str] = ..., availability_zone: _Optional[str] = ..., identity_document: _Optional[str] = ..., signature: _Optional[str] = ..., source: _Optional[str] = ..., mode: _Optional[str] = ..., agent_version: _Optional[str] = ...) -> None: ...
 
+class CreateCertificateRequestRequest(_message.Message):
+    __slots__ = ("nonce",)
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    nonce: bytes
+    def __init__(self, nonce: _Optional[bytes] = ...) -> None: ...
+
+class CertificateRequest(_message.Message):
+    __slots__ = ("csr_pem", "identity_document", "signature", "proof")
+    CSR_PEM_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    csr_pem: bytes
+    identity_document: str
+    signature: str
+    proof: bytes
+    def __init__(self, csr_pem: _Optional[bytes] = ..., identity_document: _Optional[str] = ..., signature: _Optional[str] = ..., proof: _Optional[bytes] = ...) -> None: ...
+
 class LaunchAuthenticatedEndpointRequest(_message.Message):
-    __slots__ = ("server_cert_pem", "server_key_pem", "ca_cert_pem")
+    __slots__ = ("server_cert_pem", "ca_chain_pem")
     SERVER_CERT_PEM_FIELD_NUMBER: _ClassVar[int]
-    SERVER_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
-    CA_CERT_PEM_FIELD_NUMBER: _ClassVar[int]
+    CA_CHAIN_PEM_FIELD_NUMBER: _ClassVar[int]
     server_cert_pem: bytes
-    server_key_pem: bytes
-    ca_cert_pem: bytes
-    def __init__(self, server_cert_pem: _Optional[bytes] = ..., server_key_pem: _Optional[bytes] = ..., ca_cert_pem: _Optional[bytes] = ...) -> None: ...
+    ca_chain_pem: bytes
+    def __init__(self, server_cert_pem: _Optional[bytes] = ..., ca_chain_pem: _Optional[bytes] = ...) -> None: ...
 
 class LaunchAuthenticatedEndpointResponse(_message.Message):
     __slots__ = ("mode",)

@@ -334,6 +334,11 @@ class AgentBootstrapStub:
                 request_serializer=agent_dot_v1_dot_agent__pb2.GetAgentIdentityRequest.SerializeToString,
                 response_deserializer=agent_dot_v1_dot_agent__pb2.AgentIdentity.FromString,
                 _registered_method=True)
+        self.CreateCertificateRequest = channel.unary_unary(
+                '/vkec2.agent.v1.AgentBootstrap/CreateCertificateRequest',
+                request_serializer=agent_dot_v1_dot_agent__pb2.CreateCertificateRequestRequest.SerializeToString,
+                response_deserializer=agent_dot_v1_dot_agent__pb2.CertificateRequest.FromString,
+                _registered_method=True)
         self.LaunchAuthenticatedEndpoint = channel.unary_unary(
                 '/vkec2.agent.v1.AgentBootstrap/LaunchAuthenticatedEndpoint',
                 request_serializer=agent_dot_v1_dot_agent__pb2.LaunchAuthenticatedEndpointRequest.SerializeToString,
@@ -351,9 +356,21 @@ class AgentBootstrapServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCertificateRequest(self, request, context):
+        """A CSR for a key the agent made itself (the key never leaves the instance), with the identity
+        document and a proof under the launch's bootstrap secret (from the user data) that binds the
+        caller's nonce, the CSR and the document. FAILED_PRECONDITION when the agent has no pinned
+        fleet CA or secret, or is not in bootstrap mode; INVALID_ARGUMENT for a short nonce.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def LaunchAuthenticatedEndpoint(self, request, context):
-        """One shot: hand the agent its server certificate, key and the fleet CA. Once the answer is
-        sent the agent serves everything over TLS, requiring client certificates signed by that CA.
+        """One shot: the certificate the fleet signed for that CSR (and any intermediates). The agent
+        accepts it only if it chains to the fleet CA pinned from its user data, names its own
+        instance and fits its key (else PERMISSION_DENIED); once the answer is sent it serves
+        everything over TLS, requiring client certificates signed by the pinned CA.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -366,6 +383,11 @@ def add_AgentBootstrapServicer_to_server(servicer, server):
                     servicer.GetAgentIdentity,
                     request_deserializer=agent_dot_v1_dot_agent__pb2.GetAgentIdentityRequest.FromString,
                     response_serializer=agent_dot_v1_dot_agent__pb2.AgentIdentity.SerializeToString,
+            ),
+            'CreateCertificateRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCertificateRequest,
+                    request_deserializer=agent_dot_v1_dot_agent__pb2.CreateCertificateRequestRequest.FromString,
+                    response_serializer=agent_dot_v1_dot_agent__pb2.CertificateRequest.SerializeToString,
             ),
             'LaunchAuthenticatedEndpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.LaunchAuthenticatedEndpoint,
@@ -400,6 +422,33 @@ class AgentBootstrap:
             '/vkec2.agent.v1.AgentBootstrap/GetAgentIdentity',
             agent_dot_v1_dot_agent__pb2.GetAgentIdentityRequest.SerializeToString,
             agent_dot_v1_dot_agent__pb2.AgentIdentity.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCertificateRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vkec2.agent.v1.AgentBootstrap/CreateCertificateRequest',
+            agent_dot_v1_dot_agent__pb2.CreateCertificateRequestRequest.SerializeToString,
+            agent_dot_v1_dot_agent__pb2.CertificateRequest.FromString,
             options,
             channel_credentials,
             insecure,

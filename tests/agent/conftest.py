@@ -54,7 +54,9 @@ def pid_alive(pid: int) -> bool:
 class AgentProcess:
     """``python -m agent`` in its own process group on a free port."""
 
-    def __init__(self, tmp: Path, *args: str, instance_id: str = "i-0123456789abcdef0") -> None:
+    def __init__(
+        self, tmp: Path, *args: str, instance_id: str = "i-0123456789abcdef0", fixed_id: bool = True
+    ) -> None:
         self.port = free_port()
         self.instance_id = instance_id
         self.endpoint = f"127.0.0.1:{self.port}"
@@ -66,8 +68,7 @@ class AgentProcess:
                 "agent",
                 "--listen",
                 self.endpoint,
-                "--instance-id",
-                instance_id,
+                *(["--instance-id", instance_id] if fixed_id else []),
                 "--log-dir",
                 str(tmp / f"logs-{self.port}"),
                 *args,
@@ -89,8 +90,9 @@ class AgentProcess:
 def start_agent(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
     started: list[AgentProcess] = []
 
-    def start(*args: str, instance_id: str = "i-0123456789abcdef0") -> AgentProcess:
-        a = AgentProcess(tmp_path, *args, instance_id=instance_id)
+    def start(*args: str, instance_id: str = "i-0123456789abcdef0", fixed_id: bool = True) -> AgentProcess:
+        """An agent; with ``fixed_id=False`` its identity comes from an ``--identity-file`` in ``args``."""
+        a = AgentProcess(tmp_path, *args, instance_id=instance_id, fixed_id=fixed_id)
         started.append(a)
         return a
 

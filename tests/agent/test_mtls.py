@@ -1,9 +1,15 @@
-"""Bootstrap and mTLS against a real agent process: identity check, one-shot switch, refused clients."""
+"""Bootstrap and mTLS against a real agent process: CSR signed after checks, one-shot switch, refused clients.
+
+The attacks on the bootstrap itself (foreign CA, replayed or foreign documents, bad signatures) are
+in tests/security/test_bootstrap_attacks.py.
+"""
 
 from __future__ import annotations
 
 import http.server
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent.bootstrap import identity_from_file, identity_from_imds
 from agent.v1 import agent_pb2
-from tests.agent.conftest import AgentProcess, agent_grpc, fast_conn, pod, sh
+from tests.agent.conftest import ROOT, AgentProcess, agent_grpc, fast_conn, pod, sh
+from tests.support.bootstrap import BootstrapKit
 from tests.support.services import free_port, wait_until
 from vkec2.agent_client.client import AgentClient
 from vkec2.ca import ClientTls, FleetCA, agent_server_name
@@ -37,15 +44,21 @@ def _tls_channel(endpoint: str, ca_pem: bytes, client: ClientTls | None, name: s
 
 
 @pytest.fixture
-def ca() -> FleetCA:
-    return FleetCA.create()
+def kit(tmp_path: Path) -> BootstrapKit:
+    return BootstrapKit(tmp_path)
+
+
+@pytest.fixture
+def ca(kit: BootstrapKit) -> FleetCA:
+    return kit.ca
 
 
 def test_bootstrap_then_mtls_only(
-    start_agent: Callable[..., AgentProcess], tmp_path: Path, ca: FleetCA
+    start_agent: Callable[..., AgentProcess], tmp_path: Path, kit: BootstrapKit, ca: FleetCA
 ) -> None:
     state = tmp_path / "state"
-    agent = start_agent("--state-dir", str(state), instance_id=IID)
+    args = kit.agent_args(IID)
+    agent = start_agent("--state-dir", str(state), *args, instance_id=IID, fixed_id=False)
     plain = grpc.insecure_channel(agent.endpoint)
     md = (("x-vkec2-instance-id", IID),)
 
@@ -54,7 +67,7 @@ def test_bootstrap_then_mtls_only(
     ident = agent_grpc.AgentBootstrapStub(plain).GetAgentIdentity(
         agent_pb2.GetAgentIdentityRequest(), timeout=3
     )
-    assert (ident.instance_id, ident.mode, ident.source) == (IID, "bootstrap", "static")
+    assert (ident.instance_id, ident.mode, ident.source) == (IID, "bootstrap", "file")
     with pytest.raises(grpc.RpcError) as info:
         agent_grpc.ApplicationLifecycleStub(plain).CheckApplicationHealth(
             agent_pb2.CheckApplicationHealthRequest(), metadata=md, timeout=3
@@ -62,26 +75,26 @@ def test_bootstrap_then_mtls_only(
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
     client = AgentClient(fast_conn(agent.port), tls=ca.client_tls())
+    boot = kit.fleet(client)
     assert client.serving(agent.target)  # plaintext fallback before bootstrap
     assert client.identity(agent.target) == IID
 
     # The fleet launched another instance: the agent at this address is not it.
     with pytest.raises(AgentIdentityMismatch):
-        client.bootstrap(AgentTarget(agent.endpoint, "i-0bbbbbbbbbbbbbbbb"), ca)
+        boot.bootstrap(AgentTarget(agent.endpoint, "i-0bbbbbbbbbbbbbbbb"), "token-1")
     issued = ca.issue_agent_server_cert(IID)
     with pytest.raises(grpc.RpcError) as info:
         agent_grpc.AgentBootstrapStub(plain).LaunchAuthenticatedEndpoint(
-            agent_pb2.LaunchAuthenticatedEndpointRequest(
-                server_cert_pem=issued.cert_pem, server_key_pem=issued.key_pem, ca_cert_pem=ca.cert_pem
-            ),
+            agent_pb2.LaunchAuthenticatedEndpointRequest(server_cert_pem=issued.cert_pem),
             metadata=(("x-vkec2-instance-id", "i-0bbbbbbbbbbbbbbbb"),),
             timeout=3,
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "mismatch" in (info.value.details() or "")
 
-    client.bootstrap(agent.target, ca)
-    client.bootstrap(agent.target, ca)  # no-op once authenticated
+    boot.bootstrap(agent.target, "token-1")
+    boot.bootstrap(agent.target, "token-1")  # no-op once authenticated
+    assert not (Path(args[5])).exists()  # the one-time secret is gone once the material is saved
     assert client.identity(agent.target) == IID
     client.launch(agent.target, pod(sh("main", "sleep 1000")))
     wait_until(lambda: client.status(agent.target).phase == "Running", 10, "running over mTLS")
@@ -120,9 +133,7 @@ def test_bootstrap_then_mtls_only(
     # One shot: a second LaunchAuthenticatedEndpoint is refused.
     with pytest.raises(grpc.RpcError) as info:
         agent_grpc.AgentBootstrapStub(secure).LaunchAuthenticatedEndpoint(
-            agent_pb2.LaunchAuthenticatedEndpointRequest(
-                server_cert_pem=issued.cert_pem, server_key_pem=issued.key_pem, ca_cert_pem=ca.cert_pem
-            ),
+            agent_pb2.LaunchAuthenticatedEndpointRequest(server_cert_pem=issued.cert_pem),
             metadata=md,
             timeout=3,
         )
@@ -134,7 +145,7 @@ def test_bootstrap_then_mtls_only(
     assert (state / "server.key").stat().st_mode & 0o077 == 0
     client.terminate(agent.target, 2)
     agent.stop()
-    restarted = start_agent("--state-dir", str(state), instance_id=IID)
+    restarted = start_agent("--state-dir", str(state), *args, instance_id=IID, fixed_id=False)
     fresh = AgentClient(fast_conn(restarted.port), tls=ca.client_tls())
     target = restarted.target
     ident2, secure_used = fresh._identity(target)
@@ -145,23 +156,25 @@ def test_bootstrap_then_mtls_only(
 
 
 def test_insecure_agent_and_tls_fleet_do_not_mix(
-    start_agent: Callable[..., AgentProcess], ca: FleetCA
+    start_agent: Callable[..., AgentProcess], ca: FleetCA, kit: BootstrapKit
 ) -> None:
     agent = start_agent("--insecure", instance_id=IID)
     client = AgentClient(fast_conn(agent.port), tls=ca.client_tls())
     with pytest.raises(AgentRejected, match="--insecure"):
-        client.bootstrap(agent.target, ca)
+        kit.fleet(client).bootstrap(agent.target, "token-1")
     plain = AgentClient(fast_conn(agent.port))
-    plain.bootstrap(agent.target, ca)  # identity verified; nothing to switch
+    kit.fleet(plain).bootstrap(agent.target, "token-1")  # identity verified; nothing to switch
     client.close()
     plain.close()
 
 
-def test_plaintext_client_cannot_bootstrap(start_agent: Callable[..., AgentProcess], ca: FleetCA) -> None:
+def test_plaintext_client_cannot_bootstrap(
+    start_agent: Callable[..., AgentProcess], kit: BootstrapKit
+) -> None:
     agent = start_agent(instance_id=IID)
     plain = AgentClient(fast_conn(agent.port))
     with pytest.raises(AgentRejected, match="no TLS configuration"):
-        plain.bootstrap(agent.target, ca)
+        kit.fleet(plain).bootstrap(agent.target, "token-1")
     with pytest.raises(AgentRejected):  # lifecycle API not served before bootstrap
         plain.status(agent.target)
     plain.close()
@@ -233,3 +246,30 @@ def test_identity_from_imds_v2(fake_imds: str) -> None:
     ident = identity_from_imds(fake_imds)
     assert (ident.instance_id, ident.signature, ident.source) == (IID, "sig==", "imds")
     assert json.loads(ident.document) == DOC
+
+
+@pytest.mark.parametrize(
+    ("files", "words"),
+    [
+        ({"ca": b"not a certificate", "secret": "ab" * 32}, "is not a PEM certificate"),
+        ({"ca": None, "secret": "not hex"}, "32 to 128 lowercase hex digits"),
+        ({"ca": None, "secret": None}, "go together"),
+    ],
+)
+def test_the_agent_refuses_to_start_with_bad_bootstrap_trust(
+    tmp_path: Path, kit: BootstrapKit, files: dict[str, object], words: str
+) -> None:
+    ca, secret = tmp_path / "ca.pem", tmp_path / "secret"
+    ca.write_bytes(files["ca"] if isinstance(files["ca"], bytes) else kit.ca.cert_pem)
+    args = ["--fleet-ca-file", str(ca)]
+    if files["secret"] is not None:
+        secret.write_text(str(files["secret"]))
+        args += ["--bootstrap-secret-file", str(secret)]
+    done = subprocess.run(
+        [sys.executable, "-m", "agent", "--listen", "127.0.0.1:0", "--instance-id", IID, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+    )
+    assert done.returncode == 1 and words in done.stderr, done.stderr

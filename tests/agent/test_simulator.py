@@ -17,9 +17,9 @@ import pytest
 from agent.sim.random_status import random_pod_status
 from agent.v1 import simulation_pb2
 from tests.agent.conftest import ROOT, fast_conn, pod, sh, simulation_grpc
+from tests.support.bootstrap import BootstrapKit
 from tests.support.services import ManagedProcess, free_port, port_open, start_moto, wait_until
 from vkec2.agent_client.client import AgentClient
-from vkec2.ca import FleetCA
 from vkec2.domain.agents import AgentTarget
 from vkec2.errors import AgentUnavailable
 
@@ -104,7 +104,9 @@ def start_sim(moto: tuple[str, Any]) -> Iterator[Callable[..., Sim]]:
         s.stop()
 
 
-def test_answers_only_for_running_instances(moto: tuple[str, Any], start_sim: Callable[..., Sim]) -> None:
+def test_answers_only_for_running_instances(
+    moto: tuple[str, Any], start_sim: Callable[..., Sim], tmp_path: Path
+) -> None:
     _, ec2 = moto
     ids = run_instances(ec2, 3)
     sim = start_sim()
@@ -119,7 +121,7 @@ def test_answers_only_for_running_instances(moto: tuple[str, Any], start_sim: Ca
         c.status(unknown)
 
     t = sim.target(ids[0])
-    c.bootstrap(t, FleetCA.create())  # plaintext simulator: an identity check only
+    BootstrapKit(tmp_path).fleet(c).bootstrap(t, "token")  # plaintext simulator: an identity check only
     c.launch(t, pod(sh("main", "ignored by the simulated runtime")))
     st = c.status(t)
     assert st.phase == "Running" and st.container_statuses[0]["state"]["running"]

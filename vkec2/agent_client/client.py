@@ -12,8 +12,8 @@ an agent of another instance (PERMISSION_DENIED) becomes :class:`AgentIdentityMi
 rest (INTERNAL, UNKNOWN, DATA_LOSS) the plain :class:`AgentError` of a faulty agent (what the pod
 does with each is the table "What each error does" in docs/architecture.md). With TLS configured,
 calls go over mTLS and the agent's certificate must name the target instance; only health, identity
-and the one-shot bootstrap fall back to plaintext, to reach an agent that has not been bootstrapped
-yet.
+and the bootstrap (a CSR the fleet signs, :meth:`AgentClient.bootstrap`) fall back to plaintext,
+to reach an agent that has not been bootstrapped yet.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent.v1 import agent_pb2
 from agent.v1 import agent_pb2_grpc as _agent_grpc
-from vkec2.ca import ClientTls, FleetCA, agent_server_name
+from vkec2.ca import ClientTls, agent_server_name
 from vkec2.config import AgentConnection
 from vkec2.domain.agents import AgentTarget, AppStatus
 from vkec2.domain.times import rfc3339
@@ -39,6 +39,8 @@ from vkec2.observability import metrics
 
 INSTANCE_ID_KEY = "x-vkec2-instance-id"
 agent_pb2_grpc: Any = _agent_grpc  # generated, untyped
+#: Signs an agent's CSR after checking it: (AgentIdentity, CertificateRequest, nonce) -> (cert, chain).
+Signer = Callable[[Any, Any, bytes], tuple[bytes, bytes]]
 
 _UNAVAILABLE = {
     grpc.StatusCode.UNAVAILABLE,
@@ -265,14 +267,19 @@ class AgentClient:
         """The instance ID the agent reports about itself."""
         return str(self._identity(target)[0].instance_id)
 
-    def bootstrap(self, target: AgentTarget, ca: FleetCA) -> None:
-        """Verify the agent's identity and hand it a server certificate; no-op once authenticated."""
+    def bootstrap(self, target: AgentTarget, sign: Signer) -> None:
+        """Bring the agent to mTLS: its CSR, signed by ``sign`` after the checks, then a check over mTLS.
+
+        A no-op once the agent is authenticated. ``sign(identity, request, nonce)`` gets the agent's
+        AgentIdentity, its CertificateRequest for a fresh ``nonce``, and returns the certificate and
+        chain, or raises :class:`AgentBootstrapRefused` (see :mod:`vkec2.agent_client.bootstrap`).
+        """
         ident, secure = self._identity(target)
         if ident.instance_id != target.instance_id:
             raise AgentIdentityMismatch(
                 f"agent at {target.endpoint} belongs to {ident.instance_id}, expected {target.instance_id}"
             )
-        if secure or ident.mode == "authenticated":
+        if ident.mode == "authenticated":
             return
         if ident.mode == "insecure":
             if self._tls is not None:
@@ -286,12 +293,22 @@ class AgentClient:
                 f"agent of {target.instance_id} at {target.endpoint} waits for its TLS bootstrap, "
                 "but this client has no TLS configuration (agent.tls)"
             )
-        issued = ca.issue_agent_server_cert(target.instance_id)
+        bootstrap = self._get(target, secure).bootstrap
+        nonce = os.urandom(32)
+        try:
+            answer = bootstrap.CreateCertificateRequest(
+                agent_pb2.CreateCertificateRequestRequest(nonce=nonce),
+                timeout=self._conn.call_timeout_seconds,
+                metadata=self._md(target),
+            )
+        except grpc.RpcError as err:
+            raise translate(err, target, "CreateCertificateRequest") from None
+        cert_pem, chain_pem = sign(ident, answer, nonce)
         request = agent_pb2.LaunchAuthenticatedEndpointRequest(
-            server_cert_pem=issued.cert_pem, server_key_pem=issued.key_pem, ca_cert_pem=ca.cert_pem
+            server_cert_pem=cert_pem, ca_chain_pem=chain_pem
         )
         try:
-            self._get(target, False).bootstrap.LaunchAuthenticatedEndpoint(
+            bootstrap.LaunchAuthenticatedEndpoint(
                 request, timeout=self._conn.call_timeout_seconds, metadata=self._md(target)
             )
         except grpc.RpcError as err:

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from vkec2.config.agent_identity import AgentIdentityCheck
 from vkec2.config.operations import (
     BeatSettings,
     FlowerSettings,
@@ -228,6 +229,7 @@ class AgentConnection(Section):
     backoff: Backoff = Field(default_factory=Backoff)
     keepalive: Keepalive = Field(default_factory=Keepalive)
     tls: AgentTls | None = None
+    identity: AgentIdentityCheck = Field(default_factory=AgentIdentityCheck)
 
     @field_validator("endpoint")
     @classmethod

@@ -38,6 +38,14 @@ def resolve_endpoint(conn: AgentConnection, instance: Mapping[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class AgentTrust:
+    """What a TLS fleet renders into a launch's user data: the fleet CA to pin and the one-time secret."""
+
+    ca_cert_pem: str
+    secret: str
+
+
+@dataclass(frozen=True)
 class AgentTarget:
     """The agent to call: its ``HOST:PORT`` and the instance it must be running on."""
 

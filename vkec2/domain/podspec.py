@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from agent.userdata import render_user_data
+from agent.userdata import render_user_data, trust_user_data
 from vkec2.config import (
     IMAGE_ID_RE,
     INSTANCE_TYPE_RE,
@@ -40,6 +40,7 @@ from vkec2.config import (
     tags_problem,
 )
 from vkec2.contract import ANNOTATION_PREFIX
+from vkec2.domain.agents import AgentTrust
 from vkec2.errors import InvalidPodSpec
 
 logger = logging.getLogger("vkec2.domain.podspec")
@@ -265,26 +266,33 @@ def _check_against_pool(pool: WarmPool, base: Ec2Defaults, ann: Mapping[str, str
         raise contradicts(KEY_PAIR, "key pair", base.key_pair)
 
 
-def user_data_for(settings: Settings, instance_type: str) -> str | None:
+def user_data_for(settings: Settings, instance_type: str, trust: AgentTrust | None = None) -> str | None:
     """The UserData an instance launches with: ``ec2.user_data`` if set, else the agent installer.
 
     With ``bootstrap.s3_bucket`` and ``s3_key`` set, the installer from ``agent/userdata`` is
     rendered for the instance's OS (``mac*`` instance types are macOS, others ``node.os``): it
     fetches the agent artifact from S3 with the instance role and runs it as a service on
-    ``agent.port`` (plaintext, ``--insecure``, only when the fleet has no ``agent.tls``).
+    ``agent.port`` (plaintext, ``--insecure``, only when the fleet has no ``agent.tls``). A TLS
+    fleet passes the launch's ``trust`` (fleet CA + bootstrap secret, from its ClientToken), which
+    the script writes for the agent; without an installer the user data is that part alone.
     """
     if settings.ec2.user_data is not None:
         return settings.ec2.user_data
+    os_name = "darwin" if instance_type.startswith("mac") else settings.node.os
     bootstrap = settings.bootstrap
     if not (bootstrap.s3_bucket and bootstrap.s3_key):
-        return None
+        if trust is None:
+            return None
+        return trust_user_data(os_name, fleet_ca_pem=trust.ca_cert_pem, bootstrap_secret=trust.secret)
     return render_user_data(
-        "darwin" if instance_type.startswith("mac") else settings.node.os,
+        os_name,
         s3_bucket=bootstrap.s3_bucket,
         s3_key=bootstrap.s3_key,
         port=settings.agent.port,
         region=settings.region,
         extra_args=["--insecure"] if settings.agent.tls is None else [],
+        fleet_ca_pem=trust.ca_cert_pem if trust is not None else "",
+        bootstrap_secret=trust.secret if trust is not None else "",
     )
 
 

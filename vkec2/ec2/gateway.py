@@ -102,6 +102,7 @@ class Ec2Gateway:
         self.store = store
         self.limiter = limiter
         self._clients: dict[str, EC2Client] = {}
+        self._account: str | None = None
         self._pid = 0
         self._mutex = threading.Lock()
         self._zones: dict[str, str] = {}  # subnet ID -> Availability Zone
@@ -147,6 +148,20 @@ class Ec2Gateway:
                     CallAccounting(self.store, self.limiter).register(client.meta.events)
                     self._clients[purpose] = client
         return client
+
+    def account_id(self) -> str:
+        """The AWS account of these credentials (STS GetCallerIdentity, asked once per process)."""
+        if self._account is None:
+            aws = self.settings.aws
+            config = botocore.config.Config(
+                region_name=self.settings.region,
+                connect_timeout=aws.connect_timeout_seconds,
+                read_timeout=aws.read_timeout_seconds,
+            )
+            sts = boto3.session.Session().client("sts", endpoint_url=aws.endpoint_url, config=config)
+            with _ec2_errors("GetCallerIdentity"):
+                self._account = str(sts.get_caller_identity()["Account"])
+        return self._account
 
     def _call(self, action: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
         """One EC2 call ``action`` (``fn`` with ``kwargs``), its errors as :class:`Ec2Error`."""

@@ -32,6 +32,7 @@ from typing import Any
 from vkec2.config import Settings
 from vkec2.config.model import RUN_INSTANCES_PER_STEP
 from vkec2.contract import QUOTA_ERROR_CODES, QUOTA_EXCEEDED, REGION_WIDE
+from vkec2.domain.agents import AgentTrust
 from vkec2.domain.instances import Instance, client_token
 from vkec2.domain.models import Phase, PodRecord, condition, now
 from vkec2.domain.podspec import LaunchParams, user_data_for
@@ -146,10 +147,24 @@ def settle_conditions(
 class CapacityLaunch:
     """Launches a pod's instance on the first candidate with capacity; remembers which had none."""
 
-    def __init__(self, settings: Settings, marks: OfferingMarks, ec2: Ec2) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        marks: OfferingMarks,
+        ec2: Ec2,
+        trust: Callable[[str], AgentTrust] | None = None,
+    ) -> None:
         self.settings = settings
         self.marks = marks
         self.ec2 = ec2
+        self.trust = trust  # a TLS fleet's bootstrap trust for the user data of a ClientToken
+
+    def _sent_params(self, cand: Candidate) -> LaunchParams:
+        """The candidate's parameters with the user data of its ClientToken (same token, same data)."""
+        if self.trust is None:
+            return cand.params
+        data = user_data_for(self.settings, cand.params.instance_type, self.trust(cand.token))
+        return replace(cand.params, user_data=data)
 
     def _zones(self, params: LaunchParams) -> dict[str, str]:
         subnets = [s for s in (params.subnet_id, *params.fallback_subnets) if s]
@@ -197,7 +212,7 @@ class CapacityLaunch:
                 intent(cand.token)
                 launches += 1
                 try:
-                    return self.ec2.run_instance(cand.params, tags, cand.token)
+                    return self.ec2.run_instance(self._sent_params(cand), tags, cand.token)
                 except Ec2Error as exc:
                     if not exc.capacity:
                         raise

@@ -27,7 +27,7 @@ from typing import Any
 from vkec2.config import Settings
 from vkec2.contract import AGENT_CONNECTED, INSTANCE_READY, POOL_CLAIMED, TAG_POOL_STATE
 from vkec2.domain import phases
-from vkec2.domain.agents import AgentTarget, AppStatus, resolve_endpoint
+from vkec2.domain.agents import AgentTarget, AgentTrust, AppStatus, resolve_endpoint
 from vkec2.domain.instances import Instance
 from vkec2.domain.models import Phase, PodRecord, StatusEvent, condition, now
 from vkec2.domain.podspec import launch_params
@@ -54,14 +54,16 @@ class Lifecycle:
         store: LaunchStore,
         ec2: Ec2,
         agents: Agents,
-        bootstrap: Callable[[AgentTarget], None] | None = None,
+        bootstrap: Callable[[AgentTarget, str], None] | None = None,
+        *,
+        trust: Callable[[str], AgentTrust] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.ec2 = ec2
         self.agents = agents
-        self.bootstrap = bootstrap
-        self.capacity = CapacityLaunch(settings, store, ec2)
+        self.bootstrap = bootstrap  # (target, the launch's ClientToken): the agent to mTLS
+        self.capacity = CapacityLaunch(settings, store, ec2, trust)
         self.pod_instances = PodInstances(settings, ec2)
         self.teardown = Teardown(settings, self.pod_instances, agents, self._record)
         self.rebuild = Rebuild(settings, ec2, agents, self.pod_instances, self._record)
@@ -374,7 +376,7 @@ class Lifecycle:
             return self._poll_delay(rec)
         try:
             if self.bootstrap is not None:
-                self.bootstrap(target)
+                self.bootstrap(target, str(rec.instance.get("ClientToken") or rec.launch_token))
             self.agents.launch(target, rec.spec)
         except AgentRejected as exc:
             return self._retry_or_fail(lock, rec, exc.reason, f"agent refused the pod: {exc.message}")

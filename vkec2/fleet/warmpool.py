@@ -4,7 +4,10 @@ A pool's truth lives in EC2 tags (``vkec2.io/pool`` = name, ``vkec2.io/pool-stat
 Ready, Claimed or Unhealthy; instances are tagged at launch) and is mirrored in Redis: the
 ``pool:{name}:instances`` hash holds every unclaimed member's description and ``pool:{name}:ready``
 the IDs a pod may take with the atomic :meth:`~vkec2.store.Store.claim_ready`. Ready means the agent
-answers its grpc.health check, not merely "EC2 running". :meth:`WarmPools.reconcile` (the body of
+answers its grpc.health check, not merely "EC2 running"; in a TLS fleet a member is bootstrapped to
+mTLS (its CSR checked and signed, :mod:`vkec2.agent_client.bootstrap`) as it joins, so no member
+waits in the pool in bootstrap mode and a claim finds it already authenticated. Its user data
+carries the bootstrap trust of its own ClientToken. :meth:`WarmPools.reconcile` (the body of
 ``vkec2.maintenance.warm_pools``) lists the cluster's instances once for all pools, checks the
 members' agents, retags the ones whose state changed (one CreateTags per state), launches the
 deficit (one RunInstances per slot, each slot with its own ClientToken, subnet chosen at random) and
@@ -42,7 +45,7 @@ from vkec2.contract import (
     TAG_POOL,
     TAG_POOL_STATE,
 )
-from vkec2.domain.agents import AgentTarget, resolve_endpoint
+from vkec2.domain.agents import AgentTarget, AgentTrust, resolve_endpoint
 from vkec2.domain.instances import Instance, pool_slot, pool_token, tag_map
 from vkec2.domain.podspec import LaunchParams, user_data_for
 from vkec2.domain.times import parse_rfc3339
@@ -121,6 +124,9 @@ class WarmPools:
         agents: Agents,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        *,
+        bootstrap: Callable[[AgentTarget, str], None] | None = None,
+        trust: Callable[[str], AgentTrust] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -128,6 +134,8 @@ class WarmPools:
         self.agents = agents
         self.clock = clock
         self.rng = rng or random.Random()
+        self.bootstrap = bootstrap  # (target, ClientToken): a TLS fleet's bootstrap to mTLS
+        self.trust = trust  # a TLS fleet's bootstrap trust for the user data of a ClientToken
 
     # -- reading the mirror ---------------------------------------------------------------
 
@@ -158,10 +166,18 @@ class WarmPools:
         return report
 
     def _serving(self, instance: Instance) -> bool:
+        """Whether the member's agent serves (bootstrapped to mTLS first in a TLS fleet)."""
         try:
             endpoint = resolve_endpoint(self.settings.agent, instance)
-            return self.agents.serving(AgentTarget(endpoint=endpoint, instance_id=instance["InstanceId"]))
-        except AgentError:
+            target = AgentTarget(endpoint=endpoint, instance_id=instance["InstanceId"])
+            if not self.agents.serving(target):
+                return False
+            if self.bootstrap is not None:
+                self.bootstrap(target, str(instance.get("ClientToken") or ""))
+            return True
+        except AgentError as exc:
+            if self.bootstrap is not None and not exc.retryable:
+                log.warning("warm pool member %s not ready: %s", instance.get("InstanceId"), exc.message)
             return False
 
     def _scope(self, pool: str) -> str:
@@ -297,6 +313,9 @@ class WarmPools:
         subnets = subnets[start:] + subnets[:start]
         refused: Ec2Error | None = None
         for n, (instance_type, subnet) in enumerate((t, s) for t in types for s in subnets):
+            variant = hashlib.sha256(f"{instance_type}/{subnet or ''}".encode()).hexdigest()[:8]
+            sent_token = token if n == 0 else f"{token}-{variant}"
+            trust = self.trust(sent_token) if self.trust is not None else None
             params = LaunchParams(
                 image_id=defaults.image_id,
                 instance_type=instance_type,
@@ -304,13 +323,12 @@ class WarmPools:
                 security_groups=tuple(sorted(defaults.security_groups)),
                 instance_profile=defaults.instance_profile,
                 key_pair=defaults.key_pair,
-                user_data=user_data_for(self.settings, instance_type),
+                user_data=user_data_for(self.settings, instance_type, trust),
                 tags=tuple(sorted(defaults.tags.items())),
                 warm_pool=pool.name,
             )
-            variant = hashlib.sha256(f"{instance_type}/{subnet or ''}".encode()).hexdigest()[:8]
             try:
-                return self.ec2.run_instance(params, tags, token if n == 0 else f"{token}-{variant}")
+                return self.ec2.run_instance(params, tags, sent_token)
             except Ec2Error as exc:
                 if not exc.capacity:
                     raise

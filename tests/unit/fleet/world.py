@@ -77,7 +77,7 @@ class World:
         self.lifecycle = Lifecycle(cfg, self.store, self.ec2, self.agents)
 
     def with_bootstrap(self, hook: Callable[[AgentTarget], None] | None = None) -> None:
-        def bootstrap(target: AgentTarget) -> None:
+        def bootstrap(target: AgentTarget, client_token: str) -> None:
             self.bootstraps.append(target)
             self.agents.calls.append(("bootstrap", target.instance_id))
             if hook is not None:
