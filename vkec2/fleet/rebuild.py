@@ -62,15 +62,23 @@ class Rebuild:
             (i for i in history if i.get("State", {}).get("Name") in LIVE_STATES),
             key=lambda i: str(i.get("LaunchTime", "")),
         )
-        log.warning(
-            "pod %s/%s (%s) rebuilt after Redis lost its data: %d instance(s) found, %d live; attempt %d",
-            rec.namespace,
-            rec.name,
-            rec.uid,
-            len(history),
-            len(live),
-            attempt,
-        )
+        if history:
+            log.warning(
+                "pod %s/%s (%s) rebuilt after Redis lost its data: %d instance(s) found, %d live; attempt %d",
+                rec.namespace,
+                rec.name,
+                rec.uid,
+                len(history),
+                len(live),
+                attempt,
+            )
+        else:  # a fresh Redis looks the same as a lost one until EC2 is asked: nothing was lost
+            log.info(
+                "pod %s/%s (%s): no instance in EC2 for its new record; a first launch",
+                rec.namespace,
+                rec.name,
+                rec.uid,
+            )
         if not live:
             return Rebuilt()
         keep, extra = live[0], live[1:]
