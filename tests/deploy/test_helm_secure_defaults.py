@@ -304,3 +304,26 @@ def test_generated_ca_and_producer_certificate_work_over_mtls(h: Helm) -> None:
         assert code == grpc.StatusCode.UNAVAILABLE
     finally:
         server.stop(None)
+
+
+def test_cert_manager_makes_the_ca_and_renews_the_producer_certificate(h: Helm) -> None:
+    objs = h.template(None, "agentTls.certManager.enabled=true")
+    assert objs.maybe("Secret", f"{PREFIX}-fleet-ca") is None
+    assert objs.maybe("Secret", f"{PREFIX}-producer-tls") is None
+    ca = objs.get("Certificate", f"{PREFIX}-fleet-ca")["spec"]
+    assert ca["isCA"] is True and ca["secretName"] == f"{PREFIX}-fleet-ca"
+    assert ca["privateKey"]["algorithm"] == "ECDSA"  # vkec2.ca loads EC keys only
+    assert ca["issuerRef"] == {"name": f"{PREFIX}-selfsigned", "kind": "Issuer", "group": "cert-manager.io"}
+    assert objs.get("Issuer", f"{PREFIX}-fleet-ca")["spec"] == {"ca": {"secretName": f"{PREFIX}-fleet-ca"}}
+    producer = objs.get("Certificate", f"{PREFIX}-producer-tls")["spec"]
+    assert producer["usages"] == ["digital signature", "client auth"] and "renewBefore" in producer
+    volume = next(
+        v for v in pod_spec(objs.get("StatefulSet", f"{PREFIX}-producer"))["volumes"] if "secret" in v
+    )
+    assert volume["secret"]["secretName"] == producer["secretName"]
+    assert problems(objs) == []
+    own = h.template(None, "agentTls.certManager.enabled=true", "agentTls.certManager.issuerRef.name=corp-ca")
+    assert own.maybe("Issuer", f"{PREFIX}-selfsigned") is None
+    assert own.get("Certificate", f"{PREFIX}-fleet-ca")["spec"]["issuerRef"]["name"] == "corp-ca"
+    error = h.template_error(None, "agentTls.certManager.enabled=true", "agentTls.secretName=x")
+    assert "leave agentTls.secretName empty" in error

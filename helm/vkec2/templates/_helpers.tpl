@@ -104,8 +104,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (kindIs "map" $agent) (hasKey $agent "insecure_plaintext") }}
 {{- fail "config.agent.insecure_plaintext: set agentTls.insecurePlaintext instead (the chart then creates no fleet CA)" }}
 {{- end }}
-{{- if and .Values.agentTls.insecurePlaintext (or .Values.agentTls.secretName .Values.agentTls.producerSecretName) }}
-{{- fail "agentTls.insecurePlaintext is true but agentTls.secretName or producerSecretName is set too; remove one of them" }}
+{{- if and .Values.agentTls.insecurePlaintext (or .Values.agentTls.secretName .Values.agentTls.producerSecretName .Values.agentTls.certManager.enabled) }}
+{{- fail "agentTls.insecurePlaintext is true but agentTls.secretName, producerSecretName or certManager.enabled is set too; remove one of them" }}
+{{- end }}
+{{- if and .Values.agentTls.certManager.enabled .Values.agentTls.secretName }}
+{{- fail "agentTls.certManager.enabled makes the fleet CA into <fullname>-fleet-ca; leave agentTls.secretName empty (or disable certManager to bring your own CA)" }}
 {{- end }}
 {{- $node := default (dict) (get $c "node") }}
 {{- if kindIs "map" $node }}
