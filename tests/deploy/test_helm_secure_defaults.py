@@ -327,3 +327,24 @@ def test_cert_manager_makes_the_ca_and_renews_the_producer_certificate(h: Helm) 
     assert own.get("Certificate", f"{PREFIX}-fleet-ca")["spec"]["issuerRef"]["name"] == "corp-ca"
     error = h.template_error(None, "agentTls.certManager.enabled=true", "agentTls.secretName=x")
     assert "leave agentTls.secretName empty" in error
+
+
+def test_network_policies_decode_as_typed_objects(h: Helm) -> None:
+    """The kubernetes client's models keep every field of the policies (a misspelt one is dropped)."""
+    from kubernetes.client import ApiClient
+
+    client = ApiClient()
+
+    def typed_copy(obj: Obj) -> Obj:
+        decoded = client._ApiClient__deserialize(obj, "V1NetworkPolicy")
+        result: Obj = client.sanitize_for_serialization(decoded)
+        return result
+
+    objs = h.template({"networkPolicy": {"controlPlaneCIDRs": ["10.0.0.0/24"]}})
+    policies = objs.of_kind("NetworkPolicy")
+    assert len(policies) == 3
+    for policy in policies:
+        assert typed_copy(policy) == policy, policy["metadata"]["name"]
+    typo = copy.deepcopy(policies[0])
+    typo["spec"]["ingres"] = typo["spec"].pop("ingress")
+    assert typed_copy(typo) != typo
