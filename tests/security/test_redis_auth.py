@@ -5,7 +5,9 @@ refuses every client without the password or with a wrong one — a raw client, 
 its Celery broker and the ``vkec2`` CLI, which says so without printing the password — while a
 worker given the password in ``redis_url`` runs a pod to Running. ``rediss://`` URLs are accepted
 by the configuration, and both the store and the broker verify the server's certificate against a
-real TLS ``redis-server``: trusted CA, connected; another CA, refused.
+real TLS ``redis-server``: trusted CA, connected; another CA, refused. The start-up commands the
+chart and compose render for their bundled Redis are run as they are (on a private port) and
+require the password too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import redis
 import yaml
 
 from tests.support.fleet import FleetHarness, example_pod
+from tests.support.helm import PREFIX, Helm, container
+from tests.support.kubetools import helm_path
 from vkec2.broker.app import make_app
 from vkec2.ca import FleetCA
 from vkec2.cli.procs import ManagedProcess, free_port, port_open, start_redis, wait_until
@@ -168,3 +172,60 @@ def test_rediss_verifies_the_server_certificate(
                 conn.ensure_connection(max_retries=1)
         store.redis.close()
         app.close()
+
+
+def _run_script(script: str, tmp: Path, env: dict[str, str]) -> tuple[ManagedProcess, int]:
+    """A bundled Redis's shell script, on a private port and data directory instead of 6379 and /data."""
+    port = free_port()
+    assert script.count("exec redis-server -") == 1
+    script = script.replace("exec redis-server -", f"exec redis-server - --port {port} --bind 127.0.0.1")
+    script = script.replace("dir /data", f"dir {tmp}")
+    proc = ManagedProcess("bundled-redis", ["sh", "-c", script], env={**os.environ, **env}).start()
+    wait_until(lambda: port_open(port) or not proc.alive(), 15, "the bundled Redis")
+    assert proc.alive(), proc.output()
+    return proc, port
+
+
+def _requires(port: int, password: str) -> None:
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=port).ping()
+    assert redis.Redis(port=port, password=password).ping()
+
+
+def test_the_charts_bundled_redis_requires_the_password(tmp_path: Path) -> None:
+    objs = Helm(helm_path(), tmp_path).template()
+    redis_container = container(objs.get("Deployment", f"{PREFIX}-redis"))
+    assert redis_container["command"] == ["sh", "-c"]
+    (script,) = redis_container["args"]
+    password = secrets.token_urlsafe(24)
+    proc, port = _run_script(script, tmp_path, {"REDIS_PASSWORD": password})
+    try:
+        _requires(port, password)
+        cli, *command = redis_container["readinessProbe"]["exec"]["command"]
+        probe = [cli, "-p", str(port), *command]
+        answer = subprocess.run(
+            probe, capture_output=True, text=True, env={**os.environ, "REDISCLI_AUTH": password}
+        )
+        assert answer.stdout.strip() == "PONG", answer
+        assert password not in " ".join(proc.argv)
+    finally:
+        proc.stop()
+
+
+def test_the_compose_redis_requires_a_password(tmp_path: Path) -> None:
+    redis_service = yaml.safe_load((ROOT / "compose" / "compose.yaml").read_text())["services"]["redis"]
+    script = redis_service["command"][2].replace("$$", "$")  # compose's escape of a literal $
+    refused = subprocess.run(
+        ["sh", "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "REDIS_PASSWORD": ""},
+        timeout=30,
+    )
+    assert refused.returncode == 64 and "set REDIS_PASSWORD" in refused.stderr
+    password = secrets.token_urlsafe(24)
+    proc, port = _run_script(script, tmp_path, {"REDIS_PASSWORD": password})
+    try:
+        _requires(port, password)
+    finally:
+        proc.stop()
