@@ -87,11 +87,11 @@ def _producer_auth(objs: Objects) -> list[str]:
         found.append("producer auth: not in Kubernetes mode (--in-cluster), where authentication is required")
     found += [f"producer auth: insecure flag {a}" for a in args if "insecure" in a.lower()]
     mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
-    for arg in args:
-        if arg.startswith("--kubelet-client-ca="):
-            path = arg.partition("=")[2]
+    for index, arg in enumerate(args):  # --kubelet-client-ca=PATH or --kubelet-client-ca PATH
+        if arg == "--kubelet-client-ca" or arg.startswith("--kubelet-client-ca="):
+            path = arg.partition("=")[2] or (args[index + 1] if index + 1 < len(args) else "")
             if not any(path.startswith(m.rstrip("/") + "/") for m in mounts):
-                found.append(f"producer auth: the client CA {path} is not mounted")
+                found.append(f"producer auth: the client CA {path!r} is not mounted")
     return found
 
 
@@ -201,6 +201,11 @@ def _open_redis_policy(objs: Objects) -> None:
         (("networkPolicy.enabled=false",), None, "NetworkPolicy: none guards the producers"),
         (("networkPolicy.enabled=false",), None, "NetworkPolicy: none guards Redis"),
         (("producer.extraArgs={--kubelet-insecure-no-auth}",), None, "producer auth: insecure flag"),
+        (
+            ("producer.extraArgs={--kubelet-client-ca=/nowhere/ca.crt}",),
+            None,
+            "the client CA '/nowhere/ca.crt' is not",
+        ),
         (("agentTls.insecurePlaintext=true",), None, "allows plaintext agents"),
         ((), _drop_env("VKEC2_AGENT__TLS", "producer"), f"agent TLS: {PREFIX}-producer has no agent.tls"),
         ((), _drop_env("REDIS_PASSWORD", "redis"), "REDIS_PASSWORD of the Redis container is not from"),
