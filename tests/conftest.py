@@ -27,6 +27,9 @@ for _key, _value in {
 }.items():
     os.environ[_key] = _value
 os.environ.pop("VKEC2_CONFIG", None)
+# `import tasks` loads the configuration of this process (defaults: agents on private IPs, no
+# agent.tls), which is refused without the explicit flag (vkec2/config/transport.py).
+os.environ["VKEC2_AGENT__INSECURE_PLAINTEXT"] = "true"
 
 #: Databases 1-63, taken in turn: each is flushed before and after its test, and a test gets the
 #: database 62 tests after its last user (the test processes it started stopped long before).

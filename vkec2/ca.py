@@ -204,6 +204,15 @@ class FleetCA:
         issued = self._issue(instance_id, sans, ExtendedKeyUsageOID.SERVER_AUTH, valid_days, public)
         return issued.cert_pem
 
+    def _authority_key_id(self) -> x509.AuthorityKeyIdentifier:
+        """The issued certificates' AKI: the CA's own SKI when it has one (a CA made elsewhere, e.g.
+        by Helm's genCA, may derive it otherwise than from the key's SHA-1), else from its key."""
+        try:
+            ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        except x509.ExtensionNotFound:
+            return x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key())
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+
     def _issue(
         self,
         common_name: str,
@@ -247,9 +256,7 @@ class FleetCA:
                 critical=True,
             )
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
-            )
+            .add_extension(self._authority_key_id(), critical=False)
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)

@@ -32,13 +32,17 @@ COMPOSE_DIR = ROOT / "compose"
 COMPOSE = COMPOSE_DIR / "compose.yaml"
 DOCKERFILE = COMPOSE_DIR / "Dockerfile"
 
-_VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
+_VAR = re.compile(r"(?<!\$)\$\{([A-Z0-9_]+)(?::-([^${}]*))?\}")
 
 
 def _interpolate(value: Any) -> Any:
-    """Compose's ``${VAR:-default}`` with nothing set; ``$$`` stays a literal ``$`` for the container."""
+    """Compose's ``${VAR:-default}`` (nested too) with nothing set; ``$$`` stays a literal ``$``."""
     if isinstance(value, str):
-        return _VAR.sub(lambda m: m.group(2) or "", value).replace("$$", "$")
+        while True:
+            done = _VAR.sub(lambda m: m.group(2) or "", value)
+            if done == value:
+                return done.replace("$$", "$")
+            value = done
     if isinstance(value, list):
         return [_interpolate(v) for v in value]
     if isinstance(value, dict):
@@ -171,7 +175,7 @@ def test_vkec2_services_read_the_mounted_configuration(services: dict[str, Obj],
         assert env["VKEC2_CONFIG"] in mounts, name
         host = COMPOSE_DIR / mounts[env["VKEC2_CONFIG"]]
         assert host.resolve() == (COMPOSE_DIR / "config.local.yaml").resolve()
-        assert env["VKEC2_REDIS_URL"] == "redis://redis:6379/0"
+        assert env["VKEC2_REDIS_URL"] == "redis://:@redis:6379/0"  # REDIS_PASSWORD unset: Redis refuses
 
     # The local configuration, with the environment of a worker, passes vkec2's own check.
     env = {k: v for k, v in os.environ.items() if not k.startswith("VKEC2_")}
@@ -188,7 +192,22 @@ def test_vkec2_services_read_the_mounted_configuration(services: dict[str, Obj],
     )
     assert proc.returncode == 0, proc.stderr
     effective = yaml.safe_load(proc.stdout)
-    assert effective["redis_url"] == "redis://redis:6379/0"
+    assert effective["redis_url"] == "redis://:@redis:6379/0"
+
+
+def test_redis_requires_a_password_and_the_kubelet_port_stays_on_loopback(services: dict[str, Obj]) -> None:
+    redis = services["redis"]
+    script = redis["command"][2]
+    assert redis["command"][:2] == ["sh", "-c"]
+    assert 'test -n "$REDIS_PASSWORD" ||' in script and "exit 64" in script
+    assert "requirepass $REDIS_PASSWORD" in script  # from stdin, in no argument
+    assert _env(redis)["REDISCLI_AUTH"] == _env(redis)["REDIS_PASSWORD"] == ""  # only from compose/.env
+    compose_text = COMPOSE.read_text()
+    assert "VKEC2_REDIS_URL:-redis://:${REDIS_PASSWORD:-}@redis:6379/0" in compose_text
+    # No port of the stack is published on every interface.
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), (name, port)
 
 
 def test_dockerfile_installs_the_distribution(services: dict[str, Obj]) -> None:

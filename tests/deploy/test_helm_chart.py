@@ -60,6 +60,13 @@ def test_default_values_render_the_whole_fleet(h: Helm) -> None:
         ("Service", f"{PREFIX}-flower"),
         ("Deployment", f"{PREFIX}-redis"),
         ("Service", f"{PREFIX}-redis"),
+        # Secure defaults: the fleet CA, the producer's client certificate, the Redis password, policies.
+        ("Secret", f"{PREFIX}-fleet-ca"),
+        ("Secret", f"{PREFIX}-producer-tls"),
+        ("Secret", f"{PREFIX}-redis-auth"),
+        ("NetworkPolicy", f"{PREFIX}-producer"),
+        ("NetworkPolicy", f"{PREFIX}-worker"),
+        ("NetworkPolicy", f"{PREFIX}-redis"),
     }
     assert objs.kinds() == expected
     for obj in objs:
@@ -136,9 +143,10 @@ def test_node_names_in_notes_are_the_ones_the_producers_derive(h: Helm) -> None:
     expected = [default_node_name("Prod.Macs_EU", {"POD_NAME": f"{sts_name}-{i}"}) for i in range(3)]
     assert f"Virtual nodes (3): {', '.join(expected)}" in notes
     # Defaults warn about what must not stay that way in production.
-    assert "bundled Redis" in notes and "plaintext" in notes
+    assert "bundled Redis" in notes and "controlPlaneCIDRs is empty" in notes and "PLAINTEXT" not in notes
     quiet = h.notes(PROD_VALUES)
-    assert "bundled Redis" not in quiet and "plaintext" not in quiet and "aws.roleArn is empty" not in quiet
+    assert "bundled Redis" not in quiet and "PLAINTEXT" not in quiet and "aws.roleArn is empty" not in quiet
+    assert "PLAINTEXT" in h.notes(None, "agentTls.insecurePlaintext=true")
 
 
 def test_celery_command_lines(h: Helm) -> None:

@@ -61,10 +61,11 @@ def test_configmap_passes_config_check_in_every_container(
         assert volumes["config"]["configMap"]["name"] == cm_name
         assert env.pop("VKEC2_CONFIG") == f"{mounts['config']}/config.yaml"
         if values is None:
-            assert env["VKEC2_REDIS_URL"] == f"redis://{PREFIX}-redis:6379/0"
+            assert env["VKEC2_REDIS_URL"] == f"redis://:$(REDIS_PASSWORD)@{PREFIX}-redis:6379/0"
+            env["VKEC2_REDIS_URL"] = env["VKEC2_REDIS_URL"].replace("$(REDIS_PASSWORD)", "stand-in")
         # Secret-held values (the Redis URL) get a stand-in; every literal VKEC2_* value is checked.
         for name, entry in env_of(c).items():
-            if "valueFrom" in entry and "secretKeyRef" in entry["valueFrom"]:
+            if "valueFrom" in entry and "secretKeyRef" in entry["valueFrom"] and name.startswith("VKEC2_"):
                 env[name] = "redis://:stand-in@redis.example:6379/0"
         environments.setdefault(frozenset(env.items()), w["metadata"]["name"])
     assert len(environments) >= 2  # the producer/workers (metrics) and beat/Flower differ
@@ -87,7 +88,8 @@ def test_a_sentinel_url_and_its_master_name_pass_config_check(h: Helm, tmp_path:
         None, "redis.bundled.enabled=false", f"redis.url={url}", "config.redis_sentinel_master=main"
     )
     assert objs.get("Secret", f"{PREFIX}-redis")["stringData"] == {"redis-url": url}
-    proc = _config_check(config_of(objs), {"VKEC2_REDIS_URL": url}, tmp_path)
+    tls = literal_env(container(objs.get("Deployment", f"{PREFIX}-worker")))["VKEC2_AGENT__TLS"]
+    proc = _config_check(config_of(objs), {"VKEC2_REDIS_URL": url, "VKEC2_AGENT__TLS": tls}, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["redis_sentinel_master"] == "main"
     assert "s3cret" not in proc.stdout + proc.stderr
@@ -102,7 +104,7 @@ def test_a_bad_configuration_renders_but_config_check_names_the_key(h: Helm, tmp
     assert "agent.port" in proc.stderr
 
 
-def test_fleet_ca_is_mounted_into_workers_only(h: Helm, tmp_path: Path) -> None:
+def test_fleet_ca_key_is_mounted_into_workers_only(h: Helm, tmp_path: Path) -> None:
     objs = h.template(PROD_VALUES, "agentTls.certKey=ca.pem", "agentTls.keyKey=ca-key.pem")
     worker = objs.get("Deployment", f"{PREFIX}-worker")
     c = container(worker)
@@ -118,16 +120,24 @@ def test_fleet_ca_is_mounted_into_workers_only(h: Helm, tmp_path: Path) -> None:
     proc = _config_check(config_of(objs), env, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["agent"]["tls"]["ca_key_file"] == tls["ca_key_file"]
-    # The CA key reaches no other pod.
+    # The CA key reaches no other pod: the producer has its own client certificate, beat and Flower
+    # the CA certificate only (the configuration rule refuses plaintext agents everywhere).
     for w in objs.workloads():
         if w is worker:
             continue
-        assert all(
-            "secret" not in v or v["secret"]["secretName"] != "vkec2-fleet-ca"
-            for v in pod_spec(w).get("volumes", [])
-        )
-        assert "VKEC2_AGENT__TLS" not in env_of(container(w))
-    assert "VKEC2_AGENT__TLS" not in env_of(container(h.template().get("Deployment", f"{PREFIX}-worker")))
+        for v in pod_spec(w).get("volumes", []):
+            if "secret" in v and v["secret"]["secretName"] == "vkec2-fleet-ca":
+                assert [item["key"] for item in v["secret"]["items"]] == ["ca.pem"]
+        agent_tls = literal_env(container(w)).get("VKEC2_AGENT__TLS")
+        if w["metadata"]["name"] == f"{PREFIX}-redis":
+            assert agent_tls is None
+            continue
+        assert agent_tls is not None and "ca_key_file" not in json.loads(agent_tls)
+    producer = objs.get("StatefulSet", f"{PREFIX}-producer")
+    ptls = json.loads(literal_env(container(producer))["VKEC2_AGENT__TLS"])
+    assert set(ptls) == {"ca_cert_file", "client_cert_file", "client_key_file"}
+    volume = next(v for v in pod_spec(producer)["volumes"] if v["name"] == "agent-client")
+    assert volume["secret"]["secretName"] == "vkec2-producer-agent-client"
 
 
 def test_config_changes_roll_the_pods(h: Helm) -> None:
@@ -181,8 +191,16 @@ def test_bundled_redis_is_reachable_under_the_url_the_fleet_uses(h: Helm) -> Non
     deploy = objs.get("Deployment", f"{PREFIX}-redis")
     assert svc["spec"]["selector"] == deploy["spec"]["selector"]["matchLabels"]
     assert svc["spec"]["ports"][0]["port"] == 6379
-    for ref in _redis_env(objs):
-        assert ref["value"] == f"redis://{svc['metadata']['name']}:6379/0"
+    password = env_of(container(deploy))["REDIS_PASSWORD"]["valueFrom"]
+    for w in fleet_workloads(objs):
+        env = env_of(container(w))
+        # The URL holds the password by reference; the kubelet expands $(REDIS_PASSWORD) from the Secret.
+        assert (
+            env["VKEC2_REDIS_URL"]["value"] == f"redis://:$(REDIS_PASSWORD)@{svc['metadata']['name']}:6379/0"
+        )
+        assert env["REDIS_PASSWORD"]["valueFrom"] == password
+        names = [e["name"] for e in container(w)["env"]]
+        assert names.index("REDIS_PASSWORD") < names.index("VKEC2_REDIS_URL")  # defined before use
 
 
 def test_flower_requires_basic_auth(h: Helm) -> None:

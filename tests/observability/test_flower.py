@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _env(tmp_path: Path, redis_url: str, flower: dict[str, Any]) -> dict[str, str]:
     path = tmp_path / "flower.yaml"
-    path.write_text(yaml.safe_dump({"redis_url": redis_url, "flower": flower}))
+    # Agents on loopback: plaintext is allowed without a flag (vkec2/config/transport.py).
+    agent = {"endpoint": "static:127.0.0.1:8200"}
+    path.write_text(yaml.safe_dump({"redis_url": redis_url, "flower": flower, "agent": agent}))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VKEC2_", "FLOWER_"))}
     env["VKEC2_CONFIG"] = str(path)
     return env

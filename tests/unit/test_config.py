@@ -26,6 +26,8 @@ LEGACY = DATA / "original-provider-config.json"
 EXAMPLE = DATA / "vkec2.yaml"
 INVALID = DATA / "invalid.yaml"
 ROOT = Path(__file__).resolve().parents[2]
+TLS_ENV = {"VKEC2_AGENT__TLS": json.dumps({"ca_cert_file": "/etc/vkec2/ca/ca.crt"})}
+WITH_TLS = Settings.model_validate({"agent": {"tls": {"ca_cert_file": "/etc/vkec2/ca/ca.crt"}}})
 
 
 def write(tmp_path: Path, name: str, content: str | dict[str, Any]) -> Path:
@@ -49,7 +51,7 @@ def legacy() -> dict[str, Any]:
 
 
 def test_no_file_and_no_env_gives_defaults() -> None:
-    assert load_settings(env={}) == Settings()
+    assert load_settings(env=TLS_ENV) == WITH_TLS  # agent.tls is needed: test_config_transport.py
 
 
 def test_capacity_defaults() -> None:
@@ -76,17 +78,17 @@ def test_example_yaml_loads_every_section() -> None:
 
 def test_json_file_and_json_content_in_a_yaml_file(tmp_path: Path) -> None:
     content = {"cluster_name": "c1", "agent": {"port": 9000}}
-    assert load_settings(write(tmp_path, "c.json", content), env={}).agent.port == 9000
-    assert load_settings(write(tmp_path, "c.yaml", content), env={}).cluster_name == "c1"
+    assert load_settings(write(tmp_path, "c.json", content), env=TLS_ENV).agent.port == 9000
+    assert load_settings(write(tmp_path, "c.yaml", content), env=TLS_ENV).cluster_name == "c1"
 
 
 def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
-    assert load_settings(write(tmp_path, "empty.yaml", ""), env={}) == Settings()
+    assert load_settings(write(tmp_path, "empty.yaml", ""), env=TLS_ENV) == WITH_TLS
 
 
 def test_config_path_from_vkec2_config(tmp_path: Path) -> None:
     path = write(tmp_path, "c.yaml", "cluster_name: from-env-path\n")
-    loaded = load_config(env={"VKEC2_CONFIG": str(path)})
+    loaded = load_config(env={"VKEC2_CONFIG": str(path), **TLS_ENV})
     assert loaded.settings.cluster_name == "from-env-path"
     assert loaded.path == str(path)
 
@@ -147,15 +149,15 @@ def test_env_index_out_of_range_is_an_error() -> None:
 
 
 def test_unrelated_vkec2_variables_are_ignored_and_near_misses_warned() -> None:
-    loaded = load_config(env={"VKEC2_KUBETOOLS_CACHE": "/tmp/x", "VKEC2_REDIS_UR": "redis://x"})
-    assert loaded.settings == Settings()
+    loaded = load_config(env={"VKEC2_KUBETOOLS_CACHE": "/tmp/x", "VKEC2_REDIS_UR": "redis://x", **TLS_ENV})
+    assert loaded.settings == WITH_TLS
     assert len(loaded.warnings) == 1
     assert "VKEC2_REDIS_UR" in loaded.warnings[0] and "VKEC2_REDIS_URL" in loaded.warnings[0]
 
 
 @given(st.integers(min_value=-100_000, max_value=100_000))
 def test_env_port_accepted_exactly_in_range(port: int) -> None:
-    env = {"VKEC2_AGENT__PORT": str(port)}
+    env = {"VKEC2_AGENT__PORT": str(port), **TLS_ENV}
     if 1 <= port <= 65535:
         assert load_settings(env=env).agent.port == port
     else:
@@ -203,7 +205,7 @@ def test_unknown_keys_are_errors(tmp_path: Path) -> None:
     ],
 )
 def test_valid_agent_endpoints(endpoint: str) -> None:
-    assert load_settings(env={"VKEC2_AGENT__ENDPOINT": endpoint}).agent.endpoint == endpoint
+    assert load_settings(env={"VKEC2_AGENT__ENDPOINT": endpoint, **TLS_ENV}).agent.endpoint == endpoint
 
 
 @pytest.mark.parametrize(
@@ -303,7 +305,7 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_original_provider_config_loads_unchanged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="vkec2.config"):
-        loaded = load_config(LEGACY, env={})
+        loaded = load_config(LEGACY, env=TLS_ENV)
     s = loaded.settings
     assert (s.cluster_name, s.region) == ("my-eks-cluster", "us-west-2")
     assert (s.aws.read_timeout_seconds, s.aws.connect_timeout_seconds) == (10, 2)
@@ -347,7 +349,7 @@ def test_legacy_status_interval_pool_names_and_new_keys_alongside(tmp_path: Path
     data["StatusIntervalSeconds"] = 42
     data["WarmPoolConfig"].append({"Name": "mac", "DesiredCount": 1, "KeyPair": ""})
     data["redis_url"] = "redis://r:6379/2"
-    s = load_settings(write(tmp_path, "config.json", data), env={})
+    s = load_settings(write(tmp_path, "config.json", data), env=TLS_ENV)
     assert s.status_interval_seconds == 42
     assert [p.name for p in s.warm_pools] == ["pool-0", "mac"]
     assert s.warm_pools[1].key_pair is None  # Go's empty string means "not set"
@@ -356,7 +358,7 @@ def test_legacy_status_interval_pool_names_and_new_keys_alongside(tmp_path: Path
 
 def test_legacy_keys_match_case_insensitively_like_go(tmp_path: Path) -> None:
     path = write(tmp_path, "config.json", {"ClusterName": "a", "vmconfig": {"defaultami": "ami-1"}})
-    s = load_settings(path, env={})
+    s = load_settings(path, env=TLS_ENV)
     assert s.ec2.image_id == "ami-1"
 
 
@@ -385,12 +387,13 @@ def test_legacy_errors_name_the_legacy_key(tmp_path: Path) -> None:
 def test_legacy_conflicting_values_are_an_error(tmp_path: Path) -> None:
     data = legacy()
     data["VKVMAgentConnectionConfig"]["Port"] = 9000
-    (error,) = errors_of(write(tmp_path, "config.json", data))
+    (error,) = errors_of(write(tmp_path, "config.json", data), TLS_ENV)
     assert "VKVMAgentConnectionConfig.Port: conflicts with BootstrapAgent.GRPCPort" in error
 
 
 def test_env_overrides_apply_to_a_legacy_file() -> None:
-    s = load_settings(LEGACY, env={"VKEC2_AGENT__PORT": "8300", "VKEC2_WARM_POOLS__0__DESIRED_COUNT": "7"})
+    env = {"VKEC2_AGENT__PORT": "8300", "VKEC2_WARM_POOLS__0__DESIRED_COUNT": "7", **TLS_ENV}
+    s = load_settings(LEGACY, env=env)
     assert (s.agent.port, s.warm_pools[0].desired_count) == (8300, 7)
     (error,) = errors_of(LEGACY, {"VKEC2_WARM_POOLS__0__DESIRED_COUNT": "x"})
     assert error.startswith("env VKEC2_WARM_POOLS__0__DESIRED_COUNT: warm_pools[0].desired_count: ")
@@ -436,7 +439,7 @@ def test_check_prints_the_effective_yaml() -> None:
 
 
 def test_check_json_output_and_legacy_warning() -> None:
-    result = run_check("check", str(LEGACY), "-o", "json")
+    result = run_check("check", str(LEGACY), "-o", "json", env=TLS_ENV)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ec2"]["image_id"] == "ami-abcd123"
     assert result.stderr.strip() == (
@@ -493,5 +496,5 @@ def test_console_script() -> None:
     script = shutil.which("vkec2")
     if script is None:
         pytest.skip("the vkec2 console script is not installed")
-    assert run_check("check", str(LEGACY), command=(script,)).returncode == 0
+    assert run_check("check", str(LEGACY), command=(script,), env=TLS_ENV).returncode == 0
     assert run_check("check", str(INVALID), command=(script,)).returncode == 1

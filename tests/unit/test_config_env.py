@@ -34,7 +34,8 @@ def test_a_nested_variable_merges_and_a_json_variable_replaces() -> None:
 
 
 def test_deeper_variables_refine_a_json_section() -> None:
-    env = {"VKEC2_AGENT": '{"port": 9001, "endpoint": "public-ip"}', "VKEC2_AGENT__PORT": "9002"}
+    agent = '{"port": 9001, "endpoint": "public-ip", "tls": {"ca_cert_file": "/ca.crt"}}'
+    env = {"VKEC2_AGENT": agent, "VKEC2_AGENT__PORT": "9002"}
     s = load_settings(EXAMPLE, env=env)
     assert (s.agent.port, s.agent.endpoint) == (9002, "public-ip")
 
@@ -56,7 +57,7 @@ def test_list_index_shim_reads_json_and_empty_values_by_type() -> None:
 
 def test_list_index_applies_to_a_list_given_whole_in_the_environment() -> None:
     env = {"VKEC2_WARM_POOLS": '[{"name": "a"}]', "VKEC2_WARM_POOLS__0__DESIRED_COUNT": "5"}
-    s = load_settings(env=env)
+    s = load_settings(env={**env, "VKEC2_AGENT__INSECURE_PLAINTEXT": "true"})
     assert [(p.name, p.desired_count) for p in s.warm_pools] == [("a", 5)]
 
 

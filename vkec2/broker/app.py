@@ -8,15 +8,18 @@ work: ``pods`` (lifecycle), ``health`` (sweeps), ``maintenance`` (pools, quotas,
 queue and task names are the wire contract of :mod:`vkec2.contract`. Every key and channel kombu
 uses (queues, bindings, unacked messages, pidbox, events) carries the cluster's prefix, so clusters
 sharing one Redis neither take each other's tasks nor answer each other's pings; a ``sentinel://``
-``redis_url`` reaches the master through Sentinel for kombu and RedBeat alike (docs/redis.md).
+``redis_url`` reaches the master through Sentinel for kombu and RedBeat alike (docs/redis.md), and
+a ``rediss://`` one verifies the server's certificate in both (:func:`broker_tls`).
 :func:`make_app` builds an app from settings without importing any task, so the producer and the
 CLI can publish by task name without loading worker code; :mod:`tasks.app` builds the workers' app.
 """
 
 from __future__ import annotations
 
+import ssl
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from celery import Celery
 from kombu import Exchange, Queue
@@ -61,6 +64,15 @@ def redbeat_settings(settings: Settings) -> dict[str, object]:
     return {"redbeat_redis_url": "redis-sentinel://", "redbeat_redis_options": options}
 
 
+def broker_tls(settings: Settings) -> dict[str, object]:
+    """For a ``rediss://`` URL, require a verified server certificate: kombu alone would connect with
+    ``CERT_NONE`` (RedBeat reads the same option); the system's CA bundle, or ``SSL_CERT_FILE``,
+    is the trust store."""
+    if urlsplit(settings.redis_url).scheme != "rediss":
+        return {}
+    return {"broker_use_ssl": {"ssl_cert_reqs": ssl.CERT_REQUIRED}}
+
+
 def celery_settings(settings: Settings) -> dict[str, object]:
     """The Celery configuration for a fleet configured by ``settings``."""
     visibility = settings.celery.visibility_timeout_seconds
@@ -78,6 +90,7 @@ def celery_settings(settings: Settings) -> dict[str, object]:
         "broker_url": settings.redis_url,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": transport,
+        **broker_tls(settings),
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,

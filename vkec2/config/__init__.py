@@ -10,7 +10,8 @@ variable; warnings go to the ``vkec2.config`` logger and are returned by :func:`
 package: :mod:`~vkec2.config.model` and :mod:`~vkec2.config.operations` (the settings and their
 sections), :mod:`~vkec2.config.shapes` (value rules shared with the pod annotations),
 :mod:`~vkec2.config.loading` (file and environment), :mod:`~vkec2.config.legacy` (the original
-provider's file) and :mod:`~vkec2.config.errors` (error lines). The reference for every key is
+provider's file), :mod:`~vkec2.config.transport` (plaintext agents refused outside loopback unless
+named) and :mod:`~vkec2.config.errors` (error lines). The reference for every key is
 ``docs/configuration.md``.
 """
 

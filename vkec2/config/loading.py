@@ -29,6 +29,7 @@ from vkec2.config.annotations import UNKNOWN, annotation_at, is_optional, is_str
 from vkec2.config.errors import Collector, InvalidConfig, KeyPath, Origin, describe, kind, render
 from vkec2.config.legacy import from_legacy, is_legacy
 from vkec2.config.model import CONFIG_ENV, ENV_PREFIX, Settings
+from vkec2.config.transport import plaintext_agents_problem, plaintext_agents_warning
 
 logger = logging.getLogger("vkec2.config")
 
@@ -76,11 +77,26 @@ def load_config(
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         out.errors.extend(describe(exc, source, out.origins))
+    if settings is not None:
+        _check_transport(settings, source, out)
     if out.errors or settings is None:
         raise InvalidConfig(out.errors)
     for warning in out.warnings:
         logger.warning("%s", warning)
     return LoadedConfig(settings=settings, warnings=tuple(out.warnings), path=source)
+
+
+def _check_transport(settings: Settings, source: str | None, out: Collector) -> None:
+    """Plaintext agents are refused outside loopback unless named (:mod:`vkec2.config.transport`)."""
+    problem = plaintext_agents_problem(settings.agent)
+    if problem is not None:
+        key, message = problem
+        origin = out.origins.get(tuple(key.split(".")))
+        where = f"{origin.source}: {origin.label}" if origin else f"{source or 'configuration'}: {key}"
+        out.errors.append(f"{where}: {message}")
+    warning = plaintext_agents_warning(settings.agent)
+    if warning is not None:
+        out.warnings.append(warning)
 
 
 def _read_file(source: str) -> dict[str, Any]:

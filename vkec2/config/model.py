@@ -202,7 +202,7 @@ class Keepalive(Section):
 
 
 class AgentTls(Section):
-    """Fleet CA and the worker's client identity; absent means plaintext agents (local only)."""
+    """Fleet CA and the client identity; absent means plaintext agents (loopback or an insecure flag)."""
 
     ca_cert_file: str
     ca_key_file: str | None = None
@@ -230,6 +230,10 @@ class AgentConnection(Section):
     keepalive: Keepalive = Field(default_factory=Keepalive)
     tls: AgentTls | None = None
     identity: AgentIdentityCheck = Field(default_factory=AgentIdentityCheck)
+    insecure_plaintext: bool = Field(
+        default=False,
+        description="Drive agents without TLS although they are not on loopback (vkec2.config.transport).",
+    )
 
     @field_validator("endpoint")
     @classmethod

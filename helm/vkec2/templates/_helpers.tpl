@@ -62,6 +62,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-flower-auth" (include "vkec2.fullname" .)) .Values.flower.basicAuth.secretName }}
 {{- end }}
 
+{{- define "vkec2.fleetCASecret" -}}
+{{- default (printf "%s-fleet-ca" (include "vkec2.fullname" .)) .Values.agentTls.secretName }}
+{{- end }}
+
+{{- define "vkec2.producerClientSecret" -}}
+{{- default (printf "%s-producer-tls" (include "vkec2.fullname" .)) .Values.agentTls.producerSecretName }}
+{{- end }}
+
+{{- define "vkec2.redisAuthSecret" -}}
+{{- default (printf "%s-redis-auth" (include "vkec2.fullname" .)) .Values.redis.bundled.auth.existingSecret }}
+{{- end }}
+
 {{/* The configuration file: the user's `config` plus the keys the chart owns. */}}
 {{- define "vkec2.config" -}}
 {{- $node := dict "os" .Values.nodeOS "kubelet_port" (int .Values.producer.kubeletPort) }}
@@ -89,6 +101,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (kindIs "map" $agent) (hasKey $agent "tls") }}
 {{- fail "config.agent.tls: set agentTls.secretName instead (the chart mounts the fleet CA into the workers and points agent.tls at it)" }}
 {{- end }}
+{{- if and (kindIs "map" $agent) (hasKey $agent "insecure_plaintext") }}
+{{- fail "config.agent.insecure_plaintext: set agentTls.insecurePlaintext instead (the chart then creates no fleet CA)" }}
+{{- end }}
+{{- if and .Values.agentTls.insecurePlaintext (or .Values.agentTls.secretName .Values.agentTls.producerSecretName .Values.agentTls.certManager.enabled) }}
+{{- fail "agentTls.insecurePlaintext is true but agentTls.secretName, producerSecretName or certManager.enabled is set too; remove one of them" }}
+{{- end }}
+{{- if and .Values.agentTls.certManager.enabled .Values.agentTls.secretName }}
+{{- fail "agentTls.certManager.enabled makes the fleet CA into <fullname>-fleet-ca; leave agentTls.secretName empty (or disable certManager to bring your own CA)" }}
+{{- end }}
 {{- $node := default (dict) (get $c "node") }}
 {{- if kindIs "map" $node }}
 {{- if and (hasKey $node "os") (ne (toString (get $node "os")) (toString .Values.nodeOS)) }}
@@ -110,10 +131,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "vkec2.commonEnv" -}}
 - name: VKEC2_CONFIG
   value: /etc/vkec2/config/config.yaml
-- name: VKEC2_REDIS_URL
 {{- if .Values.redis.bundled.enabled }}
-  value: {{ printf "redis://%s-redis:6379/0" (include "vkec2.fullname" .) | quote }}
+# The bundled Redis's password, from its Secret; the URL refers to it ($(...) is expanded by the kubelet).
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "vkec2.redisAuthSecret" . }}
+      key: {{ .Values.redis.bundled.auth.key }}
+- name: VKEC2_REDIS_URL
+  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s-redis:6379/0" (include "vkec2.fullname" .) | quote }}
 {{- else }}
+- name: VKEC2_REDIS_URL
   valueFrom:
     secretKeyRef:
       name: {{ default (printf "%s-redis" (include "vkec2.fullname" .)) .Values.redis.existingSecret.name }}
@@ -167,5 +195,59 @@ tolerations:
 {{- with .affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* agent.tls of one component, called with (dict "ctx" $ "component" "worker"): the workers get
+     the fleet CA with its key (they sign the agents' certificates), the producer its own client
+     certificate and the CA certificate, beat and Flower the CA certificate only (they dial no agent,
+     but share the configuration rule that refuses plaintext agents). */}}
+{{- define "vkec2.agentTlsEnv" -}}
+{{- if .ctx.Values.agentTls.insecurePlaintext }}
+- name: VKEC2_AGENT__INSECURE_PLAINTEXT
+  value: "true"
+{{- else }}
+{{- $tls := dict "ca_cert_file" "/etc/vkec2/ca/ca.crt" }}
+{{- if eq .component "worker" }}
+{{- $_ := set $tls "ca_key_file" "/etc/vkec2/ca/ca.key" }}
+{{- else if eq .component "producer" }}
+{{- $tls = dict "ca_cert_file" "/etc/vkec2/agent-client/ca.crt" "client_cert_file" "/etc/vkec2/agent-client/tls.crt" "client_key_file" "/etc/vkec2/agent-client/tls.key" }}
+{{- end }}
+- name: VKEC2_AGENT__TLS
+  value: {{ $tls | toJson | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "vkec2.agentTlsMounts" -}}
+{{- if not .ctx.Values.agentTls.insecurePlaintext }}
+- name: {{ if eq .component "producer" }}agent-client{{ else }}fleet-ca{{ end }}
+  mountPath: {{ if eq .component "producer" }}/etc/vkec2/agent-client{{ else }}/etc/vkec2/ca{{ end }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "vkec2.agentTlsVolumes" -}}
+{{- $v := .ctx.Values.agentTls }}
+{{- if not $v.insecurePlaintext }}
+{{- if eq .component "producer" }}
+- name: agent-client
+  secret:
+    secretName: {{ include "vkec2.producerClientSecret" .ctx }}
+    defaultMode: 0400
+    items:
+      - {key: ca.crt, path: ca.crt}
+      - {key: tls.crt, path: tls.crt}
+      - {key: tls.key, path: tls.key}
+{{- else }}
+- name: fleet-ca
+  secret:
+    secretName: {{ include "vkec2.fleetCASecret" .ctx }}
+    defaultMode: {{ if eq .component "worker" }}0400{{ else }}0444{{ end }}
+    items:
+      - {key: {{ $v.certKey | quote }}, path: ca.crt}
+      {{- if eq .component "worker" }}
+      - {key: {{ $v.keyKey | quote }}, path: ca.key}
+      {{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
