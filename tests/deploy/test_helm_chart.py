@@ -144,8 +144,10 @@ def test_node_names_in_notes_are_the_ones_the_producers_derive(h: Helm) -> None:
     assert f"Virtual nodes (3): {', '.join(expected)}" in notes
     # Defaults warn about what must not stay that way in production.
     assert "bundled Redis" in notes and "controlPlaneCIDRs is empty" in notes and "PLAINTEXT" not in notes
+    assert "aws_certificate_pem is empty" in notes  # every agent bootstrap would be refused
     quiet = h.notes(PROD_VALUES)
     assert "bundled Redis" not in quiet and "PLAINTEXT" not in quiet and "aws.roleArn is empty" not in quiet
+    assert "aws_certificate_pem is empty" not in quiet
     assert "PLAINTEXT" in h.notes(None, "agentTls.insecurePlaintext=true")
 
 

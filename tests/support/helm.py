@@ -53,6 +53,12 @@ PROD_VALUES: Obj = {
         "ec2": {"image_id": "ami-0abc", "instance_type": "mac2.metal", "subnets": ["subnet-0a", "subnet-0b"]},
         "warm_pools": [{"name": "mac", "instance_type": "mac2.metal", "desired_count": 2}],
         "health": {"interval_seconds": 20},
+        # Rendering only: the model checks the PEM marker; bootstraps would read the certificate.
+        "agent": {
+            "identity": {
+                "aws_certificate_pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+            }
+        },
     },
     "nodeOS": "darwin",
     "redis": {"bundled": {"enabled": False}, "url": "rediss://:s3cret@redis.example:6380/2"},
