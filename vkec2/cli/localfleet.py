@@ -145,6 +145,8 @@ def _config(cluster: str, redis_url: str, moto_url: str, agent_endpoint: str) ->
         },
         "rate_limits": {"max_wait_seconds": 3},
         "ec2": {"image_id": LOCAL_AMI, "instance_type": "m5.large"},
+        # The example GPU pod asks for its instance type by annotation (docs/security.md).
+        "allowlists": {"default": {"instance_types": ["g5.xlarge"]}},
         "warm_pools": [
             {"name": "default", "desired_count": 2, "instance_type": "m5.large", "image_id": LOCAL_AMI}
         ],

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from vkec2.config.allowlist import Allowlists
 from vkec2.config.operations import (
     BeatSettings,
     FlowerSettings,
@@ -348,6 +349,8 @@ class Settings(BaseSettings):
     health: HealthSettings = Field(default_factory=HealthSettings)
     node: NodeSettings = Field(default_factory=NodeSettings)
     celery: CelerySettings = Field(default_factory=CelerySettings)
+    # What pods may ask for by annotation beyond the configured launch parameters (docs/security.md).
+    allowlists: Allowlists = Field(default_factory=Allowlists)
     # Fleet maintenance (docs/maintenance.md).
     beat: BeatSettings = Field(default_factory=BeatSettings)
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)
