@@ -102,3 +102,9 @@ class AgentIdentityMismatch(AgentRejected):
     """The agent at the endpoint belongs to another instance than the one the fleet launched."""
 
     reason = "AgentIdentityMismatch"
+
+
+class InvalidTaskArguments(Vkec2Error):
+    """A task was sent arguments it cannot take (a hand-made ``celery call``): refused, nothing done."""
+
+    reason = "InvalidTaskArguments"
