@@ -2,27 +2,20 @@
 
 Each pytest-xdist worker starts its own; tests take a flushed Redis database each (1-63 in turn),
 a reset moto and a unique cluster name, so they never see each other's keys, queues or instances.
-Property-based tests run under the ``vkec2`` hypothesis profile registered here (no deadline, a
-bounded number of examples, derandomized and without an example database, so a CI run tries the
-same cases every time; ``HYPOTHESIS_PROFILE=thorough`` tries many more, randomly), and the
-terminal summary lists how many cases every hypothesis test tried (:func:`pytest_terminal_summary`,
-which reads the statistics hypothesis's pytest plugin attaches to each test report, so it works
-under pytest-xdist too).
+Property-based tests run under the ``vkec2`` hypothesis profile and the terminal summary lists
+the cases each tried: both come from the plugin :mod:`tests.support.hypothesis_cases`.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import re
 import urllib.request
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import redis
-from hypothesis import HealthCheck
-from hypothesis import settings as hypothesis_settings
 
 from tests.support.services import start_agent_sim, start_moto, start_redis
 from vkec2.store.redis_store import Store
@@ -37,51 +30,8 @@ for _key, _value in {
     os.environ[_key] = _value
 os.environ.pop("VKEC2_CONFIG", None)
 
-hypothesis_settings.register_profile(
-    "vkec2",
-    deadline=None,  # a loaded 2-core CI box makes timings meaningless
-    max_examples=100,  # a test may ask for fewer or more (at most 300)
-    derandomize=True,  # the same cases on every run: CI is reproducible
-    database=None,  # nothing written under .hypothesis/, nothing replayed from another run
-    suppress_health_check=[HealthCheck.too_slow],
-    print_blob=True,
-)
-hypothesis_settings.register_profile(
-    "thorough", parent=hypothesis_settings.get_profile("vkec2"), max_examples=2000, derandomize=False
-)
-hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "vkec2"))
-
-#: The per-phase line of hypothesis's statistics: "- 100 passing examples, 0 failing examples, ...".
-_CASES = re.compile(r"(\d+) passing examples, (\d+) failing examples, (\d+) invalid examples")
-#: Where hypothesis's pytest plugin keeps a test's statistics on its (teardown) report.
-_STATS_KEY = "_hypothesis_stats"
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """One line per hypothesis test: the cases it tried (passing, failing, invalid) in all phases."""
-    rows: dict[str, tuple[int, int, int]] = {}
-    for reports in terminalreporter.stats.values():
-        for report in reports:
-            stats = getattr(report, "__dict__", {}).get(_STATS_KEY)
-            if not isinstance(stats, str):
-                continue
-            counts = [tuple(int(n) for n in match) for match in _CASES.findall(stats)]
-            passing, failing, invalid = (
-                (sum(column) for column in zip(*counts, strict=True)) if counts else (0, 0, 0)
-            )
-            rows[report.nodeid] = (passing, failing, invalid)
-    if not rows:
-        return
-    terminalreporter.section("hypothesis: cases tried")
-    for nodeid, (passing, failing, invalid) in sorted(rows.items()):
-        total = passing + failing + invalid
-        terminalreporter.write_line(
-            f"{total:6d} cases ({passing} passing, {failing} failing, {invalid} invalid)  {nodeid}"
-        )
-    terminalreporter.write_line(
-        f"{sum(sum(r) for r in rows.values()):6d} cases in {len(rows)} hypothesis tests"
-    )
-
+#: The hypothesis profile and the "cases tried" summary (tests/support/hypothesis_cases.py).
+pytest_plugins = ["tests.support.hypothesis_cases"]
 
 #: Databases 1-63, taken in turn: each is flushed before and after its test, and a test gets the
 #: database 62 tests after its last user (the test processes it started stopped long before).
