@@ -6,10 +6,12 @@ the instance roles, to EC2."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from vkec2.cli.main import main as vkec2
 from vkec2.config import Settings
@@ -128,3 +130,12 @@ def test_the_command_prints_the_policy_and_refuses_bad_input(
     assert "'12345' is not a 12-digit AWS account ID" in capsys.readouterr().err
     assert vkec2(["infra", "iam-policy", "--config", str(path), "--vpc", "subnet-0a"]) == 2
     assert "is not a VPC ID" in capsys.readouterr().err
+
+
+def test_the_policy_in_docs_is_what_the_command_prints() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "deployment.md").read_text()
+    section = text[text.index("### IAM policy of the workers") :]
+    config = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))  # type: ignore[union-attr]
+    shown = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))  # type: ignore[union-attr]
+    printed = json.dumps(policy_of(config, vpc_id="vpc-0abc1234"))
+    assert json.loads(printed.replace("us-west-2", "REGION").replace(ACCOUNT, "ACCOUNT")) == shown

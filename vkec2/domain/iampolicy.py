@@ -7,11 +7,12 @@ the instance limited to the allowed instance types (``ec2:InstanceType``) and in
 (``ec2:InstanceProfile``), tagged with the cluster at launch (``aws:RequestTag``) and, given the
 VPC, its network pieces in that VPC (``ec2:Vpc``); CreateTags and TerminateInstances only on
 instances carrying the cluster's tag (``aws:ResourceTag``); ``iam:PassRole`` only for the named
-roles, to EC2. A kind whose allowlist holds ``"*"`` gets the whole account's resources of that kind
-(with the VPC condition where AWS supports one); a kind nobody names gets none (no key pair, no
-instance profile), except subnets and security groups, where EC2 then uses the VPC's default ones.
-Describe calls have no resource-level permissions
-in EC2, so they stay on ``*``. Account and VPC are not in the configuration: the caller passes them.
+roles, to EC2; ``s3:GetObject`` on the agent artifact's folder when ``bootstrap.s3_bucket`` is
+set. A kind whose allowlist holds ``"*"`` gets the whole account's resources of that kind (with
+the VPC condition where AWS supports one); a kind nobody names gets none (no key pair, no instance
+profile), except subnets and security groups, where EC2 then uses the VPC's default ones. Describe
+calls have no resource-level permissions in EC2, so they stay on ``*``. Account and VPC are not in
+the configuration: the caller passes them.
 """
 
 from __future__ import annotations
@@ -144,6 +145,17 @@ def workers_policy(settings: Settings, inputs: PolicyInputs) -> dict[str, Any]:
                 "Action": "iam:PassRole",
                 "Resource": [f"arn:{part}:iam::{account}:role/{role}" for role in roles],
                 "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+            }
+        )
+    bucket, key = settings.bootstrap.s3_bucket, settings.bootstrap.s3_key
+    if bucket:
+        folder = key.rsplit("/", 1)[0] + "/" if key and "/" in key else ""
+        statements.append(
+            {
+                "Sid": "AgentArtifact",
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:{part}:s3:::{bucket}/{folder}*",
             }
         )
     return {"Version": "2012-10-17", "Statement": statements}
