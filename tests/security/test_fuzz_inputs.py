@@ -320,3 +320,30 @@ def test_fuzz_task_kwargs_are_refused_cleanly_and_write_nothing(task: Any, kwarg
         assert result.result == "unknown pod"
     assert world.store.writes == [] and world.ec2.calls == [] and world.agents.calls == []
     assert json.dumps(world.store.hashes, sort_keys=True, default=str) == before
+
+
+#: Passwords as operators write them, percent-encoded or not.
+SECRETS = ["Fz-7c1d-secret", "Fz/7c1d@secret", "Fz 7c1d;secret", "Fz:7c1d%40secret"]
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    secret=st.sampled_from(SECRETS),
+    scheme=st.sampled_from(["redis", "rediss", "sentinel", "unix", "http", "", "redis+x"]),
+    user=st.sampled_from(["", "fleet", "a b"]),
+    rest=st.text(max_size=20),
+    pairs=st.lists(st.text(max_size=8), max_size=2),
+)
+def test_fuzz_config_errors_never_echo_a_password(
+    scratch: Path, secret: str, scheme: str, user: str, rest: str, pairs: list[str]
+) -> None:
+    doc = {
+        "redis_url": f"{scheme}://{user}:{secret}@{rest}",
+        "flower": {"basic_auth": [f"{p}:{secret}" for p in pairs] or [f"ops:{secret},"]},
+    }
+    path = scratch / "secret.json"
+    path.write_text(json.dumps(doc))
+    try:
+        load_config(path, env={})
+    except InvalidConfig as error:
+        assert secret not in str(error)

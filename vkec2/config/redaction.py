@@ -21,8 +21,12 @@ from typing import Any
 #: What a hidden secret is shown as.
 MASK = "***"
 
-# scheme://[user]:PASSWORD@ — the password runs to the last '@' before a space, quote, '/' or ';'.
-_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@;\s'\"]*:)[^\s'\"/;]+@")
+# ://[user]:PASSWORD@ — whatever the scheme (even none) and the user (even with spaces); the password
+# runs to the last '@' before a '/', a quote or the end of the line, so one holding '@', ';' or a
+# space is hidden whole (text after it on the line may be hidden too: better too much than too little).
+_URL_PASSWORD = re.compile(r"(://[^:/@;'\"\n]{0,128}:)[^/'\"\n]+@")
+# The same within one space-free token, across a '/' (a password that was not percent-encoded).
+_URL_PASSWORD_TOKEN = re.compile(r"(://[^:/@;'\"\s]{0,128}:)[^\s'\"]+@")
 _SECRET_PARAM = re.compile(
     r"(?i)([?&;](?:password|passwd|pwd|pass|token|access_token|secret|api_key|apikey|auth)=)[^&#\s'\"]+"
 )
@@ -42,6 +46,7 @@ def redact(text: str) -> str:
     """``text`` with URL passwords, secret query parameters, bearer tokens and PEM keys hidden."""
     if "://" in text:
         text = _URL_PASSWORD.sub(rf"\1{MASK}@", text)
+        text = _URL_PASSWORD_TOKEN.sub(rf"\1{MASK}@", text)
     if "=" in text:
         text = _SECRET_PARAM.sub(rf"\1{MASK}", text)
     if "earer" in text or "EARER" in text:
