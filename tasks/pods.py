@@ -29,7 +29,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from celery import Task
@@ -67,8 +67,7 @@ def _check_args(
 ) -> None:
     """Refuse arguments the task cannot take, naming the first problem (InvalidTaskArguments)."""
     if extra:
-        names = ", ".join(sorted(repr(name) for name in extra))
-        raise InvalidTaskArguments(f"unknown task argument(s) {names} (known: uid, generation, continuation)")
+        raise _unknown(extra)
     if not isinstance(uid, str) or not POD_UID_RE.fullmatch(uid):
         raise InvalidTaskArguments(f"task argument 'uid' must be a pod UID, got {_short(uid)}")
     if generation is not None and (not isinstance(generation, int) or isinstance(generation, bool)):
@@ -77,6 +76,25 @@ def _check_args(
         raise InvalidTaskArguments(
             f"task argument 'continuation' must be true or false, got {_short(continuation)}"
         )
+
+
+#: The keyword arguments a pod task takes.
+KNOWN_ARGUMENTS = ("uid", "generation", "continuation")
+
+
+def _unknown(names: Iterable[str]) -> InvalidTaskArguments:
+    shown = ", ".join(sorted(repr(name) for name in names))
+    return InvalidTaskArguments(f"unknown task argument(s) {shown} (known: {', '.join(KNOWN_ARGUMENTS)})")
+
+
+class PodTask(Task):  # type: ignore[misc]
+    """The pod tasks' class: a ``self`` keyword (Celery's own ``__call__`` takes ``self``, so a
+    ``celery call --kwargs '{"self": ...}'`` would be a TypeError in Celery) is refused first."""
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        if "self" in kwargs:
+            raise _unknown(name for name in kwargs if name not in KNOWN_ARGUMENTS)
+        return super().__call__(*args, **kwargs)
 
 
 def _short(value: Any) -> str:
@@ -170,7 +188,7 @@ def _one_step(task: Task, uid: str, step: Step, *, retry_any_error: bool = False
         raise
 
 
-@app.task(name=contract.POD_CREATE, bind=True, throws=(InvalidTaskArguments,))
+@app.task(name=contract.POD_CREATE, bind=True, base=PodTask, throws=(InvalidTaskArguments,))
 def create(
     self: Task, /, uid: str = "", generation: int | None = None, continuation: bool = False, **extra: Any
 ) -> str:
@@ -214,7 +232,7 @@ def _continue(task: Task, lock: Lock, uid: str, delay: float, generation: int | 
     lock.schedule_next(next_id, DueStep(uid, task.name, generation), sent + delay)
 
 
-@app.task(name=contract.POD_UPDATE, bind=True, throws=(InvalidTaskArguments,))
+@app.task(name=contract.POD_UPDATE, bind=True, base=PodTask, throws=(InvalidTaskArguments,))
 def update(self: Task, /, uid: str = "", generation: int | None = None, **extra: Any) -> str:
     """Apply in-place changes of the pod's spec (tags) or record that a replacement is needed."""
     _check_args(uid, generation, False, extra)
@@ -226,7 +244,7 @@ def update(self: Task, /, uid: str = "", generation: int | None = None, **extra:
     return _one_step(self, uid, step)
 
 
-@app.task(name=contract.POD_DELETE, bind=True, throws=(InvalidTaskArguments,))
+@app.task(name=contract.POD_DELETE, bind=True, base=PodTask, throws=(InvalidTaskArguments,))
 def delete(
     self: Task, /, uid: str = "", generation: int | None = None, continuation: bool = False, **extra: Any
 ) -> str:
