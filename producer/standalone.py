@@ -52,11 +52,13 @@ def parse_manifest(relpath: str, text: str, node: str) -> list[Obj]:
     """The pods of one manifest file, bound to ``node``, each with its stable UID."""
     try:
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:
         raise ManifestError(f"{relpath}: not valid YAML: {exc}") from None
     pods: list[Obj] = []
     for index, doc in enumerate(docs):
         items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
+        if items is not None and not isinstance(items, list):
+            raise ManifestError(f"{relpath} (document {index + 1}): items of a List must be a list")
         for item in items or []:
             pods.append(_pod(relpath, index, item, node))
     seen: set[tuple[str, str]] = set()
@@ -82,9 +84,17 @@ def _pod(relpath: str, index: int, doc: Any, node: str) -> Obj:
     spec = doc.get("spec")
     if not isinstance(spec, dict) or not isinstance(spec.get("containers"), list) or not spec["containers"]:
         raise ManifestError(f"{where}: spec.containers must list at least one container")
-    uid = pod_uid(relpath, doc)
+    namespace = meta.get("namespace") or "default"
+    if not isinstance(namespace, str):
+        raise ManifestError(f"{where}: metadata.namespace must be a string")
+    if not isinstance(meta.get("annotations") or {}, dict):
+        raise ManifestError(f"{where}: metadata.annotations must be a mapping")
+    try:
+        uid = pod_uid(relpath, doc)
+    except (ValueError, RecursionError):  # a YAML alias that contains itself
+        raise ManifestError(f"{where}: the document refers to itself (a recursive YAML alias)") from None
     metadata = {k: v for k, v in meta.items() if k not in ("uid", "resourceVersion", "creationTimestamp")}
-    metadata.setdefault("namespace", "default")
+    metadata["namespace"] = namespace
     metadata["uid"] = uid
     annotations = dict(metadata.get("annotations") or {})
     annotations[MANIFEST_ANNOTATION] = relpath

@@ -1,16 +1,18 @@
 """The pod lifecycle tasks: ``vkec2.pods.create``, ``vkec2.pods.update``, ``vkec2.pods.delete``.
 
 Each takes keyword arguments only — ``uid`` (the pod UID) and optionally ``generation`` — so any of
-them can be replayed by hand with ``celery -A tasks call vkec2.pods.create --kwargs '{"uid": "..."}'``
-and converges to the same single instance. A task locks the pod, runs one step of
-:class:`vkec2.lifecycle.Lifecycle`, and for the create chain and the delete (while the workload
-uses its grace period) publishes the next step with a countdown. A chain is self-fencing: the
-record names the task ID of the one scheduled next step, so a stale copy (redelivered after a
-crash, or duplicated) exits at once, while a task sent from outside (the producer, a replay, the
-health sweep, the resume task) always takes over the chain. Every step a chain schedules is due in
-Redis at its publish time plus its countdown (in the same fenced write that names it), and the due
-entry is cleared when the chain ends, so ``vkec2.maintenance.resume`` publishes a lost step again
-within seconds.
+them can be replayed by hand with
+``celery -A tasks call vkec2.pods.create --kwargs '{"uid": "..."}'`` and converges to the same
+single instance; arguments of the wrong type or name are refused with ``InvalidTaskArguments``
+(an expected failure: no traceback) before anything is read or written. A task locks the pod,
+runs one step of :class:`vkec2.lifecycle.Lifecycle`, and for the create chain and the delete
+(while the workload uses its grace period) publishes the next step with a countdown. A chain is
+self-fencing: the record names the task ID of the one scheduled next step, so a stale copy
+(redelivered after a crash, or duplicated) exits at once, while a task sent from outside (the
+producer, a replay, the health sweep, the resume task) always takes over the chain. Every step a
+chain schedules is due in Redis at its publish time plus its countdown (in the same fenced write
+that names it), and the due entry is cleared when the chain ends, so
+``vkec2.maintenance.resume`` publishes a lost step again within seconds.
 
 No exception leaves a chain dead (the table "What each error does" in docs/architecture.md): a
 busy lock is retried soon; a retryable error (throttled or unreachable EC2, a not-yet-visible
@@ -25,8 +27,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from celery import Task
@@ -37,7 +40,7 @@ from tasks.app import app
 from tasks.runtime import Fleet, fleet
 from vkec2 import contract
 from vkec2.domain.models import DueStep, PodRecord
-from vkec2.errors import LockBusy, StaleFence, UnknownPod, Vkec2Error
+from vkec2.errors import InvalidTaskArguments, LockBusy, StaleFence, UnknownPod, Vkec2Error
 from vkec2.store.redis_store import Lock, StoreError
 
 log = logging.getLogger(__name__)
@@ -52,16 +55,51 @@ EC2_RETRY_BACKOFF_FACTOR = 2  # full jitter halves the mean: the first retries a
 EC2_RETRY_BACKOFF_MAX = 30  # seconds, within celery.max_countdown_seconds's default
 
 
-def _check_args(uid: Any, generation: Any) -> None:
-    if not isinstance(uid, str) or not uid.strip():
-        raise Vkec2Error(
-            f"task argument 'uid' must be a non-empty string, got {uid!r}", reason="InvalidTaskArguments"
-        )
+#: What a pod UID looks like (a Kubernetes UID, or standalone mode's UUID); anything else is refused
+#: before the store is asked, so a hand-made ``celery call`` with garbage touches nothing.
+POD_UID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+# ``self`` is positional-only and ``uid`` has a default, so that no keyword a ``celery call`` sends
+# (``self``, a missing ``uid``) makes Python raise TypeError before the arguments are checked.
+def _check_args(
+    uid: Any, generation: Any, continuation: Any = False, extra: Mapping[str, Any] | None = None
+) -> None:
+    """Refuse arguments the task cannot take, naming the first problem (InvalidTaskArguments)."""
+    if extra:
+        raise _unknown(extra)
+    if not isinstance(uid, str) or not POD_UID_RE.fullmatch(uid):
+        raise InvalidTaskArguments(f"task argument 'uid' must be a pod UID, got {_short(uid)}")
     if generation is not None and (not isinstance(generation, int) or isinstance(generation, bool)):
-        raise Vkec2Error(
-            f"task argument 'generation' must be an integer, got {generation!r}",
-            reason="InvalidTaskArguments",
+        raise InvalidTaskArguments(f"task argument 'generation' must be an integer, got {_short(generation)}")
+    if not isinstance(continuation, bool):
+        raise InvalidTaskArguments(
+            f"task argument 'continuation' must be true or false, got {_short(continuation)}"
         )
+
+
+#: The keyword arguments a pod task takes.
+KNOWN_ARGUMENTS = ("uid", "generation", "continuation")
+
+
+def _unknown(names: Iterable[str]) -> InvalidTaskArguments:
+    shown = ", ".join(sorted(repr(name) for name in names))
+    return InvalidTaskArguments(f"unknown task argument(s) {shown} (known: {', '.join(KNOWN_ARGUMENTS)})")
+
+
+class PodTask(Task):  # type: ignore[misc]
+    """The pod tasks' class: a ``self`` keyword (Celery's own ``__call__`` takes ``self``, so a
+    ``celery call --kwargs '{"self": ...}'`` would be a TypeError in Celery) is refused first."""
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        if "self" in kwargs:
+            raise _unknown(name for name in kwargs if name not in KNOWN_ARGUMENTS)
+        return super().__call__(*args, **kwargs)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def retryable(exc: BaseException) -> bool:
@@ -150,10 +188,12 @@ def _one_step(task: Task, uid: str, step: Step, *, retry_any_error: bool = False
         raise
 
 
-@app.task(name=contract.POD_CREATE, bind=True)
-def create(self: Task, uid: str, generation: int | None = None, continuation: bool = False) -> str:
+@app.task(name=contract.POD_CREATE, bind=True, base=PodTask, throws=(InvalidTaskArguments,))
+def create(
+    self: Task, /, uid: str = "", generation: int | None = None, continuation: bool = False, **extra: Any
+) -> str:
     """Advance the pod one step towards Running and schedule the next step."""
-    _check_args(uid, generation)
+    _check_args(uid, generation, continuation, extra)
 
     def step(ctx: Fleet, lock: Lock, rec: PodRecord) -> str:
         if continuation and rec.next_task != self.request.id:
@@ -192,10 +232,10 @@ def _continue(task: Task, lock: Lock, uid: str, delay: float, generation: int | 
     lock.schedule_next(next_id, DueStep(uid, task.name, generation), sent + delay)
 
 
-@app.task(name=contract.POD_UPDATE, bind=True)
-def update(self: Task, uid: str, generation: int | None = None) -> str:
+@app.task(name=contract.POD_UPDATE, bind=True, base=PodTask, throws=(InvalidTaskArguments,))
+def update(self: Task, /, uid: str = "", generation: int | None = None, **extra: Any) -> str:
     """Apply in-place changes of the pod's spec (tags) or record that a replacement is needed."""
-    _check_args(uid, generation)
+    _check_args(uid, generation, False, extra)
 
     def step(ctx: Fleet, lock: Lock, rec: PodRecord) -> str:
         ctx.lifecycle.update(lock, rec)
@@ -204,15 +244,17 @@ def update(self: Task, uid: str, generation: int | None = None) -> str:
     return _one_step(self, uid, step)
 
 
-@app.task(name=contract.POD_DELETE, bind=True)
-def delete(self: Task, uid: str, generation: int | None = None, continuation: bool = False) -> str:
+@app.task(name=contract.POD_DELETE, bind=True, base=PodTask, throws=(InvalidTaskArguments,))
+def delete(
+    self: Task, /, uid: str = "", generation: int | None = None, continuation: bool = False, **extra: Any
+) -> str:
     """Stop the workload, terminate the instance, record Terminated. Delete wins over create.
 
     Like the create chain, one short step per message: the first asks the agent to stop the
     workload within the grace period, later ones (scheduled by countdown, self-fencing) poll it
     and terminate the instance once it is gone or the grace period is over.
     """
-    _check_args(uid, generation)
+    _check_args(uid, generation, continuation, extra)
 
     def step(ctx: Fleet, lock: Lock, rec: PodRecord) -> str:
         if continuation and rec.next_task != self.request.id:

@@ -2,6 +2,8 @@
 
 Each pytest-xdist worker starts its own; tests take a flushed Redis database each (1-63 in turn),
 a reset moto and a unique cluster name, so they never see each other's keys, queues or instances.
+Property-based tests run under the ``vkec2`` hypothesis profile and the terminal summary lists
+the cases each tried: both come from the plugin :mod:`tests.support.hypothesis_cases`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ os.environ.pop("VKEC2_CONFIG", None)
 # `import tasks` loads the configuration of this process (defaults: agents on private IPs, no
 # agent.tls), which is refused without the explicit flag (vkec2/config/transport.py).
 os.environ["VKEC2_AGENT__INSECURE_PLAINTEXT"] = "true"
+
+#: The hypothesis profile and the "cases tried" summary (tests/support/hypothesis_cases.py).
+pytest_plugins = ["tests.support.hypothesis_cases"]
 
 #: Databases 1-63, taken in turn: each is flushed before and after its test, and a test gets the
 #: database 62 tests after its last user (the test processes it started stopped long before).

@@ -108,3 +108,9 @@ class AgentBootstrapRefused(AgentRejected):
     """The fleet refused to certify an agent: bad identity document, signature or bootstrap proof."""
 
     reason = "AgentBootstrapRefused"
+
+
+class InvalidTaskArguments(Vkec2Error):
+    """A task was sent arguments it cannot take (a hand-made ``celery call``): refused, nothing done."""
+
+    reason = "InvalidTaskArguments"

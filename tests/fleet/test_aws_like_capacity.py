@@ -60,7 +60,8 @@ def test_a_pod_waits_for_capacity_and_runs_when_it_returns(make_fleet: Make, ec2
 @pytest.mark.slow
 def test_an_alternative_type_runs_at_once(make_fleet: Make, ec2_proxy: Ec2Proxy) -> None:
     no_mac = CapacityRule(code="InsufficientInstanceCapacity", instance_type=MAC)
-    fleet = make_fleet(aws_like=replace(AWS_LIKE, capacity=(no_mac,)), ec2=CAPACITY)
+    allow_m2 = {"default": {"instance_types": [ALTERNATIVE]}}
+    fleet = make_fleet(aws_like=replace(AWS_LIKE, capacity=(no_mac,)), ec2=CAPACITY, allowlists=allow_m2)
     fleet.start_worker(concurrency=4)
     uid = fleet.submit(
         mac_pod("mac-or-m2", **{"compute.amazonaws.com/instance-types": f"{MAC},{ALTERNATIVE}"})

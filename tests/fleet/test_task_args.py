@@ -14,8 +14,9 @@ from vkec2.errors import Vkec2Error
 @pytest.mark.parametrize(
     ("kwargs", "named"),
     [
-        ({"uid": 5}, "'uid' must be a non-empty string, got 5"),
-        ({"uid": "  "}, "'uid' must be a non-empty string"),
+        ({"uid": 5}, "'uid' must be a pod UID, got 5"),
+        ({"uid": "  "}, "'uid' must be a pod UID"),
+        ({"uid": "a-uid", "uuid": "x"}, "unknown task argument(s) 'uuid'"),
         ({"uid": "a-uid", "generation": "7"}, "'generation' must be an integer, got '7'"),
         ({"uid": "a-uid", "generation": True}, "'generation' must be an integer, got True"),
     ],

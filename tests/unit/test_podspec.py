@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vkec2.config import Settings
+from vkec2.config.allowlist import KINDS
 from vkec2.contract import ANNOTATION_PREFIX
 from vkec2.domain.podspec import ANNOTATIONS, LaunchParams, launch_params
 from vkec2.errors import InvalidPodSpec
@@ -33,8 +34,14 @@ def pod(
     }
 
 
+#: Every kind open: these tests are about parsing; tests/security/test_annotation_allowlist.py
+#: tests the allowlists.
+OPEN = {"default": {kind: ["*"] for kind in KINDS}}
+
+
 def cfg(**overrides: Any) -> Settings:
     raw: dict[str, Any] = {
+        "allowlists": OPEN,
         "ec2": {
             "image_id": IMAGE,
             "instance_type": "m5.large",
@@ -122,7 +129,8 @@ def test_missing_image() -> None:
     error = failure(Settings(), {})
     assert error.reason == "MissingImage"
     assert f"{P}image-id" in error.message and "ec2.image_id" in error.message
-    assert launch_params(Settings(), pod({"image-id": "ami-01"})).image_id == "ami-01"
+    open_images = Settings.model_validate({"allowlists": {"default": {"images": ["*"]}}})
+    assert launch_params(open_images, pod({"image-id": "ami-01"})).image_id == "ami-01"
 
 
 # --- malformed annotations -------------------------------------------------------------------
@@ -165,7 +173,9 @@ def test_malformed_annotation(name: str, value: Any, fragment: str) -> None:
 
 def test_limits_are_inclusive() -> None:
     tags = '{"' + "k" * 128 + '": "' + "v" * 256 + '"}'
-    assert launch_params(Settings(), pod({"image-id": IMAGE, "tags": tags})).tags == (("k" * 128, "v" * 256),)
+    assert launch_params(cfg(ec2={"image_id": IMAGE}), pod({"image-id": IMAGE, "tags": tags})).tags == (
+        ("k" * 128, "v" * 256),
+    )
 
 
 def test_unknown_annotation_under_the_prefix_is_ignored(caplog: pytest.LogCaptureFixture) -> None:
@@ -337,6 +347,7 @@ def test_agent_installer_is_the_user_data_when_only_the_bootstrap_artifact_is_co
             "ec2": {"image_id": "ami-0abc1234"},
             "bootstrap": {"s3_bucket": "vk-agents", "s3_key": "agent.tgz"},
             "agent": {"port": 8300},
+            "allowlists": {"default": {"instance_types": ["mac2.metal"]}},
         }
     )
     linux = launch_params(settings, {"metadata": {"uid": "u1"}})

@@ -3,8 +3,9 @@
 The ``vkec2`` group and each subcommand module build their click commands with :class:`Command`
 and :class:`Group`, whose usage lines read ``usage: vkec2 ...`` like those of the programs the
 group forwards to (the agent, the simulator and the producer parse their own arguments with
-argparse). A command that fails raises :class:`Failed`: its message is printed as it is on stderr
-and the process exits 1; click's own usage errors exit 2, and success exits 0.
+argparse). A command that fails raises :class:`Failed`: its message is printed on stderr, with
+any credentials in it hidden, and the process exits 1; click's own usage errors exit 2, and
+success exits 0.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 from typing import IO, Any
 
 import click
+
+from vkec2.config.redaction import redact
 
 
 class Formatter(click.HelpFormatter):
@@ -47,7 +50,7 @@ class Failed(click.ClickException):
     exit_code = 1
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(self.format_message(), file=file, err=True)
+        click.echo(redact(self.format_message()), file=file, err=True)
 
 
 def exit_with(code: int) -> None:

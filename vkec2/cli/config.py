@@ -21,14 +21,13 @@ import yaml
 
 from vkec2.cli.common import Failed, Group
 from vkec2.config import InvalidConfig, load_config
-from vkec2.config.redis_url import redact_url
+from vkec2.config.redaction import redact_config
 from vkec2.errors import ConfigError
 
 
 def render(data: dict[str, Any], output: str) -> str:
-    """The effective configuration as text, with the Redis password masked."""
-    if isinstance(data.get("redis_url"), str):
-        data = {**data, "redis_url": redact_url(data["redis_url"])}
+    """The effective configuration as text, with its secrets masked (passwords, tokens, keys)."""
+    data = redact_config(data)
     if output == "json":
         return json.dumps(data, indent=2) + "\n"
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

@@ -30,6 +30,7 @@ from rich.table import Table
 
 from vkec2.cli.common import Command, Failed
 from vkec2.config import Settings, load_settings
+from vkec2.config.redaction import redact
 from vkec2.contract import ORPHAN_GC, POD_TASKS, TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, pod_task_kwargs
 from vkec2.domain.instances import tag_map
 from vkec2.domain.models import Phase, PodRecord
@@ -213,7 +214,9 @@ def _publish(settings: Settings, task: str, kwargs: dict[str, Any]) -> dict[str,
     try:
         result = app.send_task(task, kwargs=kwargs)
     except Exception as exc:  # kombu raises several connection error types
-        raise CommandError(f"cannot publish to the broker at {settings.redis_url}: {exc}") from exc
+        raise CommandError(
+            f"cannot publish to the broker at {redact(settings.redis_url)}: {redact(str(exc))}"
+        ) from exc
     finally:
         app.close()
     return {"task": task, **kwargs, "task_id": result.id}

@@ -42,6 +42,7 @@ from vkec2.cli.procs import (
     start_redis,
     wait_until,
 )
+from vkec2.config.redaction import redact
 from vkec2.contract import POD_CREATE, TAG_CLUSTER, TAG_POD_NAME
 from vkec2.domain.instances import tag_map
 from vkec2.domain.models import Phase
@@ -117,8 +118,8 @@ def _choose_redis(fleet: LocalFleet, url: str | None) -> str:
     """An explicit URL; else a private redis-server; else a Redis already listening on 6379."""
     if url:
         if not _redis_reachable(url):
-            raise UpError(f"cannot reach Redis at {url}")
-        fleet.console.print(f"  [green]✓[/green] redis at {url} (reused)")
+            raise UpError(f"cannot reach Redis at {redact(url)}")
+        fleet.console.print(f"  [green]✓[/green] redis at {redact(url)} (reused)")
         return url
     if shutil.which("redis-server"):
         base = fleet.service("redis-server", lambda: start_redis(log_dir=str(fleet.workdir / "logs")))
@@ -145,6 +146,8 @@ def _config(cluster: str, redis_url: str, moto_url: str, agent_endpoint: str) ->
         },
         "rate_limits": {"max_wait_seconds": 3},
         "ec2": {"image_id": LOCAL_AMI, "instance_type": "m5.large"},
+        # The example GPU pod asks for its instance type by annotation (docs/security.md).
+        "allowlists": {"default": {"instance_types": ["g5.xlarge"]}},
         "warm_pools": [
             {"name": "default", "desired_count": 2, "instance_type": "m5.large", "image_id": LOCAL_AMI}
         ],

@@ -31,6 +31,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "replay": "vkec2.cli.fleet:replay",
     "node": "vkec2.cli.node:node",
     "config": "vkec2.cli.config:config",
+    "infra": "vkec2.cli.infra:infra",
 }
 
 

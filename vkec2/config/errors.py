@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from vkec2.config.annotations import annotation_at, strip_optional
-from vkec2.config.redis_url import redact_url
+from vkec2.config.redaction import is_secret_key, redact
 from vkec2.errors import ConfigError
 
 #: A key path in the settings: mapping keys as strings, list indices as ints.
@@ -69,7 +69,7 @@ def kind(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = redact_url(repr(value))
+    text = redact(repr(value))
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -97,6 +97,8 @@ def describe(exc: ValidationError, source: str | None, origins: Mapping[KeyPath,
                 message = f"unknown key (known: {', '.join(parent.model_fields)})"
             else:
                 message = "unknown key"
+        elif any(isinstance(part, str) and is_secret_key(part) for part in loc):
+            message = redact(message)  # a secret's value is never shown
         elif error["type"] != "missing" and not isinstance(error["input"], dict | list):
             shown = _show(error["input"])
             if error["type"] != "value_error" or shown not in message:

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from vkec2.config.agent_identity import AgentIdentityCheck
+from vkec2.config.allowlist import Allowlists
 from vkec2.config.operations import (
     BeatSettings,
     FlowerSettings,
@@ -354,6 +355,8 @@ class Settings(BaseSettings):
     health: HealthSettings = Field(default_factory=HealthSettings)
     node: NodeSettings = Field(default_factory=NodeSettings)
     celery: CelerySettings = Field(default_factory=CelerySettings)
+    # What pods may ask for by annotation beyond the configured launch parameters (docs/security.md).
+    allowlists: Allowlists = Field(default_factory=Allowlists)
     # Fleet maintenance (docs/maintenance.md).
     beat: BeatSettings = Field(default_factory=BeatSettings)
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)

@@ -5,26 +5,25 @@ one server; ``sentinel://[[user]:password@]host[:port][/db]`` — several joined
 kombu reads them — name the Sentinels that know the master called ``redis_sentinel_master``.
 Only the first Sentinel URL may carry the credentials and the database (kombu reads them from
 there); they are the master's, not the Sentinels'. :func:`parse_redis_url` checks a URL and says
-what is wrong with it (never its password: :func:`redact_url`); :class:`RedisTarget` is the
-parsed answer the store and the broker configuration (kombu, RedBeat) build their clients from.
+what is wrong with it (never its password: :func:`~vkec2.config.redaction.redact`);
+:class:`RedisTarget` is the parsed answer the store and the broker configuration (kombu, RedBeat)
+build their clients from.
 See docs/redis.md.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from urllib.parse import SplitResult, unquote, urlsplit
+
+from vkec2.config.redaction import redact
 
 #: The port of a Sentinel named without one (the Sentinel default, as kombu assumes).
 SENTINEL_PORT = 26379
 PLAIN_SCHEMES = frozenset({"redis", "rediss", "unix"})
-_PASSWORD = re.compile(r"(://[^:/@;\s]*:)[^@/;\s]+@")
 
-
-def redact_url(text: str) -> str:
-    """``text`` with the password of every URL in it shown as ``***`` (for messages and output)."""
-    return _PASSWORD.sub(r"\1***@", text)
+#: ``text`` with every URL's password shown as ``***``: the one helper of vkec2.config.redaction.
+redact_url = redact
 
 
 @dataclass(frozen=True)

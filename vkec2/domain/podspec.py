@@ -11,7 +11,8 @@ is picked from the pod UID, lists are sorted), so the same pod always sends the 
 with its ClientToken; it also carries the fallbacks a capacity error moves on to (the other
 subnets, from the picked one on, and the alternative instance types). Anything wrong with the pod
 raises :class:`~vkec2.errors.InvalidPodSpec` with reason ``InvalidAnnotation``,
-``UnknownWarmPool`` or ``MissingImage``; nothing is launched.
+``UnknownWarmPool``, ``MissingImage`` or ``AnnotationNotAllowed`` (a value neither configured nor
+in the namespace's allowlist, :mod:`vkec2.domain.allowlist`); nothing is launched.
 The instance's UserData is decided here too (:func:`user_data_for`, also used for warm-pool
 launches): ``ec2.user_data`` as configured, else the agent installer rendered from
 ``agent/userdata``.
@@ -41,6 +42,7 @@ from vkec2.config import (
 )
 from vkec2.contract import ANNOTATION_PREFIX
 from vkec2.domain.agents import AgentTrust
+from vkec2.domain.allowlist import DEFAULT_NAMESPACE, refuse_unlisted
 from vkec2.errors import InvalidPodSpec
 
 logger = logging.getLogger("vkec2.domain.podspec")
@@ -112,6 +114,12 @@ def _invalid(name: str, problem: str) -> InvalidPodSpec:
 def _short(value: str) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _namespace(pod: Mapping[str, Any]) -> str:
+    meta = pod.get("metadata") if isinstance(pod, Mapping) else None
+    namespace = meta.get("namespace") if isinstance(meta, Mapping) else None
+    return namespace if isinstance(namespace, str) and namespace else DEFAULT_NAMESPACE
 
 
 def _metadata(pod: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
@@ -327,6 +335,7 @@ def launch_params(settings: Settings, pod: Mapping[str, Any]) -> LaunchParams:
         )
     instance_type, fallback_types = _instance_types(ann, base)
     subnet_id, fallback_subnets = _subnets(ann, base, uid)
+    refuse_unlisted(settings, _namespace(pod), ann)
     return LaunchParams(
         image_id=image_id,
         instance_type=instance_type,

@@ -7,7 +7,9 @@ pod UID, namespace, name and task ID when a task starts (:func:`bind`) and resto
 context when it ends (:func:`reset`), so every line emitted while the task runs carries them, from
 whichever module logs. At ``logging.verbosity: 2`` a line also names the thread, the task and the
 agent endpoint. In ``kv`` lines the message comes last and unquoted (the rest of the line), so a
-line stays readable and greppable; newlines are escaped so one record is one line.
+line stays readable and greppable; newlines are escaped so one record is one line. Every message
+and traceback goes through :func:`vkec2.config.redaction.redact` first: no line shows a URL's
+password, a token or a private key, whichever module logged it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from types import MappingProxyType
 from typing import IO, Any
 
 from vkec2.config import LoggingSettings
+from vkec2.config.redaction import redact
 from vkec2.domain.times import rfc3339
 
 #: Keys bound for every task line, in the order they are written.
@@ -100,8 +103,8 @@ class KeyValueFormatter(logging.Formatter):
         ]
         parts += [f"{k}={_quote(v)}" for k, v in _fields(record, self.verbosity).items()]
         if record.exc_info:
-            parts.append(f"exc={_quote(self.formatException(record.exc_info))}")
-        parts.append(f"msg={_one_line(record.getMessage())}")
+            parts.append(f"exc={_quote(redact(self.formatException(record.exc_info)))}")
+        parts.append(f"msg={_one_line(redact(record.getMessage()))}")
         return " ".join(parts)
 
 
@@ -120,10 +123,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "component": self.component,
             **_fields(record, self.verbosity),
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
+            doc["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(doc, ensure_ascii=False, default=str)
 
 

@@ -39,6 +39,10 @@ def settings(**overrides: Any) -> Settings:
             "visibility_window_seconds": VISIBILITY,
         },
         "agent": {"endpoint": "private-ip", "port": AGENT_PORT, "boot_timeout_seconds": BOOT_TIMEOUT},
+        # What the tests' pods ask for by annotation beyond the configured parameters.
+        "allowlists": {
+            "default": {"images": ["ami-0fedcba9876543210"], "instance_types": ["c5.xlarge", "m5a.large"]}
+        },
     }
     raw.update(overrides)
     return Settings.model_validate(raw)
