@@ -137,8 +137,8 @@ def test_fuzz_config_bytes_load_or_name_the_file(scratch: Path, raw: bytes, suff
     )
 )
 def test_fuzz_environment_overrides_load_or_name_the_variable(env: dict[str, str]) -> None:
-    try:
-        load_config(None, env=env)
+    try:  # agents on loopback: the plaintext rule (vkec2/config/transport.py) is not what is fuzzed
+        load_config(None, env={"VKEC2_AGENT__ENDPOINT": "static:127.0.0.1:8200", **env})
     except InvalidConfig as error:
         assert error.errors
         for line in error.errors:

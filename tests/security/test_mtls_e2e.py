@@ -30,7 +30,7 @@ from tests.security.test_bootstrap_attacks import agent_grpc
 from tests.support.bootstrap import BootstrapKit
 from tests.support.fleet import NODE, FleetHarness, example_pod
 from tests.support.kubelet import Api
-from tests.support.services import ManagedProcess, free_port, port_open, start_agent_sim, wait_until
+from tests.support.services import ManagedProcess, free_port, port_open, wait_until
 from vkec2.domain.models import Phase
 
 
@@ -64,31 +64,8 @@ def test_workers_and_producer_use_mtls_with_a_real_agent_and_the_simulator(
     tmp_path: Path, redis_url: str, moto_url: str, processes: list[ManagedProcess]
 ) -> None:
     kit = BootstrapKit(tmp_path)
-    files = {
-        name: tmp_path / name
-        for name in ("ca.crt", "ca.key", "aws.pem", "identity.key", "sim.crt", "sim.key")
-    }
-    kit.ca.save(files["ca.crt"], files["ca.key"])
-    files["aws.pem"].write_bytes(kit.signer.cert_pem)
-    kit.signer.save_key(files["identity.key"])
-    sim_cert = kit.ca.issue_agent_server_cert("*")  # one listener for every virtual agent
-    files["sim.crt"].write_bytes(sim_cert.cert_pem)
-    files["sim.key"].write_bytes(sim_cert.key_pem)
-
-    sim, sim_endpoint = start_agent_sim(
-        moto_url,
-        extra_args=[
-            "--tls-cert", str(files["sim.crt"]),
-            "--tls-key", str(files["sim.key"]),
-            "--tls-client-ca", str(files["ca.crt"]),
-            "--identity-key", str(files["identity.key"]),
-        ],
-    )  # fmt: skip
+    sim, sim_endpoint, tls = kit.start_tls_sim(moto_url)
     processes.append(sim)
-    tls = {
-        "tls": {"ca_cert_file": str(files["ca.crt"]), "ca_key_file": str(files["ca.key"])},
-        "identity": {"aws_certificate_file": str(files["aws.pem"])},
-    }
     on_sim = FleetHarness(tmp_path, redis_url, moto_url, sim_endpoint, {"agent": tls})
     real_port = free_port()
     on_real = FleetHarness(tmp_path, redis_url, moto_url, f"127.0.0.1:{real_port}", {"agent": tls})

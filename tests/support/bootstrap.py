@@ -3,15 +3,18 @@
 :class:`BootstrapKit` writes what an instance's user data and IMDS would give an agent (the pinned
 fleet CA, the launch's bootstrap secret, a signed identity document) and builds the worker side
 (:class:`~vkec2.agent_client.bootstrap.FleetBootstrap`) that checks them, so agent tests run the
-real bootstrap end to end.
+real bootstrap end to end; :meth:`BootstrapKit.start_tls_sim` starts the agent simulator serving
+mTLS and gives the ``agent`` settings of a fleet that bootstraps its virtual agents.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agent.sim.identity import TEST_ACCOUNT, DocumentSigner
+from tests.support.services import ManagedProcess, start_agent_sim
 from vkec2.agent_client.bootstrap import FleetBootstrap, IdentityVerifier
 from vkec2.agent_client.client import AgentClient
 from vkec2.ca import FleetCA
@@ -52,3 +55,31 @@ class BootstrapKit:
 
     def fleet(self, client: AgentClient, region: str = REGION) -> FleetBootstrap:
         return FleetBootstrap(client, self.ca, self.verifier(region))
+
+    def start_tls_sim(self, moto_url: str) -> tuple[ManagedProcess, str, dict[str, Any]]:
+        """The agent simulator serving mTLS only (one ``*`` certificate of the fleet CA for every
+        virtual agent), identity documents signed by the kit; (process, endpoint, ``agent`` settings)."""
+        d = self.directory
+        files = {
+            name: d / name for name in ("ca.crt", "ca.key", "aws.pem", "identity.key", "sim.crt", "sim.key")
+        }
+        self.ca.save(files["ca.crt"], files["ca.key"])
+        files["aws.pem"].write_bytes(self.signer.cert_pem)
+        self.signer.save_key(files["identity.key"])
+        sim_cert = self.ca.issue_agent_server_cert("*")
+        files["sim.crt"].write_bytes(sim_cert.cert_pem)
+        files["sim.key"].write_bytes(sim_cert.key_pem)
+        proc, endpoint = start_agent_sim(
+            moto_url,
+            extra_args=[
+                "--tls-cert", str(files["sim.crt"]),
+                "--tls-key", str(files["sim.key"]),
+                "--tls-client-ca", str(files["ca.crt"]),
+                "--identity-key", str(files["identity.key"]),
+            ],
+        )  # fmt: skip
+        agent = {
+            "tls": {"ca_cert_file": str(files["ca.crt"]), "ca_key_file": str(files["ca.key"])},
+            "identity": {"aws_certificate_file": str(files["aws.pem"])},
+        }
+        return proc, endpoint, agent
