@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 from tests.fleet.conftest import ec2_proxy, make_fleet
 from tests.k8s.apiserver import FakeKubeApiServer
 from tests.support.fleet import FleetHarness
-from tests.support.services import ManagedProcess, wait_until
+from tests.support.services import ManagedProcess, start_agent_sim, wait_until
 
 __all__ = ["apiserver", "ec2_proxy", "make_fleet"]
 
@@ -41,6 +41,16 @@ FAST = [
 ]
 
 StartProducer = Callable[..., ManagedProcess]
+
+
+@pytest.fixture
+def process_sim(moto_url: str, tmp_path: Path) -> Iterator[str]:
+    """An agent simulator of the test's own whose agents really run the pods (``--runtime process``)."""
+    proc, endpoint = start_agent_sim(
+        moto_url, extra_args=["--runtime", "process", "--log-dir", str(tmp_path / "container-logs")]
+    )
+    yield endpoint
+    proc.stop()
 
 
 @pytest.fixture

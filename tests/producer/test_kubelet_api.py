@@ -17,7 +17,6 @@ import json
 import re
 import ssl
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from producer.standalone import parse_manifest
 from tests.producer.conftest import StartProducer
 from tests.support.fleet import FleetHarness
 from tests.support.kubelet import Api, ws_exec
-from tests.support.services import ManagedProcess, free_port, port_open, start_agent_sim, wait_until
+from tests.support.services import ManagedProcess, free_port, port_open, wait_until
 from vkec2.ca import FleetCA
 from vkec2.domain.models import Phase
 
@@ -50,16 +49,6 @@ STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z line \d+$")
 
 
 # -- fixtures -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def process_sim(moto_url: str, tmp_path: Path) -> Iterator[str]:
-    """An agent simulator of our own whose agents really run the pods (``--runtime process``)."""
-    proc, endpoint = start_agent_sim(
-        moto_url, extra_args=["--runtime", "process", "--log-dir", str(tmp_path / "container-logs")]
-    )
-    yield endpoint
-    proc.stop()
 
 
 @dataclass

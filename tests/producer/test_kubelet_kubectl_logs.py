@@ -15,10 +15,7 @@ from __future__ import annotations
 import json
 import ssl
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.k8s.apiserver import FakeKubeApiServer
 from tests.k8s.kubelet_double import AccessRule
@@ -26,22 +23,12 @@ from tests.producer.conftest import StartProducer, pod_manifest
 from tests.support.fleet import FleetHarness
 from tests.support.kubelet import Api
 from tests.support.kubetools import kubectl_path
-from tests.support.services import free_port, port_open, start_agent_sim, wait_until
+from tests.support.services import free_port, port_open, wait_until
 from vkec2.ca import FleetCA
 from vkec2.domain.models import Phase
 
 NODE = "vk-kubectl-logs-0"
 APISERVER_USER = "kube-apiserver-kubelet-client"
-
-
-@pytest.fixture
-def process_sim(moto_url: str, tmp_path: Path) -> Iterator[str]:
-    """An agent simulator whose agents really run the pods' commands."""
-    proc, endpoint = start_agent_sim(
-        moto_url, extra_args=["--runtime", "process", "--log-dir", str(tmp_path / "container-logs")]
-    )
-    yield endpoint
-    proc.stop()
 
 
 def _kubectl(apiserver: FakeKubeApiServer, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
