@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stack = layers()
     # No cache: grimp's .grimp_cache went stale across merges here and drew yesterday's arrows.
-    graph = grimp.build_graph(*sorted({node.split(".")[0] for layer in stack for node in layer}), cache_dir=None)
+    packages = sorted({node.split(".")[0] for layer in stack for node in layer})
+    graph = grimp.build_graph(*packages, cache_dir=None)
     cycle = module_cycle(graph)
     if cycle:
         print("the house has an import cycle: " + " -> ".join(cycle), file=sys.stderr)
