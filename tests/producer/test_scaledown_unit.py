@@ -101,7 +101,8 @@ def test_check_does_not_drain_without_an_answer(env: dict[str, str], answer: Any
 
 
 def test_drain_timeout_option() -> None:
-    assert parse_args([]).drain_timeout == 540.0
-    assert parse_args(["--drain-timeout", "30"]).drain_timeout == 30.0
+    quiet = ["--no-kubelet"]  # Kubernetes mode's kubelet API would need an authentication method
+    assert parse_args(quiet).drain_timeout == 540.0
+    assert parse_args([*quiet, "--drain-timeout", "30"]).drain_timeout == 30.0
     with pytest.raises(SystemExit):
-        parse_args(["--drain-timeout", "0"])
+        parse_args([*quiet, "--drain-timeout", "0"])
