@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from producer.options import parse_args
-from tests.support.helm import PREFIX, Helm, Obj, Objects, container, pod_spec
+from tests.support.helm import PREFIX, Helm, Obj, Objects, container, pod_spec, role_rules
 
 
 def _producer(objs: Objects) -> tuple[Obj, Obj]:
@@ -20,15 +20,8 @@ def _producer(objs: Objects) -> tuple[Obj, Obj]:
 
 
 def _review_rules(objs: Objects) -> set[tuple[str, str, str]]:
-    role = objs.get("ClusterRole", f"{PREFIX}-producer")
-    return {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-        if resource in ("tokenreviews", "subjectaccessreviews")
-    }
+    rules = role_rules(objs.get("ClusterRole", f"{PREFIX}-producer"))
+    return {rule for rule in rules if rule[1] in ("tokenreviews", "subjectaccessreviews")}
 
 
 def test_default_chart_turns_kubelet_authentication_on(h: Helm) -> None:

@@ -16,8 +16,8 @@ from tests.support.helm import (
     PRODUCER_SCALEDOWN_RULES,
     ROOT,
     Helm,
-    Obj,
     pod_spec,
+    role_rules,
 )
 
 
@@ -45,27 +45,17 @@ def _code_api_calls() -> set[tuple[str, str]]:
     return calls
 
 
-def _rules(role: Obj) -> set[tuple[str, str, str]]:
-    return {
-        (group, resource, verb)
-        for rule in role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-        for verb in rule["verbs"]
-    }
-
-
 def test_rbac_grants_exactly_what_the_producer_needs(h: Helm) -> None:
     objs = h.template()
     cluster_role = objs.get("ClusterRole", f"{PREFIX}-producer")
     lease_role = objs.get("Role", f"{PREFIX}-producer-lease")
-    assert _rules(cluster_role) == PRODUCER_CLUSTER_RULES
+    assert role_rules(cluster_role) == PRODUCER_CLUSTER_RULES
     assert lease_role["metadata"]["namespace"] == "kube-node-lease"
-    assert _rules(lease_role) == PRODUCER_LEASE_RULES
+    assert role_rules(lease_role) == PRODUCER_LEASE_RULES
     assert not any(rule.get("resourceNames") == [] for rule in cluster_role["rules"])
     scaledown_role = objs.get("Role", f"{PREFIX}-producer-sts")
     assert scaledown_role["metadata"]["namespace"] == NAMESPACE
-    assert _rules(scaledown_role) == PRODUCER_SCALEDOWN_RULES
+    assert role_rules(scaledown_role) == PRODUCER_SCALEDOWN_RULES
     # Only the producers' own StatefulSet, not every one of the namespace.
     assert [r["resourceNames"] for r in scaledown_role["rules"]] == [[f"{PREFIX}-producer"]]
     assert objs.get("StatefulSet", f"{PREFIX}-producer")["metadata"]["namespace"] == NAMESPACE

@@ -167,6 +167,17 @@ class Objects:
         return [o for o in self.items if o["kind"] in ("Deployment", "StatefulSet")]
 
 
+def role_rules(role: Obj) -> set[tuple[str, str, str]]:
+    """A Role's or ClusterRole's grants, one (apiGroup, resource, verb) per combination."""
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
 def pod_spec(workload: Obj) -> Obj:
     spec: Obj = workload["spec"]["template"]["spec"]
     return spec
