@@ -17,9 +17,12 @@ import pytest
 import redis
 
 from producer.standalone import parse_manifest
+from tests.fleet.conftest import ec2_proxy
 from tests.producer.conftest import StartProducer, apiserver, start_producer
+from tests.support.awslike import E2E_DEFAULT
 from tests.support.bootstrap import BootstrapKit
-from tests.support.fleet import FleetHarness
+from tests.support.ec2proxy import Ec2Proxy
+from tests.support.fleet import FleetHarness, fleet_behind
 from tests.support.services import ManagedProcess, free_port, start_redis, wait_until
 from vkec2.cli.main import main as vkec2
 from vkec2.config import InvalidConfig, LoggingSettings, Settings, load_config
@@ -27,7 +30,7 @@ from vkec2.config.redaction import MASK, is_secret_key, redact, redact_config
 from vkec2.domain.models import Phase
 from vkec2.observability import logs
 
-__all__ = ["apiserver", "start_producer"]
+__all__ = ["apiserver", "ec2_proxy", "start_producer"]
 
 PASSWORD = "Pw-9f3c1e7a-not-in-any-log"
 NODE = "vk-redact-0"
@@ -174,6 +177,7 @@ def test_an_end_to_end_run_logs_neither_the_redis_password_nor_the_ca_key(
     locked_redis: str,
     redis_url: str,
     moto_url: str,
+    ec2_proxy: Ec2Proxy,
     tmp_path: Path,
 ) -> None:
     with pytest.raises(redis.AuthenticationError):  # the password is really needed
@@ -183,7 +187,8 @@ def test_an_end_to_end_run_logs_neither_the_redis_password_nor_the_ca_key(
     key_body = [
         line for line in kit.ca.key_pem.decode().splitlines() if line and not line.startswith("-----")
     ]
-    fleet = FleetHarness(tmp_path, redis_url, moto_url, sim_endpoint, {"agent": agent})
+    # EC2 as AWS behaves (lag, throttling, slow transitions); the simulator reads moto itself.
+    fleet = fleet_behind(ec2_proxy, tmp_path, redis_url, sim_endpoint, {"agent": agent}, aws_like=E2E_DEFAULT)
     try:
         _run_and_grep(fleet, start_producer, tmp_path, key_body, kit.ca.key_pem.decode())
     finally:
