@@ -7,8 +7,8 @@ winning over the file. The original Go provider's ``config.json`` (``ClusterName
 users can switch unchanged. A bad value stops start-up with a :class:`InvalidConfig` (a
 :class:`~vkec2.errors.ConfigError`) that lists every error by key path and by file or environment
 variable; warnings go to the ``vkec2.config`` logger and are returned by :func:`load_config`. The
-package: :mod:`~vkec2.config.model` and :mod:`~vkec2.config.operations` (the settings and their
-sections), :mod:`~vkec2.config.shapes` (value rules shared with the pod annotations),
+package: :mod:`~vkec2.config.model`, :mod:`~vkec2.config.launch` and :mod:`~vkec2.config.operations` (the
+settings and their sections), :mod:`~vkec2.config.shapes` (value rules shared with the pod annotations),
 :mod:`~vkec2.config.loading` (file and environment), :mod:`~vkec2.config.legacy` (the original
 provider's file), :mod:`~vkec2.config.transport` (plaintext agents refused outside loopback unless
 named) and :mod:`~vkec2.config.errors` (error lines). The reference for every key is
@@ -16,6 +16,7 @@ named) and :mod:`~vkec2.config.errors` (error lines). The reference for every ke
 """
 
 from vkec2.config.errors import InvalidConfig
+from vkec2.config.launch import Ec2Defaults, WarmPool
 from vkec2.config.legacy import LEGACY_TOP_LEVEL
 from vkec2.config.loading import LoadedConfig, load_config, load_settings
 from vkec2.config.model import (
@@ -27,11 +28,9 @@ from vkec2.config.model import (
     Backoff,
     BootstrapAgent,
     CelerySettings,
-    Ec2Defaults,
     Keepalive,
     NodeSettings,
     Settings,
-    WarmPool,
 )
 from vkec2.config.operations import (
     BeatSettings,

@@ -1,10 +1,10 @@
 """The settings model: :class:`Settings` and the sections of the fleet's core.
 
 Field names, nesting and defaults are the contract the rest of the fleet uses; the reference for
-every key is ``docs/configuration.md``. This module holds the sections for AWS access, the EC2
-launch defaults and warm pools, the agent connection, bootstrap, health, the virtual node and
-Celery; the maintenance and observability sections live in :mod:`vkec2.config.operations` and
-the value rules in :mod:`vkec2.config.shapes`. Models only validate: reading files and the
+every key is ``docs/configuration.md``. This module holds the sections for AWS access, the agent
+connection, bootstrap, the virtual node and Celery; the EC2 launch defaults and warm pools live in
+:mod:`vkec2.config.launch`, the maintenance and observability sections in
+:mod:`vkec2.config.operations` and the value rules in :mod:`vkec2.config.shapes`. Models only validate: reading files and the
 environment is :mod:`vkec2.config.loading`, and rendering launch payloads (the agent installer
 as UserData) is :mod:`vkec2.domain.podspec`.
 """
@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from vkec2.config.agent_identity import AgentIdentityCheck
 from vkec2.config.allowlist import Allowlists
+from vkec2.config.launch import Ec2Defaults, WarmPool
 from vkec2.config.operations import (
     BeatSettings,
     FlowerSettings,
@@ -31,21 +32,12 @@ from vkec2.config.operations import (
 )
 from vkec2.config.redis_url import check_sentinel_master, parse_redis_url
 from vkec2.config.shapes import (
-    DNS_LABEL_RE,
     DNS_SUBDOMAIN_RE,
     QUANTITY_RE,
     REGION_RE,
-    SECURITY_GROUP_ID_RE,
-    SUBNET_ID_RE,
     Section,
     check_http_url,
-    check_ids,
-    check_image,
-    check_instance_type,
-    check_key_pair,
-    check_profile,
     parse_static,
-    tags_problem,
 )
 from vkec2.contract import HEALTH_SWEEP, ORPHAN_GC, QUOTAS, RESUME, STATUS_LOG, WARM_POOLS
 
@@ -86,96 +78,6 @@ class AwsSettings(Section):
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         return check_http_url(value)
-
-
-class _LaunchTarget(Section):
-    """The EC2 parameters that choose an instance, shared by the defaults and every warm pool."""
-
-    image_id: str | None = None
-    instance_type: str = "m5.large"
-    instance_types: list[str] = Field(
-        default_factory=list,
-        description="Alternative instance types, tried in order after instance_type when EC2 lacks capacity.",
-    )
-    subnets: list[str] = Field(default_factory=list)
-    security_groups: list[str] = Field(default_factory=list)
-    instance_profile: str | None = None
-    key_pair: str | None = None
-
-    _image = field_validator("image_id")(check_image)
-    _type = field_validator("instance_type")(check_instance_type)
-
-    @field_validator("instance_types")
-    @classmethod
-    def _types(cls, value: list[str]) -> list[str]:
-        value = [check_instance_type(item) for item in value]
-        if len(set(value)) != len(value):
-            raise ValueError("an instance type is listed twice")
-        return value
-
-    _profile = field_validator("instance_profile")(check_profile)
-    _key = field_validator("key_pair")(check_key_pair)
-
-    @field_validator("subnets")
-    @classmethod
-    def _subnets(cls, value: list[str]) -> list[str]:
-        return check_ids(value, SUBNET_ID_RE, "subnet ID like subnet-0123abcd")
-
-    @field_validator("security_groups")
-    @classmethod
-    def _groups(cls, value: list[str]) -> list[str]:
-        return check_ids(value, SECURITY_GROUP_ID_RE, "security group ID like sg-0123abcd")
-
-
-class Ec2Defaults(_LaunchTarget):
-    """Launch parameters used when a pod's annotations do not override them, and EC2's visibility lag."""
-
-    user_data: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
-    visibility_window_seconds: float = Field(
-        default=60.0,
-        ge=0,
-        description="How long after its launch an instance EC2 answers NotFound for is pending, not gone.",
-    )
-    capacity_deadline_seconds: float = Field(
-        default=1800.0,
-        gt=0,
-        description="How long a pod waits for EC2 capacity (or quota) before it is Failed.",
-    )
-    unavailable_ttl_seconds: float = Field(
-        default=180.0,
-        gt=0,
-        description="How long an (instance type, zone) that answered 'no capacity' is skipped fleet-wide.",
-    )
-
-    @field_validator("tags")
-    @classmethod
-    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
-        problem = tags_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
-
-
-class WarmPool(_LaunchTarget):
-    """A named pool of pre-launched instances that pods can claim.
-
-    Unset fields (``image_id``, empty ``subnets``/``security_groups``, ``instance_profile``,
-    ``key_pair``) inherit from ``ec2``; see :meth:`Settings.pool_launch_defaults`.
-    """
-
-    name: str
-    desired_count: int = Field(default=0, ge=0)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not DNS_LABEL_RE.fullmatch(value):
-            raise ValueError(
-                f"pool name {value!r} is not a DNS label (lowercase letters, digits and '-', "
-                "at most 63 characters, starting and ending with a letter or digit)"
-            )
-        return value
 
 
 class Backoff(Section):
@@ -459,18 +361,7 @@ class Settings(BaseSettings):
 
     def pool_launch_defaults(self, pool: WarmPool) -> Ec2Defaults:
         """The EC2 parameters a pool's instances launch with: the pool's, unset ones from ``ec2``."""
-        ec2 = self.ec2
-        return Ec2Defaults(
-            image_id=pool.image_id or ec2.image_id,
-            instance_type=pool.instance_type,
-            instance_types=list(pool.instance_types),
-            subnets=list(pool.subnets or ec2.subnets),
-            security_groups=list(pool.security_groups or ec2.security_groups),
-            instance_profile=pool.instance_profile or ec2.instance_profile,
-            key_pair=pool.key_pair or ec2.key_pair,
-            user_data=ec2.user_data,
-            tags=dict(ec2.tags),
-        )
+        return pool.launch_defaults(self.ec2)
 
     @classmethod
     def settings_customise_sources(
