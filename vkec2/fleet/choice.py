@@ -28,7 +28,7 @@ from typing import Any
 from vkec2.config import Settings
 from vkec2.contract import ANNOTATION_PREFIX, LABEL_ARCH
 from vkec2.domain.allowlist import DEFAULT_NAMESPACE
-from vkec2.domain.instances import Instance
+from vkec2.domain.instances import Instance, type_and_zone
 from vkec2.domain.placement import (
     INSTANCE_KEYS,
     ZONE_KEYS,
@@ -52,8 +52,7 @@ UNKNOWN_TYPE_CODE = "InvalidInstanceType"
 
 def placed(instance: Instance) -> str:
     """``c6i.large in us-west-2a``: an instance's type and zone, as the pod's messages show them."""
-    kind = str(instance.get("InstanceType", "") or "")
-    zone = str((instance.get("Placement") or {}).get("AvailabilityZone", "") or "")
+    kind, zone = type_and_zone(instance)
     return f"{kind} in {zone}" if kind and zone else kind or zone
 
 
