@@ -54,8 +54,8 @@ def test_the_chosen_type_and_zone_are_annotated_on_the_pod_and_named_in_its_even
     }
     sized: dict[str, Any] = pod_manifest("sized", NODE)
     sized["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "6", "memory": "20Gi"}}
-    for pod in (named, sized):
-        apiserver.create("pods", pod)
+    for manifest in (named, sized):
+        apiserver.create("pods", manifest)
 
     apiserver.wait_for(
         lambda a: _annotated(a, "named") and _annotated(a, "sized"), 180, "both pods annotated"
