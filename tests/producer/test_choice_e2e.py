@@ -5,7 +5,8 @@ realistic preset (visibility lag, slow pending, AWS's request buckets). Two pods
 nodeSelector names ``c6i.large`` and a zone (and the node's own ``kubernetes.io/os``, which must not
 get in the way), one that asks for 6 CPU and 20Gi and names no type. Each ends Running with the
 annotations ``vkec2.io/instance-type`` and ``vkec2.io/zone`` naming what EC2 launched (checked
-against moto's DescribeInstances) and an Event whose message says "… (c6i.large in us-west-2b)".
+against moto's DescribeInstances), an Event whose message says "… (c6i.large in us-west-2b)" and
+the message of its ``vkec2.io/InstanceReady`` condition "c6i.large in us-west-2b".
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from tests.fleet.test_aws_like_e2e import default_subnets
 from tests.k8s.apiserver import FakeKubeApiServer
 from tests.producer.conftest import StartProducer, pod_manifest
 from tests.support.fleet import FleetHarness
-from vkec2.contract import INSTANCE_ID_ANNOTATION, INSTANCE_TYPE_ANNOTATION, ZONE_ANNOTATION
+from vkec2.contract import INSTANCE_ID_ANNOTATION, INSTANCE_READY, INSTANCE_TYPE_ANNOTATION, ZONE_ANNOTATION
 
 Make = Callable[..., FleetHarness]
 NODE = "vk-choice-0"
@@ -76,3 +77,5 @@ def test_the_chosen_type_and_zone_are_annotated_on_the_pod_and_named_in_its_even
             if e["involvedObject"].get("uid") == pod["metadata"]["uid"]
         ]
         assert any(f"({kind} in {zone})" in m for m in messages), messages
+        ready = next(c for c in pod["status"]["conditions"] if c["type"] == INSTANCE_READY)
+        assert (ready["status"], ready["message"]) == ("True", f"{kind} in {zone}")

@@ -56,6 +56,12 @@ def placed(instance: Instance) -> str:
     return f"{kind} in {zone}" if kind and zone else kind or zone
 
 
+def placement_note(instance: Instance) -> tuple[str, str] | tuple[()]:
+    """(reason, message) of the ``vkec2.io/InstanceReady`` condition: the instance's type and zone."""
+    kind, _ = type_and_zone(instance)
+    return ("", placed(instance)) if kind else ()
+
+
 def _metadata(pod: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
     meta = pod.get("metadata") if isinstance(pod, Mapping) else None
     meta = meta if isinstance(meta, Mapping) else {}

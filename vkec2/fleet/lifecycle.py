@@ -32,7 +32,7 @@ from vkec2.domain.instances import Instance
 from vkec2.domain.models import Phase, PodRecord, StatusEvent, condition, now
 from vkec2.errors import AgentError, AgentRejected, AgentUnavailable, Ec2Error, InvalidPodSpec
 from vkec2.fleet.capacity import CapacityLaunch, NoCapacity, settle_conditions
-from vkec2.fleet.choice import InstanceChoice, placed
+from vkec2.fleet.choice import InstanceChoice, placed, placement_note
 from vkec2.fleet.rebuild import Rebuild
 from vkec2.fleet.teardown import RELEASED, Teardown, released_message
 from vkec2.fleet.visibility import PodInstances
@@ -102,12 +102,13 @@ class Lifecycle:
         if not keep_status:
             rec.reason, rec.message = reason, message
         released = phase.final and bool(rec.released_at) and phase is not Phase.TERMINATED
+        note = (RELEASED, released_message(rec.instance_id)) if released else placement_note(rec.instance)
         conditions = [
             condition(
                 INSTANCE_READY,
                 phase in (Phase.BOOTING, Phase.LAUNCHING, Phase.RUNNING)
                 or (phase.final and bool(rec.instance_id) and phase is not Phase.TERMINATED and not released),
-                *((RELEASED, released_message(rec.instance_id)) if released else ()),
+                *note,
             ),
             condition(AGENT_CONNECTED, phase in (Phase.LAUNCHING, Phase.RUNNING)),
         ]

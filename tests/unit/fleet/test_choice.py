@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.unit.fleet.world import IMAGE, POOL, World, pod
-from vkec2.contract import NO_INSTANCE_TYPE_FITS, NO_MATCHING_INSTANCE_TYPE, NO_MATCHING_ZONE
+from vkec2.contract import INSTANCE_READY, NO_INSTANCE_TYPE_FITS, NO_MATCHING_INSTANCE_TYPE, NO_MATCHING_ZONE
 from vkec2.domain.models import Phase
 from vkec2.errors import Ec2Error
 
@@ -55,6 +55,8 @@ def test_a_node_selector_on_the_instance_type_launches_that_type(make_world: Cal
     world.step()
     assert launched(world)[0][0] == "c6i.large"
     assert world.rec.phase is Phase.PROVISIONING
+    ready = next(c for c in world.rec.conditions if c["type"] == INSTANCE_READY)
+    assert ready["message"] == "c6i.large"  # the fake gives no zone; EC2's answer adds " in us-west-2b"
     assert world.ec2.calls_of("DescribeInstanceTypes") == []  # a named type needs no facts
 
 
