@@ -13,6 +13,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support.faketypes import TYPES, description
 from vkec2.config import Settings
@@ -354,3 +356,102 @@ def test_types_a_selector_names_are_held_to_the_allowlist() -> None:
         refuse_unlisted_types(settings, "default", ("g5.xlarge",), sel)
     assert err.value.reason == REASON_NOT_ALLOWED
     assert "nodeSelector node.kubernetes.io/instance-type: 'g5.xlarge'" in err.value.message
+
+
+# -- any input: a placement or a clean refusal ---------------------------------------------------
+
+_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=12)
+)
+_json = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=12,
+)
+_keys = st.sampled_from(
+    [
+        "node.kubernetes.io/instance-type",
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/arch",
+        "karpenter.k8s.aws/instance-generation",
+        "karpenter.sh/capacity-type",
+        "kubernetes.io/os",
+        "example.com/x",
+    ]
+)
+_expressions = st.fixed_dictionaries(
+    {
+        "key": _keys | _scalars,
+        "operator": st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt", "Near"]) | _scalars,
+        "values": st.lists(
+            st.sampled_from(["c6i.large", "m5.large", "arm64", "5", "spot", "us-west-2b", "x"])
+        )
+        | _json,
+    }
+)
+_terms = st.lists(
+    st.fixed_dictionaries({"matchExpressions": st.lists(_expressions, max_size=3) | _json}) | _json,
+    max_size=3,
+)
+_quantities = st.sampled_from(["6", "20Gi", "500m", "1e3", "-1", "lots", "1Ti", ""]) | _scalars
+_containers = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": st.text(max_size=4),
+            "resources": st.fixed_dictionaries(
+                {"requests": st.dictionaries(st.sampled_from(["cpu", "memory"]), _quantities)}
+            )
+            | _json,
+        }
+    )
+    | _json,
+    max_size=3,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    node_selector=st.dictionaries(_keys, st.sampled_from(["c6i.large", "us-west-2b", "arm64", "spot"]))
+    | _json,
+    terms=_terms | _json,
+    containers=_containers,
+    init=_containers,
+)
+def test_any_selector_and_resources_give_a_placement_or_a_clean_refusal(
+    node_selector: Any, terms: Any, containers: Any, init: Any
+) -> None:
+    from tests.support.fakes import FakeEc2
+    from vkec2.fleet.choice import InstanceChoice
+
+    cfg = Settings.model_validate(
+        {
+            "ec2": {
+                "image_id": "ami-0123456789abcdef0",
+                "subnets": list(SUBNETS),
+                "instance_type_choices": list(CHOICES),
+            },
+            "allowlists": {"default": {"instance_types": ["c6i.large"]}},
+        }
+    )
+    ec2 = FakeEc2()
+    ec2.zones = dict(ZONES)
+    spec = {
+        "metadata": {"uid": "u", "namespace": "default"},
+        "spec": {
+            "nodeSelector": node_selector,
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}
+                }
+            },
+            "containers": containers,
+            "initContainers": init,
+        },
+    }
+    try:
+        params = InstanceChoice(cfg, ec2).params(spec)
+    except InvalidPodSpec as exc:
+        assert exc.reason and exc.message
+        return
+    assert params.instance_type in {*CHOICES, "c6i.large"}
+    assert params.subnet_id in SUBNETS
