@@ -110,7 +110,7 @@ class InstanceChoice:
         facts = self.facts(uni.types) if uni.by_requests or sel.constrains((LABEL_ARCH,)) else {}
         subnets = (params.subnet_id, *params.fallback_subnets)
         known = [s for s in subnets if s]
-        zones = self.ec2.subnet_zones(known) if known and sel.constrains(ZONE_KEYS) else {}
+        zones = self._zones(known) if known and sel.constrains(ZONE_KEYS) else {}
         requests = pod_requests(pod) if uni.by_requests else Requests()
         choice = place(sel, uni, requests=requests, facts=facts, subnets=subnets, zones=zones)
         for note in choice.notes:
@@ -139,6 +139,18 @@ class InstanceChoice:
             warm_pool=params.warm_pool if pool_kept else None,
             capacity_type_hint=choice.capacity_types,
         )
+
+    def _zones(self, subnets: Sequence[str]) -> dict[str, str]:
+        """The subnets' zones; a zone not known (DescribeSubnets failed) is retried, never guessed."""
+        zones = self.ec2.subnet_zones(subnets)
+        missing = [s for s in subnets if s not in zones]
+        if missing:
+            raise Ec2Error(
+                f"DescribeSubnets: no zone known for {', '.join(missing)} (the pod's zone selector needs it)",
+                retryable=True,
+                reason="EC2Unavailable",
+            )
+        return zones
 
     def facts(self, names: Sequence[str]) -> dict[str, TypeFacts]:
         """The facts of the types EC2 knows among ``names`` (DescribeInstanceTypes once per type)."""

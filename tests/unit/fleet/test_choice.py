@@ -173,3 +173,14 @@ def test_a_capacity_type_selector_is_a_hint_on_the_parameters(make_world: Callab
     assert params.capacity_type_hint == ("spot",) and params.instance_type == "m5.large"
     plain = world.lifecycle.choice.params(spec())
     assert plain.capacity_type_hint == () and plain.fingerprint() != params.fingerprint()
+
+
+def test_a_subnet_whose_zone_is_unknown_is_retried_not_failed(make_world: Callable[..., World]) -> None:
+    world = chooser(make_world)
+    del world.ec2.zones["subnet-0b"]  # DescribeSubnets failed for it (the gateway logs and leaves it out)
+    selector = spec({"topology.kubernetes.io/zone": "us-west-2b"})
+    with pytest.raises(Ec2Error) as err:
+        world.lifecycle.choice.params(selector)
+    assert err.value.retryable and "subnet-0b" in err.value.message
+    world.ec2.zones["subnet-0b"] = "us-west-2b"
+    assert world.lifecycle.choice.params(selector).subnet_id == "subnet-0b"
