@@ -47,10 +47,6 @@ class Requests:
         """Each resource's larger value."""
         return Requests(max(self.millicpu, other.millicpu), max(self.memory, other.memory))
 
-    @property
-    def any(self) -> bool:
-        return self.millicpu > 0 or self.memory > 0
-
     def __str__(self) -> str:
         cpu = f"{self.millicpu / 1000:g}" if self.millicpu % 1000 == 0 else f"{self.millicpu}m"
         return f"cpu {cpu}, memory {_mib(self.memory)}"
