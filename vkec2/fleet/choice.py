@@ -117,6 +117,13 @@ class InstanceChoice:
             log.info("instance choice: %s", note)
         return self._narrowed(params, choice)
 
+    def launched_with(self, pod: Mapping[str, Any], instance: Instance) -> LaunchParams:
+        """The parameters ``instance`` was launched with for ``pod``: its own, or a capacity fallback's
+        (an instance of a fallback type is no change of type: it needs no replacement)."""
+        params = self.params(pod)
+        kind, _ = type_and_zone(instance)
+        return replace(params, instance_type=kind) if kind in params.fallback_types else params
+
     def _narrowed(self, params: LaunchParams, choice: Placement) -> LaunchParams:
         first, *more = choice.instance_types
         subnet, *rest = choice.subnets

@@ -447,7 +447,7 @@ class Lifecycle:
         if rec.deleted or not rec.instance_id or rec.phase.final:
             return
         try:
-            params = self.choice.params(rec.spec)
+            params = self.choice.launched_with(rec.spec, rec.instance)
         except InvalidPodSpec as exc:
             self._record(lock, rec, rec.phase, reason=exc.reason, message=exc.message, warning=True)
             return

@@ -184,3 +184,16 @@ def test_a_subnet_whose_zone_is_unknown_is_retried_not_failed(make_world: Callab
     assert err.value.retryable and "subnet-0b" in err.value.message
     world.ec2.zones["subnet-0b"] = "us-west-2b"
     assert world.lifecycle.choice.params(selector).subnet_id == "subnet-0b"
+
+
+def test_U2_an_instance_of_a_fallback_type_needs_no_replacement(make_world: Callable[..., World]) -> None:
+    world = chooser(make_world, instance_type_choices=CHOICES, subnets=["subnet-0a"])
+    body = spec(cpu="6", memory="20Gi", annotations={"compute.amazonaws.com/tags": '{"team": "a"}'})
+    instance = world.instance("running", instance_type="m5.4xlarge")  # the next larger fitting type
+    world.seed(Phase.RUNNING, instance=instance, spec=body)
+    world.update()
+    assert (world.rec.phase, world.rec.reason) == (Phase.RUNNING, "Updated")
+    other = world.instance("running", instance_type="m5.large")  # does not fit: not a fallback
+    world.seed(Phase.RUNNING, instance=other, spec=body)
+    world.update()
+    assert (world.rec.phase, world.rec.reason) == (Phase.RUNNING, "ReplacementNeeded")
