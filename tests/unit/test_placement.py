@@ -9,6 +9,7 @@ fitting the requests for the configured choices, and the subnets in allowed zone
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -455,3 +456,21 @@ def test_any_selector_and_resources_give_a_placement_or_a_clean_refusal(
         return
     assert params.instance_type in {*CHOICES, "c6i.large"}
     assert params.subnet_id in SUBNETS
+
+
+PLAINTEXT = {"agent": {"insecure_plaintext": True}}  # the transport rule is not under test here
+
+
+def test_bad_instance_type_choices_are_config_errors_naming_the_key(tmp_path: Any) -> None:
+    from vkec2.config import InvalidConfig, load_config
+
+    for choices, problem in ((["m5.large", "m5.large"], "listed twice"), (["m5 large"], "instance type")):
+        path = tmp_path / "c.yaml"
+        path.write_text(json.dumps({"ec2": {"instance_type_choices": choices}, **PLAINTEXT}))
+        with pytest.raises(InvalidConfig) as err:
+            load_config(path, env={})
+        assert any("ec2.instance_type_choices" in e and problem in e for e in err.value.errors), (
+            err.value.errors
+        )
+    path.write_text(json.dumps({"ec2": {"instance_type_choices": CHOICES}, **PLAINTEXT}))
+    assert load_config(path, env={}).settings.ec2.instance_type_choices == list(CHOICES)
