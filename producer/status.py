@@ -8,13 +8,14 @@ pod and host IP (the instance's private IP), the fleet conditions ``vkec2.io/Ins
 ``ContainersReady``/``Ready`` computed the way the kubelet does with readiness gates (Ready only
 when the containers are ready and every gate in ``spec.readinessGates`` is True).
 :class:`KubeStatusSink` is the outbox handler that writes it with the pod's current
-resourceVersion (retrying on 409), sets the ``compute.amazonaws.com/instance-id`` annotation,
+resourceVersion (retrying on 409), sets the ``compute.amazonaws.com/instance-id``,
+``vkec2.io/instance-type`` and ``vkec2.io/zone`` annotations (what EC2 says the instance is),
 records an Event per entry (Warning for failures) and hands finished pods to the deleter. It also
 tells the outbox consumer which failures are transient (the API server unreachable, 429, 5xx: no
 count towards the dead letter) and records a Warning Event ``StatusUpdateRefused`` on a pod whose
 entry was dead-lettered (best effort). :meth:`KubeStatusSink.resync` is the periodic heal: from one
-list of the node's pods and the Redis records it rewrites every pod whose status (or instance-ID
-annotation) differs from what its record says — the same path as an entry, without an Event — so a
+list of the node's pods and the Redis records it rewrites every pod whose status (or instance
+annotations) differs from what its record says — the same path as an entry, without an Event — so a
 dead-lettered, superseded, trimmed or lost entry never leaves a pod's status behind, and a pod
 that is up to date costs no write.
 """
@@ -31,7 +32,8 @@ from typing import Any
 
 from producer.deletion import Deleter
 from producer.kube import Kube, KubeError, Obj
-from vkec2.contract import INSTANCE_ID_ANNOTATION
+from vkec2.contract import INSTANCE_ID_ANNOTATION, INSTANCE_TYPE_ANNOTATION, ZONE_ANNOTATION
+from vkec2.domain.instances import type_and_zone
 from vkec2.domain.models import Phase, PodRecord, StatusEvent
 from vkec2.domain.phases import K8S_FINISHED
 from vkec2.domain.times import rfc3339
@@ -60,6 +62,8 @@ class FleetView:
     conditions: list[dict[str, Any]] = field(default_factory=list)
     container_statuses: list[dict[str, Any]] = field(default_factory=list)
     ts: float = 0.0
+    instance_type: str = ""
+    zone: str = ""
 
     @classmethod
     def of(cls, event: StatusEvent, record: PodRecord | None) -> FleetView:
@@ -74,6 +78,8 @@ class FleetView:
                 list(event.conditions),
                 list(event.container_statuses),
                 event.ts,
+                event.instance_type,
+                event.zone,
             )
         return cls(
             record.phase,
@@ -84,7 +90,17 @@ class FleetView:
             list(record.conditions),
             list(record.container_statuses),
             event.ts,
+            *type_and_zone(record.instance),
         )
+
+    def annotations(self) -> dict[str, str]:
+        """The annotations that report the pod's instance: its ID, type and zone (those known)."""
+        values = {
+            INSTANCE_ID_ANNOTATION: self.instance_id,
+            INSTANCE_TYPE_ANNOTATION: self.instance_type,
+            ZONE_ANNOTATION: self.zone,
+        }
+        return {key: value for key, value in values.items() if value} if self.instance_id else {}
 
 
 def k8s_phase(current: str | None, phase: Phase) -> str:
@@ -365,21 +381,15 @@ class KubeStatusSink:
             log.info("status resync of node %s: %d pods listed, %d rewritten", self.node, len(pods), written)
 
     def _apply(self, pod: Obj, view: FleetView) -> tuple[Obj, bool]:
-        """Write ``view`` to the pod (status, then instance-ID annotation): the pod, whether it changed."""
+        """Write ``view`` to the pod (status, then the instance annotations): the pod, whether it changed."""
         pod, wrote = self._write_status(pod, view)
-        if (
-            view.instance_id
-            and (pod["metadata"].get("annotations") or {}).get(INSTANCE_ID_ANNOTATION) != view.instance_id
-        ):
+        have = pod["metadata"].get("annotations") or {}
+        changed = {key: value for key, value in view.annotations().items() if have.get(key) != value}
+        if changed:
             pod = self.kube.patch_pod(
                 pod["metadata"]["namespace"],
                 pod["metadata"]["name"],
-                {
-                    "metadata": {
-                        "uid": pod["metadata"]["uid"],
-                        "annotations": {INSTANCE_ID_ANNOTATION: view.instance_id},
-                    }
-                },
+                {"metadata": {"uid": pod["metadata"]["uid"], "annotations": changed}},
             )
             wrote = True
         return pod, wrote

@@ -89,6 +89,48 @@ INSTANCE_ID_ANNOTATION: Final = "compute.amazonaws.com/instance-id"
 MANIFEST_ANNOTATION: Final = "vkec2.io/manifest"
 #: The label of a virtual node naming its cluster.
 CLUSTER_LABEL: Final = "vkec2.io/cluster"
+#: The annotations the producer writes on a pod: the instance type and the Availability Zone of the
+#: instance that runs it (what EC2 says it launched, not what the pod asked for).
+INSTANCE_TYPE_ANNOTATION: Final = "vkec2.io/instance-type"
+ZONE_ANNOTATION: Final = "vkec2.io/zone"
+#: The labels the virtual node carries (producer/node.py): a pod's nodeSelector or node affinity on
+#: them chose the node, not the instance, so the instance choice leaves them to the scheduler.
+NODE_LABEL_KEYS: Final = frozenset(
+    {
+        "type",
+        "kubernetes.io/role",
+        "kubernetes.io/os",
+        "kubernetes.io/hostname",
+        "node.kubernetes.io/exclude-from-external-load-balancers",
+        CLUSTER_LABEL,
+    }
+)
+
+# -- well-known node labels the instance choice honours (vkec2/domain/placement.py) ---------------
+
+LABEL_INSTANCE_TYPE: Final = "node.kubernetes.io/instance-type"
+LABEL_INSTANCE_TYPE_BETA: Final = "beta.kubernetes.io/instance-type"
+LABEL_ZONE: Final = "topology.kubernetes.io/zone"
+LABEL_ZONE_BETA: Final = "failure-domain.beta.kubernetes.io/zone"
+LABEL_INSTANCE_FAMILY: Final = "karpenter.k8s.aws/instance-family"
+LABEL_INSTANCE_CATEGORY: Final = "karpenter.k8s.aws/instance-category"
+LABEL_INSTANCE_GENERATION: Final = "karpenter.k8s.aws/instance-generation"
+LABEL_ARCH: Final = "kubernetes.io/arch"
+#: Parsed and handed on as a hint (``on-demand``, ``spot``); the launch does not act on it here.
+LABEL_CAPACITY_TYPE: Final = "karpenter.sh/capacity-type"
+
+# -- reasons of a pod the instance choice cannot place (Failed, nothing launched) ---------------
+
+#: The nodeSelector or required node affinity is malformed (operator, values, Gt/Lt not an integer).
+INVALID_NODE_AFFINITY: Final = "InvalidNodeAffinity"
+#: A container's cpu or memory request (or limit) is not a Kubernetes quantity.
+INVALID_RESOURCE_REQUEST: Final = "InvalidResourceRequest"
+#: No allowed instance type satisfies the pod's selector on the instance keys.
+NO_MATCHING_INSTANCE_TYPE: Final = "NoMatchingInstanceType"
+#: No configured subnet is in a zone the pod's selector allows.
+NO_MATCHING_ZONE: Final = "NoMatchingZone"
+#: The pod's cpu/memory requests exceed every allowed instance type.
+NO_INSTANCE_TYPE_FITS: Final = "NoInstanceTypeFits"
 
 # -- pod conditions the fleet owns (pods may list them as readiness gates) -----------------------
 

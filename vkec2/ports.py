@@ -157,6 +157,11 @@ class Ec2(Protocol):
 
     def create_tags(self, instance_ids: Sequence[str], tags: Mapping[str, str]) -> None: ...
 
+    def describe_instance_types(self, instance_types: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """DescribeInstanceTypes by name (``VCpuInfo``, ``MemoryInfo``, ``ProcessorInfo`` ...); a
+        type EC2 does not offer fails the call with ``InvalidInstanceType``."""
+        ...
+
     def terminate(self, instance_ids: Sequence[str]) -> list[str]:
         """Terminate instances; the IDs EC2 answered NotFound for (gone long ago, or not visible yet)."""
         ...

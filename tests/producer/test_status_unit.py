@@ -191,3 +191,29 @@ def test_containers_ran() -> None:
     assert containers_ran(_pod(running), None)
     waited = {"phase": "Pending", "containerStatuses": [{"name": "main", "state": {"waiting": {}}}]}
     assert not containers_ran(_pod(waited), PodRecord(uid="u", phase=Phase.FAILED))
+
+
+def test_the_instance_type_and_zone_reach_the_pods_annotations() -> None:
+    from vkec2.contract import INSTANCE_ID_ANNOTATION, INSTANCE_TYPE_ANNOTATION, ZONE_ANNOTATION
+
+    instance = {
+        "InstanceId": "i-0abc",
+        "InstanceType": "c6i.large",
+        "Placement": {"AvailabilityZone": "us-west-2a"},
+    }
+    rec = PodRecord(uid="u", namespace="ns", name="p", instance=instance, instance_id="i-0abc")
+    event = StatusEvent.from_fields(StatusEvent.of(rec, Phase.PROVISIONING).to_fields())
+    assert (event.instance_type, event.zone) == ("c6i.large", "us-west-2a")
+    wanted = {
+        INSTANCE_ID_ANNOTATION: "i-0abc",
+        INSTANCE_TYPE_ANNOTATION: "c6i.large",
+        ZONE_ANNOTATION: "us-west-2a",
+    }
+    assert FleetView.of(event, None).annotations() == wanted
+    assert FleetView.of(event, rec).annotations() == wanted
+    # An entry written before these fields existed, and a pod without an instance, report no more.
+    legacy = {k: v for k, v in event.to_fields().items() if k not in ("instance_type", "zone")}
+    assert FleetView.of(StatusEvent.from_fields(legacy), None).annotations() == {
+        INSTANCE_ID_ANNOTATION: "i-0abc"
+    }
+    assert FleetView.of(StatusEvent.of(PodRecord(uid="v"), Phase.PENDING), None).annotations() == {}

@@ -85,6 +85,16 @@ class Ec2Defaults(_LaunchTarget):
         gt=0,
         description="How long an (instance type, zone) that answered 'no capacity' is skipped fleet-wide.",
     )
+    instance_type_choices: list[str] = Field(
+        default_factory=list,
+        description="Instance types a pod that names none is fitted to by its cpu/memory requests "
+        "(the smallest that fits; the next larger ones are its fallbacks). Empty: instance_type.",
+    )
+
+    @field_validator("instance_type_choices")
+    @classmethod
+    def _choices(cls, value: list[str]) -> list[str]:
+        return cls._types(value)
 
     @field_validator("tags")
     @classmethod

@@ -42,7 +42,7 @@ def _values(target: Ec2Defaults) -> dict[Kind, set[str]]:
         "security_groups": set(target.security_groups),
         "key_pairs": {target.key_pair} if target.key_pair else set(),
         "images": {target.image_id} if target.image_id else set(),
-        "instance_types": {target.instance_type, *target.instance_types},
+        "instance_types": {target.instance_type, *target.instance_types, *target.instance_type_choices},
         "instance_profiles": {target.instance_profile} if target.instance_profile else set(),
     }
 

@@ -79,3 +79,11 @@ def pod_tags(cluster: str, pod: Mapping[str, Any], node: str) -> dict[str, str]:
         TAG_POD_NAME: str(meta.get("name", "")),
         "Name": f"{meta.get('namespace', 'default')}/{meta.get('name', '')}",
     }
+
+
+def type_and_zone(instance: Mapping[str, Any]) -> tuple[str, str]:
+    """The instance type and Availability Zone of an Instance description ("" when not given)."""
+    kind = instance.get("InstanceType") or ""
+    placement = instance.get("Placement")
+    zone = placement.get("AvailabilityZone") if isinstance(placement, Mapping) else ""
+    return str(kind), str(zone or "")

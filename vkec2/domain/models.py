@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from vkec2.domain import phases
+from vkec2.domain.instances import type_and_zone
 from vkec2.domain.phases import Phase as Phase  # records and events carry it; re-exported
 from vkec2.domain.times import rfc3339
 
@@ -171,6 +172,8 @@ class StatusEvent:
     conditions: list[dict[str, Any]] = field(default_factory=list)
     container_statuses: list[dict[str, Any]] = field(default_factory=list)
     ts: float = field(default_factory=now)
+    instance_type: str = ""  # of the pod's instance, as EC2 describes it
+    zone: str = ""  # its Availability Zone
 
     @classmethod
     def of(
@@ -184,6 +187,7 @@ class StatusEvent:
         conditions: list[dict[str, Any]] | None = None,
     ) -> StatusEvent:
         """The event that reports ``rec`` in ``phase`` (an Event of type Warning when ``warning``)."""
+        instance_type, zone = type_and_zone(rec.instance)
         return cls(
             uid=rec.uid,
             namespace=rec.namespace,
@@ -196,6 +200,8 @@ class StatusEvent:
             pod_ip=rec.private_ip,
             conditions=rec.conditions if conditions is None else conditions,
             container_statuses=rec.container_statuses,
+            instance_type=instance_type,
+            zone=zone,
         )
 
     def to_fields(self) -> dict[str, str]:
@@ -212,6 +218,8 @@ class StatusEvent:
             "conditions": _dump(self.conditions),
             "container_statuses": _dump(self.container_statuses),
             "ts": repr(self.ts),
+            "instance_type": self.instance_type,
+            "zone": self.zone,
         }
 
     @classmethod
@@ -229,6 +237,8 @@ class StatusEvent:
             conditions=json.loads(raw.get("conditions") or "[]"),
             container_statuses=json.loads(raw.get("container_statuses") or "[]"),
             ts=float(raw.get("ts") or 0),
+            instance_type=raw.get("instance_type", ""),
+            zone=raw.get("zone", ""),
         )
 
 

@@ -94,13 +94,15 @@ class LaunchParams:
     warm_pool: str | None  # pool this pod may claim from, or None for a cold launch
     fallback_types: tuple[str, ...] = ()  # tried in order after instance_type when EC2 has no capacity
     fallback_subnets: tuple[str, ...] = ()  # tried in order after subnet_id (the rest of the list)
+    # karpenter.sh/capacity-type values the pod's selector allows (vkec2.domain.placement), a hint
+    capacity_type_hint: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         """A stable 16-hex-digit hash of all parameters (the same pod spec always gives the same).
 
         Empty fallbacks are left out, so a pod without any hashes as it did before they existed.
         """
-        optional = ("fallback_types", "fallback_subnets")
+        optional = ("fallback_types", "fallback_subnets", "capacity_type_hint")
         fields = {k: v for k, v in asdict(self).items() if v or k not in optional}
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -233,7 +235,7 @@ def _pick(subnets: list[str] | tuple[str, ...], uid: str) -> str | None:
     return subnets[int.from_bytes(digest[:8], "big") % len(subnets)]
 
 
-def _select_pool(settings: Settings, ann: Mapping[str, str]) -> tuple[WarmPool | None, bool]:
+def _select_pool(settings: Settings, ann: Mapping[str, str], default: bool) -> tuple[WarmPool | None, bool]:
     """The pool whose parameters are the base, and whether the pod named it explicitly."""
     name = ann.get(WARM_POOL)
     if name is not None:
@@ -246,7 +248,7 @@ def _select_pool(settings: Settings, ann: Mapping[str, str]) -> tuple[WarmPool |
                 reason=REASON_UNKNOWN_WARM_POOL,
             )
         return pool, True
-    if any(key in ann for key in LAUNCH_OVERRIDES):
+    if not default or any(key in ann for key in LAUNCH_OVERRIDES):
         return None, False
     return settings.default_pool(), False
 
@@ -304,8 +306,12 @@ def user_data_for(settings: Settings, instance_type: str, trust: AgentTrust | No
     )
 
 
-def launch_params(settings: Settings, pod: Mapping[str, Any]) -> LaunchParams:
-    """The EC2 parameters for ``pod``; raises :class:`InvalidPodSpec` when it cannot be launched."""
+def launch_params(settings: Settings, pod: Mapping[str, Any], *, default_pool: bool = True) -> LaunchParams:
+    """The EC2 parameters for ``pod``; raises :class:`InvalidPodSpec` when it cannot be launched.
+
+    ``default_pool=False``: the pod's node selector chooses its instance (:mod:`vkec2.fleet.choice`),
+    which turns the default warm pool off as a launch annotation does.
+    """
     annotations, uid = _metadata(pod)
     ann = _read_annotations(annotations)
     _validated(ann)
@@ -316,7 +322,7 @@ def launch_params(settings: Settings, pod: Mapping[str, Any]) -> LaunchParams:
         if problem:
             raise _invalid(TAGS, problem)
 
-    pool, explicit = _select_pool(settings, ann)
+    pool, explicit = _select_pool(settings, ann, default_pool)
     base = settings.pool_launch_defaults(pool) if pool is not None else settings.ec2
     if pool is not None and explicit:
         _check_against_pool(pool, base, ann)

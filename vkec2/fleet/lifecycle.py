@@ -30,9 +30,9 @@ from vkec2.domain import phases
 from vkec2.domain.agents import AgentTarget, AgentTrust, AppStatus, resolve_endpoint
 from vkec2.domain.instances import Instance
 from vkec2.domain.models import Phase, PodRecord, StatusEvent, condition, now
-from vkec2.domain.podspec import launch_params
 from vkec2.errors import AgentError, AgentRejected, AgentUnavailable, Ec2Error, InvalidPodSpec
 from vkec2.fleet.capacity import CapacityLaunch, NoCapacity, settle_conditions
+from vkec2.fleet.choice import InstanceChoice, placed, placement_note
 from vkec2.fleet.rebuild import Rebuild
 from vkec2.fleet.teardown import RELEASED, Teardown, released_message
 from vkec2.fleet.visibility import PodInstances
@@ -64,6 +64,7 @@ class Lifecycle:
         self.agents = agents
         self.bootstrap = bootstrap  # (target, the launch's ClientToken): the agent to mTLS
         self.capacity = CapacityLaunch(settings, store, ec2, trust)
+        self.choice = InstanceChoice(settings, ec2)  # the pod's selector and requests pick its type
         self.pod_instances = PodInstances(settings, ec2)
         self.teardown = Teardown(settings, self.pod_instances, agents, self._record)
         self.rebuild = Rebuild(settings, ec2, agents, self.pod_instances, self._record)
@@ -101,12 +102,13 @@ class Lifecycle:
         if not keep_status:
             rec.reason, rec.message = reason, message
         released = phase.final and bool(rec.released_at) and phase is not Phase.TERMINATED
+        note = (RELEASED, released_message(rec.instance_id)) if released else placement_note(rec.instance)
         conditions = [
             condition(
                 INSTANCE_READY,
                 phase in (Phase.BOOTING, Phase.LAUNCHING, Phase.RUNNING)
                 or (phase.final and bool(rec.instance_id) and phase is not Phase.TERMINATED and not released),
-                *((RELEASED, released_message(rec.instance_id)) if released else ()),
+                *note,
             ),
             condition(AGENT_CONNECTED, phase in (Phase.LAUNCHING, Phase.RUNNING)),
         ]
@@ -160,7 +162,7 @@ class Lifecycle:
             "instance_id": instance["InstanceId"],
             "launched_at": rec.launched_at or now(),
         }
-        message = f"{how} instance {instance['InstanceId']} ({instance.get('InstanceType', '')})"
+        message = f"{how} instance {instance['InstanceId']} ({placed(instance)})"
         if state == "running":
             return self._on_running(lock, rec, instance, message, fields)
         self._record(lock, rec, Phase.PROVISIONING, reason=how.capitalize(), message=message, **fields)
@@ -268,7 +270,7 @@ class Lifecycle:
 
     def _provision(self, lock: PodLock, rec: PodRecord) -> float | None:
         try:
-            params = launch_params(self.settings, rec.spec)
+            params = self.choice.params(rec.spec)
         except InvalidPodSpec as exc:
             self._record(lock, rec, Phase.FAILED, reason=exc.reason, message=exc.message, warning=True)
             return None
@@ -445,7 +447,7 @@ class Lifecycle:
         if rec.deleted or not rec.instance_id or rec.phase.final:
             return
         try:
-            params = launch_params(self.settings, rec.spec)
+            params = self.choice.launched_with(rec.spec, rec.instance)
         except InvalidPodSpec as exc:
             self._record(lock, rec, rec.phase, reason=exc.reason, message=exc.message, warning=True)
             return
