@@ -1,12 +1,12 @@
 """The settings model: :class:`Settings` and the sections of the fleet's core.
 
 Field names, nesting and defaults are the contract the rest of the fleet uses; the reference for
-every key is ``docs/configuration.md``. This module holds the sections for AWS access, the agent
-connection, bootstrap, the virtual node and Celery; the EC2 launch defaults and warm pools live in
+every key is ``docs/configuration.md``. This module holds the sections for AWS access, the agent connection,
+bootstrap, the virtual node and Celery; the EC2 launch defaults and warm pools live in
 :mod:`vkec2.config.launch`, the maintenance and observability sections in
-:mod:`vkec2.config.operations` and the value rules in :mod:`vkec2.config.shapes`. Models only validate: reading files and the
-environment is :mod:`vkec2.config.loading`, and rendering launch payloads (the agent installer
-as UserData) is :mod:`vkec2.domain.podspec`.
+:mod:`vkec2.config.operations` and the value rules in :mod:`vkec2.config.shapes`. Models only
+validate: reading files and the environment is :mod:`vkec2.config.loading`, and rendering launch
+payloads (the agent installer as UserData) is :mod:`vkec2.domain.podspec`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from vkec2.config.agent_identity import AgentIdentityCheck
 from vkec2.config.allowlist import Allowlists
 from vkec2.config.launch import Ec2Defaults, WarmPool
+from vkec2.config.launchopts import MAC_BOOT_TIMEOUT_SECONDS, check_families, instance_family
 from vkec2.config.operations import (
     BeatSettings,
     FlowerSettings,
@@ -127,6 +128,10 @@ class AgentConnection(Section):
     call_timeout_seconds: float = Field(default=10.0, gt=0)
     connect_timeout_seconds: float = Field(default=1.0, gt=0)
     boot_timeout_seconds: float = Field(default=900.0, gt=0)
+    boot_timeouts: dict[str, float] = Field(
+        default_factory=lambda: dict(MAC_BOOT_TIMEOUT_SECONDS),
+        description="Instance family -> boot timeout (seconds), overriding boot_timeout_seconds.",
+    )
     max_grace_seconds: float = Field(default=3600.0, ge=0)
     finished_keepalive_seconds: float = Field(default=300.0, ge=0)
     backoff: Backoff = Field(default_factory=Backoff)
@@ -137,6 +142,12 @@ class AgentConnection(Section):
         default=False,
         description="Drive agents without TLS although they are not on loopback (vkec2.config.transport).",
     )
+
+    _families = field_validator("boot_timeouts")(check_families)
+
+    def boot_timeout_for(self, instance_type: str) -> float:
+        """How long an instance of ``instance_type`` may boot before its agent must answer."""
+        return self.boot_timeouts.get(instance_family(instance_type), self.boot_timeout_seconds)
 
     @field_validator("endpoint")
     @classmethod
