@@ -335,6 +335,9 @@ class Ec2Proxy(LoopbackServer):
                 launched=reply.launched,
                 terminated=reply.terminated,
                 token=wire.first(params, "ClientToken") if action == "RunInstances" else "",
+                params=tuple((k, v) for k, vs in sorted(params.items()) for v in vs)
+                if action == "RunInstances"
+                else (),
             )
         )
         return reply

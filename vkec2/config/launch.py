@@ -173,3 +173,17 @@ class WarmPool(_LaunchTarget):
                 self.detailed_monitoring if self.detailed_monitoring is not None else ec2.detailed_monitoring
             ),
         )
+
+
+def check_root_devices(ec2: Ec2Defaults, pools: list[WarmPool]) -> None:
+    """A root volume set where the launch template supplies the AMI needs ``device_name``: without
+    an AMI ID, DescribeImages cannot say which device is the root (raises ValueError)."""
+    targets = [("ec2", ec2), *((f"warm_pools.{p.name}", p.launch_defaults(ec2)) for p in pools)]
+    for where, target in targets:
+        root = target.root_volume
+        from_template = target.image_id is None and target.launch_template is not None
+        if from_template and root.device_name is None and root != RootVolume():
+            raise ValueError(
+                f"{where}: root_volume is set but the AMI comes from the launch template: set "
+                "root_volume.device_name (/dev/xvda or /dev/sda1)"
+            )

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from vkec2.config.agent_identity import AgentIdentityCheck
 from vkec2.config.allowlist import Allowlists
-from vkec2.config.launch import Ec2Defaults, WarmPool
+from vkec2.config.launch import Ec2Defaults, WarmPool, check_root_devices
 from vkec2.config.launchopts import MAC_BOOT_TIMEOUT_SECONDS, check_families, instance_family
 from vkec2.config.operations import (
     BeatSettings,
@@ -319,6 +319,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _sentinel_master(self) -> Settings:
         check_sentinel_master(parse_redis_url(self.redis_url), self.redis_sentinel_master)
+        return self
+
+    @model_validator(mode="after")
+    def _root_devices(self) -> Settings:
+        check_root_devices(self.ec2, self.warm_pools)
         return self
 
     @model_validator(mode="after")

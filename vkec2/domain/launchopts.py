@@ -242,9 +242,11 @@ def block_device_mappings(
     floor = _root_floor(options, instance_type)
     if root.size_gib is None and floor is not None:
         ebs["VolumeSize"] = max(floor, root_device.size_gib or 0) if root_device else floor
+    elif ebs and "VolumeSize" not in ebs and root_device is not None and root_device.size_gib:
+        ebs["VolumeSize"] = root_device.size_gib  # the AMI's size, said explicitly
     device = root.device_name or (root_device.name if root_device is not None else None)
-    if ebs and device:
-        mappings.append({"DeviceName": device, "Ebs": ebs})
+    if ebs and device:  # the root volume goes with the instance, whatever the AMI says
+        mappings.append({"DeviceName": device, "Ebs": {**ebs, "DeleteOnTermination": True}})
     for volume in options.volumes:
         mappings.append(
             {
