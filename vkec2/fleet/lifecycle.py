@@ -466,7 +466,7 @@ class Lifecycle:
                 ("image-id", rec.instance.get("ImageId"), params.image_id),
                 ("instance-type", rec.instance.get("InstanceType"), params.instance_type),
             )
-            if have and have != want
+            if have and want and have != want  # "": the launch template's, not compared
         ]
         if differs:
             self._record(

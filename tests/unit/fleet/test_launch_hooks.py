@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 
 from tests.support.fakes import FakeAgents, FakeEc2
-from tests.unit.fleet.world import BOOT_TIMEOUT, World, settings
+from tests.unit.fleet.world import BOOT_TIMEOUT, World, pod, settings
 from vkec2.config.launchopts import MAC_BOOT_TIMEOUT_SECONDS
 from vkec2.contract import TAG_POOL, TAG_POOL_STATE
 from vkec2.domain.instances import Instance
@@ -84,3 +84,12 @@ def test_warm_pool_launches_carry_the_pools_launch_options(store: Store) -> None
     assert templated.launch.template is not None and templated.launch.template.name == "base"
     assert templated.instance_type == ""  # the template's type: the pool did not name one
     assert templated.image_id == cfg.ec2.image_id  # set in ec2: sent over the template's
+
+
+def test_U1_a_pod_on_a_launch_templates_image_and_type_is_updated_in_place() -> None:
+    world = World(settings(ec2={"launch_template": {"name": "base"}}))
+    inst = world.instance(image_id="ami-0template00000000", instance_type="t3.micro")
+    spec = pod(annotations={"compute.amazonaws.com/tags": '{"team": "b"}'})
+    world.seed(Phase.RUNNING, instance=inst, spec=spec)
+    world.update()
+    assert (world.rec.phase, world.rec.reason) == (Phase.RUNNING, "Updated")  # not ReplacementNeeded
