@@ -4,7 +4,9 @@ Instances are tagged at launch (``TagSpecifications``) with cluster, virtual nod
 namespace/name, so the tags are the durable record of which pod an instance belongs to: before
 launching, the gateway looks the pod's instance up by tag and adopts it. ``RunInstances`` carries a
 ``ClientToken`` derived from the pod UID and attempt, so a retried call returns the same instance
-instead of a second one (tags, token and the Instance type live in :mod:`vkec2.domain.instances`).
+instead of a second one (tags, token and the Instance type live in :mod:`vkec2.domain.instances`;
+the request itself, IMDSv2 and volumes included, is :mod:`vkec2.domain.runinstances`, and an AMI's
+root device is read with DescribeImages once per process when a root volume needs it).
 EC2 is eventually consistent: for seconds after RunInstances it may answer
 ``InvalidInstanceID.NotFound`` for the new instance and leave it out of filtered listings, so
 ``terminate`` reports the IDs EC2 did not know and lets the lifecycle decide (a young instance is
