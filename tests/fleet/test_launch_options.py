@@ -68,7 +68,8 @@ def test_a_pod_launch_carries_imdsv2_monitoring_and_its_volumes(ec2_proxy: Ec2Pr
     )
     gateway = Ec2Gateway(settings)
     params = launch_params(settings, pod({VOLUMES_ANNOTATION: '[{"device": "/dev/sdg", "size_gib": 20}]'}))
-    instance = gateway.run_instance(params, {"Name": "lo"}, f"lo-{uuid.uuid4().hex}")
+    name = f"lo-{uuid.uuid4().hex[:8]}"
+    instance = gateway.run_instance(params, {"Name": name}, f"lo-{uuid.uuid4().hex}")
     sent = last_run(ec2_proxy)
     assert sent.launched == (instance["InstanceId"],)
     assert sent.params_under("MetadataOptions.") == {
@@ -88,9 +89,8 @@ def test_a_pod_launch_carries_imdsv2_monitoring_and_its_volumes(ec2_proxy: Ec2Pr
     for device in ("/dev/sdf", "/dev/sdg"):
         assert sent.param(f"BlockDeviceMapping.{devices[device]}.Ebs.DeleteOnTermination") == "true"
     # moto shows what was launched.
-    described = moto.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"][0]["Instances"][
-        0
-    ]
+    (reservation,) = moto.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"]
+    described = reservation["Instances"][0]
     assert described["MetadataOptions"]["HttpTokens"] == "required"
     assert described["MetadataOptions"]["HttpPutResponseHopLimit"] == 3
     assert volumes_of(moto, instance["InstanceId"]) == {
@@ -98,9 +98,11 @@ def test_a_pod_launch_carries_imdsv2_monitoring_and_its_volumes(ec2_proxy: Ec2Pr
         "/dev/sdf": (200, "st1", False),
         "/dev/sdg": (20, "gp3", False),
     }
+    tagged = moto.describe_volumes(Filters=[{"Name": "tag:Name", "Values": [name]}])["Volumes"]
+    assert sorted(v["Attachments"][0]["Device"] for v in tagged) == ["/dev/sda1", "/dev/sdf", "/dev/sdg"]
     # The AMI's root device is asked once per process.
     ec2_proxy.reset_counts()
-    gateway.run_instance(params, {"Name": "lo"}, f"lo-{uuid.uuid4().hex}")
+    gateway.run_instance(params, TAGS, f"lo-{uuid.uuid4().hex}")
     assert ec2_proxy.calls["DescribeImages"] == 0 and ec2_proxy.calls["RunInstances"] == 1
 
 

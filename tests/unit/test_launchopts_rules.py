@@ -55,6 +55,11 @@ def test_every_launch_requires_imdsv2_and_never_protects_the_instance() -> None:
     assert kwargs["Monitoring"] == {"Enabled": False}
     assert "DisableApiTermination" not in kwargs and "BlockDeviceMappings" not in kwargs
     assert (kwargs["ImageId"], kwargs["InstanceType"], kwargs["ClientToken"]) == (IMAGE, "m5.large", "tok")
+    tags = [{"Key": "k", "Value": "v"}]
+    assert kwargs["TagSpecifications"] == [
+        {"ResourceType": "instance", "Tags": tags},
+        {"ResourceType": "volume", "Tags": tags},
+    ]
     hop = request(cfg({"metadata": {"hop_limit": 1}, "detailed_monitoring": True}))
     assert hop["MetadataOptions"]["HttpPutResponseHopLimit"] == 1 and hop["Monitoring"] == {"Enabled": True}
 

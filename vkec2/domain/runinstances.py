@@ -24,17 +24,13 @@ def run_instances_request(
     """The keyword arguments of RunInstances for one instance with ``params``, tagged at launch
     with the user tags and ``tags``, idempotent by ``token``; ``root_device`` is the AMI's."""
     options = params.launch
-    all_tags = {**dict(params.tags), **tags}
+    all_tags = [{"Key": k, "Value": v} for k, v in sorted({**dict(params.tags), **tags}.items())]
     kwargs: dict[str, Any] = {
         "MinCount": 1,
         "MaxCount": 1,
         "ClientToken": token,
-        "TagSpecifications": [
-            {
-                "ResourceType": "instance",
-                "Tags": [{"Key": k, "Value": v} for k, v in sorted(all_tags.items())],
-            }
-        ],
+        # The volumes carry the instance's tags too: a volume that outlives it is still attributable.
+        "TagSpecifications": [{"ResourceType": kind, "Tags": all_tags} for kind in ("instance", "volume")],
         "MetadataOptions": metadata_options(options),
     }
     if params.image_id:
