@@ -85,6 +85,8 @@ POOL_STATES: Final = (POOL_PROVISIONING, POOL_READY, POOL_CLAIMED, POOL_UNHEALTH
 ANNOTATION_PREFIX: Final = "compute.amazonaws.com/"
 #: The annotation the producer writes on a pod: the ID of the instance that runs it.
 INSTANCE_ID_ANNOTATION: Final = "compute.amazonaws.com/instance-id"
+#: The annotation a pod asks for extra EBS volumes with (a JSON list, :mod:`vkec2.domain.launchopts`).
+VOLUMES_ANNOTATION: Final = "compute.amazonaws.com/volumes"
 #: The annotation standalone mode writes on a pod: the manifest file it came from.
 MANIFEST_ANNOTATION: Final = "vkec2.io/manifest"
 #: The label of a virtual node naming its cluster.

@@ -10,6 +10,7 @@ Redis.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import boto3
 import pytest
@@ -21,6 +22,7 @@ from tests.support.fleet import launch_params
 from tests.support.services import wait_until
 from vkec2.config import Settings
 from vkec2.contract import CAPACITY_ERROR_CODES, QUOTA_ERROR_CODES, REGION_WIDE
+from vkec2.domain.launchopts import LaunchOptions, Root
 from vkec2.domain.podspec import LaunchParams
 from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import Ec2Error
@@ -28,7 +30,8 @@ from vkec2.store.redis_store import Store
 
 
 def launch() -> LaunchParams:
-    return launch_params("mac2.metal")
+    # The root device named: the stubbed client is asked nothing but RunInstances (no DescribeImages).
+    return replace(launch_params("mac2.metal"), launch=LaunchOptions(root=Root(device_name="/dev/sda1")))
 
 
 def refused(code: str) -> Ec2Error:

@@ -193,6 +193,11 @@ NEAR = st.sampled_from(
         "{",
         "\x00",
         "ami-" + "0" * 40,
+        '[{"device": "/dev/sdf", "size_gib": 10}]',
+        '[{"device": "/dev/sdf", "size_gib": 10, "type": "io2"}]',
+        '[{"device": "/dev/sdf", "size_gib": 500, "type": "st1"}]',
+        '[{"device": "/dev/sda1", "size_gib": 10}]',
+        "[]",
     ]
 )
 annotation_values = st.one_of(NEAR, st.text(max_size=40), scalars, json_values)
@@ -231,6 +236,7 @@ def test_fuzz_annotations_give_allowed_params_or_a_clean_refusal(annotations: An
         "images": [params.image_id],
         "instance_types": [params.instance_type, *params.fallback_types],
         "instance_profiles": [params.instance_profile] if params.instance_profile else [],
+        "volume_types": [volume.type for volume in params.launch.volumes],
     }
     for kind in set(GOVERNED.values()):
         allowed = ALLOW_SETTINGS.allowlists.allowed(ns, kind)

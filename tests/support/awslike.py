@@ -260,6 +260,16 @@ class Event:
     launched: tuple[str, ...] = ()
     terminated: tuple[str, ...] = ()
     token: str = ""  # a RunInstances' ClientToken
+    #: A RunInstances' form parameters as sent (``MetadataOptions.HttpTokens`` -> ``required``).
+    params: tuple[tuple[str, str], ...] = ()
+
+    def param(self, key: str, default: str = "") -> str:
+        """One form parameter of the request (the first value), as it reached the endpoint."""
+        return next((v for k, v in self.params if k == key), default)
+
+    def params_under(self, prefix: str) -> dict[str, str]:
+        """The form parameters whose key starts with ``prefix`` (``BlockDeviceMapping.``)."""
+        return {k: v for k, v in self.params if k.startswith(prefix)}
 
 
 class EventLog:
@@ -291,6 +301,10 @@ class EventLog:
     def launched(self) -> list[str]:
         """Every instance RunInstances answered with, first answer first (replays not repeated)."""
         return list(dict.fromkeys(i for e in self.events("RunInstances") for i in e.launched))
+
+    def run_requests(self) -> list[Event]:
+        """Every RunInstances the double answered (the request parameters are on each event)."""
+        return self.events("RunInstances")
 
     def launched_at(self, instance_id: str) -> float | None:
         return next((e.at for e in self.events("RunInstances") if instance_id in e.launched), None)

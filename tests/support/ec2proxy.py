@@ -6,8 +6,10 @@ on, "counted at the endpoint"), records every answer in :attr:`~Ec2Proxy.log` (t
 instance IDs named, outcome, instances launched or terminated, a launch's ClientToken), honours
 ``ClientToken`` on RunInstances as AWS documents it (moto ignores it: the same token and parameters
 return the first answer without launching again, the same token with other parameters fails with
-``IdempotentParameterMismatch``) and shows it in DescribeInstances, and reports the instances in
-:attr:`~Ec2Proxy.impaired` as failing their instance status check (moto always answers "ok").
+``IdempotentParameterMismatch``) and shows it in DescribeInstances, reports the instances in
+:attr:`~Ec2Proxy.impaired` as failing their instance status check (moto always answers "ok"), and
+refuses to terminate an instance launched with termination protection (``OperationNotPermitted``;
+moto ignores ``DisableApiTermination``, a launch template's included), like AWS.
 
 Off by default and switched on per test with an :class:`~tests.support.awslike.AwsLike`
 (:data:`~tests.support.awslike.AWS_LIKE` is the realistic preset), in the order AWS would apply
@@ -108,6 +110,7 @@ class Ec2Proxy(LoopbackServer):
         self.tokens: dict[str, tuple[str, bytes]] = {}
         self.token_of: dict[str, str] = {}  # instance ID -> the ClientToken that launched it
         self.impaired: set[str] = set()
+        self.protected: set[str] = set()  # launched with termination protection (from a launch template)
         self.log = EventLog()
         self.timeline = Timeline()
         self._random = random.Random(seed)
@@ -178,6 +181,15 @@ class Ec2Proxy(LoopbackServer):
         unknown = self.timeline.invisible(wire.named_instances(params), now)
         if unknown:
             return Reply.error(NOT_FOUND, not_found_message(unknown))
+        if action == "TerminateInstances":
+            with self._lock:
+                kept = [i for i in wire.named_instances(params) if i in self.protected]
+            if kept:
+                return Reply.error(
+                    "OperationNotPermitted",
+                    f"The instance '{kept[0]}' may not be terminated. Modify its 'disableApiTermination' "
+                    "instance attribute and try again.",
+                )
         if action == "RunInstances":
             token = wire.first(params, "ClientToken")
             if token:
@@ -203,7 +215,24 @@ class Ec2Proxy(LoopbackServer):
         reply = self._forward(path, headers, body)
         if reply.status != 200:
             return reply
+        if action == "RunInstances" and self._protects(path, headers, params):
+            with self._lock:
+                self.protected.update(wire.Answer(reply.payload).instance_ids("instancesSet"))
         return self._rewrite(action, params, reply, states, aws)
+
+    def _protects(self, path: str, headers: Mapping[str, str], params: wire.Params) -> bool:
+        """Whether a RunInstances launches with termination protection: its own
+        ``DisableApiTermination``, else its launch template's (asked of moto, which ignores it)."""
+        own = wire.first(params, "DisableApiTermination").lower()
+        if own or not any(k.startswith("LaunchTemplate.") for k in params):
+            return own == "true"
+        query: wire.Params = {"Action": ["DescribeLaunchTemplateVersions"], "Version": ["2016-11-15"]}
+        for key in ("LaunchTemplateId", "LaunchTemplateName"):
+            if f"LaunchTemplate.{key}" in params:
+                query[key] = params[f"LaunchTemplate.{key}"]
+        query["LaunchTemplateVersion.1"] = [wire.first(params, "LaunchTemplate.Version", "$Default")]
+        reply = self._forward(path, headers, wire.encode(query))
+        return reply.status == 200 and b"<disableApiTermination>true</disableApiTermination>" in reply.payload
 
     def _rewrite(
         self, action: str, params: wire.Params, reply: Reply, states: set[str] | None, aws: AwsLike
@@ -335,6 +364,9 @@ class Ec2Proxy(LoopbackServer):
                 launched=reply.launched,
                 terminated=reply.terminated,
                 token=wire.first(params, "ClientToken") if action == "RunInstances" else "",
+                params=tuple((k, v) for k, vs in sorted(params.items()) for v in vs)
+                if action == "RunInstances"
+                else (),
             )
         )
         return reply

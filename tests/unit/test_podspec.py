@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from vkec2.config import Settings
 from vkec2.config.allowlist import KINDS
 from vkec2.contract import ANNOTATION_PREFIX
+from vkec2.domain.launchopts import LaunchOptions
 from vkec2.domain.podspec import ANNOTATIONS, LaunchParams, launch_params
 from vkec2.errors import InvalidPodSpec
 
@@ -298,6 +299,7 @@ def test_fingerprint_is_short_stable_and_covers_every_field() -> None:
         "fallback_types": ("m5a.large",),
         "fallback_subnets": ("subnet-0z",),
         "capacity_type_hint": ("spot",),
+        "launch": LaunchOptions(hop_limit=3),
     }
     assert set(changes) == {f.name for f in dataclasses.fields(LaunchParams)}
     prints = {dataclasses.replace(base, **{k: v}).fingerprint() for k, v in changes.items()}

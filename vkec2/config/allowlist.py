@@ -1,13 +1,14 @@
 """Which launch parameters pods may ask for by annotation: the ``allowlists`` section.
 
 A pod's ``compute.amazonaws.com/*`` annotations can pick a subnet, security groups, a key pair, an
-AMI, instance types and an instance profile. What the operator configured (``ec2`` and every warm
-pool) is always allowed; anything else only when an allowlist names it. ``allowlists.default``
-applies to every namespace; ``allowlists.namespaces.<ns>`` replaces the default's list of a kind
-for that namespace when it sets it, and inherits the default's list for the kinds it leaves unset.
-Entries are exact values (IDs, names, instance types; an instance profile exactly as the pod spells
-it, name or ARN); the lone ``"*"`` allows any value of its kind (the old, open behaviour, for an
-operator who names it). The check itself is a pure rule in :mod:`vkec2.domain.allowlist`.
+AMI, instance types, an instance profile and the EBS volume types of extra volumes. What the
+operator configured (``ec2`` and every warm pool) is always allowed; anything else only when an
+allowlist names it. ``allowlists.default`` applies to every namespace;
+``allowlists.namespaces.<ns>`` replaces the default's list of a kind for that namespace when it sets
+it, and inherits the default's list for the kinds it leaves unset. Entries are exact values (IDs,
+names, instance types; an instance profile exactly as the pod spells it, name or ARN); the lone
+``"*"`` allows any value of its kind (the old, open behaviour, for an operator who names it). The
+check itself is a pure rule in :mod:`vkec2.domain.allowlist`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from vkec2.config.launchopts import SIZE_GIB
 from vkec2.config.shapes import (
     DNS_LABEL_RE,
     IMAGE_ID_RE,
@@ -33,7 +35,9 @@ from vkec2.config.shapes import (
 ANY = "*"
 
 #: The kinds of launch parameter an allowlist names (its field names).
-Kind = Literal["subnets", "security_groups", "key_pairs", "images", "instance_types", "instance_profiles"]
+Kind = Literal[
+    "subnets", "security_groups", "key_pairs", "images", "instance_types", "instance_profiles", "volume_types"
+]
 KINDS: tuple[Kind, ...] = (
     "subnets",
     "security_groups",
@@ -41,6 +45,7 @@ KINDS: tuple[Kind, ...] = (
     "images",
     "instance_types",
     "instance_profiles",
+    "volume_types",
 )
 
 
@@ -68,6 +73,9 @@ class Allowlist(Section):
     images: list[str] | None = Field(default=None, description="AMI IDs.")
     instance_types: list[str] | None = Field(default=None, description="Instance types.")
     instance_profiles: list[str] | None = Field(default=None, description="Instance profile names or ARNs.")
+    volume_types: list[str] | None = Field(
+        default=None, description="EBS volume types of the volumes annotation (gp3, io2 ...)."
+    )
 
     @field_validator("subnets")
     @classmethod
@@ -105,6 +113,11 @@ class Allowlist(Section):
     @classmethod
     def _profiles(cls, value: list[str] | None) -> list[str] | None:
         return _checked(value, is_instance_profile, "an instance profile name or ARN")
+
+    @field_validator("volume_types")
+    @classmethod
+    def _volume_types(cls, value: list[str] | None) -> list[str] | None:
+        return _checked(value, lambda item: item in SIZE_GIB, f"an EBS volume type ({', '.join(SIZE_GIB)})")
 
 
 class Allowlists(Section):

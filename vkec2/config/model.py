@@ -1,8 +1,8 @@
 """The settings model: :class:`Settings` and the sections of the fleet's core.
 
 Field names, nesting and defaults are the contract the rest of the fleet uses; the reference for
-every key is ``docs/configuration.md``. This module holds the sections for AWS access, the agent
-connection, bootstrap, the virtual node and Celery; the EC2 launch defaults and warm pools live in
+every key is ``docs/configuration.md``. This module holds the sections for AWS access, the agent connection,
+bootstrap, the virtual node and Celery; the EC2 launch defaults and warm pools live in
 :mod:`vkec2.config.launch`, the maintenance and observability sections in
 :mod:`vkec2.config.operations` and the value rules in :mod:`vkec2.config.shapes`. Models only
 validate: reading files and the environment is :mod:`vkec2.config.loading`, and rendering launch
@@ -18,7 +18,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from vkec2.config.agent_identity import AgentIdentityCheck
 from vkec2.config.allowlist import Allowlists
-from vkec2.config.launch import Ec2Defaults, WarmPool
+from vkec2.config.launch import Ec2Defaults, WarmPool, check_root_devices
+from vkec2.config.launchopts import MAC_BOOT_TIMEOUT_SECONDS, check_families, instance_family
 from vkec2.config.operations import (
     BeatSettings,
     FlowerSettings,
@@ -127,6 +128,10 @@ class AgentConnection(Section):
     call_timeout_seconds: float = Field(default=10.0, gt=0)
     connect_timeout_seconds: float = Field(default=1.0, gt=0)
     boot_timeout_seconds: float = Field(default=900.0, gt=0)
+    boot_timeouts: dict[str, float] = Field(
+        default_factory=lambda: dict(MAC_BOOT_TIMEOUT_SECONDS),
+        description="Instance family -> boot timeout (seconds), overriding boot_timeout_seconds.",
+    )
     max_grace_seconds: float = Field(default=3600.0, ge=0)
     finished_keepalive_seconds: float = Field(default=300.0, ge=0)
     backoff: Backoff = Field(default_factory=Backoff)
@@ -137,6 +142,12 @@ class AgentConnection(Section):
         default=False,
         description="Drive agents without TLS although they are not on loopback (vkec2.config.transport).",
     )
+
+    _families = field_validator("boot_timeouts")(check_families)
+
+    def boot_timeout_for(self, instance_type: str) -> float:
+        """How long an instance of ``instance_type`` may boot before its agent must answer."""
+        return self.boot_timeouts.get(instance_family(instance_type), self.boot_timeout_seconds)
 
     @field_validator("endpoint")
     @classmethod
@@ -308,6 +319,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _sentinel_master(self) -> Settings:
         check_sentinel_master(parse_redis_url(self.redis_url), self.redis_sentinel_master)
+        return self
+
+    @model_validator(mode="after")
+    def _root_devices(self) -> Settings:
+        check_root_devices(self.ec2, self.warm_pools)
         return self
 
     @model_validator(mode="after")

@@ -2,8 +2,9 @@
 
 :func:`refuse_unlisted` is called by :func:`vkec2.domain.podspec.launch_params` with the pod's
 checked annotations: every subnet, security group, key pair, AMI, instance type and instance
-profile a pod asks for must be one the configuration launches with anyway (``ec2`` and every warm
-pool, see :func:`configured`) or one its namespace's allowlist names
+profile a pod asks for, and every EBS volume type of its ``volumes``, must be one the
+configuration launches with anyway (``ec2`` and every warm pool, see :func:`configured`) or one
+its namespace's allowlist names
 (:class:`vkec2.config.allowlist.Allowlists`). Anything else raises
 :class:`~vkec2.errors.InvalidPodSpec` with reason ``AnnotationNotAllowed`` naming the annotation,
 the value, the namespace and the settings key that would allow it, so the pod fails the way every
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from vkec2.config import Ec2Defaults, Settings
 from vkec2.config.allowlist import ANY, Kind
 from vkec2.contract import ANNOTATION_PREFIX
+from vkec2.domain.launchopts import volume_types
 from vkec2.errors import InvalidPodSpec
 
 REASON_NOT_ALLOWED = "AnnotationNotAllowed"
@@ -33,6 +35,7 @@ GOVERNED: dict[str, Kind] = {
     "instance-type": "instance_types",
     "instance-types": "instance_types",
     "instance-profile": "instance_profiles",
+    "volumes": "volume_types",
 }
 
 
@@ -44,6 +47,8 @@ def _values(target: Ec2Defaults) -> dict[Kind, set[str]]:
         "images": {target.image_id} if target.image_id else set(),
         "instance_types": {target.instance_type, *target.instance_types, *target.instance_type_choices},
         "instance_profiles": {target.instance_profile} if target.instance_profile else set(),
+        "volume_types": {v.type for v in target.volumes or ()}
+        | ({target.root_volume.type} if target.root_volume.type else set()),
     }
 
 
@@ -59,6 +64,8 @@ def configured(settings: Settings) -> dict[Kind, set[str]]:
 def _split(name: str, value: str) -> list[str]:
     if name in ("security-groups", "instance-types"):
         return [item.strip() for item in value.split(",")]
+    if name == "volumes":
+        return volume_types(value)
     return [value]
 
 

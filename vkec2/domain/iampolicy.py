@@ -8,7 +8,9 @@ the instance limited to the allowed instance types (``ec2:InstanceType``) and in
 VPC, its network pieces in that VPC (``ec2:Vpc``); CreateTags and TerminateInstances only on
 instances carrying the cluster's tag (``aws:ResourceTag``); ``iam:PassRole`` only for the named
 roles, to EC2; ``s3:GetObject`` on the agent artifact's folder when ``bootstrap.s3_bucket`` is
-set. A kind whose allowlist holds ``"*"`` gets the whole account's resources of that kind (with
+set; RunInstances on the configured launch templates (by ID; any template when one is named by
+name, since its ARN carries only the ID), whose AMI must be one of the allowed images. A kind whose
+allowlist holds ``"*"`` gets the whole account's resources of that kind (with
 the VPC condition where AWS supports one); a kind nobody names gets none (no key pair, no instance
 profile), except subnets and security groups, where EC2 then uses the VPC's default ones. Describe
 calls have no resource-level permissions in EC2, so they stay on ``*``. Account and VPC are not in
@@ -51,6 +53,14 @@ def usable(settings: Settings) -> dict[Kind, set[str]]:
 
 def _profile_name(value: str) -> str:
     return value.rsplit("/", 1)[-1] if value.startswith("arn:") else value
+
+
+def _launch_templates(settings: Settings, ec2: str) -> list[str]:
+    """The ARNs of the configured launch templates (by ID; one named only: any template)."""
+    refs = [t.launch_template for t in (settings.ec2, *settings.warm_pools) if t.launch_template is not None]
+    if any(ref.id is None for ref in refs):
+        return [f"{ec2}:launch-template/*"]
+    return sorted({f"{ec2}:launch-template/{ref.id}" for ref in refs})
 
 
 def workers_policy(settings: Settings, inputs: PolicyInputs) -> dict[str, Any]:
@@ -97,6 +107,7 @@ def workers_policy(settings: Settings, inputs: PolicyInputs) -> dict[str, Any]:
                 "ec2:DescribeInstanceStatus",
                 "ec2:DescribeInstanceTypes",
                 "ec2:DescribeSubnets",
+                "ec2:DescribeImages",
             ],
             "Resource": "*",
         },
@@ -136,6 +147,16 @@ def workers_policy(settings: Settings, inputs: PolicyInputs) -> dict[str, Any]:
         },
         {"Sid": "Quotas", "Effect": "Allow", "Action": "servicequotas:GetServiceQuota", "Resource": "*"},
     ]
+    templates = _launch_templates(settings, ec2)
+    if templates:
+        statements.append(
+            {
+                "Sid": "LaunchFromTheLaunchTemplates",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": templates,
+            }
+        )
     roles = inputs.roles or tuple(_profile_name(p) for p in profiles)
     if roles:
         statements.append(

@@ -133,6 +133,11 @@ class PodRecord:
         return out
 
     @property
+    def instance_type(self) -> str:
+        """The instance's type as EC2 described it ("" before the launch)."""
+        return str(self.instance.get("InstanceType") or "")
+
+    @property
     def private_ip(self) -> str:
         return str(self.instance.get("PrivateIpAddress", ""))
 

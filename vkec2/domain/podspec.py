@@ -4,15 +4,17 @@ Workers call :func:`launch_params` with the settings and the pod (a Kubernetes P
 before claiming a warm-pool instance or sending RunInstances. The original provider's annotations
 ``compute.amazonaws.com/{image-id, instance-type, subnet-id, security-groups, instance-profile,
 key-pair, tags, warm-pool}`` are honoured, plus ``instance-types`` (the instance types to try, in
-order, when EC2 has no capacity); a named warm pool's parameters are the base, and with no pool and
-no launch-parameter annotation the default pool is used. The result is a frozen
-:class:`LaunchParams` whose :meth:`~LaunchParams.fingerprint` is stable across retries (the subnet
-is picked from the pod UID, lists are sorted), so the same pod always sends the same parameters
-with its ClientToken; it also carries the fallbacks a capacity error moves on to (the other
-subnets, from the picked one on, and the alternative instance types). Anything wrong with the pod
-raises :class:`~vkec2.errors.InvalidPodSpec` with reason ``InvalidAnnotation``,
-``UnknownWarmPool``, ``MissingImage`` or ``AnnotationNotAllowed`` (a value neither configured nor
-in the namespace's allowlist, :mod:`vkec2.domain.allowlist`); nothing is launched.
+order, when EC2 has no capacity) and ``volumes`` (extra EBS volumes, :mod:`vkec2.domain.launchopts`,
+which also builds the launch options every launch carries: IMDSv2, volumes, launch template); a
+named warm pool's parameters are the base, and with no pool and no launch-parameter annotation the
+default pool is used. The result is a frozen :class:`LaunchParams` whose
+:meth:`~LaunchParams.fingerprint` is stable across retries (the subnet is picked from the pod UID,
+lists are sorted), so the same pod always sends the same parameters with its ClientToken; it also
+carries the fallbacks a capacity error moves on to (the other subnets, from the picked one on, and
+the alternative instance types). Anything wrong with the pod raises
+:class:`~vkec2.errors.InvalidPodSpec` with reason ``InvalidAnnotation``, ``UnknownWarmPool``,
+``MissingImage`` or ``AnnotationNotAllowed`` (a value neither configured nor in the namespace's
+allowlist, :mod:`vkec2.domain.allowlist`); nothing is launched.
 The instance's UserData is decided here too (:func:`user_data_for`, also used for warm-pool
 launches): ``ec2.user_data`` as configured, else the agent installer rendered from
 ``agent/userdata``.
@@ -24,7 +26,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from agent.userdata import render_user_data, trust_user_data
@@ -40,9 +42,10 @@ from vkec2.config import (
     is_key_pair,
     tags_problem,
 )
-from vkec2.contract import ANNOTATION_PREFIX
+from vkec2.contract import ANNOTATION_PREFIX, VOLUMES_ANNOTATION
 from vkec2.domain.agents import AgentTrust
 from vkec2.domain.allowlist import DEFAULT_NAMESPACE, refuse_unlisted
+from vkec2.domain.launchopts import LaunchOptions, Volume, options_for, parse_volumes
 from vkec2.errors import InvalidPodSpec
 
 logger = logging.getLogger("vkec2.domain.podspec")
@@ -57,6 +60,7 @@ KEY_PAIR = "key-pair"
 TAGS = "tags"
 WARM_POOL = "warm-pool"
 INSTANCE_TYPES = "instance-types"
+VOLUMES = VOLUMES_ANNOTATION.removeprefix(ANNOTATION_PREFIX)
 #: At most this many entries in the ``instance-types`` annotation.
 MAX_INSTANCE_TYPES = 10
 
@@ -70,6 +74,7 @@ LAUNCH_OVERRIDES = (
     SECURITY_GROUPS,
     INSTANCE_PROFILE,
     KEY_PAIR,
+    VOLUMES,
 )
 #: Annotations (without the prefix) this module understands.
 ANNOTATIONS = (*LAUNCH_OVERRIDES, TAGS, WARM_POOL)
@@ -94,18 +99,28 @@ class LaunchParams:
     warm_pool: str | None  # pool this pod may claim from, or None for a cold launch
     fallback_types: tuple[str, ...] = ()  # tried in order after instance_type when EC2 has no capacity
     fallback_subnets: tuple[str, ...] = ()  # tried in order after subnet_id (the rest of the list)
+    # How it is launched: metadata options, volumes, monitoring, launch template (domain.launchopts).
+    launch: LaunchOptions = field(default_factory=LaunchOptions)
     # karpenter.sh/capacity-type values the pod's selector allows (vkec2.domain.placement), a hint
     capacity_type_hint: tuple[str, ...] = ()
 
     def fingerprint(self) -> str:
         """A stable 16-hex-digit hash of all parameters (the same pod spec always gives the same).
 
-        Empty fallbacks are left out, so a pod without any hashes as it did before they existed.
+        Empty fallbacks and default launch options are left out, so a pod without any hashes as it
+        did before they existed.
         """
         optional = ("fallback_types", "fallback_subnets", "capacity_type_hint")
-        fields = {k: v for k, v in asdict(self).items() if v or k not in optional}
+        fields = {
+            k: v
+            for k, v in asdict(self).items()
+            if (v or k not in optional) and not (k == "launch" and v == _DEFAULT_LAUNCH)
+        }
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+_DEFAULT_LAUNCH = asdict(LaunchOptions())
 
 
 def _invalid(name: str, problem: str) -> InvalidPodSpec:
@@ -197,8 +212,9 @@ def _instance_types(ann: Mapping[str, str], base: Ec2Defaults) -> tuple[str, tup
         first = ann.get(INSTANCE_TYPE, listed[0])
     elif INSTANCE_TYPE in ann:
         return ann[INSTANCE_TYPE], ()
-    else:
-        first, listed = base.instance_type, tuple(base.instance_types)
+    else:  # "": the launch template's type (ec2.instance_type was not set explicitly)
+        first = "" if base.type_from_template() else base.instance_type
+        listed = tuple(base.instance_types)
     return first, tuple(t for t in listed if t != first)
 
 
@@ -274,6 +290,8 @@ def _check_against_pool(pool: WarmPool, base: Ec2Defaults, ann: Mapping[str, str
         raise contradicts(INSTANCE_PROFILE, "instance profile", base.instance_profile)
     if KEY_PAIR in ann and ann[KEY_PAIR] != base.key_pair:
         raise contradicts(KEY_PAIR, "key pair", base.key_pair)
+    if VOLUMES in ann:
+        raise _invalid(VOLUMES, f"warm pool {pool.name!r} launches its instances without a pod's volumes")
 
 
 def user_data_for(settings: Settings, instance_type: str, trust: AgentTrust | None = None) -> str | None:
@@ -332,6 +350,8 @@ def launch_params(settings: Settings, pod: Mapping[str, Any], *, default_pool: b
     else:
         groups = tuple(sorted(set(base.security_groups)))
     image_id = ann.get(IMAGE_ID, base.image_id)
+    if image_id is None and base.launch_template is not None:
+        image_id = ""  # the launch template's AMI
     if image_id is None:
         where = f", image_id of warm pool {pool.name!r}," if pool is not None else ""
         raise InvalidPodSpec(
@@ -341,6 +361,8 @@ def launch_params(settings: Settings, pod: Mapping[str, Any], *, default_pool: b
         )
     instance_type, fallback_types = _instance_types(ann, base)
     subnet_id, fallback_subnets = _subnets(ann, base, uid)
+    configured = options_for(base).volumes
+    extra: tuple[Volume, ...] = parse_volumes(ann[VOLUMES], configured) if VOLUMES in ann else ()
     refuse_unlisted(settings, _namespace(pod), ann)
     return LaunchParams(
         image_id=image_id,
@@ -354,4 +376,5 @@ def launch_params(settings: Settings, pod: Mapping[str, Any], *, default_pool: b
         warm_pool=pool.name if pool is not None else None,
         fallback_types=fallback_types,
         fallback_subnets=fallback_subnets,
+        launch=options_for(base, extra),
     )

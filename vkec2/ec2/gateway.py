@@ -4,7 +4,9 @@ Instances are tagged at launch (``TagSpecifications``) with cluster, virtual nod
 namespace/name, so the tags are the durable record of which pod an instance belongs to: before
 launching, the gateway looks the pod's instance up by tag and adopts it. ``RunInstances`` carries a
 ``ClientToken`` derived from the pod UID and attempt, so a retried call returns the same instance
-instead of a second one (tags, token and the Instance type live in :mod:`vkec2.domain.instances`).
+instead of a second one (tags, token and the Instance type live in :mod:`vkec2.domain.instances`;
+the request itself, IMDSv2 and volumes included, is :mod:`vkec2.domain.runinstances`, and an AMI's
+root device is read with DescribeImages once per process when a root volume needs it).
 EC2 is eventually consistent: for seconds after RunInstances it may answer
 ``InvalidInstanceID.NotFound`` for the new instance and leave it out of filtered listings, so
 ``terminate`` reports the IDs EC2 did not know and lets the lifecycle decide (a young instance is
@@ -33,7 +35,9 @@ import botocore.exceptions
 from vkec2.config import Settings
 from vkec2.contract import CAPACITY_ERROR_CODES, TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.instances import LIVE_STATES, Instance, pod_tags
+from vkec2.domain.launchopts import RootDevice, needs_root_device, root_device_of
 from vkec2.domain.podspec import LaunchParams
+from vkec2.domain.runinstances import run_instances_request
 from vkec2.ec2.accounting import THROTTLE_CODES, CallAccounting
 from vkec2.errors import Ec2Error
 
@@ -107,6 +111,8 @@ class Ec2Gateway:
         self._mutex = threading.Lock()
         self._zones: dict[str, str] = {}  # subnet ID -> Availability Zone
         self._zones_lock = threading.Lock()  # one DescribeSubnets per process, not one per thread
+        self._images: dict[str, RootDevice | None] = {}  # AMI ID -> its root device (DescribeImages)
+        self._images_lock = threading.Lock()
 
     @property
     def client(self) -> EC2Client:
@@ -257,34 +263,32 @@ class Ec2Gateway:
         return pod_tags(self.settings.cluster_name, pod, node)
 
     def run_instance(self, params: LaunchParams, tags: Mapping[str, str], token: str) -> Instance:
-        """Launch one instance with ``params``, tagged at launch, idempotent by ``token``."""
-        all_tags = {**dict(params.tags), **tags}
-        kwargs: dict[str, Any] = {
-            "ImageId": params.image_id,
-            "InstanceType": params.instance_type,
-            "MinCount": 1,
-            "MaxCount": 1,
-            "ClientToken": token,
-            "TagSpecifications": [
-                {
-                    "ResourceType": "instance",
-                    "Tags": [{"Key": k, "Value": v} for k, v in sorted(all_tags.items())],
-                }
-            ],
-        }
-        if params.subnet_id:
-            kwargs["SubnetId"] = params.subnet_id
-        if params.security_groups:
-            kwargs["SecurityGroupIds"] = list(params.security_groups)
-        if params.instance_profile:
-            key = "Arn" if params.instance_profile.startswith("arn:") else "Name"
-            kwargs["IamInstanceProfile"] = {key: params.instance_profile}
-        if params.key_pair:
-            kwargs["KeyName"] = params.key_pair
-        if params.user_data:
-            kwargs["UserData"] = params.user_data
+        """Launch one instance with ``params``, tagged at launch, idempotent by ``token`` (the request
+        is :func:`~vkec2.domain.runinstances.run_instances_request`; the AMI's root device is read
+        when the root volume needs it)."""
+        root = None
+        if params.image_id and needs_root_device(params.launch, params.instance_type):
+            root = self.root_device(params.image_id)
+        kwargs = run_instances_request(params, tags, token, root)
         result = self._call("RunInstances", self.launch_client.run_instances, **kwargs)
         return jsonable(result["Instances"][0])
+
+    def root_device(self, image_id: str) -> RootDevice | None:
+        """The AMI's root device name and snapshot size, asked once per process (an AMI never
+        changes); None when DescribeImages does not know the image (RunInstances will say why)."""
+        if image_id not in self._images:
+            with self._images_lock:
+                if image_id not in self._images:
+                    try:
+                        found = self._call(
+                            "DescribeImages", self.client.describe_images, ImageIds=[image_id]
+                        ).get("Images", [])
+                    except Ec2Error as exc:
+                        if not (exc.code or "").startswith("InvalidAMIID."):
+                            raise
+                        found = []
+                    self._images[image_id] = root_device_of(found[0]) if found else None
+        return self._images[image_id]
 
     def create_tags(self, instance_ids: Sequence[str], tags: Mapping[str, str]) -> None:
         if not instance_ids:

@@ -358,7 +358,9 @@ class Lifecycle:
         )
 
     def _boot_expired(self, rec: PodRecord) -> bool:
-        return bool(rec.launched_at) and now() - rec.launched_at > self.settings.agent.boot_timeout_seconds
+        return bool(rec.launched_at) and now() - rec.launched_at > self.settings.agent.boot_timeout_for(
+            rec.instance_type
+        )
 
     def _await_agent(self, lock: PodLock, rec: PodRecord) -> float | None:
         target = self._target(rec)
@@ -373,7 +375,7 @@ class Lifecycle:
                     rec,
                     "AgentBootTimeout",
                     f"agent at {rec.endpoint} for {rec.instance_id} did not answer within "
-                    f"{self.settings.agent.boot_timeout_seconds:.0f}s",
+                    f"{self.settings.agent.boot_timeout_for(rec.instance_type):.0f}s",
                 )
             return self._poll_delay(rec)
         try:
@@ -466,7 +468,7 @@ class Lifecycle:
                 ("image-id", rec.instance.get("ImageId"), params.image_id),
                 ("instance-type", rec.instance.get("InstanceType"), params.instance_type),
             )
-            if have and have != want
+            if have and want and have != want  # "": the launch template's, not compared
         ]
         if differs:
             self._record(

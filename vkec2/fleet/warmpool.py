@@ -47,6 +47,7 @@ from vkec2.contract import (
 )
 from vkec2.domain.agents import AgentTarget, AgentTrust, resolve_endpoint
 from vkec2.domain.instances import Instance, pool_slot, pool_token, tag_map
+from vkec2.domain.launchopts import options_for
 from vkec2.domain.podspec import LaunchParams, user_data_for
 from vkec2.domain.times import parse_rfc3339
 from vkec2.errors import AgentError, Ec2Error, Vkec2Error
@@ -165,6 +166,9 @@ class WarmPools:
                 raise
         return report
 
+    def _boot_timeout(self, instance: Instance) -> float:
+        return self.settings.agent.boot_timeout_for(str(instance.get("InstanceType", "")))
+
     def _serving(self, instance: Instance) -> bool:
         """Whether the member's agent serves (bootstrapped to mTLS first in a TLS fleet)."""
         try:
@@ -221,7 +225,7 @@ class WarmPools:
                 state[iid] = POOL_UNHEALTHY
             elif serving.get(iid):
                 state[iid] = POOL_READY
-            elif iid in ready or now - launch_time(inst) > self.settings.agent.boot_timeout_seconds:
+            elif iid in ready or now - launch_time(inst) > self._boot_timeout(inst):
                 state[iid] = POOL_UNHEALTHY  # a Ready agent that stopped answering, or one that never booted
             else:
                 state[iid] = POOL_PROVISIONING
@@ -293,7 +297,7 @@ class WarmPools:
 
     def _launch(self, pool: WarmPool) -> Instance:
         defaults = self.settings.pool_launch_defaults(pool)
-        if defaults.image_id is None:
+        if defaults.image_id is None and defaults.launch_template is None:
             raise Vkec2Error(
                 f"warm pool {pool.name}: no image_id (set it on the pool or in ec2)", reason="MissingImage"
             )
@@ -307,7 +311,8 @@ class WarmPools:
         token = pool_token(self._scope(pool.name), slot)
         # Capacity fallback, as for pods: the pool's subnets (from a random one), then its
         # alternative instance types; each candidate has its own ClientToken.
-        types = list(dict.fromkeys([defaults.instance_type, *defaults.instance_types]))
+        first = "" if defaults.type_from_template() else defaults.instance_type  # "": the template's
+        types = list(dict.fromkeys([first, *defaults.instance_types]))
         subnets: list[str | None] = list(defaults.subnets) or [None]
         start = self.rng.randrange(len(subnets))
         subnets = subnets[start:] + subnets[:start]
@@ -317,7 +322,7 @@ class WarmPools:
             sent_token = token if n == 0 else f"{token}-{variant}"
             trust = self.trust(sent_token) if self.trust is not None else None
             params = LaunchParams(
-                image_id=defaults.image_id,
+                image_id=defaults.image_id or "",
                 instance_type=instance_type,
                 subnet_id=subnet,
                 security_groups=tuple(sorted(defaults.security_groups)),
@@ -326,6 +331,7 @@ class WarmPools:
                 user_data=user_data_for(self.settings, instance_type, trust),
                 tags=tuple(sorted(defaults.tags.items())),
                 warm_pool=pool.name,
+                launch=options_for(defaults),
             )
             try:
                 return self.ec2.run_instance(params, tags, sent_token)
