@@ -35,6 +35,7 @@ from vkec2.fleet.capacity import CapacityLaunch, NoCapacity, settle_conditions
 from vkec2.fleet.choice import InstanceChoice, placed, placement_note
 from vkec2.fleet.rebuild import Rebuild
 from vkec2.fleet.teardown import RELEASED, Teardown, released_message
+from vkec2.fleet.update import InPlaceUpdate
 from vkec2.fleet.visibility import PodInstances
 from vkec2.observability import metrics
 from vkec2.ports import Agents, Ec2, LaunchStore, PodLock
@@ -68,6 +69,7 @@ class Lifecycle:
         self.pod_instances = PodInstances(settings, ec2)
         self.teardown = Teardown(settings, self.pod_instances, agents, self._record)
         self.rebuild = Rebuild(settings, ec2, agents, self.pod_instances, self._record)
+        self.updates = InPlaceUpdate(ec2, self.choice, self._record)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -445,50 +447,8 @@ class Lifecycle:
     # -- update -------------------------------------------------------------------------
 
     def update(self, lock: PodLock, rec: PodRecord) -> None:
-        """Apply spec changes that can change in place (tags); record when a replacement is needed."""
-        if rec.deleted or not rec.instance_id or rec.phase.final:
-            return
-        try:
-            params = self.choice.launched_with(rec.spec, rec.instance)
-        except InvalidPodSpec as exc:
-            self._record(lock, rec, rec.phase, reason=exc.reason, message=exc.message, warning=True)
-            return
-        current = {t["Key"]: t["Value"] for t in rec.instance.get("Tags", [])}
-        wanted = dict(params.tags)
-        changed = {k: v for k, v in wanted.items() if current.get(k) != v}
-        if changed:
-            self.ec2.create_tags([rec.instance_id], changed)
-            rec.instance = {
-                **rec.instance,
-                "Tags": [{"Key": k, "Value": v} for k, v in {**current, **changed}.items()],
-            }
-        differs = [
-            name
-            for name, have, want in (
-                ("image-id", rec.instance.get("ImageId"), params.image_id),
-                ("instance-type", rec.instance.get("InstanceType"), params.instance_type),
-            )
-            if have and want and have != want  # "": the launch template's, not compared
-        ]
-        if differs:
-            self._record(
-                lock,
-                rec,
-                rec.phase,
-                reason="ReplacementNeeded",
-                warning=True,
-                message=f"{', '.join(differs)} changed; delete and re-create the pod to apply it",
-                instance=rec.instance,
-            )
-        elif changed:
-            self._record(
-                lock,
-                rec,
-                rec.phase,
-                reason="Updated",
-                message=f"tags updated on {rec.instance_id}: {', '.join(sorted(changed))}",
-                instance=rec.instance,
-            )
+        """Apply spec changes that can change in place (tags); see :mod:`vkec2.fleet.update`."""
+        self.updates.apply(lock, rec)
 
     # -- delete -------------------------------------------------------------------------
 
