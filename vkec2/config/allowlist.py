@@ -1,10 +1,11 @@
 """Which launch parameters pods may ask for by annotation: the ``allowlists`` section.
 
 A pod's ``compute.amazonaws.com/*`` annotations can pick a subnet, security groups, a key pair, an
-AMI, instance types and an instance profile. What the operator configured (``ec2`` and every warm
-pool) is always allowed; anything else only when an allowlist names it. ``allowlists.default``
-applies to every namespace; ``allowlists.namespaces.<ns>`` replaces the default's list of a kind
-for that namespace when it sets it, and inherits the default's list for the kinds it leaves unset.
+AMI, instance types, an instance profile and a capacity type. What the operator configured
+(``ec2`` and every warm pool) is always allowed; anything else only when an allowlist names it.
+``allowlists.default`` applies to every namespace; ``allowlists.namespaces.<ns>`` replaces the
+default's list of a kind for that namespace when it sets it, and inherits the default's list for
+the kinds it leaves unset.
 Entries are exact values (IDs, names, instance types; an instance profile exactly as the pod spells
 it, name or ARN); the lone ``"*"`` allows any value of its kind (the old, open behaviour, for an
 operator who names it). The check itself is a pure rule in :mod:`vkec2.domain.allowlist`.
@@ -28,12 +29,21 @@ from vkec2.config.shapes import (
     is_instance_profile,
     is_key_pair,
 )
+from vkec2.contract import CAPACITY_TYPES
 
 #: The entry that allows any value of its kind.
 ANY = "*"
 
 #: The kinds of launch parameter an allowlist names (its field names).
-Kind = Literal["subnets", "security_groups", "key_pairs", "images", "instance_types", "instance_profiles"]
+Kind = Literal[
+    "subnets",
+    "security_groups",
+    "key_pairs",
+    "images",
+    "instance_types",
+    "instance_profiles",
+    "capacity_types",
+]
 KINDS: tuple[Kind, ...] = (
     "subnets",
     "security_groups",
@@ -41,6 +51,7 @@ KINDS: tuple[Kind, ...] = (
     "images",
     "instance_types",
     "instance_profiles",
+    "capacity_types",
 )
 
 
@@ -68,6 +79,9 @@ class Allowlist(Section):
     images: list[str] | None = Field(default=None, description="AMI IDs.")
     instance_types: list[str] | None = Field(default=None, description="Instance types.")
     instance_profiles: list[str] | None = Field(default=None, description="Instance profile names or ARNs.")
+    capacity_types: list[str] | None = Field(
+        default=None, description="Capacity types (on-demand, spot, spot-or-on-demand)."
+    )
 
     @field_validator("subnets")
     @classmethod
@@ -105,6 +119,13 @@ class Allowlist(Section):
     @classmethod
     def _profiles(cls, value: list[str] | None) -> list[str] | None:
         return _checked(value, is_instance_profile, "an instance profile name or ARN")
+
+    @field_validator("capacity_types")
+    @classmethod
+    def _capacity_types(cls, value: list[str] | None) -> list[str] | None:
+        return _checked(
+            value, lambda v: v in CAPACITY_TYPES, "a capacity type (on-demand, spot, spot-or-on-demand)"
+        )
 
 
 class Allowlists(Section):

@@ -24,6 +24,7 @@ from vkec2.config.shapes import (
     check_profile,
     tags_problem,
 )
+from vkec2.contract import CAPACITY_TYPES, ON_DEMAND
 
 
 class _LaunchTarget(Section):
@@ -39,6 +40,10 @@ class _LaunchTarget(Section):
     security_groups: list[str] = Field(default_factory=list)
     instance_profile: str | None = None
     key_pair: str | None = None
+    capacity_type: str = Field(
+        default=ON_DEMAND,
+        description="on-demand, spot, or spot-or-on-demand (Spot first, on-demand without Spot capacity).",
+    )
 
     _image = field_validator("image_id")(check_image)
     _type = field_validator("instance_type")(check_instance_type)
@@ -49,6 +54,13 @@ class _LaunchTarget(Section):
         value = [check_instance_type(item) for item in value]
         if len(set(value)) != len(value):
             raise ValueError("an instance type is listed twice")
+        return value
+
+    @field_validator("capacity_type")
+    @classmethod
+    def _capacity_type(cls, value: str) -> str:
+        if value not in CAPACITY_TYPES:
+            raise ValueError(f"{value!r} is not a capacity type (one of {', '.join(CAPACITY_TYPES)})")
         return value
 
     _profile = field_validator("instance_profile")(check_profile)
@@ -85,6 +97,27 @@ class Ec2Defaults(_LaunchTarget):
         gt=0,
         description="How long an (instance type, zone) that answered 'no capacity' is skipped fleet-wide.",
     )
+
+    spot_max_price: str | None = Field(
+        default=None,
+        description="The most a Spot instance may cost, US dollars per hour (unset: the on-demand price).",
+    )
+
+    @field_validator("spot_max_price", mode="before")
+    @classmethod
+    def _max_price(cls, value: object) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValueError(f"{value!r} is not a price in US dollars per hour like '0.05'")
+        value = str(value)
+        try:
+            price = float(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a price in US dollars per hour like '0.05'") from None
+        if not 0 < price < float("inf"):
+            raise ValueError(f"{value!r} is not a positive price in US dollars per hour")
+        return value
 
     @field_validator("tags")
     @classmethod
@@ -127,4 +160,6 @@ class WarmPool(_LaunchTarget):
             key_pair=self.key_pair or ec2.key_pair,
             user_data=ec2.user_data,
             tags=dict(ec2.tags),
+            capacity_type=self.capacity_type,
+            spot_max_price=ec2.spot_max_price,
         )

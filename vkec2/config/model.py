@@ -4,7 +4,8 @@ Field names, nesting and defaults are the contract the rest of the fleet uses; t
 every key is ``docs/configuration.md``. This module holds the sections for AWS access, the agent
 connection, bootstrap, the virtual node and Celery; the EC2 launch defaults and warm pools live in
 :mod:`vkec2.config.launch`, the maintenance and observability sections in
-:mod:`vkec2.config.operations` and the value rules in :mod:`vkec2.config.shapes`. Models only validate: reading files and the
+:mod:`vkec2.config.operations` and the value rules in :mod:`vkec2.config.shapes`. Models only
+validate: reading files and the
 environment is :mod:`vkec2.config.loading`, and rendering launch payloads (the agent installer
 as UserData) is :mod:`vkec2.domain.podspec`.
 """

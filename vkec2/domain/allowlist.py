@@ -1,9 +1,9 @@
 """The rule that keeps pods to the launch parameters the operator allows (``allowlists``).
 
 :func:`refuse_unlisted` is called by :func:`vkec2.domain.podspec.launch_params` with the pod's
-checked annotations: every subnet, security group, key pair, AMI, instance type and instance
-profile a pod asks for must be one the configuration launches with anyway (``ec2`` and every warm
-pool, see :func:`configured`) or one its namespace's allowlist names
+checked annotations: every subnet, security group, key pair, AMI, instance type, instance
+profile and capacity type a pod asks for must be one the configuration launches with anyway
+(``ec2`` and every warm pool, see :func:`configured`) or one its namespace's allowlist names
 (:class:`vkec2.config.allowlist.Allowlists`). Anything else raises
 :class:`~vkec2.errors.InvalidPodSpec` with reason ``AnnotationNotAllowed`` naming the annotation,
 the value, the namespace and the settings key that would allow it, so the pod fails the way every
@@ -33,6 +33,7 @@ GOVERNED: dict[str, Kind] = {
     "instance-type": "instance_types",
     "instance-types": "instance_types",
     "instance-profile": "instance_profiles",
+    "capacity-type": "capacity_types",
 }
 
 
@@ -44,6 +45,7 @@ def _values(target: Ec2Defaults) -> dict[Kind, set[str]]:
         "images": {target.image_id} if target.image_id else set(),
         "instance_types": {target.instance_type, *target.instance_types},
         "instance_profiles": {target.instance_profile} if target.instance_profile else set(),
+        "capacity_types": {target.capacity_type},
     }
 
 

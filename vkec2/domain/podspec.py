@@ -40,9 +40,10 @@ from vkec2.config import (
     is_key_pair,
     tags_problem,
 )
-from vkec2.contract import ANNOTATION_PREFIX
+from vkec2.contract import ANNOTATION_PREFIX, ON_DEMAND
 from vkec2.domain.agents import AgentTrust
 from vkec2.domain.allowlist import DEFAULT_NAMESPACE, refuse_unlisted
+from vkec2.domain.spot import capacity_type_problem
 from vkec2.errors import InvalidPodSpec
 
 logger = logging.getLogger("vkec2.domain.podspec")
@@ -57,6 +58,7 @@ KEY_PAIR = "key-pair"
 TAGS = "tags"
 WARM_POOL = "warm-pool"
 INSTANCE_TYPES = "instance-types"
+CAPACITY_TYPE = "capacity-type"
 #: At most this many entries in the ``instance-types`` annotation.
 MAX_INSTANCE_TYPES = 10
 
@@ -70,6 +72,7 @@ LAUNCH_OVERRIDES = (
     SECURITY_GROUPS,
     INSTANCE_PROFILE,
     KEY_PAIR,
+    CAPACITY_TYPE,
 )
 #: Annotations (without the prefix) this module understands.
 ANNOTATIONS = (*LAUNCH_OVERRIDES, TAGS, WARM_POOL)
@@ -94,14 +97,23 @@ class LaunchParams:
     warm_pool: str | None  # pool this pod may claim from, or None for a cold launch
     fallback_types: tuple[str, ...] = ()  # tried in order after instance_type when EC2 has no capacity
     fallback_subnets: tuple[str, ...] = ()  # tried in order after subnet_id (the rest of the list)
+    # on-demand, spot or spot-or-on-demand (vkec2.domain.spot); a candidate's is its one market
+    capacity_type: str = ON_DEMAND
+    spot_max_price: str | None = None  # a Spot launch's MaxPrice (None: the on-demand price)
 
     def fingerprint(self) -> str:
         """A stable 16-hex-digit hash of all parameters (the same pod spec always gives the same).
 
-        Empty fallbacks are left out, so a pod without any hashes as it did before they existed.
+        Optional fields at their defaults (empty fallbacks, on-demand, no Spot price) are left
+        out, so a pod without them hashes as it did before they existed.
         """
-        optional = ("fallback_types", "fallback_subnets")
-        fields = {k: v for k, v in asdict(self).items() if v or k not in optional}
+        optional = {
+            "fallback_types": (),
+            "fallback_subnets": (),
+            "capacity_type": ON_DEMAND,
+            "spot_max_price": None,
+        }
+        fields = {k: v for k, v in asdict(self).items() if k not in optional or v != optional[k]}
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -218,6 +230,11 @@ def _validated(ann: Mapping[str, str]) -> None:
         (SUBNET_ID, lambda v: bool(SUBNET_ID_RE.fullmatch(v)), "not a subnet ID like subnet-0123abcd"),
         (INSTANCE_PROFILE, is_instance_profile, "not an instance profile name or ARN"),
         (KEY_PAIR, is_key_pair, "not a key pair name (1-255 printable ASCII characters)"),
+        (
+            CAPACITY_TYPE,
+            lambda v: capacity_type_problem(v) is None,
+            "not on-demand, spot or spot-or-on-demand",
+        ),
     )
     for name, ok, problem in checks:
         value = ann.get(name)
@@ -272,6 +289,8 @@ def _check_against_pool(pool: WarmPool, base: Ec2Defaults, ann: Mapping[str, str
         raise contradicts(INSTANCE_PROFILE, "instance profile", base.instance_profile)
     if KEY_PAIR in ann and ann[KEY_PAIR] != base.key_pair:
         raise contradicts(KEY_PAIR, "key pair", base.key_pair)
+    if CAPACITY_TYPE in ann and ann[CAPACITY_TYPE] != base.capacity_type:
+        raise contradicts(CAPACITY_TYPE, "capacity type", base.capacity_type)
 
 
 def user_data_for(settings: Settings, instance_type: str, trust: AgentTrust | None = None) -> str | None:
@@ -348,4 +367,6 @@ def launch_params(settings: Settings, pod: Mapping[str, Any]) -> LaunchParams:
         warm_pool=pool.name if pool is not None else None,
         fallback_types=fallback_types,
         fallback_subnets=fallback_subnets,
+        capacity_type=ann.get(CAPACITY_TYPE, base.capacity_type),
+        spot_max_price=settings.ec2.spot_max_price,
     )

@@ -34,6 +34,7 @@ from vkec2.config import Settings
 from vkec2.contract import CAPACITY_ERROR_CODES, TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.instances import LIVE_STATES, Instance, pod_tags
 from vkec2.domain.podspec import LaunchParams
+from vkec2.domain.spot import market_options, spot_tags
 from vkec2.ec2.accounting import THROTTLE_CODES, CallAccounting
 from vkec2.errors import Ec2Error
 
@@ -258,7 +259,7 @@ class Ec2Gateway:
 
     def run_instance(self, params: LaunchParams, tags: Mapping[str, str], token: str) -> Instance:
         """Launch one instance with ``params``, tagged at launch, idempotent by ``token``."""
-        all_tags = {**dict(params.tags), **tags}
+        all_tags = {**dict(params.tags), **tags, **spot_tags(params.capacity_type)}
         kwargs: dict[str, Any] = {
             "ImageId": params.image_id,
             "InstanceType": params.instance_type,
@@ -283,6 +284,7 @@ class Ec2Gateway:
             kwargs["KeyName"] = params.key_pair
         if params.user_data:
             kwargs["UserData"] = params.user_data
+        kwargs.update(market_options(params.capacity_type, params.spot_max_price))
         result = self._call("RunInstances", self.launch_client.run_instances, **kwargs)
         return jsonable(result["Instances"][0])
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from vkec2.config import Settings
 from vkec2.contract import AGENT_CONNECTED, INSTANCE_READY, POOL_CLAIMED, TAG_POOL_STATE
-from vkec2.domain import phases
+from vkec2.domain import phases, spot
 from vkec2.domain.agents import AgentTarget, AgentTrust, AppStatus, resolve_endpoint
 from vkec2.domain.instances import Instance
 from vkec2.domain.models import Phase, PodRecord, StatusEvent, condition, now
@@ -160,7 +160,7 @@ class Lifecycle:
             "instance_id": instance["InstanceId"],
             "launched_at": rec.launched_at or now(),
         }
-        message = f"{how} instance {instance['InstanceId']} ({instance.get('InstanceType', '')})"
+        message = f"{how} instance {instance['InstanceId']} ({spot.shape(instance)})"
         if state == "running":
             return self._on_running(lock, rec, instance, message, fields)
         self._record(lock, rec, Phase.PROVISIONING, reason=how.capitalize(), message=message, **fields)
