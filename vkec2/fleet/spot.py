@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from vkec2.contract import (
@@ -31,8 +31,8 @@ from vkec2.contract import (
 from vkec2.domain.agents import AppStatus, SpotNotice
 from vkec2.domain.models import Phase, PodRecord, StatusEvent, condition
 from vkec2.domain.spot import NOTICE_REBALANCE, interruption, notice_message
-from vkec2.errors import LockBusy, StaleFence
-from vkec2.ports import PodStore
+from vkec2.errors import LockBusy, StaleFence, Vkec2Error
+from vkec2.ports import Ec2, PodStore
 
 log = logging.getLogger("vkec2.fleet.spot")
 
@@ -46,6 +46,34 @@ def lost_reason(instance_id: str, state: str, instance: Mapping[str, Any] | None
     if aws is None:
         return REASON_INSTANCE_LOST, f"instance {instance_id} is {state}"
     return SPOT_INTERRUPTED, f"Spot instance {instance_id} was interrupted by EC2 ({aws}); it is {state}"
+
+
+def lost_pods(
+    ec2: Ec2, recs: Iterable[PodRecord], live: Mapping[str, Any]
+) -> list[tuple[PodRecord, str, str]]:
+    """Running pods whose instance is not among ``live``, each with its remediation reason and message.
+
+    The orphan GC lists only live instances; the lost ones are described (one call) so that a
+    Spot interruption is reported as such there too. When that fails they are just lost.
+    """
+    lost = [
+        r
+        for r in recs
+        if r.phase is Phase.RUNNING and r.instance_id and not r.deleted and r.instance_id not in live
+    ]
+    if not lost:
+        return []
+    try:
+        described = ec2.describe(rec.instance_id for rec in lost)
+    except Vkec2Error as exc:
+        log.warning("cannot describe lost instances: %s", exc.message)
+        described = {}
+    out = []
+    for rec in lost:
+        instance = described.get(rec.instance_id)
+        state = str((instance or {}).get("State", {}).get("Name", "gone"))
+        out.append((rec, *lost_reason(rec.instance_id, state, instance)))
+    return out
 
 
 def notice_reason(notice: SpotNotice) -> str:

@@ -59,7 +59,7 @@ from vkec2.fleet.breaker import (
     this_worker,
 )
 from vkec2.fleet.lifecycle import Lifecycle
-from vkec2.fleet.spot import SpotNotices, lost_reason
+from vkec2.fleet.spot import SpotNotices, lost_pods, lost_reason
 from vkec2.observability import metrics
 from vkec2.ports import Agents, Ec2, PodLock, PodStore
 
@@ -489,10 +489,9 @@ class HealthSweep:
 def remediate_lost(sweep: HealthSweep, recs: Iterable[PodRecord], live: dict[str, Instance]) -> list[str]:
     """Hand Running pods whose instance is not among ``live`` to remediation (used by the orphan GC)."""
     report = SweepReport()
-    for rec in recs:
-        if rec.phase is Phase.RUNNING and rec.instance_id and not rec.deleted and rec.instance_id not in live:
-            try:
-                sweep._instance_lost(rec, "InstanceLost", f"instance {rec.instance_id} is gone", report)
-            except Vkec2Error as exc:
-                log.warning("cannot remediate pod %s: %s", rec.uid, exc.message)
+    for rec, reason, message in lost_pods(sweep.ec2, recs, live):  # a Spot interruption is named so
+        try:
+            sweep._instance_lost(rec, reason, message, report)
+        except Vkec2Error as exc:
+            log.warning("cannot remediate pod %s: %s", rec.uid, exc.message)
     return report.remediated + report.failed
