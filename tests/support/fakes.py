@@ -350,6 +350,7 @@ class FakeEc2:
             InstanceType=params.instance_type,
             SubnetId=params.subnet_id,
             Tags=all_tags,
+            CapacityType=params.capacity_type,
         )
         kind, subnet = params.instance_type, params.subnet_id
         for key in ((kind, subnet), (kind, None), (None, subnet), (None, None)):
