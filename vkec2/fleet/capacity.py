@@ -12,7 +12,10 @@ pair that the fleet-wide cache in Redis marks unavailable (:mod:`vkec2.store.off
 ``ec2.unavailable_ttl_seconds``); each capacity answer marks its pair (a quota marks the type in
 the whole region), so no worker asks again for a while. Each candidate has its own ClientToken
 (the pod's own parameters keep ``vkec2-{uid}-{attempt}``; another subnet or type adds a hash of
-them), because EC2 refuses a token reused with other parameters. When no candidate launched, the
+them), because EC2 refuses a token reused with other parameters. The market is part of a candidate:
+a ``spot-or-on-demand`` pod tries every one as Spot, then every one as on-demand
+(:func:`vkec2.domain.spot.markets`), and a Spot refusal marks its pair under a zone key of its own,
+so it never hides on-demand capacity. When no candidate launched, the
 pod stays Pending (reason ``InsufficientCapacity`` or ``QuotaExceeded``, AWS's answer in the
 message, a Warning event, condition ``vkec2.io/QuotaExceeded`` for a quota) and the step is
 polled again with a back-off, until ``ec2.capacity_deadline_seconds`` after the first refusal:
