@@ -186,6 +186,8 @@ NEAR = st.sampled_from(
         "mac",
         "prof",
         "arn:aws:iam::123456789012:instance-profile/x",
+        "spot",
+        "spot-or-on-demand",
         "",
         " ",
         "*",
@@ -231,6 +233,7 @@ def test_fuzz_annotations_give_allowed_params_or_a_clean_refusal(annotations: An
         "images": [params.image_id],
         "instance_types": [params.instance_type, *params.fallback_types],
         "instance_profiles": [params.instance_profile] if params.instance_profile else [],
+        "capacity_types": [params.capacity_type],
     }
     for kind in set(GOVERNED.values()):
         allowed = ALLOW_SETTINGS.allowlists.allowed(ns, kind)
