@@ -123,6 +123,7 @@ CAPACITY_ERROR_CODES: Final = frozenset(
         "Unsupported",
         "VcpuLimitExceeded",
         "InstanceLimitExceeded",
+        # Spot only: on a Spot launch every code here marks the Spot offering, never on-demand's.
         "SpotMaxPriceTooLow",
         "MaxSpotInstanceCountExceeded",
         "UnfulfillableCapacity",
@@ -141,17 +142,9 @@ ON_DEMAND: Final = "on-demand"
 SPOT: Final = "spot"
 SPOT_OR_ON_DEMAND: Final = "spot-or-on-demand"
 CAPACITY_TYPES: Final = (ON_DEMAND, SPOT, SPOT_OR_ON_DEMAND)
-#: RunInstances errors that say "no Spot capacity for this launch now": they mark the (type, zone)
-#: unavailable as Spot only, never for on-demand (``InsufficientInstanceCapacity`` and the other
-#: :data:`CAPACITY_ERROR_CODES` on a Spot launch do the same).
-SPOT_CAPACITY_ERROR_CODES: Final = frozenset(
-    {"SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded", "UnfulfillableCapacity"}
-)
 #: The pod reason of a pod whose Spot instance EC2 interrupted (Failed, or Pending while replaced).
 SPOT_INTERRUPTED: Final = "SpotInterrupted"
 #: The reason of the event and condition of an interruption notice (two-minute warning).
 SPOT_NOTICE_REASON: Final = "SpotInterruptionNotice"
 #: The reason of the event and condition of a rebalance recommendation.
 SPOT_REBALANCE_REASON: Final = "SpotRebalanceRecommendation"
-#: The ``StateReason.Code`` EC2 gives a Spot instance it interrupted.
-SPOT_TERMINATION_CODE: Final = "Server.SpotInstanceTermination"

@@ -22,12 +22,12 @@ from vkec2.contract import (
     CAPACITY_TYPE_ANNOTATION,
     ON_DEMAND,
     SPOT,
-    SPOT_CAPACITY_ERROR_CODES,
     SPOT_OR_ON_DEMAND,
 )
 from vkec2.domain.agents import SpotNotice
 from vkec2.domain.podspec import launch_params
 from vkec2.domain.spot import (
+    choose_capacity_type,
     interruption,
     market_options,
     markets,
@@ -54,6 +54,12 @@ def pod(**annotations: str) -> dict[str, Any]:
     return {"metadata": {"uid": "u-1", "namespace": "default", "annotations": annotations}}
 
 
+def test_the_annotation_beats_a_scheduling_hint_which_beats_the_configuration() -> None:
+    assert choose_capacity_type(None, ON_DEMAND) == ON_DEMAND
+    assert choose_capacity_type(None, ON_DEMAND, hint=SPOT) == SPOT
+    assert choose_capacity_type(SPOT_OR_ON_DEMAND, ON_DEMAND, hint=SPOT) == SPOT_OR_ON_DEMAND
+
+
 def test_markets_in_the_order_they_are_tried() -> None:
     assert markets(ON_DEMAND) == (ON_DEMAND,)
     assert markets(SPOT) == (SPOT,)
@@ -76,7 +82,11 @@ def test_market_options_of_a_spot_launch() -> None:
 def test_spot_and_on_demand_offerings_are_marked_apart() -> None:
     assert offering_zone("us-west-2a", ON_DEMAND) == "us-west-2a"
     assert offering_zone("us-west-2a", SPOT) != offering_zone("us-west-2a", ON_DEMAND)
-    assert SPOT_CAPACITY_ERROR_CODES <= CAPACITY_ERROR_CODES
+    assert {
+        "SpotMaxPriceTooLow",
+        "MaxSpotInstanceCountExceeded",
+        "UnfulfillableCapacity",
+    } <= CAPACITY_ERROR_CODES
 
 
 SPOT_GONE = {

@@ -43,7 +43,7 @@ from vkec2.config import (
 from vkec2.contract import ANNOTATION_PREFIX, ON_DEMAND
 from vkec2.domain.agents import AgentTrust
 from vkec2.domain.allowlist import DEFAULT_NAMESPACE, refuse_unlisted
-from vkec2.domain.spot import capacity_type_problem
+from vkec2.domain.spot import capacity_type_problem, choose_capacity_type
 from vkec2.errors import InvalidPodSpec
 
 logger = logging.getLogger("vkec2.domain.podspec")
@@ -367,6 +367,6 @@ def launch_params(settings: Settings, pod: Mapping[str, Any]) -> LaunchParams:
         warm_pool=pool.name if pool is not None else None,
         fallback_types=fallback_types,
         fallback_subnets=fallback_subnets,
-        capacity_type=ann.get(CAPACITY_TYPE, base.capacity_type),
+        capacity_type=choose_capacity_type(ann.get(CAPACITY_TYPE), base.capacity_type),
         spot_max_price=settings.ec2.spot_max_price,
     )

@@ -29,8 +29,7 @@ SPOT_ZONE_SUFFIX = "/spot"
 SPOT_LIFECYCLE = "spot"
 #: State reasons EC2 gives a Spot instance it interrupted (terminated, stopped or hibernated).
 SPOT_REASON_PREFIX = "Server.Spot"
-#: The notice kinds of :class:`~vkec2.domain.agents.SpotNotice`.
-NOTICE_INTERRUPTION = "interruption"
+#: The notice kind of a rebalance recommendation (the other kind is ``interruption``).
 NOTICE_REBALANCE = "rebalance"
 
 
@@ -39,6 +38,20 @@ def capacity_type_problem(value: str) -> str | None:
     if value in CAPACITY_TYPES:
         return None
     return f"{value!r} is not a capacity type (one of {', '.join(CAPACITY_TYPES)})"
+
+
+def choose_capacity_type(annotated: str | None, default: str, hint: str | None = None) -> str:
+    """The pod's capacity type: its annotation, else a scheduling hint, else its pool's or ``ec2``'s.
+
+    ``hint`` is where a capacity type read from the pod's scheduling constraints plugs in (the
+    ``karpenter.sh/capacity-type`` node selector or affinity, parsed with the instance-choice
+    rules): weaker than the annotation, stronger than the configuration. A hint must already be one
+    of :data:`~vkec2.contract.CAPACITY_TYPES` and, like the annotation, pass the namespace's
+    allowlist (:func:`vkec2.domain.allowlist.refuse_unlisted`, kind ``capacity_types``).
+    """
+    if annotated is not None:
+        return annotated
+    return hint if hint is not None else default
 
 
 def markets(capacity_type: str) -> tuple[str, ...]:
