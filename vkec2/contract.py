@@ -148,3 +148,5 @@ SPOT_INTERRUPTED: Final = "SpotInterrupted"
 SPOT_NOTICE_REASON: Final = "SpotInterruptionNotice"
 #: The reason of the event and condition of a rebalance recommendation.
 SPOT_REBALANCE_REASON: Final = "SpotRebalanceRecommendation"
+#: The reason of the notice condition turned False once the pod left the noticed instance.
+SPOT_NOTICE_CLEARED_REASON: Final = "InstanceReplaced"

@@ -42,6 +42,7 @@ from vkec2.domain.podspec import LaunchParams, user_data_for
 from vkec2.domain.spot import markets, offering_zone
 from vkec2.domain.times import rfc3339
 from vkec2.errors import Ec2Error
+from vkec2.fleet.spot import settle_notice
 from vkec2.ports import Ec2, OfferingMarks, PodLock
 
 log = logging.getLogger(__name__)
@@ -146,18 +147,20 @@ def candidates(
 
 
 def settle_conditions(
-    previous: Sequence[Mapping[str, Any]], stated: Sequence[dict[str, Any]]
+    previous: Sequence[Mapping[str, Any]], stated: Sequence[dict[str, Any]], instance_id: str = ""
 ) -> list[dict[str, Any]]:
-    """``stated``, plus ``vkec2.io/QuotaExceeded`` turned False when it was True and is not restated.
+    """``stated``, plus ``vkec2.io/QuotaExceeded`` turned False when it was True and is not restated,
+    and the Spot notice kept while the pod keeps its instance (``instance_id``), else False.
 
     The producer merges conditions by type, so a condition the fleet once set True stays until it
     is written False.
     """
     kinds = {c.get("type") for c in stated}
     was_true = any(c.get("type") == QUOTA_EXCEEDED and c.get("status") == "True" for c in previous)
+    settled = list(stated) + settle_notice(previous, kinds, instance_id)
     if was_true and QUOTA_EXCEEDED not in kinds:
-        return [*stated, condition(QUOTA_EXCEEDED, False, "QuotaAvailable", "")]
-    return list(stated)
+        return [*settled, condition(QUOTA_EXCEEDED, False, "QuotaAvailable", "")]
+    return settled
 
 
 class CapacityLaunch:

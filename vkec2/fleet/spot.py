@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from vkec2.contract import (
     SPOT_INTERRUPTED,
     SPOT_INTERRUPTION_NOTICE,
+    SPOT_NOTICE_CLEARED_REASON,
     SPOT_NOTICE_REASON,
     SPOT_REBALANCE_REASON,
 )
@@ -74,6 +75,21 @@ def lost_pods(
         state = str((instance or {}).get("State", {}).get("Name", "gone"))
         out.append((rec, *lost_reason(rec.instance_id, state, instance)))
     return out
+
+
+def settle_notice(
+    previous: Sequence[Mapping[str, Any]], stated: Collection[Any], instance_id: str
+) -> list[dict[str, Any]]:
+    """What a phase write adds for the notice condition: kept while the pod has its instance, turned
+    False (reason ``InstanceReplaced``) once it left it; nothing when it is stated or was not True."""
+    noticed = [c for c in previous if c.get("type") == SPOT_INTERRUPTION_NOTICE and c.get("status") == "True"]
+    if not noticed or SPOT_INTERRUPTION_NOTICE in stated:
+        return []
+    if instance_id:
+        return [dict(noticed[-1])]
+    return [
+        condition(SPOT_INTERRUPTION_NOTICE, False, SPOT_NOTICE_CLEARED_REASON, "the pod left that instance")
+    ]
 
 
 def notice_reason(notice: SpotNotice) -> str:

@@ -25,6 +25,7 @@ from vkec2.contract import (
     SPOT,
     SPOT_INTERRUPTED,
     SPOT_INTERRUPTION_NOTICE,
+    SPOT_NOTICE_CLEARED_REASON,
     SPOT_NOTICE_REASON,
     SPOT_OR_ON_DEMAND,
     SPOT_REBALANCE_REASON,
@@ -221,3 +222,30 @@ def test_a_pod_without_a_notice_writes_nothing(sweeper: Sweeper) -> None:
     before = len(sweeper.world.events)
     sweeper.run()
     assert noticed(sweeper.world) == [] and len(sweeper.world.events) == before
+
+
+def test_the_notice_stays_through_a_phase_write_on_its_instance(sweeper: Sweeper) -> None:
+    sweeper.running(spec=pod(restart_policy="Never"))
+    world = sweeper.world
+    notice = SpotNotice("interruption", "terminate", "2026-01-01T00:02:00Z")
+    world.agents.status_default = with_notice(notice)
+    sweeper.run()
+    world.agents.status_default = replace(app_status("Succeeded"), spot_notice=notice)
+    sweeper.run()  # the workload finished on the noticed instance: a phase write
+    assert world.rec.phase is Phase.SUCCEEDED
+    assert [c["status"] for c in noticed(world)] == ["True"]
+    assert len([e for e in world.events if e.reason == SPOT_NOTICE_REASON]) == 1
+
+
+def test_the_notice_turns_false_when_the_pod_is_replaced(sweeper: Sweeper) -> None:
+    inst = sweeper.running()
+    world = sweeper.world
+    world.agents.status_default = with_notice(SpotNotice("interruption", "terminate", "2026-01-01T00:02:00Z"))
+    sweeper.run()
+
+    interrupt(world, inst)
+    sweeper.run()
+    (cond,) = noticed(world)
+    assert (cond["status"], cond["reason"]) == ("False", SPOT_NOTICE_CLEARED_REASON)
+    replaced = [e for e in world.events if e.reason == SPOT_INTERRUPTED][-1]
+    assert any(c["type"] == SPOT_INTERRUPTION_NOTICE and c["status"] == "False" for c in replaced.conditions)
