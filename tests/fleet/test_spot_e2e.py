@@ -87,7 +87,9 @@ def test_an_interrupted_spot_pod_that_never_restarts_fails_spot_interrupted(
     fleet.wait_phase([uid], {Phase.RUNNING}, timeout=120)
     first = fleet.record(uid).instance_id
     assert market_of(ec2_proxy, first) == "spot"
-    assert "spot" in fleet.record(uid).message or instance_market(fleet.record(uid).instance) == "spot"
+    assert instance_market(fleet.record(uid).instance) == "spot"
+    launched = [e["message"] for e in events(fleet, uid) if e["reason"] == "Launched"]
+    assert launched == [f"launched instance {first} (m5.large, spot)"]  # reported on the pod
 
     ec2_proxy.interrupt(first)
 
