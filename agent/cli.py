@@ -2,10 +2,11 @@
 
 It reads the instance identity (IMDSv2, an identity file or a fixed ID) and the bootstrap trust the
 user data wrote (the fleet CA to pin and the one-time secret), builds the runtime (the
-process runtime, or ``--runtime sim``), and serves it with :class:`agent.server.AgentServer` until
-SIGTERM or SIGINT, which terminate the workload before the agent exits. This is the one module of
-the real agent that may bring in :mod:`agent.sim`, and only when asked to (``--runtime sim``,
-``--enable-simulation``): a plain agent on an instance never loads simulation code.
+process runtime, or ``--runtime sim``; on EC2 wrapped to report Spot notices, :mod:`agent.spot`),
+and serves it with :class:`agent.server.AgentServer` until SIGTERM or SIGINT, which terminate the
+workload before the agent exits. This is the one module of the real agent that may bring in
+:mod:`agent.sim`, and only when asked to (``--runtime sim``, ``--enable-simulation``): a plain
+agent on an instance never loads simulation code.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from agent.runtime import Runtime
 from agent.runtime_process import ProcessRuntime
 from agent.server import AgentServer
 from agent.service import Extension
+from agent.spot import POLL_SECONDS, NoticedRuntime, SpotWatch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     ident.add_argument("--instance-id", help="fixed instance ID (simulation and tests; skips IMDS)")
     ident.add_argument("--identity-file", help="instance identity document (JSON) instead of IMDS")
     p.add_argument("--imds-endpoint", default=IMDS_ENDPOINT, help="instance metadata service URL")
+    p.add_argument(
+        "--spot-watch",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="poll the instance metadata for Spot notices (auto: when the identity came from IMDS)",
+    )
+    p.add_argument("--spot-poll-seconds", type=float, default=POLL_SECONDS, help="Spot notice poll interval")
     p.add_argument("--region", default="", help="region reported with --instance-id")
     p.add_argument("--pod-ip", default=None, help="IP reported as status.podIP (default: the instance's)")
     p.add_argument("--state-dir", default=None, help="keep TLS material here across restarts")
@@ -128,6 +137,10 @@ def main(argv: list[str]) -> int:
     else:
         log_dir = Path(tempfile.mkdtemp(prefix="vkec2-agent-logs-"))
     runtime = make_runtime(args, identity, log_dir)
+    if args.spot_watch == "on" or (args.spot_watch == "auto" and identity.source == "imds"):
+        watch = SpotWatch(args.imds_endpoint, max(0.5, args.spot_poll_seconds))
+        runtime = NoticedRuntime(runtime, watch)
+        watch.start()
     extension: Extension | None = None
     if args.enable_simulation:
         from agent.sim.control import ControlledRuntime

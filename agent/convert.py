@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from agent.model import ContainerSnapshot, PodSnapshot, Running, State, Waiting
+from agent.model import ContainerSnapshot, PodSnapshot, Running, SpotNotice, State, Waiting
 from agent.v1 import agent_pb2
 
 
@@ -79,4 +79,11 @@ def status_pb(s: PodSnapshot) -> agent_pb2.PodStatus:
         start_time=_ts(s.start_time),
         pod_uid=s.pod_uid,
         version=s.version,
+        spot_notice=spot_notice_pb(s.spot_notice),
     )
+
+
+def spot_notice_pb(notice: SpotNotice | None) -> agent_pb2.SpotNotice | None:
+    if notice is None:
+        return None
+    return agent_pb2.SpotNotice(kind=notice.kind, action=notice.action, time=notice.time)

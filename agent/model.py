@@ -91,6 +91,15 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class SpotNotice:
+    """A Spot notice from the instance metadata: ``interruption`` (with its action) or ``rebalance``."""
+
+    kind: str
+    action: str = ""
+    time: str = ""
+
+
+@dataclass(frozen=True)
 class PodSnapshot:
     phase: str = ""
     conditions: tuple[Condition, ...] = ()
@@ -102,11 +111,21 @@ class PodSnapshot:
     start_time: float | None = None
     pod_uid: str = ""
     version: int = 0
+    spot_notice: SpotNotice | None = None
 
     def signature(self) -> tuple[Any, ...]:
         """Everything but the version and transition times: equal signatures mean 'no change'."""
         conds = tuple((c.type, c.status, c.reason, c.message) for c in self.conditions)
-        return (self.phase, conds, self.init_statuses, self.statuses, self.reason, self.message, self.pod_uid)
+        fields = (
+            self.phase,
+            conds,
+            self.init_statuses,
+            self.statuses,
+            self.reason,
+            self.message,
+            self.pod_uid,
+        )
+        return (*fields, self.spot_notice)
 
     def container(self, name: str) -> ContainerSnapshot | None:
         for c in (*self.statuses, *self.init_statuses):

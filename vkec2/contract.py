@@ -71,6 +71,8 @@ TAG_POD_NAMESPACE: Final = "vkec2.io/pod-namespace"
 TAG_POD_NAME: Final = "vkec2.io/pod-name"
 TAG_POOL: Final = "vkec2.io/pool"
 TAG_POOL_STATE: Final = "vkec2.io/pool-state"
+#: The capacity type an instance was launched with (``spot`` or ``on-demand``, :data:`CAPACITY_TYPES`).
+TAG_CAPACITY_TYPE: Final = "vkec2.io/capacity-type"
 
 #: Values of :data:`TAG_POOL_STATE`: a warm-pool member's state (Claimed once a pod took it).
 POOL_PROVISIONING: Final = "Provisioning"
@@ -89,6 +91,8 @@ INSTANCE_ID_ANNOTATION: Final = "compute.amazonaws.com/instance-id"
 VOLUMES_ANNOTATION: Final = "compute.amazonaws.com/volumes"
 #: The annotation standalone mode writes on a pod: the manifest file it came from.
 MANIFEST_ANNOTATION: Final = "vkec2.io/manifest"
+#: The annotation that chooses a pod's capacity type (one of :data:`CAPACITY_TYPES`).
+CAPACITY_TYPE_ANNOTATION: Final = "compute.amazonaws.com/capacity-type"
 #: The label of a virtual node naming its cluster.
 CLUSTER_LABEL: Final = "vkec2.io/cluster"
 #: The annotations the producer writes on a pod: the instance type and the Availability Zone of the
@@ -142,6 +146,8 @@ HEALTHY: Final = "vkec2.io/Healthy"
 FLAPPING: Final = "vkec2.io/Flapping"
 #: True while EC2 refuses the pod's launches for a quota (``VcpuLimitExceeded``, ``InstanceLimitExceeded``).
 QUOTA_EXCEEDED: Final = "vkec2.io/QuotaExceeded"
+#: True once the pod's Spot instance got an interruption notice or a rebalance recommendation.
+SPOT_INTERRUPTION_NOTICE: Final = "vkec2.io/SpotInterruptionNotice"
 #: Node condition: True while the health sweep's circuit breaker holds back agent-caused replacements.
 REMEDIATION_PAUSED: Final = "vkec2.io/RemediationPaused"
 #: Node condition: True while the fleet has had no active Celery beat for too long (Ready unaffected).
@@ -161,9 +167,30 @@ CAPACITY_ERROR_CODES: Final = frozenset(
         "Unsupported",
         "VcpuLimitExceeded",
         "InstanceLimitExceeded",
+        # Spot only: on a Spot launch every code here marks the Spot offering, never on-demand's.
+        "SpotMaxPriceTooLow",
+        "MaxSpotInstanceCountExceeded",
+        "UnfulfillableCapacity",
     }
 )
 #: The capacity errors that are account quotas for the whole region, not one zone's capacity.
 QUOTA_ERROR_CODES: Final = frozenset({"VcpuLimitExceeded", "InstanceLimitExceeded"})
 #: The pseudo-zone of a "no capacity" mark that holds in the whole region (a quota, not a zone).
 REGION_WIDE: Final = "*"
+
+# -- Spot --------------------------------------------------------------------------------------
+
+#: Capacity types (``capacity_type`` in ``ec2`` and warm pools, the capacity-type annotation):
+#: on-demand only, Spot only, or Spot first with on-demand as the fallback.
+ON_DEMAND: Final = "on-demand"
+SPOT: Final = "spot"
+SPOT_OR_ON_DEMAND: Final = "spot-or-on-demand"
+CAPACITY_TYPES: Final = (ON_DEMAND, SPOT, SPOT_OR_ON_DEMAND)
+#: The pod reason of a pod whose Spot instance EC2 interrupted (Failed, or Pending while replaced).
+SPOT_INTERRUPTED: Final = "SpotInterrupted"
+#: The reason of the event and condition of an interruption notice (two-minute warning).
+SPOT_NOTICE_REASON: Final = "SpotInterruptionNotice"
+#: The reason of the event and condition of a rebalance recommendation.
+SPOT_REBALANCE_REASON: Final = "SpotRebalanceRecommendation"
+#: The reason of the notice condition turned False once the pod left the noticed instance.
+SPOT_NOTICE_CLEARED_REASON: Final = "InstanceReplaced"

@@ -2,7 +2,9 @@
 
 The Simulation service (:mod:`agent.sim.service`) sets a :class:`Forced` state on an agent or a
 virtual agent: a phase to report (RUNNING, FAILED, SUCCEEDED, PENDING, UNKNOWN), NOT_SERVING, a
-delay before every answer, or no answer at all. What the agent *reports* is changed here:
+delay before every answer, no answer at all, or a Spot notice to report (an interruption notice,
+due two minutes later, or a rebalance recommendation), as an agent on EC2 reports IMDS's. What
+the agent *reports* is changed here:
 :class:`ControlledRuntime` wraps the real runtime (process or simulated) and rewrites its
 snapshots with :func:`apply_forced`, keeping their version so watches behave as before. How the
 agent *answers* (delays, no answer, UNAVAILABLE, health NOT_SERVING) is the fault-injecting
@@ -11,6 +13,7 @@ interceptor's part (:mod:`agent.sim.faults`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, cast
@@ -20,6 +23,7 @@ from agent.model import (
     ConditionTracker,
     PodSnapshot,
     Running,
+    SpotNotice,
     State,
     Terminated,
     Waiting,
@@ -40,6 +44,7 @@ class Forced:
     reason: str = ""
     message: str = ""
     exit_code: int = 0
+    spot_notice: str = ""  # terminate | stop | hibernate (an interruption notice) | rebalance
 
 
 NOTHING_FORCED = Forced()
@@ -78,6 +83,16 @@ def apply_forced(snap: PodSnapshot, forced: Forced) -> PodSnapshot:
     )
 
 
+def forced_notice(kind: str) -> SpotNotice | None:
+    """The Spot notice a simulation forces (``rebalance``, or an interruption's action), or None."""
+    if not kind:
+        return None
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 120))
+    if kind == "rebalance":
+        return SpotNotice("rebalance", "", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return SpotNotice("interruption", kind, at)
+
+
 class ControlledRuntime:
     """A runtime whose reports follow the forced state; everything else goes to the wrapped runtime."""
 
@@ -98,7 +113,11 @@ class ControlledRuntime:
 
     def _shown(self, snap: PodSnapshot) -> PodSnapshot:
         forced = self.forced
-        return snap if forced == NOTHING_FORCED else apply_forced(snap, forced)
+        if forced == NOTHING_FORCED:
+            return snap
+        shown = apply_forced(snap, forced)
+        notice = forced_notice(forced.spot_notice)
+        return shown if notice is None else replace(shown, spot_notice=notice)
 
     def state_pb(self) -> simulation_pb2.SimulationState:
         """The simulation state of this agent, as the Simulation service answers it."""
@@ -114,6 +133,7 @@ class ControlledRuntime:
             exit_code=f.exit_code,
             random_status=random_on,
             seed=seed,
+            spot_notice=f.spot_notice,
         )
 
     # -- Runtime ---------------------------------------------------------------------------

@@ -27,6 +27,10 @@ simulation_pb2_grpc: Any = _simulation_grpc
 SIMULATION_SERVICE = "vkec2.agent.v1.Simulation"
 
 
+#: The Spot notices a simulation may force (empty: none).
+SPOT_NOTICES = ("", "terminate", "stop", "hibernate", "rebalance")
+
+
 class SimulationServicer(simulation_pb2_grpc.SimulationServicer):  # type: ignore[misc,unused-ignore]
     """Sets and reads the forced state of the instance the call names."""
 
@@ -42,6 +46,11 @@ class SimulationServicer(simulation_pb2_grpc.SimulationServicer):  # type: ignor
 
     def SetApplicationState(self, request: Any, context: grpc.ServicerContext) -> Any:
         control = self._control(context)
+        if request.spot_notice not in SPOT_NOTICES:
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"spot_notice must be empty or one of {', '.join(SPOT_NOTICES[1:])}: {request.spot_notice!r}",
+            )
         control.force(
             Forced(
                 request.state,
@@ -50,6 +59,7 @@ class SimulationServicer(simulation_pb2_grpc.SimulationServicer):  # type: ignor
                 request.reason,
                 request.message,
                 request.exit_code,
+                request.spot_notice,
             )
         )
         return control.state_pb()

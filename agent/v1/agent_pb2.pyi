@@ -50,7 +50,7 @@ class CheckApplicationHealthResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[PodStatus, _Mapping]] = ...) -> None: ...
 
 class PodStatus(_message.Message):
-    __slots__ = ("phase", "conditions", "init_container_statuses", "container_statuses", "reason", "message", "pod_ip", "start_time", "pod_uid", "version")
+    __slots__ = ("phase", "conditions", "init_container_statuses", "container_statuses", "reason", "message", "pod_ip", "start_time", "pod_uid", "version", "spot_notice")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     INIT_CONTAINER_STATUSES_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class PodStatus(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     POD_UID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    SPOT_NOTICE_FIELD_NUMBER: _ClassVar[int]
     phase: str
     conditions: _containers.RepeatedCompositeFieldContainer[PodCondition]
     init_container_statuses: _containers.RepeatedCompositeFieldContainer[ContainerStatus]
@@ -71,7 +72,18 @@ class PodStatus(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     pod_uid: str
     version: int
-    def __init__(self, phase: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[PodCondition, _Mapping]]] = ..., init_container_statuses: _Optional[_Iterable[_Union[ContainerStatus, _Mapping]]] = ..., container_statuses: _Optional[_Iterable[_Union[ContainerStatus, _Mapping]]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., pod_ip: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pod_uid: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    spot_notice: SpotNotice
+    def __init__(self, phase: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[PodCondition, _Mapping]]] = ..., init_container_statuses: _Optional[_Iterable[_Union[ContainerStatus, _Mapping]]] = ..., container_statuses: _Optional[_Iterable[_Union[ContainerStatus, _Mapping]]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., pod_ip: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pod_uid: _Optional[str] = ..., version: _Optional[int] = ..., spot_notice: _Optional[_Union[SpotNotice, _Mapping]] = ...) -> None: ...
+
+class SpotNotice(_message.Message):
+    __slots__ = ("kind", "action", "time")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    action: str
+    time: str
+    def __init__(self, kind: _Optional[str] = ..., action: _Optional[str] = ..., time: _Optional[str] = ...) -> None: ...
 
 class PodCondition(_message.Message):
     __slots__ = ("type", "status", "reason", "message", "last_transition_time")

@@ -24,25 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gent/v1/simulation.proto\x12\x0evkec2.agent.v1\"\xa1\x01\n\x1aSetApplicationStateRequest\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.vkec2.agent.v1.ForcedState\x12\x10\n\x08\x64\x65lay_ms\x18\x02 \x01(\r\x12\x11\n\tno_answer\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x11\n\texit_code\x18\x06 \x01(\x05\"\x1e\n\x1c\x43learApplicationStateRequest\"\x1b\n\x19GetSimulationStateRequest\"7\n\x16SetRandomStatusRequest\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0c\n\x04seed\x18\x02 \x01(\x03\"\xbb\x01\n\x0fSimulationState\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.vkec2.agent.v1.ForcedState\x12\x10\n\x08\x64\x65lay_ms\x18\x02 \x01(\r\x12\x11\n\tno_answer\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12\x15\n\rrandom_status\x18\x07 \x01(\x08\x12\x0c\n\x04seed\x18\x08 \x01(\x03*\xcc\x01\n\x0b\x46orcedState\x12\x1c\n\x18\x46ORCED_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46ORCED_STATE_RUNNING\x10\x01\x12\x17\n\x13\x46ORCED_STATE_FAILED\x10\x02\x12\x18\n\x14\x46ORCED_STATE_UNKNOWN\x10\x03\x12\x1c\n\x18\x46ORCED_STATE_NOT_SERVING\x10\x04\x12\x1a\n\x16\x46ORCED_STATE_SUCCEEDED\x10\x05\x12\x18\n\x14\x46ORCED_STATE_PENDING\x10\x06\x32\x96\x03\n\nSimulation\x12\x62\n\x13SetApplicationState\x12*.vkec2.agent.v1.SetApplicationStateRequest\x1a\x1f.vkec2.agent.v1.SimulationState\x12\x66\n\x15\x43learApplicationState\x12,.vkec2.agent.v1.ClearApplicationStateRequest\x1a\x1f.vkec2.agent.v1.SimulationState\x12`\n\x12GetSimulationState\x12).vkec2.agent.v1.GetSimulationStateRequest\x1a\x1f.vkec2.agent.v1.SimulationState\x12Z\n\x0fSetRandomStatus\x12&.vkec2.agent.v1.SetRandomStatusRequest\x1a\x1f.vkec2.agent.v1.SimulationStateb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61gent/v1/simulation.proto\x12\x0evkec2.agent.v1\"\xb6\x01\n\x1aSetApplicationStateRequest\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.vkec2.agent.v1.ForcedState\x12\x10\n\x08\x64\x65lay_ms\x18\x02 \x01(\r\x12\x11\n\tno_answer\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12\x13\n\x0bspot_notice\x18\x07 \x01(\t\"\x1e\n\x1c\x43learApplicationStateRequest\"\x1b\n\x19GetSimulationStateRequest\"7\n\x16SetRandomStatusRequest\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x0c\n\x04seed\x18\x02 \x01(\x03\"\xd0\x01\n\x0fSimulationState\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.vkec2.agent.v1.ForcedState\x12\x10\n\x08\x64\x65lay_ms\x18\x02 \x01(\r\x12\x11\n\tno_answer\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x11\n\texit_code\x18\x06 \x01(\x05\x12\x15\n\rrandom_status\x18\x07 \x01(\x08\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\x13\n\x0bspot_notice\x18\t \x01(\t*\xcc\x01\n\x0b\x46orcedState\x12\x1c\n\x18\x46ORCED_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x46ORCED_STATE_RUNNING\x10\x01\x12\x17\n\x13\x46ORCED_STATE_FAILED\x10\x02\x12\x18\n\x14\x46ORCED_STATE_UNKNOWN\x10\x03\x12\x1c\n\x18\x46ORCED_STATE_NOT_SERVING\x10\x04\x12\x1a\n\x16\x46ORCED_STATE_SUCCEEDED\x10\x05\x12\x18\n\x14\x46ORCED_STATE_PENDING\x10\x06\x32\x96\x03\n\nSimulation\x12\x62\n\x13SetApplicationState\x12*.vkec2.agent.v1.SetApplicationStateRequest\x1a\x1f.vkec2.agent.v1.SimulationState\x12\x66\n\x15\x43learApplicationState\x12,.vkec2.agent.v1.ClearApplicationStateRequest\x1a\x1f.vkec2.agent.v1.SimulationState\x12`\n\x12GetSimulationState\x12).vkec2.agent.v1.GetSimulationStateRequest\x1a\x1f.vkec2.agent.v1.SimulationState\x12Z\n\x0fSetRandomStatus\x12&.vkec2.agent.v1.SetRandomStatusRequest\x1a\x1f.vkec2.agent.v1.SimulationStateb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agent.v1.simulation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FORCEDSTATE']._serialized_start=518
-  _globals['_FORCEDSTATE']._serialized_end=722
+  _globals['_FORCEDSTATE']._serialized_start=560
+  _globals['_FORCEDSTATE']._serialized_end=764
   _globals['_SETAPPLICATIONSTATEREQUEST']._serialized_start=46
-  _globals['_SETAPPLICATIONSTATEREQUEST']._serialized_end=207
-  _globals['_CLEARAPPLICATIONSTATEREQUEST']._serialized_start=209
-  _globals['_CLEARAPPLICATIONSTATEREQUEST']._serialized_end=239
-  _globals['_GETSIMULATIONSTATEREQUEST']._serialized_start=241
-  _globals['_GETSIMULATIONSTATEREQUEST']._serialized_end=268
-  _globals['_SETRANDOMSTATUSREQUEST']._serialized_start=270
-  _globals['_SETRANDOMSTATUSREQUEST']._serialized_end=325
-  _globals['_SIMULATIONSTATE']._serialized_start=328
-  _globals['_SIMULATIONSTATE']._serialized_end=515
-  _globals['_SIMULATION']._serialized_start=725
-  _globals['_SIMULATION']._serialized_end=1131
+  _globals['_SETAPPLICATIONSTATEREQUEST']._serialized_end=228
+  _globals['_CLEARAPPLICATIONSTATEREQUEST']._serialized_start=230
+  _globals['_CLEARAPPLICATIONSTATEREQUEST']._serialized_end=260
+  _globals['_GETSIMULATIONSTATEREQUEST']._serialized_start=262
+  _globals['_GETSIMULATIONSTATEREQUEST']._serialized_end=289
+  _globals['_SETRANDOMSTATUSREQUEST']._serialized_start=291
+  _globals['_SETRANDOMSTATUSREQUEST']._serialized_end=346
+  _globals['_SIMULATIONSTATE']._serialized_start=349
+  _globals['_SIMULATIONSTATE']._serialized_end=557
+  _globals['_SIMULATION']._serialized_start=767
+  _globals['_SIMULATION']._serialized_end=1173
 # @@protoc_insertion_point(module_scope)

@@ -23,20 +23,22 @@ FORCED_STATE_SUCCEEDED: ForcedState
 FORCED_STATE_PENDING: ForcedState
 
 class SetApplicationStateRequest(_message.Message):
-    __slots__ = ("state", "delay_ms", "no_answer", "reason", "message", "exit_code")
+    __slots__ = ("state", "delay_ms", "no_answer", "reason", "message", "exit_code", "spot_notice")
     STATE_FIELD_NUMBER: _ClassVar[int]
     DELAY_MS_FIELD_NUMBER: _ClassVar[int]
     NO_ANSWER_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    SPOT_NOTICE_FIELD_NUMBER: _ClassVar[int]
     state: ForcedState
     delay_ms: int
     no_answer: bool
     reason: str
     message: str
     exit_code: int
-    def __init__(self, state: _Optional[_Union[ForcedState, str]] = ..., delay_ms: _Optional[int] = ..., no_answer: _Optional[bool] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ...) -> None: ...
+    spot_notice: str
+    def __init__(self, state: _Optional[_Union[ForcedState, str]] = ..., delay_ms: _Optional[int] = ..., no_answer: _Optional[bool] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., spot_notice: _Optional[str] = ...) -> None: ...
 
 class ClearApplicationStateRequest(_message.Message):
     __slots__ = ()
@@ -55,7 +57,7 @@ class SetRandomStatusRequest(_message.Message):
     def __init__(self, enabled: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class SimulationState(_message.Message):
-    __slots__ = ("state", "delay_ms", "no_answer", "reason", "message", "exit_code", "random_status", "seed")
+    __slots__ = ("state", "delay_ms", "no_answer", "reason", "message", "exit_code", "random_status", "seed", "spot_notice")
     STATE_FIELD_NUMBER: _ClassVar[int]
     DELAY_MS_FIELD_NUMBER: _ClassVar[int]
     NO_ANSWER_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +66,7 @@ class SimulationState(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
     RANDOM_STATUS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    SPOT_NOTICE_FIELD_NUMBER: _ClassVar[int]
     state: ForcedState
     delay_ms: int
     no_answer: bool
@@ -72,4 +75,5 @@ class SimulationState(_message.Message):
     exit_code: int
     random_status: bool
     seed: int
-    def __init__(self, state: _Optional[_Union[ForcedState, str]] = ..., delay_ms: _Optional[int] = ..., no_answer: _Optional[bool] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., random_status: _Optional[bool] = ..., seed: _Optional[int] = ...) -> None: ...
+    spot_notice: str
+    def __init__(self, state: _Optional[_Union[ForcedState, str]] = ..., delay_ms: _Optional[int] = ..., no_answer: _Optional[bool] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., exit_code: _Optional[int] = ..., random_status: _Optional[bool] = ..., seed: _Optional[int] = ..., spot_notice: _Optional[str] = ...) -> None: ...

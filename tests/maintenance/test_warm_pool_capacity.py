@@ -3,7 +3,8 @@
 The pool reconcile launches members with RunInstances; when EC2 has no capacity for the pool's
 instance type in its subnet, the member is launched in the pool's next subnet, then with the pool's
 next alternative type (``instance_types``), each with a ClientToken of its own; with no capacity
-anywhere the capacity error goes up (retryable) and nothing was launched. EC2 is the in-memory fake,
+anywhere the capacity error goes up (retryable) and nothing was launched. A ``spot-or-on-demand``
+pool tries all of it as Spot first, then as on-demand. EC2 is the in-memory fake,
 the pool's slot counter the real store.
 """
 
@@ -14,7 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.fakes import FakeAgents, FakeEc2
+from tests.support.fakeagents import FakeAgents
+from tests.support.fakes import FakeEc2
 from vkec2.config import Settings
 from vkec2.errors import Ec2Error
 from vkec2.fleet.warmpool import WarmPools
@@ -62,3 +64,29 @@ def test_no_capacity_anywhere_is_a_retryable_capacity_error(pools: tuple[WarmPoo
         warm._launch(warm.settings.warm_pools[0])
     assert err.value.capacity and err.value.retryable
     assert len(launches(ec2)) == 4 and ec2.instances == {}
+
+
+def test_a_spot_or_on_demand_pools_member_tries_every_offering_as_spot_first(redis_url: str) -> None:
+    settings = Settings.model_validate(
+        {
+            "cluster_name": f"wp-{uuid.uuid4().hex[:8]}",
+            "ec2": {"image_id": "ami-12345678", "subnets": ["subnet-a", "subnet-b"]},
+            "warm_pools": [{**POOL, "instance_types": [], "capacity_type": "spot-or-on-demand"}],
+        }
+    )
+    store = Store.from_url(redis_url, settings.cluster_name)
+    ec2 = FakeEc2(settings.cluster_name)
+    warm = WarmPools(settings, store, ec2, FakeAgents())
+    try:
+        member = warm._launch(settings.warm_pools[0])
+        (first,) = ec2.calls_of("RunInstances")
+        assert first["CapacityType"] == "spot" and member["InstanceId"]
+        ec2.no_capacity[("mac2.metal", None)] = "InsufficientInstanceCapacity"
+        with pytest.raises(Ec2Error):
+            warm._launch(settings.warm_pools[0])
+        markets = [c["CapacityType"] for c in ec2.calls_of("RunInstances")[1:]]
+        assert markets == ["spot", "spot", "on-demand", "on-demand"]
+        tokens = [c["ClientToken"] for c in ec2.calls_of("RunInstances")[1:]]
+        assert len(set(tokens)) == 4
+    finally:
+        store.close()

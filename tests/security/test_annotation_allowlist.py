@@ -1,6 +1,7 @@
 """Annotation escalation is refused: a pod gets only the subnets, security groups, key pairs, AMIs,
-instance types and instance profiles the configuration launches with or its namespace's allowlist
-names; anything else fails the pod with reason AnnotationNotAllowed (a Warning event, no EC2 call)."""
+instance types, instance profiles and capacity types the configuration launches with or its
+namespace's allowlist names; anything else fails the pod with reason AnnotationNotAllowed (a Warning
+event, no EC2 call)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ ESCALATIONS = [
     ("instance-types", "m5.large,p5.48xlarge", "m5.large"),
     ("instance-profile", "admin-profile", "fleet-profile"),
     ("instance-profile", "arn:aws:iam::123456789012:instance-profile/admin", "fleet-profile"),
+    ("capacity-type", "spot", "on-demand"),
 ]
 
 

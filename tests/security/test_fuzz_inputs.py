@@ -186,6 +186,8 @@ NEAR = st.sampled_from(
         "mac",
         "prof",
         "arn:aws:iam::123456789012:instance-profile/x",
+        "spot",
+        "spot-or-on-demand",
         "",
         " ",
         "*",
@@ -237,6 +239,7 @@ def test_fuzz_annotations_give_allowed_params_or_a_clean_refusal(annotations: An
         "instance_types": [params.instance_type, *params.fallback_types],
         "instance_profiles": [params.instance_profile] if params.instance_profile else [],
         "volume_types": [volume.type for volume in params.launch.volumes],
+        "capacity_types": [params.capacity_type],
     }
     for kind in set(GOVERNED.values()):
         allowed = ALLOW_SETTINGS.allowlists.allowed(ns, kind)

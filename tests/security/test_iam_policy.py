@@ -119,6 +119,19 @@ def test_a_star_opens_its_kind_and_nothing_named_means_none() -> None:
     assert not any("key-pair" in r for r in statement(bare, "LaunchFromAllowedImagesAndKeys")["Resource"])
 
 
+def test_spot_adds_the_spot_request_and_its_service_linked_role_only_when_usable() -> None:
+    assert not [s for s in policy_of(CONFIG)["Statement"] if "Spot" in s["Sid"]]
+    for spot in (
+        {**CONFIG, "ec2": {**CONFIG["ec2"], "capacity_type": "spot"}},
+        {**CONFIG, "allowlists": {"default": {"capacity_types": ["spot-or-on-demand"]}}},
+    ):
+        policy = policy_of(spot)
+        assert statement(policy, "LaunchSpot")["Resource"] == f"{EC2}:spot-instances-request/*"
+        role = statement(policy, "SpotServiceLinkedRole")
+        assert role["Action"] == "iam:CreateServiceLinkedRole"
+        assert role["Condition"] == {"StringLike": {"iam:AWSServiceName": "spot.amazonaws.com"}}
+
+
 def test_the_command_prints_the_policy_and_refuses_bad_input(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -54,10 +54,21 @@ ERROR_STATUS: Mapping[str, int] = MappingProxyType(
         "Unsupported": 400,
         "InvalidInstanceID.NotFound": 400,
         "IdempotentParameterMismatch": 400,
+        "SpotMaxPriceTooLow": 400,
+        "MaxSpotInstanceCountExceeded": 400,
     }
 )
 CAPACITY_CODES = frozenset(
     {"InsufficientInstanceCapacity", "InsufficientHostCapacity", "VcpuLimitExceeded", "Unsupported"}
+    | {"SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded"}
+)
+#: The markets a :class:`CapacityRule` can narrow to (a RunInstances with Spot market options, or not).
+SPOT_MARKET = "spot"
+ON_DEMAND_MARKET = "on-demand"
+#: What the double shows for a Spot instance it interrupted (:meth:`Ec2Proxy.interrupt`).
+SPOT_TERMINATION = (
+    "Server.SpotInstanceTermination",
+    "Server.SpotInstanceTermination: Spot instance termination",
 )
 
 
@@ -66,7 +77,8 @@ class CapacityRule:
     """RunInstances requests this rule matches answer ``code`` instead of launching.
 
     ``None`` matches anything: ``instance_type``, ``subnet_id`` and ``availability_zone`` (the
-    subnet's zone, or ``Placement.AvailabilityZone``) narrow it; ``fraction`` of the matching
+    subnet's zone, or ``Placement.AvailabilityZone``) and ``market`` (``spot``: only launches with
+    Spot market options; ``on-demand``: only those without) narrow it; ``fraction`` of the matching
     requests fail (drawn at random); the rule is active from ``after`` seconds after it was given to
     the double for ``lasting`` seconds (``None``: for ever).
     """
@@ -78,16 +90,20 @@ class CapacityRule:
     fraction: float = 1.0
     after: float = 0.0
     lasting: float | None = None
+    market: str | None = None
 
     def __post_init__(self) -> None:
         if self.code not in CAPACITY_CODES:
             raise ValueError(f"not a capacity error: {self.code}")
+        if self.market not in (None, SPOT_MARKET, ON_DEMAND_MARKET):
+            raise ValueError(f"not a market: {self.market}")
 
-    def matches(self, instance_type: str, subnet_id: str, zone: str) -> bool:
+    def matches(self, instance_type: str, subnet_id: str, zone: str, market: str = ON_DEMAND_MARKET) -> bool:
         return (
             self.instance_type in (None, instance_type)
             and self.subnet_id in (None, subnet_id)
             and self.availability_zone in (None, zone)
+            and self.market in (None, market)
         )
 
     def active(self, age: float) -> bool:
@@ -199,6 +215,13 @@ def capacity_message(code: str, instance_type: str, zone: str) -> str:
         )
     if code == "InsufficientHostCapacity":
         return f"There is not enough capacity to fulfill your Dedicated Host request for {instance_type}."
+    if code == "SpotMaxPriceTooLow":
+        return (
+            "Your Spot request price is lower than the minimum required Spot request fulfillment "
+            f"price for {instance_type}."
+        )
+    if code == "MaxSpotInstanceCountExceeded":
+        return "Max spot instance count exceeded"
     if code == "VcpuLimitExceeded":
         return (
             "You have requested more vCPU capacity than your current vCPU limit of 0 allows for the "

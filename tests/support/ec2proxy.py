@@ -32,8 +32,13 @@ or terminated per second) and bucket sharing between accounts; the lag of tag ch
 changes other than launch and terminate, and of instances launched outside the double; filters
 other than ``instance-state-name`` on rewritten states (``instance-state-code``, and any filter of
 DescribeInstanceStatus, see moto's states); terminated instances disappearing from listings about
-an hour later; stop/start, hibernation, spot interruptions and scheduled events; and ``Unsupported``
-or capacity answers on actions other than RunInstances.
+an hour later; stop/start, hibernation and scheduled events; and ``Unsupported`` or capacity
+answers on actions other than RunInstances.
+
+Spot: a capacity rule may match Spot launches only (``CapacityRule.market``); and since moto never
+interrupts a Spot instance, a test does it with :meth:`Ec2Proxy.interrupt`: the instance is
+terminated in moto, shown ``shutting-down`` (for ``shutting_down_seconds``) then ``terminated``,
+with ``InstanceLifecycle=spot`` and the state reason ``Server.SpotInstanceTermination``.
 """
 
 from __future__ import annotations
@@ -49,10 +54,14 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler
+from xml.etree import ElementTree
 
 from tests.support import ec2wire as wire
 from tests.support.awslike import (
     ERROR_STATUS,
+    ON_DEMAND_MARKET,
+    SPOT_MARKET,
+    SPOT_TERMINATION,
     STATE_CODES,
     AwsLike,
     CapacityRule,
@@ -98,6 +107,25 @@ def _fingerprint(params: wire.Params) -> str:
     ).hexdigest()
 
 
+def _show_interrupted(doc: wire.Answer, interrupted: set[str]) -> None:
+    """Give the interrupted instances of a DescribeInstances answer the Spot lifecycle and state reason."""
+    if not interrupted:
+        return
+    code, message = SPOT_TERMINATION
+    doc.set_text("reservationSet/item/instancesSet", "instanceLifecycle", dict.fromkeys(interrupted, "spot"))
+    for item in doc.root.iterfind(doc.q("reservationSet/item/instancesSet/item")):
+        if (item.findtext(doc.q("instanceId")) or "") not in interrupted:
+            continue
+        reason = item.find(doc.q("stateReason"))
+        if reason is None:
+            reason = ElementTree.SubElement(item, doc.q("stateReason"))
+        for tag, text in (("code", code), ("message", message)):
+            node = reason.find(doc.q(tag))
+            if node is None:
+                node = ElementTree.SubElement(reason, doc.q(tag))
+            node.text = text
+
+
 class Ec2Proxy(LoopbackServer):
     """Start with :meth:`start`; point the fleet's ``aws.endpoint_url`` at :attr:`url`."""
 
@@ -120,6 +148,9 @@ class Ec2Proxy(LoopbackServer):
         self.aws = AwsLike()
         self._buckets: TokenBuckets | None = None
         self._capacity: list[tuple[CapacityRule, float]] = []
+        self.interrupted: set[str] = set()
+        self.run_requests: list[wire.Params] = []  # every RunInstances as sent, parameters parsed
+        self._seen: tuple[str, dict[str, str]] | None = None  # a request's path and headers, for interrupt
         aws = aws or AwsLike()
         self.configure(replace(aws, throttle_fraction=throttle_fraction or aws.throttle_fraction))
         super().__init__()
@@ -138,6 +169,19 @@ class Ec2Proxy(LoopbackServer):
         """Add a capacity error; its window starts now."""
         with self._lock:
             self._capacity.append((rule, time.monotonic()))
+
+    def interrupt(self, instance_id: str) -> None:
+        """Interrupt a Spot instance as EC2 does: terminated in moto, the Spot state reason shown."""
+        assert self._seen is not None, "interrupt() needs a request seen first (the caller's headers)"
+        path, headers = self._seen
+        body = wire.encode(
+            {"Action": ["TerminateInstances"], "Version": ["2016-11-15"], "InstanceId.1": [instance_id]}
+        )
+        reply = self._forward(path, headers, body)
+        assert reply.status == 200, reply.payload
+        with self._lock:
+            self.interrupted.add(instance_id)
+        self.timeline.terminated([instance_id], time.monotonic(), self.aws)
 
     def clear_capacity(self) -> None:
         with self._lock:
@@ -264,8 +308,9 @@ class Ec2Proxy(LoopbackServer):
         if action == "DescribeInstances":  # with the ClientToken of each launch, as AWS answers
             doc = wire.Answer(reply.payload)
             with self._lock:
-                tokens = dict(self.token_of)
+                tokens, interrupted = dict(self.token_of), set(self.interrupted)
             doc.set_text("reservationSet/item/instancesSet", "clientToken", tokens)
+            _show_interrupted(doc, interrupted)
             reply = replace(reply, payload=doc.dump())
         if action == "DescribeInstances" and touched:
             doc = wire.Answer(reply.payload)
@@ -304,8 +349,10 @@ class Ec2Proxy(LoopbackServer):
         zone = wire.first(params, "Placement.AvailabilityZone")
         if not zone and subnet:
             zone = self._zone_of(path, headers, subnet)
+        spot = wire.first(params, "InstanceMarketOptions.MarketType") == SPOT_MARKET
+        market = SPOT_MARKET if spot else ON_DEMAND_MARKET
         for rule, since in rules:
-            if not (rule.active(now - since) and rule.matches(instance_type, subnet, zone)):
+            if not (rule.active(now - since) and rule.matches(instance_type, subnet, zone, market)):
                 continue
             with self._lock:
                 hit = rule.fraction >= 1 or self._random.random() < rule.fraction
@@ -340,8 +387,12 @@ class Ec2Proxy(LoopbackServer):
 
     def serve(self, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
         """Answer one request: :meth:`answer` (launches serialised), the action's delay, the log entry."""
+        self._seen = (path, dict(headers))
         params = wire.parse(body)
         action = wire.first(params, "Action", "?")
+        if action == "RunInstances":
+            with self._lock:
+                self.run_requests.append(params)
         replay = False
         if action == "RunInstances" and "ClientToken" in params:
             with self._launch_lock:

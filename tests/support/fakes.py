@@ -11,9 +11,8 @@ token), answers the capacity errors a test programs per instance type and subnet
 (``no_capacity``), can hide an instance as EC2's
 eventual consistency does (NotFound by ID, absent from listings, until revealed), runs a test's
 hook in the middle of a call (a slow call during which another task takes the pod over) and logs
-every call; :class:`FakeAgents` answers serving / launch / status / terminate as a test programs
-it, including :class:`~vkec2.errors.AgentUnavailable` and :class:`~vkec2.errors.AgentRejected`;
-:class:`~tests.support.fakedue.FakeDue` (the due set of pod steps in flight) is the store's.
+every call; :class:`~tests.support.fakedue.FakeDue` (the due set of pod steps in flight) is the
+store's. The agents' fake is :mod:`tests.support.fakeagents`.
 Nothing here sleeps or opens a socket. mypy proves at the end of this module that each fake
 satisfies its port.
 """
@@ -31,12 +30,11 @@ from typing import TYPE_CHECKING, Any
 from tests.support.fakedue import FakeDue
 from tests.support.faketypes import FakeInstanceTypes
 from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
-from vkec2.domain.agents import AgentTarget, AppStatus
 from vkec2.domain.breaker import BreakerState
 from vkec2.domain.instances import LIVE_STATES, Instance, pod_tags, tag_map
 from vkec2.domain.models import DueStep, PodRecord, StatusEvent
 from vkec2.domain.podspec import LaunchParams
-from vkec2.errors import AgentError, Ec2Error, LockBusy, StaleFence, UnknownPod
+from vkec2.errors import Ec2Error, LockBusy, StaleFence, UnknownPod
 
 LOCK_TTL_MS = 60_000
 #: The run-lock name FakeStore.sweep_flight holds (tests take it to stand for another sweeper).
@@ -351,6 +349,7 @@ class FakeEc2(FakeInstanceTypes):
             InstanceType=params.instance_type,
             SubnetId=params.subnet_id,
             Tags=all_tags,
+            CapacityType=params.capacity_type,
         )
         kind, subnet = params.instance_type, params.subnet_id
         for key in ((kind, subnet), (kind, None), (None, subnet), (None, None)):
@@ -403,98 +402,11 @@ class FakeEc2(FakeInstanceTypes):
         return [iid for args in self.calls_of("TerminateInstances") for iid in args["InstanceIds"]]
 
 
-# -- agents ------------------------------------------------------------------------------------
-
-
-def app_status(
-    phase: str,
-    *,
-    reason: str = "",
-    message: str = "",
-    containers: Sequence[Mapping[str, Any]] = ({"name": "main", "ready": True, "restartCount": 0},),
-    conditions: Sequence[Mapping[str, Any]] = (),
-) -> AppStatus:
-    """An :class:`AppStatus` as an agent reports it, for programming :class:`FakeAgents`."""
-    return AppStatus(
-        phase=phase,
-        conditions=[dict(c) for c in conditions],
-        container_statuses=[dict(c) for c in containers],
-        reason=reason,
-        message=message,
-    )
-
-
-class FakeAgents:
-    """Agents by instance ID, answering as programmed; every call is logged as (method, instance ID).
-
-    Defaults: serving, launch accepted, status Running, terminate accepted. A programmed
-    :class:`~vkec2.errors.AgentError` is raised instead of answering.
-    """
-
-    def __init__(self) -> None:
-        self.serving_default: bool | AgentError = True
-        self.status_default: AppStatus | AgentError = app_status("Running")
-        self.serving_by: dict[str, bool | AgentError] = {}
-        self.launch_by: dict[str, AgentError] = {}
-        self.status_by: dict[str, AppStatus | AgentError] = {}
-        self.terminate_by: dict[str, AgentError] = {}
-        self.calls: list[tuple[str, str]] = []
-        self.launched: dict[str, dict[str, Any]] = {}  # instance ID -> pod sent
-        self.grace: dict[str, int] = {}  # instance ID -> grace of TerminateApplication
-        self.waited: dict[str, bool] = {}  # instance ID -> whether TerminateApplication waited
-        self.stubborn: set[str] = set()  # instance IDs whose workload ignores SIGTERM
-        self.endpoints: dict[str, str] = {}  # instance ID -> endpoint last called
-        self._mutex = threading.Lock()
-
-    def _call(self, method: str, target: AgentTarget) -> None:
-        with self._mutex:
-            self.calls.append((method, target.instance_id))
-            self.endpoints[target.instance_id] = target.endpoint
-
-    def methods(self) -> list[str]:
-        return [method for method, _ in self.calls]
-
-    # -- the Agents port -------------------------------------------------------------------
-
-    def serving(self, target: AgentTarget) -> bool:
-        self._call("serving", target)
-        answer = self.serving_by.get(target.instance_id, self.serving_default)
-        if isinstance(answer, AgentError):
-            raise answer
-        return answer
-
-    def launch(self, target: AgentTarget, pod: Mapping[str, Any]) -> None:
-        self._call("launch", target)
-        error = self.launch_by.get(target.instance_id)
-        if error is not None:
-            raise error
-        self.launched[target.instance_id] = dict(pod)
-
-    def status(self, target: AgentTarget) -> AppStatus:
-        self._call("status", target)
-        answer = self.status_by.get(target.instance_id, self.status_default)
-        if isinstance(answer, AgentError):
-            raise answer
-        return answer
-
-    def terminate(self, target: AgentTarget, grace_seconds: int, *, wait: bool = True) -> None:
-        self._call("terminate", target)
-        error = self.terminate_by.get(target.instance_id)
-        if error is not None:
-            raise error
-        self.grace[target.instance_id] = grace_seconds
-        self.waited[target.instance_id] = wait
-        if target.instance_id not in self.stubborn:  # the workload stops at SIGTERM
-            self.status_by[target.instance_id] = app_status(
-                "Failed", reason="Terminated", message="terminated on request"
-            )
-
-
 if TYPE_CHECKING:
-    from vkec2.ports import Agents, DueStore, Ec2, LaunchStore, PodLock, PodStore
+    from vkec2.ports import DueStore, Ec2, LaunchStore, PodLock, PodStore
 
     def _fakes_satisfy_ports(
-        store: FakeStore, lock: FakeLock, ec2: FakeEc2, agents: FakeAgents
-    ) -> tuple[PodStore, PodLock, LaunchStore, Ec2, Agents, DueStore]:
+        store: FakeStore, lock: FakeLock, ec2: FakeEc2
+    ) -> tuple[PodStore, PodLock, LaunchStore, Ec2, DueStore]:
         """Never runs: mypy proves here that each fake satisfies its port (vkec2/ports.py)."""
-        return store, lock, store, ec2, agents, store.due
+        return store, lock, store, ec2, store.due

@@ -22,6 +22,7 @@ from vkec2.config import Settings
 from vkec2.contract import (
     INVALID_NODE_AFFINITY,
     INVALID_RESOURCE_REQUEST,
+    LABEL_INSTANCE_TYPE,
     NO_INSTANCE_TYPE_FITS,
     NO_MATCHING_INSTANCE_TYPE,
     NO_MATCHING_ZONE,
@@ -33,7 +34,7 @@ from vkec2.domain.placement import (
     TypeFacts,
     Universe,
     place,
-    refuse_unlisted_types,
+    refuse_unlisted_values,
     selection,
     type_labels,
     universe,
@@ -352,9 +353,12 @@ def test_types_a_selector_names_are_held_to_the_allowlist() -> None:
         {"allowlists": {"namespaces": {"ml": {"instance_types": ["g5.xlarge"]}}}}
     )
     sel = selection(pod(node_selector={"node.kubernetes.io/instance-type": "g5.xlarge"}))
-    refuse_unlisted_types(settings, "ml", ("g5.xlarge", "m5.large"), sel)  # listed, and configured
+    listed = ("g5.xlarge", "m5.large")  # listed, and configured
+    refuse_unlisted_values(settings, "ml", "instance_types", LABEL_INSTANCE_TYPE, listed, sel)
     with pytest.raises(InvalidPodSpec) as err:
-        refuse_unlisted_types(settings, "default", ("g5.xlarge",), sel)
+        refuse_unlisted_values(
+            settings, "default", "instance_types", LABEL_INSTANCE_TYPE, ("g5.xlarge",), sel
+        )
     assert err.value.reason == REASON_NOT_ALLOWED
     assert "nodeSelector node.kubernetes.io/instance-type: 'g5.xlarge'" in err.value.message
 

@@ -298,8 +298,9 @@ def test_fingerprint_is_short_stable_and_covers_every_field() -> None:
         "warm_pool": "mac",
         "fallback_types": ("m5a.large",),
         "fallback_subnets": ("subnet-0z",),
-        "capacity_type_hint": ("spot",),
         "launch": LaunchOptions(hop_limit=3),
+        "capacity_type": "spot",
+        "spot_max_price": "0.05",
     }
     assert set(changes) == {f.name for f in dataclasses.fields(LaunchParams)}
     prints = {dataclasses.replace(base, **{k: v}).fingerprint() for k, v in changes.items()}

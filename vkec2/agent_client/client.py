@@ -32,7 +32,7 @@ from agent.v1 import agent_pb2
 from agent.v1 import agent_pb2_grpc as _agent_grpc
 from vkec2.ca import ClientTls, agent_server_name
 from vkec2.config import AgentConnection
-from vkec2.domain.agents import AgentTarget, AppStatus
+from vkec2.domain.agents import AgentTarget, AppStatus, SpotNotice
 from vkec2.domain.times import rfc3339
 from vkec2.errors import AgentError, AgentIdentityMismatch, AgentRejected, AgentUnavailable
 from vkec2.observability import metrics
@@ -127,6 +127,11 @@ def app_status(s: Any) -> AppStatus:
         pod_ip=s.pod_ip,
         start_time=_time(s.start_time) if s.HasField("start_time") else None,
         pod_uid=s.pod_uid,
+        spot_notice=(
+            SpotNotice(s.spot_notice.kind, s.spot_notice.action, s.spot_notice.time)
+            if s.HasField("spot_notice")
+            else None
+        ),
     )
 
 

@@ -1,9 +1,9 @@
 """Which launch parameters pods may ask for by annotation: the ``allowlists`` section.
 
 A pod's ``compute.amazonaws.com/*`` annotations can pick a subnet, security groups, a key pair, an
-AMI, instance types, an instance profile and the EBS volume types of extra volumes. What the
-operator configured (``ec2`` and every warm pool) is always allowed; anything else only when an
-allowlist names it. ``allowlists.default`` applies to every namespace;
+AMI, instance types, an instance profile, the EBS volume types of extra volumes and a capacity
+type. What the operator configured (``ec2`` and every warm pool) is always allowed; anything else
+only when an allowlist names it. ``allowlists.default`` applies to every namespace;
 ``allowlists.namespaces.<ns>`` replaces the default's list of a kind for that namespace when it sets
 it, and inherits the default's list for the kinds it leaves unset. Entries are exact values (IDs,
 names, instance types; an instance profile exactly as the pod spells it, name or ARN); the lone
@@ -30,13 +30,21 @@ from vkec2.config.shapes import (
     is_instance_profile,
     is_key_pair,
 )
+from vkec2.contract import CAPACITY_TYPES
 
 #: The entry that allows any value of its kind.
 ANY = "*"
 
 #: The kinds of launch parameter an allowlist names (its field names).
 Kind = Literal[
-    "subnets", "security_groups", "key_pairs", "images", "instance_types", "instance_profiles", "volume_types"
+    "subnets",
+    "security_groups",
+    "key_pairs",
+    "images",
+    "instance_types",
+    "instance_profiles",
+    "volume_types",
+    "capacity_types",
 ]
 KINDS: tuple[Kind, ...] = (
     "subnets",
@@ -46,6 +54,7 @@ KINDS: tuple[Kind, ...] = (
     "instance_types",
     "instance_profiles",
     "volume_types",
+    "capacity_types",
 )
 
 
@@ -75,6 +84,9 @@ class Allowlist(Section):
     instance_profiles: list[str] | None = Field(default=None, description="Instance profile names or ARNs.")
     volume_types: list[str] | None = Field(
         default=None, description="EBS volume types of the volumes annotation (gp3, io2 ...)."
+    )
+    capacity_types: list[str] | None = Field(
+        default=None, description="Capacity types (on-demand, spot, spot-or-on-demand)."
     )
 
     @field_validator("subnets")
@@ -118,6 +130,13 @@ class Allowlist(Section):
     @classmethod
     def _volume_types(cls, value: list[str] | None) -> list[str] | None:
         return _checked(value, lambda item: item in SIZE_GIB, f"an EBS volume type ({', '.join(SIZE_GIB)})")
+
+    @field_validator("capacity_types")
+    @classmethod
+    def _capacity_types(cls, value: list[str] | None) -> list[str] | None:
+        return _checked(
+            value, lambda v: v in CAPACITY_TYPES, "a capacity type (on-demand, spot, spot-or-on-demand)"
+        )
 
 
 class Allowlists(Section):

@@ -36,6 +36,7 @@ from vkec2.config.shapes import (
     check_profile,
     tags_problem,
 )
+from vkec2.contract import CAPACITY_TYPES, ON_DEMAND
 
 
 class _LaunchTarget(Section):
@@ -57,6 +58,10 @@ class _LaunchTarget(Section):
     detailed_monitoring: bool | None = Field(
         default=None, description="Monitoring.Enabled; unset: false, or the launch template's."
     )
+    capacity_type: str = Field(
+        default=ON_DEMAND,
+        description="on-demand, spot, or spot-or-on-demand (Spot first, on-demand without Spot capacity).",
+    )
 
     _image = field_validator("image_id")(check_image)
     _type = field_validator("instance_type")(check_instance_type)
@@ -70,6 +75,14 @@ class _LaunchTarget(Section):
         return value
 
     _volumes = field_validator("volumes")(check_volumes)
+
+    @field_validator("capacity_type")
+    @classmethod
+    def _capacity_type(cls, value: str) -> str:
+        if value not in CAPACITY_TYPES:
+            raise ValueError(f"{value!r} is not a capacity type (one of {', '.join(CAPACITY_TYPES)})")
+        return value
+
     _profile = field_validator("instance_profile")(check_profile)
     _key = field_validator("key_pair")(check_key_pair)
 
@@ -125,6 +138,27 @@ class Ec2Defaults(_LaunchTarget):
     @classmethod
     def _choices(cls, value: list[str]) -> list[str]:
         return cls._types(value)
+
+    spot_max_price: str | None = Field(
+        default=None,
+        description="The most a Spot instance may cost, US dollars per hour (unset: the on-demand price).",
+    )
+
+    @field_validator("spot_max_price", mode="before")
+    @classmethod
+    def _max_price(cls, value: object) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ValueError(f"{value!r} is not a price in US dollars per hour like '0.05'")
+        value = str(value)
+        try:
+            price = float(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a price in US dollars per hour like '0.05'") from None
+        if not 0 < price < float("inf"):
+            raise ValueError(f"{value!r} is not a positive price in US dollars per hour")
+        return value
 
     @field_validator("tags")
     @classmethod
@@ -182,6 +216,8 @@ class WarmPool(_LaunchTarget):
             detailed_monitoring=(
                 self.detailed_monitoring if self.detailed_monitoring is not None else ec2.detailed_monitoring
             ),
+            capacity_type=self.capacity_type,
+            spot_max_price=ec2.spot_max_price,
         )
 
 

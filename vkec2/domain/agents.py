@@ -54,6 +54,19 @@ class AgentTarget:
 
 
 @dataclass(frozen=True)
+class SpotNotice:
+    """What the agent read from the instance metadata: an interruption notice or a rebalance recommendation.
+
+    ``kind`` is ``interruption`` (``action``: terminate, stop or hibernate, at ``time``) or
+    ``rebalance`` (``time``: when EC2 noticed the elevated risk); times as EC2 wrote them.
+    """
+
+    kind: str
+    action: str = ""
+    time: str = ""
+
+
+@dataclass(frozen=True)
 class AppStatus:
     """A pod status as the agent reports it, in Kubernetes JSON shape, ready for ``pods/status``."""
 
@@ -66,3 +79,4 @@ class AppStatus:
     pod_ip: str = ""
     start_time: str | None = None
     pod_uid: str = ""
+    spot_notice: SpotNotice | None = None  # the agent's view of the instance's Spot notices

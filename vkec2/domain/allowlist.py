@@ -1,10 +1,10 @@
 """The rule that keeps pods to the launch parameters the operator allows (``allowlists``).
 
 :func:`refuse_unlisted` is called by :func:`vkec2.domain.podspec.launch_params` with the pod's
-checked annotations: every subnet, security group, key pair, AMI, instance type and instance
-profile a pod asks for, and every EBS volume type of its ``volumes``, must be one the
-configuration launches with anyway (``ec2`` and every warm pool, see :func:`configured`) or one
-its namespace's allowlist names
+checked annotations: every subnet, security group, key pair, AMI, instance type, instance
+profile and capacity type a pod asks for, and every EBS volume type of its ``volumes``, must be
+one the configuration launches with anyway (``ec2`` and every warm pool, see :func:`configured`)
+or one its namespace's allowlist names
 (:class:`vkec2.config.allowlist.Allowlists`). Anything else raises
 :class:`~vkec2.errors.InvalidPodSpec` with reason ``AnnotationNotAllowed`` naming the annotation,
 the value, the namespace and the settings key that would allow it, so the pod fails the way every
@@ -36,6 +36,7 @@ GOVERNED: dict[str, Kind] = {
     "instance-types": "instance_types",
     "instance-profile": "instance_profiles",
     "volumes": "volume_types",
+    "capacity-type": "capacity_types",
 }
 
 
@@ -49,6 +50,7 @@ def _values(target: Ec2Defaults) -> dict[Kind, set[str]]:
         "instance_profiles": {target.instance_profile} if target.instance_profile else set(),
         "volume_types": {v.type for v in target.volumes or ()}
         | ({target.root_volume.type} if target.root_volume.type else set()),
+        "capacity_types": {target.capacity_type},
     }
 
 

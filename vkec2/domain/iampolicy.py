@@ -9,12 +9,13 @@ VPC, its network pieces in that VPC (``ec2:Vpc``); CreateTags and TerminateInsta
 instances carrying the cluster's tag (``aws:ResourceTag``); ``iam:PassRole`` only for the named
 roles, to EC2; ``s3:GetObject`` on the agent artifact's folder when ``bootstrap.s3_bucket`` is
 set; RunInstances on the configured launch templates (by ID; any template when one is named by
-name, since its ARN carries only the ID), whose AMI must be one of the allowed images. A kind whose
-allowlist holds ``"*"`` gets the whole account's resources of that kind (with
-the VPC condition where AWS supports one); a kind nobody names gets none (no key pair, no instance
-profile), except subnets and security groups, where EC2 then uses the VPC's default ones. Describe
-calls have no resource-level permissions in EC2, so they stay on ``*``. Account and VPC are not in
-the configuration: the caller passes them.
+name, since its ARN carries only the ID), whose AMI must be one of the allowed images; with any
+Spot capacity type usable, RunInstances on Spot requests and the one-time creation of EC2 Spot's
+service-linked role. A kind whose allowlist holds ``"*"`` gets the whole account's resources of
+that kind (with the VPC condition where AWS supports one); a kind nobody names gets none (no key
+pair, no instance profile), except subnets and security groups, where EC2 then uses the VPC's
+default ones. Describe calls have no resource-level permissions in EC2, so they stay on ``*``.
+Account and VPC are not in the configuration: the caller passes them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from vkec2.config import Settings
 from vkec2.config.allowlist import ANY, KINDS, Kind
-from vkec2.contract import TAG_CLUSTER
+from vkec2.contract import ON_DEMAND, TAG_CLUSTER
 from vkec2.domain.allowlist import configured
 
 #: The placeholder printed for the account when none is given.
@@ -157,6 +158,22 @@ def workers_policy(settings: Settings, inputs: PolicyInputs) -> dict[str, Any]:
                 "Resource": templates,
             }
         )
+    if values["capacity_types"] - {ON_DEMAND}:  # a Spot launch also creates its Spot request
+        statements += [
+            {
+                "Sid": "LaunchSpot",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": f"{ec2}:spot-instances-request/*",
+            },
+            {
+                "Sid": "SpotServiceLinkedRole",
+                "Effect": "Allow",
+                "Action": "iam:CreateServiceLinkedRole",
+                "Resource": f"arn:{part}:iam::{account}:role/aws-service-role/spot.amazonaws.com/*",
+                "Condition": {"StringLike": {"iam:AWSServiceName": "spot.amazonaws.com"}},
+            },
+        ]
     roles = inputs.roles or tuple(_profile_name(p) for p in profiles)
     if roles:
         statements.append(

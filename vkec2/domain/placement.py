@@ -5,8 +5,10 @@
 defines them (the selector's pairs and each term's ``matchExpressions`` are ANDed, the terms ORed;
 operators ``In``, ``NotIn``, ``Exists``, ``DoesNotExist``, ``Gt``, ``Lt``) and keeps the
 requirements on the keys that describe an instance (:data:`TYPE_KEYS`, :data:`ZONE_KEYS`, the
-Karpenter-style family, category and generation, ``kubernetes.io/arch``; ``karpenter.sh/capacity-type``
-is only handed on as a hint). The virtual node's own labels (``kubernetes.io/os``,
+Karpenter-style family, category and generation, ``kubernetes.io/arch``; the markets
+``karpenter.sh/capacity-type`` allows are handed on, and :mod:`vkec2.fleet.choice` turns them
+into the pod's capacity type with :func:`vkec2.domain.spot.selector_capacity_type`). The virtual
+node's own labels (``kubernetes.io/os``,
 ``type=virtual-kubelet``, ``kubernetes.io/hostname`` …) chose the node, which the scheduler has
 already done, and are left alone; any other key is left alone too and reported in
 :attr:`Selection.ignored` for the caller to log. A malformed selector raises
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vkec2.config import Settings
-from vkec2.config.allowlist import ANY
+from vkec2.config.allowlist import ANY, Kind
 from vkec2.contract import (
     INVALID_NODE_AFFINITY,
     LABEL_ARCH,
@@ -47,6 +49,8 @@ from vkec2.contract import (
     NO_MATCHING_INSTANCE_TYPE,
     NO_MATCHING_ZONE,
     NODE_LABEL_KEYS,
+    ON_DEMAND,
+    SPOT,
 )
 from vkec2.domain.allowlist import REASON_NOT_ALLOWED, configured
 from vkec2.domain.requests import Requests
@@ -64,7 +68,8 @@ INSTANCE_KEYS = (
 )
 #: Every key the choice honours.
 HONOURED_KEYS = (*INSTANCE_KEYS, *ZONE_KEYS, LABEL_CAPACITY_TYPE)
-CAPACITY_TYPES = ("on-demand", "spot")
+#: The values of the ``karpenter.sh/capacity-type`` label (the markets; vkec2.domain.spot maps them).
+LABEL_CAPACITY_VALUES = (ON_DEMAND, SPOT)
 OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
 #: At most this many instance types are kept for one pod (its type and the capacity fallbacks).
 MAX_TYPES = 10
@@ -172,18 +177,20 @@ class Selection:
         return tuple(dict.fromkeys(named))
 
     def capacity_types(self) -> tuple[str, ...]:
-        """The capacity types some term allows (a hint for the launch), () when none is required."""
+        """The markets (on-demand, spot) some term allows, () when the selector requires none."""
         if not self.constrains((LABEL_CAPACITY_TYPE,)):
             return ()
         allowed = {
             kind
             for term in self.terms or ()
-            for kind in CAPACITY_TYPES
+            for kind in LABEL_CAPACITY_VALUES
             if all(r.matches({LABEL_CAPACITY_TYPE: kind}) for r in term if r.key == LABEL_CAPACITY_TYPE)
         }
         if not allowed:
-            raise self.unmatched(NO_MATCHING_INSTANCE_TYPE, f"no capacity type ({', '.join(CAPACITY_TYPES)})")
-        return tuple(kind for kind in CAPACITY_TYPES if kind in allowed)
+            raise self.unmatched(
+                NO_MATCHING_INSTANCE_TYPE, f"no capacity type ({', '.join(LABEL_CAPACITY_VALUES)})"
+            )
+        return tuple(kind for kind in LABEL_CAPACITY_VALUES if kind in allowed)
 
     def __str__(self) -> str:
         if self.terms is None:
@@ -327,24 +334,27 @@ def universe(
     return Universe(tuple(own))
 
 
-def refuse_unlisted_types(settings: Settings, namespace: str, types: Sequence[str], sel: Selection) -> None:
-    """Types a selector names are held to the same rule as the ``instance-type`` annotation."""
-    allowed = settings.allowlists.allowed(namespace, "instance_types")
+def refuse_unlisted_values(
+    settings: Settings, namespace: str, kind: Kind, label: str, values: Sequence[str], sel: Selection
+) -> None:
+    """Values a selector chooses (instance types on ``label``, a capacity type) are held to the same
+    rule as the annotation that names them: configured, or on the namespace's allowlist ``kind``."""
+    allowed = settings.allowlists.allowed(namespace, kind)
     if ANY in allowed:
         return
-    known = configured(settings)["instance_types"]
-    for name in types:
+    known = configured(settings)[kind]
+    for name in values:
         if name not in known and name not in allowed:
             raise InvalidPodSpec(
-                f"{sel.source} {LABEL_INSTANCE_TYPE}: {name!r} is not allowed in namespace {namespace!r}: "
-                f"neither configured nor listed in {settings.allowlists.source(namespace, 'instance_types')}",
+                f"{sel.source} {label}: {name!r} is not allowed in namespace {namespace!r}: "
+                f"neither configured nor listed in {settings.allowlists.source(namespace, kind)}",
                 reason=REASON_NOT_ALLOWED,
             )
 
 
 @dataclass(frozen=True)
 class Placement:
-    """The narrowed launch: the types (first: the pod's), the subnets (first: the pod's), the hint."""
+    """The narrowed launch: the types (first: the pod's), the subnets (first: the pod's), the markets."""
 
     instance_types: tuple[str, ...]
     subnets: tuple[str | None, ...]

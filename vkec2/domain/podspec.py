@@ -42,10 +42,11 @@ from vkec2.config import (
     is_key_pair,
     tags_problem,
 )
-from vkec2.contract import ANNOTATION_PREFIX, VOLUMES_ANNOTATION
+from vkec2.contract import ANNOTATION_PREFIX, ON_DEMAND, VOLUMES_ANNOTATION
 from vkec2.domain.agents import AgentTrust
 from vkec2.domain.allowlist import DEFAULT_NAMESPACE, refuse_unlisted
 from vkec2.domain.launchopts import LaunchOptions, Volume, options_for, parse_volumes
+from vkec2.domain.spot import capacity_type_problem, choose_capacity_type
 from vkec2.errors import InvalidPodSpec
 
 logger = logging.getLogger("vkec2.domain.podspec")
@@ -61,6 +62,7 @@ TAGS = "tags"
 WARM_POOL = "warm-pool"
 INSTANCE_TYPES = "instance-types"
 VOLUMES = VOLUMES_ANNOTATION.removeprefix(ANNOTATION_PREFIX)
+CAPACITY_TYPE = "capacity-type"
 #: At most this many entries in the ``instance-types`` annotation.
 MAX_INSTANCE_TYPES = 10
 
@@ -75,6 +77,7 @@ LAUNCH_OVERRIDES = (
     INSTANCE_PROFILE,
     KEY_PAIR,
     VOLUMES,
+    CAPACITY_TYPE,
 )
 #: Annotations (without the prefix) this module understands.
 ANNOTATIONS = (*LAUNCH_OVERRIDES, TAGS, WARM_POOL)
@@ -101,21 +104,25 @@ class LaunchParams:
     fallback_subnets: tuple[str, ...] = ()  # tried in order after subnet_id (the rest of the list)
     # How it is launched: metadata options, volumes, monitoring, launch template (domain.launchopts).
     launch: LaunchOptions = field(default_factory=LaunchOptions)
-    # karpenter.sh/capacity-type values the pod's selector allows (vkec2.domain.placement), a hint
-    capacity_type_hint: tuple[str, ...] = ()
+    # on-demand, spot or spot-or-on-demand (vkec2.domain.spot); a candidate's is its one market
+    capacity_type: str = ON_DEMAND
+    spot_max_price: str | None = None  # a Spot launch's MaxPrice (None: the on-demand price)
 
     def fingerprint(self) -> str:
         """A stable 16-hex-digit hash of all parameters (the same pod spec always gives the same).
 
-        Empty fallbacks and default launch options are left out, so a pod without any hashes as it
-        did before they existed.
+        Optional fields at their defaults (empty fallbacks, default launch options, on-demand, no
+        Spot price) are left out, so a pod without them hashes as it did
+        before they existed.
         """
-        optional = ("fallback_types", "fallback_subnets", "capacity_type_hint")
-        fields = {
-            k: v
-            for k, v in asdict(self).items()
-            if (v or k not in optional) and not (k == "launch" and v == _DEFAULT_LAUNCH)
+        optional: dict[str, Any] = {
+            "fallback_types": (),
+            "fallback_subnets": (),
+            "launch": _DEFAULT_LAUNCH,
+            "capacity_type": ON_DEMAND,
+            "spot_max_price": None,
         }
+        fields = {k: v for k, v in asdict(self).items() if k not in optional or v != optional[k]}
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -236,6 +243,11 @@ def _validated(ann: Mapping[str, str]) -> None:
         (SUBNET_ID, lambda v: bool(SUBNET_ID_RE.fullmatch(v)), "not a subnet ID like subnet-0123abcd"),
         (INSTANCE_PROFILE, is_instance_profile, "not an instance profile name or ARN"),
         (KEY_PAIR, is_key_pair, "not a key pair name (1-255 printable ASCII characters)"),
+        (
+            CAPACITY_TYPE,
+            lambda v: capacity_type_problem(v) is None,
+            "not on-demand, spot or spot-or-on-demand",
+        ),
     )
     for name, ok, problem in checks:
         value = ann.get(name)
@@ -292,6 +304,8 @@ def _check_against_pool(pool: WarmPool, base: Ec2Defaults, ann: Mapping[str, str
         raise contradicts(KEY_PAIR, "key pair", base.key_pair)
     if VOLUMES in ann:
         raise _invalid(VOLUMES, f"warm pool {pool.name!r} launches its instances without a pod's volumes")
+    if CAPACITY_TYPE in ann and ann[CAPACITY_TYPE] != base.capacity_type:
+        raise contradicts(CAPACITY_TYPE, "capacity type", base.capacity_type)
 
 
 def user_data_for(settings: Settings, instance_type: str, trust: AgentTrust | None = None) -> str | None:
@@ -377,4 +391,6 @@ def launch_params(settings: Settings, pod: Mapping[str, Any], *, default_pool: b
         fallback_types=fallback_types,
         fallback_subnets=fallback_subnets,
         launch=options_for(base, extra),
+        capacity_type=choose_capacity_type(ann.get(CAPACITY_TYPE), base.capacity_type),
+        spot_max_price=settings.ec2.spot_max_price,
     )

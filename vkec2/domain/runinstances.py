@@ -6,7 +6,8 @@ device when needed and sends. Every request carries ``MetadataOptions`` (IMDSv2 
 default) and never ``DisableApiTermination=true``: with a launch template, which might set it, the
 request says ``DisableApiTermination=false``, because the fleet must always be able to terminate
 what it launched. With a launch template only what the operator or the pod set is sent (an empty
-image or instance type means "the template's"), and what is sent overrides the template.
+image or instance type means "the template's"), and what is sent overrides the template. A Spot
+launch carries its ``InstanceMarketOptions`` and the capacity-type tag (:mod:`vkec2.domain.spot`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from vkec2.domain.launchopts import RootDevice, block_device_mappings, metadata_options, template_spec
 from vkec2.domain.podspec import LaunchParams
+from vkec2.domain.spot import market_options, spot_tags
 
 
 def run_instances_request(
@@ -24,7 +26,8 @@ def run_instances_request(
     """The keyword arguments of RunInstances for one instance with ``params``, tagged at launch
     with the user tags and ``tags``, idempotent by ``token``; ``root_device`` is the AMI's."""
     options = params.launch
-    all_tags = [{"Key": k, "Value": v} for k, v in sorted({**dict(params.tags), **tags}.items())]
+    every_tag = {**dict(params.tags), **tags, **spot_tags(params.capacity_type)}
+    all_tags = [{"Key": k, "Value": v} for k, v in sorted(every_tag.items())]
     kwargs: dict[str, Any] = {
         "MinCount": 1,
         "MaxCount": 1,
@@ -56,4 +59,5 @@ def run_instances_request(
         kwargs["KeyName"] = params.key_pair
     if params.user_data:
         kwargs["UserData"] = params.user_data
+    kwargs.update(market_options(params.capacity_type, params.spot_max_price))
     return kwargs

@@ -12,7 +12,10 @@ pair that the fleet-wide cache in Redis marks unavailable (:mod:`vkec2.store.off
 ``ec2.unavailable_ttl_seconds``); each capacity answer marks its pair (a quota marks the type in
 the whole region), so no worker asks again for a while. Each candidate has its own ClientToken
 (the pod's own parameters keep ``vkec2-{uid}-{attempt}``; another subnet or type adds a hash of
-them), because EC2 refuses a token reused with other parameters. When no candidate launched, the
+them), because EC2 refuses a token reused with other parameters. The market is part of a candidate:
+a ``spot-or-on-demand`` pod tries every one as Spot, then every one as on-demand
+(:func:`vkec2.domain.spot.markets`), and a Spot refusal marks its pair under a zone key of its own,
+so it never hides on-demand capacity. When no candidate launched, the
 pod stays Pending (reason ``InsufficientCapacity`` or ``QuotaExceeded``, AWS's answer in the
 message, a Warning event, condition ``vkec2.io/QuotaExceeded`` for a quota) and the step is
 polled again with a back-off, until ``ec2.capacity_deadline_seconds`` after the first refusal:
@@ -31,13 +34,15 @@ from typing import Any
 
 from vkec2.config import Settings
 from vkec2.config.model import RUN_INSTANCES_PER_STEP
-from vkec2.contract import QUOTA_ERROR_CODES, QUOTA_EXCEEDED, REGION_WIDE
+from vkec2.contract import QUOTA_ERROR_CODES, QUOTA_EXCEEDED, REGION_WIDE, SPOT
 from vkec2.domain.agents import AgentTrust
 from vkec2.domain.instances import Instance, client_token
 from vkec2.domain.models import Phase, PodRecord, condition, now
 from vkec2.domain.podspec import LaunchParams, user_data_for
+from vkec2.domain.spot import markets, offering_zone
 from vkec2.domain.times import rfc3339
 from vkec2.errors import Ec2Error
+from vkec2.fleet.spot import settle_notice
 from vkec2.ports import Ec2, OfferingMarks, PodLock
 
 log = logging.getLogger(__name__)
@@ -66,11 +71,12 @@ class Candidate:
 
     @property
     def offering(self) -> tuple[str, str]:
-        return (self.params.instance_type, self.zone)
+        return (self.params.instance_type, offering_zone(self.zone, self.params.capacity_type))
 
     @property
     def label(self) -> str:
-        return f"{self.params.instance_type} in {self.zone}"
+        spot = " (spot)" if self.params.capacity_type == SPOT else ""
+        return f"{self.params.instance_type}{spot} in {self.zone}"
 
 
 @dataclass(frozen=True)
@@ -102,46 +108,59 @@ class Verdict:
 
 
 def _variant(params: LaunchParams) -> str:
-    """A short, stable name of a candidate's parameters for its ClientToken."""
+    """A short, stable name of a candidate's parameters for its ClientToken (Spot's differs)."""
     key = f"{params.instance_type}/{params.subnet_id or ''}"
+    if params.capacity_type == SPOT:
+        key += f"/{SPOT}"
     return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
 def candidates(
     settings: Settings, params: LaunchParams, uid: str, attempt: int, zones: Mapping[str, str]
 ) -> list[Candidate]:
-    """The pod's launch candidates in the order they are tried: subnets first, then instance types."""
+    """The pod's launch candidates in the order they are tried: subnets first, then instance types.
+
+    A pod of several markets (``spot-or-on-demand``) tries every one as Spot before any as
+    on-demand (:func:`vkec2.domain.spot.markets`); only the first market's first candidate keeps
+    the pod's own ClientToken.
+    """
     out: list[Candidate] = []
-    for instance_type in (params.instance_type, *params.fallback_types):
-        for subnet in (params.subnet_id, *params.fallback_subnets):
-            own = instance_type == params.instance_type and subnet == params.subnet_id
-            launch = replace(
-                params,
-                instance_type=instance_type,
-                subnet_id=subnet,
-                user_data=params.user_data if own else user_data_for(settings, instance_type),
-                fallback_types=(),
-                fallback_subnets=(),
-            )
-            token = client_token(uid, attempt) if own else client_token(uid, attempt, _variant(launch))
-            zone = (zones.get(subnet) or subnet) if subnet else ANY_ZONE
-            out.append(Candidate(launch, zone, token))
+    kinds = markets(params.capacity_type)
+    for market in kinds:
+        for instance_type in (params.instance_type, *params.fallback_types):
+            for subnet in (params.subnet_id, *params.fallback_subnets):
+                own = instance_type == params.instance_type and subnet == params.subnet_id
+                launch = replace(
+                    params,
+                    instance_type=instance_type,
+                    subnet_id=subnet,
+                    user_data=params.user_data if own else user_data_for(settings, instance_type),
+                    fallback_types=(),
+                    fallback_subnets=(),
+                    capacity_type=market,
+                )
+                own = own and market == kinds[0]
+                token = client_token(uid, attempt) if own else client_token(uid, attempt, _variant(launch))
+                zone = (zones.get(subnet) or subnet) if subnet else ANY_ZONE
+                out.append(Candidate(launch, zone, token))
     return out
 
 
 def settle_conditions(
-    previous: Sequence[Mapping[str, Any]], stated: Sequence[dict[str, Any]]
+    previous: Sequence[Mapping[str, Any]], stated: Sequence[dict[str, Any]], instance_id: str = ""
 ) -> list[dict[str, Any]]:
-    """``stated``, plus ``vkec2.io/QuotaExceeded`` turned False when it was True and is not restated.
+    """``stated``, plus ``vkec2.io/QuotaExceeded`` turned False when it was True and is not restated,
+    and the Spot notice kept while the pod keeps its instance (``instance_id``), else False.
 
     The producer merges conditions by type, so a condition the fleet once set True stays until it
     is written False.
     """
     kinds = {c.get("type") for c in stated}
     was_true = any(c.get("type") == QUOTA_EXCEEDED and c.get("status") == "True" for c in previous)
+    settled = list(stated) + settle_notice(previous, kinds, instance_id)
     if was_true and QUOTA_EXCEEDED not in kinds:
-        return [*stated, condition(QUOTA_EXCEEDED, False, "QuotaAvailable", "")]
-    return list(stated)
+        return [*settled, condition(QUOTA_EXCEEDED, False, "QuotaAvailable", "")]
+    return settled
 
 
 class CapacityLaunch:
@@ -196,14 +215,14 @@ class CapacityLaunch:
         """
         cands = candidates(self.settings, params, rec.uid, rec.attempt, self._zones(params))
         cands.sort(key=lambda c: c.token != rec.launch_token)  # stable: the recorded one first
-        regional = {(c.params.instance_type, REGION_WIDE) for c in cands}
+        regional = {_regional(c) for c in cands}
         marks = self.marks.unavailable([*(c.offering for c in cands), *regional])
         ttl = self.settings.ec2.unavailable_ttl_seconds
         unavailable: list[str] = []
         last: dict[str, Any] | None = None
         launches = 0
         for cand in cands:
-            regional_key = (cand.params.instance_type, REGION_WIDE)
+            regional_key = _regional(cand)
             mark = marks.get(regional_key) or marks.get(cand.offering)
             if mark is None and launches >= RUN_INSTANCES_PER_STEP:
                 assert last is not None  # the budget is only spent on refusals
@@ -279,6 +298,11 @@ class CapacityLaunch:
             fields={"capacity_since": since},
             conditions=quota,
         )
+
+
+def _regional(cand: Candidate) -> tuple[str, str]:
+    """The key of a quota mark for the candidate's type: the whole region, Spot and on-demand apart."""
+    return (cand.params.instance_type, offering_zone(REGION_WIDE, cand.params.capacity_type))
 
 
 def _aws_message(exc: Ec2Error) -> str:

@@ -26,7 +26,14 @@ from dataclasses import replace
 from typing import Any
 
 from vkec2.config import Settings
-from vkec2.contract import ANNOTATION_PREFIX, LABEL_ARCH
+from vkec2.contract import (
+    ANNOTATION_PREFIX,
+    CAPACITY_TYPE_ANNOTATION,
+    LABEL_ARCH,
+    LABEL_CAPACITY_TYPE,
+    LABEL_INSTANCE_TYPE,
+    SPOT,
+)
 from vkec2.domain.allowlist import DEFAULT_NAMESPACE
 from vkec2.domain.instances import Instance, type_and_zone
 from vkec2.domain.placement import (
@@ -35,12 +42,13 @@ from vkec2.domain.placement import (
     Placement,
     TypeFacts,
     place,
-    refuse_unlisted_types,
+    refuse_unlisted_values,
     selection,
     universe,
 )
 from vkec2.domain.podspec import INSTANCE_TYPE, INSTANCE_TYPES, LaunchParams, launch_params, user_data_for
 from vkec2.domain.requests import Requests, pod_requests
+from vkec2.domain.spot import instance_market, selector_capacity_type
 from vkec2.errors import Ec2Error
 from vkec2.ports import Ec2
 
@@ -51,9 +59,11 @@ UNKNOWN_TYPE_CODE = "InvalidInstanceType"
 
 
 def placed(instance: Instance) -> str:
-    """``c6i.large in us-west-2a``: an instance's type and zone, as the pod's messages show them."""
+    """``c6i.large in us-west-2a`` (``, spot`` added for a Spot instance): an instance's type and
+    zone, as the pod's messages show them."""
     kind, zone = type_and_zone(instance)
-    return f"{kind} in {zone}" if kind and zone else kind or zone
+    where = f"{kind} in {zone}" if kind and zone else kind or zone
+    return f"{where}, spot" if instance_market(instance) == SPOT else where
 
 
 def placement_note(instance: Instance) -> tuple[str, str] | tuple[()]:
@@ -106,7 +116,9 @@ class InstanceChoice:
         if not uni.by_requests and sel.terms is None:
             return params  # nothing to choose: the annotations, the pool or ec2 decide, as before
         if uni.named_by_selector:
-            refuse_unlisted_types(self.settings, namespace, uni.types, sel)
+            refuse_unlisted_values(
+                self.settings, namespace, "instance_types", LABEL_INSTANCE_TYPE, uni.types, sel
+            )
         facts = self.facts(uni.types) if uni.by_requests or sel.constrains((LABEL_ARCH,)) else {}
         subnets = (params.subnet_id, *params.fallback_subnets)
         known = [s for s in subnets if s]
@@ -115,7 +127,13 @@ class InstanceChoice:
         choice = place(sel, uni, requests=requests, facts=facts, subnets=subnets, zones=zones)
         for note in choice.notes:
             log.info("instance choice: %s", note)
-        return self._narrowed(params, choice)
+        narrowed = self._narrowed(params, choice)
+        hinted = selector_capacity_type(choice.capacity_types)
+        if hinted is None or CAPACITY_TYPE_ANNOTATION in annotations or hinted == narrowed.capacity_type:
+            return narrowed  # the annotation is stronger than the selector (vkec2.domain.spot)
+        refuse_unlisted_values(self.settings, namespace, "capacity_types", LABEL_CAPACITY_TYPE, [hinted], sel)
+        # A pool member was launched in the pool's market: a pod asking for another is launched cold.
+        return replace(narrowed, capacity_type=hinted, warm_pool=None)
 
     def launched_with(self, pod: Mapping[str, Any], instance: Instance) -> LaunchParams:
         """The parameters ``instance`` was launched with for ``pod``: its own, or a capacity fallback's
@@ -144,7 +162,6 @@ class InstanceChoice:
             if first == params.instance_type
             else user_data_for(self.settings, first),
             warm_pool=params.warm_pool if pool_kept else None,
-            capacity_type_hint=choice.capacity_types,
         )
 
     def _zones(self, subnets: Sequence[str]) -> dict[str, str]:

@@ -119,7 +119,7 @@ class Lifecycle:
             rec.container_statuses = status.container_statuses
         elif keep_status:
             conditions += kept
-        conditions += settle_conditions(rec.conditions, extra_conditions)
+        conditions += settle_conditions(rec.conditions, extra_conditions, rec.instance_id)
         rec.conditions = conditions
         event = StatusEvent.of(
             rec, phase, reason=reason, message=message, warning=warning, conditions=conditions

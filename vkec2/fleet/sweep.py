@@ -59,6 +59,7 @@ from vkec2.fleet.breaker import (
     this_worker,
 )
 from vkec2.fleet.lifecycle import Lifecycle
+from vkec2.fleet.spot import SpotNotices, lost_pods, lost_reason
 from vkec2.observability import metrics
 from vkec2.ports import Agents, Ec2, PodLock, PodStore
 
@@ -150,6 +151,7 @@ class HealthSweep:
         self.clock = clock
         self.policy = HealthPolicy.from_settings(settings.health)
         self.gate = RemediationGate(settings, store, worker or this_worker())
+        self.notices = SpotNotices(store, self.lock_ttl_ms, clock)
 
     @property
     def lock_ttl_ms(self) -> int:
@@ -232,8 +234,8 @@ class HealthSweep:
         for rec in due:
             instance = instances.get(rec.instance_id)
             ec2_state = str(instance.get("State", {}).get("Name", phases.GONE)) if instance else phases.GONE
-            if phases.instance_lost(ec2_state):
-                self._instance_lost(rec, "InstanceLost", f"instance {rec.instance_id} is {ec2_state}", report)
+            if phases.instance_lost(ec2_state):  # a Spot interruption is named so (vkec2.fleet.spot)
+                self._instance_lost(rec, *lost_reason(rec.instance_id, ec2_state, instance), report)
             elif rec.instance_id in impaired:
                 self._instance_lost(
                     rec,
@@ -244,6 +246,7 @@ class HealthSweep:
             elif ec2_state == "running":
                 to_check.append(rec)
         checks = self._check_all(to_check)
+        report.busy += self.notices.mark(to_check, {uid: check.status for uid, check in checks.items()})
         report.checked = len(checks)
         metrics.count_health(check.outcome.value for check in checks.values())
         gate = self.gate.begin(tally((c.failure for c in checks.values()), now), len(running))
@@ -486,10 +489,9 @@ class HealthSweep:
 def remediate_lost(sweep: HealthSweep, recs: Iterable[PodRecord], live: dict[str, Instance]) -> list[str]:
     """Hand Running pods whose instance is not among ``live`` to remediation (used by the orphan GC)."""
     report = SweepReport()
-    for rec in recs:
-        if rec.phase is Phase.RUNNING and rec.instance_id and not rec.deleted and rec.instance_id not in live:
-            try:
-                sweep._instance_lost(rec, "InstanceLost", f"instance {rec.instance_id} is gone", report)
-            except Vkec2Error as exc:
-                log.warning("cannot remediate pod %s: %s", rec.uid, exc.message)
+    for rec, reason, message in lost_pods(sweep.ec2, recs, live):  # a Spot interruption is named so
+        try:
+            sweep._instance_lost(rec, reason, message, report)
+        except Vkec2Error as exc:
+            log.warning("cannot remediate pod %s: %s", rec.uid, exc.message)
     return report.remediated + report.failed

@@ -40,6 +40,7 @@ from vkec2.contract import (
     POOL_PROVISIONING,
     POOL_READY,
     POOL_UNHEALTHY,
+    SPOT,
     TAG_CLUSTER,
     TAG_POD_UID,
     TAG_POOL,
@@ -49,6 +50,7 @@ from vkec2.domain.agents import AgentTarget, AgentTrust, resolve_endpoint
 from vkec2.domain.instances import Instance, pool_slot, pool_token, tag_map
 from vkec2.domain.launchopts import options_for
 from vkec2.domain.podspec import LaunchParams, user_data_for
+from vkec2.domain.spot import markets
 from vkec2.domain.times import parse_rfc3339
 from vkec2.errors import AgentError, Ec2Error, Vkec2Error
 from vkec2.fleet.epochgate import read_gate
@@ -317,8 +319,13 @@ class WarmPools:
         start = self.rng.randrange(len(subnets))
         subnets = subnets[start:] + subnets[:start]
         refused: Ec2Error | None = None
-        for n, (instance_type, subnet) in enumerate((t, s) for t in types for s in subnets):
-            variant = hashlib.sha256(f"{instance_type}/{subnet or ''}".encode()).hexdigest()[:8]
+        # A Spot pool tries every one as Spot first (spot-or-on-demand: then as on-demand).
+        kinds = markets(defaults.capacity_type)
+        for n, (market, instance_type, subnet) in enumerate(
+            (m, t, s) for m in kinds for t in types for s in subnets
+        ):
+            key = f"{instance_type}/{subnet or ''}" + (f"/{SPOT}" if market == SPOT else "")
+            variant = hashlib.sha256(key.encode()).hexdigest()[:8]
             sent_token = token if n == 0 else f"{token}-{variant}"
             trust = self.trust(sent_token) if self.trust is not None else None
             params = LaunchParams(
@@ -332,6 +339,8 @@ class WarmPools:
                 tags=tuple(sorted(defaults.tags.items())),
                 warm_pool=pool.name,
                 launch=options_for(defaults),
+                capacity_type=market,
+                spot_max_price=defaults.spot_max_price,
             )
             try:
                 return self.ec2.run_instance(params, tags, sent_token)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agent.userdata import parse_trust
-from tests.support.fakes import FakeAgents, FakeEc2
+from tests.support.fakeagents import FakeAgents
+from tests.support.fakes import FakeEc2
 from tests.unit.fleet.world import World, settings
 from vkec2.ca import FleetCA
 from vkec2.contract import TAG_POOL, TAG_POOL_STATE

@@ -16,7 +16,7 @@ import pytest
 from tests.unit.fleet.world import IMAGE, POOL, World, pod
 from vkec2.contract import INSTANCE_READY, NO_INSTANCE_TYPE_FITS, NO_MATCHING_INSTANCE_TYPE, NO_MATCHING_ZONE
 from vkec2.domain.models import Phase
-from vkec2.errors import Ec2Error
+from vkec2.errors import Ec2Error, InvalidPodSpec
 
 CHOICES = ["m5.large", "m5.2xlarge", "c6i.2xlarge", "m5.4xlarge"]
 SUBNETS = ["subnet-0a", "subnet-0b", "subnet-0c"]
@@ -167,12 +167,42 @@ def test_a_selector_naming_an_unlisted_type_is_not_allowed(make_world: Callable[
     assert "p5.48xlarge" in world.rec.message and world.ec2.calls_of("RunInstances") == []
 
 
-def test_a_capacity_type_selector_is_a_hint_on_the_parameters(make_world: Callable[..., World]) -> None:
+def test_a_capacity_type_selector_chooses_the_market_unless_annotated(
+    make_world: Callable[..., World],
+) -> None:
+    cfg = {"image_id": IMAGE, "instance_type": "m5.large", "subnets": SUBNETS}
+    allow = {"default": {"capacity_types": ["spot", "spot-or-on-demand"]}}
+    world = make_world(ec2=cfg, allowlists=allow)
+    world.ec2.zones = dict(ZONES)
+    choose = world.lifecycle.choice.params
+    params = choose(spec({"karpenter.sh/capacity-type": "spot"}))
+    assert params.capacity_type == "spot" and params.instance_type == "m5.large"
+    plain = choose(spec())
+    assert plain.capacity_type == "on-demand" and plain.fingerprint() != params.fingerprint()
+    either = spec()
+    term = {
+        "matchExpressions": [
+            {"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["spot", "on-demand"]}
+        ]
+    }
+    either["spec"]["affinity"] = {
+        "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}
+    }
+    assert choose(either).capacity_type == "spot-or-on-demand"
+    annotated = spec(
+        {"karpenter.sh/capacity-type": "spot"},
+        annotations={"compute.amazonaws.com/capacity-type": "on-demand"},
+    )
+    assert choose(annotated).capacity_type == "on-demand"
+
+
+def test_a_capacity_type_selector_is_held_to_the_allowlist(make_world: Callable[..., World]) -> None:
     world = chooser(make_world)
-    params = world.lifecycle.choice.params(spec({"karpenter.sh/capacity-type": "spot"}))
-    assert params.capacity_type_hint == ("spot",) and params.instance_type == "m5.large"
-    plain = world.lifecycle.choice.params(spec())
-    assert plain.capacity_type_hint == () and plain.fingerprint() != params.fingerprint()
+    with pytest.raises(InvalidPodSpec) as caught:
+        world.lifecycle.choice.params(spec({"karpenter.sh/capacity-type": "spot"}))
+    assert (
+        caught.value.reason == "AnnotationNotAllowed" and "karpenter.sh/capacity-type" in caught.value.message
+    )
 
 
 def test_a_subnet_whose_zone_is_unknown_is_retried_not_failed(make_world: Callable[..., World]) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.support.fakes import app_status
+from tests.support.fakeagents import app_status
 from tests.unit.fleet.world import AGENT_PORT, BOOT_TIMEOUT, NODE, POOL, UID, VISIBILITY, World, pod
 from vkec2.contract import AGENT_CONNECTED, INSTANCE_READY, TAG_POD_UID, TAG_POOL, TAG_POOL_STATE
 from vkec2.domain.instances import client_token

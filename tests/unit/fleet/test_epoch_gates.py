@@ -7,7 +7,8 @@ wrong (vkec2/fleet/epochgate.py).
 
 from __future__ import annotations
 
-from tests.support.fakes import FakeAgents, FakeEc2
+from tests.support.fakeagents import FakeAgents
+from tests.support.fakes import FakeEc2
 from tests.unit.fleet.world import pod, settings
 from vkec2.contract import TAG_NODE, TAG_POD_UID, TAG_POOL, TAG_POOL_STATE
 from vkec2.domain.instances import pool_token

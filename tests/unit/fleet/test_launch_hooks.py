@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from tests.support.fakes import FakeAgents, FakeEc2
+from tests.support.fakeagents import FakeAgents
+from tests.support.fakes import FakeEc2
 from tests.unit.fleet.world import BOOT_TIMEOUT, World, pod, settings
 from vkec2.config.launchopts import MAC_BOOT_TIMEOUT_SECONDS
 from vkec2.contract import TAG_POOL, TAG_POOL_STATE

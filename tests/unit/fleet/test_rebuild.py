@@ -6,7 +6,7 @@ the pod launched, terminated ones too, each with its ClientToken.
 
 from __future__ import annotations
 
-from tests.support.fakes import app_status
+from tests.support.fakeagents import app_status
 from tests.unit.fleet.world import UID, World
 from vkec2.domain.instances import client_token
 from vkec2.domain.models import Phase

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.fakes import app_status
+from tests.support.fakeagents import app_status
 from tests.unit.fleet.world import World, pod
 from vkec2.contract import INSTANCE_READY
 from vkec2.domain.models import Phase

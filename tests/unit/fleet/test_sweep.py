@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.fakes import SWEEP_FLIGHT, app_status
+from tests.support.fakeagents import app_status
+from tests.support.fakes import SWEEP_FLIGHT
 from tests.unit.fleet.world import UID, World, pod
 from vkec2.contract import AGENT_CONNECTED, FLAPPING, HEALTHY, INSTANCE_READY, POD_CREATE
 from vkec2.domain.instances import Instance

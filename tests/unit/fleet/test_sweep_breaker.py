@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.support.fakes import app_status
+from tests.support.fakeagents import app_status
 from tests.unit.fleet.world import NODE, World, pod, settings
 from vkec2.contract import HEALTHY, POD_CREATE, TAG_POD_UID
 from vkec2.domain.breaker import BreakerPolicy, BreakerState, FailureClass, PassTally, decide, remediation_cap

@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from tests.support.fakes import FakeAgents, FakeEc2, FakeStore
+from tests.support.fakeagents import FakeAgents
+from tests.support.fakes import FakeEc2, FakeStore
 from vkec2.config import Settings
 from vkec2.contract import TAG_POD_UID
 from vkec2.domain.agents import AgentTarget
