@@ -89,7 +89,8 @@ def test_an_interrupted_spot_pod_that_never_restarts_fails_spot_interrupted(
     assert market_of(ec2_proxy, first) == "spot"
     assert instance_market(fleet.record(uid).instance) == "spot"
     launched = [e["message"] for e in events(fleet, uid) if e["reason"] == "Launched"]
-    assert launched == [f"launched instance {first} (m5.large, spot)"]  # reported on the pod
+    zone = fleet.record(uid).instance["Placement"]["AvailabilityZone"]
+    assert launched == [f"launched instance {first} (m5.large in {zone}, spot)"]  # reported on the pod
 
     ec2_proxy.interrupt(first)
 
