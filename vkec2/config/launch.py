@@ -39,6 +39,9 @@ class _LaunchTarget(Section):
     security_groups: list[str] = Field(default_factory=list)
     instance_profile: str | None = None
     key_pair: str | None = None
+    host_pool: str | None = Field(
+        default=None, description="The host pool (host_pools) whose Dedicated Hosts the instances launch on."
+    )
 
     _image = field_validator("image_id")(check_image)
     _type = field_validator("instance_type")(check_instance_type)
@@ -127,4 +130,5 @@ class WarmPool(_LaunchTarget):
             key_pair=self.key_pair or ec2.key_pair,
             user_data=ec2.user_data,
             tags=dict(ec2.tags),
+            host_pool=self.host_pool or ec2.host_pool,
         )

@@ -4,14 +4,16 @@ Workers call :func:`launch_params` with the settings and the pod (a Kubernetes P
 before claiming a warm-pool instance or sending RunInstances. The original provider's annotations
 ``compute.amazonaws.com/{image-id, instance-type, subnet-id, security-groups, instance-profile,
 key-pair, tags, warm-pool}`` are honoured, plus ``instance-types`` (the instance types to try, in
-order, when EC2 has no capacity); a named warm pool's parameters are the base, and with no pool and
-no launch-parameter annotation the default pool is used. The result is a frozen
+order, when EC2 has no capacity) and ``host-pool`` (the Dedicated Hosts to launch on, see
+:mod:`vkec2.domain.hosts`; a Mac type needs one); a named warm pool's parameters are the base, and
+with no pool and no launch-parameter annotation the default pool is used. The result is a frozen
 :class:`LaunchParams` whose :meth:`~LaunchParams.fingerprint` is stable across retries (the subnet
 is picked from the pod UID, lists are sorted), so the same pod always sends the same parameters
 with its ClientToken; it also carries the fallbacks a capacity error moves on to (the other
 subnets, from the picked one on, and the alternative instance types). Anything wrong with the pod
 raises :class:`~vkec2.errors.InvalidPodSpec` with reason ``InvalidAnnotation``,
-``UnknownWarmPool``, ``MissingImage`` or ``AnnotationNotAllowed`` (a value neither configured nor
+``UnknownWarmPool``, ``MissingImage``, ``UnknownHostPool``, ``HostPoolCannotFit``,
+``HostPoolRequired`` or ``AnnotationNotAllowed`` (a value neither configured nor
 in the namespace's allowlist, :mod:`vkec2.domain.allowlist`); nothing is launched.
 The instance's UserData is decided here too (:func:`user_data_for`, also used for warm-pool
 launches): ``ec2.user_data`` as configured, else the agent installer rendered from
@@ -43,6 +45,7 @@ from vkec2.config import (
 from vkec2.contract import ANNOTATION_PREFIX
 from vkec2.domain.agents import AgentTrust
 from vkec2.domain.allowlist import DEFAULT_NAMESPACE, refuse_unlisted
+from vkec2.domain.hosts import host_pool_for
 from vkec2.errors import InvalidPodSpec
 
 logger = logging.getLogger("vkec2.domain.podspec")
@@ -57,6 +60,7 @@ KEY_PAIR = "key-pair"
 TAGS = "tags"
 WARM_POOL = "warm-pool"
 INSTANCE_TYPES = "instance-types"
+HOST_POOL = "host-pool"
 #: At most this many entries in the ``instance-types`` annotation.
 MAX_INSTANCE_TYPES = 10
 
@@ -70,6 +74,7 @@ LAUNCH_OVERRIDES = (
     SECURITY_GROUPS,
     INSTANCE_PROFILE,
     KEY_PAIR,
+    HOST_POOL,
 )
 #: Annotations (without the prefix) this module understands.
 ANNOTATIONS = (*LAUNCH_OVERRIDES, TAGS, WARM_POOL)
@@ -94,13 +99,25 @@ class LaunchParams:
     warm_pool: str | None  # pool this pod may claim from, or None for a cold launch
     fallback_types: tuple[str, ...] = ()  # tried in order after instance_type when EC2 has no capacity
     fallback_subnets: tuple[str, ...] = ()  # tried in order after subnet_id (the rest of the list)
+    host_pool: str = ""  # the host pool (host_pools) whose Dedicated Hosts the pod launches on
+    host_id: str = ""  # Placement.HostId: the host chosen for this launch (vkec2.fleet.hosts)
+    tenancy: str = ""  # Placement.Tenancy ("host" on a Dedicated Host)
+    host_resource_group_arn: str = ""  # Placement.HostResourceGroupArn, when the pool names one
 
     def fingerprint(self) -> str:
         """A stable 16-hex-digit hash of all parameters (the same pod spec always gives the same).
 
-        Empty fallbacks are left out, so a pod without any hashes as it did before they existed.
+        Empty fallbacks and host placement are left out, so a pod without any hashes as it did
+        before they existed.
         """
-        optional = ("fallback_types", "fallback_subnets")
+        optional = (
+            "fallback_types",
+            "fallback_subnets",
+            "host_pool",
+            "host_id",
+            "tenancy",
+            "host_resource_group_arn",
+        )
         fields = {k: v for k, v in asdict(self).items() if v or k not in optional}
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -272,6 +289,8 @@ def _check_against_pool(pool: WarmPool, base: Ec2Defaults, ann: Mapping[str, str
         raise contradicts(INSTANCE_PROFILE, "instance profile", base.instance_profile)
     if KEY_PAIR in ann and ann[KEY_PAIR] != base.key_pair:
         raise contradicts(KEY_PAIR, "key pair", base.key_pair)
+    if HOST_POOL in ann and base.host_pool and ann[HOST_POOL] != base.host_pool:
+        raise contradicts(HOST_POOL, "host pool", base.host_pool)
 
 
 def user_data_for(settings: Settings, instance_type: str, trust: AgentTrust | None = None) -> str | None:
@@ -334,6 +353,11 @@ def launch_params(settings: Settings, pod: Mapping[str, Any]) -> LaunchParams:
             reason=REASON_MISSING_IMAGE,
         )
     instance_type, fallback_types = _instance_types(ann, base)
+    named = settings.host_pool(ann[HOST_POOL]) if HOST_POOL in ann else None
+    if named is not None and named.instance_type and not ({INSTANCE_TYPE, INSTANCE_TYPES} & set(ann)):
+        instance_type, fallback_types = named.instance_type, ()  # the pool's hosts decide the type
+    where = f"{ANNOTATION_PREFIX}{HOST_POOL}"
+    hosts = host_pool_for(settings.host_pools, ann.get(HOST_POOL), base.host_pool, instance_type, where)
     subnet_id, fallback_subnets = _subnets(ann, base, uid)
     refuse_unlisted(settings, _namespace(pod), ann)
     return LaunchParams(
@@ -346,6 +370,7 @@ def launch_params(settings: Settings, pod: Mapping[str, Any]) -> LaunchParams:
         user_data=user_data_for(settings, instance_type),
         tags=tuple(sorted(user_tags.items())),
         warm_pool=pool.name if pool is not None else None,
-        fallback_types=fallback_types,
-        fallback_subnets=fallback_subnets,
+        fallback_types=fallback_types if hosts is None else (),
+        fallback_subnets=fallback_subnets if hosts is None else (),
+        host_pool=hosts.name if hosts is not None else "",
     )

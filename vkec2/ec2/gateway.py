@@ -35,6 +35,7 @@ from vkec2.contract import CAPACITY_ERROR_CODES, TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.instances import LIVE_STATES, Instance, pod_tags
 from vkec2.domain.podspec import LaunchParams
 from vkec2.ec2.accounting import THROTTLE_CODES, CallAccounting
+from vkec2.ec2.hosts import HostCalls, placement
 from vkec2.errors import Ec2Error
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def _ec2_errors(action: str) -> Iterator[None]:
         raise Ec2Error(f"{action}: {exc}", retryable=True, reason="EC2Unreachable") from exc
 
 
-class Ec2Gateway:
+class Ec2Gateway(HostCalls):
     """EC2 operations of one cluster, with call accounting and an optional fleet-wide rate limiter."""
 
     def __init__(
@@ -283,6 +284,8 @@ class Ec2Gateway:
             kwargs["KeyName"] = params.key_pair
         if params.user_data:
             kwargs["UserData"] = params.user_data
+        if placement(params):  # on a Dedicated Host (vkec2.ec2.hosts)
+            kwargs["Placement"] = placement(params)
         result = self._call("RunInstances", self.launch_client.run_instances, **kwargs)
         return jsonable(result["Instances"][0])
 

@@ -33,6 +33,7 @@ from vkec2.domain.models import Phase, PodRecord, StatusEvent, condition, now
 from vkec2.domain.podspec import launch_params
 from vkec2.errors import AgentError, AgentRejected, AgentUnavailable, Ec2Error, InvalidPodSpec
 from vkec2.fleet.capacity import CapacityLaunch, NoCapacity, settle_conditions
+from vkec2.fleet.placement import HostPlacement
 from vkec2.fleet.rebuild import Rebuild
 from vkec2.fleet.teardown import RELEASED, Teardown, released_message
 from vkec2.fleet.visibility import PodInstances
@@ -63,7 +64,9 @@ class Lifecycle:
         self.ec2 = ec2
         self.agents = agents
         self.bootstrap = bootstrap  # (target, the launch's ClientToken): the agent to mTLS
-        self.capacity = CapacityLaunch(settings, store, ec2, trust)
+        self.capacity = CapacityLaunch(
+            settings, store, ec2, trust, HostPlacement(settings, store, ec2, trust)
+        )
         self.pod_instances = PodInstances(settings, ec2)
         self.teardown = Teardown(settings, self.pod_instances, agents, self._record)
         self.rebuild = Rebuild(settings, ec2, agents, self.pod_instances, self._record)

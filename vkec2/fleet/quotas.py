@@ -111,6 +111,7 @@ class QuotaRefresh:
         quotas = self.settings.quotas
         vcpus = sum(self._quota(code) for code in quotas.codes)
         hosts = {family: self._quota(code) for family, code in quotas.host_codes.items()}
+        self.store.put_host_quotas(hosts)  # the host pools' allocations stay within them (vkec2.fleet.hosts)
         types = self.instance_types()
         try:
             info = self.ec2.describe_instance_types(types)
