@@ -62,6 +62,7 @@ from tests.support.awslike import (
     error_body,
     not_found_message,
 )
+from tests.support.hostsim import HostSim, release_answer, released_ids
 from tests.support.loopback import LoopbackServer
 
 NOT_FOUND = "InvalidInstanceID.NotFound"
@@ -117,6 +118,7 @@ class Ec2Proxy(LoopbackServer):
         self.aws = AwsLike()
         self._buckets: TokenBuckets | None = None
         self._capacity: list[tuple[CapacityRule, float]] = []
+        self.hosts: HostSim | None = None  # Dedicated hosts as AWS runs them (tests/support/hostsim.py)
         aws = aws or AwsLike()
         self.configure(replace(aws, throttle_fraction=throttle_fraction or aws.throttle_fraction))
         super().__init__()
@@ -195,6 +197,11 @@ class Ec2Proxy(LoopbackServer):
             refusal = self._capacity_error(path, headers, params)
             if refusal is not None:
                 return refusal
+        if self.hosts is not None:
+            hosted = self._hosts_answer(path, headers, action, params)
+            if hosted is not None:
+                return hosted
+            body = wire.encode(self.hosts.forwarded(action, params))
         states: set[str] | None = None
         if action == "DescribeInstances" and aws.rewrites_states:
             forwarded, states = wire.take_state_filter(params)
@@ -203,7 +210,32 @@ class Ec2Proxy(LoopbackServer):
         reply = self._forward(path, headers, body)
         if reply.status != 200:
             return reply
+        if self.hosts is not None:
+            reply = replace(reply, payload=self.hosts.after(action, params, reply.payload))
         return self._rewrite(action, params, reply, states, aws)
+
+    def _hosts_answer(
+        self, path: str, headers: Mapping[str, str], action: str, params: wire.Params
+    ) -> Reply | None:
+        """The host simulation's own answer (a refusal, a replayed token, a partial release), or None."""
+        assert self.hosts is not None
+        early = self.hosts.before(action, params)
+        if early is not None:
+            return Reply(early[0], early[1])
+        if action != "ReleaseHosts":
+            return None
+        allowed, refused = self.hosts.refused_releases(params)
+        if not refused:
+            return None
+        released: list[str] = []
+        if allowed:
+            query = {"Action": ["ReleaseHosts"], "Version": params.get("Version", ["2016-11-15"])}
+            query.update({f"HostId.{n}": [h] for n, h in enumerate(allowed, start=1)})
+            reply = self._forward(path, headers, wire.encode(query))
+            if reply.status != 200:
+                return reply
+            released = released_ids(reply.payload)
+        return Reply(200, release_answer(released, refused))
 
     def _rewrite(
         self, action: str, params: wire.Params, reply: Reply, states: set[str] | None, aws: AwsLike
