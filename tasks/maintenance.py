@@ -26,7 +26,7 @@ from vkec2 import contract
 from vkec2.domain.models import DueStep
 from vkec2.errors import Ec2Error
 from vkec2.fleet.gc import OrphanGc
-from vkec2.fleet.hosts import HostPools
+from vkec2.fleet.hosts import HostPools, host_summary
 from vkec2.fleet.quotas import QuotaRefresh
 from vkec2.fleet.resume import Resume
 from vkec2.fleet.statuslog import status_line
@@ -122,7 +122,8 @@ def status_log(self: Task) -> dict[str, Any]:
     def workers() -> int:
         return len(app.control.ping(timeout=1.0) or [])
 
-    line = status_line(ctx.store, contract.QUEUES, by_pool, workers)
+    hosts = host_summary(ctx.settings, ctx.store, time.time())
+    line = status_line(ctx.store, contract.QUEUES, by_pool, workers, hosts)
     return record_result(ctx, contract.STATUS_LOG, line)
 
 

@@ -11,6 +11,9 @@ the whole fleet restarts with its Redis data gone.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -66,6 +69,13 @@ def hosts_in_moto(proxy: Ec2Proxy) -> dict[str, str]:
 def placement_in_moto(fleet: FleetHarness, instance_id: str) -> str:
     described = fleet.ec2.describe_instances(InstanceIds=[instance_id])
     return str(described["Reservations"][0]["Instances"][0]["Placement"].get("HostId", ""))
+
+
+def cli(fleet: FleetHarness, *argv: str) -> Any:
+    """``vkec2 ARGV --config`` of this fleet, its JSON output parsed."""
+    command = [sys.executable, "-m", "vkec2.cli", *argv, "--config", str(fleet.config_path)]
+    done = subprocess.run(command, env=fleet.env(), capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(done.stdout)
 
 
 def passes(fleet: FleetHarness) -> int:
@@ -151,6 +161,10 @@ def test_a_fleet_restarted_with_redis_emptied_rebuilds_its_hosts_from_ec2(
         return {r.host_id for r in records} == hosts and all(r.state.value == "occupied" for r in records)
 
     wait_until(rebuilt, 60, "the hosts rebuilt from DescribeHosts and the instances' tags")
+    shown = cli(fleet, "hosts", "--json")
+    assert {(r["host"], r["state"]) for r in shown} == {(h, "occupied") for h in hosts}
+    assert {r["pods"] for r in shown} == set(uids) and all(r["releasable_in_s"] > 23 * 3600 for r in shown)
+    assert cli(fleet, "status", "-o", "json")["hosts"]["macs"]["occupied"] == 2
     late = fleet.submit(example_pod("mac-late", annotations=ANN))
     wait_until(lambda: fleet.record(late).reason == "WaitingForHost", 60, "the new pod to wait for a host")
     seen = passes(fleet)

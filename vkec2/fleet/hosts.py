@@ -141,7 +141,7 @@ class HostAllocator:
             minimum=pool.minimum_allocation,
             seen_at=at,
         )
-        self.store.put_hosts(pool.name, [with_idleness(record, at)])
+        self.store.put_hosts(pool.name, [record])  # idle from the first pass that sees it idle
 
 
 def _family(description: Mapping[str, Any]) -> str:
@@ -290,3 +290,54 @@ class HostPools:
         if final.to_dict() != record.to_dict():
             self.store.put_hosts(pool.name, [final])
         return final
+
+
+def host_counts(settings: Settings, store: HostClaims) -> dict[str, dict[str, int]]:
+    """Pool -> host state -> hosts, from the Redis mirror (the metrics' ``vkec2_hosts``, ``vkec2 status``)."""
+    out: dict[str, dict[str, int]] = {}
+    for pool in settings.host_pools:
+        counts = {state.value: 0 for state in HostState}
+        for record in store.host_records(pool.name):
+            counts[record.state.value] += 1
+        out[pool.name] = counts
+    return out
+
+
+def host_summary(settings: Settings, store: HostClaims, at: float) -> dict[str, Any]:
+    """The status log's cost-relevant view per pool: hosts by state, host-hours allocated so far, and
+    how long until the first idle host may be released (the 24-hour minimum for Mac)."""
+    out: dict[str, Any] = {}
+    for pool in settings.host_pools:
+        records = [r for r in store.host_records(pool.name) if r.live]
+        idle = [r.releasable_at - at for r in records if r.idle]
+        out[pool.name] = {
+            "hosts": host_counts(settings, store)[pool.name],
+            "host_hours": round(sum(max(0.0, at - r.allocated_at) for r in records) / 3600, 2),
+            "idle": len(idle),
+            "next_releasable_in_s": round(max(0.0, min(idle)), 0) if idle else None,
+        }
+    return out
+
+
+def host_rows(settings: Settings, store: HostClaims, at: float) -> list[dict[str, Any]]:
+    """One row per host of every pool, for ``vkec2 hosts``."""
+    rows: list[dict[str, Any]] = []
+    for pool in settings.host_pools:
+        for r in store.host_records(pool.name):
+            rows.append(
+                {
+                    "host": r.host_id,
+                    "pool": pool.name,
+                    "zone": r.zone,
+                    "state": r.state.value,
+                    "ec2_state": r.ec2_state,
+                    "instances": ",".join(r.instances) or "-",
+                    "pods": ",".join(sorted(r.claims)) or "-",
+                    "allocated_at": r.allocated_at,
+                    "allocated_for_s": round(max(0.0, at - r.allocated_at)),
+                    "releasable_at": r.releasable_at,
+                    "releasable_in_s": round(max(0.0, r.releasable_at - at)),
+                    "idle_for_s": round(at - r.idle_since) if r.idle_since else None,
+                }
+            )
+    return rows

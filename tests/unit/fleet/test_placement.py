@@ -6,7 +6,8 @@ from tests.unit.fleet.world import UID, World, pod, settings
 from vkec2.contract import TAG_HOST_ID, TAG_HOST_POOL
 from vkec2.domain.hosts import HostRecord
 from vkec2.domain.models import Phase
-from vkec2.fleet.hosts import HostPools
+from vkec2.fleet.hosts import HostPools, host_counts, host_rows, host_summary
+from vkec2.observability.metrics import HostCollector
 
 ANN = {"compute.amazonaws.com/host-pool": "macs"}
 ZONES = ["us-west-2a", "us-west-2b"]
@@ -86,3 +87,42 @@ def test_the_hosts_pass_rebuilds_the_mirror_and_never_allocates_past_max() -> No
     assert again.allocated == [] and again.counts["macs"]["available"] == 1
     assert len(w.ec2.he.hosts) == 1 and len(w.ec2.calls_of("AllocateHosts")) == 1
     assert w.store.hs.slots["macs"] == 1  # the allocation number is never reused
+
+
+def test_the_hosts_pass_releases_an_idle_host_only_past_its_minimum_and_reports_it() -> None:
+    w = world(max_hosts=1, release={"idle_seconds": 600})
+    allocated = 1767225600.0  # the fake's AllocationTime
+    HostPools(w.settings, w.store, w.ec2, clock=lambda: allocated).run()  # the host appears: none yet
+    w.ec2.he.hosts.clear()
+    w.store.hs.docs.clear()
+    host_id = w.lifecycle.capacity.hosts.allocator.allocate(w.settings.host_pools[0]).host_id  # type: ignore[union-attr]
+    assert host_id
+    for hours, released in ((1.0, []), (23.9, []), (24.2, [host_id])):
+        at = allocated + hours * 3600
+        report = HostPools(w.settings, w.store, w.ec2, clock=lambda: at).run()  # noqa: B023
+        assert report.released == released, hours
+    assert w.ec2.calls_of("ReleaseHosts") == [{"host_ids": [host_id]}]
+    assert w.store.host_records("macs") == []
+
+
+def test_refused_releases_are_kept_and_reported() -> None:
+    w = world(max_hosts=1, release={"idle_seconds": 0})
+    host_id = w.lifecycle.capacity.hosts.allocator.allocate(w.settings.host_pools[0]).host_id  # type: ignore[union-attr]
+    w.ec2.he.refuse_release[host_id] = "Client.InvalidHost.Occupied: occupied"
+    report = HostPools(w.settings, w.store, w.ec2, clock=lambda: 1767225600.0 + 2 * 86400).run()
+    assert report.refused == {host_id: "Client.InvalidHost.Occupied: occupied"} and not report.released
+    assert [r.host_id for r in w.store.host_records("macs")] == [host_id]
+
+
+def test_counts_summary_rows_and_the_gauge() -> None:
+    w = world(max_hosts=1)
+    w.step()  # allocates and claims a host
+    at = w.store.host_records("macs")[0].allocated_at + 3600
+    assert host_counts(w.settings, w.store)["macs"]["occupied"] == 1
+    summary = host_summary(w.settings, w.store, at)["macs"]
+    assert summary["host_hours"] == 1.0 and summary["idle"] == 0 and summary["next_releasable_in_s"] is None
+    (row,) = host_rows(w.settings, w.store, at)
+    assert (row["state"], row["pods"], row["releasable_in_s"]) == ("occupied", UID, 23 * 3600)
+    (gauge,) = HostCollector(lambda: host_counts(w.settings, w.store)).collect()
+    samples = {(s.labels["pool"], s.labels["state"]): s.value for s in gauge.samples}
+    assert gauge.name == "vkec2_hosts" and samples[("macs", "occupied")] == 1
