@@ -13,7 +13,9 @@ Mac host ``pending`` while it is scrubbed — from TerminateInstances of its ins
 ``AllocationTime`` as seen after the clock was advanced; RunInstances on a scrubbing Mac host, or on
 one that already runs an instance (one Mac instance per host), refused with
 ``InsufficientCapacityOnHost``; ReleaseHosts of a Mac host younger than 24 hours, or of a host with an
-instance, answered in ``Unsuccessful`` with AWS's code and message (the others released by moto).
+instance, answered in ``Unsuccessful`` with AWS's message (the others released by moto); the codes
+(``Client.InvalidHost.MinimumAllocation``, ``Client.InvalidHost.Occupied``) are stand-ins: AWS does
+not document them, and the fleet reads only the fact of the refusal.
 
 The clock: :meth:`HostSim.advance` moves the double's time forward, as if that much time had passed
 for its hosts: their allocation times move back by it (so the fleet, reading ``AllocationTime``

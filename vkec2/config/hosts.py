@@ -36,6 +36,17 @@ MAC_MINIMUM_ALLOCATION_SECONDS = 86400.0
 #: EC2 state); it shows it in a waiting pod's message.
 MAC_SCRUB_SECONDS = {"mac1": 3000.0}
 MAC_APPLE_SILICON_SCRUB_SECONDS = 6600.0
+#: Service Quotas codes (service ``ec2``) of the account's running Dedicated Hosts per Mac family, as
+#: Service Quotas lists them ("Running Dedicated mac2 Hosts" ...). The quota refresh reads the code of
+#: each host pool's family unless ``quotas.host_codes`` names another; check yours with
+#: ``aws service-quotas list-service-quotas --service-code ec2``.
+MAC_HOST_QUOTA_CODES = {
+    "mac1": "L-A8448DC5",
+    "mac2": "L-5D8DADF5",
+    "mac2-m1ultra": "L-AE4D744C",
+    "mac2-m2": "L-B90B5B66",
+    "mac2-m2pro": "L-14F120D1",
+}
 _ZONE_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+[a-z]")
 _HOST_GROUP_ARN_RE = re.compile(r"arn:aws[a-z-]*:resource-groups:[a-z0-9-]+:\d{12}:group/[\w.-]{1,300}")
 
@@ -256,3 +267,13 @@ def check_host_pool_refs(pools: list[HostPool], ec2: Ec2Defaults, warm_pools: li
                 f"{where}: desired_count {desired} on host pool {name!r}: warm pools on Dedicated Hosts "
                 "cannot pre-launch instances (set desired_count 0)"
             )
+
+
+def host_quota_codes(pools: list[HostPool], configured: dict[str, str]) -> dict[str, str]:
+    """Instance family -> the host quota code the quota refresh reads: ``quotas.host_codes``, plus
+    the known Mac code of every host pool's family it does not name."""
+    codes = dict(configured)
+    for pool in pools:
+        if pool.family in MAC_HOST_QUOTA_CODES:
+            codes.setdefault(pool.family, MAC_HOST_QUOTA_CODES[pool.family])
+    return codes
