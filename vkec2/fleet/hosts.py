@@ -90,6 +90,9 @@ class HostAllocator:
         self.ec2 = ec2
 
     def allocate(self, pool: HostPool) -> Allocation:
+        live = sum(1 for r in self.store.host_records(pool.name) if r.live)
+        if live >= pool.max_hosts:  # the mirror says so: no DescribeHosts per waiting pod and poll
+            return Allocation(reason=f"max_hosts {pool.max_hosts} reached")
         with self.store.host_allocation_flight(pool.name) as held:
             if not held:
                 return Allocation(reason="another worker is allocating a host of this pool")

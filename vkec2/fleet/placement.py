@@ -100,11 +100,11 @@ class HostPlacement:
         if pool.max_hosts == 0:
             message = f"host pool {pool.name!r} has max_hosts 0: no host can ever be allocated for the pod"
             return HostWait(code=REASON_HOST_POOL_CANNOT_FIT, message=message, unavailable=(), never=True)
-        host_id = rec.host_id if rec.host_pool == pool.name else ""
+        host_id, why = (rec.host_id, "") if rec.host_pool == pool.name else ("", "")
         if not host_id:
-            host_id = self._claim(lock, rec, pool)
+            host_id, why = self._claim(lock, rec, pool)
         if not host_id:
-            return self._wait(pool, rec.uid)
+            return self._wait(pool, rec.uid, f"no host allocated ({why}); " if why else "")
         if (rec.host_id, rec.host_pool) != (host_id, pool.name):
             lock.write({"host_id": host_id, "host_pool": pool.name})
             rec.host_id, rec.host_pool = host_id, pool.name
@@ -122,17 +122,18 @@ class HostPlacement:
             self._refused(lock, rec, pool, host_id, exc)
             return self._wait(pool, rec.uid, f"host {host_id} refused the launch ({exc.code}); ")
 
-    def _claim(self, lock: PodLock, rec: PodRecord, pool: HostPool) -> str:
+    def _claim(self, lock: PodLock, rec: PodRecord, pool: HostPool) -> tuple[str, str]:
+        """A slot for the pod: (host ID, ""), or ("", why no host could be allocated)."""
         lock.guard()
         host_id = self.store.claim_host(pool.name, rec.uid, now())
         if host_id:
-            return host_id
+            return host_id, ""
         allocated = self.allocator.allocate(pool)
         if not allocated.host_id:
             log.info("no host for pod %s in pool %s: %s", rec.uid, pool.name, allocated.reason)
-            return ""
-        lock.guard()
-        return self.store.claim_host(pool.name, rec.uid, now()) or ""
+        lock.guard()  # a host allocated, or one another pod left: take a slot
+        host_id = self.store.claim_host(pool.name, rec.uid, now()) or ""
+        return host_id, "" if host_id else allocated.reason
 
     def _refused(self, lock: PodLock, rec: PodRecord, pool: HostPool, host_id: str, exc: Ec2Error) -> None:
         """The host refused the launch (scrubbing, or full): free the slot, mark the host busy until seen."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from tests.unit.fleet.world import UID, World, pod, settings
 from vkec2.contract import TAG_HOST_ID, TAG_HOST_POOL
-from vkec2.domain.hosts import HostRecord
+from vkec2.domain.hosts import HostRecord, allocation_token, host_request
 from vkec2.domain.models import Phase
-from vkec2.fleet.hosts import HostPools, host_counts, host_rows, host_summary
+from vkec2.fleet.hosts import HostAllocator, HostPools, host_counts, host_rows, host_summary
 from vkec2.observability.metrics import HostCollector
 
 ANN = {"compute.amazonaws.com/host-pool": "macs"}
@@ -126,3 +126,17 @@ def test_counts_summary_rows_and_the_gauge() -> None:
     (gauge,) = HostCollector(lambda: host_counts(w.settings, w.store)).collect()
     samples = {(s.labels["pool"], s.labels["state"]): s.value for s in gauge.samples}
     assert gauge.name == "vkec2_hosts" and samples[("macs", "occupied")] == 1
+
+
+def test_an_allocation_sent_before_a_crash_is_sent_again_with_its_token() -> None:
+    w = world(max_hosts=2)
+    macs = w.settings.host_pools[0]
+    seq = w.store.host_allocation_intent("macs")  # a step sent AllocateHosts, then died
+    cluster = w.settings.cluster_name
+    token = allocation_token(cluster, "macs", seq, "us-west-2a")
+    first = w.ec2.allocate_host(host_request(macs, cluster, seq), "us-west-2a", token)
+    del w.ec2.he.hosts[first]  # EC2 does not list it yet (eventual consistency)
+    again = HostAllocator(w.settings, w.store, w.ec2).allocate(macs)
+    assert again.host_id == first  # the same token: the same host, not a second one
+    assert [c["token"] for c in w.ec2.calls_of("AllocateHosts")] == [token, token]
+    assert w.store.host_allocation_intent("macs") == seq + 1  # recorded: the next one is new
