@@ -64,9 +64,8 @@ class Lifecycle:
         self.ec2 = ec2
         self.agents = agents
         self.bootstrap = bootstrap  # (target, the launch's ClientToken): the agent to mTLS
-        self.capacity = CapacityLaunch(
-            settings, store, ec2, trust, HostPlacement(settings, store, ec2, trust)
-        )
+        hosts = HostPlacement(settings, store, ec2, trust)  # host-pool pods (vkec2.fleet.placement)
+        self.capacity = CapacityLaunch(settings, store, ec2, trust, hosts)
         self.pod_instances = PodInstances(settings, ec2)
         self.teardown = Teardown(settings, self.pod_instances, agents, self._record)
         self.rebuild = Rebuild(settings, ec2, agents, self.pod_instances, self._record)

@@ -1,16 +1,18 @@
 """The Redis state store of one cluster: the only code in vkec2 that names a key or calls Redis.
 
-:class:`Store` is composed of cohesive parts, each in its own module: pod records, per-pod locks with fencing
-and fenced writes (:mod:`vkec2.store.pods`), the due times of pod steps in flight (:mod:`vkec2.store.due`),
-the status outbox's consumer-group side (:mod:`vkec2.store.outbox`), the warm-pool mirrors
-(:mod:`vkec2.store.pools`), the Dedicated-host pools (:mod:`vkec2.store.hosts`), EC2 call accounting and token
-buckets (:mod:`vkec2.store.ec2calls`), coalesced EC2 calls (:mod:`vkec2.store.batches`), the fleet-wide "no
-capacity" marks of (instance type, zone) pairs (:mod:`vkec2.store.offerings`), the Redis epoch and the nodes
-reconciled at it (:mod:`vkec2.store.epoch`), the periodic passes' bookkeeping (:mod:`vkec2.store.bookkeeping`)
-and the fleet-wide signals of the remediation breaker and beat liveness (:mod:`vkec2.store.signals`), on a
-shared client, key schema (:mod:`vkec2.store.keys`) and set of Lua scripts (:mod:`vkec2.store.scripts`) from
-:mod:`vkec2.store.base`. Callers use its intent-named methods; ``tests/unit/test_house_redis.py`` fails the
-build when code outside ``vkec2/store/`` touches the client or the keys.
+:class:`Store` is composed of cohesive parts, each in its own module: pod records, per-pod locks
+with fencing and fenced writes (:mod:`vkec2.store.pods`), the due times of pod steps in flight
+(:mod:`vkec2.store.due`), the status outbox's consumer-group side
+(:mod:`vkec2.store.outbox`), the warm-pool mirrors (:mod:`vkec2.store.pools`), EC2 call accounting
+and token buckets (:mod:`vkec2.store.ec2calls`), coalesced EC2 calls (:mod:`vkec2.store.batches`),
+the fleet-wide "no capacity" marks of (instance type, zone) pairs (:mod:`vkec2.store.offerings`),
+the Redis epoch and the nodes reconciled at it (:mod:`vkec2.store.epoch`), the periodic passes'
+bookkeeping (:mod:`vkec2.store.bookkeeping`) and the fleet-wide signals of the remediation breaker
+and beat liveness (:mod:`vkec2.store.signals`), on a shared client, key schema
+(:mod:`vkec2.store.keys`) and set of Lua scripts (:mod:`vkec2.store.scripts`) from
+:mod:`vkec2.store.base`. Callers use its intent-named methods; ``tests/unit/test_house_redis.py``
+fails the build when code outside ``vkec2/store/`` touches the client or the keys.
+The Dedicated-host pools' part is :mod:`vkec2.store.hosts`.
 """
 
 from __future__ import annotations

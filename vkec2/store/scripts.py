@@ -1,13 +1,14 @@
 """Every Lua script vkec2 runs on Redis, in one place, with the keys and arguments each expects.
 
-The store's atomic operations are Lua scripts so that a read, a check and a write happen as one step on the
-server: the per-pod lock that hands out a fencing token, the fenced compare-and-set of a pod record together
-with its outbox event, the producer's desired-state and delete writes, the due times of pod steps in flight
-(set, moved, cleared and claimed with the writes they belong to), the warm-pool claim, the Dedicated-host slot
-claim and allocation intent, the guard a lock holder runs before each side effect, and the fleet-wide EC2
-token bucket. Each constant documents its ``KEYS`` and ``ARGV`` and what it returns; :class:`Scripts`
-registers them all on one client (redis-py sends a script's body only when the server does not know its SHA
+The store's atomic operations are Lua scripts so that a read, a check and a write happen as one step
+on the server: the per-pod lock that hands out a fencing token, the fenced compare-and-set of a pod
+record together with its outbox event, the producer's desired-state and delete writes, the due
+times of pod steps in flight (set, moved, cleared and claimed with the writes they belong to), the
+warm-pool claim, the guard a lock holder runs before each side effect, and the fleet-wide EC2 token bucket.
+Each constant documents its ``KEYS`` and ``ARGV`` and what it returns; :class:`Scripts` registers
+them all on one client (redis-py sends a script's body only when the server does not know its SHA
 yet). Only the store modules use them.
+The Dedicated-host slot claim, its release and the allocation in flight are here too.
 """
 
 from __future__ import annotations
