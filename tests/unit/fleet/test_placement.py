@@ -140,3 +140,14 @@ def test_an_allocation_sent_before_a_crash_is_sent_again_with_its_token() -> Non
     assert again.host_id == first  # the same token: the same host, not a second one
     assert [c["token"] for c in w.ec2.calls_of("AllocateHosts")] == [token, token]
     assert w.store.host_allocation_intent("macs") == seq + 1  # recorded: the next one is new
+
+
+def test_C29_no_host_capacity_in_any_zone_is_a_wait_with_aws_answer() -> None:
+    w = world()
+    w.ec2.he.no_capacity.update(ZONES)
+    w.step()
+    rec = w.store.get(UID)
+    assert rec is not None and rec.phase is Phase.PENDING and rec.reason == "WaitingForHost"
+    assert "us-west-2a: AllocateHosts: InsufficientHostCapacity" in rec.message
+    assert "us-west-2b: AllocateHosts: InsufficientHostCapacity" in rec.message
+    assert not w.ec2.calls_of("RunInstances") and w.store.host_allocation_intent("macs") == 2
