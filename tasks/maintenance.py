@@ -1,8 +1,9 @@
-"""The periodic maintenance tasks beat sends: warm pools, quota refresh, status log, orphan GC, resume.
+"""The periodic maintenance tasks beat sends: warm pools, quota refresh, status log, orphan GC, resume, hosts.
 
 ``vkec2.maintenance.warm_pools`` (optional ``pool``), ``vkec2.maintenance.quotas``,
-``vkec2.maintenance.status_log``, ``vkec2.maintenance.gc`` and ``vkec2.maintenance.resume`` (pod
-steps overdue, published again) take keyword arguments only and are
+``vkec2.maintenance.status_log``, ``vkec2.maintenance.gc``, ``vkec2.maintenance.resume`` (pod
+steps overdue, published again) and ``vkec2.maintenance.hosts`` (the Dedicated-host pools
+refreshed from EC2, idle hosts released, ``min_hosts`` allocated) take keyword arguments only and are
 idempotent: each reads the world (EC2 tags, Redis) and converges it, under a per-cluster
 single-flight lock, so a duplicate delivery or a ``celery call`` replay changes nothing twice. Beat
 gives each an ``expires`` of one period (see :func:`vkec2.broker.beat_schedule`), so a run that could
@@ -25,6 +26,7 @@ from vkec2 import contract
 from vkec2.domain.models import DueStep
 from vkec2.errors import Ec2Error
 from vkec2.fleet.gc import OrphanGc
+from vkec2.fleet.hosts import HostPools, host_summary
 from vkec2.fleet.quotas import QuotaRefresh
 from vkec2.fleet.resume import Resume
 from vkec2.fleet.statuslog import status_line
@@ -120,7 +122,8 @@ def status_log(self: Task) -> dict[str, Any]:
     def workers() -> int:
         return len(app.control.ping(timeout=1.0) or [])
 
-    line = status_line(ctx.store, contract.QUEUES, by_pool, workers)
+    hosts = host_summary(ctx.settings, ctx.store, time.time())
+    line = status_line(ctx.store, contract.QUEUES, by_pool, workers, hosts)
     return record_result(ctx, contract.STATUS_LOG, line)
 
 
@@ -150,3 +153,15 @@ def resume(self: Task) -> dict[str, object]:
     record_run(ctx, contract.RESUME)
     report = Resume(ctx.settings, ctx.store, send).run()
     return record_result(ctx, contract.RESUME, report.summary())
+
+
+@app.task(name=contract.HOSTS, bind=True)
+def hosts(self: Task) -> dict[str, Any]:
+    """Refresh the host pools from EC2, free the slots of gone instances, release idle hosts, allocate."""
+    ctx = fleet()
+    record_run(ctx, contract.HOSTS)
+    try:
+        report = HostPools(ctx.settings, ctx.store, ctx.ec2).run()
+    except Ec2Error as exc:
+        raise retry_throttled(self, exc, ctx.settings.beat.hosts_interval_seconds) from exc
+    return record_result(ctx, contract.HOSTS, report.summary())

@@ -37,8 +37,9 @@ QUOTAS: Final = "vkec2.maintenance.quotas"
 STATUS_LOG: Final = "vkec2.maintenance.status_log"
 ORPHAN_GC: Final = "vkec2.maintenance.gc"
 RESUME: Final = "vkec2.maintenance.resume"
+HOSTS: Final = "vkec2.maintenance.hosts"
 #: The periodic tasks beat sends (no arguments).
-PERIODIC_TASKS: Final = (HEALTH_SWEEP, WARM_POOLS, QUOTAS, STATUS_LOG, ORPHAN_GC, RESUME)
+PERIODIC_TASKS: Final = (HEALTH_SWEEP, WARM_POOLS, QUOTAS, STATUS_LOG, ORPHAN_GC, RESUME, HOSTS)
 
 #: The message header that carries a task's publish time (seconds since the epoch); the workers
 #: read it for the queue wait, the resume task for the age of the oldest queued message.
@@ -80,6 +81,12 @@ POOL_READY: Final = "Ready"
 POOL_CLAIMED: Final = "Claimed"
 POOL_UNHEALTHY: Final = "Unhealthy"
 POOL_STATES: Final = (POOL_PROVISIONING, POOL_READY, POOL_CLAIMED, POOL_UNHEALTHY)
+#: A Dedicated Host's host pool (on the host, from AllocateHosts, and on the instances placed on it).
+TAG_HOST_POOL: Final = "vkec2.io/host-pool"
+#: A Dedicated Host's allocation sequence number in its pool (its ClientToken's; never reused).
+TAG_HOST_SLOT: Final = "vkec2.io/host-slot"
+#: The Dedicated Host an instance was placed on.
+TAG_HOST_ID: Final = "vkec2.io/host-id"
 
 # -- pod metadata ------------------------------------------------------------------------------
 
@@ -138,6 +145,12 @@ NO_MATCHING_ZONE: Final = "NoMatchingZone"
 #: The pod's cpu/memory requests exceed every allowed instance type.
 NO_INSTANCE_TYPE_FITS: Final = "NoInstanceTypeFits"
 
+#: Pod reasons of Dedicated-Host placement (vkec2.fleet.hosts, vkec2.domain.podspec).
+REASON_WAITING_FOR_HOST: Final = "WaitingForHost"
+REASON_HOST_POOL_REQUIRED: Final = "HostPoolRequired"
+REASON_UNKNOWN_HOST_POOL: Final = "UnknownHostPool"
+REASON_HOST_POOL_CANNOT_FIT: Final = "HostPoolCannotFit"
+
 # -- pod conditions the fleet owns (pods may list them as readiness gates) -----------------------
 
 INSTANCE_READY: Final = "vkec2.io/InstanceReady"
@@ -194,3 +207,6 @@ SPOT_NOTICE_REASON: Final = "SpotInterruptionNotice"
 SPOT_REBALANCE_REASON: Final = "SpotRebalanceRecommendation"
 #: The reason of the notice condition turned False once the pod left the noticed instance.
 SPOT_NOTICE_CLEARED_REASON: Final = "InstanceReplaced"
+#: AllocateHosts errors that say "no host now" (a zone without host capacity, the host quota): the
+#: fleet tries the pool's next zone, or the pod waits for a host (:mod:`vkec2.fleet.hosts`).
+HOST_ALLOCATION_ERROR_CODES: Final = frozenset({"InsufficientHostCapacity", "HostLimitExceeded"})

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from vkec2.domain.agents import AgentTarget, AppStatus
 from vkec2.domain.beat import BeatSignals
 from vkec2.domain.breaker import BreakerState
+from vkec2.domain.hosts import HostRecord, HostRequest
 from vkec2.domain.instances import Instance
 from vkec2.domain.models import DueStep, PodRecord, StatusEvent
 from vkec2.domain.podspec import LaunchParams
@@ -117,8 +118,46 @@ class DueStore(Protocol):
         ...
 
 
-class LaunchStore(WarmPoolClaims, OfferingMarks, Protocol):
-    """What the create step uses of the store: warm-pool claims and the capacity marks."""
+class HostClaims(Protocol):
+    """The host pools' mirror, slot claims and allocation bookkeeping (:mod:`vkec2.store.hosts`)."""
+
+    def host_records(self, pool: str) -> list[HostRecord]: ...
+
+    def put_hosts(self, pool: str, records: Iterable[HostRecord]) -> None: ...
+
+    def claim_host(self, pool: str, uid: str, now: float) -> str | None:
+        """Atomically take a slot for the pod on an available host of ``pool``; its ID, or None."""
+        ...
+
+    def drop_host_claim(self, pool: str, host_id: str, uid: str) -> bool: ...
+
+    def host_allocation_intent(self, pool: str) -> int:
+        """The allocation in flight (its sequence number), or a new one, now in flight."""
+        ...
+
+    def clear_host_allocation_intent(self, pool: str) -> None: ...
+
+    def host_slot_floor(self, pool: str, highest_seen: int) -> int: ...
+
+    def host_allocation_flight(self, pool: str, ttl_ms: int = ...) -> AbstractContextManager[bool]: ...
+
+    def host_quota(self, family: str) -> float | None: ...
+
+
+class HostPoolStore(HostClaims, Protocol):
+    """What the hosts pass uses of the store: the claims, the pods behind them, and its run lock."""
+
+    def get(self, uid: str) -> PodRecord | None: ...
+
+    def forget_hosts(self, pool: str, host_ids: Iterable[str]) -> None: ...
+
+    def put_host_claims(self, pool: str, host_id: str, claims: Mapping[str, float]) -> None: ...
+
+    def hosts_pass_flight(self, ttl_ms: int = ...) -> AbstractContextManager[bool]: ...
+
+
+class LaunchStore(WarmPoolClaims, OfferingMarks, HostClaims, Protocol):
+    """What the create step uses of the store: warm-pool claims, the capacity marks, host slots."""
 
 
 class Ec2(Protocol):
@@ -169,6 +208,18 @@ class Ec2(Protocol):
     def terminate_soon(self, instance_ids: Sequence[str]) -> list[str] | None:
         """Terminate instances in a call shared with others: None while it is not sent yet (ask
         again later), else the IDs EC2 answered NotFound for."""
+        ...
+
+    def allocate_host(self, request: HostRequest, zone: str, token: str) -> str:
+        """AllocateHosts of one host in ``zone``, tagged at allocation, idempotent by ``token``."""
+        ...
+
+    def cluster_hosts(self) -> list[dict[str, Any]]:
+        """DescribeHosts of the cluster's hosts (by tag) that are still allocated."""
+        ...
+
+    def release_hosts(self, host_ids: Sequence[str]) -> dict[str, str]:
+        """ReleaseHosts; the hosts EC2 did not release: ID -> its code and message."""
         ...
 
 

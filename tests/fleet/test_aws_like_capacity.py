@@ -26,23 +26,24 @@ from vkec2.domain.models import Phase
 
 Make = Callable[..., FleetHarness]
 
-MAC = "mac2.metal"
-ALTERNATIVE = "mac2-m2.metal"
+#: Shared-tenancy types (a Mac type runs only on a Dedicated Host: tests/fleet/test_aws_like_hosts.py).
+GPU = "g5.xlarge"
+ALTERNATIVE = "g6.xlarge"
 #: Quick polls and short "no capacity" marks, so a test sees capacity return within seconds.
-CAPACITY: dict[str, Any] = {"instance_type": MAC, "unavailable_ttl_seconds": 5}
+CAPACITY: dict[str, Any] = {"instance_type": GPU, "unavailable_ttl_seconds": 5}
 
 
-def mac_pod(name: str, **annotations: str) -> dict[str, Any]:
+def gpu_pod(name: str, **annotations: str) -> dict[str, Any]:
     return example_pod(name, annotations=annotations)
 
 
 @pytest.mark.slow
 def test_a_pod_waits_for_capacity_and_runs_when_it_returns(make_fleet: Make, ec2_proxy: Ec2Proxy) -> None:
-    no_mac = CapacityRule(code="InsufficientInstanceCapacity", instance_type=MAC, lasting=120)
-    fleet = make_fleet(aws_like=replace(AWS_LIKE, capacity=(no_mac,)), ec2=CAPACITY)
+    no_gpu = CapacityRule(code="InsufficientInstanceCapacity", instance_type=GPU, lasting=120)
+    fleet = make_fleet(aws_like=replace(AWS_LIKE, capacity=(no_gpu,)), ec2=CAPACITY)
     fleet.start_worker(concurrency=4)
     started = time.monotonic()
-    uid = fleet.submit(mac_pod("mac-waits"))
+    uid = fleet.submit(gpu_pod("gpu-waits"))
 
     fleet.wait_phase([uid], {Phase.PENDING}, timeout=60)
     waiting = fleet.record(uid)
@@ -51,7 +52,7 @@ def test_a_pod_waits_for_capacity_and_runs_when_it_returns(make_fleet: Make, ec2
     assert fleet.instances_by_uid() == {uid: [fleet.record(uid).instance_id]}
     refused = ec2_proxy.log.outcomes("RunInstances").count("InsufficientInstanceCapacity")
     print(
-        f"\nno {MAC} capacity for 120 s: {refused} refused RunInstances, Running after "
+        f"\nno {GPU} capacity for 120 s: {refused} refused RunInstances, Running after "
         f"{time.monotonic() - started:.0f} s; while waiting: {waiting.reason}: {waiting.message}"
     )
     assert refused >= 1
@@ -59,12 +60,12 @@ def test_a_pod_waits_for_capacity_and_runs_when_it_returns(make_fleet: Make, ec2
 
 @pytest.mark.slow
 def test_an_alternative_type_runs_at_once(make_fleet: Make, ec2_proxy: Ec2Proxy) -> None:
-    no_mac = CapacityRule(code="InsufficientInstanceCapacity", instance_type=MAC)
+    no_gpu = CapacityRule(code="InsufficientInstanceCapacity", instance_type=GPU)
     allow_m2 = {"default": {"instance_types": [ALTERNATIVE]}}
-    fleet = make_fleet(aws_like=replace(AWS_LIKE, capacity=(no_mac,)), ec2=CAPACITY, allowlists=allow_m2)
+    fleet = make_fleet(aws_like=replace(AWS_LIKE, capacity=(no_gpu,)), ec2=CAPACITY, allowlists=allow_m2)
     fleet.start_worker(concurrency=4)
     uid = fleet.submit(
-        mac_pod("mac-or-m2", **{"compute.amazonaws.com/instance-types": f"{MAC},{ALTERNATIVE}"})
+        gpu_pod("g5-or-g6", **{"compute.amazonaws.com/instance-types": f"{GPU},{ALTERNATIVE}"})
     )
 
     fleet.wait_phase([uid], {Phase.RUNNING}, timeout=120)
@@ -77,12 +78,12 @@ def test_an_alternative_type_runs_at_once(make_fleet: Make, ec2_proxy: Ec2Proxy)
 def test_a_type_that_never_has_capacity_fails_with_the_aws_reason(
     make_fleet: Make, ec2_proxy: Ec2Proxy
 ) -> None:
-    no_mac = CapacityRule(code="InsufficientInstanceCapacity", instance_type=MAC)
+    no_gpu = CapacityRule(code="InsufficientInstanceCapacity", instance_type=GPU)
     fleet = make_fleet(
-        aws_like=replace(AWS_LIKE, capacity=(no_mac,)), ec2={**CAPACITY, "capacity_deadline_seconds": 15}
+        aws_like=replace(AWS_LIKE, capacity=(no_gpu,)), ec2={**CAPACITY, "capacity_deadline_seconds": 15}
     )
     fleet.start_worker(concurrency=4)
-    uid = fleet.submit(mac_pod("mac-never"))
+    uid = fleet.submit(gpu_pod("gpu-never"))
 
     fleet.wait_phase([uid], {Phase.FAILED}, timeout=120)
     rec = fleet.record(uid)

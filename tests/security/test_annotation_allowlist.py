@@ -35,7 +35,9 @@ POOL: dict[str, Any] = {
     "security_groups": ["sg-0m"],
     "instance_profile": "mac-profile",
     "key_pair": "mac-kp",
+    "host_pool": "macs",
 }
+HOSTS = [{"name": "macs", "instance_type": "mac2.metal", "subnets": ["subnet-0m"]}]
 
 #: An annotation, a value of the account no configuration names, and a configured one.
 ESCALATIONS = [
@@ -52,7 +54,7 @@ ESCALATIONS = [
 
 
 def cfg(**overrides: Any) -> Settings:
-    return Settings.model_validate({"ec2": EC2, "warm_pools": [POOL], **overrides})
+    return Settings.model_validate({"ec2": EC2, "warm_pools": [POOL], "host_pools": HOSTS, **overrides})
 
 
 def a_pod(namespace: str, **annotations: str) -> dict[str, Any]:
@@ -88,7 +90,15 @@ def test_a_value_nobody_configured_is_refused_naming_annotation_value_and_namesp
 def test_every_warm_pools_parameters_are_allowed_too() -> None:
     params = launch_params(
         cfg(),
-        a_pod("x", **{"subnet-id": "subnet-0m", "key-pair": "mac-kp", "instance-type": "mac2.metal"}),
+        a_pod(
+            "x",
+            **{
+                "subnet-id": "subnet-0m",
+                "key-pair": "mac-kp",
+                "instance-type": "mac2.metal",
+                "host-pool": "macs",
+            },
+        ),
     )
     assert (params.subnet_id, params.key_pair, params.instance_type) == ("subnet-0m", "mac-kp", "mac2.metal")
 

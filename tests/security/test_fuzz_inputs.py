@@ -155,7 +155,10 @@ ALLOW_SETTINGS = Settings.model_validate(
             "security_groups": ["sg-0a"],
             "key_pair": "kp",
         },
-        "warm_pools": [{"name": "mac", "instance_type": "mac2.metal", "subnets": ["subnet-0m"]}],
+        "warm_pools": [
+            {"name": "mac", "instance_type": "mac2.metal", "subnets": ["subnet-0m"], "host_pool": "macs"}
+        ],
+        "host_pools": [{"name": "macs", "instance_type": "mac2.metal", "subnets": ["subnet-0m"]}],
         "allowlists": {
             "default": {"subnets": ["subnet-0b"], "instance_types": ["c5.large"]},
             "namespaces": {"lab": {"instance_types": [ANY], "images": ["ami-0lab"]}},
@@ -223,6 +226,9 @@ def test_fuzz_annotations_give_allowed_params_or_a_clean_refusal(annotations: An
             "UnknownWarmPool",
             "MissingImage",
             "AnnotationNotAllowed",
+            "UnknownHostPool",
+            "HostPoolCannotFit",
+            "HostPoolRequired",
         }
         assert error.message
         if error.reason in ("InvalidAnnotation", "AnnotationNotAllowed"):

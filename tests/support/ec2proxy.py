@@ -73,6 +73,7 @@ from tests.support.awslike import (
     error_body,
     not_found_message,
 )
+from tests.support.hostsim import HostSim, release_answer, released_ids
 from tests.support.loopback import LoopbackServer
 
 NOT_FOUND = "InvalidInstanceID.NotFound"
@@ -151,6 +152,7 @@ class Ec2Proxy(LoopbackServer):
         self.interrupted: set[str] = set()
         self.run_requests: list[wire.Params] = []  # every RunInstances as sent, parameters parsed
         self._seen: tuple[str, dict[str, str]] | None = None  # a request's path and headers, for interrupt
+        self.hosts: HostSim | None = None  # Dedicated hosts as AWS runs them (tests/support/hostsim.py)
         aws = aws or AwsLike()
         self.configure(replace(aws, throttle_fraction=throttle_fraction or aws.throttle_fraction))
         super().__init__()
@@ -251,6 +253,11 @@ class Ec2Proxy(LoopbackServer):
             refusal = self._capacity_error(path, headers, params)
             if refusal is not None:
                 return refusal
+        if self.hosts is not None:
+            hosted = self._hosts_answer(path, headers, action, params)
+            if hosted is not None:
+                return hosted
+            body = wire.encode(self.hosts.forwarded(action, params))
         states: set[str] | None = None
         if action == "DescribeInstances" and aws.rewrites_states:
             forwarded, states = wire.take_state_filter(params)
@@ -262,6 +269,8 @@ class Ec2Proxy(LoopbackServer):
         if action == "RunInstances" and self._protects(path, headers, params):
             with self._lock:
                 self.protected.update(wire.Answer(reply.payload).instance_ids("instancesSet"))
+        if self.hosts is not None:
+            reply = replace(reply, payload=self.hosts.after(action, params, reply.payload))
         return self._rewrite(action, params, reply, states, aws)
 
     def _protects(self, path: str, headers: Mapping[str, str], params: wire.Params) -> bool:
@@ -277,6 +286,29 @@ class Ec2Proxy(LoopbackServer):
         query["LaunchTemplateVersion.1"] = [wire.first(params, "LaunchTemplate.Version", "$Default")]
         reply = self._forward(path, headers, wire.encode(query))
         return reply.status == 200 and b"<disableApiTermination>true</disableApiTermination>" in reply.payload
+
+    def _hosts_answer(
+        self, path: str, headers: Mapping[str, str], action: str, params: wire.Params
+    ) -> Reply | None:
+        """The host simulation's own answer (a refusal, a replayed token, a partial release), or None."""
+        assert self.hosts is not None
+        early = self.hosts.before(action, params)
+        if early is not None:
+            return Reply(early[0], early[1])
+        if action != "ReleaseHosts":
+            return None
+        allowed, refused = self.hosts.refused_releases(params)
+        if not refused:
+            return None
+        released: list[str] = []
+        if allowed:
+            query = {"Action": ["ReleaseHosts"], "Version": params.get("Version", ["2016-11-15"])}
+            query.update({f"HostId.{n}": [h] for n, h in enumerate(allowed, start=1)})
+            reply = self._forward(path, headers, wire.encode(query))
+            if reply.status != 200:
+                return reply
+            released = released_ids(reply.payload)
+        return Reply(200, release_answer(released, refused))
 
     def _rewrite(
         self, action: str, params: wire.Params, reply: Reply, states: set[str] | None, aws: AwsLike

@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from tests.support.fakedue import FakeDue
+from tests.support.fakehosts import FakeHostsEc2, FakeHostStore
 from tests.support.faketypes import FakeInstanceTypes
 from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.breaker import BreakerState
@@ -76,7 +77,7 @@ class FakeLock:
         self.extensions.append(self.ttl_ms)
 
 
-class FakeStore:
+class FakeStore(FakeHostStore):
     """One cluster's pod records, locks, run locks, warm-pool claims and outbox, in memory."""
 
     def __init__(self, cluster: str = "unit", clock: Callable[[], float] = time.time) -> None:
@@ -217,7 +218,7 @@ class FakeStore:
 # -- EC2 ---------------------------------------------------------------------------------------
 
 
-class FakeEc2(FakeInstanceTypes):
+class FakeEc2(FakeHostsEc2, FakeInstanceTypes):
     """Instances in memory: states and tags a test sets, ClientToken idempotency, a call log."""
 
     def __init__(self, cluster: str = "unit", launch_state: str = "pending") -> None:

@@ -327,7 +327,7 @@ def test_original_provider_config_loads_unchanged(caplog: pytest.LogCaptureFixtu
     }
     assert (s.agent.keepalive.time_seconds, s.agent.keepalive.timeout_seconds) == (10, 30)
     (pool,) = s.warm_pools
-    assert pool.model_dump(exclude_none=True, exclude={"capacity_type"}) == {
+    assert pool.model_dump(exclude_none=True, exclude={"capacity_type", "host_pool"}) == {
         "name": "pool-0",
         "desired_count": 2,
         "instance_type": "m5.large",

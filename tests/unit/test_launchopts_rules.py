@@ -35,6 +35,15 @@ def cfg(ec2: dict[str, Any] | None = None, **more: Any) -> Settings:
     return Settings.model_validate({"ec2": {"image_id": IMAGE, **(ec2 or {})}, **more})
 
 
+def on_hosts(ec2: dict[str, Any]) -> Settings:
+    """Settings for ``ec2``; a Mac type runs on a host pool of its own type (AWS runs Mac only there)."""
+    kind = str(ec2["instance_type"])
+    if not kind.startswith("mac"):
+        return cfg(ec2)
+    pool = {"name": "macs", "instance_type": kind, "availability_zones": ["us-west-2a"]}
+    return cfg({**ec2, "host_pool": "macs"}, host_pools=[pool])
+
+
 def pod(annotations: dict[str, str] | None = None, namespace: str = "default") -> dict[str, Any]:
     return {"metadata": {"uid": "u-1", "name": "p", "namespace": namespace, "annotations": annotations or {}}}
 
@@ -127,20 +136,20 @@ def test_root_volume_and_extra_volumes_become_block_device_mappings() -> None:
 def test_mac_root_volumes_are_at_least_their_familys_floor(
     instance_type: str, ami_gib: int | None, expected: int | None
 ) -> None:
-    params = launch_params(cfg({"instance_type": instance_type}), pod())
+    params = launch_params(on_hosts({"instance_type": instance_type}), pod())
     assert needs_root_device(params.launch, instance_type) is (expected is not None)
     kwargs = run_instances_request(params, {}, "t", RootDevice("/dev/sda1", ami_gib))
     sizes = [m["Ebs"]["VolumeSize"] for m in kwargs.get("BlockDeviceMappings", [])]
     assert sizes == ([expected] if expected else [])
     # An explicit size wins over the floor (the operator's choice), and the floor is configurable.
-    sized = launch_params(cfg({"instance_type": instance_type, "root_volume": {"size_gib": 500}}), pod())
+    sized = launch_params(on_hosts({"instance_type": instance_type, "root_volume": {"size_gib": 500}}), pod())
     assert (
         run_instances_request(sized, {}, "t", RootDevice("/dev/sda1", 8))["BlockDeviceMappings"][0]["Ebs"][
             "VolumeSize"
         ]
         == 500
     )
-    none = launch_params(cfg({"instance_type": instance_type, "root_volume_min_gib": {}}), pod())
+    none = launch_params(on_hosts({"instance_type": instance_type, "root_volume_min_gib": {}}), pod())
     assert not needs_root_device(none.launch, instance_type)
 
 

@@ -61,7 +61,7 @@ def cfg(**overrides: Any) -> Settings:
 POOLS = [
     {
         "name": "mac",
-        "instance_type": "mac2.metal",
+        "instance_type": "c6g.metal",
         "image_id": "ami-0mac",
         "subnets": ["subnet-0m1", "subnet-0m2"],
         "security_groups": ["sg-0mac"],
@@ -102,7 +102,7 @@ def test_every_annotation_overrides() -> None:
         pod(
             {
                 "image-id": "ami-0beef",
-                "instance-type": "mac2.metal",
+                "instance-type": "c6g.metal",
                 "subnet-id": "subnet-0z",
                 "security-groups": " sg-02 , sg-01,sg-02",
                 "instance-profile": "arn:aws:iam::123456789012:instance-profile/x",
@@ -112,7 +112,7 @@ def test_every_annotation_overrides() -> None:
         ),
     )
     assert params.image_id == "ami-0beef"
-    assert params.instance_type == "mac2.metal"
+    assert params.instance_type == "c6g.metal"
     assert params.subnet_id == "subnet-0z"
     assert params.security_groups == ("sg-01", "sg-02")
     assert params.instance_profile == "arn:aws:iam::123456789012:instance-profile/x"
@@ -189,7 +189,7 @@ def test_unknown_annotation_under_the_prefix_is_ignored(caplog: pytest.LogCaptur
 
 def test_named_pool_is_the_base() -> None:
     params = launch_params(cfg(warm_pools=POOLS), pod({"warm-pool": "mac", "tags": '{"x": "y"}'}))
-    assert (params.warm_pool, params.image_id, params.instance_type) == ("mac", "ami-0mac", "mac2.metal")
+    assert (params.warm_pool, params.image_id, params.instance_type) == ("mac", "ami-0mac", "c6g.metal")
     assert params.subnet_id in {"subnet-0m1", "subnet-0m2"}
     assert params.security_groups == ("sg-0mac",)
     assert (params.instance_profile, params.key_pair) == ("mac-prof", "mac-kp")
@@ -236,7 +236,7 @@ def test_annotations_restating_the_pool_are_fine() -> None:
             {
                 "warm-pool": "mac",
                 "image-id": "ami-0mac",
-                "instance-type": "mac2.metal",
+                "instance-type": "c6g.metal",
                 "subnet-id": "subnet-0m2",
                 "security-groups": "sg-0mac",
                 "instance-profile": "mac-prof",
@@ -301,6 +301,10 @@ def test_fingerprint_is_short_stable_and_covers_every_field() -> None:
         "launch": LaunchOptions(hop_limit=3),
         "capacity_type": "spot",
         "spot_max_price": "0.05",
+        "host_pool": "macs",
+        "host_id": "h-0123456789abcdef0",
+        "tenancy": "host",
+        "host_resource_group_arn": "arn:aws:resource-groups:us-west-2:123456789012:group/macs",
     }
     assert set(changes) == {f.name for f in dataclasses.fields(LaunchParams)}
     prints = {dataclasses.replace(base, **{k: v}).fingerprint() for k, v in changes.items()}
@@ -323,7 +327,7 @@ annotation_names = st.sampled_from([*ANNOTATIONS, "other"])
 annotation_values = st.one_of(
     st.text(),
     st.sampled_from(
-        ["ami-0mac", "mac2.metal", "subnet-0m1", "sg-0mac", "mac", "bare", "{}", '{"k": "v"}', "sg-01, sg-02"]
+        ["ami-0mac", "c6g.metal", "subnet-0m1", "sg-0mac", "mac", "bare", "{}", '{"k": "v"}', "sg-01, sg-02"]
     ),
     st.integers(),
     st.none(),
@@ -338,7 +342,7 @@ def test_arbitrary_annotations_only_ever_raise_invalid_pod_spec(
     try:
         params = launch_params(SETTINGS_WITH_POOLS, pod(annotations, uid=uid))
     except InvalidPodSpec as exc:
-        assert exc.reason in {"InvalidAnnotation", "UnknownWarmPool", "MissingImage"}
+        assert exc.reason in {"InvalidAnnotation", "UnknownWarmPool", "MissingImage", "UnknownHostPool"}
         assert exc.message
     else:
         assert params == launch_params(SETTINGS_WITH_POOLS, pod(annotations, uid=uid))
@@ -352,6 +356,9 @@ def test_agent_installer_is_the_user_data_when_only_the_bootstrap_artifact_is_co
             "bootstrap": {"s3_bucket": "vk-agents", "s3_key": "agent.tgz"},
             "agent": {"port": 8300},
             "allowlists": {"default": {"instance_types": ["mac2.metal"]}},
+            "host_pools": [
+                {"name": "macs", "instance_type": "mac2.metal", "availability_zones": ["us-west-2a"]}
+            ],
         }
     )
     linux = launch_params(settings, {"metadata": {"uid": "u1"}})
@@ -359,7 +366,7 @@ def test_agent_installer_is_the_user_data_when_only_the_bootstrap_artifact_is_co
     assert "systemd" in linux.user_data and "8300" in linux.user_data and "--insecure" in linux.user_data
     mac = launch_params(
         settings,
-        {"metadata": {"uid": "u1", "annotations": {"compute.amazonaws.com/instance-type": "mac2.metal"}}},
+        {"metadata": {"uid": "u1", "annotations": {"compute.amazonaws.com/host-pool": "macs"}}},
     )
     assert mac.user_data is not None and "launchd" in mac.user_data.lower()
     explicit = Settings.model_validate(
@@ -389,13 +396,13 @@ def test_instance_types_annotation_lists_the_types_in_order() -> None:
 def test_alternative_types_come_from_ec2_or_the_pool() -> None:
     ec2 = {"image_id": IMAGE, "instance_types": ["m5a.large", "m5.large"]}
     assert launch_params(cfg(ec2=ec2), pod()).fallback_types == ("m5a.large",)
-    pools = [{"name": "mac", "instance_type": "mac2.metal", "instance_types": ["mac2-m2.metal"]}]
+    pools = [{"name": "mac", "instance_type": "c6g.metal", "instance_types": ["c7g.metal"]}]
     params = launch_params(cfg(ec2=ec2, warm_pools=pools), pod({"warm-pool": "mac"}))
-    assert (params.instance_type, params.fallback_types) == ("mac2.metal", ("mac2-m2.metal",))
-    restated = pod({"warm-pool": "mac", "instance-types": "mac2.metal,mac2-m2.metal"})
-    assert launch_params(cfg(warm_pools=pools), restated).fallback_types == ("mac2-m2.metal",)
-    error = failure(cfg(warm_pools=pools), {"warm-pool": "mac", "instance-types": "mac2-m2.metal"})
-    assert "contradicts warm pool 'mac' (instance types mac2.metal, mac2-m2.metal)" in error.message
+    assert (params.instance_type, params.fallback_types) == ("c6g.metal", ("c7g.metal",))
+    restated = pod({"warm-pool": "mac", "instance-types": "c6g.metal,c7g.metal"})
+    assert launch_params(cfg(warm_pools=pools), restated).fallback_types == ("c7g.metal",)
+    error = failure(cfg(warm_pools=pools), {"warm-pool": "mac", "instance-types": "c7g.metal"})
+    assert "contradicts warm pool 'mac' (instance types c6g.metal, c7g.metal)" in error.message
 
 
 def test_instance_types_is_a_launch_override() -> None:

@@ -31,6 +31,7 @@ from celery import Celery, Task, signals
 from vkec2 import contract
 from vkec2.config import Settings
 from vkec2.fleet.breaker import fleet_signals
+from vkec2.fleet.hosts import host_counts
 from vkec2.fleet.warmpool import pool_counts
 from vkec2.observability import logs, metrics, tracing
 from vkec2.observability.flower import decide
@@ -199,6 +200,7 @@ def _worker_ready(sender: Any = None, **_: Any) -> None:
     metrics.watch_warm_pools(
         lambda: {pool.name: pool_counts(_store(settings), pool.name) for pool in settings.warm_pools}
     )
+    metrics.watch_hosts(lambda: host_counts(settings, _store(settings)))
     metrics.watch_fleet_signals(lambda: fleet_signals(_store(settings), settings.beat_liveness_seconds()))
     try:
         metrics.serve(settings.metrics.port, settings.metrics.address)

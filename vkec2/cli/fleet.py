@@ -38,6 +38,7 @@ from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import ConfigError, Ec2Error
 from vkec2.fleet.breaker import fleet_signals
 from vkec2.fleet.gc import is_orphan
+from vkec2.fleet.hosts import host_counts
 from vkec2.fleet.warmpool import launch_time
 from vkec2.store.redis_store import Store, StoreError
 
@@ -112,6 +113,7 @@ def cmd_status(settings: Settings, store: Store) -> Any:
             "message": breaker.message,
         },
         "beat": {"missing": beat.missing, "reason": beat.reason, "message": beat.message},
+        "hosts": host_counts(settings, store),  # Dedicated hosts by pool and state (`vkec2 hosts`)
     }
 
 

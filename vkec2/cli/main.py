@@ -8,6 +8,7 @@ completion lists it), so ``vkec2 agent-sim`` does not pay for Celery and boto3. 
 hands them the rest of the command line untouched, their ``--help`` included. Exit status: 0
 success, 1 the operation failed, 2 a usage error. ``vkec2 --version`` prints the installed
 distribution's version; click's shell completion is enabled through ``_VKEC2_COMPLETE``.
+``vkec2 hosts`` (the Dedicated hosts) lives in ``vkec2/cli/hosts.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "status": "vkec2.cli.fleet:status",
     "pods": "vkec2.cli.fleet:pods",
     "instances": "vkec2.cli.fleet:instances",
+    "hosts": "vkec2.cli.hosts:hosts",
     "gc": "vkec2.cli.fleet:gc",
     "replay": "vkec2.cli.fleet:replay",
     "node": "vkec2.cli.node:node",

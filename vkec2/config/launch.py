@@ -62,6 +62,9 @@ class _LaunchTarget(Section):
         default=ON_DEMAND,
         description="on-demand, spot, or spot-or-on-demand (Spot first, on-demand without Spot capacity).",
     )
+    host_pool: str | None = Field(
+        default=None, description="The host pool (host_pools) whose Dedicated Hosts the instances launch on."
+    )
 
     _image = field_validator("image_id")(check_image)
     _type = field_validator("instance_type")(check_instance_type)
@@ -218,6 +221,7 @@ class WarmPool(_LaunchTarget):
             ),
             capacity_type=self.capacity_type,
             spot_max_price=ec2.spot_max_price,
+            host_pool=self.host_pool or ec2.host_pool,
         )
 
 

@@ -1,12 +1,13 @@
 """The settings model: :class:`Settings` and the sections of the fleet's core.
 
 Field names, nesting and defaults are the contract the rest of the fleet uses; the reference for
-every key is ``docs/configuration.md``. This module holds the sections for AWS access, the agent connection,
-bootstrap, the virtual node and Celery; the EC2 launch defaults and warm pools live in
-:mod:`vkec2.config.launch`, the maintenance and observability sections in
-:mod:`vkec2.config.operations` and the value rules in :mod:`vkec2.config.shapes`. Models only
-validate: reading files and the environment is :mod:`vkec2.config.loading`, and rendering launch
-payloads (the agent installer as UserData) is :mod:`vkec2.domain.podspec`.
+every key is ``docs/configuration.md``. This module holds the sections for AWS access, the agent
+connection, bootstrap, the virtual node and Celery; the EC2 launch defaults and warm pools live in
+:mod:`vkec2.config.launch`, the Dedicated-host pools in :mod:`vkec2.config.hosts`, the maintenance
+and observability sections in :mod:`vkec2.config.operations` and the value rules in
+:mod:`vkec2.config.shapes`. Models only validate: reading files and the
+environment is :mod:`vkec2.config.loading`, and rendering launch payloads (the agent installer
+as UserData) is :mod:`vkec2.domain.podspec`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from vkec2.config.agent_identity import AgentIdentityCheck
 from vkec2.config.allowlist import Allowlists
+from vkec2.config.hosts import HostPool, check_host_pool_refs, check_host_pools
 from vkec2.config.launch import Ec2Defaults, WarmPool, check_root_devices
 from vkec2.config.launchopts import MAC_BOOT_TIMEOUT_SECONDS, check_families, instance_family
 from vkec2.config.operations import (
@@ -40,7 +42,7 @@ from vkec2.config.shapes import (
     check_http_url,
     parse_static,
 )
-from vkec2.contract import HEALTH_SWEEP, ORPHAN_GC, QUOTAS, RESUME, STATUS_LOG, WARM_POOLS
+from vkec2.contract import HEALTH_SWEEP, HOSTS, ORPHAN_GC, QUOTAS, RESUME, STATUS_LOG, WARM_POOLS
 
 #: At most this many RunInstances in one create step (the capacity fallback, vkec2.fleet.capacity).
 RUN_INSTANCES_PER_STEP = 3
@@ -263,6 +265,7 @@ class Settings(BaseSettings):
     default_warm_pool: str | None = Field(
         default=None, description="Pool used by pods that ask for none; None means the first pool."
     )
+    host_pools: list[HostPool] = Field(default_factory=list)
     agent: AgentConnection = Field(default_factory=AgentConnection)
     bootstrap: BootstrapAgent = Field(default_factory=BootstrapAgent)
     health: HealthSettings = Field(default_factory=HealthSettings)
@@ -316,6 +319,13 @@ class Settings(BaseSettings):
             raise ValueError(f"no warm pool named {value!r} (configured: {configured})")
         return value
 
+    _host_pools = field_validator("host_pools")(check_host_pools)
+
+    @model_validator(mode="after")
+    def _host_pool_names(self) -> Settings:
+        check_host_pool_refs(self.host_pools, self.ec2, self.warm_pools)
+        return self
+
     @model_validator(mode="after")
     def _sentinel_master(self) -> Settings:
         check_sentinel_master(parse_redis_url(self.redis_url), self.redis_sentinel_master)
@@ -349,6 +359,7 @@ class Settings(BaseSettings):
             STATUS_LOG: self.status_interval_seconds,
             ORPHAN_GC: self.gc.interval_seconds,
             RESUME: self.beat.resume_interval_seconds,
+            HOSTS: self.beat.hosts_interval_seconds,
         }
 
     def beat_liveness_seconds(self) -> float:
@@ -374,6 +385,10 @@ class Settings(BaseSettings):
         if self.default_warm_pool is not None:
             return self.pool(self.default_warm_pool)
         return self.warm_pools[0] if self.warm_pools else None
+
+    def host_pool(self, name: str) -> HostPool | None:
+        """The host pool called ``name``, or None."""
+        return next((pool for pool in self.host_pools if pool.name == name), None)
 
     def pool_launch_defaults(self, pool: WarmPool) -> Ec2Defaults:
         """The EC2 parameters a pool's instances launch with: the pool's, unset ones from ``ec2``."""

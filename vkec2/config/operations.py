@@ -69,6 +69,11 @@ class BeatSettings(Section):
         description="Longest sleep between beat ticks; the active beat extends its lock every tick.",
     )
     warm_pools_interval_seconds: float = Field(default=15.0, gt=0)
+    hosts_interval_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Period of vkec2.maintenance.hosts: Dedicated Hosts refreshed, released, allocated.",
+    )
     resume_interval_seconds: float = Field(
         default=5.0,
         gt=0,

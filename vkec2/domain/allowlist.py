@@ -60,6 +60,8 @@ def configured(settings: Settings) -> dict[Kind, set[str]]:
     for pool in settings.warm_pools:
         for kind, values in _values(settings.pool_launch_defaults(pool)).items():
             found[kind] |= values
+    found["instance_types"] |= {h.instance_type for h in settings.host_pools if h.instance_type}
+    found["subnets"] |= {subnet for h in settings.host_pools for subnet in h.subnets}
     return found
 
 

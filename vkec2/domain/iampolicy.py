@@ -11,11 +11,13 @@ roles, to EC2; ``s3:GetObject`` on the agent artifact's folder when ``bootstrap.
 set; RunInstances on the configured launch templates (by ID; any template when one is named by
 name, since its ARN carries only the ID), whose AMI must be one of the allowed images; with any
 Spot capacity type usable, RunInstances on Spot requests and the one-time creation of EC2 Spot's
-service-linked role. A kind whose allowlist holds ``"*"`` gets the whole account's resources of
-that kind (with the VPC condition where AWS supports one); a kind nobody names gets none (no key
-pair, no instance profile), except subnets and security groups, where EC2 then uses the VPC's
-default ones. Describe calls have no resource-level permissions in EC2, so they stay on ``*``.
-Account and VPC are not in the configuration: the caller passes them.
+service-linked role; with ``host_pools``, AllocateHosts tagged with the cluster and ReleaseHosts
+and RunInstances on the cluster's own hosts (``vkec2.io/cluster`` tag). A kind whose allowlist
+holds ``"*"`` gets the whole account's resources of that kind (with the VPC condition where AWS
+supports one); a kind nobody names gets none (no key pair, no instance profile), except subnets
+and security groups, where EC2 then uses the VPC's default ones. Describe calls have no
+resource-level permissions in EC2, so they stay on ``*``. Account and VPC are not in the
+configuration: the caller passes them.
 """
 
 from __future__ import annotations
@@ -174,6 +176,8 @@ def workers_policy(settings: Settings, inputs: PolicyInputs) -> dict[str, Any]:
                 "Condition": {"StringLike": {"iam:AWSServiceName": "spot.amazonaws.com"}},
             },
         ]
+    if settings.host_pools:
+        statements += _host_statements(settings.cluster_name, ec2)
     roles = inputs.roles or tuple(_profile_name(p) for p in profiles)
     if roles:
         statements.append(
@@ -197,3 +201,32 @@ def workers_policy(settings: Settings, inputs: PolicyInputs) -> dict[str, Any]:
             }
         )
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _host_statements(cluster: str, ec2: str) -> list[dict[str, Any]]:
+    """With ``host_pools``: allocate hosts tagged with the cluster, release and launch on its own hosts."""
+    own = {"StringEquals": {f"aws:ResourceTag/{TAG_CLUSTER}": cluster}}
+    return [
+        {"Sid": "DescribeHosts", "Effect": "Allow", "Action": "ec2:DescribeHosts", "Resource": "*"},
+        {
+            "Sid": "AllocateTaggedHosts",
+            "Effect": "Allow",
+            "Action": "ec2:AllocateHosts",
+            "Resource": f"{ec2}:dedicated-host/*",
+            "Condition": {"StringEquals": {f"aws:RequestTag/{TAG_CLUSTER}": cluster}},
+        },
+        {
+            "Sid": "TagAtAllocation",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": f"{ec2}:dedicated-host/*",
+            "Condition": {"StringEquals": {"ec2:CreateAction": "AllocateHosts"}},
+        },
+        {
+            "Sid": "ReleaseAndLaunchOnOwnHosts",
+            "Effect": "Allow",
+            "Action": ["ec2:ReleaseHosts", "ec2:RunInstances"],
+            "Resource": f"{ec2}:dedicated-host/*",
+            "Condition": own,
+        },
+    ]

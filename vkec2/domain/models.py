@@ -73,6 +73,8 @@ class PodRecord:
     grace_deadline: float = 0.0  # when the delete's grace period ends (TerminateApplication sent)
     next_task: str = ""
     capacity_since: float = 0.0  # when the pod began waiting for EC2 capacity (vkec2.fleet.capacity)
+    host_pool: str = ""  # the host pool of its Dedicated Host (vkec2.fleet.placement)
+    host_id: str = ""  # the Dedicated Host it holds a slot on
     conditions: list[dict[str, Any]] = field(default_factory=list)
     container_statuses: list[dict[str, Any]] = field(default_factory=list)
     health: dict[str, Any] = field(default_factory=dict)

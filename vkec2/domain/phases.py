@@ -163,6 +163,8 @@ LIFE_FIELDS: Final = (
     "released_at",
     "grace_deadline",
     "deletion_grace",
+    "host_pool",
+    "host_id",
 )
 
 

@@ -4,17 +4,19 @@ Workers call :func:`launch_params` with the settings and the pod (a Kubernetes P
 before claiming a warm-pool instance or sending RunInstances. The original provider's annotations
 ``compute.amazonaws.com/{image-id, instance-type, subnet-id, security-groups, instance-profile,
 key-pair, tags, warm-pool}`` are honoured, plus ``instance-types`` (the instance types to try, in
-order, when EC2 has no capacity) and ``volumes`` (extra EBS volumes, :mod:`vkec2.domain.launchopts`,
-which also builds the launch options every launch carries: IMDSv2, volumes, launch template); a
-named warm pool's parameters are the base, and with no pool and no launch-parameter annotation the
-default pool is used. The result is a frozen :class:`LaunchParams` whose
-:meth:`~LaunchParams.fingerprint` is stable across retries (the subnet is picked from the pod UID,
-lists are sorted), so the same pod always sends the same parameters with its ClientToken; it also
-carries the fallbacks a capacity error moves on to (the other subnets, from the picked one on, and
-the alternative instance types). Anything wrong with the pod raises
-:class:`~vkec2.errors.InvalidPodSpec` with reason ``InvalidAnnotation``, ``UnknownWarmPool``,
-``MissingImage`` or ``AnnotationNotAllowed`` (a value neither configured nor in the namespace's
-allowlist, :mod:`vkec2.domain.allowlist`); nothing is launched.
+order, when EC2 has no capacity), ``volumes`` (extra EBS volumes, :mod:`vkec2.domain.launchopts`,
+which also builds the launch options every launch carries: IMDSv2, volumes, launch template),
+``capacity-type`` (on-demand or Spot, :mod:`vkec2.domain.spot`) and ``host-pool`` (the Dedicated
+Hosts to launch on, see :mod:`vkec2.domain.hosts`; a Mac type needs one); a named warm pool's
+parameters are the base, and with no pool and no launch-parameter annotation the default pool is
+used. The result is a frozen :class:`LaunchParams` whose :meth:`~LaunchParams.fingerprint` is
+stable across retries (the subnet is picked from the pod UID, lists are sorted), so the same pod
+always sends the same parameters with its ClientToken; it also carries the fallbacks a capacity
+error moves on to (the other subnets, from the picked one on, and the alternative instance
+types). Anything wrong with the pod raises :class:`~vkec2.errors.InvalidPodSpec` with reason
+``InvalidAnnotation``, ``UnknownWarmPool``, ``MissingImage``, ``UnknownHostPool``,
+``HostPoolCannotFit``, ``HostPoolRequired`` or ``AnnotationNotAllowed`` (a value neither
+configured nor in the namespace's allowlist, :mod:`vkec2.domain.allowlist`); nothing is launched.
 The instance's UserData is decided here too (:func:`user_data_for`, also used for warm-pool
 launches): ``ec2.user_data`` as configured, else the agent installer rendered from
 ``agent/userdata``.
@@ -45,6 +47,7 @@ from vkec2.config import (
 from vkec2.contract import ANNOTATION_PREFIX, ON_DEMAND, VOLUMES_ANNOTATION
 from vkec2.domain.agents import AgentTrust
 from vkec2.domain.allowlist import DEFAULT_NAMESPACE, refuse_unlisted
+from vkec2.domain.hosts import host_pool_for, refuse_spot_on_hosts
 from vkec2.domain.launchopts import LaunchOptions, Volume, options_for, parse_volumes
 from vkec2.domain.spot import capacity_type_problem, choose_capacity_type
 from vkec2.errors import InvalidPodSpec
@@ -63,6 +66,7 @@ WARM_POOL = "warm-pool"
 INSTANCE_TYPES = "instance-types"
 VOLUMES = VOLUMES_ANNOTATION.removeprefix(ANNOTATION_PREFIX)
 CAPACITY_TYPE = "capacity-type"
+HOST_POOL = "host-pool"
 #: At most this many entries in the ``instance-types`` annotation.
 MAX_INSTANCE_TYPES = 10
 
@@ -78,6 +82,7 @@ LAUNCH_OVERRIDES = (
     KEY_PAIR,
     VOLUMES,
     CAPACITY_TYPE,
+    HOST_POOL,
 )
 #: Annotations (without the prefix) this module understands.
 ANNOTATIONS = (*LAUNCH_OVERRIDES, TAGS, WARM_POOL)
@@ -107,13 +112,17 @@ class LaunchParams:
     # on-demand, spot or spot-or-on-demand (vkec2.domain.spot); a candidate's is its one market
     capacity_type: str = ON_DEMAND
     spot_max_price: str | None = None  # a Spot launch's MaxPrice (None: the on-demand price)
+    host_pool: str = ""  # the host pool (host_pools) whose Dedicated Hosts the pod launches on
+    host_id: str = ""  # Placement.HostId: the host chosen for this launch (vkec2.fleet.hosts)
+    tenancy: str = ""  # Placement.Tenancy ("host" on a Dedicated Host)
+    host_resource_group_arn: str = ""  # Placement.HostResourceGroupArn, when the pool names one
 
     def fingerprint(self) -> str:
         """A stable 16-hex-digit hash of all parameters (the same pod spec always gives the same).
 
         Optional fields at their defaults (empty fallbacks, default launch options, on-demand, no
-        Spot price) are left out, so a pod without them hashes as it did
-        before they existed.
+        Spot price, no host placement) are left out, so a pod without them hashes as it did before
+        they existed.
         """
         optional: dict[str, Any] = {
             "fallback_types": (),
@@ -121,6 +130,10 @@ class LaunchParams:
             "launch": _DEFAULT_LAUNCH,
             "capacity_type": ON_DEMAND,
             "spot_max_price": None,
+            "host_pool": "",
+            "host_id": "",
+            "tenancy": "",
+            "host_resource_group_arn": "",
         }
         fields = {k: v for k, v in asdict(self).items() if k not in optional or v != optional[k]}
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
@@ -306,6 +319,8 @@ def _check_against_pool(pool: WarmPool, base: Ec2Defaults, ann: Mapping[str, str
         raise _invalid(VOLUMES, f"warm pool {pool.name!r} launches its instances without a pod's volumes")
     if CAPACITY_TYPE in ann and ann[CAPACITY_TYPE] != base.capacity_type:
         raise contradicts(CAPACITY_TYPE, "capacity type", base.capacity_type)
+    if HOST_POOL in ann and base.host_pool and ann[HOST_POOL] != base.host_pool:
+        raise contradicts(HOST_POOL, "host pool", base.host_pool)
 
 
 def user_data_for(settings: Settings, instance_type: str, trust: AgentTrust | None = None) -> str | None:
@@ -374,9 +389,16 @@ def launch_params(settings: Settings, pod: Mapping[str, Any], *, default_pool: b
             reason=REASON_MISSING_IMAGE,
         )
     instance_type, fallback_types = _instance_types(ann, base)
+    named = settings.host_pool(ann[HOST_POOL]) if HOST_POOL in ann else None
+    if named is not None and named.instance_type and not ({INSTANCE_TYPE, INSTANCE_TYPES} & set(ann)):
+        instance_type, fallback_types = named.instance_type, ()  # the pool's hosts decide the type
+    where = f"{ANNOTATION_PREFIX}{HOST_POOL}"
+    hosts = host_pool_for(settings.host_pools, ann.get(HOST_POOL), base.host_pool, instance_type, where)
     subnet_id, fallback_subnets = _subnets(ann, base, uid)
     configured = options_for(base).volumes
     extra: tuple[Volume, ...] = parse_volumes(ann[VOLUMES], configured) if VOLUMES in ann else ()
+    capacity_type = choose_capacity_type(ann.get(CAPACITY_TYPE), base.capacity_type)
+    refuse_spot_on_hosts(hosts.name if hosts is not None else "", capacity_type)
     refuse_unlisted(settings, _namespace(pod), ann)
     return LaunchParams(
         image_id=image_id,
@@ -388,9 +410,10 @@ def launch_params(settings: Settings, pod: Mapping[str, Any], *, default_pool: b
         user_data=user_data_for(settings, instance_type),
         tags=tuple(sorted(user_tags.items())),
         warm_pool=pool.name if pool is not None else None,
-        fallback_types=fallback_types,
-        fallback_subnets=fallback_subnets,
+        fallback_types=fallback_types if hosts is None else (),
+        fallback_subnets=fallback_subnets if hosts is None else (),
         launch=options_for(base, extra),
-        capacity_type=choose_capacity_type(ann.get(CAPACITY_TYPE), base.capacity_type),
+        capacity_type=capacity_type,
         spot_max_price=settings.ec2.spot_max_price,
+        host_pool=hosts.name if hosts is not None else "",
     )

@@ -7,7 +7,8 @@ default) and never ``DisableApiTermination=true``: with a launch template, which
 request says ``DisableApiTermination=false``, because the fleet must always be able to terminate
 what it launched. With a launch template only what the operator or the pod set is sent (an empty
 image or instance type means "the template's"), and what is sent overrides the template. A Spot
-launch carries its ``InstanceMarketOptions`` and the capacity-type tag (:mod:`vkec2.domain.spot`).
+launch carries its ``InstanceMarketOptions`` and the capacity-type tag (:mod:`vkec2.domain.spot`),
+and a launch on a Dedicated Host its ``Placement`` (:func:`placement`).
 """
 
 from __future__ import annotations
@@ -60,4 +61,18 @@ def run_instances_request(
     if params.user_data:
         kwargs["UserData"] = params.user_data
     kwargs.update(market_options(params.capacity_type, params.spot_max_price))
+    if placement(params):  # on a Dedicated Host (vkec2.fleet.placement chose it)
+        kwargs["Placement"] = placement(params)
     return kwargs
+
+
+def placement(params: LaunchParams) -> dict[str, str]:
+    """RunInstances' ``Placement`` for a launch on a Dedicated Host (empty for shared tenancy)."""
+    out: dict[str, str] = {}
+    if params.tenancy:
+        out["Tenancy"] = params.tenancy
+    if params.host_resource_group_arn:
+        out["HostResourceGroupArn"] = params.host_resource_group_arn
+    elif params.host_id:
+        out["HostId"] = params.host_id
+    return out

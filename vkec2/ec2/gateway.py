@@ -39,6 +39,7 @@ from vkec2.domain.launchopts import RootDevice, needs_root_device, root_device_o
 from vkec2.domain.podspec import LaunchParams
 from vkec2.domain.runinstances import run_instances_request
 from vkec2.ec2.accounting import THROTTLE_CODES, CallAccounting
+from vkec2.ec2.hosts import HostCalls
 from vkec2.errors import Ec2Error
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def _ec2_errors(action: str) -> Iterator[None]:
         raise Ec2Error(f"{action}: {exc}", retryable=True, reason="EC2Unreachable") from exc
 
 
-class Ec2Gateway:
+class Ec2Gateway(HostCalls):
     """EC2 operations of one cluster, with call accounting and an optional fleet-wide rate limiter."""
 
     def __init__(

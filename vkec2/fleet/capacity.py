@@ -30,7 +30,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from vkec2.config import Settings
 from vkec2.config.model import RUN_INSTANCES_PER_STEP
@@ -163,6 +163,25 @@ def settle_conditions(
     return settled
 
 
+class HostLaunch(Protocol):
+    """The launch on a Dedicated Host (:class:`vkec2.fleet.placement.HostPlacement`) of host-pool pods."""
+
+    def sent(self, rec: PodRecord) -> bool: ...
+
+    def waits(self, outcome: NoCapacity) -> bool: ...
+
+    def launch(
+        self,
+        lock: PodLock,
+        rec: PodRecord,
+        params: LaunchParams,
+        tags: Mapping[str, str],
+        intent: Callable[[str], None],
+    ) -> Instance | NoCapacity: ...
+
+    def verdict(self, rec: PodRecord, outcome: NoCapacity, at: float | None = None) -> Verdict: ...
+
+
 class CapacityLaunch:
     """Launches a pod's instance on the first candidate with capacity; remembers which had none."""
 
@@ -172,11 +191,13 @@ class CapacityLaunch:
         marks: OfferingMarks,
         ec2: Ec2,
         trust: Callable[[str], AgentTrust] | None = None,
+        hosts: HostLaunch | None = None,
     ) -> None:
         self.settings = settings
         self.marks = marks
         self.ec2 = ec2
         self.trust = trust  # a TLS fleet's bootstrap trust for the user data of a ClientToken
+        self.hosts = hosts  # pods of a host pool launch on its Dedicated Hosts (vkec2.fleet.placement)
 
     def _sent_params(self, cand: Candidate) -> LaunchParams:
         """The candidate's parameters with the user data of its ClientToken (same token, same data)."""
@@ -191,6 +212,8 @@ class CapacityLaunch:
 
     def sent(self, rec: PodRecord, params: LaunchParams) -> bool:
         """Whether a RunInstances of this attempt was sent: the record names one of its tokens."""
+        if params.host_pool and self.hosts is not None:
+            return self.hosts.sent(rec)
         if not rec.launch_token:
             return False
         return any(
@@ -213,6 +236,8 @@ class CapacityLaunch:
         record already names (``rec.launch_token``: a step stopped after sending it) goes first,
         so a re-sent RunInstances returns that launch's instance. Other EC2 errors propagate.
         """
+        if params.host_pool and self.hosts is not None:
+            return self.hosts.launch(lock, rec, params, tags, intent)
         cands = candidates(self.settings, params, rec.uid, rec.attempt, self._zones(params))
         cands.sort(key=lambda c: c.token != rec.launch_token)  # stable: the recorded one first
         regional = {_regional(c) for c in cands}
@@ -266,6 +291,8 @@ class CapacityLaunch:
 
     def verdict(self, rec: PodRecord, outcome: NoCapacity, at: float | None = None) -> Verdict:
         """Pending (wait, poll again) within the deadline; Failed with AWS's answer after it."""
+        if self.hosts is not None and self.hosts.waits(outcome):
+            return self.hosts.verdict(rec, outcome, at)
         at = now() if at is None else at
         waiting = rec.phase is Phase.PENDING and rec.reason in WAIT_REASONS and rec.capacity_since > 0
         since = rec.capacity_since if waiting else at

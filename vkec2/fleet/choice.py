@@ -35,6 +35,7 @@ from vkec2.contract import (
     SPOT,
 )
 from vkec2.domain.allowlist import DEFAULT_NAMESPACE
+from vkec2.domain.hosts import refuse_spot_on_hosts
 from vkec2.domain.instances import Instance, type_and_zone
 from vkec2.domain.placement import (
     INSTANCE_KEYS,
@@ -132,6 +133,7 @@ class InstanceChoice:
         if hinted is None or CAPACITY_TYPE_ANNOTATION in annotations or hinted == narrowed.capacity_type:
             return narrowed  # the annotation is stronger than the selector (vkec2.domain.spot)
         refuse_unlisted_values(self.settings, namespace, "capacity_types", LABEL_CAPACITY_TYPE, [hinted], sel)
+        refuse_spot_on_hosts(narrowed.host_pool, hinted)
         # A pool member was launched in the pool's market: a pod asking for another is launched cold.
         return replace(narrowed, capacity_type=hinted, warm_pool=None)
 

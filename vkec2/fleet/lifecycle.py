@@ -33,6 +33,7 @@ from vkec2.domain.models import Phase, PodRecord, StatusEvent, condition, now
 from vkec2.errors import AgentError, AgentRejected, AgentUnavailable, Ec2Error, InvalidPodSpec
 from vkec2.fleet.capacity import CapacityLaunch, NoCapacity, settle_conditions
 from vkec2.fleet.choice import InstanceChoice, placed, placement_note
+from vkec2.fleet.placement import HostPlacement
 from vkec2.fleet.rebuild import Rebuild
 from vkec2.fleet.teardown import RELEASED, Teardown, released_message
 from vkec2.fleet.update import InPlaceUpdate
@@ -64,7 +65,8 @@ class Lifecycle:
         self.ec2 = ec2
         self.agents = agents
         self.bootstrap = bootstrap  # (target, the launch's ClientToken): the agent to mTLS
-        self.capacity = CapacityLaunch(settings, store, ec2, trust)
+        hosts = HostPlacement(settings, store, ec2, trust)  # host-pool pods (vkec2.fleet.placement)
+        self.capacity = CapacityLaunch(settings, store, ec2, trust, hosts)
         self.choice = InstanceChoice(settings, ec2)  # the pod's selector and requests pick its type
         self.pod_instances = PodInstances(settings, ec2)
         self.teardown = Teardown(settings, self.pod_instances, agents, self._record)

@@ -2,8 +2,9 @@
 
 :meth:`QuotaRefresh.refresh` (the body of ``vkec2.maintenance.quotas``) reads the configured quota
 codes with Service Quotas ``GetServiceQuota`` (vCPU quotas such as L-1216C47A, On-Demand Standard
-instances, summed; optional dedicated-host quotas per instance family, e.g. for Mac instances, which
-run one per host) and the vCPUs and memory of the configured instance types with EC2
+instances, summed; dedicated-host quotas per instance family, e.g. for Mac instances, which
+run one per host: ``quotas.host_codes`` plus the known Mac code of every host pool's family, also
+stored for the host pools' allocations) and the vCPUs and memory of the configured instance types with EC2
 ``DescribeInstanceTypes``. For each type the quota allows ``n`` instances (hosts for a family with a
 host quota, else vCPU quota // the type's vCPUs); the node offers ``pods`` = the largest ``n``, and
 ``cpu``/``memory`` = the largest ``n`` x the type's vCPUs/memory, since one pod gets one instance.
@@ -24,6 +25,7 @@ import botocore.config
 import botocore.exceptions
 
 from vkec2.config import Settings
+from vkec2.config.hosts import host_quota_codes
 from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import Ec2Error
 from vkec2.store.redis_store import Store
@@ -84,7 +86,10 @@ class QuotaRefresh:
         configured = self.settings.quotas.instance_types
         if configured:
             return sorted(set(configured))
-        return sorted({self.settings.ec2.instance_type, *(p.instance_type for p in self.settings.warm_pools)})
+        hosted = (p.instance_type for p in self.settings.host_pools if p.instance_type)
+        return sorted(
+            {self.settings.ec2.instance_type, *(p.instance_type for p in self.settings.warm_pools), *hosted}
+        )
 
     def configured(self, reason: str) -> Capacity:
         node = self.settings.node
@@ -110,7 +115,9 @@ class QuotaRefresh:
     def from_quotas(self) -> Capacity:
         quotas = self.settings.quotas
         vcpus = sum(self._quota(code) for code in quotas.codes)
-        hosts = {family: self._quota(code) for family, code in quotas.host_codes.items()}
+        host_codes = host_quota_codes(self.settings.host_pools, quotas.host_codes)
+        hosts = {family: self._quota(code) for family, code in host_codes.items()}
+        self.store.put_host_quotas(hosts)  # the host pools' allocations stay within them (vkec2.fleet.hosts)
         types = self.instance_types()
         try:
             info = self.ec2.describe_instance_types(types)
@@ -132,7 +139,7 @@ class QuotaRefresh:
             parts.append(f"{name}: {count} x {type_vcpus} vCPU / {memory_mib} MiB")
             best = max(best, (count, count * type_vcpus, count * memory_mib))
         pods, cpu, memory = best
-        codes = ", ".join([*quotas.codes, *quotas.host_codes.values()])
+        codes = ", ".join([*quotas.codes, *host_codes.values()])
         return Capacity(
             cpu=str(cpu),
             memory=f"{memory}Mi",

@@ -6,7 +6,8 @@ the Redis mirror), the depth of each Celery queue (ready messages in kombu's Red
 lists included), the workers that answered a ping, and the EC2 calls and throttled answers made by
 the whole fleet since the previous line (deltas of the ``ec2:*`` counters, the previous totals kept
 in ``status:last``). The line is a single JSON object logged on the ``vkec2.status`` logger and kept
-in ``status:last`` for the CLI and tests.
+in ``status:last`` for the CLI and tests. The line also carries the Dedicated hosts of each host pool
+(``hosts``: by state, host-hours allocated, how long until an idle one may be released).
 """
 
 from __future__ import annotations
@@ -37,7 +38,11 @@ def _delta(now: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 
 def status_line(
-    store: Store, queues: Sequence[str], pools: dict[str, dict[str, int]], workers: Callable[[], int]
+    store: Store,
+    queues: Sequence[str],
+    pools: dict[str, dict[str, int]],
+    workers: Callable[[], int],
+    hosts: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compute, log and remember the status line; returns it as a dict."""
     phases = Counter(rec.phase.value for rec in store.records())
@@ -64,6 +69,7 @@ def status_line(
         "nodes": len(store.nodes()),
         "pods": dict(sorted(phases.items())),
         "warm_pools": pools,
+        "hosts": hosts or {},
         "queues": store.queue_depths(queues),
         "workers": online,
         "ec2_calls": call_delta,

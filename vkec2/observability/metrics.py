@@ -11,7 +11,8 @@ scrape shows the fleet's current pools whichever worker answers; so are the reme
 and beat liveness gauges (:class:`FleetSignalsCollector`). Counting is a few in-memory operations
 per event and needs no server; with Celery's prefork pool, set ``PROMETHEUS_MULTIPROC_DIR`` so the
 children's counts reach the parent's server (see docs/observability.md). The names follow the original
-provider's where one applies.
+provider's where one applies. The Dedicated-host gauge
+``vkec2_hosts{pool,state}`` (:class:`HostCollector`) is read from Redis the same way.
 """
 
 from __future__ import annotations
@@ -309,6 +310,31 @@ def watch_warm_pools(counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> N
             REGISTRY.register(_pool_collector)
             if _server is not None and _server.registry is not REGISTRY:
                 _server.registry.register(_pool_collector)
+
+
+class HostCollector(WarmPoolCollector):
+    """``vkec2_hosts{pool,state}``: Dedicated hosts by host pool and state, read at each scrape."""
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "vkec2_hosts",
+            "Dedicated hosts by host pool and state (available, occupied, scrubbing, unusable, released).",
+            labels=["pool", "state"],
+        )
+
+
+_host_collector: HostCollector | None = None
+
+
+def watch_hosts(counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
+    """Expose the host gauge of this process's fleet (once per process; later calls are no-ops)."""
+    global _host_collector
+    with _server_lock:
+        if _host_collector is None:
+            _host_collector = HostCollector(counts)
+            REGISTRY.register(_host_collector)
+            if _server is not None and _server.registry is not REGISTRY:
+                _server.registry.register(_host_collector)
 
 
 # -- fleet signals (the remediation breaker, beat liveness), read at scrape time ----------------

@@ -56,6 +56,27 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
   reconcile. Lifetime: permanent counter.
 - ``pool:{name}:reconcile`` (string): single-flight lock of one pool's reconcile. Owner: the warm-pool
   reconcile. Lifetime: TTL 120 s; deleted when the pass ends.
+- ``hosts:{pool}`` (hash): host ID -> JSON of a Dedicated Host of a host pool as EC2 last described it
+  (:class:`vkec2.domain.hosts.HostRecord` without its claims: zone, EC2 state, instances, allocation
+  time, scrubbing and idle times). Owner: the hosts pass (``vkec2.maintenance.hosts``) rebuilds it
+  from DescribeHosts and the cluster's host tags; a create step's allocation adds the host it
+  allocated and marks one that refused a launch. Lifetime: an entry goes when its host is released.
+- ``hosts:{pool}:claims`` (hash): host ID -> JSON ``{pod UID: claimed at}``: the pods holding a slot
+  on it (taken atomically with the host's choice, so two workers never put two pods on one Mac host).
+  Owner: the create step claims; the hosts pass drops the claims of pods whose instance is gone and
+  rebuilds them from the instances' pod tags. Lifetime: as its host's entry.
+- ``hosts:{pool}:slots`` (string): the host pool's allocation sequence (each allocation's ClientToken
+  and ``vkec2.io/host-slot`` tag). Owner: the allocation; raised to the highest tag seen after a loss.
+  Lifetime: permanent counter.
+- ``hosts:{pool}:intent`` (string): the sequence number of an AllocateHosts in flight; a step that
+  stopped after sending it re-sends the same ClientToken (EC2 answers the same host). Owner: the
+  allocation. Lifetime: deleted once the host is recorded.
+- ``hosts:{pool}:allocate`` (string): single-flight lock of one pool's allocation. Owner: the
+  allocation (create step or hosts pass). Lifetime: TTL 60 s; deleted when the allocation ends.
+- ``hosts:pass`` (string): single-flight lock of the hosts pass. Owner: the hosts pass. Lifetime: TTL
+  120 s; deleted when the pass ends.
+- ``hosts:quota`` (hash): instance family -> the account's Dedicated Host quota (Service Quotas
+  ``quotas.host_codes``). Owner: the quota refresh. Lifetime: overwritten by every refresh.
 - ``health:sweep`` (string): single-flight lock of the health sweep. Owner: the health sweep. Lifetime:
   TTL max(60 s, 3 sweep intervals); deleted when the pass ends.
 - ``unavailable:{instance_type}:{zone}`` (string): JSON ``{code, message, at}`` of the capacity error EC2
@@ -263,6 +284,29 @@ class Keys:
 
     def status_last(self) -> str:
         return f"{self.prefix}status:last"
+
+    # -- Dedicated hosts (vkec2.store.hosts) ------------------------------------------------------
+
+    def hosts(self, pool: str) -> str:
+        return f"{self.prefix}hosts:{pool}"
+
+    def host_claims(self, pool: str) -> str:
+        return f"{self.prefix}hosts:{pool}:claims"
+
+    def host_slots(self, pool: str) -> str:
+        return f"{self.prefix}hosts:{pool}:slots"
+
+    def host_intent(self, pool: str) -> str:
+        return f"{self.prefix}hosts:{pool}:intent"
+
+    def host_allocate_lock(self, pool: str) -> str:
+        return f"{self.prefix}hosts:{pool}:allocate"
+
+    def hosts_pass_lock(self) -> str:
+        return f"{self.prefix}hosts:pass"
+
+    def host_quota(self) -> str:
+        return f"{self.prefix}hosts:quota"
 
 
 def redbeat_key_prefix(cluster: str) -> str:

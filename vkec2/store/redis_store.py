@@ -12,6 +12,7 @@ and beat liveness (:mod:`vkec2.store.signals`), on a shared client, key schema
 (:mod:`vkec2.store.keys`) and set of Lua scripts (:mod:`vkec2.store.scripts`) from
 :mod:`vkec2.store.base`. Callers use its intent-named methods; ``tests/unit/test_house_redis.py``
 fails the build when code outside ``vkec2/store/`` touches the client or the keys.
+The Dedicated-host pools' part is :mod:`vkec2.store.hosts`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from vkec2.store.bookkeeping import Bookkeeping
 from vkec2.store.due import DueSteps
 from vkec2.store.ec2calls import Ec2Accounting
 from vkec2.store.epoch import Epochs
+from vkec2.store.hosts import HostStore
 from vkec2.store.offerings import UnavailableOfferings
 from vkec2.store.outbox import OutboxStreams
 from vkec2.store.pods import LOCK_TTL_MS, OUTBOX_MAXLEN, Lock, PodRecords
@@ -37,6 +39,7 @@ class Store(
     DueSteps,
     OutboxStreams,
     PoolMirrors,
+    HostStore,
     Ec2Accounting,
     Ec2Batches,
     UnavailableOfferings,

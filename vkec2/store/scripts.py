@@ -8,6 +8,7 @@ warm-pool claim, the guard a lock holder runs before each side effect, and the f
 Each constant documents its ``KEYS`` and ``ARGV`` and what it returns; :class:`Scripts` registers
 them all on one client (redis-py sends a script's body only when the server does not know its SHA
 yet). Only the store modules use them.
+The Dedicated-host slot claim, its release and the allocation in flight are here too.
 """
 
 from __future__ import annotations
@@ -185,6 +186,59 @@ redis.call('HDEL', KEYS[2], id)
 return {id, doc}
 """
 
+# KEYS: pool hosts hash, pool claims hash.  ARGV: uid, now.  -> the host ID claimed, or nil.
+# A slot on a Dedicated Host for one pod, chosen and taken in one step: the host the pod already
+# claims in this pool, else the oldest host EC2 shows available (and the fleet does not know to be
+# scrubbing) whose claims and instances leave a slot free. Two workers never take one Mac host.
+CLAIM_HOST = """
+local uid = ARGV[1]
+local held = redis.call('HGETALL', KEYS[2])
+for i = 1, #held, 2 do
+  if cjson.decode(held[i + 1])[uid] then return held[i] end
+end
+local hosts = redis.call('HGETALL', KEYS[1])
+local best, best_at = nil, nil
+for i = 1, #hosts, 2 do
+  local h = cjson.decode(hosts[i + 1])
+  if h.ec2_state == 'available' and (tonumber(h.scrubbing_since) or 0) == 0 then
+    local raw = redis.call('HGET', KEYS[2], hosts[i])
+    local n = 0
+    if raw then for _ in pairs(cjson.decode(raw)) do n = n + 1 end end
+    local used = math.max(n, #(h.instances or {}))
+    local at = tonumber(h.allocated_at) or 0
+    if used < (tonumber(h.slots) or 1) and (best == nil or at < best_at) then best, best_at = hosts[i], at end
+  end
+end
+if not best then return nil end
+local raw = redis.call('HGET', KEYS[2], best)
+local claims = raw and cjson.decode(raw) or {}
+claims[uid] = tonumber(ARGV[2])
+redis.call('HSET', KEYS[2], best, cjson.encode(claims))
+return best
+"""
+
+# KEYS: pool claims hash.  ARGV: host ID, uid.  -> 1 when the pod held a claim on the host.
+DROP_HOST_CLAIM = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local claims = cjson.decode(raw)
+if not claims[ARGV[2]] then return 0 end
+claims[ARGV[2]] = nil
+if next(claims) == nil then redis.call('HDEL', KEYS[1], ARGV[1])
+else redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(claims)) end
+return 1
+"""
+
+# KEYS: intent, slots.  -> the sequence number of the pool's allocation in flight, or a new one
+# (recorded as in flight): a step that stopped after AllocateHosts sends the same ClientToken again.
+HOST_INTENT = """
+local pending = redis.call('GET', KEYS[1])
+if pending then return tonumber(pending) end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], seq)
+return seq
+"""
+
 # KEYS: pod, pods, node_pods, lock, due, due_task.  ARGV: uid.
 FORGET = """
 redis.call('DEL', KEYS[1], KEYS[4])
@@ -254,6 +308,9 @@ class Scripts:
     postpone: Script
     claim_due: Script
     raise_to: Script
+    claim_host: Script
+    drop_host_claim: Script
+    host_intent: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:
@@ -273,4 +330,7 @@ class Scripts:
             postpone=client.register_script(POSTPONE),
             claim_due=client.register_script(CLAIM_DUE),
             raise_to=client.register_script(RAISE_TO),
+            claim_host=client.register_script(CLAIM_HOST),
+            drop_host_claim=client.register_script(DROP_HOST_CLAIM),
+            host_intent=client.register_script(HOST_INTENT),
         )

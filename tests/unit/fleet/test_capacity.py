@@ -93,14 +93,14 @@ def test_C24_alternative_instance_types_after_every_subnet(make_world: Callable[
 
 
 def test_C24_a_pool_lists_its_alternative_types(make_world: Callable[..., World]) -> None:
-    pools = [{"name": POOL, "instance_type": "mac2.metal", "instance_types": ["mac2-m2.metal"]}]
+    pools = [{"name": POOL, "instance_type": "c6i.metal", "instance_types": ["c7i.metal"]}]
     world = make_world(warm_pools=pools)
-    world.ec2.no_capacity[("mac2.metal", None)] = "InsufficientHostCapacity"
+    world.ec2.no_capacity[("c6i.metal", None)] = "InsufficientInstanceCapacity"
     world.seed(spec=pod(annotations={f"{ANN}warm-pool": POOL}))  # no Ready member: a cold launch
 
     world.step()
-    assert [t for t, _ in launches(world)] == ["mac2.metal", "mac2-m2.metal"]
-    assert world.rec.instance["InstanceType"] == "mac2-m2.metal"
+    assert [t for t, _ in launches(world)] == ["c6i.metal", "c7i.metal"]
+    assert world.rec.instance["InstanceType"] == "c7i.metal"
 
 
 def test_C24_a_marked_pair_is_skipped_without_asking_ec2(make_world: Callable[..., World]) -> None:
