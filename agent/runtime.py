@@ -3,6 +3,8 @@
 A runtime owns at most one pod (one pod per instance). The server never looks inside it: it
 launches, snapshots, waits for changes (watch streams), terminates, reads logs and starts exec
 sessions, and turns :class:`agent.model.AgentCallError` into gRPC status codes.
+:class:`WrappedRuntime` is the base of a runtime that wraps another and changes only what its
+snapshots show (the simulator's forced state, the Spot notice).
 """
 
 from __future__ import annotations
@@ -58,3 +60,42 @@ class Runtime(Protocol):
     def close(self) -> None:
         """Stop everything without grace (agent shutdown)."""
         ...
+
+
+class WrappedRuntime:
+    """A runtime that passes every call to ``inner`` and shows each snapshot through :meth:`_shown`."""
+
+    __slots__ = ("inner",)
+
+    def __init__(self, inner: Runtime) -> None:
+        self.inner = inner
+
+    def _shown(self, snap: PodSnapshot) -> PodSnapshot:
+        """The snapshot as this wrapper reports it (unchanged here)."""
+        return snap
+
+    def launch(self, pod_json: str) -> PodSnapshot:
+        return self._shown(self.inner.launch(pod_json))
+
+    def snapshot(self) -> PodSnapshot:
+        return self._shown(self.inner.snapshot())
+
+    def wait_for_change(self, version: int, timeout: float) -> None:
+        self.inner.wait_for_change(version, timeout)
+
+    def notify(self) -> None:
+        self.inner.notify()
+
+    def terminate(self, grace_seconds: float) -> PodSnapshot:
+        return self._shown(self.inner.terminate(grace_seconds))
+
+    def logs(
+        self, container: str, previous: bool, query: LogQuery, active: Callable[[], bool]
+    ) -> Iterator[bytes]:
+        return self.inner.logs(container, previous, query, active)
+
+    def exec(self, container: str, command: list[str], tty: bool, stdin: bool) -> ExecSession:
+        return self.inner.exec(container, command, tty, stdin)
+
+    def close(self) -> None:
+        self.inner.close()

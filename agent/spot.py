@@ -19,12 +19,11 @@ import logging
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 
-from agent.logs import LogQuery
 from agent.model import PodSnapshot, SpotNotice
-from agent.runtime import ExecSession, Runtime
+from agent.runtime import Runtime, WrappedRuntime
 
 log = logging.getLogger("vkec2.agent.spot")
 
@@ -138,42 +137,19 @@ class SpotWatch:
         self._stop.set()
 
 
-class NoticedRuntime:
+class NoticedRuntime(WrappedRuntime):
     """A runtime whose snapshots carry the watch's current Spot notice; all else goes to ``inner``."""
 
-    __slots__ = ("inner", "watch")
+    __slots__ = ("watch",)
 
     def __init__(self, inner: Runtime, watch: SpotWatch) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.watch = watch
         watch.on_change = inner.notify  # a new notice wakes the health watchers
 
     def _shown(self, snap: PodSnapshot) -> PodSnapshot:
         notice = self.watch.current()
         return snap if notice is None else replace(snap, spot_notice=notice)
-
-    def launch(self, pod_json: str) -> PodSnapshot:
-        return self._shown(self.inner.launch(pod_json))
-
-    def snapshot(self) -> PodSnapshot:
-        return self._shown(self.inner.snapshot())
-
-    def wait_for_change(self, version: int, timeout: float) -> None:
-        self.inner.wait_for_change(version, timeout)
-
-    def notify(self) -> None:
-        self.inner.notify()
-
-    def terminate(self, grace_seconds: float) -> PodSnapshot:
-        return self._shown(self.inner.terminate(grace_seconds))
-
-    def logs(
-        self, container: str, previous: bool, query: LogQuery, active: Callable[[], bool]
-    ) -> Iterator[bytes]:
-        return self.inner.logs(container, previous, query, active)
-
-    def exec(self, container: str, command: list[str], tty: bool, stdin: bool) -> ExecSession:
-        return self.inner.exec(container, command, tty, stdin)
 
     def close(self) -> None:
         self.watch.stop()

@@ -14,11 +14,9 @@ interceptor's part (:mod:`agent.sim.faults`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from agent.logs import LogQuery
 from agent.model import (
     ConditionTracker,
     PodSnapshot,
@@ -29,7 +27,7 @@ from agent.model import (
     Waiting,
     derive_conditions,
 )
-from agent.runtime import ExecSession, Runtime
+from agent.runtime import Runtime, WrappedRuntime
 from agent.sim.runtime import SimRuntime
 from agent.v1 import simulation_pb2
 
@@ -93,13 +91,13 @@ def forced_notice(kind: str) -> SpotNotice | None:
     return SpotNotice("interruption", kind, at)
 
 
-class ControlledRuntime:
+class ControlledRuntime(WrappedRuntime):
     """A runtime whose reports follow the forced state; everything else goes to the wrapped runtime."""
 
-    __slots__ = ("forced", "inner")
+    __slots__ = ("forced",)
 
     def __init__(self, inner: Runtime) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.forced = NOTHING_FORCED
 
     @property
@@ -135,30 +133,3 @@ class ControlledRuntime:
             seed=seed,
             spot_notice=f.spot_notice,
         )
-
-    # -- Runtime ---------------------------------------------------------------------------
-    def launch(self, pod_json: str) -> PodSnapshot:
-        return self._shown(self.inner.launch(pod_json))
-
-    def snapshot(self) -> PodSnapshot:
-        return self._shown(self.inner.snapshot())
-
-    def wait_for_change(self, version: int, timeout: float) -> None:
-        self.inner.wait_for_change(version, timeout)
-
-    def notify(self) -> None:
-        self.inner.notify()
-
-    def terminate(self, grace_seconds: float) -> PodSnapshot:
-        return self._shown(self.inner.terminate(grace_seconds))
-
-    def logs(
-        self, container: str, previous: bool, query: LogQuery, active: Callable[[], bool]
-    ) -> Iterator[bytes]:
-        return self.inner.logs(container, previous, query, active)
-
-    def exec(self, container: str, command: list[str], tty: bool, stdin: bool) -> ExecSession:
-        return self.inner.exec(container, command, tty, stdin)
-
-    def close(self) -> None:
-        self.inner.close()

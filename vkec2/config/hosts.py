@@ -19,12 +19,12 @@ from pydantic import Field, field_validator, model_validator
 
 from vkec2.config.launch import Ec2Defaults, WarmPool
 from vkec2.config.shapes import (
-    DNS_LABEL_RE,
     INSTANCE_FAMILY_RE,
     SUBNET_ID_RE,
     Section,
     check_ids,
     check_instance_type,
+    check_pool_name,
     tags_problem,
 )
 from vkec2.contract import ON_DEMAND
@@ -111,12 +111,7 @@ class HostPool(Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not DNS_LABEL_RE.fullmatch(value):
-            raise ValueError(
-                f"host pool name {value!r} is not a DNS label (lowercase letters, digits and '-', "
-                "at most 63 characters, starting and ending with a letter or digit)"
-            )
-        return value
+        return check_pool_name(value, "host pool")
 
     @field_validator("instance_type")
     @classmethod

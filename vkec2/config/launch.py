@@ -25,7 +25,6 @@ from vkec2.config.launchopts import (
     check_volumes,
 )
 from vkec2.config.shapes import (
-    DNS_LABEL_RE,
     SECURITY_GROUP_ID_RE,
     SUBNET_ID_RE,
     Section,
@@ -33,6 +32,7 @@ from vkec2.config.shapes import (
     check_image,
     check_instance_type,
     check_key_pair,
+    check_pool_name,
     check_profile,
     tags_problem,
 )
@@ -189,12 +189,7 @@ class WarmPool(_LaunchTarget):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not DNS_LABEL_RE.fullmatch(value):
-            raise ValueError(
-                f"pool name {value!r} is not a DNS label (lowercase letters, digits and '-', "
-                "at most 63 characters, starting and ending with a letter or digit)"
-            )
-        return value
+        return check_pool_name(value)
 
     def launch_defaults(self, ec2: Ec2Defaults) -> Ec2Defaults:
         """The EC2 parameters this pool's instances launch with: the pool's, unset ones from ``ec2``."""

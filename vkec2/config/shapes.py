@@ -85,6 +85,16 @@ def tags_problem(tags: Mapping[str, str]) -> str | None:
     return None
 
 
+def check_pool_name(value: str, what: str = "pool") -> str:
+    """A pool's name (warm pool, host pool) is a DNS label: it goes into tags, keys and metrics."""
+    if not DNS_LABEL_RE.fullmatch(value):
+        raise ValueError(
+            f"{what} name {value!r} is not a DNS label (lowercase letters, digits and '-', "
+            "at most 63 characters, starting and ending with a letter or digit)"
+        )
+    return value
+
+
 def check_image(value: str | None) -> str | None:
     """An AMI ID, or None."""
     if value is not None and not IMAGE_ID_RE.fullmatch(value):
