@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field, field_validator
 
@@ -46,16 +46,7 @@ Kind = Literal[
     "volume_types",
     "capacity_types",
 ]
-KINDS: tuple[Kind, ...] = (
-    "subnets",
-    "security_groups",
-    "key_pairs",
-    "images",
-    "instance_types",
-    "instance_profiles",
-    "volume_types",
-    "capacity_types",
-)
+KINDS: tuple[Kind, ...] = get_args(Kind)
 
 
 def _matches(pattern: re.Pattern[str]) -> Callable[[str], bool]:
