@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from vkec2.config import Settings
+from vkec2.config import Settings, load_config
 from vkec2.config.hosts import MAC_MINIMUM_ALLOCATION_SECONDS, HostPool
 from vkec2.contract import TAG_HOST_POOL
 from vkec2.domain.hosts import (
@@ -28,6 +29,8 @@ from vkec2.domain.podspec import launch_params
 from vkec2.errors import InvalidPodSpec
 
 DAY = 86400.0
+#: Agents over TLS, so loading says nothing about plaintext (tests/unit/test_config_transport.py).
+TLS_ENV = {"VKEC2_AGENT__TLS": json.dumps({"ca_cert_file": "/etc/vkec2/ca/ca.crt"})}
 MACS = {"name": "macs", "instance_type": "mac2.metal", "availability_zones": ["us-west-2a", "us-west-2b"]}
 
 
@@ -236,3 +239,18 @@ def test_the_waiting_message_names_every_host_and_the_max() -> None:
         and "h-2 scrubbing since 1970-01-01T00:00:40Z (takes up to 6600s)" in text
     )
     assert text.endswith("(2 of max 2 hosts allocated)")
+
+
+def test_a_mac_target_without_a_host_pool_is_warned_about_when_loading(tmp_path: Any) -> None:
+    config = tmp_path / "vkec2.yaml"
+    config.write_text(
+        "ec2: {instance_type: mac2.metal}\n"
+        "warm_pools: [{name: linux, instance_type: c5.large}, {name: builders, instance_type: mac1.metal}]\n"
+    )
+    warnings = [w for w in load_config(str(config), env=TLS_ENV).warnings if "Dedicated Host" in w]
+    assert [w.split(":")[0] for w in warnings] == ["ec2", "warm pool 'builders'"]
+    assert all("HostPoolRequired" in w for w in warnings)
+    config.write_text(
+        f"host_pools: [{json.dumps(MACS)}]\nec2: {{instance_type: mac2.metal, host_pool: macs}}\n"
+    )
+    assert not [w for w in load_config(str(config), env=TLS_ENV).warnings if "Dedicated Host" in w]

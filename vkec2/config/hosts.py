@@ -274,6 +274,20 @@ def check_host_pool_refs(pools: list[HostPool], ec2: Ec2Defaults, warm_pools: li
             raise ValueError(f"{where}: capacity_type {capacity_type} on host pool {name!r}: {ON_HOSTS_ONLY}")
 
 
+def macs_without_hosts(ec2: Ec2Defaults, warm_pools: list[WarmPool]) -> list[str]:
+    """Warnings for Mac launch targets with no host pool: AWS runs Mac instances only on Dedicated
+    Hosts, so their pods fail ``HostPoolRequired`` and their warm-pool members cannot launch."""
+    targets = [("ec2", ec2.instance_type, ec2.host_pool)]
+    targets += [(f"warm pool {w.name!r}", w.instance_type, w.host_pool or ec2.host_pool) for w in warm_pools]
+    return [
+        f"{where}: instance type {kind} runs only on a Dedicated Host but names no host_pool: its pods "
+        "fail with HostPoolRequired and its warm-pool members cannot launch on AWS (docs/configuration.md, "
+        "host_pools)"
+        for where, kind, host_pool in targets
+        if is_mac(kind) and host_pool is None
+    ]
+
+
 def host_quota_codes(pools: list[HostPool], configured: dict[str, str]) -> dict[str, str]:
     """Instance family -> the host quota code the quota refresh reads: ``quotas.host_codes``, plus
     the known Mac code of every host pool's family it does not name."""

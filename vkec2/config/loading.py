@@ -27,6 +27,7 @@ from pydantic_settings import EnvSettingsSource, SettingsError
 
 from vkec2.config.annotations import UNKNOWN, annotation_at, is_optional, is_structured, strip_optional
 from vkec2.config.errors import Collector, InvalidConfig, KeyPath, Origin, describe, kind, render
+from vkec2.config.hosts import macs_without_hosts
 from vkec2.config.legacy import from_legacy, is_legacy
 from vkec2.config.model import CONFIG_ENV, ENV_PREFIX, Settings
 from vkec2.config.transport import plaintext_agents_problem, plaintext_agents_warning
@@ -79,6 +80,7 @@ def load_config(
         out.errors.extend(describe(exc, source, out.origins))
     if settings is not None:
         _check_transport(settings, source, out)
+        out.warnings.extend(macs_without_hosts(settings.ec2, settings.warm_pools))
     if out.errors or settings is None:
         raise InvalidConfig(out.errors)
     for warning in out.warnings:
