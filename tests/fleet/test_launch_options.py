@@ -23,12 +23,17 @@ from vkec2.ec2.gateway import Ec2Gateway
 TAGS = {"Name": "launch-options"}
 
 
+#: A host pool for the Mac launches (AWS runs Mac instances only on Dedicated Hosts).
+MACS = {"name": "macs", "instance_type": "mac2.metal", "availability_zones": ["us-west-2a"]}
+
+
 def settings_for(proxy: Ec2Proxy, ec2: dict[str, Any]) -> Settings:
     return Settings.model_validate(
         {
             "cluster_name": f"lo-{uuid.uuid4().hex[:8]}",
             "aws": {"endpoint_url": proxy.url, "max_attempts": 1},
             "ec2": ec2,
+            "host_pools": [MACS],
             "allowlists": {"default": {"volume_types": ["gp3", "st1"], "instance_types": ["*"]}},
         }
     )
@@ -107,7 +112,9 @@ def test_a_pod_launch_carries_imdsv2_monitoring_and_its_volumes(ec2_proxy: Ec2Pr
 
 
 def test_a_mac_instance_gets_a_100_gib_root_volume(ec2_proxy: Ec2Proxy, moto: Any) -> None:
-    settings = settings_for(ec2_proxy, {"image_id": TEST_AMI, "instance_type": "mac2.metal"})
+    settings = settings_for(
+        ec2_proxy, {"image_id": TEST_AMI, "instance_type": "mac2.metal", "host_pool": "macs"}
+    )
     params = launch_params(settings, pod())
     instance = Ec2Gateway(settings).run_instance(params, TAGS, f"lo-{uuid.uuid4().hex}")
     assert last_run(ec2_proxy).param("BlockDeviceMapping.1.Ebs.VolumeSize") == "100"

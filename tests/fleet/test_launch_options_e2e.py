@@ -38,7 +38,14 @@ def test_every_run_instances_of_a_fleet_is_launched_cleanly(make_fleet: Make, ec
         aws_like=True,
         ec2={"root_volume": {"type": "gp3"}, "volumes": [{"device": "/dev/sdf", "size_gib": 10}]},
         warm_pools=[{"name": "warm", "desired_count": 2, "root_volume": {"size_gib": 50, "type": "gp3"}}],
-        allowlists={"default": {"instance_types": ["mac2.metal"], "volume_types": ["gp3"]}},
+        allowlists={"default": {"volume_types": ["gp3"]}},
+        host_pools=[
+            {
+                "name": "macs",
+                "instance_type": "mac2.metal",
+                "availability_zones": ["us-west-2a", "us-west-2b"],
+            }
+        ],
     )
     fleet.start_worker(concurrency=4)
     wait_until(
@@ -55,7 +62,7 @@ def test_every_run_instances_of_a_fleet_is_launched_cleanly(make_fleet: Make, ec
         "plain-1": {},
         "plain-2": {},  # the pool has two members: this one is cold-launched like the pool's
         "volumes": {VOLUMES_ANNOTATION: extra},
-        "mac": {"compute.amazonaws.com/instance-type": "mac2.metal"},
+        "mac": {"compute.amazonaws.com/host-pool": "macs"},  # the pool's type: mac2.metal
     }
     uids = {name: fleet.submit(example_pod(name, annotations=ann)) for name, ann in pods.items()}
     fleet.wait_phase(uids.values(), {Phase.RUNNING}, timeout=300)

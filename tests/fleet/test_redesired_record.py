@@ -38,6 +38,8 @@ def test_a_redesired_record_drops_exactly_the_life_fields(store: Store, final: P
         "running_at": 2.0,
         "launching_at": 3.0,
         "attempt": 2,
+        "host_pool": "macs",
+        "host_id": "h-0123456789abcdef0",
     }
     assert set(phases.LIFE_FIELDS) <= set(lived)
     with store.locked(uid) as lock:
