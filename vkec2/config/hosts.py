@@ -20,11 +20,10 @@ from pydantic import Field, field_validator, model_validator
 from vkec2.config.launch import Ec2Defaults, WarmPool
 from vkec2.config.shapes import (
     INSTANCE_FAMILY_RE,
-    SUBNET_ID_RE,
     Section,
-    check_ids,
     check_instance_type,
     check_pool_name,
+    check_subnets,
     tags_problem,
 )
 from vkec2.contract import ON_DEMAND
@@ -135,10 +134,7 @@ class HostPool(Section):
             raise ValueError("an Availability Zone is listed twice")
         return value
 
-    @field_validator("subnets")
-    @classmethod
-    def _subnets(cls, value: list[str]) -> list[str]:
-        return check_ids(value, SUBNET_ID_RE, "subnet ID like subnet-0123abcd")
+    _subnets = field_validator("subnets")(check_subnets)
 
     @field_validator("tags")
     @classmethod

@@ -26,7 +26,6 @@ from vkec2.config.launchopts import (
 )
 from vkec2.config.shapes import (
     SECURITY_GROUP_ID_RE,
-    SUBNET_ID_RE,
     Section,
     check_ids,
     check_image,
@@ -34,6 +33,7 @@ from vkec2.config.shapes import (
     check_key_pair,
     check_pool_name,
     check_profile,
+    check_subnets,
     tags_problem,
 )
 from vkec2.contract import CAPACITY_TYPES, ON_DEMAND
@@ -89,10 +89,7 @@ class _LaunchTarget(Section):
     _profile = field_validator("instance_profile")(check_profile)
     _key = field_validator("key_pair")(check_key_pair)
 
-    @field_validator("subnets")
-    @classmethod
-    def _subnets(cls, value: list[str]) -> list[str]:
-        return check_ids(value, SUBNET_ID_RE, "subnet ID like subnet-0123abcd")
+    _subnets = field_validator("subnets")(check_subnets)
 
     @field_validator("security_groups")
     @classmethod

@@ -85,6 +85,11 @@ def tags_problem(tags: Mapping[str, str]) -> str | None:
     return None
 
 
+def check_subnets(values: list[str]) -> list[str]:
+    """Subnet IDs (``ec2``, warm pools, host pools)."""
+    return check_ids(values, SUBNET_ID_RE, "subnet ID like subnet-0123abcd")
+
+
 def check_pool_name(value: str, what: str = "pool") -> str:
     """A pool's name (warm pool, host pool) is a DNS label: it goes into tags, keys and metrics."""
     if not DNS_LABEL_RE.fullmatch(value):

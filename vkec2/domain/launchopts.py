@@ -48,16 +48,7 @@ class Volume:
 
     @classmethod
     def of(cls, volume: EbsVolume) -> Volume:
-        return cls(
-            device=volume.device,
-            size_gib=volume.size_gib,
-            type=volume.type,
-            iops=volume.iops,
-            throughput=volume.throughput,
-            encrypted=volume.encrypted,
-            kms_key_id=volume.kms_key_id,
-            delete_on_termination=volume.delete_on_termination,
-        )
+        return cls(**volume.model_dump())
 
 
 @dataclass(frozen=True)
@@ -110,15 +101,7 @@ def options_for(target: Ec2Defaults, extra: tuple[Volume, ...] = ()) -> LaunchOp
     return LaunchOptions(
         http_tokens=target.metadata.http_tokens,
         hop_limit=target.metadata.hop_limit,
-        root=Root(
-            size_gib=root.size_gib,
-            type=root.type,
-            iops=root.iops,
-            throughput=root.throughput,
-            encrypted=root.encrypted,
-            kms_key_id=root.kms_key_id,
-            device_name=root.device_name,
-        ),
+        root=Root(**root.model_dump()),
         root_min_gib=tuple(sorted(target.root_volume_min_gib.items())),
         volumes=(*(Volume.of(v) for v in target.volumes or ()), *extra),
         monitoring=target.detailed_monitoring,

@@ -301,15 +301,20 @@ _pool_collector: WarmPoolCollector | None = None
 _server_lock = threading.Lock()
 
 
+def _register(collector: Collector) -> None:
+    """Serve ``collector`` from the default registry and, if it has its own, from the server's."""
+    REGISTRY.register(collector)
+    if _server is not None and _server.registry is not REGISTRY:
+        _server.registry.register(collector)
+
+
 def watch_warm_pools(counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
     """Expose the warm-pool gauge of this process's fleet (once per process; later calls are no-ops)."""
     global _pool_collector
     with _server_lock:
         if _pool_collector is None:
             _pool_collector = WarmPoolCollector(counts)
-            REGISTRY.register(_pool_collector)
-            if _server is not None and _server.registry is not REGISTRY:
-                _server.registry.register(_pool_collector)
+            _register(_pool_collector)
 
 
 class HostCollector(WarmPoolCollector):
@@ -332,9 +337,7 @@ def watch_hosts(counts: Callable[[], Mapping[str, Mapping[str, int]]]) -> None:
     with _server_lock:
         if _host_collector is None:
             _host_collector = HostCollector(counts)
-            REGISTRY.register(_host_collector)
-            if _server is not None and _server.registry is not REGISTRY:
-                _server.registry.register(_host_collector)
+            _register(_host_collector)
 
 
 # -- fleet signals (the remediation breaker, beat liveness), read at scrape time ----------------
@@ -393,9 +396,7 @@ def watch_fleet_signals(read: Callable[[], tuple[BreakerState, BeatLiveness]]) -
     with _server_lock:
         if _signals_collector is None:
             _signals_collector = FleetSignalsCollector(read)
-            REGISTRY.register(_signals_collector)
-            if _server is not None and _server.registry is not REGISTRY:
-                _server.registry.register(_signals_collector)
+            _register(_signals_collector)
 
 
 # -- the HTTP endpoint -------------------------------------------------------------------------
