@@ -200,6 +200,8 @@ class Producer:
         from producer.node import NodeConfig, NodeKeeper
         from producer.pods import PodSync, PodWatcher
         from producer.status import KubeStatusSink
+        from vkec2.contract import LABEL_ARCH
+        from vkec2.domain.citizen import mixed_arches
 
         opts, settings = self.opts, self.settings
         target = KubeTarget(
@@ -209,16 +211,22 @@ class Producer:
             host=opts.kube_host,
         )
         self.kube = Kube(build_api_client(target))
-        cfg = NodeConfig(
+        cfg = NodeConfig.of(
+            settings,
             name=self.node,
-            cluster=settings.cluster_name,
-            os=settings.node.os,
             kubelet_port=opts.kubelet_port or settings.node.kubelet_port,
             internal_ip=opts.node_ip or self.env.get("POD_IP", ""),
-            cpu=settings.node.cpu,
-            memory=settings.node.memory,
-            pods=settings.node.pods,
         )
+        mixed = mixed_arches(settings)
+        if mixed:
+            log.warning(
+                "node %s is labelled %s=%s but may launch %s of the other architecture: run one node "
+                "per architecture or set kubernetes.arch",
+                self.node,
+                LABEL_ARCH,
+                cfg.arch,
+                ", ".join(mixed),
+            )
         self.node_keeper = NodeKeeper(self.kube, cfg, opts.node_status_interval)
         self.deleter = Deleter(self.kube, self.store, opts.deletion_slack)
         link = FleetLink(self.store, self.app, self.node)
