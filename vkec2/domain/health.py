@@ -187,3 +187,22 @@ def with_conditions(conditions: list[dict[str, Any]], state: HealthState, at: fl
             flapping["lastTransitionTime"] = old.get("lastTransitionTime", flapping["lastTransitionTime"])
         out.append(flapping)
     return out
+
+
+def health_label(raw: dict[str, Any] | None, running: bool) -> str:
+    """What ``vkec2 pods`` shows for a pod's health record: Flapping, Unhealthy, Unknown (the last
+    check could not tell), Healthy, Checking (running, not checked yet), or "-" (not running)."""
+    if not running:
+        return "-"
+    state = HealthState.from_dict(raw)
+    if state.flapping:
+        return "Flapping"
+    if state.unhealthy:
+        return "Unhealthy"
+    if state.checks == 0:
+        return "Checking"
+    if state.last_result == Outcome.UNKNOWN.value:
+        return "Unknown"
+    if state.last_result == Outcome.FAILED.value:
+        return "Failing"
+    return "Healthy"
