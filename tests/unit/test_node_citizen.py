@@ -202,3 +202,9 @@ def test_health_label_shows_the_sweeps_view() -> None:
     assert health_label(unknown.to_dict(), running=True) == "Unknown"
     flapping = HealthState(flapping=True, unhealthy=True, checks=9, last_result="ok")
     assert health_label(flapping.to_dict(), running=True) == "Flapping"
+
+
+def test_an_allowlisted_instance_type_means_no_single_instance_type_label() -> None:
+    assert node_instance_type(settings(allowlists={"default": {"instance_types": ["g5.xlarge"]}})) == ""
+    assert node_instance_type(settings(allowlists={"namespaces": {"ci": {"instance_types": ["*"]}}})) == ""
+    assert node_instance_type(settings()) == "m5.large"

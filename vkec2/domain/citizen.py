@@ -7,7 +7,7 @@ from the type name (:func:`vkec2.config.citizen.arch_of`: Graviton and Apple-sil
 arm64); a fleet launching both gets the architecture of ``ec2.instance_type``, as a node label has
 one value (run one node per architecture, or state ``kubernetes.arch``).
 :func:`node_instance_type` is the ``node.kubernetes.io/instance-type`` when the node launches
-exactly one type. :func:`refuse_daemonset_pod` raises
+exactly one type (no allowlist lets a pod ask for another). :func:`refuse_daemonset_pod` raises
 :class:`~vkec2.errors.InvalidPodSpec` (``DaemonSetPodRefused``) for a pod a DaemonSet owns unless
 ``kubernetes.daemonset_pods`` is ``run``, so it fails the way an invalid spec does (row C1):
 Failed, a Warning event, nothing launched. :func:`eviction_after` is the shortest finite
@@ -21,17 +21,26 @@ from collections.abc import Mapping
 from typing import Any
 
 from vkec2.config import Settings
+from vkec2.config.allowlist import ANY
 from vkec2.config.citizen import arch_of
 from vkec2.contract import DAEMONSET_POD_REFUSED, TAINT_NOT_READY, TAINT_UNREACHABLE
 from vkec2.errors import InvalidPodSpec
 
 
+def _allowlisted_types(settings: Settings) -> list[str]:
+    """The instance types an allowlist lets pods ask for by annotation ("*" among them: any)."""
+    lists = [settings.allowlists.default, *settings.allowlists.namespaces.values()]
+    return [kind for allowlist in lists for kind in allowlist.instance_types or ()]
+
+
 def launch_types(settings: Settings) -> list[str]:
-    """Every instance type the node may launch, ``ec2.instance_type`` first, without repeats."""
+    """Every instance type the node may launch, ``ec2.instance_type`` first, without repeats: the
+    configured ones (``ec2``, warm pools, host pools) and the allowlisted ones."""
     types = [settings.ec2.instance_type, *settings.ec2.instance_types, *settings.ec2.instance_type_choices]
     for pool in settings.warm_pools:
         types += [pool.instance_type, *pool.instance_types]
     types += [h.instance_type for h in settings.host_pools if h.instance_type]
+    types += [kind for kind in _allowlisted_types(settings) if kind != ANY]
     return list(dict.fromkeys(types))
 
 
@@ -51,7 +60,7 @@ def mixed_arches(settings: Settings) -> list[str]:
 def node_instance_type(settings: Settings) -> str:
     """The node's ``node.kubernetes.io/instance-type`` when it launches one type only, else ""."""
     types = launch_types(settings)
-    return types[0] if len(types) == 1 else ""
+    return types[0] if len(types) == 1 and ANY not in _allowlisted_types(settings) else ""
 
 
 def daemonset_owner(pod: Mapping[str, Any]) -> str:
