@@ -183,8 +183,8 @@ class ManifestSource:
                 self._files[name] = (digest, known[1] if known else [])
                 continue
             log.info("manifest %s: %d pod(s)", name, len(pods))
-            for pod in pods if self.node_labels is not None else ():
-                mismatch = selector_mismatch(pod, self.node_labels)
+            for pod in pods:
+                mismatch = selector_mismatch(pod, self.node_labels) if self.node_labels is not None else {}
                 if mismatch:
                     log.warning(
                         "pod %s in %s: nodeSelector %s does not match this node's labels (a kubelet "

@@ -78,7 +78,8 @@ def test_capacity_prefers_the_quota_hash_and_allocatable_is_capacity() -> None:
         "pods": "10",
     }
     # Allocatable is capacity: the scheduler subtracts the pods bound to the node itself.
-    assert allocatable({"cpu": "8", "memory": "16Gi", "pods": "10"}) == {"cpu": "8", "memory": "16Gi", "pods": "10"}
+    cap = {"cpu": "8", "memory": "16Gi", "pods": "10"}
+    assert allocatable(cap) == cap
 
 
 def test_a_quota_refusal_is_a_node_condition_before_ready() -> None:

@@ -208,3 +208,37 @@ def test_an_allowlisted_instance_type_means_no_single_instance_type_label() -> N
     assert node_instance_type(settings(allowlists={"default": {"instance_types": ["g5.xlarge"]}})) == ""
     assert node_instance_type(settings(allowlists={"namespaces": {"ci": {"instance_types": ["*"]}}})) == ""
     assert node_instance_type(settings()) == "m5.large"
+
+
+def test_the_eviction_notice_warns_once_per_pod_with_a_finite_toleration() -> None:
+    from producer.kube import KubeError
+    from producer.notices import EvictionNotice
+
+    class FakeKube:
+        def __init__(self) -> None:
+            self.names: list[str] = []
+
+        def create_event(self, event: dict[str, Any]) -> dict[str, Any]:
+            if event["metadata"]["name"] in self.names:
+                raise KubeError(409, "AlreadyExists", "exists")
+            self.names.append(event["metadata"]["name"])
+            assert event["type"] == "Warning" and event["reason"] == "EvictedIfNodeNotReady"
+            assert "300s" in event["message"]
+            return event
+
+    kube = FakeKube()
+    notice = EvictionNotice(kube, "vk-0")  # type: ignore[arg-type]
+    toleration = {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "tolerationSeconds": 300}
+    pod = {
+        "metadata": {"name": "web", "namespace": "default", "uid": "u1"},
+        "spec": {"tolerations": [toleration]},
+    }
+    notice(pod)
+    notice(pod)  # a relist: the same event name, a conflict, no error
+    notice(
+        {
+            "metadata": {"name": "calm", "uid": "u2"},
+            "spec": {"tolerations": [{**toleration, "tolerationSeconds": None}]},
+        }
+    )
+    assert kube.names == ["web.eviction.u1"]
