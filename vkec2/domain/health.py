@@ -11,7 +11,7 @@ damped with hysteresis: it is reported once when it starts and once when the tra
 window fall to at most ``(flapping_count - 1) // 2``, and while it lasts the sweep reports no
 per-check changes. After a failure the next check of that pod backs off (the agent reconnect
 back-off) so a dead agent is not hammered. :func:`with_conditions` turns a state into the pod's
-Healthy and Flapping conditions.
+Healthy and Flapping conditions, and :func:`health_label` into what ``vkec2 pods`` shows.
 """
 
 from __future__ import annotations
