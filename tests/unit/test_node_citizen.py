@@ -198,6 +198,8 @@ def test_health_label_shows_the_sweeps_view() -> None:
     assert health_label(ok.to_dict(), running=True) == "Healthy"
     sick = HealthState(failures=3, last_ok=False, unhealthy=True, checks=3, last_result="failed")
     assert health_label(sick.to_dict(), running=True) == "Unhealthy"
+    failing = HealthState(failures=1, last_ok=False, checks=2, last_result="failed")  # below the threshold
+    assert health_label(failing.to_dict(), running=True) == "Failing"
     unknown = HealthState(unknowns=1, checks=1, last_result="unknown")
     assert health_label(unknown.to_dict(), running=True) == "Unknown"
     flapping = HealthState(flapping=True, unhealthy=True, checks=9, last_result="ok")

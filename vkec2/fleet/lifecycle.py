@@ -285,8 +285,10 @@ class Lifecycle:
         except InvalidPodSpec as exc:
             self._record(lock, rec, Phase.FAILED, reason=exc.reason, message=exc.message, warning=True)
             return None
-        if params.image_note and not any(c.get("type") == IMAGE_MAPPED for c in rec.conditions):
-            # An image the table does not map: said once per attempt; the pod runs on the default AMI.
+        told = any(c.get("type") == IMAGE_MAPPED for c in rec.conditions)
+        if params.image_note and not told and not rec.rebuilt:
+            # An image the table does not map: said once per attempt; the pod runs on the default AMI
+            # (never for a rebuilt record: its pod may be running, and must not look Pending again).
             unmapped = condition(IMAGE_MAPPED, False, UNMAPPED_IMAGE, params.image_note)
             note = f"{params.image_note}; launching {params.image_id or 'the launch template AMI'}"
             self._record(
