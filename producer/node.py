@@ -145,10 +145,6 @@ def taints(cfg: NodeConfig) -> list[dict[str, str]]:
     ]
 
 
-def taint() -> dict[str, str]:
-    return {"key": TAINT_KEY, "value": TAINT_VALUE, "effect": "NoSchedule"}
-
-
 def _managed(cfg: NodeConfig) -> str:
     """The node annotation that records what vkec2 set, for the next adoption."""
     record = {"labels": sorted(labels(cfg)), "taints": sorted([k, e] for k, _, e in cfg.taints)}
