@@ -297,7 +297,7 @@ def stats_route(
 ) -> tuple[bytes, str] | None:
     """The answer (body, content type) to a GET of ``/stats/summary``, ``/metrics/resource`` or
     ``/metrics``; ``None`` for any other path."""
-    path = [p for p in parts if p]
+    path = list(parts)
     if path == ["stats", "summary"]:
         body = summary(node, collector.scrape(), started)
         return json.dumps(body).encode(), "application/json"
