@@ -71,7 +71,7 @@ class StatsCollector:
         source: Callable[[], StatsSource],
         *,
         timeout: float = 3.0,
-        ttl: float = 10.0,
+        ttl: float = 5.0,
         workers: int = 32,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
