@@ -1,4 +1,4 @@
-"""GetStats: the /proc parsers on fixed text, a real container's process group over gRPC, the simulator's figures.
+"""GetStats: /proc parsers on fixed text, a real container's process group over gRPC, the simulator's figures.
 
 The process runtime's numbers come from the kernel, so the gRPC test only asserts what must hold: a
 busy container has burnt CPU time and holds resident memory, a second reading yields a rate, and
@@ -25,7 +25,8 @@ MEMINFO = (
     "MemTotal: 1000 kB\nMemFree: 400 kB\nMemAvailable: 700 kB\nInactive(file): 100 kB\nAnonPages: 250 kB\n"
 )
 NET_DEV = (
-    "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes ...\n"
+    "Inter-|   Receive |  Transmit\n"
+    " face |bytes packets errs drop fifo frame compressed multicast|bytes ...\n"
     "    lo: 999 9 0 0 0 0 0 0 999 9 0 0 0 0 0 0\n"
     "  eth0: 1000 10 1 0 0 0 0 0 2000 20 2 0 0 0 0 0\n"
 )

@@ -70,21 +70,28 @@ def from_summary(doc: dict[str, Any]) -> Scrape:
     return out
 
 
-def pod_usage(before: Scrape, after: Scrape) -> dict[PodKey, tuple[float, float]]:
-    """(CPU millicores, memory bytes) per pod present in both scrapes with all containers advancing."""
-    usage: dict[PodKey, tuple[float, float]] = {}
+def container_usage(before: Scrape, after: Scrape) -> dict[PodKey, dict[str, tuple[float, float]]]:
+    """(CPU millicores, memory bytes) per container of the pods whose containers all advanced."""
+    usage: dict[PodKey, dict[str, tuple[float, float]]] = {}
     for pod, containers in after.items():
         earlier = before.get(pod, {})
-        cores = memory = 0.0
+        rates: dict[str, tuple[float, float]] = {}
         for name, p in containers.items():
             q = earlier.get(name)
             if q is None or p.timestamp <= q.timestamp or p.cpu_seconds < q.cpu_seconds:
                 break
-            cores += (p.cpu_seconds - q.cpu_seconds) / (p.timestamp - q.timestamp)
-            memory += p.memory
+            rates[name] = ((p.cpu_seconds - q.cpu_seconds) / (p.timestamp - q.timestamp) * 1000, p.memory)
         else:
-            usage[pod] = (cores * 1000, memory)
+            usage[pod] = rates
     return usage
+
+
+def pod_usage(before: Scrape, after: Scrape) -> dict[PodKey, tuple[float, float]]:
+    """(CPU millicores, memory bytes) per pod: the sum over its containers, as ``kubectl top`` shows."""
+    return {
+        pod: (sum(c[0] for c in cs.values()), sum(c[1] for c in cs.values()))
+        for pod, cs in container_usage(before, after).items()
+    }
 
 
 def top_pods(usage: dict[PodKey, tuple[float, float]], namespace: str = "default") -> str:
