@@ -19,6 +19,8 @@ from agent.stats import ContainerUsage, CpuUsage, InstanceStats, MemoryUsage, st
 from agent.stats_linux import LinuxStats, parse_cpu, parse_memory, parse_net_dev, parse_pid_stat
 from tests.agent.conftest import InProcessAgent, pod, sh
 from tests.support.services import wait_until
+from vkec2.domain.agents import AgentTarget
+from vkec2.errors import AgentIdentityMismatch
 
 STAT = "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\nbtime 1700000000\n"
 MEMINFO = (
@@ -112,6 +114,8 @@ def test_process_runtime_measures_each_container_process_group(inproc_agent: InP
     assert first.time < stats.time
     a.client.terminate(a.target, 0)
     assert a.client.stats(a.target).containers == ()
+    with pytest.raises(AgentIdentityMismatch, match="instance ID mismatch"):  # like every lifecycle call
+        a.client.stats(AgentTarget(a.target.endpoint, "i-someone-else"))
 
 
 def test_simulated_stats_follow_annotations_and_the_clock() -> None:
