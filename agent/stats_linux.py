@@ -213,6 +213,9 @@ class LinuxStats:
                     ),
                 )
             )
+        with self._lock:  # forget the rates of container runs that are gone
+            live = {"node"} | {f"container/{name}/{pg}" for name, pg, _ in groups}
+            self._last = {k: v for k, v in self._last.items() if k in live}
         return InstanceStats(
             now,
             boot_time=boot,

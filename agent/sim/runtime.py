@@ -146,6 +146,7 @@ class SimRuntime:
     def launch(self, pod_json: str) -> PodSnapshot:
         pod = parse_pod(pod_json)
         outcome = self._defaults.with_annotations(dict(pod.annotations))
+        simulated_stats(dict(pod.annotations), (), None, 0.0)  # bad usage annotations: refused now
         with self._cond:
             if self._pod is not None:
                 if self._pod.uid == pod.uid:

@@ -8,12 +8,14 @@ from annotations and the clock exactly.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
 from agent.model import ContainerSnapshot, InvalidArgument, Running, Waiting
+from agent.sim.runtime import SimRuntime
 from agent.sim.stats import simulated_stats
 from agent.stats import ContainerUsage, CpuUsage, InstanceStats, MemoryUsage, stats_of_pb, stats_pb
 from agent.stats_linux import LinuxStats, parse_cpu, parse_memory, parse_net_dev, parse_pid_stat
@@ -128,3 +130,6 @@ def test_simulated_stats_follow_annotations_and_the_clock() -> None:
     assert stats.cpu.core_nanoseconds == 20_000_000 * 20 + 30_000_000 and stats.boot_time == 90.0
     with pytest.raises(InvalidArgument, match="cpu-millicores"):
         simulated_stats({"sim.vkec2.io/cpu-millicores": "lots"}, [running], 90.0, 110.0)
+    bad = pod(sh("main", "true"), annotations={"sim.vkec2.io/memory-bytes": "-1"})
+    with pytest.raises(InvalidArgument, match="memory-bytes must not be negative"):
+        SimRuntime().launch(json.dumps(bad))  # refused at launch, not at the first scrape
