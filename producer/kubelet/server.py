@@ -35,6 +35,7 @@ from producer.kubelet.wire import HttpError, agent_http_error, error_body
 from vkec2.agent_client.client import AgentClient
 from vkec2.ca import ClientTls
 from vkec2.config import AgentConnection
+from vkec2.config.kubelet_stats import KubeletStats
 from vkec2.domain.agents import AgentTarget
 from vkec2.domain.models import PodRecord
 from vkec2.errors import AgentError
@@ -56,8 +57,11 @@ class KubeletServer:
         address: str = "0.0.0.0",
         port: int = 10250,
         gate: Gate | None = None,
+        stats: KubeletStats | None = None,
     ) -> None:
-        """``gate`` decides who is served; the default serves anyone (tests, loopback-only standalone)."""
+        """``gate`` decides who is served; the default serves anyone (tests, loopback-only standalone).
+
+        ``stats`` times the fan-out of the stats endpoints (defaults: :class:`KubeletStats`)."""
         self.store = store
         self.gate = gate if gate is not None else Gate(None, AllowAuthenticated())
         self.node = node
@@ -73,7 +77,13 @@ class KubeletServer:
         self._thread: threading.Thread | None = None
         self.started = time.time()
         self._stats_client: AgentClient | None = None
-        self.stats = StatsCollector(lambda: self.store.records(self.node), self.stats_client)
+        timing = stats if stats is not None else KubeletStats()
+        self.stats = StatsCollector(
+            lambda: self.store.records(self.node),
+            self.stats_client,
+            timeout=timing.timeout_seconds,
+            ttl=timing.cache_seconds,
+        )
 
     def start(self) -> None:
         """Bind (``OSError`` if the port cannot be bound) and serve in a daemon thread."""

@@ -11,21 +11,27 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
 from agent.stats import ContainerUsage, CpuUsage, FsUsage, InstanceStats, InterfaceUsage, MemoryUsage
+from producer.kubelet import KubeletServer, serving_context
 from producer.kubelet.stats import PodUsage, Scrape, StatsCollector
 from producer.kubelet.summary import node_metrics, resource_metrics, summary
 from tests.k8s.kubelet_double import AccessRule
 from tests.support.kubelet_auth import APISERVER_USER, secured_kubelet
 from tests.support.metrics_client import from_resource_metrics, from_summary, pod_usage, top_pods
+from vkec2.config import AgentConnection, Settings
 from vkec2.domain.agents import AgentTarget
 from vkec2.domain.models import PodRecord
 from vkec2.domain.phases import Phase
 from vkec2.errors import AgentUnavailable
+from vkec2.store.redis_store import Store
 
 MI = 1024 * 1024
 T0 = 1_800_000_000.0
@@ -229,3 +235,16 @@ def test_stats_and_metrics_are_authorized_as_nodes_stats_and_nodes_metrics(
         k.apiserver.auth.rules.append(AccessRule(allow=True, user=APISERVER_USER, subresource="metrics"))
         status, body = k.api(k.ca).get("/metrics/resource")  # the API server's client certificate
         assert status == 200 and b"\nscrape_error 0.0\n" in body
+
+
+def test_the_fan_out_timing_comes_from_the_kubelet_stats_settings(redis_url: str) -> None:
+    settings = Settings.model_validate({"kubelet_stats": {"timeout_seconds": 1.5, "cache_seconds": 0}})
+    store = Store.from_url(redis_url, f"t-{uuid.uuid4().hex[:8]}")
+    server = KubeletServer(
+        store, "vk-0", AgentConnection(), serving_context("vk-0"), port=0, stats=settings.kubelet_stats
+    )
+    assert (server.stats.timeout, server.stats.ttl) == (1.5, 0)
+    store.close()
+    for bad in ({"timeout_seconds": 0}, {"cache_seconds": -1}, {"timeout_seconds": 61}, {"nope": 1}):
+        with pytest.raises(ValidationError, match="kubelet_stats"):
+            Settings.model_validate({"kubelet_stats": bad})

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from vkec2.config.agent_identity import AgentIdentityCheck
 from vkec2.config.allowlist import Allowlists
 from vkec2.config.hosts import HostPool, check_host_pool_refs, check_host_pools
+from vkec2.config.kubelet_stats import KubeletStats
 from vkec2.config.launch import Ec2Defaults, WarmPool, check_root_devices
 from vkec2.config.launchopts import MAC_BOOT_TIMEOUT_SECONDS, check_families, instance_family
 from vkec2.config.operations import (
@@ -270,6 +271,7 @@ class Settings(BaseSettings):
     bootstrap: BootstrapAgent = Field(default_factory=BootstrapAgent)
     health: HealthSettings = Field(default_factory=HealthSettings)
     node: NodeSettings = Field(default_factory=NodeSettings)
+    kubelet_stats: KubeletStats = Field(default_factory=KubeletStats)  # the kubelet API's stats fan-out
     celery: CelerySettings = Field(default_factory=CelerySettings)
     # What pods may ask for by annotation beyond the configured launch parameters (docs/security.md).
     allowlists: Allowlists = Field(default_factory=Allowlists)
