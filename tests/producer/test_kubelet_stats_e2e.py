@@ -86,7 +86,7 @@ def test_kubectl_top_from_the_kubelet_api_of_a_running_fleet(
     apiserver: FakeKubeApiServer,
     tmp_path: Path,
 ) -> None:
-    fleet = make_fleet()
+    fleet = make_fleet(kubelet_stats={"cache_seconds": 1})  # the setting reaches the producer
     fleet.start_worker(concurrency=2)
     for sub in ("stats", "metrics"):
         apiserver.auth.rules.append(AccessRule(allow=True, user=KUBELET_CLIENT, subresource=sub))
@@ -121,13 +121,13 @@ def test_kubectl_top_from_the_kubelet_api_of_a_running_fleet(
     first = scrape()
     assert set(first) == {("default", "web-0"), ("default", "worker")}
     assert set(first["default", "worker"]) == {"main", "sidecar"}
-    # The next scrape after the cache expired: newer timestamps on every container.
+    # A scrape 2 s later (the 1 s cache expired): newer timestamps on every container.
     stamp = first["default", "web-0"]["main"].timestamp
     latest: list[Scrape] = []
 
     def newer() -> bool:
         latest.append(scrape())
-        return latest[-1]["default", "web-0"]["main"].timestamp > stamp + 1
+        return latest[-1]["default", "web-0"]["main"].timestamp > stamp + 2
 
     wait_until(newer, 15, "a fresh scrape", interval=0.5)
     second = latest[-1]
