@@ -1,8 +1,8 @@
 """What the server asks of a runtime: the interface both the process and the simulated runtime offer.
 
 A runtime owns at most one pod (one pod per instance). The server never looks inside it: it
-launches, snapshots, waits for changes (watch streams), terminates, reads logs and starts exec
-sessions, and turns :class:`agent.model.AgentCallError` into gRPC status codes.
+launches, snapshots, waits for changes (watch streams), terminates, reads logs, starts exec
+sessions and reads resource usage, and turns :class:`agent.model.AgentCallError` into gRPC status codes.
 :class:`WrappedRuntime` is the base of a runtime that wraps another and changes only what its
 snapshots show (the simulator's forced state, the Spot notice).
 """
@@ -14,6 +14,7 @@ from typing import Protocol
 
 from agent.logs import LogQuery
 from agent.model import PodSnapshot
+from agent.stats import InstanceStats
 
 
 class ExecSession(Protocol):
@@ -61,6 +62,10 @@ class Runtime(Protocol):
         """Stop everything without grace (agent shutdown)."""
         ...
 
+    def stats(self) -> InstanceStats:
+        """Resource usage of the instance and the pod's running containers (``GetStats``)."""
+        ...
+
 
 class WrappedRuntime:
     """A runtime that passes every call to ``inner`` and shows each snapshot through :meth:`_shown`."""
@@ -99,3 +104,6 @@ class WrappedRuntime:
 
     def close(self) -> None:
         self.inner.close()
+
+    def stats(self) -> InstanceStats:
+        return self.inner.stats()

@@ -39,6 +39,8 @@ from agent.podspec import PodSpec, container_environment, parse_pod
 from agent.process_container import ProcessContainer
 from agent.process_exec import ProcessExec
 from agent.process_group import killpg
+from agent.stats import InstanceStats
+from agent.stats_linux import LinuxStats
 
 
 class ProcessRuntime:
@@ -78,6 +80,7 @@ class ProcessRuntime:
         self._execs: set[ProcessExec] = set()
         self._tracker = ConditionTracker()
         self._supervisor: threading.Thread | None = None
+        self._stats = LinuxStats()
 
     # -- helpers ---------------------------------------------------------------------------
     def changed(self) -> None:
@@ -301,6 +304,16 @@ class ProcessRuntime:
             if not session._exited.is_set():
                 self._execs.add(session)
             return session
+
+    def stats(self) -> InstanceStats:
+        """The instance and each running container's process group, read as :mod:`agent.stats_linux` says."""
+        with self.lock:
+            groups = [
+                (c.spec.name, c.proc.pid, c.state.started_at)
+                for c in self._all()
+                if isinstance(c.state, Running) and c.proc is not None
+            ]
+        return self._stats.read(self.log_dir if self.log_dir.exists() else None, groups)
 
     def close(self) -> None:
         """Agent shutdown: the workload cannot be adopted by a later agent, so it is stopped too."""

@@ -25,6 +25,7 @@ from agent.convert import status_pb
 from agent.host import Host, Instance
 from agent.logs import LogQuery
 from agent.model import AgentCallError
+from agent.stats import stats_pb
 from agent.v1 import agent_pb2
 from agent.v1 import agent_pb2_grpc as _agent_grpc
 
@@ -174,6 +175,10 @@ class LifecycleServicer(agent_pb2_grpc.ApplicationLifecycleServicer):  # type: i
             else:
                 yield agent_pb2.ExecResponse(stdout=data)
         yield agent_pb2.ExecResponse(exit_code=session.wait())
+
+    def GetStats(self, request: Any, context: grpc.ServicerContext) -> Any:
+        inst = self._enter(context)
+        return stats_pb(self._call(context, inst.runtime.stats))
 
 
 class BootstrapServicer(agent_pb2_grpc.AgentBootstrapServicer):  # type: ignore[misc,unused-ignore]

@@ -118,6 +118,7 @@ class Producer:
             address=address,
             port=opts.kubelet_port or self.settings.node.kubelet_port,
             gate=self._kubelet_gate(address),
+            stats=self.settings.kubelet_stats,
         )
         try:
             server.start()

@@ -38,6 +38,8 @@ from agent.model import (
 from agent.podspec import PodSpec, parse_pod
 from agent.sim.exec_session import SimExec
 from agent.sim.random_status import random_pod_status
+from agent.sim.stats import simulated_stats
+from agent.stats import InstanceStats
 
 ANNOTATION_PREFIX = "sim.vkec2.io/"
 SIM_BACKOFF_SECONDS = 1.0
@@ -144,6 +146,7 @@ class SimRuntime:
     def launch(self, pod_json: str) -> PodSnapshot:
         pod = parse_pod(pod_json)
         outcome = self._defaults.with_annotations(dict(pod.annotations))
+        simulated_stats(dict(pod.annotations), (), None, 0.0)  # bad usage annotations: refused now
         with self._cond:
             if self._pod is not None:
                 if self._pod.uid == pod.uid:
@@ -192,6 +195,15 @@ class SimRuntime:
 
     def close(self) -> None:
         pass
+
+    def stats(self) -> InstanceStats:
+        """Figures that follow from the timeline (:mod:`agent.sim.stats`)."""
+        with self._cond:
+            now = time.time()
+            if self._pod is None:
+                return simulated_stats({}, (), None, now)
+            snap = self._snapshot_locked(now)
+            return simulated_stats(dict(self._pod.annotations), snap.statuses, self._launched_at, now)
 
     # -- the timeline ----------------------------------------------------------------------
     def _container_states(self, now: float) -> tuple[list[ContainerSnapshot], list[ContainerSnapshot]]:

@@ -280,3 +280,95 @@ class LaunchAuthenticatedEndpointResponse(_message.Message):
     MODE_FIELD_NUMBER: _ClassVar[int]
     mode: str
     def __init__(self, mode: _Optional[str] = ...) -> None: ...
+
+class GetStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class InstanceStats(_message.Message):
+    __slots__ = ("time", "boot_time", "cpu", "memory", "root_fs", "pod_fs", "interfaces", "containers", "source")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    BOOT_TIME_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FS_FIELD_NUMBER: _ClassVar[int]
+    POD_FS_FIELD_NUMBER: _ClassVar[int]
+    INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    CONTAINERS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    time: _timestamp_pb2.Timestamp
+    boot_time: _timestamp_pb2.Timestamp
+    cpu: CpuUsage
+    memory: MemoryUsage
+    root_fs: FsUsage
+    pod_fs: FsUsage
+    interfaces: _containers.RepeatedCompositeFieldContainer[InterfaceUsage]
+    containers: _containers.RepeatedCompositeFieldContainer[ContainerUsage]
+    source: str
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., boot_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cpu: _Optional[_Union[CpuUsage, _Mapping]] = ..., memory: _Optional[_Union[MemoryUsage, _Mapping]] = ..., root_fs: _Optional[_Union[FsUsage, _Mapping]] = ..., pod_fs: _Optional[_Union[FsUsage, _Mapping]] = ..., interfaces: _Optional[_Iterable[_Union[InterfaceUsage, _Mapping]]] = ..., containers: _Optional[_Iterable[_Union[ContainerUsage, _Mapping]]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class CpuUsage(_message.Message):
+    __slots__ = ("usage_core_nano_seconds", "usage_nano_cores")
+    USAGE_CORE_NANO_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_NANO_CORES_FIELD_NUMBER: _ClassVar[int]
+    usage_core_nano_seconds: int
+    usage_nano_cores: int
+    def __init__(self, usage_core_nano_seconds: _Optional[int] = ..., usage_nano_cores: _Optional[int] = ...) -> None: ...
+
+class MemoryUsage(_message.Message):
+    __slots__ = ("working_set_bytes", "usage_bytes", "rss_bytes", "available_bytes", "page_faults", "major_page_faults")
+    WORKING_SET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FAULTS_FIELD_NUMBER: _ClassVar[int]
+    MAJOR_PAGE_FAULTS_FIELD_NUMBER: _ClassVar[int]
+    working_set_bytes: int
+    usage_bytes: int
+    rss_bytes: int
+    available_bytes: int
+    page_faults: int
+    major_page_faults: int
+    def __init__(self, working_set_bytes: _Optional[int] = ..., usage_bytes: _Optional[int] = ..., rss_bytes: _Optional[int] = ..., available_bytes: _Optional[int] = ..., page_faults: _Optional[int] = ..., major_page_faults: _Optional[int] = ...) -> None: ...
+
+class FsUsage(_message.Message):
+    __slots__ = ("path", "capacity_bytes", "used_bytes", "available_bytes", "inodes", "inodes_free")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    INODES_FIELD_NUMBER: _ClassVar[int]
+    INODES_FREE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    capacity_bytes: int
+    used_bytes: int
+    available_bytes: int
+    inodes: int
+    inodes_free: int
+    def __init__(self, path: _Optional[str] = ..., capacity_bytes: _Optional[int] = ..., used_bytes: _Optional[int] = ..., available_bytes: _Optional[int] = ..., inodes: _Optional[int] = ..., inodes_free: _Optional[int] = ...) -> None: ...
+
+class InterfaceUsage(_message.Message):
+    __slots__ = ("name", "rx_bytes", "tx_bytes", "rx_errors", "tx_errors")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RX_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    TX_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    rx_bytes: int
+    tx_bytes: int
+    rx_errors: int
+    tx_errors: int
+    def __init__(self, name: _Optional[str] = ..., rx_bytes: _Optional[int] = ..., tx_bytes: _Optional[int] = ..., rx_errors: _Optional[int] = ..., tx_errors: _Optional[int] = ...) -> None: ...
+
+class ContainerUsage(_message.Message):
+    __slots__ = ("name", "start_time", "cpu", "memory")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    CPU_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    start_time: _timestamp_pb2.Timestamp
+    cpu: CpuUsage
+    memory: MemoryUsage
+    def __init__(self, name: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cpu: _Optional[_Union[CpuUsage, _Mapping]] = ..., memory: _Optional[_Union[MemoryUsage, _Mapping]] = ...) -> None: ...

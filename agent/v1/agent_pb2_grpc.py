@@ -64,6 +64,11 @@ class ApplicationLifecycleStub:
                 request_serializer=agent_dot_v1_dot_agent__pb2.ExecRequest.SerializeToString,
                 response_deserializer=agent_dot_v1_dot_agent__pb2.ExecResponse.FromString,
                 _registered_method=True)
+        self.GetStats = channel.unary_unary(
+                '/vkec2.agent.v1.ApplicationLifecycle/GetStats',
+                request_serializer=agent_dot_v1_dot_agent__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=agent_dot_v1_dot_agent__pb2.InstanceStats.FromString,
+                _registered_method=True)
 
 
 class ApplicationLifecycleServicer:
@@ -113,6 +118,14 @@ class ApplicationLifecycleServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStats(self, request, context):
+        """Resource usage of the instance and its pod's containers, for the kubelet Summary API and
+        /metrics/resource. A figure the agent cannot measure here is absent (unset), never zero.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApplicationLifecycleServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +158,11 @@ def add_ApplicationLifecycleServicer_to_server(servicer, server):
                     servicer.Exec,
                     request_deserializer=agent_dot_v1_dot_agent__pb2.ExecRequest.FromString,
                     response_serializer=agent_dot_v1_dot_agent__pb2.ExecResponse.SerializeToString,
+            ),
+            'GetStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStats,
+                    request_deserializer=agent_dot_v1_dot_agent__pb2.GetStatsRequest.FromString,
+                    response_serializer=agent_dot_v1_dot_agent__pb2.InstanceStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +327,33 @@ class ApplicationLifecycle:
             '/vkec2.agent.v1.ApplicationLifecycle/Exec',
             agent_dot_v1_dot_agent__pb2.ExecRequest.SerializeToString,
             agent_dot_v1_dot_agent__pb2.ExecResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vkec2.agent.v1.ApplicationLifecycle/GetStats',
+            agent_dot_v1_dot_agent__pb2.GetStatsRequest.SerializeToString,
+            agent_dot_v1_dot_agent__pb2.InstanceStats.FromString,
             options,
             channel_credentials,
             insecure,

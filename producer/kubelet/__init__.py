@@ -6,7 +6,9 @@ agent on its instance as it arrives (:mod:`.logs`); ``/exec/{namespace}/{pod}[/{
 speaks the Kubernetes WebSocket remote-command protocol (``v5.channel.k8s.io``,
 ``v4.channel.k8s.io``; no SPDY) over :mod:`wsproto`, relaying to the agent's Exec stream
 (:mod:`.exec`); ``/healthz`` answers ``ok`` and ``/pods`` is a PodList of this node's pods built
-from the Redis records (:mod:`.pods`). :mod:`.wire` holds the HTTP helpers and :mod:`.duplex` the
+from the Redis records (:mod:`.pods`); ``/stats/summary``, ``/metrics/resource`` and ``/metrics``
+report resource usage from a cached fan-out to the node's agents (:mod:`.stats`, :mod:`.summary`).
+:mod:`.wire` holds the HTTP helpers and :mod:`.duplex` the
 one-thread full-duplex I/O of a streaming connection. This is the one place the producer reads
 from agents (design rule), through its own :class:`~vkec2.agent_client.AgentClient` per stream,
 whose channel is closed to cancel the agent call when the client disconnects.

@@ -4,7 +4,8 @@ Stdlib :mod:`http.server` (a :class:`~http.server.ThreadingHTTPServer`) behind :
 handshake runs in the connection's thread, so a slow client never blocks accepting others.
 Every request but ``/healthz`` first passes the server's :class:`~producer.kubelet.auth.Gate`
 (authentication, authorization, stream caps). :class:`KubeletHandler` routes ``/healthz``,
-``/pods``, ``/containerLogs`` (:mod:`.logs`) and ``/exec`` (:mod:`.exec`) and turns
+``/pods``, ``/containerLogs`` (:mod:`.logs`), ``/exec`` (:mod:`.exec`) and ``/stats/summary``,
+``/metrics/resource`` and ``/metrics`` (:mod:`.stats`, :mod:`.summary`) and turns
 :class:`~producer.kubelet.wire.HttpError` and agent errors into answers. :class:`KubeletServer`
 holds what the handlers share: the node's records, a fresh :class:`~vkec2.agent_client.AgentClient`
 per stream, the gate, and the open streams, which ``stop()`` ends.
@@ -18,6 +19,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -27,10 +29,13 @@ from producer.kubelet.duplex import Duplex
 from producer.kubelet.exec import serve_exec
 from producer.kubelet.logs import serve_logs
 from producer.kubelet.pods import agent_target, find_record, pod_list
+from producer.kubelet.stats import StatsCollector
+from producer.kubelet.summary import stats_route
 from producer.kubelet.wire import HttpError, agent_http_error, error_body
 from vkec2.agent_client.client import AgentClient
 from vkec2.ca import ClientTls
 from vkec2.config import AgentConnection
+from vkec2.config.kubelet_stats import KubeletStats
 from vkec2.domain.agents import AgentTarget
 from vkec2.domain.models import PodRecord
 from vkec2.errors import AgentError
@@ -52,8 +57,11 @@ class KubeletServer:
         address: str = "0.0.0.0",
         port: int = 10250,
         gate: Gate | None = None,
+        stats: KubeletStats | None = None,
     ) -> None:
-        """``gate`` decides who is served; the default serves anyone (tests, loopback-only standalone)."""
+        """``gate`` decides who is served; the default serves anyone (tests, loopback-only standalone).
+
+        ``stats`` times the fan-out of the stats endpoints (defaults: :class:`KubeletStats`)."""
         self.store = store
         self.gate = gate if gate is not None else Gate(None, AllowAuthenticated())
         self.node = node
@@ -67,6 +75,15 @@ class KubeletServer:
         self._streams: set[Duplex] = set()
         self._httpd: _Httpd | None = None
         self._thread: threading.Thread | None = None
+        self.started = time.time()
+        self._stats_client: AgentClient | None = None
+        timing = stats if stats is not None else KubeletStats()
+        self.stats = StatsCollector(
+            lambda: self.store.records(self.node),
+            self.stats_client,
+            timeout=timing.timeout_seconds,
+            ttl=timing.cache_seconds,
+        )
 
     def start(self) -> None:
         """Bind (``OSError`` if the port cannot be bound) and serve in a daemon thread."""
@@ -92,6 +109,11 @@ class KubeletServer:
         if self._thread is not None:
             self._thread.join(5)
         self._httpd = None
+        self.stats.close()
+        with self._lock:
+            client, self._stats_client = self._stats_client, None
+        if client is not None:
+            client.close()
 
     # -- helpers for the handlers ---------------------------------------------------------------
     def agent_client(self) -> AgentClient:
@@ -103,6 +125,19 @@ class KubeletServer:
                 self._client_tls_ready = True
             tls = self._client_tls
         return AgentClient(self.agent, tls)
+
+    def stats_client(self) -> AgentClient:
+        """The one client (channels kept per agent) the stats scrapes share."""
+        client = self._stats_client
+        if client is None:
+            client = self.agent_client()
+            with self._lock:
+                if self._stats_client is None:
+                    self._stats_client = client
+                else:
+                    client.close()
+                    client = self._stats_client
+        return client
 
     def track(self, duplex: Duplex, on: bool) -> None:
         """Register (``on``) or forget an open stream, so that ``stop()`` can end it."""
@@ -206,6 +241,16 @@ class KubeletHandler(BaseHTTPRequestHandler):
         elif parts[0] == "exec" and len(parts) in (4, 5) and all(parts):
             uid = parts[3] if len(parts) == 5 else None
             serve_exec(self, self.api, parts[1], parts[2], uid, parts[-1], query)
+        elif self.command == "GET" and (
+            found := stats_route(
+                parts,
+                self.api.node,
+                self.api.stats,
+                lambda: self.api.store.records(self.api.node),
+                self.api.started,
+            )
+        ):
+            self._send(200, *found)
         else:
             raise HttpError(404, "NotFound", "404 page not found")
 

@@ -65,6 +65,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.k8s.kubelet_double import AuthDouble
+from tests.k8s.metrics_api import MetricsApi
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]  # (resource, namespace or "", name)
@@ -732,6 +733,7 @@ class FakeKubeApiServer:
         self._thread: threading.Thread | None = None
         self._connections: set[Any] = set()
         self.auth = AuthDouble(self)
+        self.metrics = MetricsApi()  # metrics.k8s.io, as metrics-server serves it
         for ns in DEFAULT_NAMESPACES:
             self.create("namespaces", {"metadata": {"name": ns}})
 
@@ -1417,11 +1419,13 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and path in ("/healthz", "/livez", "/readyz"):
             self._send_text(200, "ok")
             return
-        if api.auth.handle(self, method, path, query, raw):
+        if api.auth.handle(self, method, path, query, raw) or api.metrics.handle(self, method, path):
             return
         if method == "GET":
             doc = _discovery(path, self.headers.get("Host", ""))
             if doc is not None:
+                if path == "/apis":
+                    doc["groups"].append(api.metrics.api_group())
                 self._send(200, doc)
                 return
         route = _route(path)

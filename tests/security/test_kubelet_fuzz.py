@@ -104,7 +104,8 @@ def _check(k: SecuredKubelet, verb: str, target: str, authorization: str | None)
     authorized = authorization == f"Bearer {ALLOWED}"
     assert b"Traceback" not in answer and b"Exception" not in answer
     if code == 200:
-        assert bare == "/healthz" or (authorized and bare in ("/pods", "/pods/")), target
+        stats = ("/stats/summary", "/metrics", "/metrics/resource")
+        assert bare == "/healthz" or (authorized and bare in ("/pods", "/pods/", *stats)), target
     else:
         assert 400 <= code < 500, (target, answer[:300])
         assert verb == "HEAD" or body.strip(), (target, answer[:300])  # a message says why

@@ -1,4 +1,4 @@
-"""The fleet's gRPC client for the agent on each instance (used by workers, and by the producer for logs).
+"""The fleet's gRPC client for the agent on each instance (workers; the producer for logs and stats).
 
 It calls the agent named by an :class:`~vkec2.domain.agents.AgentTarget` (whose endpoint
 :func:`~vkec2.domain.agents.resolve_endpoint` derives from the instance), keeps one lazily created
@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agent.stats import InstanceStats, stats_of_pb
 from agent.v1 import agent_pb2
 from agent.v1 import agent_pb2_grpc as _agent_grpc
 from vkec2.ca import ClientTls, agent_server_name
@@ -344,6 +345,11 @@ class AgentClient:
     def status(self, target: AgentTarget) -> AppStatus:
         resp = self._lifecycle(target, "CheckApplicationHealth", agent_pb2.CheckApplicationHealthRequest())
         return app_status(resp.status)
+
+    def stats(self, target: AgentTarget, timeout: float | None = None) -> InstanceStats:
+        """The instance's resource usage (``GetStats``); ``timeout`` shortens the call's deadline."""
+        extra = 0.0 if timeout is None else timeout - self._conn.call_timeout_seconds
+        return stats_of_pb(self._lifecycle(target, "GetStats", agent_pb2.GetStatsRequest(), extra))
 
     def terminate(self, target: AgentTarget, grace_seconds: int, *, wait: bool = True) -> None:
         """Stop the workload (SIGTERM, ``grace_seconds``, SIGKILL).

@@ -21,6 +21,7 @@ from vkec2.config.agent_identity import AgentIdentityCheck
 from vkec2.config.allowlist import Allowlists
 from vkec2.config.citizen import KubernetesSettings
 from vkec2.config.hosts import HostPool, check_host_pool_refs, check_host_pools
+from vkec2.config.kubelet_stats import KubeletStats
 from vkec2.config.launch import Ec2Defaults, WarmPool, check_root_devices
 from vkec2.config.launchopts import MAC_BOOT_TIMEOUT_SECONDS, check_families, instance_family
 from vkec2.config.operations import (
@@ -273,6 +274,7 @@ class Settings(BaseSettings):
     node: NodeSettings = Field(default_factory=NodeSettings)
     # The node as a Kubernetes citizen: labels, taints, DaemonSet pods, images -> AMIs (vkec2.config.citizen).
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    kubelet_stats: KubeletStats = Field(default_factory=KubeletStats)  # the kubelet API's stats fan-out
     celery: CelerySettings = Field(default_factory=CelerySettings)
     # What pods may ask for by annotation beyond the configured launch parameters (docs/security.md).
     allowlists: Allowlists = Field(default_factory=Allowlists)
