@@ -210,3 +210,13 @@ SPOT_NOTICE_CLEARED_REASON: Final = "InstanceReplaced"
 #: AllocateHosts errors that say "no host now" (a zone without host capacity, the host quota): the
 #: fleet tries the pool's next zone, or the pod waits for a host (:mod:`vkec2.fleet.hosts`).
 HOST_ALLOCATION_ERROR_CODES: Final = frozenset({"InsufficientHostCapacity", "HostLimitExceeded"})
+
+# -- probes ------------------------------------------------------------------------------------
+
+#: The agent's pod conditions the health sweep copies into a Running pod's record when they change.
+AGENT_POD_CONDITIONS: Final = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+#: The ``event_type`` of a status outbox entry that updates ``pods/status`` without recording an Event
+#: (a readiness change the kubelet would not announce).
+STATUS_ONLY_EVENT: Final = "StatusOnly"
+#: At most this many new agent events (probe Unhealthy, Killing) are forwarded per pod per sweep.
+MAX_FORWARDED_AGENT_EVENTS: Final = 10
