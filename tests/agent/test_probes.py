@@ -73,7 +73,9 @@ def test_liveness_failure_with_restart_policy_never_terminates(
     assert app["restartCount"] == 0 and app["state"]["terminated"]["exitCode"] == 143
 
 
-def test_readiness_flips_container_and_pod_ready_and_back(inproc_agent: InProcessAgent, tmp_path: Path) -> None:
+def test_readiness_flips_container_and_pod_ready_and_back(
+    inproc_agent: InProcessAgent, tmp_path: Path
+) -> None:
     a = inproc_agent
     port = free_port()
     (tmp_path / "ready").write_text("ok")
