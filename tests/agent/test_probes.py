@@ -1,4 +1,4 @@
-"""Probes on the real process runtime over gRPC: liveness restarts, readiness flips Ready, startup gates liveness.
+"""Probes on the real process runtime over gRPC: liveness restarts, readiness flips Ready, startup gates.
 
 Every probe here runs each second (``periodSeconds: 1``), so each test takes a few seconds; the
 workloads "hang" or recover when the test removes or creates a file their probe looks at.

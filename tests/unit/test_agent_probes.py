@@ -22,6 +22,7 @@ from agent.events import AGGREGATE_SECONDS, EventLog
 from agent.model import InvalidArgument
 from agent.podspec import ProbeSpec, parse_pod
 from agent.probes import ProbeState, run_handler
+from agent.sim.runtime import SimRuntime
 from tests.support.services import free_port
 
 
@@ -224,3 +225,14 @@ def test_grpc_handler_checks_the_named_service() -> None:
         assert not ok and "NOT_FOUND" in why
     finally:
         server.stop(0)
+
+
+def test_the_simulator_accepts_probes_and_treats_them_as_passing() -> None:
+    probes = {
+        "livenessProbe": {"httpGet": {"port": 8080}},
+        "readinessProbe": {"exec": {"command": ["false"]}},
+    }
+    snap = SimRuntime().launch(_pod(probes))
+    assert snap.phase == "Running" and snap.statuses[0].ready and snap.events == ()
+    with pytest.raises(InvalidArgument, match="livenessProbe must specify exactly one handler"):
+        SimRuntime().launch(_pod({"livenessProbe": {}}))  # refused as the process runtime refuses it

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.support.fakeagents import app_status
-from tests.unit.fleet.test_sweep import Sweeper, condition, sweeper  # noqa: F401 (fixture)
+from tests.unit.fleet.test_sweep import Sweeper, condition
+from tests.unit.fleet.world import World
 from vkec2.contract import HEALTHY, STATUS_ONLY_EVENT
+from vkec2.domain.agents import AppStatus
 from vkec2.domain.appsync import last_forwarded, merge_agent_conditions, status_sync
 from vkec2.domain.models import Phase
 
 
-def _status(ready: bool, events: list[dict[str, Any]] = ()) -> Any:  # type: ignore[assignment]
+@pytest.fixture
+def sweeper(world: World) -> Sweeper:
+    return Sweeper(world)
+
+
+def _status(ready: bool, events: list[dict[str, Any]] | None = None) -> AppStatus:
     status = "True" if ready else "False"
     st = app_status(
         "Running",
@@ -27,7 +36,7 @@ def _status(ready: bool, events: list[dict[str, Any]] = ()) -> Any:  # type: ign
             {"type": "Ready", "status": status, "lastTransitionTime": "t"},
         ],
     )
-    st.events.extend(events)
+    st.events.extend(events or [])
     return st
 
 
