@@ -161,6 +161,7 @@ class ContainerProbes:
         kill: Callable[[float | None], None],
         env: Mapping[str, str],
         cwd: str | None,
+        restarts: bool = True,
     ) -> None:
         self.name = name
         self.probes = probes
@@ -170,6 +171,7 @@ class ContainerProbes:
         self._kill = kill
         self.env = dict(env)
         self.cwd = cwd
+        self.restarts = restarts  # whether the restart policy restarts a killed run (the event says so)
         kinds = {p.kind for p in probes}
         self.started = "Startup" not in kinds
         self.has_readiness = "Readiness" in kinds
@@ -228,7 +230,8 @@ class ContainerProbes:
             self._changed()
             return False
         what = "liveness" if spec.kind == "Liveness" else "startup"
-        self._event("Normal", "Killing", f"Container {self.name} failed {what} probe, will be restarted")
+        restart = ", will be restarted" if self.restarts else ""
+        self._event("Normal", "Killing", f"Container {self.name} failed {what} probe{restart}")
         self._kill(spec.termination_grace)
         return False
 

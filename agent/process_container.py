@@ -221,6 +221,7 @@ class ProcessContainer:
             kill=lambda grace: self._probe_kill(run, grace),
             env=env,
             cwd=spec.working_dir,
+            restarts=self.rt.policy != "Never",
         )
         probes.start()
         return probes

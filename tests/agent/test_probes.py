@@ -69,8 +69,10 @@ def test_liveness_failure_with_restart_policy_never_terminates(
     container = sh("app", "exec sleep 600", livenessProbe=_exec_probe(tmp_path / "never", failureThreshold=1))
     a.client.launch(a.target, pod(container, restart_policy="Never"))
     wait_until(lambda: a.client.status(a.target).phase == "Failed", 15, "pod failed")
-    app = _container(a.client.status(a.target))
+    status = a.client.status(a.target)
+    app = _container(status)
     assert app["restartCount"] == 0 and app["state"]["terminated"]["exitCode"] == 143
+    assert [e["message"] for e in _events(status, "Killing")] == ["Container app failed liveness probe"]
 
 
 def test_readiness_flips_container_and_pod_ready_and_back(
