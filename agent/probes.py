@@ -158,10 +158,11 @@ class ContainerProbes:
         lock: threading.RLock,
         changed: Callable[[], None],
         event: Callable[[str, str, str], None],
-        kill: Callable[[float | None], None],
+        kill: Callable[[float | None, Callable[[], None]], None],
         env: Mapping[str, str],
         cwd: str | None,
         restarts: bool = True,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.name = name
         self.probes = probes
@@ -177,6 +178,7 @@ class ContainerProbes:
         self.has_readiness = "Readiness" in kinds
         self.readiness_ok = False
         self.stop = threading.Event()
+        self.pod_stopping = stopping or threading.Event()  # the pod is being terminated: probes end
         self.threads: list[threading.Thread] = []
 
     @property
@@ -200,7 +202,7 @@ class ContainerProbes:
         state = ProbeState(spec)
         if self.stop.wait(spec.initial_delay):
             return
-        while not self.stop.is_set():
+        while not self.stop.is_set() and not self.pod_stopping.is_set():
             with self.lock:
                 started = self.started
             if spec.kind == "Startup" and started:
@@ -213,7 +215,7 @@ class ContainerProbes:
     def _probe_once(self, spec: ProbeSpec, state: ProbeState) -> bool:
         """One probe and what follows from it; False when this probe is done for this run."""
         ok, output = run_handler(spec, self.env, self.cwd)
-        if self.stop.is_set():
+        if self.stop.is_set() or self.pod_stopping.is_set():
             return False
         if not ok:
             self._event("Warning", "Unhealthy", f"{spec.kind} probe failed: {output}")
@@ -231,8 +233,8 @@ class ContainerProbes:
             return False
         what = "liveness" if spec.kind == "Liveness" else "startup"
         restart = ", will be restarted" if self.restarts else ""
-        self._event("Normal", "Killing", f"Container {self.name} failed {what} probe{restart}")
-        self._kill(spec.termination_grace)
+        message = f"Container {self.name} failed {what} probe{restart}"
+        self._kill(spec.termination_grace, lambda: self._event("Normal", "Killing", message))
         return False
 
 

@@ -16,6 +16,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -218,16 +219,18 @@ class ProcessContainer:
             lock=self.rt.lock,
             changed=self.rt.changed,
             event=lambda type_, reason, message: self.rt.event(type_, reason, message, spec.name),
-            kill=lambda grace: self._probe_kill(run, grace),
+            kill=lambda grace, announce: self._probe_kill(run, grace, announce),
             env=env,
             cwd=spec.working_dir,
             restarts=self.rt.policy != "Never",
+            stopping=self.rt.stopping,
         )
         probes.start()
         return probes
 
-    def _probe_kill(self, run: int, grace: float | None) -> None:
-        """A liveness or startup probe failed: stop this run; the restart policy decides what follows."""
+    def _probe_kill(self, run: int, grace: float | None, announce: Callable[[], None]) -> None:
+        """A liveness or startup probe failed: stop this run (``announce`` first, the Killing event);
+        the restart policy decides what follows. Nothing when the run is over or the pod is stopping."""
         with self.rt.lock:
             proc, probes, pod = self.proc, self.probes, self.rt.pod
             if (
@@ -238,4 +241,5 @@ class ProcessContainer:
                 or self.rt.stopping.is_set()
             ):
                 return
+            announce()
         stop_process(proc.pid, pod.termination_grace if grace is None else grace, probes.stop)
