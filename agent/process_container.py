@@ -78,6 +78,7 @@ class ProcessContainer:
         self.prev_log: ContainerLog | None = None
         self.thread: threading.Thread | None = None
         self.probes: ContainerProbes | None = None
+        self.probe_killed = False  # this run was killed by its liveness or startup probe
 
     def snapshot(self) -> ContainerSnapshot:
         st = self.state
@@ -104,6 +105,8 @@ class ProcessContainer:
         policy = self.rt.policy
         if self.is_init:
             return exit_code != 0 and policy != "Never"
+        if self.probe_killed:  # as the kubelet: a probe's kill restarts unless the policy is Never
+            return policy != "Never"
         return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
 
     def run(self) -> bool:
@@ -144,6 +147,7 @@ class ProcessContainer:
             if self.starts:
                 self.restart_count += 1
             self.starts += 1
+            self.probe_killed = False
             if self.prev_log is not None:
                 self.prev_log.remove()
             self.prev_log = self.log
@@ -242,4 +246,5 @@ class ProcessContainer:
             ):
                 return
             announce()
+            self.probe_killed = True
         stop_process(proc.pid, pod.termination_grace if grace is None else grace, probes.stop)

@@ -75,6 +75,21 @@ def test_liveness_failure_with_restart_policy_never_terminates(
     assert [e["message"] for e in _events(status, "Killing")] == ["Container app failed liveness probe"]
 
 
+def test_a_probe_kill_restarts_under_on_failure_even_after_a_clean_exit(
+    inproc_agent: InProcessAgent, tmp_path: Path
+) -> None:
+    a = inproc_agent
+    script = "trap 'exit 0' TERM; while true; do sleep 0.1; done"  # exits 0 when told to stop
+    container = sh("app", script, livenessProbe=_exec_probe(tmp_path / "never", failureThreshold=1))
+    a.client.launch(a.target, pod(container, restart_policy="OnFailure"))
+
+    def restarted() -> bool:
+        return int(_container(a.client.status(a.target))["restartCount"]) >= 1
+
+    wait_until(restarted, 15, "restarted although it exited 0")
+    assert _container(a.client.status(a.target))["lastState"]["terminated"]["exitCode"] == 0
+
+
 def test_readiness_flips_container_and_pod_ready_and_back(
     inproc_agent: InProcessAgent, tmp_path: Path
 ) -> None:
