@@ -52,7 +52,7 @@ def write_status(lock: PodLock, rec: PodRecord, status: AppStatus | None) -> Non
         StatusEvent.of(
             rec,
             rec.phase,
-            reason=str(e.get("reason") or "Unhealthy"),
+            reason=str(e.get("reason") or ""),
             message=_message(e),
             warning=e.get("type") == "Warning",
         )
