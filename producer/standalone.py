@@ -11,6 +11,8 @@ pods. Like the pod watch, the first scan (and a rescan when Redis lost its data,
 node's reconcile at the Redis epoch. The same tasks and the same status outbox are used as in
 Kubernetes mode; status stays in the Redis records (shown by the CLI), and :class:`StandaloneSink`
 forgets a record once its pod was removed from the manifests and the fleet reports it Terminated.
+v1 ConfigMaps and Secrets in the directory are skipped with a log line (their data is not resolved
+here), and a pod whose ``nodeSelector`` the node's labels do not satisfy is logged as a warning.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 UID_NAMESPACE = uuid.UUID("5d0c4f3e-6f0b-4b8e-9a51-7a1f3c2e9b10")
 SUFFIXES = (".yaml", ".yml", ".json")
+#: Kinds a manifest directory may hold besides pods (their data is for pods, not resolved here).
+DATA_KINDS = ("ConfigMap", "Secret")
 
 
 class ManifestError(ValueError):
@@ -60,6 +64,15 @@ def parse_manifest(relpath: str, text: str, node: str) -> list[Obj]:
         if items is not None and not isinstance(items, list):
             raise ManifestError(f"{relpath} (document {index + 1}): items of a List must be a list")
         for item in items or []:
+            if _data_object(item):
+                log.info(
+                    "%s (document %d): %s %r skipped: standalone mode reads only Pods",
+                    relpath,
+                    index + 1,
+                    item.get("kind"),
+                    (item.get("metadata") or {}).get("name"),
+                )
+                continue
             pods.append(_pod(relpath, index, item, node))
     seen: set[tuple[str, str]] = set()
     for pod in pods:
@@ -68,6 +81,19 @@ def parse_manifest(relpath: str, text: str, node: str) -> list[Obj]:
             raise ManifestError(f"{relpath}: pod {key[0]}/{key[1]} is defined twice")
         seen.add(key)
     return pods
+
+
+def _data_object(doc: Any) -> bool:
+    """A v1 ConfigMap or Secret: data for pods, not a pod (skipped with a log line, not an error)."""
+    return isinstance(doc, dict) and doc.get("apiVersion", "v1") == "v1" and doc.get("kind") in DATA_KINDS
+
+
+def selector_mismatch(pod: Obj, labels: dict[str, str]) -> dict[str, str]:
+    """The entries of the pod's ``nodeSelector`` the node's ``labels`` do not satisfy ({} when all do)."""
+    selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+    if not isinstance(selector, dict):
+        return {}
+    return {str(k): str(v) for k, v in selector.items() if labels.get(str(k)) != str(v)}
 
 
 def _pod(relpath: str, index: int, doc: Any, node: str) -> Obj:
@@ -106,9 +132,15 @@ class ManifestSource:
     """Polls a directory and keeps the node's pods equal to what its manifests say."""
 
     def __init__(
-        self, directory: Path, link: FleetLink, interval: float = 1.0, epoch: EpochWatch | None = None
+        self,
+        directory: Path,
+        link: FleetLink,
+        interval: float = 1.0,
+        epoch: EpochWatch | None = None,
+        node_labels: dict[str, str] | None = None,
     ) -> None:
         self.directory = directory
+        self.node_labels = node_labels  # the labels the node would carry (producer.node.labels)
         self.link = link
         self.epoch = epoch
         self.interval = interval
@@ -151,6 +183,16 @@ class ManifestSource:
                 self._files[name] = (digest, known[1] if known else [])
                 continue
             log.info("manifest %s: %d pod(s)", name, len(pods))
+            for pod in pods:
+                mismatch = selector_mismatch(pod, self.node_labels) if self.node_labels is not None else {}
+                if mismatch:
+                    log.warning(
+                        "pod %s in %s: nodeSelector %s does not match this node's labels (a kubelet "
+                        "would refuse it); running it anyway",
+                        pod["metadata"]["name"],
+                        name,
+                        mismatch,
+                    )
             self._files[name] = (digest, pods)
             changed = True
         after = self.desired()

@@ -25,7 +25,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vkec2.config import Settings
-from vkec2.contract import AGENT_CONNECTED, INSTANCE_READY, POOL_CLAIMED, TAG_POOL_STATE
+from vkec2.contract import (
+    AGENT_CONNECTED,
+    IMAGE_MAPPED,
+    INSTANCE_READY,
+    POOL_CLAIMED,
+    TAG_POOL_STATE,
+    UNMAPPED_IMAGE,
+)
 from vkec2.domain import phases
 from vkec2.domain.agents import AgentTarget, AgentTrust, AppStatus, resolve_endpoint
 from vkec2.domain.instances import Instance
@@ -278,6 +285,21 @@ class Lifecycle:
         except InvalidPodSpec as exc:
             self._record(lock, rec, Phase.FAILED, reason=exc.reason, message=exc.message, warning=True)
             return None
+        told = any(c.get("type") == IMAGE_MAPPED for c in rec.conditions)
+        if params.image_note and not told and not rec.rebuilt:
+            # An image the table does not map: said once per attempt; the pod runs on the default AMI
+            # (never for a rebuilt record: its pod may be running, and must not look Pending again).
+            unmapped = condition(IMAGE_MAPPED, False, UNMAPPED_IMAGE, params.image_note)
+            note = f"{params.image_note}; launching {params.image_id or 'the launch template AMI'}"
+            self._record(
+                lock,
+                rec,
+                Phase.PENDING,
+                reason=UNMAPPED_IMAGE,
+                message=note,
+                warning=True,
+                extra_conditions=[unmapped],
+            )
         if rec.rebuilt:  # row C27 (vkec2.fleet.rebuild): re-created after Redis lost its data
             rebuilt = self.rebuild.step(lock, rec)
             if rebuilt.settled:
