@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from agent.events import AgentEvent
 from agent.model import ContainerSnapshot, PodSnapshot, Running, SpotNotice, State, Waiting
 from agent.v1 import agent_pb2
 
@@ -80,6 +81,7 @@ def status_pb(s: PodSnapshot) -> agent_pb2.PodStatus:
         pod_uid=s.pod_uid,
         version=s.version,
         spot_notice=spot_notice_pb(s.spot_notice),
+        events=[event_pb(e) for e in s.events],
     )
 
 
@@ -87,3 +89,16 @@ def spot_notice_pb(notice: SpotNotice | None) -> agent_pb2.SpotNotice | None:
     if notice is None:
         return None
     return agent_pb2.SpotNotice(kind=notice.kind, action=notice.action, time=notice.time)
+
+
+def event_pb(e: AgentEvent) -> agent_pb2.PodEvent:
+    return agent_pb2.PodEvent(
+        seq=e.seq,
+        type=e.type,
+        reason=e.reason,
+        message=e.message,
+        container=e.container,
+        count=e.count,
+        first_timestamp=_ts(e.first),
+        last_timestamp=_ts(e.last),
+    )

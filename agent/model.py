@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent.events import AgentEvent
+
 
 class AgentCallError(Exception):
     """A request the agent refuses; ``code`` names the gRPC status code the server answers with."""
@@ -112,6 +114,7 @@ class PodSnapshot:
     pod_uid: str = ""
     version: int = 0
     spot_notice: SpotNotice | None = None
+    events: tuple[AgentEvent, ...] = ()
 
     def signature(self) -> tuple[Any, ...]:
         """Everything but the version and transition times: equal signatures mean 'no change'."""
@@ -125,7 +128,7 @@ class PodSnapshot:
             self.message,
             self.pod_uid,
         )
-        return (*fields, self.spot_notice)
+        return (*fields, self.spot_notice, self.events)
 
     def container(self, name: str) -> ContainerSnapshot | None:
         for c in (*self.statuses, *self.init_statuses):

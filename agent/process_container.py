@@ -4,7 +4,8 @@ A :class:`ProcessContainer` starts its command as a child process in its own ses
 group, with the spec's environment (``$(VAR)`` expansion, ``fieldRef``) and working directory, and
 pumps its stdout and stderr into a size-bounded log, one file per start. Its ``run`` (the thread of
 an app container, or the pod's supervisor for init containers) applies the restart policy with
-exponential back-off (``CrashLoopBackOff``), reset after a long enough run. All of its state is
+exponential back-off (``CrashLoopBackOff``), reset after a long enough run. Each run gets its
+probes (:mod:`agent.probes`), which decide ``started`` and ``ready`` and may kill the run. All of its state is
 guarded by its owner's lock (:class:`ContainerOwner`, the process runtime), and every change is
 signalled through it.
 """
@@ -15,6 +16,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +30,7 @@ from agent.model import (
     terminated_reason,
 )
 from agent.podspec import ContainerSpec, PodSpec, container_environment, expand_vars
+from agent.probes import ContainerProbes, stop_process
 from agent.process_group import exit_code_of, reap
 
 
@@ -54,6 +57,10 @@ class ContainerOwner(Protocol):
         """The environment every container of ``pod`` starts with."""
         ...
 
+    def event(self, type_: str, reason: str, message: str, container: str) -> None:
+        """Record an event about the pod (a probe's ``Unhealthy``, ``Killing``)."""
+        ...
+
 
 class ProcessContainer:
     """One container of the pod: its spec, its truthful status and its current process."""
@@ -70,6 +77,8 @@ class ProcessContainer:
         self.log: ContainerLog | None = None
         self.prev_log: ContainerLog | None = None
         self.thread: threading.Thread | None = None
+        self.probes: ContainerProbes | None = None
+        self.probe_killed = False  # this run was killed by its liveness or startup probe
 
     def snapshot(self) -> ContainerSnapshot:
         st = self.state
@@ -77,6 +86,9 @@ class ProcessContainer:
             ready = isinstance(st, Terminated) and st.exit_code == 0
         else:
             ready = isinstance(st, Running) and not self.rt.stopping.is_set()
+        probes = self.probes if isinstance(st, Running) else None
+        started = isinstance(st, Running) and (probes is None or probes.started)
+        ready = ready and (probes is None or probes.ready)
         pid = self.proc.pid if self.proc is not None else None
         return ContainerSnapshot(
             name=self.spec.name,
@@ -85,7 +97,7 @@ class ProcessContainer:
             last_state=self.last_state,
             restart_count=self.restart_count,
             ready=ready,
-            started=isinstance(st, Running),
+            started=started,
             container_id=f"process://{pid}" if pid else "",
         )
 
@@ -93,6 +105,8 @@ class ProcessContainer:
         policy = self.rt.policy
         if self.is_init:
             return exit_code != 0 and policy != "Never"
+        if self.probe_killed:  # as the kubelet: a probe's kill restarts unless the policy is Never
+            return policy != "Never"
         return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
 
     def run(self) -> bool:
@@ -133,6 +147,7 @@ class ProcessContainer:
             if self.starts:
                 self.restart_count += 1
             self.starts += 1
+            self.probe_killed = False
             if self.prev_log is not None:
                 self.prev_log.remove()
             self.prev_log = self.log
@@ -169,6 +184,7 @@ class ProcessContainer:
             if isinstance(self.state, Terminated):
                 self.last_state = self.state
             self.state = Running(started)
+            self.probes = self._probes(env)
             rt.changed()
         assert proc.stdout is not None and proc.stderr is not None
         pumps = [
@@ -180,6 +196,8 @@ class ProcessContainer:
         for p in pumps:
             p.start()
         rc = reap(proc)
+        if self.probes is not None:
+            self.probes.close()
         for p in pumps:
             p.join(2.0)
         log.finish()
@@ -191,3 +209,42 @@ class ProcessContainer:
             self.proc = None
             rt.changed()
         return code, started
+
+    def _probes(self, env: dict[str, str]) -> ContainerProbes | None:
+        """This run's probes, started (under the owner's lock); None when the container has none."""
+        spec = self.spec
+        specs = tuple(p for p in (spec.startup, spec.liveness, spec.readiness) if p is not None)
+        if not specs:
+            return None
+        run = self.starts
+        probes = ContainerProbes(
+            spec.name,
+            specs,
+            lock=self.rt.lock,
+            changed=self.rt.changed,
+            event=lambda type_, reason, message: self.rt.event(type_, reason, message, spec.name),
+            kill=lambda grace, announce: self._probe_kill(run, grace, announce),
+            env=env,
+            cwd=spec.working_dir,
+            restarts=self.rt.policy != "Never",
+            stopping=self.rt.stopping,
+        )
+        probes.start()
+        return probes
+
+    def _probe_kill(self, run: int, grace: float | None, announce: Callable[[], None]) -> None:
+        """A liveness or startup probe failed: stop this run (``announce`` first, the Killing event);
+        the restart policy decides what follows. Nothing when the run is over or the pod is stopping."""
+        with self.rt.lock:
+            proc, probes, pod = self.proc, self.probes, self.rt.pod
+            if (
+                proc is None
+                or probes is None
+                or pod is None
+                or self.starts != run
+                or self.rt.stopping.is_set()
+            ):
+                return
+            announce()
+            self.probe_killed = True
+        stop_process(proc.pid, pod.termination_grace if grace is None else grace, probes.stop)

@@ -3,12 +3,13 @@
 Images are not pulled: ``image`` is only reported back in the status; ``command`` + ``args`` name
 the program (see docs/agent.md). Every container start is a child process in its own session and
 process group, with the spec's ``env`` (literal values, ``$(VAR)`` expansion and ``fieldRef``) and
-``workingDir``, its stdout/stderr pumped into a size-bounded log. Init containers run in order;
-then every app container gets a supervising thread that applies the restart policy with
-exponential back-off (reason ``CrashLoopBackOff``). When a container's main process exits, what is
-left of its process group is killed, like a container whose PID 1 exits. Terminate sends SIGTERM to
-every group, waits the grace period, then SIGKILLs; every child is reaped by its own thread, so no
-zombies are left. A container is :mod:`agent.process_container`, an exec session
+``workingDir``, its stdout/stderr pumped into a size-bounded log. Init containers run in order; then
+every app container gets a supervising thread that applies the restart policy with exponential
+back-off (reason ``CrashLoopBackOff``), and runs its probes (:mod:`agent.probes`); probe events are kept
+in a bounded list (:mod:`agent.events`) sent with every status. When a container's main process
+exits, what is left of its process group is killed, like a container whose PID 1 exits. Terminate
+sends SIGTERM to every group, waits the grace period, then SIGKILLs; every child is reaped by its
+own thread, so no zombies are left. A container is :mod:`agent.process_container`, an exec session
 :mod:`agent.process_exec`, the process-group plumbing :mod:`agent.process_group`.
 """
 
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+from agent.events import EventLog
 from agent.logs import LogQuery, read_log
 from agent.model import (
     ConditionTracker,
@@ -81,6 +83,7 @@ class ProcessRuntime:
         self._tracker = ConditionTracker()
         self._supervisor: threading.Thread | None = None
         self._stats = LinuxStats()
+        self.events = EventLog()
 
     # -- helpers ---------------------------------------------------------------------------
     def changed(self) -> None:
@@ -90,6 +93,11 @@ class ProcessRuntime:
 
     def notify(self) -> None:
         self.changed()
+
+    def event(self, type_: str, reason: str, message: str, container: str) -> None:
+        with self.lock:
+            self.events.add(type_, reason, message, container)
+            self.changed()
 
     def base_env(self, pod: PodSpec) -> dict[str, str]:
         env = {
@@ -162,6 +170,7 @@ class ProcessRuntime:
                 if log is not None:
                     log.remove()
         shutil.rmtree(self.log_dir, ignore_errors=True)
+        self.events.clear()
         self.pod = None
         self._init, self._apps = [], []
 
@@ -208,6 +217,7 @@ class ProcessRuntime:
                 start_time=self._launched_at,
                 pod_uid=pod.uid,
                 version=self._version,
+                events=self.events.recent(),
             )
 
     def wait_for_change(self, version: int, timeout: float) -> None:

@@ -32,7 +32,12 @@ from typing import Any
 
 from producer.deletion import Deleter
 from producer.kube import Kube, KubeError, Obj
-from vkec2.contract import INSTANCE_ID_ANNOTATION, INSTANCE_TYPE_ANNOTATION, ZONE_ANNOTATION
+from vkec2.contract import (
+    INSTANCE_ID_ANNOTATION,
+    INSTANCE_TYPE_ANNOTATION,
+    STATUS_ONLY_EVENT,
+    ZONE_ANNOTATION,
+)
 from vkec2.domain.instances import type_and_zone
 from vkec2.domain.models import Phase, PodRecord, StatusEvent
 from vkec2.domain.phases import K8S_FINISHED
@@ -322,6 +327,8 @@ class KubeStatusSink:
             self.deleter.finish(pod, record)
             return
         pod, _ = self._apply(pod, view)
+        if event.event_type == STATUS_ONLY_EVENT:  # a status change the kubelet records no Event for
+            return
         self._event(pod, entry_id, reason, message, event.event_type == "Warning", event.ts)
 
     def transient(self, exc: Exception) -> bool:

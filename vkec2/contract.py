@@ -230,3 +230,13 @@ EVICTED_IF_NOT_READY: Final = "EvictedIfNodeNotReady"
 #: Node annotation: the labels and taints vkec2 set on the node (JSON), so adopting it again
 #: replaces or removes exactly those and keeps every other controller's.
 NODE_MANAGED_ANNOTATION: Final = "vkec2.io/managed-labels-taints"
+
+# -- probes ------------------------------------------------------------------------------------
+
+#: The agent's pod conditions the health sweep copies into a Running pod's record when they change.
+AGENT_POD_CONDITIONS: Final = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+#: The ``event_type`` of a status outbox entry that updates ``pods/status`` without recording an Event
+#: (a readiness change the kubelet would not announce).
+STATUS_ONLY_EVENT: Final = "StatusOnly"
+#: At most this many new agent events (probe Unhealthy, Killing) are forwarded per pod per sweep.
+MAX_FORWARDED_AGENT_EVENTS: Final = 10

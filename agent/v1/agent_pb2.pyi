@@ -50,7 +50,7 @@ class CheckApplicationHealthResponse(_message.Message):
     def __init__(self, status: _Optional[_Union[PodStatus, _Mapping]] = ...) -> None: ...
 
 class PodStatus(_message.Message):
-    __slots__ = ("phase", "conditions", "init_container_statuses", "container_statuses", "reason", "message", "pod_ip", "start_time", "pod_uid", "version", "spot_notice")
+    __slots__ = ("phase", "conditions", "init_container_statuses", "container_statuses", "reason", "message", "pod_ip", "start_time", "pod_uid", "version", "spot_notice", "events")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     CONDITIONS_FIELD_NUMBER: _ClassVar[int]
     INIT_CONTAINER_STATUSES_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class PodStatus(_message.Message):
     POD_UID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SPOT_NOTICE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     phase: str
     conditions: _containers.RepeatedCompositeFieldContainer[PodCondition]
     init_container_statuses: _containers.RepeatedCompositeFieldContainer[ContainerStatus]
@@ -73,7 +74,8 @@ class PodStatus(_message.Message):
     pod_uid: str
     version: int
     spot_notice: SpotNotice
-    def __init__(self, phase: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[PodCondition, _Mapping]]] = ..., init_container_statuses: _Optional[_Iterable[_Union[ContainerStatus, _Mapping]]] = ..., container_statuses: _Optional[_Iterable[_Union[ContainerStatus, _Mapping]]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., pod_ip: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pod_uid: _Optional[str] = ..., version: _Optional[int] = ..., spot_notice: _Optional[_Union[SpotNotice, _Mapping]] = ...) -> None: ...
+    events: _containers.RepeatedCompositeFieldContainer[PodEvent]
+    def __init__(self, phase: _Optional[str] = ..., conditions: _Optional[_Iterable[_Union[PodCondition, _Mapping]]] = ..., init_container_statuses: _Optional[_Iterable[_Union[ContainerStatus, _Mapping]]] = ..., container_statuses: _Optional[_Iterable[_Union[ContainerStatus, _Mapping]]] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., pod_ip: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pod_uid: _Optional[str] = ..., version: _Optional[int] = ..., spot_notice: _Optional[_Union[SpotNotice, _Mapping]] = ..., events: _Optional[_Iterable[_Union[PodEvent, _Mapping]]] = ...) -> None: ...
 
 class SpotNotice(_message.Message):
     __slots__ = ("kind", "action", "time")
@@ -372,3 +374,23 @@ class ContainerUsage(_message.Message):
     cpu: CpuUsage
     memory: MemoryUsage
     def __init__(self, name: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cpu: _Optional[_Union[CpuUsage, _Mapping]] = ..., memory: _Optional[_Union[MemoryUsage, _Mapping]] = ...) -> None: ...
+
+class PodEvent(_message.Message):
+    __slots__ = ("seq", "type", "reason", "message", "container", "count", "first_timestamp", "last_timestamp")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    LAST_TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    type: str
+    reason: str
+    message: str
+    container: str
+    count: int
+    first_timestamp: _timestamp_pb2.Timestamp
+    last_timestamp: _timestamp_pb2.Timestamp
+    def __init__(self, seq: _Optional[int] = ..., type: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., container: _Optional[str] = ..., count: _Optional[int] = ..., first_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -133,7 +133,20 @@ def app_status(s: Any) -> AppStatus:
             if s.HasField("spot_notice")
             else None
         ),
+        events=[_event_json(e) for e in s.events],
     )
+
+
+def _event_json(e: Any) -> dict[str, Any]:
+    """A ``PodEvent`` as the fleet keeps it: seq, type, reason, message, container, count."""
+    return {
+        "seq": int(e.seq),
+        "type": e.type or "Normal",
+        "reason": e.reason,
+        "message": e.message,
+        "container": e.container,
+        "count": int(e.count or 1),
+    }
 
 
 def translate(err: grpc.RpcError, target: AgentTarget, what: str) -> AgentError:

@@ -80,3 +80,4 @@ class AppStatus:
     start_time: str | None = None
     pod_uid: str = ""
     spot_notice: SpotNotice | None = None  # the agent's view of the instance's Spot notices
+    events: list[dict[str, Any]] = field(default_factory=list)  # recent pod events (probes), by seq

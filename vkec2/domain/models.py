@@ -78,6 +78,7 @@ class PodRecord:
     conditions: list[dict[str, Any]] = field(default_factory=list)
     container_statuses: list[dict[str, Any]] = field(default_factory=list)
     health: dict[str, Any] = field(default_factory=dict)
+    agent_events: str = ""  # INSTANCE_ID:SEQ of the last agent event forwarded (vkec2.domain.appsync)
     created_at: float = 0.0
     updated_at: float = 0.0
 

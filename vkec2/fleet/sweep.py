@@ -49,6 +49,7 @@ from vkec2.domain.health import (
 from vkec2.domain.instances import Instance
 from vkec2.domain.models import Phase, PodRecord, StatusEvent
 from vkec2.errors import AgentError, LockBusy, StaleFence, Vkec2Error
+from vkec2.fleet.appsync import differs, write_status
 from vkec2.fleet.breaker import (
     PassGate,
     RemediationGate,
@@ -328,8 +329,8 @@ class HealthSweep:
         new, changes = observe(old, check.outcome, now, self.policy, check.detail)
         completed = check.status is not None and phases.from_agent(check.status.phase) is Phase.SUCCEEDED
         steady = not changes and _material(new) == _material(old) and not is_paused(rec.conditions)
-        if steady and not completed and check.outcome is Outcome.OK:
-            return  # steady and healthy: nothing to write
+        if steady and not completed and check.outcome is Outcome.OK and not differs(rec, check.status):
+            return  # steady and healthy, its agent status unchanged: nothing to write
         try:
             with self.store.locked(rec.uid, self.lock_ttl_ms) as lock:
                 fresh = self.store.get(rec.uid)
@@ -344,6 +345,8 @@ class HealthSweep:
                 new, changes = observe(old, check.outcome, now, self.policy, check.detail)
                 delay = next_check_delay(new.failures, self.settings.agent.backoff)
                 new = replace(new, next_check=now + delay if new.failures else 0.0)
+                if check.outcome is Outcome.OK:  # readiness, restarts, probe events: never a failure
+                    write_status(lock, fresh, check.status)
                 if (
                     check.outcome is Outcome.OK
                     and is_paused(fresh.conditions)

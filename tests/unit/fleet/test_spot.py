@@ -218,7 +218,7 @@ def test_a_rebalance_then_an_interruption_are_each_reported(sweeper: Sweeper) ->
 
 
 def test_a_pod_without_a_notice_writes_nothing(sweeper: Sweeper) -> None:
-    sweeper.running()
+    sweeper.running(container_statuses=app_status("Running").container_statuses)  # as its agent says
     before = len(sweeper.world.events)
     sweeper.run()
     assert noticed(sweeper.world) == [] and len(sweeper.world.events) == before
