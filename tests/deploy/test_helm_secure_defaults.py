@@ -95,13 +95,21 @@ def _producer_auth(objs: Objects) -> list[str]:
     return found
 
 
+def _narrow(peer: Obj) -> bool:
+    """A CIDR without exceptions, or pods chosen by labels in namespaces chosen by labels."""
+    if set(peer) == {"ipBlock"}:
+        return "except" not in peer["ipBlock"]
+    selectors = ("namespaceSelector", "podSelector")
+    return set(peer) == set(selectors) and all(peer[k].get("matchLabels") for k in selectors)
+
+
 def _network_policies(objs: Objects) -> list[str]:
     found = []
     if not _guarded(objs, "producer"):
         found.append("NetworkPolicy: none guards the producers")
     for peers in _rules_for(objs, "producer", "kubelet"):
-        if any(set(peer) != {"ipBlock"} or "except" in peer["ipBlock"] for peer in peers):
-            found.append(f"NetworkPolicy: the kubelet port admits more than CIDRs: {peers}")
+        if not all(_narrow(peer) for peer in peers):
+            found.append(f"NetworkPolicy: the kubelet port admits more than CIDRs and named pods: {peers}")
     if objs.maybe("Deployment", f"{PREFIX}-redis") is not None:
         if not _guarded(objs, "redis"):
             found.append("NetworkPolicy: none guards Redis")
@@ -225,11 +233,17 @@ def test_each_missing_safeguard_is_named(
     assert any(expected in problem for problem in found), found
 
 
-def test_the_kubelet_port_admits_exactly_the_control_plane_cidrs(h: Helm) -> None:
-    closed = h.template()
-    assert list(_rules_for(closed, "producer", "kubelet")) == []  # default: nobody
+def test_the_kubelet_port_admits_exactly_the_control_plane_cidrs_and_metrics_server(h: Helm) -> None:
+    metrics_server = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "metrics-server"}},
+    }
+    (default,) = _rules_for(h.template(), "producer", "kubelet")
+    assert default == [metrics_server]  # default: metrics-server alone
+    closed = h.template({"networkPolicy": {"kubeletFrom": []}})
+    assert list(_rules_for(closed, "producer", "kubelet")) == []  # nobody
     cidrs = ["10.0.0.0/24", "fd00::/64"]
-    objs = h.template({"networkPolicy": {"controlPlaneCIDRs": cidrs}})
+    objs = h.template({"networkPolicy": {"controlPlaneCIDRs": cidrs, "kubeletFrom": []}})
     (peers,) = _rules_for(objs, "producer", "kubelet")
     assert [ipaddress.ip_network(p["ipBlock"]["cidr"]) for p in peers] == [
         ipaddress.ip_network(c) for c in cidrs
