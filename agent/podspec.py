@@ -4,7 +4,13 @@ Both runtimes (process and simulated) parse the pod JSON handed to LaunchApplica
 :class:`PodSpec` here, so they accept and refuse the same pods (``INVALID_ARGUMENT`` with what was
 wrong). :func:`container_environment` builds a container's environment the way the kubelet does:
 literal values with ``$(VAR)`` expansion (``$$`` escapes) and ``valueFrom.fieldRef`` on the pod's
-metadata, spec and IPs; ``secretKeyRef``, ``configMapKeyRef`` and ``envFrom`` are refused.
+metadata, spec and IPs; ``secretKeyRef``, ``configMapKeyRef`` and ``envFrom`` take the values the
+producer resolved, which LaunchApplication carries next to the pod (``resolved_json``, merged into the
+pod object under :data:`RESOLVED_KEY` by :func:`merge_resolved`); a reference without a resolved value
+was optional and missing, so the variable is left out, as the kubelet does. Volumes: configMap,
+secret, downwardAPI and projected volumes get the resolved files (:mod:`agent.volumes`), emptyDir is a
+directory, every other type is refused naming the volume and its type; ``volumeMounts`` must name a
+volume and an absolute ``mountPath``; ``subPath`` is honoured, ``subPathExpr`` refused.
 """
 
 from __future__ import annotations
@@ -16,11 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.model import InvalidArgument
+from agent.volumes import Mount, VolumeFile, parse_files
 
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _FIELD_SUBSCRIPT_RE = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
 _VAR_RE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+#: Where :func:`merge_resolved` puts the producer's resolved content inside the pod object.
+RESOLVED_KEY = "vkec2Resolved"
+CONTENT_VOLUMES = ("configMap", "secret", "downwardAPI", "projected")
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,7 @@ class EnvVar:
     name: str
     value: str | None = None
     field_path: str | None = None
+    literal: bool = False  # a resolved secretKeyRef/configMapKeyRef value: never $(VAR)-expanded
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,8 @@ class ContainerSpec:
     args: tuple[str, ...]
     env: tuple[EnvVar, ...]
     working_dir: str | None
+    env_from: tuple[tuple[str, str], ...] = ()
+    mounts: tuple[Mount, ...] = ()
 
     @property
     def argv(self) -> list[str]:
@@ -57,6 +70,12 @@ class PodSpec:
     annotations: Mapping[str, str] = field(default_factory=dict)
     node_name: str = ""
     service_account: str = ""
+    empty_dirs: tuple[str, ...] = ()
+    volume_files: Mapping[str, tuple[VolumeFile, ...]] = field(default_factory=dict)
+
+    @property
+    def has_volumes(self) -> bool:
+        return bool(self.empty_dirs or self.volume_files)
 
     def find(self, name: str) -> ContainerSpec | None:
         for c in (*self.containers, *self.init_containers):
@@ -122,7 +141,9 @@ def _valid_field_path(path: str) -> bool:
     )
 
 
-def _parse_container(raw: Any, where: str) -> ContainerSpec:
+def _parse_container(
+    raw: Any, where: str, resolved: Mapping[str, Any] | None = None, volumes: frozenset[str] = frozenset()
+) -> ContainerSpec:
     if not isinstance(raw, dict):
         raise InvalidArgument(f"{where} must be an object")
     name = raw.get("name")
@@ -146,6 +167,18 @@ def _parse_container(raw: Any, where: str) -> ContainerSpec:
         ename = item["name"]
         if "valueFrom" in item and item["valueFrom"] is not None:
             vf = item["valueFrom"]
+            if isinstance(vf, dict) and (vf.get("secretKeyRef") or vf.get("configMapKeyRef")):
+                values = (resolved or {}).get("env") or {}
+                if ename in values:
+                    env.append(EnvVar(ename, value=str(values[ename]), literal=True))
+                    continue
+                ref = vf.get("secretKeyRef") or vf.get("configMapKeyRef")
+                if not (isinstance(ref, dict) and ref.get("optional")):
+                    raise InvalidArgument(
+                        f"{where}.env[{ename}].valueFrom: the reference was not resolved "
+                        "(the producer resolves secretKeyRef/configMapKeyRef before launch)"
+                    )
+                continue  # an optional reference whose object or key is missing: left out
             ref = vf.get("fieldRef") if isinstance(vf, dict) else None
             path = ref.get("fieldPath") if isinstance(ref, dict) else None
             if not isinstance(path, str):
@@ -163,12 +196,81 @@ def _parse_container(raw: Any, where: str) -> ContainerSpec:
             if not isinstance(value, str):
                 raise InvalidArgument(f"{where}.env[{ename}].value must be a string")
             env.append(EnvVar(ename, value=value))
-    if raw.get("envFrom"):
-        raise InvalidArgument(f"{where}.envFrom is not supported by the agent (inline the values as env)")
+    env_from: list[tuple[str, str]] = []
+    for pair in (resolved or {}).get("envFrom") or []:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise InvalidArgument(f"{where}: resolved envFrom must be [name, value] pairs")
+        env_from.append((pair[0], pair[1]))
+    mounts = _parse_mounts(raw.get("volumeMounts"), where, volumes)
     working_dir = raw.get("workingDir")
     if working_dir is not None and not isinstance(working_dir, str):
         raise InvalidArgument(f"{where}.workingDir must be a string")
-    return ContainerSpec(name, image, command, args, tuple(env), working_dir or None)
+    return ContainerSpec(
+        name, image, command, args, tuple(env), working_dir or None, tuple(env_from), mounts
+    )
+
+
+def _parse_mounts(raw: Any, where: str, volumes: frozenset[str]) -> tuple[Mount, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidArgument(f"{where}.volumeMounts must be a list")
+    out: list[Mount] = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict):
+            raise InvalidArgument(f"{where}.volumeMounts[{i}] must be an object")
+        name, path = m.get("name"), m.get("mountPath")
+        if name not in volumes:
+            raise InvalidArgument(f"{where}.volumeMounts[{i}] names no volume of the pod: {name!r}")
+        if not isinstance(path, str) or not path.startswith("/") or ".." in path.split("/"):
+            raise InvalidArgument(f"{where}.volumeMounts[{i}].mountPath must be an absolute path without '..'")
+        if m.get("subPathExpr"):
+            raise InvalidArgument(f"{where}.volumeMounts[{i}].subPathExpr is not supported by the agent")
+        sub = m.get("subPath") or ""
+        if not isinstance(sub, str) or sub.startswith("/") or ".." in sub.split("/"):
+            raise InvalidArgument(f"{where}.volumeMounts[{i}].subPath must be a relative path without '..'")
+        out.append(Mount(str(name), path, sub, bool(m.get("readOnly"))))
+    return tuple(out)
+
+
+def _parse_volumes(raw: Any, resolved: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[str, tuple[VolumeFile, ...]]]:
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list):
+        raise InvalidArgument("spec.volumes must be a list")
+    empty: list[str] = []
+    files: dict[str, tuple[VolumeFile, ...]] = {}
+    for i, vol in enumerate(raw):
+        if not isinstance(vol, dict) or not isinstance(vol.get("name"), str) or not _NAME_RE.match(vol["name"]):
+            raise InvalidArgument(f"spec.volumes[{i}] must be an object with a DNS-label name")
+        name = vol["name"]
+        kinds = [k for k in vol if k != "name"]
+        if name in empty or name in files:
+            raise InvalidArgument(f"volume name {name!r} is used twice")
+        if kinds == ["emptyDir"]:
+            empty.append(name)
+        elif len(kinds) == 1 and kinds[0] in CONTENT_VOLUMES:
+            files[name] = parse_files((resolved.get("volumes") or {}).get(name, []), f"volume {name!r}")
+        else:
+            kind = ", ".join(kinds) or "none"
+            raise InvalidArgument(
+                f"volume {name!r} has type {kind}, which vkec2 does not support (supported: "
+                f"emptyDir, {', '.join(CONTENT_VOLUMES)})"
+            )
+    return tuple(empty), files
+
+
+def merge_resolved(pod_json: str, resolved_json: str) -> str:
+    """The pod JSON with the resolved content under :data:`RESOLVED_KEY` (as the runtimes read it)."""
+    if not resolved_json:
+        return pod_json
+    try:
+        pod, resolved = json.loads(pod_json), json.loads(resolved_json)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"pod_json or resolved_json is not valid JSON: {exc}") from None
+    if not isinstance(pod, dict) or not isinstance(resolved, dict):
+        raise InvalidArgument("pod_json and resolved_json must be JSON objects")
+    return json.dumps({**pod, RESOLVED_KEY: resolved})
 
 
 def parse_pod(pod_json: str) -> PodSpec:
@@ -211,8 +313,19 @@ def parse_pod_object(raw: Any) -> PodSpec:
     raw_inits = spec.get("initContainers") or []
     if not isinstance(raw_inits, list):
         raise InvalidArgument("spec.initContainers must be a list")
-    inits = tuple(_parse_container(c, f"spec.initContainers[{i}]") for i, c in enumerate(raw_inits))
-    containers = tuple(_parse_container(c, f"spec.containers[{i}]") for i, c in enumerate(raw_containers))
+    resolved = raw.get(RESOLVED_KEY) or {}
+    if not isinstance(resolved, dict):
+        raise InvalidArgument("the resolved content must be an object")
+    empty_dirs, volume_files = _parse_volumes(spec.get("volumes"), resolved)
+    names = frozenset([*empty_dirs, *volume_files])
+    per_container = resolved.get("containers") or {}
+
+    def parse(c: Any, where: str) -> ContainerSpec:
+        own = per_container.get(c.get("name")) if isinstance(c, dict) else None
+        return _parse_container(c, where, own if isinstance(own, dict) else None, names)
+
+    inits = tuple(parse(c, f"spec.initContainers[{i}]") for i, c in enumerate(raw_inits))
+    containers = tuple(parse(c, f"spec.containers[{i}]") for i, c in enumerate(raw_containers))
     seen: set[str] = set()
     for c in (*inits, *containers):
         if c.name in seen:
@@ -231,6 +344,8 @@ def parse_pod_object(raw: Any) -> PodSpec:
         annotations=_str_map(meta.get("annotations"), "metadata.annotations"),
         node_name=node_name if isinstance(node_name, str) else "",
         service_account=sa if isinstance(sa, str) else "",
+        empty_dirs=empty_dirs,
+        volume_files=volume_files,
     )
 
 
@@ -249,12 +364,14 @@ def expand_vars(text: str, env: Mapping[str, str]) -> str:
 def container_environment(
     pod: PodSpec, c: ContainerSpec, *, pod_ip: str, host_ip: str, base: Mapping[str, str]
 ) -> dict[str, str]:
-    """The environment a container's process gets: ``base`` plus the spec's env, in order."""
+    """The environment a container's process gets: ``base``, then envFrom, then the spec's env, in order."""
     result = dict(base)
-    declared: dict[str, str] = {}
+    declared: dict[str, str] = dict(c.env_from)
     for var in c.env:
         if var.field_path is not None:
             value = pod.field_value(var.field_path, pod_ip, host_ip)
+        elif var.literal:
+            value = var.value or ""
         else:
             value = expand_vars(var.value or "", declared)
         declared[var.name] = value

@@ -37,7 +37,10 @@ from vkec2.errors import ConfigError
 from vkec2.store.redis_store import Store
 
 if TYPE_CHECKING:
+    from producer.content import Report
+    from producer.fleet import FleetLink
     from producer.kubelet.auth import Gate
+    from producer.refs import Lookup
     from producer.outbox import OutboxConsumer, StatusSink
 
 log = logging.getLogger("producer")
@@ -184,6 +187,7 @@ class Producer:
         link = FleetLink(self.store, self.app, self.node)
         self.epoch = EpochWatch(self.store, self.node)
         self.source = ManifestSource(directory, link, self.opts.manifest_interval, self.epoch)
+        self._start_content(link, self.source.objects, lambda pod, reason, message: None)
         self.consumer = self._consumer(StandaloneSink(self.store))
         log.info("standalone producer for node %s: manifests in %s", self.node, directory)
         self._thread("manifests", self.source.run)
@@ -222,6 +226,9 @@ class Producer:
         self.node_keeper = NodeKeeper(self.kube, cfg, opts.node_status_interval)
         self.deleter = Deleter(self.kube, self.store, opts.deletion_slack)
         link = FleetLink(self.store, self.app, self.node)
+        from producer.content import KubeLookup, kube_report
+
+        self._start_content(link, KubeLookup(self.kube), kube_report(self.kube, self.node))
         self.epoch = EpochWatch(self.store, self.node, on_loss=self.kube.abort_watches)
         self.watcher = PodWatcher(
             self.kube, PodSync(link, self.deleter), self.node, opts.watch_timeout, self.epoch
@@ -273,6 +280,20 @@ class Producer:
 
         log.info("producer for node %s (cluster %s)", self.node, settings.cluster_name)
         self._thread("register", register_then_run)
+
+    def _start_content(self, link: FleetLink, lookup: Lookup, report: Report) -> None:
+        """Resolve and seal what pods reference (producer/content.py); retry and refresh it."""
+        from producer.content import PodContent
+        from vkec2.domain.sealed import Sealer
+
+        try:
+            keys = self.settings.secrets.all_keys()
+        except OSError as exc:
+            raise ConfigError(f"secrets.key_file cannot be read: {exc}") from None
+        content = PodContent(lookup, Sealer(keys) if keys else None, report)
+        link.content = content
+        interval = self.settings.secrets.refresh_seconds
+        self._thread("content", lambda stop: content.run(stop, link, interval))
 
     def _consumer(self, sink: StatusSink) -> OutboxConsumer:
         from producer.outbox import OutboxConsumer

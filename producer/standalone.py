@@ -11,6 +11,8 @@ pods. Like the pod watch, the first scan (and a rescan when Redis lost its data,
 node's reconcile at the Redis epoch. The same tasks and the same status outbox are used as in
 Kubernetes mode; status stays in the Redis records (shown by the CLI), and :class:`StandaloneSink`
 forgets a record once its pod was removed from the manifests and the fleet reports it Terminated.
+v1 ConfigMaps and Secrets in the same directory are what its pods' references resolve against
+(:class:`ManifestObjects`; a service account token cannot be had without Kubernetes).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def parse_manifest(relpath: str, text: str, node: str) -> list[Obj]:
         if items is not None and not isinstance(items, list):
             raise ManifestError(f"{relpath} (document {index + 1}): items of a List must be a list")
         for item in items or []:
+            if _is_object(item):
+                continue  # a ConfigMap or Secret: parse_objects
             pods.append(_pod(relpath, index, item, node))
     seen: set[tuple[str, str]] = set()
     for pod in pods:
@@ -68,6 +72,48 @@ def parse_manifest(relpath: str, text: str, node: str) -> list[Obj]:
             raise ManifestError(f"{relpath}: pod {key[0]}/{key[1]} is defined twice")
         seen.add(key)
     return pods
+
+
+def _is_object(doc: Any) -> bool:
+    return isinstance(doc, dict) and doc.get("apiVersion") == "v1" and doc.get("kind") in ("ConfigMap", "Secret")
+
+
+def parse_objects(text: str) -> list[Obj]:
+    """The v1 ConfigMaps and Secrets of one manifest file (what its pods may reference)."""
+    found: list[Obj] = []
+    for doc in yaml.safe_load_all(text):
+        items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
+        for item in items if isinstance(items, list) else []:
+            if _is_object(item) and isinstance(item.get("metadata"), dict):
+                found.append(item)
+    return found
+
+
+class ManifestObjects:
+    """ConfigMaps and Secrets from the manifest directory, as :class:`producer.refs.Lookup`."""
+
+    def __init__(self) -> None:
+        self.by_file: dict[str, list[Obj]] = {}
+
+    def _find(self, kind: str, namespace: str, name: str) -> Obj | None:
+        for objs in self.by_file.values():
+            for obj in objs:
+                meta = obj["metadata"]
+                if obj["kind"] == kind and meta.get("name") == name:
+                    if (meta.get("namespace") or "default") == namespace:
+                        return obj
+        return None
+
+    def configmap(self, namespace: str, name: str) -> Obj | None:
+        return self._find("ConfigMap", namespace, name)
+
+    def secret(self, namespace: str, name: str) -> Obj | None:
+        return self._find("Secret", namespace, name)
+
+    def token(self, pod: Any, audience: str, seconds: int) -> str:
+        from producer.refs import RefError
+
+        raise RefError("a serviceAccountToken projection needs the Kubernetes API (not in standalone mode)")
 
 
 def _pod(relpath: str, index: int, doc: Any, node: str) -> Obj:
@@ -113,6 +159,7 @@ class ManifestSource:
         self.epoch = epoch
         self.interval = interval
         self._files: dict[str, tuple[str, list[Obj]]] = {}  # relpath -> (digest, pods)
+        self.objects = ManifestObjects()
         self.synced = threading.Event()
         self.scans = 0
 
@@ -138,6 +185,7 @@ class ManifestSource:
             if name not in blobs:
                 log.info("manifest %s removed", name)
                 del self._files[name]
+                self.objects.by_file.pop(name, None)
                 changed = True
         for name, blob in blobs.items():
             digest = hashlib.sha256(blob).hexdigest()
@@ -150,6 +198,7 @@ class ManifestSource:
                 log.error("%s; keeping its previous pods", exc)
                 self._files[name] = (digest, known[1] if known else [])
                 continue
+            self.objects.by_file[name] = parse_objects(blob.decode("utf-8", errors="replace"))
             log.info("manifest %s: %d pod(s)", name, len(pods))
             self._files[name] = (digest, pods)
             changed = True

@@ -210,3 +210,16 @@ SPOT_NOTICE_CLEARED_REASON: Final = "InstanceReplaced"
 #: AllocateHosts errors that say "no host now" (a zone without host capacity, the host quota): the
 #: fleet tries the pool's next zone, or the pod waits for a host (:mod:`vkec2.fleet.hosts`).
 HOST_ALLOCATION_ERROR_CODES: Final = frozenset({"InsufficientHostCapacity", "HostLimitExceeded"})
+
+# -- ConfigMaps, Secrets and volumes -------------------------------------------------------------
+
+#: The top-level key of a stored desired spec that carries the producer's resolved ConfigMap,
+#: Secret, downward API and token content, sealed (``{"sealed": <Fernet token>, "digest": <hmac>}``).
+RESOLVED_FIELD: Final = "vkec2Resolved"
+#: Pod reason and event reason of a pod whose referenced ConfigMap/Secret/key is missing (the
+#: kubelet's own reason); the pod stays Pending and is resolved again.
+CREATE_CONTAINER_CONFIG_ERROR: Final = "CreateContainerConfigError"
+#: Pod reason and event reason of a pod with a volume type vkec2 cannot provide (hostPath, PVC, ...).
+UNSUPPORTED_VOLUME: Final = "UnsupportedVolume"
+#: Volume types the producer resolves and the agent materialises.
+SUPPORTED_VOLUME_TYPES: Final = ("configMap", "secret", "downwardAPI", "projected", "emptyDir")

@@ -81,6 +81,10 @@ class FakeAgents:
             raise error
         self.launched[target.instance_id] = dict(pod)
 
+    def update_volumes(self, target: AgentTarget, pod: Mapping[str, Any]) -> list[str]:
+        self._call("update_volumes", target)
+        return []
+
     def status(self, target: AgentTarget) -> AppStatus:
         self._call("status", target)
         answer = self.status_by.get(target.instance_id, self.status_default)

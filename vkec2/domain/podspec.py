@@ -15,7 +15,8 @@ always sends the same parameters with its ClientToken; it also carries the fallb
 error moves on to (the other subnets, from the picked one on, and the alternative instance
 types). Anything wrong with the pod raises :class:`~vkec2.errors.InvalidPodSpec` with reason
 ``InvalidAnnotation``, ``UnknownWarmPool``, ``MissingImage``, ``UnknownHostPool``,
-``HostPoolCannotFit``, ``HostPoolRequired`` or ``AnnotationNotAllowed`` (a value neither
+``HostPoolCannotFit``, ``HostPoolRequired``, ``UnsupportedVolume`` (a hostPath, PVC or other volume
+type vkec2 cannot provide) or ``AnnotationNotAllowed`` (a value neither
 configured nor in the namespace's allowlist, :mod:`vkec2.domain.allowlist`); nothing is launched.
 The instance's UserData is decided here too (:func:`user_data_for`, also used for warm-pool
 launches): ``ec2.user_data`` as configured, else the agent installer rendered from
@@ -44,7 +45,13 @@ from vkec2.config import (
     is_key_pair,
     tags_problem,
 )
-from vkec2.contract import ANNOTATION_PREFIX, ON_DEMAND, VOLUMES_ANNOTATION
+from vkec2.contract import (
+    ANNOTATION_PREFIX,
+    ON_DEMAND,
+    SUPPORTED_VOLUME_TYPES,
+    UNSUPPORTED_VOLUME,
+    VOLUMES_ANNOTATION,
+)
 from vkec2.domain.agents import AgentTrust
 from vkec2.domain.allowlist import DEFAULT_NAMESPACE, refuse_unlisted
 from vkec2.domain.hosts import host_pool_for, refuse_spot_on_hosts
@@ -353,6 +360,23 @@ def user_data_for(settings: Settings, instance_type: str, trust: AgentTrust | No
     )
 
 
+def refuse_unsupported_volumes(pod: Mapping[str, Any]) -> None:
+    """Raise ``UnsupportedVolume`` naming the first volume whose type vkec2 cannot provide (hostPath,
+    persistentVolumeClaim, ...): such a pod fails rather than run without the volume."""
+    spec = pod.get("spec") if isinstance(pod, Mapping) else None
+    volumes = spec.get("volumes") if isinstance(spec, Mapping) else None
+    for vol in volumes if isinstance(volumes, list) else []:
+        if not isinstance(vol, Mapping):
+            continue
+        kinds = [k for k in vol if k != "name"]
+        if len(kinds) != 1 or kinds[0] not in SUPPORTED_VOLUME_TYPES:
+            raise InvalidPodSpec(
+                f"volume {vol.get('name')!r} has type {', '.join(kinds) or 'none'}, which vkec2 does not "
+                f"support (supported: {', '.join(SUPPORTED_VOLUME_TYPES)})",
+                reason=UNSUPPORTED_VOLUME,
+            )
+
+
 def launch_params(settings: Settings, pod: Mapping[str, Any], *, default_pool: bool = True) -> LaunchParams:
     """The EC2 parameters for ``pod``; raises :class:`InvalidPodSpec` when it cannot be launched.
 
@@ -360,6 +384,7 @@ def launch_params(settings: Settings, pod: Mapping[str, Any], *, default_pool: b
     which turns the default warm pool off as a launch annotation does.
     """
     annotations, uid = _metadata(pod)
+    refuse_unsupported_volumes(pod)
     ann = _read_annotations(annotations)
     _validated(ann)
     user_tags = dict(settings.ec2.tags)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vkec2.config import Settings
-from vkec2.contract import AGENT_CONNECTED, INSTANCE_READY, POOL_CLAIMED, TAG_POOL_STATE
+from vkec2.contract import AGENT_CONNECTED, INSTANCE_READY, POOL_CLAIMED, RESOLVED_FIELD, TAG_POOL_STATE
 from vkec2.domain import phases
 from vkec2.domain.agents import AgentTarget, AgentTrust, AppStatus, resolve_endpoint
 from vkec2.domain.instances import Instance
@@ -449,8 +449,21 @@ class Lifecycle:
     # -- update -------------------------------------------------------------------------
 
     def update(self, lock: PodLock, rec: PodRecord) -> None:
-        """Apply spec changes that can change in place (tags); see :mod:`vkec2.fleet.update`."""
+        """Apply spec changes that can change in place (tags, volume files); see :mod:`vkec2.fleet.update`.
+
+        A running pod whose sealed ConfigMap/Secret content changed gets it through UpdateVolumes (the
+        agent swaps the files; env stays as launched). An agent that fails the call keeps the old
+        files until the next change; the failure is logged.
+        """
         self.updates.apply(lock, rec)
+        if RESOLVED_FIELD in rec.spec and rec.instance_id and rec.phase in (Phase.LAUNCHING, Phase.RUNNING):
+            try:
+                changed = self.agents.update_volumes(self._target(rec), rec.spec)
+            except AgentError as exc:
+                log.warning("pod %s: volume update on %s failed: %s", rec.uid, rec.instance_id, exc)
+                return
+            if changed:
+                log.info("pod %s: volumes %s updated on %s", rec.uid, ", ".join(changed), rec.instance_id)
 
     # -- delete -------------------------------------------------------------------------
 
