@@ -205,9 +205,7 @@ def _parse_container(
     working_dir = raw.get("workingDir")
     if working_dir is not None and not isinstance(working_dir, str):
         raise InvalidArgument(f"{where}.workingDir must be a string")
-    return ContainerSpec(
-        name, image, command, args, tuple(env), working_dir or None, tuple(env_from), mounts
-    )
+    return ContainerSpec(name, image, command, args, tuple(env), working_dir or None, tuple(env_from), mounts)
 
 
 def _parse_mounts(raw: Any, where: str, volumes: frozenset[str]) -> tuple[Mount, ...]:
@@ -223,7 +221,9 @@ def _parse_mounts(raw: Any, where: str, volumes: frozenset[str]) -> tuple[Mount,
         if name not in volumes:
             raise InvalidArgument(f"{where}.volumeMounts[{i}] names no volume of the pod: {name!r}")
         if not isinstance(path, str) or not path.startswith("/") or ".." in path.split("/"):
-            raise InvalidArgument(f"{where}.volumeMounts[{i}].mountPath must be an absolute path without '..'")
+            raise InvalidArgument(
+                f"{where}.volumeMounts[{i}].mountPath must be an absolute path without '..'"
+            )
         if m.get("subPathExpr"):
             raise InvalidArgument(f"{where}.volumeMounts[{i}].subPathExpr is not supported by the agent")
         sub = m.get("subPath") or ""
@@ -233,7 +233,9 @@ def _parse_mounts(raw: Any, where: str, volumes: frozenset[str]) -> tuple[Mount,
     return tuple(out)
 
 
-def _parse_volumes(raw: Any, resolved: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[str, tuple[VolumeFile, ...]]]:
+def _parse_volumes(
+    raw: Any, resolved: Mapping[str, Any]
+) -> tuple[tuple[str, ...], dict[str, tuple[VolumeFile, ...]]]:
     if raw is None:
         raw = []
     if not isinstance(raw, list):
@@ -241,7 +243,11 @@ def _parse_volumes(raw: Any, resolved: Mapping[str, Any]) -> tuple[tuple[str, ..
     empty: list[str] = []
     files: dict[str, tuple[VolumeFile, ...]] = {}
     for i, vol in enumerate(raw):
-        if not isinstance(vol, dict) or not isinstance(vol.get("name"), str) or not _NAME_RE.match(vol["name"]):
+        if (
+            not isinstance(vol, dict)
+            or not isinstance(vol.get("name"), str)
+            or not _NAME_RE.match(vol["name"])
+        ):
             raise InvalidArgument(f"spec.volumes[{i}] must be an object with a DNS-label name")
         name = vol["name"]
         kinds = [k for k in vol if k != "name"]

@@ -40,10 +40,10 @@ from agent.model import (
     derive_phase,
 )
 from agent.podspec import PodSpec, container_environment, parse_pod
-from agent.volumes import PodVolumes, parse_files
 from agent.process_container import ProcessContainer
 from agent.process_exec import ProcessExec
 from agent.process_group import killpg
+from agent.volumes import PodVolumes, parse_files
 
 
 class ProcessRuntime:

@@ -88,7 +88,9 @@ class LifecycleServicer(agent_pb2_grpc.ApplicationLifecycleServicer):  # type: i
 
     def UpdateVolumes(self, request: Any, context: grpc.ServicerContext) -> Any:
         inst = self._enter(context)
-        changed = self._call(context, lambda: inst.runtime.update_volumes(request.pod_uid, request.resolved_json))
+        changed = self._call(
+            context, lambda: inst.runtime.update_volumes(request.pod_uid, request.resolved_json)
+        )
         return agent_pb2.UpdateVolumesResponse(changed=changed)
 
     def TerminateApplication(self, request: Any, context: grpc.ServicerContext) -> Any:

@@ -19,26 +19,37 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from producer.refs import Lookup, Obj, RefError, needs_resolving, resolve
 from vkec2.contract import RESOLVED_FIELD
 from vkec2.domain.sealed import Sealer, SealingError
 
 if TYPE_CHECKING:
-    from producer.fleet import FleetLink
     from producer.kube import Kube
+    from vkec2.store.redis_store import Store
 
 log = logging.getLogger(__name__)
 
 #: ``report(pod, reason, message)``: tell the user why a pod waits (pod status and Event, or a log line).
 Report = Callable[[Mapping[str, Any], str, str], None]
 PENDING_RETRY_SECONDS = 1.0
+
+
+class FleetLink(Protocol):
+    """What the sweep needs of :class:`producer.fleet.FleetLink` (which holds this object)."""
+
+    store: Store
+
+    def create(self, pod: Mapping[str, Any], *, rebuilt: bool = False) -> int | None: ...
+
+    def update(self, pod: Mapping[str, Any], *, prepared: bool = False) -> int | None: ...
+
 TOKEN_RENEW_SHARE = 0.8
 
 
 class KubeLookup:
-    """One GET per referenced ConfigMap/Secret; TokenRequests bound to the pod, cached until 80% of their life."""
+    """One GET per referenced ConfigMap/Secret; pod-bound TokenRequests, reused until 80% of their life."""
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube

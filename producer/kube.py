@@ -320,7 +320,9 @@ class Kube:
                 "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod_name, "uid": pod_uid},
             },
         }
-        answer = self._call(self.core.create_namespaced_service_account_token, service_account, namespace, body)
+        answer = self._call(
+            self.core.create_namespaced_service_account_token, service_account, namespace, body
+        )
         return str((answer.get("status") or {}).get("token") or "")
 
     # -- statefulsets ---------------------------------------------------------------------------

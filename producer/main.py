@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from producer.content import Report
     from producer.fleet import FleetLink
     from producer.kubelet.auth import Gate
-    from producer.refs import Lookup
     from producer.outbox import OutboxConsumer, StatusSink
+    from producer.refs import Lookup
 
 log = logging.getLogger("producer")
 

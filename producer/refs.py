@@ -180,11 +180,16 @@ class _Resolver:
             if not isinstance(path, str):
                 raise RefError(f"downwardAPI item {item.get('path')!r}: only fieldRef is supported")
             value = field_text(self.pod, path)
-            files.append(_file(str(item.get("path", "")), value.encode(), int(item.get("mode", default_mode))))
+            files.append(
+                _file(str(item.get("path", "")), value.encode(), int(item.get("mode", default_mode)))
+            )
         return files
 
     def volume(self, vol: Mapping[str, Any]) -> list[Obj] | None:
-        for kind, field, name_field in (("configmap", "configMap", "name"), ("secret", "secret", "secretName")):
+        for kind, field, name_field in (
+            ("configmap", "configMap", "name"),
+            ("secret", "secret", "secretName"),
+        ):
             if isinstance(vol.get(field), dict):
                 src = vol[field]
                 return self.keyed(kind, src, int(src.get("defaultMode", DEFAULT_MODE)), name_field)

@@ -75,7 +75,9 @@ def parse_manifest(relpath: str, text: str, node: str) -> list[Obj]:
 
 
 def _is_object(doc: Any) -> bool:
-    return isinstance(doc, dict) and doc.get("apiVersion") == "v1" and doc.get("kind") in ("ConfigMap", "Secret")
+    return (
+        isinstance(doc, dict) and doc.get("apiVersion") == "v1" and doc.get("kind") in ("ConfigMap", "Secret")
+    )
 
 
 def parse_objects(text: str) -> list[Obj]:
@@ -99,9 +101,9 @@ class ManifestObjects:
         for objs in self.by_file.values():
             for obj in objs:
                 meta = obj["metadata"]
-                if obj["kind"] == kind and meta.get("name") == name:
-                    if (meta.get("namespace") or "default") == namespace:
-                        return obj
+                same = obj["kind"] == kind and meta.get("name") == name
+                if same and (meta.get("namespace") or "default") == namespace:
+                    return obj
         return None
 
     def configmap(self, namespace: str, name: str) -> Obj | None:

@@ -30,7 +30,8 @@ terminationMessagePath/Policy, resources); namespace existence on create; ``dryR
 SubjectAccessReview and ``pods/log`` through the nodes' kubelet API (:attr:`FakeKubeApiServer.auth`,
 :mod:`tests.k8s.kubelet_double`, which says what it models); ``configmaps``, ``secrets`` and
 ``serviceaccounts`` as plain objects (no data validation, no immutability) and the
-``serviceaccounts/token`` TokenRequest (:attr:`FakeKubeApiServer.tokens`, :mod:`tests.k8s.tokens`). NOT MODELLED: authentication and
+``serviceaccounts/token`` TokenRequest (:attr:`FakeKubeApiServer.tokens`, :mod:`tests.k8s.tokens`).
+NOT MODELLED: authentication and
 authorization/RBAC of the double's own callers, admission (ServiceAccount, LimitRange, ResourceQuota,
 DefaultTolerationSeconds, PodSecurity, NodeRestriction), schema validation and unknown-field rejection
 (``fieldValidation`` is accepted and ignored), defaulting beyond the list above (no QoS class, priority,

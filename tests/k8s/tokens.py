@@ -27,7 +27,14 @@ MIN_SECONDS = 600
 
 
 def _status(code: int, reason: str, message: str) -> Obj:
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": message}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
 
 
 class TokenDouble:
@@ -69,7 +76,11 @@ class TokenDouble:
             return 404, _status(404, "NotFound", f'serviceaccounts "{sa}" not found')
         seconds = int(spec.get("expirationSeconds") or 3600)
         if seconds < MIN_SECONDS:
-            return 400, _status(400, "BadRequest", f"spec.expirationSeconds: may not specify a duration less than {MIN_SECONDS} seconds")
+            return 400, _status(
+                400,
+                "BadRequest",
+                f"spec.expirationSeconds: may not specify a duration less than {MIN_SECONDS} seconds",
+            )
         bound = spec.get("boundObjectRef") or {}
         pod_name = ""
         if bound:

@@ -1,4 +1,4 @@
-"""ConfigMaps, Secrets and projected tokens end to end: API double → producer → Redis (sealed) → worker → agent.
+"""ConfigMaps, Secrets and projected tokens end to end: API double, producer, sealed in Redis, worker, agent.
 
 The real ``vkec2 producer`` (Kubernetes mode, kubelet API on for ``kubectl logs``) resolves a pod's
 ``secretKeyRef`` env, ``envFrom`` ConfigMap, Secret volume (``items``/``mode``), ConfigMap volume and
@@ -109,12 +109,17 @@ def _secret_pod() -> dict[str, Any]:
         {"name": "tok", "mountPath": "/var/run/tok"},
     ]
     manifest["spec"]["volumes"] = [
-        {"name": "creds", "secret": {"secretName": "db", "items": [{"key": "password", "path": "pass.txt", "mode": 0o400}]}},
+        {
+            "name": "creds",
+            "secret": {"secretName": "db", "items": [{"key": "password", "path": "pass.txt", "mode": 0o400}]},
+        },
         {"name": "files", "configMap": {"name": "files"}},
         {
             "name": "tok",
             "projected": {
-                "sources": [{"serviceAccountToken": {"audience": "vault", "expirationSeconds": 3600, "path": "token"}}]
+                "sources": [
+                    {"serviceAccountToken": {"audience": "vault", "expirationSeconds": 3600, "path": "token"}}
+                ]
             },
         },
     ]
@@ -123,7 +128,7 @@ def _secret_pod() -> dict[str, Any]:
 
 def _redis_dump(url: str) -> bytes:
     """Every key and value of the test's own database, whatever the type."""
-    client = redis.Redis.from_url(url)
+    client: Any = redis.Redis.from_url(url)
     out: list[bytes] = []
     try:
         for key in client.scan_iter(count=500):
@@ -165,9 +170,15 @@ def test_secrets_configmaps_and_tokens_reach_the_workload_sealed_and_updated(
 ) -> None:
     port = free_port()
     pki = _kubelet_pki(tmp_path, apiserver, port)
-    apiserver.create("secrets", {"metadata": {"name": "db", "namespace": "default"}, "data": {"password": _b64(PASSWORD)}})
-    apiserver.create("configmaps", {"metadata": {"name": "app", "namespace": "default"}, "data": {"GREETING": GREETING}})
-    apiserver.create("configmaps", {"metadata": {"name": "files", "namespace": "default"}, "data": {"greeting.txt": "v1"}})
+    apiserver.create(
+        "secrets", {"metadata": {"name": "db", "namespace": "default"}, "data": {"password": _b64(PASSWORD)}}
+    )
+    apiserver.create(
+        "configmaps", {"metadata": {"name": "app", "namespace": "default"}, "data": {"GREETING": GREETING}}
+    )
+    apiserver.create(
+        "configmaps", {"metadata": {"name": "files", "namespace": "default"}, "data": {"greeting.txt": "v1"}}
+    )
     apiserver.create("serviceaccounts", {"metadata": {"name": "default", "namespace": "default"}})
     overrides = {"secrets": {"keys": [Sealer.generate_key()], "refresh_seconds": 1}}
     fleet = FleetHarness(tmp_path, redis_url, moto_url, process_sim, overrides)
@@ -212,10 +223,17 @@ def test_secrets_configmaps_and_tokens_reach_the_workload_sealed_and_updated(
         assert lines[:4] == [f"PASSWORD={PASSWORD}", f"GREETING={GREETING}", f"FILE={PASSWORD}", "MODE=400"]
         assert lines[4].startswith("TOKEN=tok.") and lines[4].endswith(".default.vault.reader")
         assert token["spec"]["audiences"] == ["vault"] and token["spec"]["expirationSeconds"] == 3600
-        assert token["spec"]["boundObjectRef"] == {"apiVersion": "v1", "kind": "Pod", "name": "reader", "uid": uid}
+        assert token["spec"]["boundObjectRef"] == {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": "reader",
+            "uid": uid,
+        }
 
         # Node-authorizer scope: only the named objects were read, nothing listed or watched.
-        reads = {(r.verb, r.resource) for r in apiserver.request_log if r.resource in ("secrets", "configmaps")}
+        reads = {
+            (r.verb, r.resource) for r in apiserver.request_log if r.resource in ("secrets", "configmaps")
+        }
         assert reads == {("get", "secrets"), ("get", "configmaps")}
 
         # Redis holds no plaintext value (nor its base64 form).
@@ -225,7 +243,9 @@ def test_secrets_configmaps_and_tokens_reach_the_workload_sealed_and_updated(
 
         # An updated ConfigMap reaches the mounted file; env stays as launched.
         core_api.patch_namespaced_config_map("files", "default", {"data": {"greeting.txt": "v2"}})
-        wait_until(lambda: "SEEN=v2" in log_lines(), 20, "the updated ConfigMap to reach the file", interval=0.5)
+        wait_until(
+            lambda: "SEEN=v2" in log_lines(), 20, "the updated ConfigMap to reach the file", interval=0.5
+        )
 
         fleet.wait_phase([hostpath], {Phase.FAILED}, timeout=30)
         record = fleet.record(hostpath)
@@ -236,14 +256,18 @@ def test_secrets_configmaps_and_tokens_reach_the_workload_sealed_and_updated(
 
         assert fleet.store.get(waiter) is None
         wait_until(
-            lambda: ("CreateContainerConfigError", 'secret "later" not found') in _events(apiserver, "waiter"),
+            lambda: (
+                ("CreateContainerConfigError", 'secret "later" not found') in _events(apiserver, "waiter")
+            ),
             10,
             "the waiting pod's Event",
         )
         status = (apiserver.get("pods", "waiter", "default") or {}).get("status") or {}
         waiting_state = status["containerStatuses"][0]["state"]["waiting"]
         assert (status["phase"], waiting_state["reason"]) == ("Pending", "CreateContainerConfigError")
-        apiserver.create("secrets", {"metadata": {"name": "later", "namespace": "default"}, "data": {"k": _b64("v")}})
+        apiserver.create(
+            "secrets", {"metadata": {"name": "later", "namespace": "default"}, "data": {"k": _b64("v")}}
+        )
         fleet.wait_phase([waiter], {Phase.RUNNING}, timeout=30)
     finally:
         fleet.stop()

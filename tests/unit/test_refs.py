@@ -28,7 +28,10 @@ def b64(text: str) -> str:
 class Objects:
     def __init__(self) -> None:
         self.cms: dict[str, dict[str, Any]] = {
-            "app": {"data": {"GREETING": "hi", "LEVEL": "debug", "a=b": "x"}, "binaryData": {"bin": b64("01")}},
+            "app": {
+                "data": {"GREETING": "hi", "LEVEL": "debug", "a=b": "x"},
+                "binaryData": {"bin": b64("01")},
+            },
         }
         self.secrets: dict[str, dict[str, Any]] = {"db": {"data": {"password": b64("pw"), "user": b64("u")}}}
         self.gets: list[str] = []
@@ -115,16 +118,28 @@ def test_env_from_prefixes_keys_skips_invalid_names_and_honours_optional() -> No
 def test_volumes_items_modes_and_optional() -> None:
     vols = [
         {"name": "all", "configMap": {"name": "app", "defaultMode": 0o600}},
-        {"name": "some", "secret": {"secretName": "db", "items": [{"key": "password", "path": "d/pw", "mode": 0o400}]}},
+        {
+            "name": "some",
+            "secret": {"secretName": "db", "items": [{"key": "password", "path": "d/pw", "mode": 0o400}]},
+        },
         {"name": "opt", "secret": {"secretName": "absent", "optional": True}},
-        {"name": "down", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+        {
+            "name": "down",
+            "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]},
+        },
         {
             "name": "proj",
             "projected": {
                 "defaultMode": 0o440,
                 "sources": [
                     {"configMap": {"name": "app", "items": [{"key": "GREETING", "path": "g"}]}},
-                    {"serviceAccountToken": {"audience": "vault", "expirationSeconds": 7200, "path": "token"}},
+                    {
+                        "serviceAccountToken": {
+                            "audience": "vault",
+                            "expirationSeconds": 7200,
+                            "path": "token",
+                        }
+                    },
                 ],
             },
         },
@@ -148,10 +163,16 @@ def test_volumes_items_modes_and_optional() -> None:
 @pytest.mark.parametrize(
     ("vol", "message"),
     [
-        ({"secret": {"secretName": "db", "items": [{"key": "nokey", "path": "x"}]}}, "non-existent key nokey"),
+        (
+            {"secret": {"secretName": "db", "items": [{"key": "nokey", "path": "x"}]}},
+            "non-existent key nokey",
+        ),
         ({"configMap": {"name": "app", "items": [{"key": "LEVEL", "path": "../x"}]}}, "must be relative"),
         ({"configMap": {"name": "nope"}}, 'configmap "nope" not found'),
-        ({"projected": {"sources": [{"serviceAccountToken": {"expirationSeconds": 60, "path": "t"}}]}}, "at least 600"),
+        (
+            {"projected": {"sources": [{"serviceAccountToken": {"expirationSeconds": 60, "path": "t"}}]}},
+            "at least 600",
+        ),
     ],
 )
 def test_bad_volume_refs_are_refused(vol: dict[str, Any], message: str) -> None:
@@ -210,7 +231,9 @@ def test_agent_refuses_unsupported_volumes_and_bad_mounts() -> None:
         ({"name": "e", "mountPath": "/a", "subPath": "../up"}, "subPath"),
         ({"name": "e", "mountPath": "/a", "subPathExpr": "$(X)"}, "subPathExpr"),
     ):
-        bad = pod([{"name": "c", "command": ["true"], "volumeMounts": [mount]}], [{"name": "e", "emptyDir": {}}])
+        bad = pod(
+            [{"name": "c", "command": ["true"], "volumeMounts": [mount]}], [{"name": "e", "emptyDir": {}}]
+        )
         with pytest.raises(InvalidArgument, match=message):
             parse_pod(json.dumps(bad))
 

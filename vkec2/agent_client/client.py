@@ -163,7 +163,9 @@ class _Stubs:
 class AgentClient:
     """Calls agents; thread-safe; one channel per (endpoint, transport[, instance for mTLS])."""
 
-    def __init__(self, conn: AgentConnection, tls: ClientTls | None = None, sealer: Sealer | None = None) -> None:
+    def __init__(
+        self, conn: AgentConnection, tls: ClientTls | None = None, sealer: Sealer | None = None
+    ) -> None:
         self._conn = conn
         self._sealer = sealer
         if tls is None and conn.tls is not None:

@@ -33,8 +33,8 @@ from vkec2.config.operations import (
     RateLimitSettings,
     TracingSettings,
 )
-from vkec2.config.secrets import SecretsSettings
 from vkec2.config.redis_url import check_sentinel_master, parse_redis_url
+from vkec2.config.secrets import SecretsSettings
 from vkec2.config.shapes import (
     DNS_SUBDOMAIN_RE,
     QUANTITY_RE,

@@ -41,7 +41,9 @@ class Sealer:
         try:
             self._fernets = [Fernet(k.encode() if isinstance(k, str) else k) for k in keys]
         except (ValueError, TypeError) as exc:
-            raise SealingError(f"a secrets key is not a Fernet key (32 urlsafe-base64 bytes): {exc}") from None
+            raise SealingError(
+                f"a secrets key is not a Fernet key (32 urlsafe-base64 bytes): {exc}"
+            ) from None
         self._multi = MultiFernet(self._fernets)
         self._mac_key = hashlib.sha256(b"vkec2 resolved digest\0" + keys[0].encode()).digest()
 
