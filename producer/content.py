@@ -45,6 +45,7 @@ class FleetLink(Protocol):
 
     def update(self, pod: Mapping[str, Any], *, prepared: bool = False) -> int | None: ...
 
+
 TOKEN_RENEW_SHARE = 0.8
 
 
