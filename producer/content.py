@@ -27,7 +27,7 @@ from vkec2.domain.sealed import Sealer, SealingError
 
 if TYPE_CHECKING:
     from producer.kube import Kube
-    from vkec2.store.redis_store import Store
+    from vkec2.domain.models import PodRecord
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,15 @@ Report = Callable[[Mapping[str, Any], str, str], None]
 PENDING_RETRY_SECONDS = 1.0
 
 
+class Records(Protocol):
+    def get(self, uid: str) -> PodRecord | None: ...
+
+
 class FleetLink(Protocol):
     """What the sweep needs of :class:`producer.fleet.FleetLink` (which holds this object)."""
 
-    store: Store
+    @property
+    def store(self) -> Records: ...
 
     def create(self, pod: Mapping[str, Any], *, rebuilt: bool = False) -> int | None: ...
 
