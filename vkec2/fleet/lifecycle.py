@@ -452,13 +452,16 @@ class Lifecycle:
         """Apply spec changes that can change in place (tags, volume files); see :mod:`vkec2.fleet.update`.
 
         A running pod whose sealed ConfigMap/Secret content changed gets it through UpdateVolumes (the
-        agent swaps the files; env stays as launched). An agent that fails the call keeps the old
-        files until the next change; the failure is logged.
+        agent swaps the files; env stays as launched). An unreachable agent retries the step later
+        (AgentUnavailable is retryable); an agent that refuses keeps the old files until the next
+        change, and the refusal is logged.
         """
         self.updates.apply(lock, rec)
         if RESOLVED_FIELD in rec.spec and rec.instance_id and rec.phase in (Phase.LAUNCHING, Phase.RUNNING):
             try:
                 changed = self.agents.update_volumes(self._target(rec), rec.spec)
+            except AgentUnavailable:
+                raise
             except AgentError as exc:
                 log.warning("pod %s: volume update on %s failed: %s", rec.uid, rec.instance_id, exc)
                 return
