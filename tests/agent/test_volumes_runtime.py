@@ -40,7 +40,7 @@ def _resolved(value: str) -> str:
 
 def test_volumes_are_linked_at_their_mount_paths_and_updated_in_place(tmp_path: Path) -> None:
     rt = ProcessRuntime(tmp_path / "logs", mount_root=tmp_path / "mnt")
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "creds", "mountPath": "/etc/creds", "readOnly": True},
         {"name": "creds", "mountPath": "/etc/pw-only", "subPath": "conf"},
         {"name": "scratch", "mountPath": "/work"},
