@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
@@ -187,7 +187,7 @@ class Producer:
         link = FleetLink(self.store, self.app, self.node)
         self.epoch = EpochWatch(self.store, self.node)
         self.source = ManifestSource(directory, link, self.opts.manifest_interval, self.epoch)
-        self._start_content(link, self.source.objects, lambda pod, reason, message: None)
+        self._start_content(link, self.source.objects, _log_waiting)
         self.consumer = self._consumer(StandaloneSink(self.store))
         log.info("standalone producer for node %s: manifests in %s", self.node, directory)
         self._thread("manifests", self.source.run)
@@ -363,6 +363,12 @@ class Producer:
         if kube is not None:
             kube.close()
         log.info("producer of node %s stopped", self.node)
+
+
+def _log_waiting(pod: Mapping[str, Any], reason: str, message: str) -> None:
+    """Standalone mode has no pod status to write: a pod waiting for a ConfigMap/Secret is logged."""
+    meta = pod.get("metadata") or {}
+    log.warning("pod %s/%s waits: %s: %s", meta.get("namespace"), meta.get("name"), reason, message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
