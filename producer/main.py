@@ -182,11 +182,13 @@ class Producer:
     def _start_standalone(self, directory: Path) -> None:
         from producer.epoch import EpochWatch
         from producer.fleet import FleetLink
+        from producer.node import NodeConfig, labels
         from producer.standalone import ManifestSource, StandaloneSink
 
         link = FleetLink(self.store, self.app, self.node)
         self.epoch = EpochWatch(self.store, self.node)
-        self.source = ManifestSource(directory, link, self.opts.manifest_interval, self.epoch)
+        node_labels = labels(NodeConfig.of(self.settings, name=self.node))
+        self.source = ManifestSource(directory, link, self.opts.manifest_interval, self.epoch, node_labels)
         self._start_content(link, self.source.objects, _log_waiting)
         self.consumer = self._consumer(StandaloneSink(self.store))
         log.info("standalone producer for node %s: manifests in %s", self.node, directory)
@@ -202,10 +204,14 @@ class Producer:
         from producer.kube import Kube, KubeError, KubeTarget, build_api_client
         from producer.lease import HealthProbe, Heartbeat, LeaseKeeper
         from producer.node import NodeConfig, NodeKeeper
+        from producer.notices import EvictionNotice
         from producer.pods import PodSync, PodWatcher
         from producer.status import KubeStatusSink
+        from vkec2.contract import LABEL_ARCH
+        from vkec2.domain.citizen import mixed_arches
 
         opts, settings = self.opts, self.settings
+        citizen = settings.kubernetes
         target = KubeTarget(
             in_cluster=opts.in_cluster,
             kubeconfig=opts.kubeconfig,
@@ -213,16 +219,22 @@ class Producer:
             host=opts.kube_host,
         )
         self.kube = Kube(build_api_client(target))
-        cfg = NodeConfig(
+        cfg = NodeConfig.of(
+            settings,
             name=self.node,
-            cluster=settings.cluster_name,
-            os=settings.node.os,
             kubelet_port=opts.kubelet_port or settings.node.kubelet_port,
             internal_ip=opts.node_ip or self.env.get("POD_IP", ""),
-            cpu=settings.node.cpu,
-            memory=settings.node.memory,
-            pods=settings.node.pods,
         )
+        mixed = mixed_arches(settings)
+        if mixed:
+            log.warning(
+                "node %s is labelled %s=%s but may launch %s of the other architecture: run one node "
+                "per architecture or set kubernetes.arch",
+                self.node,
+                LABEL_ARCH,
+                cfg.arch,
+                ", ".join(mixed),
+            )
         self.node_keeper = NodeKeeper(self.kube, cfg, opts.node_status_interval)
         self.deleter = Deleter(self.kube, self.store, opts.deletion_slack)
         link = FleetLink(self.store, self.app, self.node)
@@ -231,7 +243,13 @@ class Producer:
         self._start_content(link, KubeLookup(self.kube), kube_report(self.kube, self.node))
         self.epoch = EpochWatch(self.store, self.node, on_loss=self.kube.abort_watches)
         self.watcher = PodWatcher(
-            self.kube, PodSync(link, self.deleter), self.node, opts.watch_timeout, self.epoch
+            self.kube,
+            PodSync(
+                link, self.deleter, EvictionNotice(self.kube, self.node) if citizen.eviction_warning else None
+            ),
+            self.node,
+            opts.watch_timeout,
+            self.epoch,
         )
         self.sink = KubeStatusSink(self.kube, self.store, self.node, self.deleter)
         self.consumer = self._consumer(self.sink)

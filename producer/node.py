@@ -1,35 +1,50 @@
 """The virtual Node: register or adopt it, and keep its status (capacity, addresses, conditions) current.
 
 The node carries the labels ``type=virtual-kubelet``, ``kubernetes.io/role=agent``,
-``kubernetes.io/os`` and ``node.kubernetes.io/exclude-from-external-load-balancers``, the taint
-``virtual-kubelet.io/provider=vkec2:NoSchedule`` and the provider ID ``vkec2://<cluster>/<node>``
+``kubernetes.io/os``, ``kubernetes.io/arch`` (stated, or from the instance types the node launches,
+:mod:`vkec2.domain.citizen`; also the node's reported architecture),
+``node.kubernetes.io/instance-type`` when the node launches one type only,
+``node.kubernetes.io/exclude-from-external-load-balancers`` and the operator's
+``kubernetes.labels``; the taints ``kubernetes.taints`` (default
+``virtual-kubelet.io/provider=vkec2:NoSchedule``); and the provider ID ``vkec2://<cluster>/<node>``
 (outside the ``aws://`` scheme, so the cloud node controller leaves it alone). Its InternalIP is the
 producer pod's own IP and its daemon endpoint the kubelet port, so no ENI is needed. Capacity
 comes from the quota-derived hash the fleet keeps in Redis, falling back to the configured values;
-allocatable is capacity minus what the node's live pods take. Conditions (Ready, the pressure
-conditions, and the fleet's own: ``vkec2.io/QuotaExceeded``, ``vkec2.io/RemediationPaused`` while the
-health sweep's breaker holds back replacements, ``vkec2.io/BeatMissing`` while no beat runs, none of
-which touches Ready) are patched with a strategic merge keyed by type — conditions other controllers added
-stay — every ``status_interval`` seconds, or at once when anything in them changes. Adopting an
-existing node keeps its other labels and taints.
+allocatable equals capacity (the scheduler subtracts the pods bound to the node itself). Conditions
+(Ready, the pressure conditions, and the fleet's own: ``vkec2.io/QuotaExceeded``,
+``vkec2.io/RemediationPaused`` while the health sweep's breaker holds back replacements,
+``vkec2.io/BeatMissing`` while no beat runs, none of which touches Ready) are patched with a
+strategic merge keyed by type — conditions other controllers added stay — every
+``status_interval`` seconds, or at once when anything in them changes. Adopting an existing node
+keeps other controllers' labels and taints and replaces only what vkec2 set before (recorded in the
+node annotation ``vkec2.io/managed-labels-taints``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import platform
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
 from producer.kube import Kube, KubeError, Obj
-from vkec2.contract import BEAT_MISSING, CLUSTER_LABEL, QUOTA_EXCEEDED, REMEDIATION_PAUSED
+from vkec2.config import Settings
+from vkec2.contract import (
+    BEAT_MISSING,
+    CLUSTER_LABEL,
+    LABEL_ARCH,
+    LABEL_INSTANCE_TYPE,
+    NODE_MANAGED_ANNOTATION,
+    QUOTA_EXCEEDED,
+    REMEDIATION_PAUSED,
+)
 from vkec2.domain.beat import BeatLiveness
 from vkec2.domain.breaker import BreakerState
+from vkec2.domain.citizen import node_arch, node_instance_type
 from vkec2.domain.models import PodRecord
 from vkec2.domain.times import rfc3339
 
@@ -49,6 +64,11 @@ VERSION = "v1.33.0-vkec2"
 FleetSignals = tuple[BreakerState, BeatLiveness]
 
 
+#: A taint as (key, value, effect).
+Taint = tuple[str, str, str]
+DEFAULT_TAINTS: tuple[Taint, ...] = ((TAINT_KEY, TAINT_VALUE, "NoSchedule"),)
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     """Everything that identifies and describes the node."""
@@ -61,10 +81,35 @@ class NodeConfig:
     cpu: str = "96"
     memory: str = "384Gi"
     pods: str = "100"
+    arch: str = "amd64"  # kubernetes.io/arch (vkec2.domain.citizen.node_arch)
+    instance_type: str = ""  # node.kubernetes.io/instance-type when the node launches one type
+    extra_labels: tuple[tuple[str, str], ...] = ()  # kubernetes.labels
+    taints: tuple[Taint, ...] = DEFAULT_TAINTS  # kubernetes.taints
 
     @property
     def provider_id(self) -> str:
         return f"vkec2://{self.cluster}/{self.name}"
+
+    @classmethod
+    def of(cls, settings: Settings, **given: Any) -> NodeConfig:
+        """The node described by ``settings`` (``given``: name, cluster, kubelet port, IP …)."""
+        citizen = settings.kubernetes
+        values: dict[str, Any] = {
+            "cluster": settings.cluster_name,
+            "os": settings.node.os,
+            "kubelet_port": settings.node.kubelet_port,
+            "cpu": settings.node.cpu,
+            "memory": settings.node.memory,
+            "pods": settings.node.pods,
+            "arch": node_arch(settings),
+            "instance_type": node_instance_type(settings),
+            "extra_labels": tuple(sorted(citizen.labels.items())),
+            "taints": tuple((t.key, t.value, t.effect) for t in citizen.taints),
+        }
+        values.update(given)
+        if "name" not in values:
+            values["name"] = settings.node.name or "vkec2"
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -77,18 +122,33 @@ class Health:
 
 
 def labels(cfg: NodeConfig) -> dict[str, str]:
-    return {
+    """The labels vkec2 sets on the node: its own, arch and instance type, then the operator's."""
+    out = {
         "type": "virtual-kubelet",
         "kubernetes.io/role": "agent",
         "kubernetes.io/os": cfg.os,
+        LABEL_ARCH: cfg.arch,
         "kubernetes.io/hostname": cfg.name,
         "node.kubernetes.io/exclude-from-external-load-balancers": "true",
         CLUSTER_LABEL: cfg.cluster,
     }
+    if cfg.instance_type:
+        out[LABEL_INSTANCE_TYPE] = cfg.instance_type
+    return {**dict(cfg.extra_labels), **out}
 
 
-def taint() -> dict[str, str]:
-    return {"key": TAINT_KEY, "value": TAINT_VALUE, "effect": "NoSchedule"}
+def taints(cfg: NodeConfig) -> list[dict[str, str]]:
+    """The node's taints as Kubernetes writes them (an empty value left out)."""
+    return [
+        {"key": key, "effect": effect, **({"value": value} if value else {})}
+        for key, value, effect in cfg.taints
+    ]
+
+
+def _managed(cfg: NodeConfig) -> str:
+    """The node annotation that records what vkec2 set, for the next adoption."""
+    record = {"labels": sorted(labels(cfg)), "taints": sorted([k, e] for k, _, e in cfg.taints)}
+    return json.dumps(record, separators=(",", ":"))
 
 
 def node_object(cfg: NodeConfig) -> Obj:
@@ -96,26 +156,47 @@ def node_object(cfg: NodeConfig) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Node",
-        "metadata": {"name": cfg.name, "labels": labels(cfg)},
-        "spec": {"providerID": cfg.provider_id, "taints": [taint()]},
+        "metadata": {
+            "name": cfg.name,
+            "labels": labels(cfg),
+            "annotations": {NODE_MANAGED_ANNOTATION: _managed(cfg)},
+        },
+        "spec": {"providerID": cfg.provider_id, "taints": taints(cfg)},
     }
 
 
+def _previously_managed(meta: Mapping[str, Any]) -> tuple[set[str], set[tuple[str, str]]]:
+    """The labels and (key, effect) taints an earlier producer set, from the node annotation; a
+    node without it (or with a damaged one) had the default provider taint only."""
+    raw = (meta.get("annotations") or {}).get(NODE_MANAGED_ANNOTATION)
+    try:
+        record = json.loads(raw) if isinstance(raw, str) else {}
+        found_labels = {str(k) for k in record.get("labels", [])}
+        found_taints = {(str(k), str(e)) for k, e in record.get("taints", [])}
+    except (ValueError, TypeError, AttributeError):
+        log.warning("node annotation %s is not vkec2's JSON: ignoring it", NODE_MANAGED_ANNOTATION)
+        found_labels, found_taints = set(), set()
+    return found_labels, found_taints | {(TAINT_KEY, "NoSchedule")}
+
+
 def adopt(existing: Obj, cfg: NodeConfig) -> Obj:
-    """``existing`` with our labels, taint and provider ID added, everything else kept."""
+    """``existing`` with our labels, taints and provider ID set, everything else kept: labels and
+    taints an earlier producer set (the node annotation says which) and no longer configured go."""
     node = {
         **existing,
         "metadata": dict(existing.get("metadata") or {}),
         "spec": dict(existing.get("spec") or {}),
     }
-    node["metadata"]["labels"] = {**(node["metadata"].get("labels") or {}), **labels(cfg)}
-    ours = taint()
-    taints = [
-        t
-        for t in node["spec"].get("taints") or []
-        if not (t.get("key") == ours["key"] and t.get("effect") == ours["effect"])
-    ]
-    node["spec"]["taints"] = [*taints, ours]
+    meta = node["metadata"]
+    old_labels, old_taints = _previously_managed(meta)
+    ours = labels(cfg)
+    kept = {k: v for k, v in (meta.get("labels") or {}).items() if k not in old_labels or k in ours}
+    meta["labels"] = {**kept, **ours}
+    meta["annotations"] = {**(meta.get("annotations") or {}), NODE_MANAGED_ANNOTATION: _managed(cfg)}
+    wanted = taints(cfg)
+    replaced = old_taints | {(t["key"], t["effect"]) for t in wanted}
+    others = [t for t in node["spec"].get("taints") or [] if (t.get("key"), t.get("effect")) not in replaced]
+    node["spec"]["taints"] = [*others, *wanted]
     current = node["spec"].get("providerID")
     if not current:
         node["spec"]["providerID"] = cfg.provider_id
@@ -139,42 +220,10 @@ def capacity(stored: Mapping[str, str], cfg: NodeConfig) -> dict[str, str]:
     return out
 
 
-def _requests(record: PodRecord) -> tuple[Decimal, Decimal]:
-    cpu = memory = Decimal(0)
-    for container in (record.spec.get("spec") or {}).get("containers") or []:
-        req = (container.get("resources") or {}).get("requests") or {}
-        try:
-            cpu += parse_quantity(req.get("cpu", 0))
-            memory += parse_quantity(req.get("memory", 0))
-        except ValueError:
-            continue
-    return cpu, memory
-
-
-def _cpu(value: Decimal) -> str:
-    milli = int(value * 1000)
-    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
-
-
-def _memory(value: Decimal) -> str:
-    ki = int(value) // 1024
-    return f"{ki}Ki"
-
-
-def allocatable(cap: Mapping[str, str], records: Iterable[PodRecord]) -> dict[str, str]:
-    """Capacity minus the pods the node runs (not yet finished or deleted) and their requests."""
-    cpu, memory, pods = parse_quantity(cap["cpu"]), parse_quantity(cap["memory"]), parse_quantity(cap["pods"])
-    for record in records:
-        if record.phase.final or record.deleted:
-            continue
-        c, m = _requests(record)
-        cpu, memory, pods = cpu - c, memory - m, pods - 1
-    zero = Decimal(0)
-    return {
-        "cpu": _cpu(max(cpu, zero)),
-        "memory": _memory(max(memory, zero)),
-        "pods": str(int(max(pods, zero))),
-    }
+def allocatable(cap: Mapping[str, str]) -> dict[str, str]:
+    """Allocatable is capacity: the scheduler subtracts the pods bound to the node (and their
+    requests) itself, so subtracting them here too would count every pod twice."""
+    return {"cpu": cap["cpu"], "memory": cap["memory"], "pods": cap["pods"]}
 
 
 def quota_condition(quota: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -257,7 +306,7 @@ def status_body(
             "kubeletVersion": VERSION,
             "kubeProxyVersion": "",
             "operatingSystem": cfg.os,
-            "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), "amd64"),
+            "architecture": cfg.arch,
         },
     }
 
@@ -311,7 +360,8 @@ class NodeKeeper:
     ) -> bool:
         """Patch the node status if it changed or ``status_interval`` passed; True when patched."""
         cap = capacity(stored_capacity, self.cfg)
-        body = status_body(self.cfg, health, cap, allocatable(cap, records), quota, signals)
+        del records  # allocatable is capacity; the scheduler counts the pods (kept for callers)
+        body = status_body(self.cfg, health, cap, allocatable(cap), quota, signals)
         now = time.time()
         if not force and body == self._last_body and now - self._last_patch < self.status_interval:
             return False

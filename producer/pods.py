@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from producer.deletion import Deleter, containers_ran
@@ -70,10 +70,13 @@ def desired_spec(pod: Mapping[str, Any]) -> Obj:
 class PodSync:
     """What each pod event means for the fleet (used by the watch; pure of Kubernetes writes but deletion)."""
 
-    def __init__(self, link: FleetLink, deleter: Deleter | None) -> None:
+    def __init__(
+        self, link: FleetLink, deleter: Deleter | None, notice: Callable[[Obj], None] | None = None
+    ) -> None:
         self.link = link
         self.store = link.store
         self.deleter = deleter
+        self.notice = notice  # told about each new pod (producer.notices.EvictionNotice)
 
     def reconcile(self, pods: list[Obj]) -> None:
         """After a full list: every listed pod is (re)submitted, every record without a pod deleted."""
@@ -104,6 +107,8 @@ class PodSync:
                 self.link.node,
             )
             self.link.create(desired_spec(pod), rebuilt=resync)
+            if self.notice is not None:
+                self.notice(pod)
         elif record.deleted:
             return
         elif what_matters(record.spec) != what_matters(pod):

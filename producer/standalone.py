@@ -12,7 +12,8 @@ node's reconcile at the Redis epoch. The same tasks and the same status outbox a
 Kubernetes mode; status stays in the Redis records (shown by the CLI), and :class:`StandaloneSink`
 forgets a record once its pod was removed from the manifests and the fleet reports it Terminated.
 v1 ConfigMaps and Secrets in the same directory are what its pods' references resolve against
-(:class:`ManifestObjects`; a service account token cannot be had without Kubernetes).
+(:class:`ManifestObjects`; a service account token cannot be had without Kubernetes), and a
+pod whose ``nodeSelector`` the node's labels do not satisfy is logged as a warning.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 UID_NAMESPACE = uuid.UUID("5d0c4f3e-6f0b-4b8e-9a51-7a1f3c2e9b10")
 SUFFIXES = (".yaml", ".yml", ".json")
+#: Kinds a manifest directory may hold besides pods (their data is for pods, not resolved here).
+DATA_KINDS = ("ConfigMap", "Secret")
 
 
 class ManifestError(ValueError):
@@ -62,7 +65,7 @@ def parse_manifest(relpath: str, text: str, node: str) -> list[Obj]:
         if items is not None and not isinstance(items, list):
             raise ManifestError(f"{relpath} (document {index + 1}): items of a List must be a list")
         for item in items or []:
-            if _is_object(item):
+            if _data_object(item):
                 continue  # a ConfigMap or Secret: parse_objects
             pods.append(_pod(relpath, index, item, node))
     seen: set[tuple[str, str]] = set()
@@ -74,10 +77,17 @@ def parse_manifest(relpath: str, text: str, node: str) -> list[Obj]:
     return pods
 
 
-def _is_object(doc: Any) -> bool:
-    return (
-        isinstance(doc, dict) and doc.get("apiVersion") == "v1" and doc.get("kind") in ("ConfigMap", "Secret")
-    )
+def _data_object(doc: Any) -> bool:
+    """A v1 ConfigMap or Secret: data for pods, not a pod (see :class:`ManifestObjects`)."""
+    return isinstance(doc, dict) and doc.get("apiVersion", "v1") == "v1" and doc.get("kind") in DATA_KINDS
+
+
+def selector_mismatch(pod: Obj, labels: dict[str, str]) -> dict[str, str]:
+    """The entries of the pod's ``nodeSelector`` the node's ``labels`` do not satisfy ({} when all do)."""
+    selector = (pod.get("spec") or {}).get("nodeSelector") or {}
+    if not isinstance(selector, dict):
+        return {}
+    return {str(k): str(v) for k, v in selector.items() if labels.get(str(k)) != str(v)}
 
 
 def parse_objects(text: str) -> list[Obj]:
@@ -86,7 +96,7 @@ def parse_objects(text: str) -> list[Obj]:
     for doc in yaml.safe_load_all(text):
         items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
         for item in items if isinstance(items, list) else []:
-            if _is_object(item) and isinstance(item.get("metadata"), dict):
+            if _data_object(item) and isinstance(item.get("metadata"), dict):
                 found.append(item)
     return found
 
@@ -154,9 +164,15 @@ class ManifestSource:
     """Polls a directory and keeps the node's pods equal to what its manifests say."""
 
     def __init__(
-        self, directory: Path, link: FleetLink, interval: float = 1.0, epoch: EpochWatch | None = None
+        self,
+        directory: Path,
+        link: FleetLink,
+        interval: float = 1.0,
+        epoch: EpochWatch | None = None,
+        node_labels: dict[str, str] | None = None,
     ) -> None:
         self.directory = directory
+        self.node_labels = node_labels  # the labels the node would carry (producer.node.labels)
         self.link = link
         self.epoch = epoch
         self.interval = interval
@@ -202,6 +218,16 @@ class ManifestSource:
                 continue
             self.objects.by_file[name] = parse_objects(blob.decode("utf-8", errors="replace"))
             log.info("manifest %s: %d pod(s)", name, len(pods))
+            for pod in pods:
+                mismatch = selector_mismatch(pod, self.node_labels) if self.node_labels is not None else {}
+                if mismatch:
+                    log.warning(
+                        "pod %s in %s: nodeSelector %s does not match this node's labels (a kubelet "
+                        "would refuse it); running it anyway",
+                        pod["metadata"]["name"],
+                        name,
+                        mismatch,
+                    )
             self._files[name] = (digest, pods)
             changed = True
         after = self.desired()

@@ -211,6 +211,26 @@ SPOT_NOTICE_CLEARED_REASON: Final = "InstanceReplaced"
 #: fleet tries the pool's next zone, or the pod waits for a host (:mod:`vkec2.fleet.hosts`).
 HOST_ALLOCATION_ERROR_CODES: Final = frozenset({"InsufficientHostCapacity", "HostLimitExceeded"})
 
+# -- node citizenship: DaemonSet pods, NotReady eviction, images -> AMIs --------------------------
+
+#: The annotation naming a pod's AMI; it overrides the image table (``kubernetes.images``) and is
+#: held to the AMI allowlist (``allowlists.*.images``) like every launch annotation.
+IMAGE_ID_ANNOTATION: Final = "compute.amazonaws.com/image-id"
+#: The reason of a DaemonSet pod the node refuses (``kubernetes.daemonset_pods: refuse``): Failed.
+DAEMONSET_POD_REFUSED: Final = "DaemonSetPodRefused"
+#: The reason of a pod whose container image the image table does not map (event and condition).
+UNMAPPED_IMAGE: Final = "UnmappedImage"
+#: Pod condition: False when a container image has no AMI in the image table (the default AMI runs).
+IMAGE_MAPPED: Final = "vkec2.io/ImageMapped"
+#: The taints Kubernetes' node lifecycle controller puts on a NotReady / unreachable node.
+TAINT_NOT_READY: Final = "node.kubernetes.io/not-ready"
+TAINT_UNREACHABLE: Final = "node.kubernetes.io/unreachable"
+#: The Warning event reason of a pod that NotReady will evict after a finite tolerationSeconds.
+EVICTED_IF_NOT_READY: Final = "EvictedIfNodeNotReady"
+#: Node annotation: the labels and taints vkec2 set on the node (JSON), so adopting it again
+#: replaces or removes exactly those and keeps every other controller's.
+NODE_MANAGED_ANNOTATION: Final = "vkec2.io/managed-labels-taints"
+
 # -- ConfigMaps, Secrets and volumes -------------------------------------------------------------
 
 #: The top-level key of a stored desired spec that carries the producer's resolved ConfigMap,

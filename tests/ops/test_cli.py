@@ -216,3 +216,13 @@ def test_gc_dry_run_says_when_redis_is_down(tmp_path: Path, moto_url: str) -> No
     result = run_cli("gc", "--dry-run", config=config)
     assert result.returncode == 1
     assert f"cannot reach Redis at 127.0.0.1:{port}/0" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_pods_shows_the_health_sweeps_view_not_healthy_for_every_running_pod(cluster: dict[str, Any]) -> None:
+    from vkec2.domain.health import HealthState
+
+    sick = HealthState(failures=3, last_ok=False, unhealthy=True, checks=3, last_result="failed")
+    with cluster["store"].locked(cluster["uid"]) as lock:
+        lock.write({"health": sick.to_dict()})
+    [pod] = json.loads(run_cli("pods", "-o", "json", config=cluster["config"]).stdout)
+    assert pod["health"] == "Unhealthy"

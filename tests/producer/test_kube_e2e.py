@@ -90,13 +90,13 @@ def test_pod_runs_with_conditions_ip_annotation_and_events_then_deletion_removes
     assert all(e["type"] == "Normal" for e in _events(apiserver, uid))
     assert fleet.instances_by_uid() == {uid: [record.instance_id]}
 
-    # The node reports itself Ready with its IP and the pod counted against allocatable pods.
+    # The node reports itself Ready with its IP; allocatable is capacity (the scheduler counts the pod).
     def node_ready() -> bool:
         n = apiserver.get("nodes", NODE) or {}
         st = n.get("status") or {}
-        return _condition(n, "Ready") == "True" and st.get("allocatable", {}).get("pods") == "99"
+        return _condition(n, "Ready") == "True" and st.get("allocatable", {}).get("pods") == "100"
 
-    apiserver.wait_for(lambda _: node_ready(), 20, "node Ready with one pod allocated")
+    apiserver.wait_for(lambda _: node_ready(), 20, "node Ready with allocatable = capacity")
     st = (apiserver.get("nodes", NODE) or {})["status"]
     assert {"type": "InternalIP", "address": NODE_IP} in st["addresses"]
     assert st["daemonEndpoints"]["kubeletEndpoint"]["Port"] == 10250

@@ -70,26 +70,16 @@ def test_adopting_keeps_other_labels_and_taints() -> None:
     assert taints[1]["value"] == "x", "the input is not modified"
 
 
-def test_capacity_prefers_the_quota_hash_and_allocatable_subtracts_live_pods() -> None:
+def test_capacity_prefers_the_quota_hash_and_allocatable_is_capacity() -> None:
     assert capacity({}, CFG) == {"cpu": "8", "memory": "16Gi", "pods": "10"}
     assert capacity({"cpu": "64", "pods": "bogus!", "source": "quotas"}, CFG) == {
         "cpu": "64",
         "memory": "16Gi",
         "pods": "10",
     }
-    spec = {"spec": {"containers": [{"resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}]}}
-    records = [
-        PodRecord(uid="a", phase=Phase.RUNNING, spec=spec),
-        PodRecord(uid="b", phase=Phase.PENDING),
-        PodRecord(uid="c", phase=Phase.SUCCEEDED, spec=spec),
-        PodRecord(uid="d", deleted=True, spec=spec),
-    ]
-    assert allocatable({"cpu": "8", "memory": "16Gi", "pods": "10"}, records) == {
-        "cpu": "7500m",
-        "memory": f"{15 * 1024 * 1024}Ki",
-        "pods": "8",
-    }
-    assert allocatable({"cpu": "1", "memory": "1Ki", "pods": "1"}, records * 3)["pods"] == "0"
+    # Allocatable is capacity: the scheduler subtracts the pods bound to the node itself.
+    cap = {"cpu": "8", "memory": "16Gi", "pods": "10"}
+    assert allocatable(cap) == cap
 
 
 def test_a_quota_refusal_is_a_node_condition_before_ready() -> None:

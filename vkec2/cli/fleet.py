@@ -32,6 +32,7 @@ from vkec2.cli.common import Command, Failed
 from vkec2.config import Settings, load_settings
 from vkec2.config.redaction import redact
 from vkec2.contract import ORPHAN_GC, POD_TASKS, TAG_POD_UID, TAG_POOL, TAG_POOL_STATE, pod_task_kwargs
+from vkec2.domain.health import health_label
 from vkec2.domain.instances import tag_map
 from vkec2.domain.models import Phase, PodRecord
 from vkec2.ec2.gateway import Ec2Gateway
@@ -69,7 +70,8 @@ def _redis_address(store: Store) -> str:
 
 
 def _health(rec: PodRecord) -> str:
-    return str(rec.health.get("state") or ("-" if rec.phase is not Phase.RUNNING else "Healthy"))
+    """The health sweep's view of the pod (vkec2.domain.health.health_label)."""
+    return health_label(rec.health, rec.phase is Phase.RUNNING)
 
 
 #: How many dead-lettered status events ``vkec2 status`` names, and how much of each reason.

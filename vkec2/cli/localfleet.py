@@ -275,7 +275,9 @@ def _watch(
 
 
 def _pod_names(manifest: Path) -> set[str]:
-    return {str(doc["metadata"]["name"]) for doc in yaml.safe_load_all(manifest.read_text()) if doc}
+    """The names of the Pods in ``manifest`` (ConfigMaps and Secrets beside them are not pods)."""
+    docs = yaml.safe_load_all(manifest.read_text())
+    return {str(doc["metadata"]["name"]) for doc in docs if doc and doc.get("kind", "Pod") == "Pod"}
 
 
 def run(args: UpOptions, console: Console) -> int:

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from vkec2.config.agent_identity import AgentIdentityCheck
 from vkec2.config.allowlist import Allowlists
+from vkec2.config.citizen import KubernetesSettings
 from vkec2.config.hosts import HostPool, check_host_pool_refs, check_host_pools
 from vkec2.config.launch import Ec2Defaults, WarmPool, check_root_devices
 from vkec2.config.launchopts import MAC_BOOT_TIMEOUT_SECONDS, check_families, instance_family
@@ -271,6 +272,8 @@ class Settings(BaseSettings):
     bootstrap: BootstrapAgent = Field(default_factory=BootstrapAgent)
     health: HealthSettings = Field(default_factory=HealthSettings)
     node: NodeSettings = Field(default_factory=NodeSettings)
+    # The node as a Kubernetes citizen: labels, taints, DaemonSet pods, images -> AMIs (vkec2.config.citizen).
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     celery: CelerySettings = Field(default_factory=CelerySettings)
     # What pods may ask for by annotation beyond the configured launch parameters (docs/security.md).
     allowlists: Allowlists = Field(default_factory=Allowlists)

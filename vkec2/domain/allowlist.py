@@ -3,7 +3,8 @@
 :func:`refuse_unlisted` is called by :func:`vkec2.domain.podspec.launch_params` with the pod's
 checked annotations: every subnet, security group, key pair, AMI, instance type, instance
 profile and capacity type a pod asks for, and every EBS volume type of its ``volumes``, must be
-one the configuration launches with anyway (``ec2`` and every warm pool, see :func:`configured`)
+one the configuration launches with anyway (``ec2``, every warm pool and the image table's AMIs,
+see :func:`configured`)
 or one its namespace's allowlist names
 (:class:`vkec2.config.allowlist.Allowlists`). Anything else raises
 :class:`~vkec2.errors.InvalidPodSpec` with reason ``AnnotationNotAllowed`` naming the annotation,
@@ -60,6 +61,7 @@ def configured(settings: Settings) -> dict[Kind, set[str]]:
     for pool in settings.warm_pools:
         for kind, values in _values(settings.pool_launch_defaults(pool)).items():
             found[kind] |= values
+    found["images"] |= {row.ami for row in settings.kubernetes.images}  # the image table's AMIs
     found["instance_types"] |= {h.instance_type for h in settings.host_pools if h.instance_type}
     found["subnets"] |= {subnet for h in settings.host_pools for subnet in h.subnets}
     return found

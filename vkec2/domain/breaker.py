@@ -7,7 +7,8 @@ and reported its workload or itself unhealthy). Each pass is tallied (:class:`Pa
 failures per class); :func:`decide` pools the last ``breaker_window_passes`` tallies and opens the
 breaker when more than ``breaker_share`` of those checks failed in one class (with at least
 ``breaker_min_checks`` checks, and at least :data:`MIN_PATTERN_FAILURES` failures of that class in
-this pass unless the worker is cut off, so a single dead agent of a small fleet is still replaced).
+this pass unless the worker is cut off, so a single dead agent of a small fleet is still replaced;
+a pass of fewer checks than that leaves an open breaker as it was).
 While it is open, a pod whose
 check failed in that class is not replaced for its agent alone: it is marked Unknown and its
 counters start again from zero, so it must fail again after the breaker closed. The breaker closes
@@ -163,6 +164,10 @@ def decide(
     """Fold this pass's ``tally`` into ``state``; returns the new state and whether it opened or closed."""
     window = (*state.window, tally)[-policy.window_passes :]
     kind, share, checked = _worst(window)
+    if state.open and tally.checked < MIN_PATTERN_FAILURES:
+        # One check shows no pattern either way: an open breaker stays as it was (a busy sweep that
+        # checks one due pod per pass must not close it and replace the pods one by one).
+        return replace(state, share=share, window=window), False
     this_pass = tally.failures.get(FailureClass.UNREACHABLE.value, 0)
     cut_off = (
         kind is FailureClass.UNREACHABLE and tally.checked > 1 and this_pass >= WORKER_SHARE * tally.checked

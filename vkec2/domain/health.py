@@ -11,7 +11,7 @@ damped with hysteresis: it is reported once when it starts and once when the tra
 window fall to at most ``(flapping_count - 1) // 2``, and while it lasts the sweep reports no
 per-check changes. After a failure the next check of that pod backs off (the agent reconnect
 back-off) so a dead agent is not hammered. :func:`with_conditions` turns a state into the pod's
-Healthy and Flapping conditions.
+Healthy and Flapping conditions, and :func:`health_label` into what ``vkec2 pods`` shows.
 """
 
 from __future__ import annotations
@@ -187,3 +187,22 @@ def with_conditions(conditions: list[dict[str, Any]], state: HealthState, at: fl
             flapping["lastTransitionTime"] = old.get("lastTransitionTime", flapping["lastTransitionTime"])
         out.append(flapping)
     return out
+
+
+def health_label(raw: dict[str, Any] | None, running: bool) -> str:
+    """What ``vkec2 pods`` shows for a pod's health record: Flapping, Unhealthy, Unknown (the last
+    check could not tell), Healthy, Checking (running, not checked yet), or "-" (not running)."""
+    if not running:
+        return "-"
+    state = HealthState.from_dict(raw)
+    if state.flapping:
+        return "Flapping"
+    if state.unhealthy:
+        return "Unhealthy"
+    if state.checks == 0:
+        return "Checking"
+    if state.last_result == Outcome.UNKNOWN.value:
+        return "Unknown"
+    if state.last_result == Outcome.FAILED.value:
+        return "Failing"
+    return "Healthy"

@@ -18,6 +18,10 @@ types). Anything wrong with the pod raises :class:`~vkec2.errors.InvalidPodSpec`
 ``HostPoolCannotFit``, ``HostPoolRequired``, ``UnsupportedVolume`` (a hostPath, PVC or other volume
 type vkec2 cannot provide) or ``AnnotationNotAllowed`` (a value neither
 configured nor in the namespace's allowlist, :mod:`vkec2.domain.allowlist`); nothing is launched.
+A DaemonSet's pod is refused with ``DaemonSetPodRefused`` (:mod:`vkec2.domain.citizen`). Without
+the image-id annotation the containers' images choose the AMI through the image table
+(:mod:`vkec2.domain.images`): a mapped AMI other than the default warm pool's launches cold, and
+images without a row are carried in ``image_note`` for the create step to report.
 The instance's UserData is decided here too (:func:`user_data_for`, also used for warm-pool
 launches): ``ec2.user_data`` as configured, else the agent installer rendered from
 ``agent/userdata``.
@@ -54,7 +58,9 @@ from vkec2.contract import (
 )
 from vkec2.domain.agents import AgentTrust
 from vkec2.domain.allowlist import DEFAULT_NAMESPACE, refuse_unlisted
+from vkec2.domain.citizen import refuse_daemonset_pod
 from vkec2.domain.hosts import host_pool_for, refuse_spot_on_hosts
+from vkec2.domain.images import ImageChoice, image_ami
 from vkec2.domain.launchopts import LaunchOptions, Volume, options_for, parse_volumes
 from vkec2.domain.spot import capacity_type_problem, choose_capacity_type
 from vkec2.errors import InvalidPodSpec
@@ -123,6 +129,7 @@ class LaunchParams:
     host_id: str = ""  # Placement.HostId: the host chosen for this launch (vkec2.fleet.hosts)
     tenancy: str = ""  # Placement.Tenancy ("host" on a Dedicated Host)
     host_resource_group_arn: str = ""  # Placement.HostResourceGroupArn, when the pool names one
+    image_note: str = ""  # images the image table does not map (reported; not a launch parameter)
 
     def fingerprint(self) -> str:
         """A stable 16-hex-digit hash of all parameters (the same pod spec always gives the same).
@@ -142,7 +149,11 @@ class LaunchParams:
             "tenancy": "",
             "host_resource_group_arn": "",
         }
-        fields = {k: v for k, v in asdict(self).items() if k not in optional or v != optional[k]}
+        fields = {
+            k: v
+            for k, v in asdict(self).items()
+            if k != "image_note" and (k not in optional or v != optional[k])
+        }
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -283,8 +294,11 @@ def _pick(subnets: list[str] | tuple[str, ...], uid: str) -> str | None:
     return subnets[int.from_bytes(digest[:8], "big") % len(subnets)]
 
 
-def _select_pool(settings: Settings, ann: Mapping[str, str], default: bool) -> tuple[WarmPool | None, bool]:
-    """The pool whose parameters are the base, and whether the pod named it explicitly."""
+def _select_pool(
+    settings: Settings, ann: Mapping[str, str], default: bool, mapped: str | None = None
+) -> tuple[WarmPool | None, bool]:
+    """The pool whose parameters are the base, and whether the pod named it explicitly; a pod
+    whose image maps to an AMI (``mapped``) other than the default pool's launches cold."""
     name = ann.get(WARM_POOL)
     if name is not None:
         pool = settings.pool(name)
@@ -298,7 +312,10 @@ def _select_pool(settings: Settings, ann: Mapping[str, str], default: bool) -> t
         return pool, True
     if not default or any(key in ann for key in LAUNCH_OVERRIDES):
         return None, False
-    return settings.default_pool(), False
+    pool = settings.default_pool()
+    if pool is not None and mapped is not None and settings.pool_launch_defaults(pool).image_id != mapped:
+        return None, False
+    return pool, False
 
 
 def _check_against_pool(pool: WarmPool, base: Ec2Defaults, ann: Mapping[str, str]) -> None:
@@ -387,6 +404,13 @@ def launch_params(settings: Settings, pod: Mapping[str, Any], *, default_pool: b
     refuse_unsupported_volumes(pod)
     ann = _read_annotations(annotations)
     _validated(ann)
+    refuse_daemonset_pod(settings, pod)
+    citizen = settings.kubernetes
+    images = (
+        ImageChoice()
+        if IMAGE_ID in ann
+        else image_ami(citizen.images, pod, citizen.unmapped_images == "refuse")
+    )
     user_tags = dict(settings.ec2.tags)
     if TAGS in ann:
         user_tags.update(_parse_tags(ann[TAGS]))
@@ -394,16 +418,21 @@ def launch_params(settings: Settings, pod: Mapping[str, Any], *, default_pool: b
         if problem:
             raise _invalid(TAGS, problem)
 
-    pool, explicit = _select_pool(settings, ann, default_pool)
+    pool, explicit = _select_pool(settings, ann, default_pool, images.ami)
     base = settings.pool_launch_defaults(pool) if pool is not None else settings.ec2
     if pool is not None and explicit:
         _check_against_pool(pool, base, ann)
+        if images.ami is not None and images.ami != base.image_id:
+            raise _invalid(
+                WARM_POOL,
+                f"warm pool {pool.name!r} launches {base.image_id}, the pod's image maps to {images.ami}",
+            )
 
     if SECURITY_GROUPS in ann:
         groups = _parse_groups(ann[SECURITY_GROUPS])
     else:
         groups = tuple(sorted(set(base.security_groups)))
-    image_id = ann.get(IMAGE_ID, base.image_id)
+    image_id = ann.get(IMAGE_ID, images.ami or base.image_id)
     if image_id is None and base.launch_template is not None:
         image_id = ""  # the launch template's AMI
     if image_id is None:
@@ -441,4 +470,5 @@ def launch_params(settings: Settings, pod: Mapping[str, Any], *, default_pool: b
         capacity_type=capacity_type,
         spot_max_price=settings.ec2.spot_max_price,
         host_pool=hosts.name if hosts is not None else "",
+        image_note=images.note(),
     )

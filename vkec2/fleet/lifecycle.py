@@ -25,7 +25,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vkec2.config import Settings
-from vkec2.contract import AGENT_CONNECTED, INSTANCE_READY, POOL_CLAIMED, RESOLVED_FIELD, TAG_POOL_STATE
+from vkec2.contract import (
+    AGENT_CONNECTED,
+    IMAGE_MAPPED,
+    INSTANCE_READY,
+    POOL_CLAIMED,
+    TAG_POOL_STATE,
+    UNMAPPED_IMAGE,
+)
 from vkec2.domain import phases
 from vkec2.domain.agents import AgentTarget, AgentTrust, AppStatus, resolve_endpoint
 from vkec2.domain.instances import Instance
@@ -36,7 +43,7 @@ from vkec2.fleet.choice import InstanceChoice, placed, placement_note
 from vkec2.fleet.placement import HostPlacement
 from vkec2.fleet.rebuild import Rebuild
 from vkec2.fleet.teardown import RELEASED, Teardown, released_message
-from vkec2.fleet.update import InPlaceUpdate
+from vkec2.fleet.update import InPlaceUpdate, refresh_volumes
 from vkec2.fleet.visibility import PodInstances
 from vkec2.observability import metrics
 from vkec2.ports import Agents, Ec2, LaunchStore, PodLock
@@ -278,6 +285,21 @@ class Lifecycle:
         except InvalidPodSpec as exc:
             self._record(lock, rec, Phase.FAILED, reason=exc.reason, message=exc.message, warning=True)
             return None
+        told = any(c.get("type") == IMAGE_MAPPED for c in rec.conditions)
+        if params.image_note and not told and not rec.rebuilt:
+            # An image the table does not map: said once per attempt; the pod runs on the default AMI
+            # (never for a rebuilt record: its pod may be running, and must not look Pending again).
+            unmapped = condition(IMAGE_MAPPED, False, UNMAPPED_IMAGE, params.image_note)
+            note = f"{params.image_note}; launching {params.image_id or 'the launch template AMI'}"
+            self._record(
+                lock,
+                rec,
+                Phase.PENDING,
+                reason=UNMAPPED_IMAGE,
+                message=note,
+                warning=True,
+                extra_conditions=[unmapped],
+            )
         if rec.rebuilt:  # row C27 (vkec2.fleet.rebuild): re-created after Redis lost its data
             rebuilt = self.rebuild.step(lock, rec)
             if rebuilt.settled:
@@ -449,24 +471,10 @@ class Lifecycle:
     # -- update -------------------------------------------------------------------------
 
     def update(self, lock: PodLock, rec: PodRecord) -> None:
-        """Apply spec changes that can change in place (tags, volume files); see :mod:`vkec2.fleet.update`.
-
-        A running pod whose sealed ConfigMap/Secret content changed gets it through UpdateVolumes (the
-        agent swaps the files; env stays as launched). An unreachable agent retries the step later
-        (AgentUnavailable is retryable); an agent that refuses keeps the old files until the next
-        change, and the refusal is logged.
-        """
+        """Apply spec changes that can change in place (tags, volume files); see :mod:`vkec2.fleet.update`."""
         self.updates.apply(lock, rec)
-        if RESOLVED_FIELD in rec.spec and rec.instance_id and rec.phase in (Phase.LAUNCHING, Phase.RUNNING):
-            try:
-                changed = self.agents.update_volumes(self._target(rec), rec.spec)
-            except AgentUnavailable:
-                raise
-            except AgentError as exc:
-                log.warning("pod %s: volume update on %s failed: %s", rec.uid, rec.instance_id, exc)
-                return
-            if changed:
-                log.info("pod %s: volumes %s updated on %s", rec.uid, ", ".join(changed), rec.instance_id)
+        if rec.instance_id:
+            refresh_volumes(self.agents, self._target(rec), rec)
 
     # -- delete -------------------------------------------------------------------------
 

@@ -218,6 +218,20 @@ def test_one_dead_agent_of_a_small_fleet_is_no_pattern_but_every_agent_silent_is
     assert state.open and state.scope == "worker" and state.reason == "WorkerCannotReachAgents"
 
 
+def test_a_pass_of_one_check_neither_closes_nor_rescopes_an_open_breaker() -> None:
+    policy = BreakerPolicy(share=0.2, window_passes=3, min_checks=5, max_remediations=None)
+    state, _ = decide(BreakerState(), PassTally(1.0, 50, {"unreachable": 50}), policy, "w")
+    assert state.open and state.scope == "worker"
+    for at in (2.0, 3.0, 4.0):  # a busy sweep: one due pod per pass, unreachable
+        state, changed = decide(state, PassTally(at, 1, {"unreachable": 1}), policy, "w")
+        assert state.open and state.scope == "worker" and not changed
+    state, changed = decide(state, PassTally(5.0, 1, {}), policy, "w")
+    assert state.open and not changed  # one answer is no recovery either
+    for at in (6.0, 7.0, 8.0):
+        state, _ = decide(state, PassTally(at, 50, {}), policy, "w")
+    assert not state.open
+
+
 def test_agent_errors_are_classified() -> None:
     assert failure_class(AgentUnavailable("connection refused")) is FailureClass.UNREACHABLE
     assert failure_class(AgentUnavailable("SSL handshake failed: certificate")) is FailureClass.IDENTITY
