@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from producer.content import PodContent
+from producer.refs import resolve
 from producer.standalone import ManifestObjects, parse_manifest, parse_objects
 from vkec2.contract import RESOLVED_FIELD
 from vkec2.domain.models import Phase, PodRecord
@@ -149,3 +151,15 @@ spec:
         "data": {"f": "one"},
     }
     assert objects.secret("default", "s") is None and objects.secret("team", "s") is not None
+
+
+def test_the_staged_example_resolves_against_the_example_configmap_and_secret() -> None:
+    root = Path(__file__).resolve().parents[2] / "examples"
+    objects = ManifestObjects()
+    for name in ("report-settings.yaml", "report-credentials.yaml"):
+        objects.by_file[name] = parse_objects((root / "pods" / name).read_text())
+    staged = root / "staged" / "report-with-config.yaml"
+    (pod,) = parse_manifest(staged.name, staged.read_text(), "vkec2-local")
+    env = resolve(pod, objects)["containers"]["report"]
+    assert env["env"] == {"API_TOKEN": "demo-token-not-a-secret"}
+    assert ["REPORT_TITLE", "Nightly fleet report"] in env["envFrom"]
