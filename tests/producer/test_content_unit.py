@@ -163,3 +163,11 @@ def test_the_staged_example_resolves_against_the_example_configmap_and_secret() 
     env = resolve(pod, objects)["containers"]["report"]
     assert env["env"] == {"API_TOKEN": "demo-token-not-a-secret"}
     assert ["REPORT_TITLE", "Nightly fleet report"] in env["envFrom"]
+
+
+def test_the_kubelet_api_shows_pods_without_their_sealed_content() -> None:
+    from producer.kubelet.pods import pod_object
+
+    spec = {**_pod(), RESOLVED_FIELD: {"sealed": "token", "digest": "d"}}
+    shown = pod_object(PodRecord(uid="u1", name="p", namespace="default", spec=spec))
+    assert RESOLVED_FIELD not in shown and shown["spec"] == _pod()["spec"]
