@@ -116,10 +116,9 @@ class PodContent:
         except (RefError, SealingError) as exc:
             self._wait(uid, spec, exc.reason, exc.message)
             return None
-        except Exception as exc:  # the API server failing: transient, try again
+        except Exception as exc:  # the API server failing (403, 5xx, unreachable): report, try again
             log.warning("resolving pod %s: %s; trying again", uid, exc)
-            with self._lock:
-                self._pending[uid] = spec
+            self._wait(uid, spec, RefError.reason, f"cannot read what the pod references: {exc}")
             return None
         with self._lock:
             self._pending.pop(uid, None)

@@ -247,7 +247,15 @@ def _file(path: str, data: bytes, mode: int) -> Obj:
 
 
 def resolve(pod: Mapping[str, Any], lookup: Lookup) -> Obj:
-    """The resolved content of ``pod`` (see the module docstring); RefError when something is missing."""
+    """The resolved content of ``pod`` (see the module docstring); RefError when something is missing
+    or malformed (a mode that is no number, a value that is not base64: named, never a crash)."""
+    try:
+        return _resolve(pod, lookup)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise RefError(f"the pod's ConfigMap/Secret references cannot be resolved: {exc!r}") from None
+
+
+def _resolve(pod: Mapping[str, Any], lookup: Lookup) -> Obj:
     r = _Resolver(pod, lookup)
     spec = pod.get("spec") or {}
     containers = {

@@ -249,3 +249,13 @@ def test_atomic_writer_layout_and_swap(tmp_path: Path) -> None:
     assert write_atomic(target, [VolumeFile("a", b"new", 0o400)])
     assert (target / "a").read_bytes() == b"new" and not (target / "d").exists()
     assert not (target / first).exists() and os.readlink(target / "..data") != first
+
+
+def test_malformed_references_are_named_not_crashes() -> None:
+    bad_mode = [{"name": "v", "configMap": {"name": "app", "defaultMode": "rw"}}]
+    with pytest.raises(RefError, match="cannot be resolved"):
+        resolve(pod([{"name": "c"}], bad_mode), Objects())
+    objs = Objects()
+    objs.secrets["db"] = {"data": {"password": "not base64!"}}
+    with pytest.raises(RefError, match="cannot be resolved"):
+        resolve(pod([{"name": "c", "env": [env_ref("P", "secretKeyRef", "db", "password")]}]), objs)
