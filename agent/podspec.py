@@ -322,6 +322,9 @@ def parse_pod_object(raw: Any) -> PodSpec:
     resolved = raw.get(RESOLVED_KEY) or {}
     if not isinstance(resolved, dict):
         raise InvalidArgument("the resolved content must be an object")
+    for key in ("containers", "volumes"):
+        if not isinstance(resolved.get(key) or {}, dict):
+            raise InvalidArgument(f"the resolved content's {key} must be an object")
     empty_dirs, volume_files = _parse_volumes(spec.get("volumes"), resolved)
     names = frozenset([*empty_dirs, *volume_files])
     per_container = resolved.get("containers") or {}

@@ -259,3 +259,13 @@ def test_malformed_references_are_named_not_crashes() -> None:
     objs.secrets["db"] = {"data": {"password": "not base64!"}}
     with pytest.raises(RefError, match="cannot be resolved"):
         resolve(pod([{"name": "c", "env": [env_ref("P", "secretKeyRef", "db", "password")]}]), objs)
+
+
+@pytest.mark.parametrize(
+    "resolved",
+    [{"containers": [1]}, {"volumes": [1]}, {"volumes": {"v": [{"path": "../x", "data": ""}]}}, [1]],
+)
+def test_agent_refuses_malformed_resolved_content(resolved: Any) -> None:
+    raw = pod([{"name": "c", "command": ["true"]}], [{"name": "v", "secret": {"secretName": "s"}}])
+    with pytest.raises(InvalidArgument):
+        parse_pod(merge_resolved(json.dumps(raw), json.dumps(resolved)))
