@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="this launch's one-time bootstrap secret (from the user data)",
     )
     p.add_argument("--log-dir", default=None, help="container logs (default: STATE_DIR/logs or a temp dir)")
+    p.add_argument(
+        "--mount-root",
+        default=None,
+        help="make volume mountPaths under DIR/<pod uid> instead of at the instance's own paths",
+    )
     p.add_argument("--max-log-bytes", type=int, default=10 * 1024 * 1024, help="per container log file")
     p.add_argument("--restart-backoff", type=float, default=10.0, help="first crash-loop back-off, seconds")
     p.add_argument("--restart-backoff-max", type=float, default=300.0)
@@ -100,6 +105,7 @@ def make_runtime(args: argparse.Namespace, identity: Identity, log_dir: Path) ->
         max_log_bytes=args.max_log_bytes,
         backoff_base=args.restart_backoff,
         backoff_max=args.restart_backoff_max,
+        mount_root=Path(args.mount_root) if args.mount_root else None,
     )
 
 

@@ -4,7 +4,13 @@ Both runtimes (process and simulated) parse the pod JSON handed to LaunchApplica
 :class:`PodSpec` here, so they accept and refuse the same pods (``INVALID_ARGUMENT`` with what was
 wrong). :func:`container_environment` builds a container's environment the way the kubelet does:
 literal values with ``$(VAR)`` expansion (``$$`` escapes) and ``valueFrom.fieldRef`` on the pod's
-metadata, spec and IPs; ``secretKeyRef``, ``configMapKeyRef`` and ``envFrom`` are refused. A
+metadata, spec and IPs; ``secretKeyRef``, ``configMapKeyRef`` and ``envFrom`` take the values the
+producer resolved, which LaunchApplication carries next to the pod (``resolved_json``, merged into the
+pod object under :data:`RESOLVED_KEY` by :func:`merge_resolved`); a reference without a resolved value
+was optional and missing, so the variable is left out, as the kubelet does. Volumes: configMap,
+secret, downwardAPI and projected volumes get the resolved files (:mod:`agent.volumes`), emptyDir is a
+directory, every other type is refused naming the volume and its type; ``volumeMounts`` must name a
+volume and an absolute ``mountPath``; ``subPath`` is honoured, ``subPathExpr`` refused. A
 container's liveness, readiness and startup probes are parsed and checked here too
 (:class:`ProbeSpec`; a bad one is refused naming its field); :mod:`agent.probes` runs them.
 """
@@ -18,11 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.model import InvalidArgument
+from agent.probespec import PROBE_KINDS, ProbeSpec, container_ports, parse_probe, str_list
+from agent.volumes import Mount, VolumeFile, parse_files
 
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _FIELD_SUBSCRIPT_RE = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
 _VAR_RE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+#: Where :func:`merge_resolved` puts the producer's resolved content inside the pod object.
+RESOLVED_KEY = "vkec2Resolved"
+CONTENT_VOLUMES = ("configMap", "secret", "downwardAPI", "projected")
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,7 @@ class EnvVar:
     name: str
     value: str | None = None
     field_path: str | None = None
+    literal: bool = False  # a resolved secretKeyRef/configMapKeyRef value: never $(VAR)-expanded
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,8 @@ class ContainerSpec:
     liveness: ProbeSpec | None = None
     readiness: ProbeSpec | None = None
     startup: ProbeSpec | None = None
+    env_from: tuple[tuple[str, str], ...] = ()
+    mounts: tuple[Mount, ...] = ()
 
     @property
     def argv(self) -> list[str]:
@@ -63,6 +77,12 @@ class PodSpec:
     node_name: str = ""
     service_account: str = ""
     termination_grace: float = 30.0
+    empty_dirs: tuple[str, ...] = ()
+    volume_files: Mapping[str, tuple[VolumeFile, ...]] = field(default_factory=dict)
+
+    @property
+    def has_volumes(self) -> bool:
+        return bool(self.empty_dirs or self.volume_files)
 
     def find(self, name: str) -> ContainerSpec | None:
         for c in (*self.containers, *self.init_containers):
@@ -94,160 +114,12 @@ class PodSpec:
         return source.get(m.group(2), "")
 
 
-def _str_list(value: Any, where: str) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidArgument(f"{where} must be a list of strings")
-    return tuple(value)
-
-
 def _str_map(value: Any, where: str) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise InvalidArgument(f"{where} must be a map of strings")
     return {str(k): v for k, v in value.items()}
-
-
-PROBE_KINDS = ("Liveness", "Readiness", "Startup")
-_HANDLERS = ("exec", "httpGet", "tcpSocket", "grpc")
-_HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-
-
-@dataclass(frozen=True)
-class ProbeSpec:
-    """One probe of a container, validated, with the kubelet's defaults filled in."""
-
-    kind: str  # Liveness | Readiness | Startup
-    handler: str  # exec | httpGet | tcpSocket | grpc
-    command: tuple[str, ...] = ()
-    host: str = "127.0.0.1"
-    scheme: str = "HTTP"
-    path: str = "/"
-    port: int = 0
-    headers: tuple[tuple[str, str], ...] = ()
-    service: str = ""
-    initial_delay: float = 0.0
-    period: float = 10.0
-    timeout: float = 1.0
-    success_threshold: int = 1
-    failure_threshold: int = 3
-    termination_grace: float | None = None
-
-
-def container_ports(raw: Any, where: str) -> dict[str, int]:
-    """Named container ports (``ports[].name`` -> ``containerPort``), for probes that name a port."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, list):
-        raise InvalidArgument(f"{where} must be a list")
-    named: dict[str, int] = {}
-    for i, item in enumerate(raw):
-        if not isinstance(item, dict):
-            raise InvalidArgument(f"{where}[{i}] must be an object")
-        number, name = item.get("containerPort"), item.get("name")
-        if isinstance(name, str) and name and isinstance(number, int) and not isinstance(number, bool):
-            named[name] = number
-    return named
-
-
-def _int_field(raw: dict[str, Any], key: str, where: str, default: int, low: int) -> int:
-    value = raw.get(key)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise InvalidArgument(f"{where}.{key} must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def _probe_port(value: Any, where: str, ports: Mapping[str, int], by_name: bool) -> int:
-    if isinstance(value, str) and by_name:
-        if value.isdigit():
-            value = int(value)
-        elif value in ports:
-            value = ports[value]
-        else:
-            raise InvalidArgument(f"{where}.port names no port of the container: {value!r}")
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise InvalidArgument(f"{where}.port must be a port number 1-65535, got {value!r}")
-    return value
-
-
-def parse_probe(raw: Any, kind: str, where: str, ports: Mapping[str, int]) -> ProbeSpec:
-    """A container's liveness, readiness or startup probe, checked as the API server checks it."""
-    if not isinstance(raw, dict):
-        raise InvalidArgument(f"{where} must be an object")
-    handlers = [h for h in _HANDLERS if raw.get(h) is not None]
-    if len(handlers) != 1:
-        raise InvalidArgument(
-            f"{where} must specify exactly one handler of {', '.join(_HANDLERS)}, got {len(handlers)}"
-        )
-    handler = handlers[0]
-    body = raw[handler]
-    hwhere = f"{where}.{handler}"
-    if not isinstance(body, dict):
-        raise InvalidArgument(f"{hwhere} must be an object")
-    values: dict[str, Any] = {}
-    if handler == "exec":
-        command = _str_list(body.get("command"), f"{hwhere}.command")
-        if not command:
-            raise InvalidArgument(f"{hwhere}.command must be a non-empty list of strings")
-        values["command"] = command
-    else:
-        values["port"] = _probe_port(body.get("port"), hwhere, ports, handler != "grpc")
-        host = body.get("host") or "127.0.0.1"
-        if handler != "grpc":
-            if not isinstance(host, str):
-                raise InvalidArgument(f"{hwhere}.host must be a string")
-            values["host"] = host
-    if handler == "httpGet":
-        scheme = body.get("scheme") or "HTTP"
-        if scheme not in ("HTTP", "HTTPS"):
-            raise InvalidArgument(f"{hwhere}.scheme must be HTTP or HTTPS, got {scheme!r}")
-        path = body.get("path") or "/"
-        if not isinstance(path, str):
-            raise InvalidArgument(f"{hwhere}.path must be a string")
-        headers = []
-        for i, h in enumerate(body.get("httpHeaders") or []):
-            if not (
-                isinstance(h, dict) and isinstance(h.get("name"), str) and isinstance(h.get("value", ""), str)
-            ):
-                raise InvalidArgument(f"{hwhere}.httpHeaders[{i}] must be an object with a name and a value")
-            if not _HEADER_RE.match(h["name"]):
-                raise InvalidArgument(
-                    f"{hwhere}.httpHeaders[{i}].name {h['name']!r} is not a valid header name"
-                )
-            headers.append((h["name"], str(h.get("value", ""))))
-        values.update(
-            scheme=scheme, path=path if path.startswith("/") else f"/{path}", headers=tuple(headers)
-        )
-    if handler == "grpc":
-        service = body.get("service") or ""
-        if not isinstance(service, str):
-            raise InvalidArgument(f"{hwhere}.service must be a string")
-        values["service"] = service
-    success = _int_field(raw, "successThreshold", where, 1, 1)
-    if kind != "Readiness" and success != 1:
-        raise InvalidArgument(f"{where}.successThreshold must be 1 for a {kind.lower()} probe, got {success}")
-    grace = raw.get("terminationGracePeriodSeconds")
-    if grace is not None:
-        if kind == "Readiness":
-            raise InvalidArgument(
-                f"{where}.terminationGracePeriodSeconds is not allowed on a readiness probe"
-            )
-        grace = _int_field(raw, "terminationGracePeriodSeconds", where, 0, 1)
-    return ProbeSpec(
-        kind=kind,
-        handler=handler,
-        initial_delay=float(_int_field(raw, "initialDelaySeconds", where, 0, 0)),
-        period=float(_int_field(raw, "periodSeconds", where, 10, 1)),
-        timeout=float(_int_field(raw, "timeoutSeconds", where, 1, 1)),
-        success_threshold=success,
-        failure_threshold=_int_field(raw, "failureThreshold", where, 3, 1),
-        termination_grace=None if grace is None else float(grace),
-        **values,
-    )
 
 
 def _valid_field_path(path: str) -> bool:
@@ -268,7 +140,13 @@ def _valid_field_path(path: str) -> bool:
     )
 
 
-def _parse_container(raw: Any, where: str, init: bool = False) -> ContainerSpec:
+def _parse_container(
+    raw: Any,
+    where: str,
+    resolved: Mapping[str, Any] | None = None,
+    volumes: frozenset[str] = frozenset(),
+    init: bool = False,
+) -> ContainerSpec:
     if not isinstance(raw, dict):
         raise InvalidArgument(f"{where} must be an object")
     name = raw.get("name")
@@ -280,8 +158,8 @@ def _parse_container(raw: Any, where: str, init: bool = False) -> ContainerSpec:
     image = raw.get("image", "")
     if not isinstance(image, str):
         raise InvalidArgument(f"{where}.image must be a string")
-    command = _str_list(raw.get("command"), f"{where}.command")
-    args = _str_list(raw.get("args"), f"{where}.args")
+    command = str_list(raw.get("command"), f"{where}.command")
+    args = str_list(raw.get("args"), f"{where}.args")
     env: list[EnvVar] = []
     raw_env = raw.get("env") or []
     if not isinstance(raw_env, list):
@@ -292,6 +170,18 @@ def _parse_container(raw: Any, where: str, init: bool = False) -> ContainerSpec:
         ename = item["name"]
         if "valueFrom" in item and item["valueFrom"] is not None:
             vf = item["valueFrom"]
+            if isinstance(vf, dict) and (vf.get("secretKeyRef") or vf.get("configMapKeyRef")):
+                values = (resolved or {}).get("env") or {}
+                if ename in values:
+                    env.append(EnvVar(ename, value=str(values[ename]), literal=True))
+                    continue
+                ref = vf.get("secretKeyRef") or vf.get("configMapKeyRef")
+                if not (isinstance(ref, dict) and ref.get("optional")):
+                    raise InvalidArgument(
+                        f"{where}.env[{ename}].valueFrom: the reference was not resolved "
+                        "(the producer resolves secretKeyRef/configMapKeyRef before launch)"
+                    )
+                continue  # an optional reference whose object or key is missing: left out
             ref = vf.get("fieldRef") if isinstance(vf, dict) else None
             path = ref.get("fieldPath") if isinstance(ref, dict) else None
             if not isinstance(path, str):
@@ -309,8 +199,12 @@ def _parse_container(raw: Any, where: str, init: bool = False) -> ContainerSpec:
             if not isinstance(value, str):
                 raise InvalidArgument(f"{where}.env[{ename}].value must be a string")
             env.append(EnvVar(ename, value=value))
-    if raw.get("envFrom"):
-        raise InvalidArgument(f"{where}.envFrom is not supported by the agent (inline the values as env)")
+    env_from: list[tuple[str, str]] = []
+    for pair in (resolved or {}).get("envFrom") or []:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise InvalidArgument(f"{where}: resolved envFrom must be [name, value] pairs")
+        env_from.append((pair[0], pair[1]))
+    mounts = _parse_mounts(raw.get("volumeMounts"), where, volumes)
     working_dir = raw.get("workingDir")
     if working_dir is not None and not isinstance(working_dir, str):
         raise InvalidArgument(f"{where}.workingDir must be a string")
@@ -329,10 +223,83 @@ def _parse_container(raw: Any, where: str, init: bool = False) -> ContainerSpec:
         args,
         tuple(env),
         working_dir or None,
-        probes["Liveness"],
-        probes["Readiness"],
-        probes["Startup"],
+        liveness=probes["Liveness"],
+        readiness=probes["Readiness"],
+        startup=probes["Startup"],
+        env_from=tuple(env_from),
+        mounts=mounts,
     )
+
+
+def _parse_mounts(raw: Any, where: str, volumes: frozenset[str]) -> tuple[Mount, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidArgument(f"{where}.volumeMounts must be a list")
+    out: list[Mount] = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict):
+            raise InvalidArgument(f"{where}.volumeMounts[{i}] must be an object")
+        name, path = m.get("name"), m.get("mountPath")
+        if name not in volumes:
+            raise InvalidArgument(f"{where}.volumeMounts[{i}] names no volume of the pod: {name!r}")
+        if not isinstance(path, str) or not path.startswith("/") or ".." in path.split("/"):
+            raise InvalidArgument(
+                f"{where}.volumeMounts[{i}].mountPath must be an absolute path without '..'"
+            )
+        if m.get("subPathExpr"):
+            raise InvalidArgument(f"{where}.volumeMounts[{i}].subPathExpr is not supported by the agent")
+        sub = m.get("subPath") or ""
+        if not isinstance(sub, str) or sub.startswith("/") or ".." in sub.split("/"):
+            raise InvalidArgument(f"{where}.volumeMounts[{i}].subPath must be a relative path without '..'")
+        out.append(Mount(str(name), path, sub, bool(m.get("readOnly"))))
+    return tuple(out)
+
+
+def _parse_volumes(
+    raw: Any, resolved: Mapping[str, Any]
+) -> tuple[tuple[str, ...], dict[str, tuple[VolumeFile, ...]]]:
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list):
+        raise InvalidArgument("spec.volumes must be a list")
+    empty: list[str] = []
+    files: dict[str, tuple[VolumeFile, ...]] = {}
+    for i, vol in enumerate(raw):
+        if (
+            not isinstance(vol, dict)
+            or not isinstance(vol.get("name"), str)
+            or not _NAME_RE.match(vol["name"])
+        ):
+            raise InvalidArgument(f"spec.volumes[{i}] must be an object with a DNS-label name")
+        name = vol["name"]
+        kinds = [k for k in vol if k != "name"]
+        if name in empty or name in files:
+            raise InvalidArgument(f"volume name {name!r} is used twice")
+        if kinds == ["emptyDir"]:
+            empty.append(name)
+        elif len(kinds) == 1 and kinds[0] in CONTENT_VOLUMES:
+            files[name] = parse_files((resolved.get("volumes") or {}).get(name, []), f"volume {name!r}")
+        else:
+            kind = ", ".join(kinds) or "none"
+            raise InvalidArgument(
+                f"volume {name!r} has type {kind}, which vkec2 does not support (supported: "
+                f"emptyDir, {', '.join(CONTENT_VOLUMES)})"
+            )
+    return tuple(empty), files
+
+
+def merge_resolved(pod_json: str, resolved_json: str) -> str:
+    """The pod JSON with the resolved content under :data:`RESOLVED_KEY` (as the runtimes read it)."""
+    if not resolved_json:
+        return pod_json
+    try:
+        pod, resolved = json.loads(pod_json), json.loads(resolved_json)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"pod_json or resolved_json is not valid JSON: {exc}") from None
+    if not isinstance(pod, dict) or not isinstance(resolved, dict):
+        raise InvalidArgument("pod_json and resolved_json must be JSON objects")
+    return json.dumps({**pod, RESOLVED_KEY: resolved})
 
 
 def parse_pod(pod_json: str) -> PodSpec:
@@ -375,8 +342,22 @@ def parse_pod_object(raw: Any) -> PodSpec:
     raw_inits = spec.get("initContainers") or []
     if not isinstance(raw_inits, list):
         raise InvalidArgument("spec.initContainers must be a list")
-    inits = tuple(_parse_container(c, f"spec.initContainers[{i}]", True) for i, c in enumerate(raw_inits))
-    containers = tuple(_parse_container(c, f"spec.containers[{i}]") for i, c in enumerate(raw_containers))
+    resolved = raw.get(RESOLVED_KEY) or {}
+    if not isinstance(resolved, dict):
+        raise InvalidArgument("the resolved content must be an object")
+    for key in ("containers", "volumes"):
+        if not isinstance(resolved.get(key) or {}, dict):
+            raise InvalidArgument(f"the resolved content's {key} must be an object")
+    empty_dirs, volume_files = _parse_volumes(spec.get("volumes"), resolved)
+    names = frozenset([*empty_dirs, *volume_files])
+    per_container = resolved.get("containers") or {}
+
+    def parse(c: Any, where: str, init: bool = False) -> ContainerSpec:
+        own = per_container.get(c.get("name")) if isinstance(c, dict) else None
+        return _parse_container(c, where, own if isinstance(own, dict) else None, names, init)
+
+    inits = tuple(parse(c, f"spec.initContainers[{i}]", True) for i, c in enumerate(raw_inits))
+    containers = tuple(parse(c, f"spec.containers[{i}]") for i, c in enumerate(raw_containers))
     seen: set[str] = set()
     for c in (*inits, *containers):
         if c.name in seen:
@@ -401,6 +382,8 @@ def parse_pod_object(raw: Any) -> PodSpec:
         node_name=node_name if isinstance(node_name, str) else "",
         service_account=sa if isinstance(sa, str) else "",
         termination_grace=float(grace),
+        empty_dirs=empty_dirs,
+        volume_files=volume_files,
     )
 
 
@@ -419,12 +402,14 @@ def expand_vars(text: str, env: Mapping[str, str]) -> str:
 def container_environment(
     pod: PodSpec, c: ContainerSpec, *, pod_ip: str, host_ip: str, base: Mapping[str, str]
 ) -> dict[str, str]:
-    """The environment a container's process gets: ``base`` plus the spec's env, in order."""
+    """The environment a container's process gets: ``base``, then envFrom, then the spec's env, in order."""
     result = dict(base)
-    declared: dict[str, str] = {}
+    declared: dict[str, str] = dict(c.env_from)
     for var in c.env:
         if var.field_path is not None:
             value = pod.field_value(var.field_path, pod_ip, host_ip)
+        elif var.literal:
+            value = var.value or ""
         else:
             value = expand_vars(var.value or "", declared)
         declared[var.name] = value

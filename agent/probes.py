@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent.podspec import ProbeSpec
+from agent.probespec import ProbeSpec
 from agent.process_group import killpg
 
 #: How much of a probe's output goes into its event message (the kubelet keeps 10 KiB).

@@ -52,6 +52,10 @@ class Runtime(Protocol):
 
     def terminate(self, grace_seconds: float) -> PodSnapshot: ...
 
+    def update_volumes(self, pod_uid: str, resolved_json: str) -> list[str]:
+        """New resolved content for the running pod's volumes; the names of those that changed."""
+        ...
+
     def logs(
         self, container: str, previous: bool, query: LogQuery, active: Callable[[], bool]
     ) -> Iterator[bytes]: ...
@@ -93,6 +97,9 @@ class WrappedRuntime:
 
     def terminate(self, grace_seconds: float) -> PodSnapshot:
         return self._shown(self.inner.terminate(grace_seconds))
+
+    def update_volumes(self, pod_uid: str, resolved_json: str) -> list[str]:
+        return self.inner.update_volumes(pod_uid, resolved_json)
 
     def logs(
         self, container: str, previous: bool, query: LogQuery, active: Callable[[], bool]

@@ -10,11 +10,21 @@ in a bounded list (:mod:`agent.events`) sent with every status. When a container
 exits, what is left of its process group is killed, like a container whose PID 1 exits. Terminate
 sends SIGTERM to every group, waits the grace period, then SIGKILLs; every child is reaped by its
 own thread, so no zombies are left. A container is :mod:`agent.process_container`, an exec session
+``workingDir``, its stdout/stderr pumped into a size-bounded log. Init containers run in order;
+then every app container gets a supervising thread that applies the restart policy with
+exponential back-off (reason ``CrashLoopBackOff``). When a container's main process exits, what is
+left of its process group is killed, like a container whose PID 1 exits. Terminate sends SIGTERM to
+every group, waits the grace period, then SIGKILLs; every child is reaped by its own thread, so no
+zombies are left. Volumes (emptyDir, and the configMap/secret/downwardAPI/projected files the
+producer resolved) are written under ``volume_dir`` and "mounted" as symlinks at their mountPaths
+under the pod's mount root (:mod:`agent.volumes`); :meth:`ProcessRuntime.update_volumes` swaps
+their content. A container is :mod:`agent.process_container`, an exec session
 :mod:`agent.process_exec`, the process-group plumbing :mod:`agent.process_group`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -43,6 +53,7 @@ from agent.process_exec import ProcessExec
 from agent.process_group import killpg
 from agent.stats import InstanceStats
 from agent.stats_linux import LinuxStats
+from agent.volumes import PodVolumes, parse_files
 
 
 class ProcessRuntime:
@@ -59,8 +70,13 @@ class ProcessRuntime:
         backoff_max: float = 300.0,
         backoff_reset: float = 600.0,
         environ: Mapping[str, str] | None = None,
+        volume_dir: Path | None = None,
+        mount_root: Path | None = None,
     ) -> None:
         self.log_dir = log_dir
+        self.volume_dir = volume_dir or log_dir.with_name(log_dir.name + "-volumes")
+        self.mount_root = mount_root  # None: the instance's own / (one pod per instance)
+        self._volumes: PodVolumes | None = None
         self.pod_ip = pod_ip
         self.host_ip = host_ip or pod_ip
         self.max_log_bytes = max_log_bytes
@@ -107,7 +123,58 @@ class ProcessRuntime:
         }
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
         env["HOSTNAME"] = pod.name
+        if self.mount_root is not None:
+            env["VKEC2_MOUNT_ROOT"] = str(self._pod_root(pod))
         return env
+
+    def _pod_root(self, pod: PodSpec) -> Path:
+        return Path("/") if self.mount_root is None else self.mount_root / pod.uid.replace("/", "_")
+
+    def _make_volumes(self, pod: PodSpec) -> PodVolumes | None:
+        mounts = [m for c in (*pod.init_containers, *pod.containers) for m in c.mounts]
+        if not pod.has_volumes and not mounts:
+            return None
+        seen: dict[str, tuple[str, str]] = {}
+        for m in mounts:
+            if seen.setdefault(m.mount_path, (m.volume, m.sub_path)) != (m.volume, m.sub_path):
+                raise InvalidArgument(
+                    f"mountPath {m.mount_path} is used for two different volumes: the process runtime "
+                    "shares one file tree between the pod's containers"
+                )
+        vols = PodVolumes(self.volume_dir / pod.uid.replace("/", "_"), self._pod_root(pod))
+        try:
+            vols.setup(pod.empty_dirs, pod.volume_files)
+            vols.mount(mounts)
+        except OSError as exc:
+            vols.remove()
+            raise FailedPrecondition(f"cannot set up the pod's volumes: {exc}") from None
+        except FailedPrecondition:
+            vols.remove()
+            raise
+        return vols
+
+    def update_volumes(self, pod_uid: str, resolved_json: str) -> list[str]:
+        """New content for the running pod's volumes (atomic swap); the names of those that changed."""
+        with self.lock:
+            pod = self.pod
+            if pod is None or self._terminated or (pod_uid and pod.uid != pod_uid):
+                raise FailedPrecondition(f"pod {pod_uid} is not running on this agent")
+            vols = self._volumes
+        if vols is None:
+            return []
+        try:
+            resolved = json.loads(resolved_json or "{}")
+        except ValueError as exc:
+            raise InvalidArgument(f"resolved_json is not valid JSON: {exc}") from None
+        given = (resolved.get("volumes") if isinstance(resolved, dict) else None) or {}
+        if not isinstance(given, dict):
+            raise InvalidArgument("resolved_json volumes must be an object")
+        fresh = {n: parse_files(given.get(n, []), f"volume {n!r}") for n in pod.volume_files}
+        try:
+            changed = vols.update(fresh)
+        except OSError as exc:
+            raise FailedPrecondition(f"cannot update the pod's volumes: {exc}") from None
+        return changed
 
     def _all(self) -> list[ProcessContainer]:
         return [*self._init, *self._apps]
@@ -148,6 +215,7 @@ class ProcessRuntime:
                         "running on this instance; terminate it first"
                     )
                 self._reset()
+            self._volumes = self._make_volumes(pod)
             self.pod = pod
             self.policy = pod.restart_policy
             self._launched_at = time.time()
@@ -171,6 +239,9 @@ class ProcessRuntime:
                     log.remove()
         shutil.rmtree(self.log_dir, ignore_errors=True)
         self.events.clear()
+        if self._volumes is not None:
+            self._volumes.remove()
+            self._volumes = None
         self.pod = None
         self._init, self._apps = [], []
 
@@ -328,3 +399,7 @@ class ProcessRuntime:
     def close(self) -> None:
         """Agent shutdown: the workload cannot be adopted by a later agent, so it is stopped too."""
         self.terminate(5)
+        with self.lock:
+            if self._volumes is not None:
+                self._volumes.remove()
+                self._volumes = None

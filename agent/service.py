@@ -25,6 +25,7 @@ from agent.convert import status_pb
 from agent.host import Host, Instance
 from agent.logs import LogQuery
 from agent.model import AgentCallError
+from agent.podspec import merge_resolved
 from agent.stats import stats_pb
 from agent.v1 import agent_pb2
 from agent.v1 import agent_pb2_grpc as _agent_grpc
@@ -81,8 +82,17 @@ class LifecycleServicer(agent_pb2_grpc.ApplicationLifecycleServicer):  # type: i
 
     def LaunchApplication(self, request: Any, context: grpc.ServicerContext) -> Any:
         inst = self._enter(context)
-        snap = self._call(context, lambda: inst.runtime.launch(request.pod_json))
+        snap = self._call(
+            context, lambda: inst.runtime.launch(merge_resolved(request.pod_json, request.resolved_json))
+        )
         return agent_pb2.LaunchApplicationResponse(status=status_pb(snap))
+
+    def UpdateVolumes(self, request: Any, context: grpc.ServicerContext) -> Any:
+        inst = self._enter(context)
+        changed = self._call(
+            context, lambda: inst.runtime.update_volumes(request.pod_uid, request.resolved_json)
+        )
+        return agent_pb2.UpdateVolumesResponse(changed=changed)
 
     def TerminateApplication(self, request: Any, context: grpc.ServicerContext) -> Any:
         inst = self._enter(context)

@@ -5,15 +5,20 @@ directory) goes through :class:`FleetLink`, which keeps the one ordering rule of
 Redis record is written first (desired spec, or the delete mark, each bumping the record's
 generation) and only then is ``vkec2.pods.create`` / ``update`` / ``delete`` published by name
 with that generation, so a worker that receives the task always finds what it is asked to do.
+With :attr:`FleetLink.content` set, a pod that references ConfigMaps/Secrets is resolved and sealed
+first (:mod:`producer.content`); one whose references are missing is not written yet.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
+
+if TYPE_CHECKING:
+    from producer.content import PodContent
 
 from vkec2 import contract
 from vkec2.errors import Vkec2Error
@@ -29,6 +34,7 @@ class FleetLink:
         self.store = store
         self.app = app
         self.node = node
+        self.content: PodContent | None = None
 
     def _send(self, name: str, uid: str, generation: int) -> None:
         self.app.send_task(name, kwargs=contract.pod_task_kwargs(uid, generation))
@@ -41,11 +47,18 @@ class FleetLink:
         """
         return self._put(pod, contract.POD_CREATE, rebuilt)
 
-    def update(self, pod: Mapping[str, Any]) -> int | None:
-        """Record a changed spec and publish an update."""
-        return self._put(pod, contract.POD_UPDATE)
+    def update(self, pod: Mapping[str, Any], *, prepared: bool = False) -> int | None:
+        """Record a changed spec and publish an update (``prepared``: its content is sealed already)."""
+        return self._put(pod, contract.POD_UPDATE, prepared=prepared)
 
-    def _put(self, pod: Mapping[str, Any], task: str, rebuilt: bool = False) -> int | None:
+    def _put(
+        self, pod: Mapping[str, Any], task: str, rebuilt: bool = False, prepared: bool = False
+    ) -> int | None:
+        if self.content is not None and not prepared:
+            ready = self.content.prepare(pod)
+            if ready is None:
+                return None  # waits for its ConfigMaps/Secrets; PodContent tries again
+            pod = ready
         uid = str(pod["metadata"]["uid"])
         try:
             generation = self.store.put_desired(pod, self.node, rebuilt=rebuilt)
@@ -63,8 +76,14 @@ class FleetLink:
         ``grace_seconds`` is the pod object's ``deletionGracePeriodSeconds`` (``kubectl delete
         --grace-period``), recorded with the mark so the workers give the workload exactly that.
         """
+        self.forget_content(uid)
         generation = self.store.mark_deleted(uid, grace_seconds)
         if generation is None:
             return None
         self._send(contract.POD_DELETE, uid, generation)
         return generation
+
+    def forget_content(self, uid: str) -> None:
+        """Stop resolving and refreshing the pod's ConfigMaps/Secrets (it is going away)."""
+        if self.content is not None:
+            self.content.forget(uid)

@@ -3,8 +3,9 @@
 The producer is the only part of vkec2 that talks to Kubernetes. This module builds the official
 ``kubernetes`` client in one of three ways — in-cluster (service account), from a kubeconfig, or
 against an explicit plain-HTTP host (tests and the API server double) — and wraps the handful of
-REST calls the producer needs (pods, pods/status, events, nodes, nodes/status, leases, and its own
-StatefulSet, read at shutdown to tell a scale-down from a restart) so that the
+REST calls the producer needs (pods, pods/status, events, nodes, nodes/status, leases, its own
+StatefulSet, read at shutdown to tell a scale-down from a restart, and — one GET per name its pods
+reference, never a list or watch — ConfigMaps, Secrets and service account tokens) so that the
 rest of the package works on plain JSON dicts and one exception type, :class:`KubeError`, that
 carries the HTTP status. Watches are read line by line from the raw response so a 410 Gone (as an
 HTTP status or as a watch ``ERROR`` event) surfaces as ``KubeError(410)`` for the caller to relist.
@@ -287,6 +288,42 @@ class Kube:
     def replace_lease(self, lease: Obj) -> Obj:
         meta = lease["metadata"]
         return self._call(self.coord.replace_namespaced_lease, meta["name"], meta["namespace"], lease)
+
+    # -- what pods reference (producer/content.py) -----------------------------------------------
+
+    def get_configmap(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return self._call(self.core.read_namespaced_config_map, name, namespace)
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    def get_secret(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return self._call(self.core.read_namespaced_secret, name, namespace)
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    def create_token(
+        self, namespace: str, service_account: str, audience: str, seconds: int, pod_name: str, pod_uid: str
+    ) -> str:
+        """A TokenRequest for ``service_account`` bound to the pod (``boundObjectRef``): the token."""
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [audience] if audience else [],
+                "expirationSeconds": seconds,
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": pod_name, "uid": pod_uid},
+            },
+        }
+        answer = self._call(
+            self.core.create_namespaced_service_account_token, service_account, namespace, body
+        )
+        return str((answer.get("status") or {}).get("token") or "")
 
     # -- statefulsets ---------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 
@@ -37,8 +37,11 @@ from vkec2.errors import ConfigError
 from vkec2.store.redis_store import Store
 
 if TYPE_CHECKING:
+    from producer.content import Report
+    from producer.fleet import FleetLink
     from producer.kubelet.auth import Gate
     from producer.outbox import OutboxConsumer, StatusSink
+    from producer.refs import Lookup
 
 log = logging.getLogger("producer")
 
@@ -187,6 +190,7 @@ class Producer:
         self.epoch = EpochWatch(self.store, self.node)
         node_labels = labels(NodeConfig.of(self.settings, name=self.node))
         self.source = ManifestSource(directory, link, self.opts.manifest_interval, self.epoch, node_labels)
+        self._start_content(link, self.source.objects, _log_waiting)
         self.consumer = self._consumer(StandaloneSink(self.store))
         log.info("standalone producer for node %s: manifests in %s", self.node, directory)
         self._thread("manifests", self.source.run)
@@ -235,6 +239,9 @@ class Producer:
         self.node_keeper = NodeKeeper(self.kube, cfg, opts.node_status_interval)
         self.deleter = Deleter(self.kube, self.store, opts.deletion_slack)
         link = FleetLink(self.store, self.app, self.node)
+        from producer.content import KubeLookup, kube_report
+
+        self._start_content(link, KubeLookup(self.kube), kube_report(self.kube, self.node))
         self.epoch = EpochWatch(self.store, self.node, on_loss=self.kube.abort_watches)
         self.watcher = PodWatcher(
             self.kube,
@@ -292,6 +299,20 @@ class Producer:
 
         log.info("producer for node %s (cluster %s)", self.node, settings.cluster_name)
         self._thread("register", register_then_run)
+
+    def _start_content(self, link: FleetLink, lookup: Lookup, report: Report) -> None:
+        """Resolve and seal what pods reference (producer/content.py); retry and refresh it."""
+        from producer.content import PodContent
+        from vkec2.domain.sealed import Sealer
+
+        try:
+            keys = self.settings.secrets.all_keys()
+        except OSError as exc:
+            raise ConfigError(f"secrets.key_file cannot be read: {exc}") from None
+        content = PodContent(lookup, Sealer(keys) if keys else None, report)
+        link.content = content
+        interval = self.settings.secrets.refresh_seconds
+        self._thread("content", lambda stop: content.run(stop, link, interval))
 
     def _consumer(self, sink: StatusSink) -> OutboxConsumer:
         from producer.outbox import OutboxConsumer
@@ -361,6 +382,12 @@ class Producer:
         if kube is not None:
             kube.close()
         log.info("producer of node %s stopped", self.node)
+
+
+def _log_waiting(pod: Mapping[str, Any], reason: str, message: str) -> None:
+    """Standalone mode has no pod status to write: a pod waiting for a ConfigMap/Secret is logged."""
+    meta = pod.get("metadata") or {}
+    log.warning("pod %s/%s waits: %s: %s", meta.get("namespace"), meta.get("name"), reason, message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -120,6 +120,7 @@ class PodSync:
     def on_deleted(self, pod: Obj) -> None:
         """A DELETED pod: the object is gone, so the instance must go too."""
         uid = str(pod["metadata"]["uid"])
+        self.link.forget_content(uid)
         if self.deleter is not None:
             self.deleter.untrack(uid)
         record = self.store.get(uid)
@@ -135,6 +136,7 @@ class PodSync:
         self.link.delete(record.uid)
 
     def _deleting(self, pod: Obj, record: PodRecord | None) -> None:
+        self.link.forget_content(str(pod["metadata"]["uid"]))
         grace = deletion_grace(pod)
         if record is not None and not record.deleted:
             log.info("pod %s/%s is being deleted", record.namespace, record.name)

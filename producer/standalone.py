@@ -11,8 +11,9 @@ pods. Like the pod watch, the first scan (and a rescan when Redis lost its data,
 node's reconcile at the Redis epoch. The same tasks and the same status outbox are used as in
 Kubernetes mode; status stays in the Redis records (shown by the CLI), and :class:`StandaloneSink`
 forgets a record once its pod was removed from the manifests and the fleet reports it Terminated.
-v1 ConfigMaps and Secrets in the directory are skipped with a log line (their data is not resolved
-here), and a pod whose ``nodeSelector`` the node's labels do not satisfy is logged as a warning.
+v1 ConfigMaps and Secrets in the same directory are what its pods' references resolve against
+(:class:`ManifestObjects`; a service account token cannot be had without Kubernetes), and a
+pod whose ``nodeSelector`` the node's labels do not satisfy is logged as a warning.
 """
 
 from __future__ import annotations
@@ -65,14 +66,7 @@ def parse_manifest(relpath: str, text: str, node: str) -> list[Obj]:
             raise ManifestError(f"{relpath} (document {index + 1}): items of a List must be a list")
         for item in items or []:
             if _data_object(item):
-                log.info(
-                    "%s (document %d): %s %r skipped: standalone mode reads only Pods",
-                    relpath,
-                    index + 1,
-                    item.get("kind"),
-                    (item.get("metadata") or {}).get("name"),
-                )
-                continue
+                continue  # a ConfigMap or Secret: parse_objects
             pods.append(_pod(relpath, index, item, node))
     seen: set[tuple[str, str]] = set()
     for pod in pods:
@@ -84,7 +78,7 @@ def parse_manifest(relpath: str, text: str, node: str) -> list[Obj]:
 
 
 def _data_object(doc: Any) -> bool:
-    """A v1 ConfigMap or Secret: data for pods, not a pod (skipped with a log line, not an error)."""
+    """A v1 ConfigMap or Secret: data for pods, not a pod (see :class:`ManifestObjects`)."""
     return isinstance(doc, dict) and doc.get("apiVersion", "v1") == "v1" and doc.get("kind") in DATA_KINDS
 
 
@@ -94,6 +88,44 @@ def selector_mismatch(pod: Obj, labels: dict[str, str]) -> dict[str, str]:
     if not isinstance(selector, dict):
         return {}
     return {str(k): str(v) for k, v in selector.items() if labels.get(str(k)) != str(v)}
+
+
+def parse_objects(text: str) -> list[Obj]:
+    """The v1 ConfigMaps and Secrets of one manifest file (what its pods may reference)."""
+    found: list[Obj] = []
+    for doc in yaml.safe_load_all(text):
+        items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
+        for item in items if isinstance(items, list) else []:
+            if _data_object(item) and isinstance(item.get("metadata"), dict):
+                found.append(item)
+    return found
+
+
+class ManifestObjects:
+    """ConfigMaps and Secrets from the manifest directory, as :class:`producer.refs.Lookup`."""
+
+    def __init__(self) -> None:
+        self.by_file: dict[str, list[Obj]] = {}
+
+    def _find(self, kind: str, namespace: str, name: str) -> Obj | None:
+        for objs in self.by_file.values():
+            for obj in objs:
+                meta = obj["metadata"]
+                same = obj["kind"] == kind and meta.get("name") == name
+                if same and (meta.get("namespace") or "default") == namespace:
+                    return obj
+        return None
+
+    def configmap(self, namespace: str, name: str) -> Obj | None:
+        return self._find("ConfigMap", namespace, name)
+
+    def secret(self, namespace: str, name: str) -> Obj | None:
+        return self._find("Secret", namespace, name)
+
+    def token(self, pod: Any, audience: str, seconds: int) -> str:
+        from producer.refs import RefError
+
+        raise RefError("a serviceAccountToken projection needs the Kubernetes API (not in standalone mode)")
 
 
 def _pod(relpath: str, index: int, doc: Any, node: str) -> Obj:
@@ -145,6 +177,7 @@ class ManifestSource:
         self.epoch = epoch
         self.interval = interval
         self._files: dict[str, tuple[str, list[Obj]]] = {}  # relpath -> (digest, pods)
+        self.objects = ManifestObjects()
         self.synced = threading.Event()
         self.scans = 0
 
@@ -170,6 +203,7 @@ class ManifestSource:
             if name not in blobs:
                 log.info("manifest %s removed", name)
                 del self._files[name]
+                self.objects.by_file.pop(name, None)
                 changed = True
         for name, blob in blobs.items():
             digest = hashlib.sha256(blob).hexdigest()
@@ -182,6 +216,7 @@ class ManifestSource:
                 log.error("%s; keeping its previous pods", exc)
                 self._files[name] = (digest, known[1] if known else [])
                 continue
+            self.objects.by_file[name] = parse_objects(blob.decode("utf-8", errors="replace"))
             log.info("manifest %s: %d pod(s)", name, len(pods))
             for pod in pods:
                 mismatch = selector_mismatch(pod, self.node_labels) if self.node_labels is not None else {}

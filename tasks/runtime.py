@@ -15,6 +15,7 @@ from vkec2.agent_client.bootstrap import FleetBootstrap, IdentityVerifier
 from vkec2.agent_client.client import AgentClient
 from vkec2.ca import FleetCA
 from vkec2.config import Settings, load_settings
+from vkec2.domain.sealed import Sealer
 from vkec2.ec2.batching import BatchingGateway
 from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.ec2.ratelimit import RateLimiter
@@ -47,7 +48,8 @@ def build_fleet(settings: Settings) -> Fleet:
     limiter = RateLimiter(store, settings.rate_limits)  # fleet-wide EC2 token buckets
     # Every attempt, retries too, draws a token; describes and terminations are coalesced fleet-wide.
     ec2 = BatchingGateway(settings, store, limiter=limiter.acquire)
-    agents = AgentClient(settings.agent)
+    keys = settings.secrets.all_keys()
+    agents = AgentClient(settings.agent, sealer=Sealer(keys) if keys else None)
     bootstrap = None
     tls = settings.agent.tls
     if tls is not None:

@@ -240,3 +240,16 @@ AGENT_POD_CONDITIONS: Final = ("PodScheduled", "Initialized", "ContainersReady",
 STATUS_ONLY_EVENT: Final = "StatusOnly"
 #: At most this many new agent events (probe Unhealthy, Killing) are forwarded per pod per sweep.
 MAX_FORWARDED_AGENT_EVENTS: Final = 10
+
+# -- ConfigMaps, Secrets and volumes -------------------------------------------------------------
+
+#: The top-level key of a stored desired spec that carries the producer's resolved ConfigMap,
+#: Secret, downward API and token content, sealed (``{"sealed": <Fernet token>, "digest": <hmac>}``).
+RESOLVED_FIELD: Final = "vkec2Resolved"
+#: Pod reason and event reason of a pod whose referenced ConfigMap/Secret/key is missing (the
+#: kubelet's own reason); the pod stays Pending and is resolved again.
+CREATE_CONTAINER_CONFIG_ERROR: Final = "CreateContainerConfigError"
+#: Pod reason and event reason of a pod with a volume type vkec2 cannot provide (hostPath, PVC, ...).
+UNSUPPORTED_VOLUME: Final = "UnsupportedVolume"
+#: Volume types the producer resolves and the agent materialises.
+SUPPORTED_VOLUME_TYPES: Final = ("configMap", "secret", "downwardAPI", "projected", "emptyDir")

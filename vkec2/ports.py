@@ -234,6 +234,10 @@ class Agents(Protocol):
         """LaunchApplication; AgentUnavailable to retry later, AgentRejected when refused."""
         ...
 
+    def update_volumes(self, target: AgentTarget, pod: Mapping[str, Any]) -> list[str]:
+        """UpdateVolumes with the pod's sealed content: the volumes whose files changed."""
+        ...
+
     def status(self, target: AgentTarget) -> AppStatus:
         """CheckApplicationHealth: the workload's status."""
         ...

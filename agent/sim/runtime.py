@@ -7,11 +7,13 @@ run for ``run-seconds`` (forever when absent) and exit with ``exit-code``, then 
 CrashLoopBackOff per the restart policy. Status is computed on demand from the clock, so one
 simulator process can hold thousands of these objects at almost no cost. With random statuses on,
 it reports :func:`agent.sim.random_status.random_pod_status` instead (seeded, reproducible); exec
-sessions are :class:`agent.sim.exec_session.SimExec`.
+sessions are :class:`agent.sim.exec_session.SimExec`. Resolved ConfigMap/Secret content is accepted
+and kept in memory only (the parsed pod; :meth:`SimRuntime.update_volumes` records each update).
 """
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -106,6 +108,7 @@ class SimRuntime:
         "_tracker",
         "_version",
         "pod_ip",
+        "volume_updates",
     )
 
     def __init__(
@@ -124,6 +127,7 @@ class SimRuntime:
         self._seed = seed or 0
         self._rng = random.Random(self._seed)
         self.pod_ip = pod_ip
+        self.volume_updates: list[dict[str, object]] = []
 
     # -- configuration ---------------------------------------------------------------------
     def set_random(self, enabled: bool, seed: int) -> None:
@@ -174,6 +178,19 @@ class SimRuntime:
             if self._version == version:
                 # Time-driven transitions are not signalled: wake up often enough to see them.
                 self._cond.wait(min(timeout, 0.25))
+
+    def update_volumes(self, pod_uid: str, resolved_json: str) -> list[str]:
+        """Record the new volume content in memory (nothing is written); every volume counts as changed."""
+        with self._cond:
+            if self._pod is None or self._terminated_at is not None or (pod_uid and self._pod.uid != pod_uid):
+                raise FailedPrecondition(f"pod {pod_uid} is not running on this agent")
+            try:
+                resolved = json.loads(resolved_json or "{}")
+            except ValueError as exc:
+                raise InvalidArgument(f"resolved_json is not valid JSON: {exc}") from None
+            volumes = resolved.get("volumes") if isinstance(resolved, dict) else None
+            self.volume_updates.append(dict(volumes or {}))
+            return sorted(n for n in (volumes or {}) if n in self._pod.volume_files)
 
     def terminate(self, grace_seconds: float) -> PodSnapshot:
         if grace_seconds < 0:

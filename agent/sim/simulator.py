@@ -206,7 +206,12 @@ class Simulator:
 
         def make_runtime(iid: str) -> Runtime:
             if args.runtime == "process":
-                return ProcessRuntime(log_root / iid, pod_ip="127.0.0.1", backoff_base=args.restart_backoff)
+                return ProcessRuntime(
+                    log_root / iid,
+                    pod_ip="127.0.0.1",
+                    backoff_base=args.restart_backoff,
+                    mount_root=log_root / "mounts",  # never the machine's own paths
+                )
             return SimRuntime(outcome, pod_ip="127.0.0.1")
 
         self.inventory = Ec2Inventory(

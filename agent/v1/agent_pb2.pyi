@@ -10,10 +10,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LaunchApplicationRequest(_message.Message):
-    __slots__ = ("pod_json",)
+    __slots__ = ("pod_json", "resolved_json")
     POD_JSON_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_JSON_FIELD_NUMBER: _ClassVar[int]
     pod_json: str
-    def __init__(self, pod_json: _Optional[str] = ...) -> None: ...
+    resolved_json: str
+    def __init__(self, pod_json: _Optional[str] = ..., resolved_json: _Optional[str] = ...) -> None: ...
 
 class LaunchApplicationResponse(_message.Message):
     __slots__ = ("status",)
@@ -394,3 +396,17 @@ class PodEvent(_message.Message):
     first_timestamp: _timestamp_pb2.Timestamp
     last_timestamp: _timestamp_pb2.Timestamp
     def __init__(self, seq: _Optional[int] = ..., type: _Optional[str] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., container: _Optional[str] = ..., count: _Optional[int] = ..., first_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class UpdateVolumesRequest(_message.Message):
+    __slots__ = ("pod_uid", "resolved_json")
+    POD_UID_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_JSON_FIELD_NUMBER: _ClassVar[int]
+    pod_uid: str
+    resolved_json: str
+    def __init__(self, pod_uid: _Optional[str] = ..., resolved_json: _Optional[str] = ...) -> None: ...
+
+class UpdateVolumesResponse(_message.Message):
+    __slots__ = ("changed",)
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    changed: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, changed: _Optional[_Iterable[str]] = ...) -> None: ...

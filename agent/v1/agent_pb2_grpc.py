@@ -69,6 +69,11 @@ class ApplicationLifecycleStub:
                 request_serializer=agent_dot_v1_dot_agent__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=agent_dot_v1_dot_agent__pb2.InstanceStats.FromString,
                 _registered_method=True)
+        self.UpdateVolumes = channel.unary_unary(
+                '/vkec2.agent.v1.ApplicationLifecycle/UpdateVolumes',
+                request_serializer=agent_dot_v1_dot_agent__pb2.UpdateVolumesRequest.SerializeToString,
+                response_deserializer=agent_dot_v1_dot_agent__pb2.UpdateVolumesResponse.FromString,
+                _registered_method=True)
 
 
 class ApplicationLifecycleServicer:
@@ -126,6 +131,15 @@ class ApplicationLifecycleServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateVolumes(self, request, context):
+        """Swap the files of the running pod's configMap/secret/downwardAPI/projected volumes for new
+        content (the kubelet's atomic writer: a new timestamped dir, then the ..data link). Env values
+        never change. FAILED_PRECONDITION when no pod or another pod (pod_uid) runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApplicationLifecycleServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +177,11 @@ def add_ApplicationLifecycleServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=agent_dot_v1_dot_agent__pb2.GetStatsRequest.FromString,
                     response_serializer=agent_dot_v1_dot_agent__pb2.InstanceStats.SerializeToString,
+            ),
+            'UpdateVolumes': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateVolumes,
+                    request_deserializer=agent_dot_v1_dot_agent__pb2.UpdateVolumesRequest.FromString,
+                    response_serializer=agent_dot_v1_dot_agent__pb2.UpdateVolumesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +373,33 @@ class ApplicationLifecycle:
             '/vkec2.agent.v1.ApplicationLifecycle/GetStats',
             agent_dot_v1_dot_agent__pb2.GetStatsRequest.SerializeToString,
             agent_dot_v1_dot_agent__pb2.InstanceStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateVolumes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vkec2.agent.v1.ApplicationLifecycle/UpdateVolumes',
+            agent_dot_v1_dot_agent__pb2.UpdateVolumesRequest.SerializeToString,
+            agent_dot_v1_dot_agent__pb2.UpdateVolumesResponse.FromString,
             options,
             channel_credentials,
             insecure,

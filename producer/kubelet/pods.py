@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from producer.kubelet.duplex import Duplex
 from producer.kubelet.wire import HttpError, bad_request
 from vkec2.agent_client.client import AgentClient
+from vkec2.contract import RESOLVED_FIELD
 from vkec2.domain.agents import AgentTarget
 from vkec2.domain.models import PodRecord
 
@@ -82,6 +83,7 @@ def pod_object(record: PodRecord) -> dict[str, Any]:
     from producer.status import FleetView, build_status
 
     pod: dict[str, Any] = copy.deepcopy(record.spec) if record.spec else {"apiVersion": "v1", "kind": "Pod"}
+    pod.pop(RESOLVED_FIELD, None)  # the sealed ConfigMap/Secret content is no part of the pod object
     meta: dict[str, Any] = pod.setdefault("metadata", {})
     meta.setdefault("name", record.name)
     meta.setdefault("namespace", record.namespace or "default")

@@ -56,7 +56,7 @@ BAD_PODS = [
                 }
             )
         ),
-        "only fieldRef",
+        "the reference was not resolved",
     ),
     (
         json.dumps(

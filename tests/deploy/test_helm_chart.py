@@ -51,6 +51,7 @@ def test_default_values_render_the_whole_fleet(h: Helm) -> None:
         ("RoleBinding", f"{PREFIX}-producer-sts"),
         ("ConfigMap", f"{PREFIX}-config"),
         ("Secret", f"{PREFIX}-flower-auth"),
+        ("Secret", f"{PREFIX}-sealing"),
         ("StatefulSet", f"{PREFIX}-producer"),
         ("Service", f"{PREFIX}-producer"),
         ("Deployment", f"{PREFIX}-worker"),

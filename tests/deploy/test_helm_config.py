@@ -67,6 +67,8 @@ def test_configmap_passes_config_check_in_every_container(
         for name, entry in env_of(c).items():
             if "valueFrom" in entry and "secretKeyRef" in entry["valueFrom"] and name.startswith("VKEC2_"):
                 env[name] = "redis://:stand-in@redis.example:6379/0"
+                if name == "VKEC2_SECRETS__KEYS":  # the sealing keys: a JSON list of Fernet keys
+                    env[name] = json.dumps([base64.urlsafe_b64encode(bytes(32)).decode()])
         environments.setdefault(frozenset(env.items()), w["metadata"]["name"])
     assert len(environments) >= 2  # the producer/workers (metrics) and beat/Flower differ
     for env_items, workload in environments.items():  # one check per distinct environment

@@ -34,13 +34,18 @@ def _code_api_calls() -> set[tuple[str, str]]:
     }
     pattern = re.compile(
         r"\.(read|create|replace|patch|delete|list)_(?:namespaced_)?"
-        r"(node|pod|event|lease|stateful_set|token_review|subject_access_review)(_status)?"
+        r"(node|pod|event|lease|stateful_set|token_review|subject_access_review|config_map|secret"
+        r"|service_account_token)(_status)?"
         r"(?:_for_all_namespaces)?[(,]"
     )
     calls: set[tuple[str, str]] = set()
     for path in (ROOT / "producer").rglob("*.py"):
         for verb, resource, status in pattern.findall(path.read_text()):
-            plural = resource.replace("_", "") + "s"
+            plural = (
+                "serviceaccounts/token"
+                if resource == "service_account_token"
+                else resource.replace("_", "") + "s"
+            )
             calls.add((plural + ("/status" if status else ""), verbs[verb]))
     return calls
 
@@ -81,11 +86,14 @@ def test_rbac_grants_exactly_what_the_producer_needs(h: Helm) -> None:
     calls = _code_api_calls()
     assert ("nodes", "create") in calls and ("leases", "update") in calls, calls  # the scan finds calls
     assert ("statefulsets", "get") in calls
+    # What pods reference: one GET per name, never list or watch (like the node authorizer).
+    assert {("secrets", "get"), ("configmaps", "get"), ("serviceaccounts/token", "create")} <= calls
     assert ("subjectaccessreviews", "create") in calls and ("tokenreviews", "create") in calls
     rules = PRODUCER_CLUSTER_RULES | PRODUCER_LEASE_RULES | PRODUCER_SCALEDOWN_RULES
     granted = {(res, verb) for _, res, verb in rules}
     assert calls <= granted, sorted(calls - granted)
     assert ("pods", "watch") in granted
+    assert not {("secrets", "list"), ("secrets", "watch"), ("configmaps", "list")} & granted
 
     plain = h.template(None, "rbac.create=false")
     assert not plain.of_kind("ClusterRole") and not plain.of_kind("Role")

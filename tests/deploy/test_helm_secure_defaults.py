@@ -259,6 +259,7 @@ def test_existing_secrets_replace_the_generated_ones(h: Helm) -> None:
         "redis.bundled.auth.key=pw",
         "agentTls.secretName=my-ca",
         "agentTls.producerSecretName=my-producer-cert",
+        "sealing.existingSecret=my-sealing",
     )
     assert not [k for k in objs.kinds() if k[0] == "Secret" and k[1] != f"{PREFIX}-flower-auth"]
     for w in objs.workloads():

@@ -28,7 +28,10 @@ unbound or terminal pods go at once); pod creation defaults (``status.phase=Pend
 dnsPolicy, schedulerName, terminationGracePeriodSeconds=30, securityContext, imagePullPolicy,
 terminationMessagePath/Policy, resources); namespace existence on create; ``dryRun=All``; TokenReview,
 SubjectAccessReview and ``pods/log`` through the nodes' kubelet API (:attr:`FakeKubeApiServer.auth`,
-:mod:`tests.k8s.kubelet_double`, which says what it models). NOT MODELLED: authentication and
+:mod:`tests.k8s.kubelet_double`, which says what it models); ``configmaps``, ``secrets`` and
+``serviceaccounts`` as plain objects (no data validation, no immutability) and the
+``serviceaccounts/token`` TokenRequest (:attr:`FakeKubeApiServer.tokens`, :mod:`tests.k8s.tokens`).
+NOT MODELLED: authentication and
 authorization/RBAC of the double's own callers, admission (ServiceAccount, LimitRange, ResourceQuota,
 DefaultTolerationSeconds, PodSecurity, NodeRestriction), schema validation and unknown-field rejection
 (``fieldValidation`` is accepted and ignored), defaulting beyond the list above (no QoS class, priority,
@@ -66,6 +69,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from tests.k8s.kubelet_double import AuthDouble
 from tests.k8s.metrics_api import MetricsApi
+from tests.k8s.tokens import TokenDouble
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str]  # (resource, namespace or "", name)
@@ -157,6 +161,10 @@ RESOURCES: dict[tuple[str, str], ResourceType] = {
         ),
         ResourceType("leases", "lease", "Lease", "coordination.k8s.io", "v1", True),
         ResourceType("statefulsets", "statefulset", "StatefulSet", "apps", "v1", True, ("sts",), True),
+        # What pods reference (plain CRUD; TokenRequest in tests.k8s.tokens).
+        ResourceType("configmaps", "configmap", "ConfigMap", "", "v1", True, ("cm",)),
+        ResourceType("secrets", "secret", "Secret", "", "v1", True),
+        ResourceType("serviceaccounts", "serviceaccount", "ServiceAccount", "", "v1", True, ("sa",)),
     )
 }
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
@@ -734,6 +742,7 @@ class FakeKubeApiServer:
         self._connections: set[Any] = set()
         self.auth = AuthDouble(self)
         self.metrics = MetricsApi()  # metrics.k8s.io, as metrics-server serves it
+        self.tokens = TokenDouble(self)
         for ns in DEFAULT_NAMESPACES:
             self.create("namespaces", {"metadata": {"name": ns}})
 
@@ -1419,7 +1428,11 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and path in ("/healthz", "/livez", "/readyz"):
             self._send_text(200, "ok")
             return
-        if api.auth.handle(self, method, path, query, raw) or api.metrics.handle(self, method, path):
+        if (
+            api.auth.handle(self, method, path, query, raw)
+            or api.metrics.handle(self, method, path)
+            or api.tokens.handle(self, method, path, raw)
+        ):
             return
         if method == "GET":
             doc = _discovery(path, self.headers.get("Host", ""))

@@ -222,6 +222,9 @@ class _Link:
         self.deletes.append((uid, grace_seconds))
         return 2
 
+    def forget_content(self, uid: str) -> None:
+        pass
+
 
 def _deleting_pod(uid: str, grace: int) -> dict[str, Any]:
     past = "2000-01-01T00:00:00Z"

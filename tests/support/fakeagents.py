@@ -49,6 +49,7 @@ class FakeAgents:
         self.launch_by: dict[str, AgentError] = {}
         self.status_by: dict[str, AppStatus | AgentError] = {}
         self.terminate_by: dict[str, AgentError] = {}
+        self.update_by: dict[str, AgentError] = {}  # instance ID -> error of UpdateVolumes
         self.calls: list[tuple[str, str]] = []
         self.launched: dict[str, dict[str, Any]] = {}  # instance ID -> pod sent
         self.grace: dict[str, int] = {}  # instance ID -> grace of TerminateApplication
@@ -80,6 +81,13 @@ class FakeAgents:
         if error is not None:
             raise error
         self.launched[target.instance_id] = dict(pod)
+
+    def update_volumes(self, target: AgentTarget, pod: Mapping[str, Any]) -> list[str]:
+        self._call("update_volumes", target)
+        error = self.update_by.get(target.instance_id)
+        if error is not None:
+            raise error
+        return ["v"]
 
     def status(self, target: AgentTarget) -> AppStatus:
         self._call("status", target)

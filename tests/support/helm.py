@@ -40,6 +40,10 @@ PRODUCER_CLUSTER_RULES = {
     # The kubelet API's webhook authentication and authorization (producer/kubelet/reviews.py).
     ("authentication.k8s.io", "tokenreviews", "create"),
     ("authorization.k8s.io", "subjectaccessreviews", "create"),
+    # What its pods reference (producer/content.py): GET by name only, and pod-bound tokens.
+    ("", "configmaps", "get"),
+    ("", "secrets", "get"),
+    ("", "serviceaccounts/token", "create"),
 }
 PRODUCER_LEASE_RULES = {("coordination.k8s.io", "leases", verb) for verb in ("create", "get", "update")}
 #: In the release namespace, on its own StatefulSet only: the scale-down check (producer/scaledown.py).

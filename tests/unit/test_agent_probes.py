@@ -20,8 +20,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent.events import AGGREGATE_SECONDS, EventLog
 from agent.model import InvalidArgument
-from agent.podspec import ProbeSpec, parse_pod
+from agent.podspec import parse_pod
 from agent.probes import ProbeState, run_handler
+from agent.probespec import ProbeSpec
 from agent.sim.runtime import SimRuntime
 from tests.support.services import free_port
 

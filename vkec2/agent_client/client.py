@@ -13,7 +13,9 @@ rest (INTERNAL, UNKNOWN, DATA_LOSS) the plain :class:`AgentError` of a faulty ag
 does with each is the table "What each error does" in docs/architecture.md). With TLS configured,
 calls go over mTLS and the agent's certificate must name the target instance; only health, identity
 and the bootstrap (a CSR the fleet signs, :meth:`AgentClient.bootstrap`) fall back to plaintext,
-to reach an agent that has not been bootstrapped yet.
+to reach an agent that has not been bootstrapped yet. A pod spec that carries sealed ConfigMap/Secret
+content (:data:`~vkec2.contract.RESOLVED_FIELD`) is opened here, just before LaunchApplication /
+UpdateVolumes carry it to the agent, and never sent inside ``pod_json``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from agent.v1 import agent_pb2_grpc as _agent_grpc
 from vkec2.ca import ClientTls, agent_server_name
 from vkec2.config import AgentConnection
 from vkec2.domain.agents import AgentTarget, AppStatus, SpotNotice
+from vkec2.domain.sealed import Sealer, SealingError, split_resolved
 from vkec2.domain.times import rfc3339
 from vkec2.errors import AgentError, AgentIdentityMismatch, AgentRejected, AgentUnavailable
 from vkec2.observability import metrics
@@ -174,8 +177,11 @@ class _Stubs:
 class AgentClient:
     """Calls agents; thread-safe; one channel per (endpoint, transport[, instance for mTLS])."""
 
-    def __init__(self, conn: AgentConnection, tls: ClientTls | None = None) -> None:
+    def __init__(
+        self, conn: AgentConnection, tls: ClientTls | None = None, sealer: Sealer | None = None
+    ) -> None:
         self._conn = conn
+        self._sealer = sealer
         if tls is None and conn.tls is not None:
             tls = ClientTls.from_config(conn.tls)
         self._tls = tls
@@ -350,10 +356,39 @@ class AgentClient:
         if resp.status != health_pb2.HealthCheckResponse.SERVING:
             raise AgentUnavailable(f"agent of {target.instance_id} is not serving after bootstrap")
 
+    def _opened(self, pod: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+        plain, stored = split_resolved(pod)
+        if stored is None:
+            return plain, ""
+        if self._sealer is None:
+            raise AgentRejected(
+                "the pod's ConfigMap/Secret content is sealed, and this worker holds no secrets key "
+                "(secrets.keys / secrets.key_file)",
+                reason=SealingError.reason,
+            )
+        try:
+            return plain, json.dumps(self._sealer.open(stored))
+        except SealingError as exc:
+            raise AgentRejected(exc.message, reason=exc.reason) from None
+
     def launch(self, target: AgentTarget, pod: Mapping[str, Any]) -> None:
+        plain, resolved = self._opened(pod)
         self._lifecycle(
-            target, "LaunchApplication", agent_pb2.LaunchApplicationRequest(pod_json=json.dumps(dict(pod)))
+            target,
+            "LaunchApplication",
+            agent_pb2.LaunchApplicationRequest(pod_json=json.dumps(plain), resolved_json=resolved),
         )
+
+    def update_volumes(self, target: AgentTarget, pod: Mapping[str, Any]) -> list[str]:
+        """UpdateVolumes with the pod's current sealed content; the volumes whose files changed."""
+        plain, resolved = self._opened(pod)
+        if not resolved:
+            return []
+        uid = str((plain.get("metadata") or {}).get("uid") or "")
+        resp = self._lifecycle(
+            target, "UpdateVolumes", agent_pb2.UpdateVolumesRequest(pod_uid=uid, resolved_json=resolved)
+        )
+        return list(resp.changed)
 
     def status(self, target: AgentTarget) -> AppStatus:
         resp = self._lifecycle(target, "CheckApplicationHealth", agent_pb2.CheckApplicationHealthRequest())

@@ -11,6 +11,7 @@ a clear message and a non-zero exit status.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -161,6 +162,8 @@ def _config(cluster: str, redis_url: str, moto_url: str, agent_endpoint: str) ->
         "node": {"name": "vkec2-local"},
         "flower": {"local": True},
         "beat": {"warm_pools_interval_seconds": 5},
+        # A fresh Fernet key for this run: pods' ConfigMap/Secret content is sealed in Redis.
+        "secrets": {"keys": [base64.urlsafe_b64encode(os.urandom(32)).decode()], "refresh_seconds": 5},
     }
 
 

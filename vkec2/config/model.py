@@ -36,6 +36,7 @@ from vkec2.config.operations import (
     TracingSettings,
 )
 from vkec2.config.redis_url import check_sentinel_master, parse_redis_url
+from vkec2.config.secrets import SecretsSettings
 from vkec2.config.shapes import (
     DNS_SUBDOMAIN_RE,
     QUANTITY_RE,
@@ -288,6 +289,8 @@ class Settings(BaseSettings):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
+    # Sealing keys for resolved ConfigMap/Secret content and its refresh (docs/security.md).
+    secrets: SecretsSettings = Field(default_factory=SecretsSettings)
 
     @field_validator("region")
     @classmethod

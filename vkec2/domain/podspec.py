@@ -15,7 +15,8 @@ always sends the same parameters with its ClientToken; it also carries the fallb
 error moves on to (the other subnets, from the picked one on, and the alternative instance
 types). Anything wrong with the pod raises :class:`~vkec2.errors.InvalidPodSpec` with reason
 ``InvalidAnnotation``, ``UnknownWarmPool``, ``MissingImage``, ``UnknownHostPool``,
-``HostPoolCannotFit``, ``HostPoolRequired`` or ``AnnotationNotAllowed`` (a value neither
+``HostPoolCannotFit``, ``HostPoolRequired``, ``UnsupportedVolume`` (a hostPath, PVC or other volume
+type vkec2 cannot provide) or ``AnnotationNotAllowed`` (a value neither
 configured nor in the namespace's allowlist, :mod:`vkec2.domain.allowlist`); nothing is launched.
 A DaemonSet's pod is refused with ``DaemonSetPodRefused`` (:mod:`vkec2.domain.citizen`). Without
 the image-id annotation the containers' images choose the AMI through the image table
@@ -48,7 +49,13 @@ from vkec2.config import (
     is_key_pair,
     tags_problem,
 )
-from vkec2.contract import ANNOTATION_PREFIX, ON_DEMAND, VOLUMES_ANNOTATION
+from vkec2.contract import (
+    ANNOTATION_PREFIX,
+    ON_DEMAND,
+    SUPPORTED_VOLUME_TYPES,
+    UNSUPPORTED_VOLUME,
+    VOLUMES_ANNOTATION,
+)
 from vkec2.domain.agents import AgentTrust
 from vkec2.domain.allowlist import DEFAULT_NAMESPACE, refuse_unlisted
 from vkec2.domain.citizen import refuse_daemonset_pod
@@ -370,6 +377,23 @@ def user_data_for(settings: Settings, instance_type: str, trust: AgentTrust | No
     )
 
 
+def refuse_unsupported_volumes(pod: Mapping[str, Any]) -> None:
+    """Raise ``UnsupportedVolume`` naming the first volume whose type vkec2 cannot provide (hostPath,
+    persistentVolumeClaim, ...): such a pod fails rather than run without the volume."""
+    spec = pod.get("spec") if isinstance(pod, Mapping) else None
+    volumes = spec.get("volumes") if isinstance(spec, Mapping) else None
+    for vol in volumes if isinstance(volumes, list) else []:
+        if not isinstance(vol, Mapping):
+            continue
+        kinds = [k for k in vol if k != "name"]
+        if len(kinds) != 1 or kinds[0] not in SUPPORTED_VOLUME_TYPES:
+            raise InvalidPodSpec(
+                f"volume {vol.get('name')!r} has type {', '.join(kinds) or 'none'}, which vkec2 does not "
+                f"support (supported: {', '.join(SUPPORTED_VOLUME_TYPES)})",
+                reason=UNSUPPORTED_VOLUME,
+            )
+
+
 def launch_params(settings: Settings, pod: Mapping[str, Any], *, default_pool: bool = True) -> LaunchParams:
     """The EC2 parameters for ``pod``; raises :class:`InvalidPodSpec` when it cannot be launched.
 
@@ -377,6 +401,7 @@ def launch_params(settings: Settings, pod: Mapping[str, Any], *, default_pool: b
     which turns the default warm pool off as a launch annotation does.
     """
     annotations, uid = _metadata(pod)
+    refuse_unsupported_volumes(pod)
     ann = _read_annotations(annotations)
     _validated(ann)
     refuse_daemonset_pod(settings, pod)

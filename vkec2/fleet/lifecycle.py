@@ -43,7 +43,7 @@ from vkec2.fleet.choice import InstanceChoice, placed, placement_note
 from vkec2.fleet.placement import HostPlacement
 from vkec2.fleet.rebuild import Rebuild
 from vkec2.fleet.teardown import RELEASED, Teardown, released_message
-from vkec2.fleet.update import InPlaceUpdate
+from vkec2.fleet.update import InPlaceUpdate, refresh_volumes
 from vkec2.fleet.visibility import PodInstances
 from vkec2.observability import metrics
 from vkec2.ports import Agents, Ec2, LaunchStore, PodLock
@@ -471,8 +471,10 @@ class Lifecycle:
     # -- update -------------------------------------------------------------------------
 
     def update(self, lock: PodLock, rec: PodRecord) -> None:
-        """Apply spec changes that can change in place (tags); see :mod:`vkec2.fleet.update`."""
+        """Apply spec changes that can change in place (tags, volume files); see :mod:`vkec2.fleet.update`."""
         self.updates.apply(lock, rec)
+        if rec.instance_id:
+            refresh_volumes(self.agents, self._target(rec), rec)
 
     # -- delete -------------------------------------------------------------------------
 

@@ -6,16 +6,41 @@ it launched with when that is still one of its choices) and compares them with t
 changed user tags are written with CreateTags and recorded (reason ``Updated``); a changed image
 or instance type cannot change in place, so the pod records ``ReplacementNeeded`` (a Warning) and
 keeps running until the user re-creates it; a spec that no longer validates records its reason
-and changes nothing. The lifecycle's update step is this (:meth:`vkec2.fleet.lifecycle.Lifecycle.update`).
+and changes nothing. The lifecycle's update step is this (:meth:`vkec2.fleet.lifecycle.Lifecycle.update`),
+then :func:`refresh_volumes`: a running pod whose sealed ConfigMap/Secret content changed gets it
+through UpdateVolumes (the agent swaps the files; env stays as launched). An unreachable agent retries
+the step later (AgentUnavailable is retryable); an agent that refuses keeps the old files until the
+next change, and the refusal is logged.
 """
 
 from __future__ import annotations
 
-from vkec2.domain.models import PodRecord
-from vkec2.errors import InvalidPodSpec
+import logging
+
+from vkec2.contract import RESOLVED_FIELD
+from vkec2.domain.agents import AgentTarget
+from vkec2.domain.models import Phase, PodRecord
+from vkec2.errors import AgentError, AgentUnavailable, InvalidPodSpec
 from vkec2.fleet.choice import InstanceChoice
 from vkec2.fleet.teardown import Recorder
-from vkec2.ports import Ec2, PodLock
+from vkec2.ports import Agents, Ec2, PodLock
+
+log = logging.getLogger(__name__)
+
+
+def refresh_volumes(agents: Agents, target: AgentTarget, rec: PodRecord) -> None:
+    """Row U4: send a Launching/Running pod's sealed ConfigMap/Secret content with UpdateVolumes."""
+    if rec.deleted or RESOLVED_FIELD not in rec.spec or rec.phase not in (Phase.LAUNCHING, Phase.RUNNING):
+        return
+    try:
+        changed = agents.update_volumes(target, rec.spec)
+    except AgentUnavailable:
+        raise
+    except AgentError as exc:
+        log.warning("pod %s: volume update on %s failed: %s", rec.uid, rec.instance_id, exc)
+        return
+    if changed:
+        log.info("pod %s: volumes %s updated on %s", rec.uid, ", ".join(changed), rec.instance_id)
 
 
 class InPlaceUpdate:

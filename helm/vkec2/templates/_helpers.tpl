@@ -62,6 +62,19 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-flower-auth" (include "vkec2.fullname" .)) .Values.flower.basicAuth.secretName }}
 {{- end }}
 
+{{- define "vkec2.sealingSecret" -}}
+{{- default (printf "%s-sealing" (include "vkec2.fullname" .)) .Values.sealing.existingSecret }}
+{{- end }}
+
+{{/* The Fernet keys sealing pods' ConfigMap/Secret content in Redis: producer and workers only. */}}
+{{- define "vkec2.sealingEnv" -}}
+- name: VKEC2_SECRETS__KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "vkec2.sealingSecret" . }}
+      key: {{ .Values.sealing.key }}
+{{- end }}
+
 {{- define "vkec2.fleetCASecret" -}}
 {{- default (printf "%s-fleet-ca" (include "vkec2.fullname" .)) .Values.agentTls.secretName }}
 {{- end }}

@@ -46,6 +46,25 @@ def test_U1_unchanged_tags_write_nothing(world: World) -> None:
     assert world.ec2.calls == [] and world.store.writes == []
 
 
+def test_U4_changed_sealed_content_goes_to_the_agent_an_unreachable_one_retries(world: World) -> None:
+    spec = {**pod(), "vkec2Resolved": {"sealed": "token", "digest": "d"}}
+    inst = running_with_tags(world, {}, spec=spec)
+    world.update()
+    assert ("update_volumes", inst["InstanceId"]) in world.agents.calls
+    world.agents.update_by[inst["InstanceId"]] = AgentRejected("no such pod")
+    world.update()  # refused: logged, the pod keeps running with its files
+    assert world.rec.phase is Phase.RUNNING
+    world.agents.update_by[inst["InstanceId"]] = AgentUnavailable("down")
+    with pytest.raises(AgentUnavailable):  # retryable: the task tries the step again
+        world.update()
+
+
+def test_U4_a_pod_without_sealed_content_sends_no_update(world: World) -> None:
+    running_with_tags(world, {}, spec=pod())
+    world.update()
+    assert "update_volumes" not in world.agents.methods()
+
+
 @pytest.mark.parametrize(
     ("annotation", "value", "what"),
     [("image-id", "ami-0fedcba9876543210", "image-id"), ("instance-type", "c5.xlarge", "instance-type")],
