@@ -32,7 +32,8 @@ from agent.v1 import simulation_pb2
 from tests.agent.conftest import AgentProcess, InProcessAgent, fast_conn, pod, sh, simulation_grpc
 from tests.support.loopback import LoopbackServer
 from tests.support.services import free_port, wait_until
-from vkec2.agent_client.client import AgentClient, app_status
+from vkec2.agent_client.client import AgentClient
+from vkec2.agent_client.statuses import app_status
 from vkec2.domain.agents import SpotNotice as FleetNotice
 
 TOKEN = "imds-token-1"

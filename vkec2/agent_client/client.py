@@ -33,11 +33,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agent.stats import InstanceStats, stats_of_pb
 from agent.v1 import agent_pb2
 from agent.v1 import agent_pb2_grpc as _agent_grpc
+from vkec2.agent_client.statuses import app_status
 from vkec2.ca import ClientTls, agent_server_name
 from vkec2.config import AgentConnection
-from vkec2.domain.agents import AgentTarget, AppStatus, SpotNotice
+from vkec2.domain.agents import AgentTarget, AppStatus
 from vkec2.domain.sealed import Sealer, SealingError, split_resolved
-from vkec2.domain.times import rfc3339
 from vkec2.errors import AgentError, AgentIdentityMismatch, AgentRejected, AgentUnavailable
 from vkec2.observability import metrics
 
@@ -62,94 +62,6 @@ _REJECTED = {
     grpc.StatusCode.UNAUTHENTICATED,
     grpc.StatusCode.OUT_OF_RANGE,
 }
-
-
-def _time(ts: Any) -> str | None:
-    return rfc3339(ts.ToDatetime()) if ts.seconds or ts.nanos else None
-
-
-def _state_json(st: Any) -> dict[str, Any]:
-    kind = st.WhichOneof("state")
-    if kind == "waiting":
-        w: dict[str, Any] = {"reason": st.waiting.reason}
-        if st.waiting.message:
-            w["message"] = st.waiting.message
-        return {"waiting": w}
-    if kind == "running":
-        return {"running": {"startedAt": _time(st.running.started_at)}}
-    if kind == "terminated":
-        t = st.terminated
-        out: dict[str, Any] = {
-            "exitCode": t.exit_code,
-            "reason": t.reason,
-            "startedAt": _time(t.started_at),
-            "finishedAt": _time(t.finished_at),
-        }
-        if t.signal:
-            out["signal"] = t.signal
-        if t.message:
-            out["message"] = t.message
-        return {"terminated": out}
-    return {}
-
-
-def _container_json(c: Any) -> dict[str, Any]:
-    return {
-        "name": c.name,
-        "ready": c.ready,
-        "restartCount": c.restart_count,
-        "started": c.started,
-        "image": c.image,
-        "imageID": "",
-        "containerID": c.container_id,
-        "state": _state_json(c.state) if c.HasField("state") else {},
-        "lastState": _state_json(c.last_state) if c.HasField("last_state") else {},
-    }
-
-
-def app_status(s: Any) -> AppStatus:
-    """The :class:`AppStatus` of a ``PodStatus`` message from the agent."""
-    conditions = []
-    for c in s.conditions:
-        cond: dict[str, Any] = {
-            "type": c.type,
-            "status": c.status,
-            "lastTransitionTime": _time(c.last_transition_time),
-        }
-        if c.reason:
-            cond["reason"] = c.reason
-        if c.message:
-            cond["message"] = c.message
-        conditions.append(cond)
-    return AppStatus(
-        phase=s.phase,
-        conditions=conditions,
-        container_statuses=[_container_json(c) for c in s.container_statuses],
-        reason=s.reason,
-        message=s.message,
-        init_container_statuses=[_container_json(c) for c in s.init_container_statuses],
-        pod_ip=s.pod_ip,
-        start_time=_time(s.start_time) if s.HasField("start_time") else None,
-        pod_uid=s.pod_uid,
-        spot_notice=(
-            SpotNotice(s.spot_notice.kind, s.spot_notice.action, s.spot_notice.time)
-            if s.HasField("spot_notice")
-            else None
-        ),
-        events=[_event_json(e) for e in s.events],
-    )
-
-
-def _event_json(e: Any) -> dict[str, Any]:
-    """A ``PodEvent`` as the fleet keeps it: seq, type, reason, message, container, count."""
-    return {
-        "seq": int(e.seq),
-        "type": e.type or "Normal",
-        "reason": e.reason,
-        "message": e.message,
-        "container": e.container,
-        "count": int(e.count or 1),
-    }
 
 
 def translate(err: grpc.RpcError, target: AgentTarget, what: str) -> AgentError:
