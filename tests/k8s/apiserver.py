@@ -38,7 +38,7 @@ gets 415) and managedFields, protobuf/CBOR/YAML encodings, OpenAPI documents (``
 ``/openapi/v3`` answer 404, so ``kubectl apply``/``create`` need ``--validate=false``), aggregated discovery
 (kubectl falls back to the legacy documents), finalizers, garbage collection and ``propagationPolicy``,
 namespace termination (deleting a namespace removes only that object), PUT-creates, ``pods/binding``,
-``eviction``, WebSocket exec/attach/portforward (refused, see :mod:`tests.k8s.streaming`), ``/scale``, every controller (nothing removes a
+``eviction``, WebSocket exec/attach/portforward (refused), ``/scale``, every controller (nothing removes a
 terminating pod when its grace period ends; nothing writes node or pod status), ``sendInitialEvents``/watch
 lists, waiting for a too-new list resourceVersion (served from the current state), watch-cache slow-consumer
 eviction, HTTP/2, TLS, and persistence across ``stop()``.

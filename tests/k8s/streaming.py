@@ -1,4 +1,4 @@
-"""The API double's ``pods/exec``, ``pods/attach`` and ``pods/portforward``: an upgrade-aware proxy to the kubelet.
+"""The API double's ``pods/exec``, ``attach`` and ``portforward``: an upgrade-aware proxy to the kubelet.
 
 MODELLED (as the real API server's ``UpgradeAwareHandler`` does for a SPDY client): the pod is
 looked up (404), the container defaulted when the pod has one and checked (400), a completed pod
