@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 VERSION = 3
@@ -112,7 +113,7 @@ class HeaderCodec:
         self._inflate = zlib.decompressobj(zdict=DICTIONARY)
         self._deflate = zlib.compressobj(zlib.Z_BEST_COMPRESSION, zlib.DEFLATED, 15, 8, zdict=DICTIONARY)
 
-    def encode(self, headers: dict[str, list[str]] | dict[str, str]) -> bytes:
+    def encode(self, headers: Mapping[str, str | list[str]]) -> bytes:
         """A compressed header block (names lower-cased; several values NUL-joined)."""
         raw = bytearray(struct.pack(">I", len(headers)))
         for name, value in headers.items():
@@ -169,7 +170,7 @@ def data_frame(stream: int, data: bytes, *, fin: bool = False) -> bytes:
     return struct.pack(">II", stream & 0x7FFFFFFF, ((FLAG_FIN if fin else 0) << 24) | len(data)) + data
 
 
-def syn_stream(codec: HeaderCodec, stream: int, headers: dict[str, str], *, fin: bool = False) -> bytes:
+def syn_stream(codec: HeaderCodec, stream: int, headers: Mapping[str, str], *, fin: bool = False) -> bytes:
     body = struct.pack(">IIH", stream, 0, 0) + codec.encode(headers)
     return _control(SYN_STREAM, FLAG_FIN if fin else 0, body)
 

@@ -322,7 +322,7 @@ def serve_remote_command(
                 raise AttachUnsupported(
                     f"cannot attach to the stdin or terminal of container {container} in pod "
                     f"{namespace}/{name}: "
-                    "vkec2 starts a container's main process with stdin closed and no terminal; attach "
+                    "its main process was started with stdin closed and no terminal (vkec2); attach "
                     "without -i/-t to follow its output, or use kubectl exec"
                 )
             for chunk in client.logs(target, container, follow=True, tail_lines=0):

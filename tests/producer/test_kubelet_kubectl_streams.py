@@ -55,18 +55,28 @@ def _env(home: Path) -> dict[str, str]:
     return {"HOME": str(home), "PATH": "/usr/bin:/bin", **SPDY_ONLY}
 
 
-def _serve_once(listener: socket.socket) -> None:
-    """The "instance's" service: greets, then echoes one line upper-cased."""
-    conn, _ = listener.accept()
-    with conn:
-        conn.sendall(b"hello from the instance\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = conn.recv(1024)
-            if not chunk:
-                return
-            data += chunk
-        conn.sendall(data.upper())
+def _serve(listener: socket.socket) -> None:
+    """The "instance's" service: greets each connection, then echoes one line upper-cased.
+
+    (Waiting for kubectl's local port to open connects too, so more than one connection comes.)
+    """
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            try:
+                conn.sendall(b"hello from the instance\n")
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = conn.recv(1024)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(data.upper())
+            except OSError:
+                continue
 
 
 def test_kubectl_exec_cp_and_port_forward_over_spdy(
@@ -150,6 +160,18 @@ def test_kubectl_exec_cp_and_port_forward_over_spdy(
         assert "oops" in out.stderr
         ok = kubectl("exec", "shell", "--", "echo", "fine")
         assert (ok.returncode, ok.stdout) == (0, "fine\n"), ok.stderr
+        # Default kubectl tries WebSocket first; the double refuses it and kubectl falls back to SPDY.
+        default = subprocess.run(
+            _kubectl_argv(apiserver, home, "exec", "shell", "--", "sh", "-c", "exit 4"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        )
+        assert default.returncode == 4, default.stderr
+        # attach -i to a main process started without stdin: a clear error, not a hang.
+        attach = kubectl("attach", "-i", "shell")
+        assert attach.returncode != 0 and "started with stdin closed" in attach.stderr, attach.stderr
 
         # cp into and out of the pod (tar over exec stdin/stdout).
         pod_dir = tmp_path / "pod-fs"
@@ -167,7 +189,7 @@ def test_kubectl_exec_cp_and_port_forward_over_spdy(
         # port-forward to a port served on the instance, through the agent.
         listener = socket.create_server(("127.0.0.1", 0))
         remote = listener.getsockname()[1]
-        server = threading.Thread(target=_serve_once, args=(listener,), daemon=True)
+        server = threading.Thread(target=_serve, args=(listener,), daemon=True)
         server.start()
         local = free_port()
         forward = subprocess.Popen(
