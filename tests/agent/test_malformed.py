@@ -180,14 +180,13 @@ def test_calls_before_launch(inproc_agent: InProcessAgent) -> None:
 def test_port_forward_refuses_bad_ports_and_pipes_a_loopback_port(inproc_agent: InProcessAgent) -> None:
     a = inproc_agent
     md = a.md
-    for port in (0, -5, 65536):
+
+    def forward(port: int) -> Callable[[Any], Any]:
         start = agent_pb2.PortForwardRequest(start=agent_pb2.PortForwardStart(port=port))
-        _refused(
-            a,
-            lambda s, r=start: s.PortForward(iter([r]), metadata=md, timeout=5),
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "port must be between 1 and 65535",
-        )
+        return lambda s: s.PortForward(iter([start]), metadata=md, timeout=5)
+
+    for port in (0, -5, 65536):
+        _refused(a, forward(port), grpc.StatusCode.INVALID_ARGUMENT, "port must be between 1 and 65535")
     data_first = agent_pb2.PortForwardRequest(data=b"x")
     _refused(
         a,
