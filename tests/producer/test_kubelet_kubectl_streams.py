@@ -6,14 +6,16 @@ producer`` runs in Kubernetes mode with webhook authorization against the double
 server's client certificate (:mod:`tests.k8s.streaming`); the pod really runs (an agent simulator
 with ``--runtime process``). The real ``kubectl`` is told to speak SPDY (as every kubectl before
 1.30 does, and as 1.30+ API servers speak to kubelets): ``exec -i`` feeds stdin and propagates the
-exit code, ``cp`` copies a file into and out of the pod, and ``port-forward`` reaches a server the
-test runs on the "instance" (loopback) through the agent's PortForward stream.
+exit code, ``attach`` follows the main process's output (and refuses ``-i`` clearly), ``cp`` copies
+a file into and out of the pod, and ``port-forward`` reaches a server the test runs on the
+"instance" (loopback) through the agent's PortForward stream.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import subprocess
 import threading
@@ -122,7 +124,11 @@ def test_kubectl_exec_cp_and_port_forward_over_spdy(
         )
         wait_until(lambda: port_open(port) or not producer.alive(), 30, "the kubelet API to listen")
         manifest = pod_manifest("shell", NODE, gates=False, grace=1)
-        manifest["spec"]["containers"][0]["command"] = ["sleep", "300"]
+        manifest["spec"]["containers"][0]["command"] = [
+            "sh",
+            "-c",
+            "while true; do echo tick; sleep 0.2; done",
+        ]
         uid = apiserver.create("pods", manifest)["metadata"]["uid"]
         fleet.wait_phase([uid], {Phase.RUNNING}, timeout=90)
         wait_until(
@@ -172,6 +178,20 @@ def test_kubectl_exec_cp_and_port_forward_over_spdy(
         # attach -i to a main process started without stdin: a clear error, not a hang.
         attach = kubectl("attach", "-i", "shell")
         assert attach.returncode != 0 and "started with stdin closed" in attach.stderr, attach.stderr
+        # attach without -i follows the main process's output.
+        follow = subprocess.Popen(
+            _kubectl_argv(apiserver, home, "attach", "shell"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_env(home),
+        )
+        try:
+            assert follow.stdout is not None
+            assert select.select([follow.stdout], [], [], 20)[0], "attach printed nothing"
+            assert follow.stdout.readline() == b"tick\n"
+        finally:
+            follow.terminate()
+            follow.wait(10)
 
         # cp into and out of the pod (tar over exec stdin/stdout).
         pod_dir = tmp_path / "pod-fs"
