@@ -14,9 +14,11 @@ from __future__ import annotations
 import email.message
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from types import SimpleNamespace
@@ -26,12 +28,15 @@ import pytest
 
 from agent.model import FailedPrecondition, InvalidArgument
 from agent.portforward import Forward
-from producer.kubelet import spdy
+from producer.kubelet import KubeletServer, serving_context, spdy
 from producer.kubelet.auth import request_attributes
 from producer.kubelet.duplex import Duplex
 from producer.kubelet.streaming import PORT_FORWARD, REMOTE_COMMAND, PortForward, RemoteCommand, negotiate
 from producer.kubelet.wire import HttpError
+from tests.support.kubelet import Api
 from tests.support.services import free_port
+from vkec2.config import AgentConnection
+from vkec2.store.redis_store import Store
 
 
 class Client:
@@ -396,3 +401,46 @@ def test_stream_helpers_are_typed_for_the_server() -> None:
     session.conn.send(spdy.ping(2))
     a.close()
     b.close()
+
+
+# -- over the kubelet API's HTTPS server -----------------------------------------------------------
+
+
+def test_the_server_refuses_bad_spdy_upgrades_before_switching(redis_url: str) -> None:
+    store = Store.from_url(redis_url, f"t-{uuid.uuid4().hex[:8]}")
+    server = KubeletServer(
+        store,
+        "vk-spdy-0",
+        AgentConnection(call_timeout_seconds=5),
+        serving_context("vk-spdy-0", addresses=("127.0.0.1",)),
+        address="127.0.0.1",
+        port=0,
+    )
+    server.start()
+    try:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        api = Api(server.port, ctx)
+        spdy_headers = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1"}
+        v4 = {**spdy_headers, "X-Stream-Protocol-Version": "v4.channel.k8s.io"}
+        code, body = api.get("/exec/default/missing/main?command=ls&stdout=true", v4)
+        assert code == 404, body
+        pf = {**spdy_headers, "X-Stream-Protocol-Version": "portforward.k8s.io"}
+        code, body = api.get("/exec/default/web/main?command=ls&stdout=true", pf)
+        assert code == 403 and b"unable to negotiate protocol" in body
+        assert api.get("/exec/default/web/main?stdout=true", v4) == (
+            400,
+            b"you must specify at least one command for the container\n",
+        )
+        assert api.get("/portForward/default/missing", pf)[0] == 404
+        code, body = api.get("/portForward/default/web", {"Upgrade": "websocket", "Connection": "Upgrade"})
+        assert code == 400 and b"SPDY/3.1" in body
+        code, body = api.get(
+            "/attach/default/web/main?stdout=true", {"Upgrade": "websocket", "Connection": "Upgrade"}
+        )
+        assert code == 400 and b"SPDY/3.1" in body
+        assert api.get("/healthz") == (200, b"ok")
+    finally:
+        server.stop()
+        store.redis.close()
