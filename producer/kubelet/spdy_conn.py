@@ -55,6 +55,11 @@ class Stream:
         if fin:
             self.remote_closed = True
             self._in.put(None)
+            self._done()
+
+    def _done(self) -> None:
+        if self.remote_closed and self.local_closed:
+            self.conn.forget(self.id)
 
     def __iter__(self) -> Iterator[bytes]:
         while True:
@@ -74,6 +79,7 @@ class Stream:
         if not self.local_closed:
             self.local_closed = True
             self.conn.send(spdy.data_frame(self.id, b"", fin=True))
+            self._done()
 
     def abort(self) -> None:
         """Unblock readers of this stream (the connection ended)."""
@@ -99,8 +105,15 @@ class SpdyConnection:
         try:
             return self.duplex.run(self.on_read)
         finally:
-            for stream in list(self.streams.values()):
+            with self._lock:
+                streams = list(self.streams.values())
+            for stream in streams:
                 stream.abort()
+
+    def forget(self, stream_id: int) -> None:
+        """A stream closed both ways is no longer open (it no longer counts against ``MAX_STREAMS``)."""
+        with self._lock:
+            self.streams.pop(stream_id, None)
 
     def send(self, frame: bytes) -> None:
         with self._lock:
@@ -139,7 +152,8 @@ class SpdyConnection:
         if exc.stream:
             log.info("SPDY client broke stream %d: %s", exc.stream, exc)
             self.send(spdy.rst_stream(exc.stream, exc.status))
-            stream = self.streams.pop(exc.stream, None)
+            with self._lock:
+                stream = self.streams.pop(exc.stream, None)
             if stream is not None:
                 stream.abort()
             return True
@@ -168,7 +182,8 @@ class SpdyConnection:
         elif kind == spdy.SYN_STREAM:
             self._syn_stream(frame)
         elif kind == spdy.RST_STREAM:
-            stream = self.streams.pop(frame.stream, None)
+            with self._lock:
+                stream = self.streams.pop(frame.stream, None)
             if stream is not None:
                 stream.local_closed = True
                 stream.abort()
@@ -178,12 +193,13 @@ class SpdyConnection:
         elif kind == spdy.GOAWAY:
             self.end()
         elif kind == spdy.HEADERS:
-            if frame.stream not in self.streams:
+            found = self.streams.get(frame.stream)
+            if found is None:
                 raise spdy.SpdyError(
                     "HEADERS for an unknown stream", stream=frame.stream, status=spdy.INVALID_STREAM
                 )
             if frame.fin:
-                self.streams[frame.stream]._receive(b"", True)
+                found._receive(b"", True)
         elif kind == spdy.SYN_REPLY:
             raise spdy.SpdyError("SYN_REPLY for a stream this server never opened", stream=frame.stream)
         # SETTINGS and WINDOW_UPDATE need no answer.
@@ -198,7 +214,8 @@ class SpdyConnection:
             raise spdy.SpdyError("too many open streams", stream=sid, status=spdy.REFUSED_STREAM)
         self.last_stream = sid
         stream = Stream(self, sid, frame.headers)
-        self.streams[sid] = stream
+        with self._lock:
+            self.streams[sid] = stream
         self.send_headers(lambda codec: spdy.syn_reply(codec, sid, {}))
         if frame.fin or frame.flags & spdy.FLAG_UNIDIRECTIONAL:
             stream._receive(b"", True)

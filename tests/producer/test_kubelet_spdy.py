@@ -34,7 +34,7 @@ from producer.kubelet.duplex import Duplex
 from producer.kubelet.streaming import PORT_FORWARD, REMOTE_COMMAND, PortForward, RemoteCommand, negotiate
 from producer.kubelet.wire import HttpError
 from tests.support.kubelet import Api
-from tests.support.services import free_port
+from tests.support.services import free_port, wait_until
 from vkec2.config import AgentConnection
 from vkec2.store.redis_store import Store
 
@@ -289,7 +289,7 @@ def test_exec_with_a_terminal_passes_resizes_to_the_command(
     c.until(lambda: len(c.replies) == 4)
     c.send(7, b'{"Width":120,"Height":40}{"Width":80,')
     c.send(7, b'"Height":24}')
-    time.sleep(0.2)  # the resize copy runs in a thread of its own; stdin's end must come after it
+    wait_until(lambda: len(command.sizes) == 2, 5, "the terminal sizes to reach the command")
     c.send(3, b"x", fin=True)
     c.until(lambda: {1, 5} <= c.fins)
     assert command.sizes == [(120, 40), (80, 24)]
@@ -444,3 +444,23 @@ def test_the_server_refuses_bad_spdy_upgrades_before_switching(redis_url: str) -
     finally:
         server.stop()
         store.redis.close()
+
+
+def test_streams_closed_both_ways_no_longer_count_against_the_cap(
+    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("producer.kubelet.spdy_conn.MAX_STREAMS", 4)
+    server, sock = pair
+    session = PortForward(Duplex(server), lambda port, data: iter([b"%d" % port]), "default/web")
+    threading.Thread(target=session.run, daemon=True).start()
+    c = Client(sock)
+    for i in range(5):  # ten streams in all, never more than two open
+        error, data = 4 * i + 1, 4 * i + 3
+        c.open(error, "error", port=str(1000 + i), requestID=str(i))
+        c.send(error, b"", fin=True)
+        c.open(data, "data", port=str(1000 + i), requestID=str(i))
+        c.send(data, b"", fin=True)
+        c.until(lambda d=data: d in c.fins)
+        assert c.data[data] == b"%d" % (1000 + i)
+    assert not c.kinds(spdy.RST_STREAM)
+    wait_until(lambda: session.conn.streams == {}, 5, "every stream to be closed both ways")
