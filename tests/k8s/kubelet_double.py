@@ -88,6 +88,8 @@ class AuthDouble:
     kubelet_dial: dict[str, tuple[str, int]] = field(default_factory=dict)
     token_reviews: list[Obj] = field(default_factory=list)
     access_reviews: list[Obj] = field(default_factory=list)
+    streams: list[tuple[str, str]] = field(default_factory=list)
+    """(subresource, ``spdy`` | ``websocket``) of each streaming request proxied to a kubelet."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(

@@ -9,12 +9,9 @@ sent to ``/exec|/attach/{ns}/{pod}/{container}`` or ``/portForward/{ns}/{pod}`` 
 (minus ``container``) and the client's ``Connection``, ``Upgrade`` and ``X-Stream-Protocol-Version``
 headers, and the kubelet's answer is passed back: a refusal as it came, a ``101`` followed by a
 byte pipe both ways until either side closes.
-NOT MODELLED: the KEP-4006 stream translator (``TranslateStreamCloseWebsocketRequests``,
-``PortForwardWebsockets``) that a 1.30+ API server uses to turn kubectl's WebSocket
-(``v5.channel.k8s.io``, ``SPDY/3.1+portforward.k8s.io``) requests into SPDY towards the kubelet:
-the double answers a WebSocket upgrade with a 400, which kubectl (1.30+) takes as an upgrade
-failure and retries over SPDY — the same leg to the kubelet the translator would use.
-``ExtendWebSocketsToKubelet`` (1.35 alpha) is not modelled either.
+A WebSocket request (kubectl 1.30+ by default) is answered as a 1.30+ API server does, by its
+stream translator (:mod:`tests.k8s.ws_translate`): WebSocket to kubectl, SPDY to the kubelet.
+NOT MODELLED: ``ExtendWebSocketsToKubelet`` (WebSocket on to kubelets whose node declares support).
 """
 
 from __future__ import annotations
@@ -27,6 +24,8 @@ import ssl
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+
+from tests.k8s import ws_translate
 
 KUBELET_PATHS = {"exec": "exec", "attach": "attach", "portforward": "portForward"}
 _PASSED_HEADERS = ("Connection", "Upgrade", "X-Stream-Protocol-Version", "User-Agent")
@@ -69,8 +68,10 @@ def _reply(h: BaseHTTPRequestHandler, code: int, message: str, reason: str = "Ba
 def proxy_stream(auth: Any, h: BaseHTTPRequestHandler, namespace: str, name: str, sub: str) -> None:
     """Answer one streaming request of the double (``auth`` is its :class:`AuthDouble`)."""
     h.close_connection = True
-    if (h.headers.get("Upgrade") or "").strip().lower() == "websocket":
-        _reply(h, 400, "the API double does not translate WebSocket streams to SPDY: use SPDY/3.1")
+    websocket = (h.headers.get("Upgrade") or "").strip().lower() == "websocket"
+    wanted = ws_translate.TUNNEL_PROTOCOL if sub == "portforward" else ws_translate.EXEC_PROTOCOL
+    if websocket and wanted not in ws_translate.offered(h):
+        _reply(h, 400, f"unable to upgrade: a WebSocket {sub} request must offer {wanted}")
         return
     pod = auth.server.get("pods", name, namespace)
     if pod is None:
@@ -121,13 +122,55 @@ def proxy_stream(auth: Any, h: BaseHTTPRequestHandler, namespace: str, name: str
         return
     try:
         head = [f"{h.command} {target} HTTP/1.1", f"Host: {where[0]}:{where[1]}", "Content-Length: 0"]
-        for header in _PASSED_HEADERS:
-            head += [f"{header}: {value}" for value in h.headers.get_all(header) or []]
+        if websocket:
+            head += ws_translate.kubelet_headers(sub)
+        else:
+            for header in _PASSED_HEADERS:
+                head += [f"{header}: {value}" for value in h.headers.get_all(header) or []]
         kubelet.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
-        _pipe(h.connection, kubelet)
+        auth.streams.append((sub, "websocket" if websocket else "spdy"))
+        if not websocket:
+            _pipe(h.connection, kubelet)
+            return
+        answer, early = _response_head(kubelet)
+        if b" 101 " not in answer.split(b"\r\n", 1)[0]:
+            h.connection.sendall(answer + early)  # the kubelet's refusal, as it came
+            return
+        ws_translate.accept(h, wanted)
+        if sub == "portforward":
+            ws_translate.tunnel(h, kubelet, early)
+        else:
+            ws_translate.translate(h, kubelet, early, dict(query))
     finally:
         with contextlib.suppress(OSError):
             kubelet.close()
+
+
+def _response_head(kubelet: ssl.SSLSocket) -> tuple[bytes, bytes]:
+    """The kubelet's answer up to the end of its head (and, for a refusal, its body), and what follows."""
+    buf = b""
+    while b"\r\n\r\n" not in buf and len(buf) < 65536:
+        data = kubelet.recv(65536)
+        if not data:
+            break
+        buf += data
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    if b" 101 " in head.split(b"\r\n", 1)[0]:
+        return head + b"\r\n\r\n", rest
+    length = next(
+        (
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(rest) < length:
+        data = kubelet.recv(65536)
+        if not data:
+            break
+        rest += data
+    return head + b"\r\n\r\n" + rest, b""
 
 
 def _pipe(client: socket.socket, kubelet: ssl.SSLSocket) -> None:

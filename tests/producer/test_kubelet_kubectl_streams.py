@@ -166,15 +166,17 @@ def test_kubectl_exec_cp_and_port_forward_over_spdy(
         assert "oops" in out.stderr
         ok = kubectl("exec", "shell", "--", "echo", "fine")
         assert (ok.returncode, ok.stdout) == (0, "fine\n"), ok.stderr
-        # Default kubectl tries WebSocket first; the double refuses it and kubectl falls back to SPDY.
+        # Default kubectl speaks WebSocket (v5) to the API server, whose translator speaks SPDY on.
         default = subprocess.run(
-            _kubectl_argv(apiserver, home, "exec", "shell", "--", "sh", "-c", "exit 4"),
+            _kubectl_argv(apiserver, home, "exec", "-i", "shell", "--", "sh", "-c", "cat; exit 4"),
+            input="over websocket\n",
             capture_output=True,
             text=True,
             timeout=60,
             env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
         )
-        assert default.returncode == 4, default.stderr
+        assert (default.returncode, default.stdout) == (4, "over websocket\n"), default.stderr
+        assert auth.streams[-1] == ("exec", "websocket")  # translated, not a fallback to SPDY
         # attach -i to a main process started without stdin: a clear error, not a hang.
         attach = kubectl("attach", "-i", "shell")
         assert attach.returncode != 0 and "started with stdin closed" in attach.stderr, attach.stderr
@@ -206,31 +208,38 @@ def test_kubectl_exec_cp_and_port_forward_over_spdy(
         assert down.returncode == 0, down.stderr
         assert (tmp_path / "down.txt").read_text() == "made in the pod\n"
 
-        # port-forward to a port served on the instance, through the agent.
+        # port-forward to a port served on the instance, through the agent: over SPDY, then as
+        # default kubectl does it (SPDY tunnelled in WebSocket, continued as SPDY by the API server).
         listener = socket.create_server(("127.0.0.1", 0))
         remote = listener.getsockname()[1]
-        server = threading.Thread(target=_serve, args=(listener,), daemon=True)
-        server.start()
-        local = free_port()
-        forward = subprocess.Popen(
-            _kubectl_argv(apiserver, home, "port-forward", "pod/shell", f"{local}:{remote}"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(home),
-        )
+        threading.Thread(target=_serve, args=(listener,), daemon=True).start()
         try:
-            wait_until(
-                lambda: port_open(local) or forward.poll() is not None, 30, "kubectl port-forward to listen"
-            )
-            with socket.create_connection(("127.0.0.1", local), timeout=20) as conn:
-                reader = conn.makefile("rb")
-                assert reader.readline() == b"hello from the instance\n"
-                conn.sendall(b"through spdy\n")
-                assert reader.readline() == b"THROUGH SPDY\n"
+            for env in (_env(home), {"HOME": str(home), "PATH": "/usr/bin:/bin"}):
+                local = free_port()
+                forward = subprocess.Popen(
+                    _kubectl_argv(apiserver, home, "port-forward", "pod/shell", f"{local}:{remote}"),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+                try:
+                    wait_until(
+                        lambda: port_open(local) or forward.poll() is not None,  # noqa: B023
+                        30,
+                        "kubectl port-forward to listen",
+                    )
+                    with socket.create_connection(("127.0.0.1", local), timeout=20) as conn:
+                        reader = conn.makefile("rb")
+                        assert reader.readline() == b"hello from the instance\n"
+                        conn.sendall(b"through spdy\n")
+                        assert reader.readline() == b"THROUGH SPDY\n"
+                finally:
+                    forward.terminate()
+                    forward.wait(10)
         finally:
-            forward.terminate()
-            forward.wait(10)
             listener.close()
+        assert ("exec", "spdy") in auth.streams and ("portforward", "spdy") in auth.streams
+        assert auth.streams[-1] == ("portforward", "websocket")
     finally:
         fleet.stop()
