@@ -39,6 +39,7 @@ MAX_HEADERS = 64 * 1024
 """Largest decompressed header block accepted."""
 DEFAULT_WINDOW = 64 * 1024
 
+# The dictionary's words, in order ("|" is a space inside a word), then its tail, as SPDY/3 defines them.
 _WORDS = (
     "options head post put delete trace accept accept-charset accept-encoding accept-language "
     "accept-ranges age allow authorization cache-control connection content-base content-encoding "

@@ -12,6 +12,7 @@ The agent's side of port forwarding (:mod:`agent.portforward`) is checked agains
 from __future__ import annotations
 
 import email.message
+import hashlib
 import json
 import socket
 import ssl
@@ -98,6 +99,11 @@ def test_the_dictionary_and_header_blocks_round_trip_with_one_context_per_direct
     assert len(spdy.DICTIONARY) == 1423
     assert spdy.DICTIONARY.startswith(b"\x00\x00\x00\x07options\x00\x00\x00\x04head")
     assert spdy.DICTIONARY.endswith(b"utf-,*,enq=0.")
+    # The exact bytes of the Go peer's dictionary (moby/spdystream), checked once against it.
+    assert (
+        hashlib.sha256(spdy.DICTIONARY).hexdigest()
+        == "51d27341373f923f3cd88e1eb7162aeaa3723d7585ff2399201dc06498407f02"
+    )
     client, server = spdy.HeaderCodec(), spdy.HeaderCodec()
     for i in range(3):  # later blocks depend on the earlier ones (a shared zlib stream)
         block = client.encode({"streamType": "stdout", "port": str(8000 + i), "x": ["a", "b"]})
