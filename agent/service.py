@@ -26,6 +26,7 @@ from agent.host import Host, Instance
 from agent.logs import LogQuery
 from agent.model import AgentCallError
 from agent.podspec import merge_resolved
+from agent.portforward import Forward
 from agent.stats import stats_pb
 from agent.v1 import agent_pb2
 from agent.v1 import agent_pb2_grpc as _agent_grpc
@@ -189,6 +190,21 @@ class LifecycleServicer(agent_pb2_grpc.ApplicationLifecycleServicer):  # type: i
     def GetStats(self, request: Any, context: grpc.ServicerContext) -> Any:
         inst = self._enter(context)
         return stats_pb(self._call(context, inst.runtime.stats))
+
+    def PortForward(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+        self._enter(context)
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("msg") != "start":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first PortForward message must be 'start'")
+        port = first.start.port
+        forward = self._call(context, lambda: Forward(port))
+        context.add_callback(forward.close)
+        threading.Thread(
+            target=forward.feed, args=(request_iterator,), name="vkec2-port-forward", daemon=True
+        ).start()
+        yield agent_pb2.PortForwardResponse(connected=True)
+        for data in forward.output():
+            yield agent_pb2.PortForwardResponse(data=data)
 
 
 class BootstrapServicer(agent_pb2_grpc.AgentBootstrapServicer):  # type: ignore[misc,unused-ignore]

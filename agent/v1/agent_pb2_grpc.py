@@ -74,6 +74,11 @@ class ApplicationLifecycleStub:
                 request_serializer=agent_dot_v1_dot_agent__pb2.UpdateVolumesRequest.SerializeToString,
                 response_deserializer=agent_dot_v1_dot_agent__pb2.UpdateVolumesResponse.FromString,
                 _registered_method=True)
+        self.PortForward = channel.stream_stream(
+                '/vkec2.agent.v1.ApplicationLifecycle/PortForward',
+                request_serializer=agent_dot_v1_dot_agent__pb2.PortForwardRequest.SerializeToString,
+                response_deserializer=agent_dot_v1_dot_agent__pb2.PortForwardResponse.FromString,
+                _registered_method=True)
 
 
 class ApplicationLifecycleServicer:
@@ -140,6 +145,16 @@ class ApplicationLifecycleServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PortForward(self, request_iterator, context):
+        """Forward one TCP connection to 127.0.0.1:<port> on the instance, like `kubectl port-forward`.
+        The first request must be `start`; a port outside 1-65535 is INVALID_ARGUMENT, a refused
+        connection FAILED_PRECONDITION. The first response is `connected`; then bytes both ways until both
+        sides closed their writing half.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApplicationLifecycleServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +197,11 @@ def add_ApplicationLifecycleServicer_to_server(servicer, server):
                     servicer.UpdateVolumes,
                     request_deserializer=agent_dot_v1_dot_agent__pb2.UpdateVolumesRequest.FromString,
                     response_serializer=agent_dot_v1_dot_agent__pb2.UpdateVolumesResponse.SerializeToString,
+            ),
+            'PortForward': grpc.stream_stream_rpc_method_handler(
+                    servicer.PortForward,
+                    request_deserializer=agent_dot_v1_dot_agent__pb2.PortForwardRequest.FromString,
+                    response_serializer=agent_dot_v1_dot_agent__pb2.PortForwardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -400,6 +420,33 @@ class ApplicationLifecycle:
             '/vkec2.agent.v1.ApplicationLifecycle/UpdateVolumes',
             agent_dot_v1_dot_agent__pb2.UpdateVolumesRequest.SerializeToString,
             agent_dot_v1_dot_agent__pb2.UpdateVolumesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PortForward(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/vkec2.agent.v1.ApplicationLifecycle/PortForward',
+            agent_dot_v1_dot_agent__pb2.PortForwardRequest.SerializeToString,
+            agent_dot_v1_dot_agent__pb2.PortForwardResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,7 +1,8 @@
 """``/exec/{namespace}/{pod}[/{uid}]/{container}``: a Kubernetes remote-command session over WebSocket.
 
 The upgrade is checked and answered here (``v5.channel.k8s.io`` or ``v4.channel.k8s.io``, the
-client's first supported choice; SPDY and older subprotocols are refused with a 400 before it) —
+client's first supported choice; older subprotocols are refused with a 400 before it; SPDY
+upgrades are routed to :mod:`.streaming` instead) —
 by hand, in a few lines, because :mod:`http.server` has already parsed the request that
 :mod:`wsproto`'s own handshake would want as raw bytes; the accept token is wsproto's. The
 WebSocket protocol after it — framing, masking, fragmentation, ping/pong, the closing

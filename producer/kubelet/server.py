@@ -4,7 +4,8 @@ Stdlib :mod:`http.server` (a :class:`~http.server.ThreadingHTTPServer`) behind :
 handshake runs in the connection's thread, so a slow client never blocks accepting others.
 Every request but ``/healthz`` first passes the server's :class:`~producer.kubelet.auth.Gate`
 (authentication, authorization, stream caps). :class:`KubeletHandler` routes ``/healthz``,
-``/pods``, ``/containerLogs`` (:mod:`.logs`), ``/exec`` (:mod:`.exec`) and ``/stats/summary``,
+``/pods``, ``/containerLogs`` (:mod:`.logs`), ``/exec`` (:mod:`.exec` over WebSocket, :mod:`.streaming`
+over SPDY), ``/attach`` and ``/portForward`` (:mod:`.streaming`), ``/stats/summary``,
 ``/metrics/resource`` and ``/metrics`` (:mod:`.stats`, :mod:`.summary`) and turns
 :class:`~producer.kubelet.wire.HttpError` and agent errors into answers. :class:`KubeletServer`
 holds what the handlers share: the node's records, a fresh :class:`~vkec2.agent_client.AgentClient`
@@ -30,8 +31,9 @@ from producer.kubelet.exec import serve_exec
 from producer.kubelet.logs import serve_logs
 from producer.kubelet.pods import agent_target, find_record, pod_list
 from producer.kubelet.stats import StatsCollector
+from producer.kubelet.streaming import is_spdy, serve_port_forward, serve_remote_command
 from producer.kubelet.summary import stats_route
-from producer.kubelet.wire import HttpError, agent_http_error, error_body
+from producer.kubelet.wire import HttpError, agent_http_error, bad_request, error_body
 from vkec2.agent_client.client import AgentClient
 from vkec2.ca import ClientTls
 from vkec2.config import AgentConnection
@@ -238,9 +240,19 @@ class KubeletHandler(BaseHTTPRequestHandler):
             self._send(200, json.dumps(body, default=str).encode(), "application/json")
         elif parts[0] == "containerLogs" and len(parts) == 4 and all(parts) and self.command == "GET":
             serve_logs(self, self.api, parts[1], parts[2], parts[3], query)
+        elif parts[0] in ("exec", "attach") and len(parts) in (4, 5) and all(parts) and is_spdy(self):
+            uid = parts[3] if len(parts) == 5 else None
+            attach = parts[0] == "attach"
+            serve_remote_command(self, self.api, parts[1], parts[2], uid, parts[-1], query, attach=attach)
         elif parts[0] == "exec" and len(parts) in (4, 5) and all(parts):
             uid = parts[3] if len(parts) == 5 else None
             serve_exec(self, self.api, parts[1], parts[2], uid, parts[-1], query)
+        elif parts[0] == "portForward" and len(parts) in (3, 4) and all(parts):
+            if not is_spdy(self):
+                raise bad_request("port forwarding needs a SPDY/3.1 upgrade (portforward.k8s.io)")
+            serve_port_forward(self, self.api, parts[1], parts[2], parts[3] if len(parts) == 4 else None)
+        elif parts[0] == "attach" and len(parts) in (4, 5) and all(parts):
+            raise bad_request("attach needs a SPDY/3.1 upgrade (v4.channel.k8s.io)")
         elif self.command == "GET" and (
             found := stats_route(
                 parts,

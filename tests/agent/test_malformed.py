@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent.v1 import agent_pb2
 from tests.agent.conftest import InProcessAgent, agent_grpc, pod, sh
-from tests.support.services import wait_until
+from tests.support.services import free_port, wait_until
 from vkec2.domain.agents import AgentTarget
 from vkec2.errors import AgentIdentityMismatch, AgentRejected
 
@@ -173,3 +175,36 @@ def test_calls_before_launch(inproc_agent: InProcessAgent) -> None:
         list(a.client.logs(a.target, "main"))
     a.client.terminate(a.target, 1)  # nothing to stop: fine
     assert a.client.serving(a.target)
+
+
+def test_port_forward_refuses_bad_ports_and_pipes_a_loopback_port(inproc_agent: InProcessAgent) -> None:
+    a = inproc_agent
+    md = a.md
+
+    def forward(port: int) -> Callable[[Any], Any]:
+        start = agent_pb2.PortForwardRequest(start=agent_pb2.PortForwardStart(port=port))
+        return lambda s: s.PortForward(iter([start]), metadata=md, timeout=5)
+
+    for port in (0, -5, 65536):
+        _refused(a, forward(port), grpc.StatusCode.INVALID_ARGUMENT, "port must be between 1 and 65535")
+    data_first = agent_pb2.PortForwardRequest(data=b"x")
+    _refused(
+        a,
+        lambda s: s.PortForward(iter([data_first]), metadata=md, timeout=5),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "first PortForward message must be 'start'",
+    )
+    closed = free_port()
+    with pytest.raises(AgentRejected, match=f"cannot connect to port {closed} on the instance"):
+        a.client.port_forward(a.target, closed, [])
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"pong:" + conn.recv(100))
+
+    threading.Thread(target=serve, daemon=True).start()
+    out = a.client.port_forward(a.target, listener.getsockname()[1], [b"ping"])
+    assert b"".join(out) == b"pong:ping"
+    listener.close()

@@ -27,7 +27,8 @@ events when no resourceVersion or "0" is given); graceful pod deletion (a bound,
 unbound or terminal pods go at once); pod creation defaults (``status.phase=Pending``, restartPolicy,
 dnsPolicy, schedulerName, terminationGracePeriodSeconds=30, securityContext, imagePullPolicy,
 terminationMessagePath/Policy, resources); namespace existence on create; ``dryRun=All``; TokenReview,
-SubjectAccessReview and ``pods/log`` through the nodes' kubelet API (:attr:`FakeKubeApiServer.auth`,
+SubjectAccessReview, ``pods/log`` and (upgrade-proxied, :mod:`tests.k8s.streaming`)
+``pods/exec``/``attach``/``portforward`` through the nodes' kubelet API (:attr:`FakeKubeApiServer.auth`,
 :mod:`tests.k8s.kubelet_double`, which says what it models); ``configmaps``, ``secrets`` and
 ``serviceaccounts`` as plain objects (no data validation, no immutability) and the
 ``serviceaccounts/token`` TokenRequest (:attr:`FakeKubeApiServer.tokens`, :mod:`tests.k8s.tokens`).
@@ -40,7 +41,7 @@ gets 415) and managedFields, protobuf/CBOR/YAML encodings, OpenAPI documents (``
 ``/openapi/v3`` answer 404, so ``kubectl apply``/``create`` need ``--validate=false``), aggregated discovery
 (kubectl falls back to the legacy documents), finalizers, garbage collection and ``propagationPolicy``,
 namespace termination (deleting a namespace removes only that object), PUT-creates, ``pods/binding``,
-``eviction``, ``exec``/``attach``/``portforward``, ``/scale``, every controller (nothing removes a
+``eviction``, WebSocket exec/attach/portforward (refused), ``/scale``, every controller (nothing removes a
 terminating pod when its grace period ends; nothing writes node or pod status), ``sendInitialEvents``/watch
 lists, waiting for a too-new list resourceVersion (served from the current state), watch-cache slow-consumer
 eviction, HTTP/2, TLS, and persistence across ``stop()``.

@@ -18,8 +18,9 @@ kubelet's code and its message followed by `` ( pods/log NAME)``, as the real AP
 NOT MODELLED: the caller's own authentication and RBAC (every caller of the double is allowed),
 token audiences and expiry, ``selfsubjectaccessreviews``/``localsubjectaccessreviews``,
 ``nonResourceAttributes`` decisions (never allowed), field/label selector attributes, the
-``insecureSkipTLSVerifyBackend`` option, ``exec``/``attach``/``portforward`` (no upgrade proxying), and
-retries or connection pooling towards kubelets.
+``insecureSkipTLSVerifyBackend`` option, and retries or connection pooling towards kubelets.
+``pods/exec``, ``pods/attach`` and ``pods/portforward`` are proxied to the kubelet by
+:mod:`tests.k8s.streaming` (see there what it models).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import quote, urlencode
+
+from tests.k8s.streaming import proxy_stream, streaming_route
 
 Obj = dict[str, Any]
 
@@ -85,6 +88,8 @@ class AuthDouble:
     kubelet_dial: dict[str, tuple[str, int]] = field(default_factory=dict)
     token_reviews: list[Obj] = field(default_factory=list)
     access_reviews: list[Obj] = field(default_factory=list)
+    streams: list[tuple[str, str]] = field(default_factory=list)
+    """(subresource, ``spdy`` | ``websocket``) of each streaming request proxied to a kubelet."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(
@@ -103,6 +108,8 @@ class AuthDouble:
             and (parts[4], parts[6]) == ("pods", "log")
         ):
             self._pod_log(h, parts[3], parts[5], query)
+        elif (stream := streaming_route(method, parts)) is not None:
+            proxy_stream(self, h, *stream)
         else:
             return False
         return True

@@ -230,8 +230,8 @@ def _check_exec(api: Api) -> None:
     assert fail.status["details"]["causes"] == [{"reason": "ExitCode", "message": "3"}]
 
     # What is refused before the upgrade.
-    spdy = ws_exec(api, f"{base}?command=date&stdout=true", upgrade="SPDY/3.1")
-    assert " 400 " in spdy.status_line and b"SPDY" in spdy.body
+    spdy2 = ws_exec(api, f"{base}?command=date&stdout=true", upgrade="SPDY/2")
+    assert " 400 " in spdy2.status_line and b"SPDY/3.1" in spdy2.body
     old = ws_exec(api, f"{base}?command=date&stdout=true", protocols="channel.k8s.io")
     assert " 400 " in old.status_line
     nope = ws_exec(api, "/exec/default/ticker/nope?command=date&stdout=true")

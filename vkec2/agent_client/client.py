@@ -378,20 +378,28 @@ class AgentClient:
         container: str,
         command: list[str],
         *,
-        stdin: Iterable[bytes] | None = None,
+        stdin: Iterable[bytes | tuple[int, int]] | None = None,
         tty: bool = False,
+        open_stdin: bool | None = None,
     ) -> Iterator[tuple[str, bytes | int]]:
-        """Run a command in a container: yields (``stdout``|``stderr``, bytes) and last (``exit``, code)."""
+        """Run a command in a container: yields (``stdout``|``stderr``, bytes) and last (``exit``, code).
+
+        ``stdin`` carries the input: bytes, and (width, height) terminal sizes; the command's stdin
+        is open when ``open_stdin`` (default: when there is input) and closed when ``stdin`` ends.
+        """
 
         def requests() -> Iterator[Any]:
+            want = stdin is not None if open_stdin is None else open_stdin
             yield agent_pb2.ExecRequest(
-                start=agent_pb2.ExecStart(
-                    container=container, command=command, tty=tty, stdin=stdin is not None
-                )
+                start=agent_pb2.ExecStart(container=container, command=command, tty=tty, stdin=want)
             )
             if stdin is not None:
-                for data in stdin:
-                    yield agent_pb2.ExecRequest(stdin=data)
+                for item in stdin:
+                    if isinstance(item, tuple):
+                        size = agent_pb2.TerminalSize(width=item[0], height=item[1])
+                        yield agent_pb2.ExecRequest(resize=size)
+                    else:
+                        yield agent_pb2.ExecRequest(stdin=item)
                 yield agent_pb2.ExecRequest(close_stdin=True)
 
         stub = self._get(target, self._tls is not None).lifecycle
@@ -407,6 +415,41 @@ class AgentClient:
             raise translate(err, target, "Exec") from None
         finally:
             call.cancel()
+
+    def port_forward(self, target: AgentTarget, port: int, data: Iterable[bytes]) -> Iterator[bytes]:
+        """One connection to ``port`` on the instance: ``data`` is sent (its end closes our writing half).
+
+        Returns once the agent has connected (or raises); iterate the result for the port's bytes.
+        """
+
+        def requests() -> Iterator[Any]:
+            yield agent_pb2.PortForwardRequest(start=agent_pb2.PortForwardStart(port=port))
+            for chunk in data:
+                yield agent_pb2.PortForwardRequest(data=chunk)
+            yield agent_pb2.PortForwardRequest(close_write=True)
+
+        stub = self._get(target, self._tls is not None).lifecycle
+        call = stub.PortForward(requests(), metadata=self._md(target))
+        try:
+            first = next(call, None)
+        except grpc.RpcError as err:
+            call.cancel()
+            raise translate(err, target, "PortForward") from None
+        if first is None or first.WhichOneof("msg") != "connected":
+            call.cancel()
+            raise AgentError(f"agent {target.instance_id} did not open port {port}")
+
+        def output() -> Iterator[bytes]:
+            try:
+                for resp in call:
+                    if resp.WhichOneof("msg") == "data":
+                        yield bytes(resp.data)
+            except grpc.RpcError as err:
+                raise translate(err, target, "PortForward") from None
+            finally:
+                call.cancel()
+
+        return output()
 
     def close(self) -> None:
         with self._lock:
