@@ -234,7 +234,9 @@ NODE_MANAGED_ANNOTATION: Final = "vkec2.io/managed-labels-taints"
 # -- probes ------------------------------------------------------------------------------------
 
 #: The agent's pod conditions the health sweep copies into a Running pod's record when they change.
-AGENT_POD_CONDITIONS: Final = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+#: The pod condition a readiness probe drives (Kubernetes' own type).
+POD_READY: Final = "Ready"
+AGENT_POD_CONDITIONS: Final = ("PodScheduled", "Initialized", "ContainersReady", POD_READY)
 #: The ``event_type`` of a status outbox entry that updates ``pods/status`` without recording an Event
 #: (a readiness change the kubelet would not announce).
 STATUS_ONLY_EVENT: Final = "StatusOnly"

@@ -1,5 +1,5 @@
 """The example pods (``examples/pods/``, run by ``vkec2 up``): they parse in standalone mode (ConfigMaps
-and Secrets skipped), the local fleet's node satisfies their nodeSelectors, and they tolerate the
+and Secrets are data, not pods), the local fleet's node satisfies their nodeSelectors, and they tolerate the
 NotReady/unreachable taints forever."""
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from vkec2.config import Settings
 from vkec2.domain.citizen import eviction_after
 
 ROOT = Path(__file__).resolve().parents[2]
-MANIFESTS = sorted((ROOT / "examples" / "pods").glob("*.yaml")) + sorted(
-    (ROOT / "examples" / "staged").glob("*.yaml")
-)
+MANIFESTS = sorted((ROOT / "examples" / "pods").glob("*.yaml"))
 
 
 def local_node_labels() -> dict[str, str]:

@@ -19,7 +19,10 @@ def test_vkec2_up_runs_the_examples_then_terminates_one_and_exits_cleanly() -> N
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
-    assert "All example pods are Running." in out
+    assert "All example pods are Running." in out and "All example pods are Ready." in out
+    # The configured report's first line is built from its ConfigMap; its readiness probe checks
+    # the Secret's value arrived: the workloads really ran, with what the producer resolved.
+    assert "Nightly fleet report (markdown)" in out
     assert "nightly-report terminated; instance(s) gone." in out
     assert '"ec2_calls"' in out and "Stopped." in out
 

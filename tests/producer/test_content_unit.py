@@ -153,13 +153,13 @@ spec:
     assert objects.secret("default", "s") is None and objects.secret("team", "s") is not None
 
 
-def test_the_staged_example_resolves_against_the_example_configmap_and_secret() -> None:
+def test_the_report_example_resolves_against_the_example_configmap_and_secret() -> None:
     root = Path(__file__).resolve().parents[2] / "examples"
     objects = ManifestObjects()
     for name in ("report-settings.yaml", "report-credentials.yaml"):
         objects.by_file[name] = parse_objects((root / "pods" / name).read_text())
-    staged = root / "staged" / "report-with-config.yaml"
-    (pod,) = parse_manifest(staged.name, staged.read_text(), "vkec2-local")
+    example = root / "pods" / "report-with-config.yaml"
+    (pod,) = parse_manifest(example.name, example.read_text(), "vkec2-local")
     env = resolve(pod, objects)["containers"]["report"]
     assert env["env"] == {"API_TOKEN": "demo-token-not-a-secret"}
     assert ["REPORT_TITLE", "Nightly fleet report"] in env["envFrom"]

@@ -1,8 +1,10 @@
 """``vkec2 up``: the whole fleet on one machine, on loopback, showing the example pods run and go.
 
-It starts (or reuses) Redis, moto's EC2 server, the agent simulator, a Celery worker, beat,
-Flower and the producer in standalone mode on a copy of ``examples/pods/``; shows live progress
-(pods by phase, instances, warm pool) until every example pod is Running; removes one manifest
+It starts (or reuses) Redis, moto's EC2 server, the agent simulator (running each pod's containers
+as real processes of this machine), a Celery worker, beat, Flower and the producer in standalone
+mode on a copy of ``examples/pods/``; shows live progress (pods by phase, instances, warm pool)
+until every example pod is Running, then that each is Ready and what it printed
+(:mod:`vkec2.cli.workloads`: the ConfigMap and Secret values really arrive); removes one manifest
 and shows its pod terminate and its instance go; prints a summary (pods, instances, EC2 calls,
 elapsed time) and stops everything it started, by PID. ``--keep`` leaves the fleet running and
 prints how to reach Flower and how to stop it. Anything that fails to start ends the command with
@@ -43,6 +45,8 @@ from vkec2.cli.procs import (
     start_redis,
     wait_until,
 )
+from vkec2.cli.workloads import show_workloads
+from vkec2.config import Settings
 from vkec2.config.redaction import redact
 from vkec2.contract import POD_CREATE, TAG_CLUSTER, TAG_POD_NAME
 from vkec2.domain.instances import tag_map
@@ -302,7 +306,14 @@ def run(args: UpOptions, console: Console) -> int:
         logs = str(workdir / "logs")
         moto_url = fleet.service("moto EC2 server", lambda: start_moto(log_dir=logs))
         agent_endpoint = fleet.service(
-            "agent simulator", lambda: start_agent_sim(moto_url, boot_delay=2, log_dir=logs)
+            "agent simulator",
+            lambda: start_agent_sim(
+                moto_url,
+                boot_delay=2,
+                log_dir=logs,
+                # The example pods really run, as processes of this machine under the work directory.
+                extra_args=["--runtime", "process", "--log-dir", str(workdir / "agents")],
+            ),
         )
         py = sys.executable
         cluster = f"local-{uuid.uuid4().hex[:6]}"
@@ -361,6 +372,10 @@ def run(args: UpOptions, console: Console) -> int:
 
         _watch(console, observer, "example pods", all_running, args.timeout, fleet)
         console.print("[green]All example pods are Running.[/green]")
+        settings = Settings.model_validate(raw)
+        if not show_workloads(console, store, settings, {n.rsplit("/", 1)[-1] for n in expected}, 60):
+            raise UpError("not every example pod turned Ready within 60 s (its readiness probe failed?)")
+        console.print("[green]All example pods are Ready.[/green]")
 
         if args.keep:
             keep = True
