@@ -7,8 +7,9 @@ by hand, in a few lines, because :mod:`http.server` has already parsed the reque
 :mod:`wsproto`'s own handshake would want as raw bytes; the accept token is wsproto's. The
 WebSocket protocol after it — framing, masking, fragmentation, ping/pong, the closing
 handshake, refusing broken frames — is :mod:`wsproto`'s. Every binary message starts with its
-channel: 0 stdin (to the agent), 1 stdout, 2 stderr, 3 the final status, 4 resize, and in v5 255
-"close" (``[255, 0]`` ends the command's stdin). The agent's Exec stream runs in a thread of the
+channel: 0 stdin (to the agent), 1 stdout, 2 stderr, 3 the final status, 4 resize (a JSON
+``{"Width": .., "Height": ..}`` passed on to the agent's terminal), and in v5 255 "close" (``[255,
+0]`` ends the command's stdin). The agent's Exec stream runs in a thread of the
 session; the connection's :class:`~producer.kubelet.duplex.Duplex` carries both directions.
 """
 
@@ -39,8 +40,8 @@ PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 STDIN, STDOUT, STDERR, STATUS, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 MAX_MESSAGE = 16 * 1024 * 1024
 
-ExecStart = Callable[[Iterable[bytes] | None], Iterable[tuple[str, bytes | int]]]
-"""Starts the command with the given stdin (or none).
+ExecStart = Callable[[Iterable[bytes | tuple[int, int]] | None], Iterable[tuple[str, bytes | int]]]
+"""Starts the command with the given input (stdin bytes and (width, height) terminal sizes) or none.
 
 It yields (``stdout``|``stderr``, bytes) and last (``exit``, code).
 """
@@ -57,11 +58,6 @@ def serve_exec(
 ) -> None:
     """Answer one exec request on ``handler``'s connection (refusals before the upgrade are raised)."""
     upgrade = (handler.headers.get("Upgrade") or "").lower()
-    if upgrade.startswith("spdy"):
-        raise bad_request(
-            "this kubelet (vkec2) does not speak SPDY; use a WebSocket remote-command client "
-            f"({', '.join(PROTOCOLS)})"
-        )
     if upgrade != "websocket":
         raise bad_request(f"exec needs a WebSocket upgrade ({', '.join(PROTOCOLS)})")
     offered = [p.strip() for p in (handler.headers.get("Sec-WebSocket-Protocol") or "").split(",")]
@@ -91,8 +87,10 @@ def serve_exec(
         handler.end_headers()
         handler.close_connection = True
 
-        def start(stdin: Iterable[bytes] | None) -> Iterator[tuple[str, bytes | int]]:
-            return client.exec_stream(target, container, list(command), stdin=stdin, tty=tty)
+        def start(stdin: Iterable[bytes | tuple[int, int]] | None) -> Iterator[tuple[str, bytes | int]]:
+            return client.exec_stream(
+                target, container, list(command), stdin=stdin, tty=tty, open_stdin=want_stdin
+            )
 
         duplex = Duplex(handler.connection)
         session = ExecSession(
@@ -100,6 +98,7 @@ def serve_exec(
             start,
             command,
             stdin=want_stdin,
+            tty=tty,
             stdout=want_stdout,
             stderr=want_stderr and not tty,
             v5=protocol.startswith("v5."),
@@ -136,18 +135,18 @@ def exit_status(code: int, command: list[str]) -> dict[str, Any]:
 
 
 class Stdin:
-    """Blocking iterator of stdin chunks fed by the WebSocket reader; ``close()`` ends it."""
+    """Blocking iterator of stdin chunks and terminal sizes from the WebSocket reader; ``close()`` ends it."""
 
     def __init__(self) -> None:
-        self._q: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._q: queue.SimpleQueue[bytes | tuple[int, int] | None] = queue.SimpleQueue()
 
-    def put(self, data: bytes) -> None:
+    def put(self, data: bytes | tuple[int, int]) -> None:
         self._q.put(data)
 
     def close(self) -> None:
         self._q.put(None)
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[bytes | tuple[int, int]]:
         while True:
             item = self._q.get()
             if item is None:
@@ -170,6 +169,7 @@ class ExecSession:
         command: list[str],
         *,
         stdin: bool,
+        tty: bool = False,
         stdout: bool,
         stderr: bool,
         v5: bool,
@@ -177,7 +177,9 @@ class ExecSession:
     ) -> None:
         self.duplex, self.start, self.command = duplex, start, list(command)
         self.want_stdout, self.want_stderr, self.v5 = stdout, stderr, v5
-        self.stdin = Stdin() if stdin else None
+        # The agent's input: stdin when asked for, and a terminal's sizes (its stdin stays closed).
+        self.stdin = Stdin() if stdin or tty else None
+        self.open_stdin = stdin
         self.max_message = max_message
         self._ws = Connection(ConnectionType.SERVER)
         self._lock = threading.Lock()
@@ -266,11 +268,26 @@ class ExecSession:
 
     def _channel(self, channel: int, data: bytes) -> None:
         if channel == STDIN:
-            if self.stdin is not None and data:
+            if self.stdin is not None and self.open_stdin and data:
                 self.stdin.put(data)
         elif channel == CLOSE and self.v5:
             if data[:1] == bytes([STDIN]) and self.stdin is not None:
                 self.stdin.close()
         elif channel == RESIZE:
-            # The agent supports resize, but AgentClient.exec_stream has no resize input yet.
-            log.debug("terminal resize ignored: %s", data[:200])
+            size = terminal_size(data)
+            if size is None:
+                log.info("exec client sent an unreadable terminal size: %r", data[:100])
+            elif self.stdin is not None:
+                self.stdin.put(size)
+
+
+def terminal_size(data: bytes) -> tuple[int, int] | None:
+    """A resize message's ``{"Width": W, "Height": H}`` as (W, H); None when it is not one."""
+    try:
+        size = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    width, height = (size.get("Width"), size.get("Height")) if isinstance(size, dict) else (None, None)
+    if isinstance(width, int) and isinstance(height, int) and 0 <= width < 65536 and 0 <= height < 65536:
+        return width, height
+    return None
