@@ -133,10 +133,18 @@ def test_config_errors_name_the_problem(tmp_path: Path, kubernetes: dict[str, An
     assert named in "\n".join(info.value.errors)
 
 
-def test_allocatable_is_capacity_even_with_half_the_pods_running() -> None:
-    # A node of 100 pods running 50: the scheduler subtracts the 50 itself, so 100 are allocatable.
+def test_a_node_of_100_pods_accepts_100_pods() -> None:
+    # The scheduler's pod-count fit (NodeResourcesFit): a pod fits while the pods bound to the node
+    # plus it stay within allocatable pods. It subtracts the bound pods itself, so the producer
+    # writes allocatable = capacity whatever runs; before, 50 running pods left room for 50 more.
     cap = {"cpu": "96", "memory": "384Gi", "pods": "100"}
-    assert allocatable(cap) == cap
+    body = status_body(NodeConfig(name="vk-0", cluster="c"), *_health(), cap, allocatable(cap))
+    assert body["allocatable"] == body["capacity"] == cap
+
+    def fits(bound: int) -> bool:
+        return bound + 1 <= int(body["allocatable"]["pods"])
+
+    assert all(fits(bound) for bound in range(100)) and not fits(100)  # the 100th fits, the 101st not
 
 
 def test_eviction_after_is_the_smallest_finite_not_ready_toleration() -> None:
