@@ -12,47 +12,19 @@ kubelet API are checked with the double's TokenReview and authorized by its Subj
 
 from __future__ import annotations
 
-import json
 import ssl
-import subprocess
 from pathlib import Path
 
 from tests.k8s.apiserver import FakeKubeApiServer
 from tests.k8s.kubelet_double import AccessRule
 from tests.producer.conftest import StartProducer, pod_manifest
 from tests.support.fleet import FleetHarness
+from tests.support.kubectl_double import APISERVER_USER, kubectl, kubelet_flags, kubelet_pki
 from tests.support.kubelet import Api
-from tests.support.kubetools import kubectl_path
 from tests.support.services import free_port, port_open, wait_until
-from vkec2.ca import FleetCA
 from vkec2.domain.models import Phase
 
 NODE = "vk-kubectl-logs-0"
-APISERVER_USER = "kube-apiserver-kubelet-client"
-
-
-def _kubectl(apiserver: FakeKubeApiServer, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    config = home / "kubeconfig"
-    if not config.exists():
-        config.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "double",
-                    "clusters": [{"name": "double", "cluster": {"server": apiserver.url}}],
-                    "users": [{"name": "dev", "user": {}}],
-                    "contexts": [{"name": "double", "context": {"cluster": "double", "user": "dev"}}],
-                }
-            )
-        )
-    return subprocess.run(
-        [str(kubectl_path()), "--kubeconfig", str(config), "--cache-dir", str(home / "cache"), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
-    )
 
 
 def test_kubectl_logs_through_the_api_double_is_authorized_by_subject_access_review(
@@ -63,24 +35,9 @@ def test_kubectl_logs_through_the_api_double_is_authorized_by_subject_access_rev
     apiserver: FakeKubeApiServer,
     start_producer: StartProducer,
 ) -> None:
-    ca = FleetCA.create("test cluster CA")
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    (pki / "ca.crt").write_bytes(ca.cert_pem)
-    serving = ca.issue_agent_server_cert("kubelet", ips=["127.0.0.1"])
-    (pki / "kubelet.crt").write_bytes(serving.cert_pem)
-    (pki / "kubelet.key").write_bytes(serving.key_pem)
-    client = ca.issue_worker_client_cert(APISERVER_USER)
-    (pki / "apiserver-kubelet-client.crt").write_bytes(client.cert_pem)
-    (pki / "apiserver-kubelet-client.key").write_bytes(client.key_pem)
     port = free_port()
+    pki = kubelet_pki(tmp_path, apiserver, NODE, port, allow=None)
     auth = apiserver.auth
-    auth.kubelet_client_cert = (
-        str(pki / "apiserver-kubelet-client.crt"),
-        str(pki / "apiserver-kubelet-client.key"),
-    )
-    auth.kubelet_ca = str(pki / "ca.crt")
-    auth.kubelet_dial[NODE] = ("127.0.0.1", port)  # the node advertises a made-up InternalIP
     auth.rules.append(AccessRule(allow=False, user=APISERVER_USER, reason="the test denies it first"))
 
     fleet = FleetHarness(tmp_path, redis_url, moto_url, process_sim)
@@ -89,14 +46,7 @@ def test_kubectl_logs_through_the_api_double_is_authorized_by_subject_access_rev
         producer = start_producer(
             fleet,
             NODE,
-            "--kubelet-port",
-            str(port),
-            "--kubelet-cert",
-            str(pki / "kubelet.crt"),
-            "--kubelet-key",
-            str(pki / "kubelet.key"),
-            "--kubelet-client-ca",
-            str(pki / "ca.crt"),
+            *kubelet_flags(pki, port),
             "--kubelet-token-webhook",
             "--kubelet-authz-denied-ttl",
             "0",  # the test flips the rule from deny to allow at once
@@ -113,7 +63,7 @@ def test_kubectl_logs_through_the_api_double_is_authorized_by_subject_access_rev
         home = tmp_path / "kubectl"
         home.mkdir()
 
-        denied = _kubectl(apiserver, home, "logs", "talker", "-n", "default")
+        denied = kubectl(apiserver, home, "logs", "talker", "-n", "default")
         assert denied.returncode != 0
         assert "Error from server (Forbidden): Forbidden (user=kube-apiserver-kubelet-client, verb=get, " in (
             denied.stderr
@@ -127,11 +77,11 @@ def test_kubectl_logs_through_the_api_double_is_authorized_by_subject_access_rev
         auth.rules[:] = [AccessRule(allow=True, user=APISERVER_USER, subresource="proxy")]
 
         def logged() -> bool:
-            out = _kubectl(apiserver, home, "logs", "talker", "-n", "default")
+            out = kubectl(apiserver, home, "logs", "talker", "-n", "default")
             return out.returncode == 0 and out.stdout.splitlines() == ["hello from vkec2", "bye"]
 
         wait_until(logged, 30, "kubectl logs to show the container's output", interval=0.5)
-        tail = _kubectl(apiserver, home, "logs", "talker", "-n", "default", "--tail=1")
+        tail = kubectl(apiserver, home, "logs", "talker", "-n", "default", "--tail=1")
         assert (tail.returncode, tail.stdout) == (0, "bye\n"), tail.stderr
 
         # Bearer tokens straight at the kubelet API: TokenReview and SubjectAccessReview by the double.

@@ -13,7 +13,6 @@ a file into and out of the pod, and ``port-forward`` reaches a server the test r
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import socket
@@ -22,39 +21,14 @@ import threading
 from pathlib import Path
 
 from tests.k8s.apiserver import FakeKubeApiServer
-from tests.k8s.kubelet_double import AccessRule
 from tests.producer.conftest import StartProducer, pod_manifest
 from tests.support.fleet import FleetHarness
-from tests.support.kubetools import kubectl_path
+from tests.support.kubectl_double import kubectl_argv, kubectl_env, kubelet_flags, kubelet_pki
 from tests.support.services import free_port, port_open, wait_until
-from vkec2.ca import FleetCA
 from vkec2.domain.models import Phase
 
 NODE = "vk-kubectl-streams-0"
-APISERVER_USER = "kube-apiserver-kubelet-client"
 SPDY_ONLY = {"KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false", "KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"}
-
-
-def _kubectl_argv(apiserver: FakeKubeApiServer, home: Path, *args: str) -> list[str]:
-    config = home / "kubeconfig"
-    if not config.exists():
-        config.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "double",
-                    "clusters": [{"name": "double", "cluster": {"server": apiserver.url}}],
-                    "users": [{"name": "dev", "user": {}}],
-                    "contexts": [{"name": "double", "context": {"cluster": "double", "user": "dev"}}],
-                }
-            )
-        )
-    return [str(kubectl_path()), "--kubeconfig", str(config), "--cache-dir", str(home / "cache"), *args]
-
-
-def _env(home: Path) -> dict[str, str]:
-    return {"HOME": str(home), "PATH": "/usr/bin:/bin", **SPDY_ONLY}
 
 
 def _serve(listener: socket.socket) -> None:
@@ -89,22 +63,9 @@ def test_kubectl_exec_cp_and_port_forward_over_spdy(
     apiserver: FakeKubeApiServer,
     start_producer: StartProducer,
 ) -> None:
-    ca = FleetCA.create("test cluster CA")
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    (pki / "ca.crt").write_bytes(ca.cert_pem)
-    serving = ca.issue_agent_server_cert("kubelet", ips=["127.0.0.1"])
-    (pki / "kubelet.crt").write_bytes(serving.cert_pem)
-    (pki / "kubelet.key").write_bytes(serving.key_pem)
-    client = ca.issue_worker_client_cert(APISERVER_USER)
-    (pki / "apiserver.crt").write_bytes(client.cert_pem)
-    (pki / "apiserver.key").write_bytes(client.key_pem)
     port = free_port()
+    pki = kubelet_pki(tmp_path, apiserver, NODE, port)
     auth = apiserver.auth
-    auth.kubelet_client_cert = (str(pki / "apiserver.crt"), str(pki / "apiserver.key"))
-    auth.kubelet_ca = str(pki / "ca.crt")
-    auth.kubelet_dial[NODE] = ("127.0.0.1", port)
-    auth.rules.append(AccessRule(allow=True, user=APISERVER_USER, subresource="proxy"))
 
     fleet = FleetHarness(tmp_path, redis_url, moto_url, process_sim)
     try:
@@ -112,14 +73,7 @@ def test_kubectl_exec_cp_and_port_forward_over_spdy(
         producer = start_producer(
             fleet,
             NODE,
-            "--kubelet-port",
-            str(port),
-            "--kubelet-cert",
-            str(pki / "kubelet.crt"),
-            "--kubelet-key",
-            str(pki / "kubelet.key"),
-            "--kubelet-client-ca",
-            str(pki / "ca.crt"),
+            *kubelet_flags(pki, port),
             "--kubelet-token-webhook",
         )
         wait_until(lambda: port_open(port) or not producer.alive(), 30, "the kubelet API to listen")
@@ -143,12 +97,12 @@ def test_kubectl_exec_cp_and_port_forward_over_spdy(
 
         def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                _kubectl_argv(apiserver, home, *args),
+                kubectl_argv(apiserver, home, *args),
                 input=stdin,
                 capture_output=True,
                 text=True,
                 timeout=60,
-                env=_env(home),
+                env=kubectl_env(home, **SPDY_ONLY),
             )
 
         # exec -i: interactive stdin in, stdout out, the exit code back.
@@ -168,7 +122,7 @@ def test_kubectl_exec_cp_and_port_forward_over_spdy(
         assert (ok.returncode, ok.stdout) == (0, "fine\n"), ok.stderr
         # Default kubectl speaks WebSocket (v5) to the API server, whose translator speaks SPDY on.
         default = subprocess.run(
-            _kubectl_argv(apiserver, home, "exec", "-i", "shell", "--", "sh", "-c", "cat; exit 4"),
+            kubectl_argv(apiserver, home, "exec", "-i", "shell", "--", "sh", "-c", "cat; exit 4"),
             input="over websocket\n",
             capture_output=True,
             text=True,
@@ -182,10 +136,10 @@ def test_kubectl_exec_cp_and_port_forward_over_spdy(
         assert attach.returncode != 0 and "started with stdin closed" in attach.stderr, attach.stderr
         # attach without -i follows the main process's output.
         follow = subprocess.Popen(
-            _kubectl_argv(apiserver, home, "attach", "shell"),
+            kubectl_argv(apiserver, home, "attach", "shell"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=_env(home),
+            env=kubectl_env(home, **SPDY_ONLY),
         )
         try:
             assert follow.stdout is not None
@@ -214,10 +168,10 @@ def test_kubectl_exec_cp_and_port_forward_over_spdy(
         remote = listener.getsockname()[1]
         threading.Thread(target=_serve, args=(listener,), daemon=True).start()
         try:
-            for env in (_env(home), {"HOME": str(home), "PATH": "/usr/bin:/bin"}):
+            for env in (kubectl_env(home, **SPDY_ONLY), kubectl_env(home)):
                 local = free_port()
                 forward = subprocess.Popen(
-                    _kubectl_argv(apiserver, home, "port-forward", "pod/shell", f"{local}:{remote}"),
+                    kubectl_argv(apiserver, home, "port-forward", "pod/shell", f"{local}:{remote}"),
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     text=True,

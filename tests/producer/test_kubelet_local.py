@@ -110,10 +110,11 @@ def test_default_certificate_health_pods_and_error_answers(
 # -- the exec session's WebSocket ------------------------------------------------------------------
 
 
-def _echo(stdin: Iterable[bytes] | None) -> Iterator[tuple[str, bytes | int]]:
-    """A command like ``cat``: stdin back on stdout, exit code 0 once stdin ends."""
+def _echo(stdin: Iterable[bytes | tuple[int, int]] | None) -> Iterator[tuple[str, bytes | int]]:
+    """A command like ``cat``: stdin back on stdout (terminal sizes ignored), exit 0 once stdin ends."""
     for data in stdin or []:
-        yield "stdout", data
+        if isinstance(data, bytes):
+            yield "stdout", data
     yield "exit", 0
 
 
@@ -153,7 +154,7 @@ class Peer:
         return not self.session.is_alive()
 
 
-Command = Callable[[Iterable[bytes] | None], Iterable[tuple[str, bytes | int]]]
+Command = Callable[[Iterable[bytes | tuple[int, int]] | None], Iterable[tuple[str, bytes | int]]]
 
 
 class StartPeer:
@@ -216,7 +217,7 @@ def test_exec_session_reassembles_messages_answers_pings_and_ends_with_the_statu
 def test_exec_session_answers_the_clients_close(peer: StartPeer) -> None:
     stdin_ended = threading.Event()
 
-    def waits(stdin: Iterable[bytes] | None) -> Iterator[tuple[str, bytes | int]]:
+    def waits(stdin: Iterable[bytes | tuple[int, int]] | None) -> Iterator[tuple[str, bytes | int]]:
         for _ in stdin or []:
             pass
         stdin_ended.set()

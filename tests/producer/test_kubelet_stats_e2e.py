@@ -14,7 +14,6 @@ and ``/metrics`` are checked against the same pods.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,8 @@ from tests.k8s.kubelet_double import AccessRule
 from tests.producer.conftest import StartProducer, pod_manifest
 from tests.producer.test_kubelet_api import Pki
 from tests.support.fleet import FleetHarness
+from tests.support.kubectl_double import kubectl
 from tests.support.kubelet import Api
-from tests.support.kubetools import kubectl_path
 from tests.support.metrics_client import (
     Scrape,
     container_usage,
@@ -54,28 +53,8 @@ def _pods() -> list[dict[str, Any]]:
     return [web, worker]
 
 
-def _kubectl(apiserver: FakeKubeApiServer, home: Path, *args: str) -> str:
-    config = home / "kubeconfig"
-    config.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "double",
-                "clusters": [{"name": "double", "cluster": {"server": apiserver.url}}],
-                "users": [{"name": "nobody", "user": {}}],
-                "contexts": [
-                    {
-                        "name": "double",
-                        "context": {"cluster": "double", "user": "nobody", "namespace": "default"},
-                    }
-                ],
-            }
-        )
-    )
-    argv = [str(kubectl_path()), "--kubeconfig", str(config), "--cache-dir", str(home / "cache"), *args]
-    env = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+def _top(apiserver: FakeKubeApiServer, home: Path, *args: str) -> str:
+    proc = kubectl(apiserver, home, "top", *args)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -143,7 +122,7 @@ def test_kubectl_top_from_the_kubelet_api_of_a_running_fleet(
     home.mkdir()
     # kubectl rounds nanocores up to millicores, and a rate between two millisecond timestamps is off
     # by a hair, so a CPU figure may read one millicore above the exact rate.
-    pods = [line.split() for line in _kubectl(apiserver, home, "top", "pod").splitlines()]
+    pods = [line.split() for line in _top(apiserver, home, "pod").splitlines()]
     assert pods[0] == ["NAME", "CPU(cores)", "MEMORY(bytes)"]
     assert [(name, memory) for name, _, memory in pods[1:]] == [("web-0", "12Mi"), ("worker", "64Mi")]
     assert [
@@ -154,7 +133,7 @@ def test_kubectl_top_from_the_kubelet_api_of_a_running_fleet(
         [1, 0],
         [1, 1],
     )
-    lines = _kubectl(apiserver, home, "top", "pod", "worker", "--containers").splitlines()
+    lines = _top(apiserver, home, "pod", "worker", "--containers").splitlines()
     rows = [line.split() for line in lines[1:]]
     assert [(r[0], r[1], r[3]) for r in rows] == [("worker", "main", "32Mi"), ("worker", "sidecar", "32Mi")]
     assert all(r[2] in ("250m", "251m") for r in rows), rows

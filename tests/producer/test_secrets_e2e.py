@@ -13,25 +13,20 @@ hostPath pod fails with ``UnsupportedVolume`` and an Event.
 from __future__ import annotations
 
 import base64
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from tests.k8s.apiserver import FakeKubeApiServer
-from tests.k8s.kubelet_double import AccessRule
 from tests.producer.conftest import StartProducer, pod_manifest
 from tests.support.fleet import FleetHarness
-from tests.support.kubetools import kubectl_path
+from tests.support.kubectl_double import kubectl, kubelet_flags, kubelet_pki
 from tests.support.services import free_port, port_open, wait_until
-from vkec2.ca import FleetCA
 from vkec2.domain.models import Phase
 from vkec2.domain.sealed import Sealer
 
 NODE = "vk-secrets-0"
-APISERVER_USER = "kube-apiserver-kubelet-client"
 PASSWORD = "pw-5f1c9e0b7d"
 GREETING = "greeting-a41d"
 SCRIPT = """
@@ -51,50 +46,6 @@ done
 
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
-
-
-def _kubectl(apiserver: FakeKubeApiServer, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    config = home / "kubeconfig"
-    if not config.exists():
-        home.mkdir(exist_ok=True)
-        config.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "double",
-                    "clusters": [{"name": "double", "cluster": {"server": apiserver.url}}],
-                    "users": [{"name": "dev", "user": {}}],
-                    "contexts": [{"name": "double", "context": {"cluster": "double", "user": "dev"}}],
-                }
-            )
-        )
-    return subprocess.run(
-        [str(kubectl_path()), "--kubeconfig", str(config), "--cache-dir", str(home / "cache"), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
-    )
-
-
-def _kubelet_pki(tmp_path: Path, apiserver: FakeKubeApiServer, port: int) -> Path:
-    ca = FleetCA.create("test cluster CA")
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    (pki / "ca.crt").write_bytes(ca.cert_pem)
-    serving = ca.issue_agent_server_cert("kubelet", ips=["127.0.0.1"])
-    (pki / "kubelet.crt").write_bytes(serving.cert_pem)
-    (pki / "kubelet.key").write_bytes(serving.key_pem)
-    client = ca.issue_worker_client_cert(APISERVER_USER)
-    (pki / "client.crt").write_bytes(client.cert_pem)
-    (pki / "client.key").write_bytes(client.key_pem)
-    auth = apiserver.auth
-    auth.kubelet_client_cert = (str(pki / "client.crt"), str(pki / "client.key"))
-    auth.kubelet_ca = str(pki / "ca.crt")
-    auth.kubelet_dial[NODE] = ("127.0.0.1", port)
-    auth.rules.append(AccessRule(allow=True, user=APISERVER_USER, subresource="proxy"))
-    return pki
 
 
 def _secret_pod() -> dict[str, Any]:
@@ -169,7 +120,7 @@ def test_secrets_configmaps_and_tokens_reach_the_workload_sealed_and_updated(
     core_api: Any,
 ) -> None:
     port = free_port()
-    pki = _kubelet_pki(tmp_path, apiserver, port)
+    pki = kubelet_pki(tmp_path, apiserver, NODE, port)
     apiserver.create(
         "secrets", {"metadata": {"name": "db", "namespace": "default"}, "data": {"password": _b64(PASSWORD)}}
     )
@@ -184,18 +135,7 @@ def test_secrets_configmaps_and_tokens_reach_the_workload_sealed_and_updated(
     fleet = FleetHarness(tmp_path, redis_url, moto_url, process_sim, overrides)
     try:
         fleet.start_worker(concurrency=2)
-        producer = start_producer(
-            fleet,
-            NODE,
-            "--kubelet-port",
-            str(port),
-            "--kubelet-cert",
-            str(pki / "kubelet.crt"),
-            "--kubelet-key",
-            str(pki / "kubelet.key"),
-            "--kubelet-client-ca",
-            str(pki / "ca.crt"),
-        )
+        producer = start_producer(fleet, NODE, *kubelet_flags(pki, port))
         wait_until(lambda: port_open(port) or not producer.alive(), 30, "the kubelet API to listen")
         uid = apiserver.create("pods", _secret_pod())["metadata"]["uid"]
 
@@ -214,7 +154,7 @@ def test_secrets_configmaps_and_tokens_reach_the_workload_sealed_and_updated(
         home = tmp_path / "kubectl"
 
         def log_lines() -> list[str]:
-            out = _kubectl(apiserver, home, "logs", "reader", "-n", "default")
+            out = kubectl(apiserver, home, "logs", "reader", "-n", "default")
             return out.stdout.splitlines() if out.returncode == 0 else []
 
         wait_until(lambda: "SEEN=v1" in log_lines(), 30, "the workload to print what it read", interval=0.5)
