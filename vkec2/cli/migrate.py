@@ -20,6 +20,7 @@ import click
 import yaml
 from pydantic import ValidationError
 
+from vkec2.cli.common import Failed
 from vkec2.config.errors import Collector, InvalidConfig, describe
 from vkec2.config.legacy import LEGACY_TOP_LEVEL, Step, from_legacy, is_legacy
 from vkec2.config.loading import read_file
@@ -70,8 +71,6 @@ def new_yaml(source: str, data: dict[str, Any], steps: list[Step]) -> str:
 def migrate(path: str, output: str | None) -> None:
     """Print what each key of the original provider's config.json becomes in vkec2 (new setting and
     value, or why it is ignored), and with --output write the equivalent vkec2 YAML."""
-    from vkec2.cli.common import Failed
-
     try:
         raw = read_file(path)
     except InvalidConfig as exc:
