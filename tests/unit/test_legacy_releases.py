@@ -143,7 +143,7 @@ def test_init_data_never_replaces_the_agent_installer() -> None:
 
 
 def test_keys_match_case_insensitively_and_typos_are_errors(tmp_path: Path) -> None:
-    data = {"clustername": "c", "vkvmagentconnectionconfig": {"keepaliveENABLED": True, "port": 8201}}
+    data = {"ClusterName": "c", "vkvmagentconnectionconfig": {"keepaliveENABLED": True, "port": 8201}}
     path = tmp_path / "config.json"
     path.write_text(json.dumps(data))
     loaded = load_config(path, env=TLS_ENV)

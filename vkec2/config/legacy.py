@@ -134,11 +134,10 @@ _LEGACY_POOL: dict[str, str] = {
 
 
 def is_legacy(raw: Mapping[str, Any]) -> bool:
-    """True when ``raw`` (a parsed file) is the original provider's format: a top-level key matches
-    one of its keys case-insensitively (as Go's decoder would) and is not a vkec2 key (``region``)."""
-    return any(
-        key not in Settings.model_fields and _lookup(_LEGACY_TOP_NAMES, str(key)) is not None for key in raw
-    )
+    """True when ``raw`` (a parsed file) is the original provider's format: a top-level key is spelled
+    exactly as one of its keys. (Only then do keys fold case like Go's decoder: a new-style file's
+    typo such as ``clustername`` stays an unknown key rather than turning the file legacy.)"""
+    return any(key in LEGACY_TOP_LEVEL for key in raw)
 
 
 def _lookup(table: Mapping[str, Any], key: str) -> str | None:
