@@ -149,6 +149,11 @@ def test_keys_match_case_insensitively_and_typos_are_errors(tmp_path: Path) -> N
     loaded = load_config(path, env=TLS_ENV)
     assert (loaded.settings.cluster_name, loaded.settings.agent.port) == ("c", 8201)
     assert any("vkvmagentconnectionconfig.keepaliveENABLED: ignored" in w for w in loaded.warnings)
+    data["VKVMAgentConnectionConfig"] = {"Keepalive": {"TimeSeconds": 2}}
+    path.write_text(json.dumps(data))
+    loaded = load_config(path, env=TLS_ENV)
+    assert loaded.settings.agent.keepalive.time_seconds == 10  # gRPC-Go's floor, as the original pinged
+    assert any("Keepalive.TimeSeconds: raised from 2 to 10" in w for w in loaded.warnings)
     data["HealthConfig"] = {"StreamRetryInterval": 3}  # never in any release
     path.write_text(json.dumps(data))
     with pytest.raises(InvalidConfig) as info:

@@ -40,6 +40,8 @@ class Key:
     why: str = ""
     #: Mapped only when no other key of the file sets the same setting (else ignored with a warning).
     weak: bool = False
+    #: A smaller number is raised to this, with a warning (the floor the original's gRPC applied).
+    floor: float | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,8 @@ _LEGACY: _Table = {
             "there is no too_many_pings to avoid"
         ),
         "Keepalive": {
-            "TimeSeconds": Key(("agent", "keepalive", "time_seconds")),
+            # gRPC-Go (the original's client) pings no more often than every 10 s, whatever was set.
+            "TimeSeconds": Key(("agent", "keepalive", "time_seconds"), floor=10.0),
             "TimeoutSeconds": Key(("agent", "keepalive", "timeout_seconds")),
         },
     },
@@ -218,6 +221,11 @@ class _Mapper:
         else:
             if target.why:
                 self.out.warnings.append(f"{self.source}: {label}: {target.why}")
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if target.floor is not None and number and 0 < value < target.floor:
+                why = f"raised from {value:g} to {target.floor:g}, the original's gRPC client's minimum"
+                self.out.warnings.append(f"{self.source}: {label}: {why}")
+                value = target.floor
             _put(self.data, target.to, value, label, self.source, self.out, register=True)
             self.step(label, value, render(target.to), target.why)
 
