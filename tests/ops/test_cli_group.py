@@ -10,7 +10,9 @@ import pytest
 
 from vkec2.cli.main import COMMANDS, main
 
-OPERATOR_COMMANDS = ["up", "status", "pods", "instances", "hosts", "gc", "replay", "node", "config", "infra"]
+OPERATOR_COMMANDS = [
+    "up", "status", "pods", "instances", "hosts", "gc", "replay", "node", "config", "migrate", "infra",
+]  # fmt: skip
 FORWARDED_PROGRAMS = ["agent", "agent-sim", "producer"]
 EVERY_COMMAND = OPERATOR_COMMANDS + FORWARDED_PROGRAMS
 

@@ -309,7 +309,7 @@ def test_original_provider_config_loads_unchanged(caplog: pytest.LogCaptureFixtu
     s = loaded.settings
     assert (s.cluster_name, s.region) == ("my-eks-cluster", "us-west-2")
     assert (s.aws.read_timeout_seconds, s.aws.connect_timeout_seconds) == (10, 2)
-    assert (s.ec2.image_id, s.ec2.user_data) == ("ami-abcd123", "base64encoded")
+    assert (s.ec2.image_id, s.ec2.user_data) == ("ami-abcd123", None)  # InitData never replaces the installer
     assert s.bootstrap.model_dump() == {
         "s3_bucket": "vk-bootstrap-agent",
         "s3_key": "bootstrap_agent",
@@ -339,9 +339,11 @@ def test_original_provider_config_loads_unchanged(caplog: pytest.LogCaptureFixtu
         "key_pair": "myEC2SSHKey",
     }
     assert s.default_pool() == pool
-    (warning,) = loaded.warnings
-    assert warning.startswith(f"{LEGACY}: ManagementSubnet: no longer needed")
-    assert [r.getMessage() for r in caplog.records if r.name == "vkec2.config"] == [warning]
+    subnet, vm_init, agent_init = loaded.warnings
+    assert subnet.startswith(f"{LEGACY}: ManagementSubnet: ignored: no longer needed")
+    assert vm_init.startswith(f"{LEGACY}: VMConfig.InitData: ignored: never used as user data")
+    assert agent_init.startswith(f"{LEGACY}: BootstrapAgent.InitData: kept as bootstrap.init_data")
+    assert [r.getMessage() for r in caplog.records if r.name == "vkec2.config"] == list(loaded.warnings)
 
 
 def test_legacy_status_interval_pool_names_and_new_keys_alongside(tmp_path: Path) -> None:
@@ -386,9 +388,9 @@ def test_legacy_errors_name_the_legacy_key(tmp_path: Path) -> None:
 
 def test_legacy_conflicting_values_are_an_error(tmp_path: Path) -> None:
     data = legacy()
-    data["VKVMAgentConnectionConfig"]["Port"] = 9000
+    data["VMConfig"]["defaultami"] = "ami-0other"  # Go's case folding makes this DefaultAMI too
     (error,) = errors_of(write(tmp_path, "config.json", data), TLS_ENV)
-    assert "VKVMAgentConnectionConfig.Port: conflicts with BootstrapAgent.GRPCPort" in error
+    assert "VMConfig.defaultami: conflicts with VMConfig.DefaultAMI" in error
 
 
 def test_env_overrides_apply_to_a_legacy_file() -> None:
@@ -442,10 +444,11 @@ def test_check_json_output_and_legacy_warning() -> None:
     result = run_check("check", str(LEGACY), "-o", "json", env=TLS_ENV)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ec2"]["image_id"] == "ami-abcd123"
-    assert result.stderr.strip() == (
-        f"warning: {LEGACY}: ManagementSubnet: no longer needed (the producer's pod IP is the node IP); "
-        "ignored"
+    assert result.stderr.splitlines()[0] == (
+        f"warning: {LEGACY}: ManagementSubnet: ignored: no longer needed (the producer's pod IP is the "
+        "node IP)"
     )
+    assert len(result.stderr.splitlines()) == 3  # and the two InitData keys
 
 
 def test_check_reports_every_error_and_exits_1() -> None:

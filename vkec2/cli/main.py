@@ -33,6 +33,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "replay": "vkec2.cli.fleet:replay",
     "node": "vkec2.cli.node:node",
     "config": "vkec2.cli.config:config",
+    "migrate": "vkec2.cli.migrate:migrate",
     "infra": "vkec2.cli.infra:infra",
 }
 

@@ -101,6 +101,12 @@ def _check_transport(settings: Settings, source: str | None, out: Collector) -> 
         out.warnings.append(warning)
 
 
+def read_file(source: str) -> dict[str, Any]:
+    """The parsed top-level mapping of a configuration file (``vkec2 migrate`` reads a legacy file
+    with it); raises :class:`InvalidConfig` naming the file when it cannot be read or parsed."""
+    return _read_file(source)
+
+
 def _read_file(source: str) -> dict[str, Any]:
     try:
         with open(source, "rb") as handle:
