@@ -1,44 +1,50 @@
-"""Prometheus reaches a worker's ``/metrics`` through the chart's Service.
+"""A worker started as the chart renders it: Prometheus scrapes it through the Service, its probes work.
 
-The chart is rendered, the worker container's environment is taken from the rendered Deployment and a
-worker's metrics start-up (the ``worker_ready`` hook) runs in a subprocess with that environment; the
-test then follows the Service's ``targetPort`` to the container port and scrapes it over HTTP. The
-server must bind every interface (``VKEC2_METRICS__ADDRESS=0.0.0.0``): a 127.0.0.1 bind, the default,
-is closed to a scraper coming from another pod.
+The chart is rendered and the worker container's command, arguments and environment are taken from
+the rendered Deployment; a real ``celery worker`` runs with them (Redis and plaintext agents stand in
+for what the pod gets from Secrets). The test follows the metrics Service's ``targetPort`` to the
+container port and scrapes it over HTTP: the server must bind every interface
+(``VKEC2_METRICS__ADDRESS=0.0.0.0``), since the default, 127.0.0.1, is closed to a scraper in another
+pod. Then it runs the rendered probes: readiness (``/healthz``) and liveness (``celery inspect ping``
+of the pod's own worker, which fails for another host name).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
-import sys
 import urllib.request
+import uuid
 from pathlib import Path
 
 import redis
 import yaml
 
 from tests.support.helm import PREFIX, Helm, config_of, container, literal_env
-from tests.support.services import free_port
+from tests.support.services import ManagedProcess, free_port, wait_until
 
-#: The worker's start-up path: the hook Celery calls once the worker consumes, then report the bind.
-_WORKER_METRICS = """
-import sys
-from vkec2.broker import hooks
-from vkec2.observability import metrics
-hooks._worker_ready()
-server = metrics._server
-assert server is not None, "no metrics server started"
-print(server.httpd.server_address[0], server.port, flush=True)
-sys.stdin.read()
-"""
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_a_scrape_through_the_worker_metrics_service_reaches_the_worker(
+def _get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.status, resp.read().decode()
+
+
+def test_the_rendered_worker_is_scraped_through_its_service_and_passes_its_probes(
     h: Helm, tmp_path: Path, redis_url: str
 ) -> None:
     port = free_port()
-    objs = h.template(None, f"metrics.port={port}")
+    cluster = f"scrape-{uuid.uuid4().hex[:8]}"
+    objs = h.template(
+        None,
+        f"metrics.port={port}",
+        f"config.cluster_name={cluster}",
+        "worker.probes.pingTimeoutSeconds=2",
+        "worker.queues={pods,health}",  # maintenance keeps its backlog
+    )
     worker = objs.get("Deployment", f"{PREFIX}-worker")
     service = objs.get("Service", f"{PREFIX}-worker-metrics")
     c = container(worker)
@@ -54,42 +60,58 @@ def test_a_scrape_through_the_worker_metrics_service_reaches_the_worker(
     assert env["VKEC2_METRICS__ADDRESS"] == "0.0.0.0"
     config = tmp_path / "config.yaml"
     config.write_text(config_of(objs))
-    cluster_name = yaml.safe_load(config.read_text())["cluster_name"]
+    assert yaml.safe_load(config.read_text())["cluster_name"] == cluster
     env["VKEC2_CONFIG"] = str(config)
-    # From Secrets in the pod: the test's Redis (with a backlog in the pods queue) and plaintext
+    # From Secrets in the pod: the test's Redis (with a backlog in a queue it does not consume) and plaintext
     # agents instead of the fleet CA's files.
     env["VKEC2_REDIS_URL"] = redis_url
-    client = redis.Redis.from_url(redis_url)
-    client.rpush(f"vkec2:{cluster_name}:celery:pods", "m1", "m2")
-    client.close()
     env.pop("VKEC2_AGENT__TLS", None)
     env["VKEC2_AGENT__INSECURE_PLAINTEXT"] = "true"
-    env["PYTHONPATH"] = os.environ.get("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    env["PYTHONPATH"] = os.environ.get("PYTHONPATH", str(ROOT))
     env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
+    client = redis.Redis.from_url(redis_url)
+    client.rpush(f"vkec2:{cluster}:celery:maintenance", "m1", "m2")
+    client.close()
 
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _WORKER_METRICS],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    argv = [shutil.which(c["command"][0]) or c["command"][0], *c["args"]]
+    proc = ManagedProcess("chart-worker", argv, env=env, cwd=str(tmp_path)).start()
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line, proc.stderr.read() if proc.stderr else "no output"
-        address, served = line.split()
-        assert (address, int(served)) == ("0.0.0.0", container_port)
-        # 127.0.0.1 stands in for the pod IP: it reaches a 0.0.0.0 bind (and would a 127.0.0.1 one
-        # too, so the bind address itself is asserted above).
-        with urllib.request.urlopen(f"http://127.0.0.1:{container_port}/metrics", timeout=10) as resp:
-            assert resp.status == 200
-            text = resp.read().decode()
-        assert "# TYPE vkec2_pods_created_total counter" in text
-        assert 'vkec2_queue_length{queue="pods"} 2.0' in text  # the backlog, read at scrape time
-        with urllib.request.urlopen(f"http://127.0.0.1:{container_port}/healthz", timeout=10) as resp:
-            assert resp.read() == b"ok\n"
+        ready = c["readinessProbe"]["httpGet"]
+        assert ready["port"] == "metrics"
+
+        def healthz() -> bool:
+            if not proc.alive():
+                raise RuntimeError(f"worker exited:\n{proc.output()[-3000:]}")
+            try:
+                return _get(f"http://127.0.0.1:{named[ready['port']]}{ready['path']}") == (200, "ok\n")
+            except OSError:
+                return False
+
+        wait_until(healthz, 60, "the rendered worker's readiness probe", interval=0.2)
+        # 127.0.0.1 stands in for the pod IP; the log shows the bind is every interface.
+        assert f"metrics on http://0.0.0.0:{container_port}/metrics" in proc.output()
+        status, text = _get(f"http://127.0.0.1:{container_port}/metrics")
+        assert status == 200 and "# TYPE vkec2_pods_created_total counter" in text
+        assert 'vkec2_queue_length{queue="maintenance"} 2.0' in text  # read from Redis at scrape time
+
+        # Liveness: the rendered exec command, as the kubelet runs it in the pod (HOSTNAME = pod name).
+        live = c["livenessProbe"]
+        pod_env = {**env, "HOSTNAME": socket.gethostname()}
+        run = subprocess.run(
+            live["exec"]["command"],
+            env=pod_env,
+            capture_output=True,
+            text=True,
+            timeout=live["timeoutSeconds"],
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        other = subprocess.run(
+            live["exec"]["command"],
+            env={**pod_env, "HOSTNAME": "another-pod"},
+            capture_output=True,
+            text=True,
+            timeout=live["timeoutSeconds"],
+        )
+        assert other.returncode != 0  # only this pod's own worker answers for it
     finally:
-        proc.kill()
-        proc.wait(timeout=10)
+        proc.stop()
