@@ -195,6 +195,15 @@ def test_keda_scales_workers_on_the_queue_lists_with_the_redis_password(rendered
     assert trigger["metadata"]["address"] == f"{PREFIX}-redis.vkec2-system.svc:6379"
     auth = bundled.get("TriggerAuthentication", f"{PREFIX}-worker-redis")["spec"]
     assert auth["secretTargetRef"] == [{"parameter": "password", "name": "my-redis", "key": "pw"}]
+    # KEDA's operator may reach the bundled Redis through its NetworkPolicy; without KEDA nobody else.
+    ingress = bundled.get("NetworkPolicy", f"{PREFIX}-redis")["spec"]["ingress"]
+    assert ingress[-1]["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}},
+            "podSelector": {"matchLabels": {"app": "keda-operator"}},
+        }
+    ]
+    assert len(rendered["default"].get("NetworkPolicy", f"{PREFIX}-redis")["spec"]["ingress"]) == 1
 
 
 def test_hpa_scales_workers_on_the_exported_queue_length(rendered: dict[str, Objects]) -> None:
