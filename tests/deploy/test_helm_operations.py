@@ -228,3 +228,6 @@ def test_keda_with_an_external_redis_needs_its_address(h: Helm) -> None:
         None, "autoscaling.mode=hpa", "autoscaling.minReplicas=5", "autoscaling.maxReplicas=2"
     )
     assert "autoscaling" in h.template_error(None, "autoscaling.mode=always")  # the schema's enum
+    assert "needs metrics.enabled" in h.template_error(None, "autoscaling.mode=hpa", "metrics.enabled=false")
+    # No workers, no budget for them.
+    assert "worker" not in _pdbs(h.template(None, "worker.replicas=0"))
