@@ -224,3 +224,58 @@ def test_dockerfile_installs_the_distribution(services: dict[str, Obj]) -> None:
     assert user is not None
     values = yaml.safe_load((ROOT / "helm" / "vkec2" / "values.yaml").read_text())
     assert int(user.group(1)) == values["podSecurityContext"]["runAsUser"]
+
+
+def _listen_port(name: str, service: Obj) -> set[int]:
+    """The ports a service listens on inside its container, from its command and environment."""
+    command = [str(c) for c in service.get("command", [])]
+    ports: set[int] = set()
+    if name in ("producer", "producer-local"):
+        options = producer_parser().parse_args(command[2:])
+        ports.add(options.kubelet_port or 10250)  # node.kubelet_port's default
+    if name == "agent-sim":
+        ports.add(int(sim_parser().parse_args(command[2:]).listen.rpartition(":")[2]))
+    if name == "flower":
+        ports.update(int(p) for p in re.findall(r"--port=(\d+)", " ".join(command)))
+    if name == "moto":
+        ports.add(int(command[command.index("-p") + 1]))
+    return ports
+
+
+def test_every_service_has_a_healthcheck_that_checks_what_it_serves(services: dict[str, Obj]) -> None:
+    for name, service in services.items():
+        check = service.get("healthcheck")
+        assert check, f"{name} has no healthcheck"
+        test = check["test"]
+        assert test[0] in ("CMD", "CMD-SHELL"), (name, test)
+        assert {"interval", "timeout", "retries"} <= set(check), name
+        text = " ".join(test[1:])
+        if test[1:3] == ["python", "-c"]:
+            compile(test[3], f"<{name} healthcheck>", "exec")  # the snippet is valid Python
+        # A check that dials a port dials one the service listens on.
+        dialled = {int(p) for p in re.findall(r"127\.0\.0\.1'?[:,] ?(\d+)", text)}
+        assert dialled <= _listen_port(name, service), (name, dialled)
+        if name in ("flower", "producer", "producer-local", "moto", "agent-sim"):
+            assert dialled, f"{name}'s healthcheck dials no port"
+    assert "inspect ping --destination celery@$HOSTNAME" in services["worker"]["healthcheck"]["test"][1]
+    assert "/healthcheck" in services["flower"]["healthcheck"]["test"][3]
+    assert "https://127.0.0.1:10250/healthz" in services["producer"]["healthcheck"]["test"][3]
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert "REDISCLI_AUTH" in _env(services["redis"])  # the ping authenticates
+    # Whoever waits for the simulator waits for it to listen.
+    assert services["producer-local"]["depends_on"]["agent-sim"]["condition"] == "service_healthy"
+
+
+def test_the_node_ip_and_the_kubelet_bind_are_configurable(services: dict[str, Obj]) -> None:
+    raw = yaml.safe_load(COMPOSE.read_text())["services"]["producer"]
+    assert "${VKEC2_NODE_IP:-127.0.0.1}" in raw["command"]
+    assert raw["ports"] == ["${VKEC2_KUBELET_BIND:-127.0.0.1}:10250:10250"]
+    # Unset: the node advertises loopback and the port is published on loopback only.
+    options = producer_parser().parse_args(services["producer"]["command"][2:])
+    assert options.node_ip == "127.0.0.1"
+    assert services["producer"]["ports"] == ["127.0.0.1:10250:10250"]
+    # Set: both follow the environment (compose's ${VAR:-default} with VAR given).
+    given = {"VKEC2_NODE_IP": "10.1.2.3", "VKEC2_KUBELET_BIND": "10.1.2.3"}
+    command = [_VAR.sub(lambda m: given.get(m.group(1), m.group(2) or ""), c) for c in raw["command"]]
+    assert producer_parser().parse_args(command[2:]).node_ip == "10.1.2.3"
+    assert _VAR.sub(lambda m: given.get(m.group(1), ""), raw["ports"][0]) == "10.1.2.3:10250:10250"

@@ -68,6 +68,11 @@ def test_default_values_render_the_whole_fleet(h: Helm) -> None:
         ("NetworkPolicy", f"{PREFIX}-producer"),
         ("NetworkPolicy", f"{PREFIX}-worker"),
         ("NetworkPolicy", f"{PREFIX}-redis"),
+        # Disruption budgets of every component (tests/deploy/test_helm_operations.py).
+        *(
+            ("PodDisruptionBudget", f"{PREFIX}-{c}")
+            for c in ("producer", "worker", "beat", "flower", "redis")
+        ),
     }
     assert objs.kinds() == expected
     for obj in objs:

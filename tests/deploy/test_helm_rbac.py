@@ -93,6 +93,10 @@ def test_rbac_grants_exactly_what_the_producer_needs(h: Helm) -> None:
     granted = {(res, verb) for _, res, verb in rules}
     assert calls <= granted, sorted(calls - granted)
     assert ("pods", "watch") in granted
+    # ... and nothing is granted that no call uses, but for these, each with its reason.
+    not_called_by_name = {("pods", "watch")}  # list_pod_for_all_namespaces(watch=True), producer/kube.py
+    assert granted - calls <= not_called_by_name, sorted(granted - calls - not_called_by_name)
+    assert not {("nodes", "list"), ("nodes", "watch")} & granted  # its own Node only, by name
     assert not {("secrets", "list"), ("secrets", "watch"), ("configmaps", "list")} & granted
 
     plain = h.template(None, "rbac.create=false")

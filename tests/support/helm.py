@@ -26,17 +26,12 @@ PREFIX = "fleet-vkec2"
 
 #: What the producer may do with the API (docs/producer.md "RBAC", the deployment brief): exactly this.
 PRODUCER_CLUSTER_RULES = {
-    *(
-        ("", res, verb)
-        for res in ("nodes", "nodes/status")
-        for verb in ("create", "get", "list", "watch", "patch", "update")
-    ),
+    *(("", "nodes", verb) for verb in ("create", "get", "update")),
+    ("", "nodes/status", "patch"),
     *(("", "pods", verb) for verb in ("get", "list", "watch", "delete", "patch")),
     ("", "nodes", "delete"),  # removing its own node (producer/drain.py)
     ("", "pods/status", "update"),
-    ("", "pods/status", "patch"),
     ("", "events", "create"),
-    ("", "events", "patch"),
     # The kubelet API's webhook authentication and authorization (producer/kubelet/reviews.py).
     ("authentication.k8s.io", "tokenreviews", "create"),
     ("authorization.k8s.io", "subjectaccessreviews", "create"),

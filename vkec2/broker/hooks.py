@@ -202,6 +202,7 @@ def _worker_ready(sender: Any = None, **_: Any) -> None:
     )
     metrics.watch_hosts(lambda: host_counts(settings, _store(settings)))
     metrics.watch_fleet_signals(lambda: fleet_signals(_store(settings), settings.beat_liveness_seconds()))
+    metrics.watch_queue_lengths(lambda: _store(settings).queue_depths(contract.QUEUES))
     try:
         metrics.serve(settings.metrics.port, settings.metrics.address)
     except OSError as exc:  # e.g. two workers on one host with one port: run on without metrics

@@ -12,7 +12,8 @@ and beat liveness gauges (:class:`FleetSignalsCollector`). Counting is a few in-
 per event and needs no server; with Celery's prefork pool, set ``PROMETHEUS_MULTIPROC_DIR`` so the
 children's counts reach the parent's server (see docs/observability.md). The names follow the original
 provider's where one applies. The Dedicated-host gauge
-``vkec2_hosts{pool,state}`` (:class:`HostCollector`) is read from Redis the same way.
+``vkec2_hosts{pool,state}`` (:class:`HostCollector`) is read from Redis the same way, and so is the
+backlog gauge ``vkec2_queue_length{queue}`` (:mod:`vkec2.observability.queues`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from vkec2.domain import phases
 from vkec2.domain.beat import BeatLiveness
 from vkec2.domain.breaker import BreakerState
 from vkec2.domain.models import Phase, PodRecord
+from vkec2.observability.queues import QueueLengthCollector
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -399,6 +401,18 @@ def watch_fleet_signals(read: Callable[[], tuple[BreakerState, BeatLiveness]]) -
             _register(_signals_collector)
 
 
+_queue_collector: QueueLengthCollector | None = None
+
+
+def watch_queue_lengths(lengths: Callable[[], Mapping[str, int]]) -> None:
+    """Expose ``vkec2_queue_length{queue}`` of this process's fleet (once per process)."""
+    global _queue_collector
+    with _server_lock:
+        if _queue_collector is None:
+            _queue_collector = QueueLengthCollector(lengths)
+            _register(_queue_collector)
+
+
 # -- the HTTP endpoint -------------------------------------------------------------------------
 
 
@@ -460,7 +474,7 @@ def serve(port: int, address: str = "127.0.0.1") -> MetricsServer:
             return _server
         registry = _served_registry()
         if registry is not REGISTRY:
-            for collector in (_pool_collector, _signals_collector):
+            for collector in (_pool_collector, _host_collector, _signals_collector, _queue_collector):
                 if collector is not None:
                     registry.register(collector)
         httpd = make_server(address, port, _app(registry), ThreadingWSGIServer, handler_class=_QuietHandler)

@@ -171,6 +171,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if .Values.metrics.enabled -}}
 - name: VKEC2_METRICS__PORT
   value: {{ .Values.metrics.port | quote }}
+# All interfaces of the pod: Prometheus scrapes the pod IP (the default 127.0.0.1 is unreachable).
+- name: VKEC2_METRICS__ADDRESS
+  value: "0.0.0.0"
 {{- end }}
 {{- end }}
 
