@@ -7,7 +7,7 @@ STAMP := .make/installed
 .PHONY: install demo test lint house proto proto-check bench chaos clean
 
 $(STAMP): pyproject.toml
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,local]'
 	@mkdir -p .make && touch $(STAMP)
 
 install: $(STAMP)

@@ -11,7 +11,7 @@ import pytest
 from vkec2.cli.main import COMMANDS, main
 
 OPERATOR_COMMANDS = ["up", "status", "pods", "instances", "hosts", "gc", "replay", "node", "config", "infra"]
-FORWARDED_PROGRAMS = ["agent", "agent-sim", "producer"]
+FORWARDED_PROGRAMS = ["agent", "agent-sim", "producer", "worker", "beat", "flower"]
 EVERY_COMMAND = OPERATOR_COMMANDS + FORWARDED_PROGRAMS
 
 
