@@ -64,7 +64,8 @@ def services(compose: Obj) -> dict[str, Obj]:
 
 
 def _argv(service: Obj) -> list[str]:
-    """What the container runs: the service's entrypoint, else the image's (compose/Dockerfile), then its command."""
+    """What the container runs: the service's entrypoint, else the image's (compose/Dockerfile),
+    then its command."""
     entrypoint = service.get("entrypoint")
     if entrypoint is None:
         match = re.search(r"^ENTRYPOINT (\[.*\])$", DOCKERFILE.read_text(), re.M)

@@ -38,7 +38,11 @@ _HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
 def _instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined, comments dropped."""
     joined = re.sub(r"\\\n", " ", "\n".join(x for x in text.splitlines() if not x.lstrip().startswith("#")))
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in joined.splitlines() if line.strip()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in joined.splitlines()
+        if line.strip()
+    ]
 
 
 def _entrypoint() -> list[str]:
@@ -62,7 +66,8 @@ def _compose_roles() -> set[str]:
 
 
 def _helm_roles() -> set[str]:
-    """The roles of the chart's containers: ``command: ["vkec2", ROLE]`` or ``["celery"]`` + ``-A tasks ROLE``."""
+    """The roles of the chart's containers: ``command: ["vkec2", ROLE]``, or ``["celery"]`` with
+    ``-A tasks ROLE`` as its first args."""
     roles = set()
     for template in sorted(TEMPLATES.glob("*.yaml")):
         lines = template.read_text().splitlines()
@@ -106,7 +111,9 @@ def _lock(name: str) -> dict[str, tuple[str, int]]:
 def test_the_image_is_multi_stage_pinned_non_root_and_installs_from_the_lock() -> None:
     ops = _instructions(DOCKERFILE.read_text())
     args = dict(a.split("=", 1) for op, a in ops if op == "ARG" and "=" in a)
-    bases = [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], a.split()[0]) for op, a in ops if op == "FROM"]
+    bases = [
+        re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], a.split()[0]) for op, a in ops if op == "FROM"
+    ]
     stages = [a.split()[-1] for op, a in ops if op == "FROM" and " AS " in a.upper()]
     assert {"build", "fleet", "local"} <= set(stages) and len(bases) >= 3
     for base in bases:
@@ -114,7 +121,7 @@ def test_the_image_is_multi_stage_pinned_non_root_and_installs_from_the_lock() -
             assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
     assert bases[-1] == "fleet", "the default target is the production runtime, without moto"
     runs = " ".join(a for op, a in ops if op == "RUN")
-    assert "--require-hashes -r requirements.lock" in runs
+    assert "pip wheel --require-hashes --wheel-dir /wheels -r requirements.lock" in runs
     assert "--no-index --find-links /wheels --require-hashes -r /tmp/requirements.lock" in runs
     users = [a for op, a in ops if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root")
@@ -169,5 +176,5 @@ def test_the_local_lock_adds_moto_at_the_same_versions() -> None:
     for requirement in _runtime_requirements("local"):
         name = canonicalize_name(requirement.name)
         assert name in local and requirement.specifier.contains(local[name][0], prereleases=True)
-    for name, (version, _) in lock.items():
-        assert local.get(name, (version, 0))[0] == version, f"{name}: the two locks disagree"
+    for pinned, (version, _) in lock.items():
+        assert local.get(pinned, (version, 0))[0] == version, f"{pinned}: the two locks disagree"

@@ -297,8 +297,8 @@ def check_local_extra() -> None:
     missing = [name for name in LOCAL_EXTRA_MODULES if importlib.util.find_spec(name) is None]
     if missing:
         raise UpError(
-            f"the local fleet runs moto's EC2 server, which is not installed (missing: {', '.join(missing)}); "
-            "install it with: pip install 'vkec2[local]'"
+            "the local fleet runs moto's EC2 server, which is not installed "
+            f"(missing: {', '.join(missing)}); install it with: pip install 'vkec2[local]'"
         )
 
 
