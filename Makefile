@@ -4,10 +4,10 @@ PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 STAMP := .make/installed
 
-.PHONY: install demo test lint house proto proto-check bench chaos clean
+.PHONY: install demo test lint house proto proto-check bench chaos clean lock
 
 $(STAMP): pyproject.toml
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,local]'
 	@mkdir -p .make && touch $(STAMP)
 
 install: $(STAMP)
@@ -44,6 +44,15 @@ bench: install
 CHAOS_ARGS ?=
 chaos: install
 	$(PYTHON) -m tests.chaos $(CHAOS_ARGS)
+
+# The image's lock files (docs/deployment.md): exact versions with hashes of the runtime dependencies,
+# and of those plus the `local` extra (compose's moto). Needs pip-tools (pip install pip-tools).
+PIP_COMPILE ?= pip-compile
+LOCK_FLAGS = --generate-hashes --no-emit-index-url --no-emit-find-links --strip-extras --allow-unsafe
+lock:
+	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements.lock pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) $(LOCK_FLAGS) $(LOCK_ARGS) --extra local -c requirements.lock \
+	  -o requirements-local.lock pyproject.toml
 
 clean:
 	rm -rf .make build *.egg-info .mypy_cache .ruff_cache .pytest_cache

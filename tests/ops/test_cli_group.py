@@ -13,7 +13,7 @@ from vkec2.cli.main import COMMANDS, main
 OPERATOR_COMMANDS = [
     "up", "status", "pods", "instances", "hosts", "gc", "replay", "node", "config", "migrate", "infra",
 ]  # fmt: skip
-FORWARDED_PROGRAMS = ["agent", "agent-sim", "producer"]
+FORWARDED_PROGRAMS = ["agent", "agent-sim", "producer", "worker", "beat", "flower"]
 EVERY_COMMAND = OPERATOR_COMMANDS + FORWARDED_PROGRAMS
 
 

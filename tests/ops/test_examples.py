@@ -1,4 +1,4 @@
-"""The example pods (``examples/pods/``, run by ``vkec2 up``): they parse in standalone mode (ConfigMaps
+"""The example pods (``vkec2/examples/pods/``, run by ``vkec2 up``): they parse in standalone mode (ConfigMaps
 and Secrets are data, not pods), the local fleet's node satisfies their nodeSelectors, and they tolerate the
 NotReady/unreachable taints forever."""
 
@@ -15,7 +15,7 @@ from vkec2.config import Settings
 from vkec2.domain.citizen import eviction_after
 
 ROOT = Path(__file__).resolve().parents[2]
-MANIFESTS = sorted((ROOT / "examples" / "pods").glob("*.yaml"))
+MANIFESTS = sorted((ROOT / "vkec2" / "examples" / "pods").glob("*.yaml"))
 
 
 def local_node_labels() -> dict[str, str]:
@@ -40,10 +40,10 @@ def test_the_local_node_satisfies_every_example_pod(manifest: Path) -> None:
 
 def test_configmaps_and_secrets_are_skipped_not_errors() -> None:
     for name in ("report-settings.yaml", "report-credentials.yaml"):
-        text = (ROOT / "examples" / "pods" / name).read_text()
+        text = (ROOT / "vkec2" / "examples" / "pods" / name).read_text()
         assert (
             parse_manifest(name, text, "vkec2-local") == []
-            and _pod_names(ROOT / "examples" / "pods" / name) == set()
+            and _pod_names(ROOT / "vkec2" / "examples" / "pods" / name) == set()
         )
     assert selector_mismatch(
         {"spec": {"nodeSelector": {"kubernetes.io/arch": "arm64"}}}, local_node_labels()

@@ -154,7 +154,7 @@ spec:
 
 
 def test_the_report_example_resolves_against_the_example_configmap_and_secret() -> None:
-    root = Path(__file__).resolve().parents[2] / "examples"
+    root = Path(__file__).resolve().parents[2] / "vkec2" / "examples"
     objects = ManifestObjects()
     for name in ("report-settings.yaml", "report-credentials.yaml"):
         objects.by_file[name] = parse_objects((root / "pods" / name).read_text())

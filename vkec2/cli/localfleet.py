@@ -2,18 +2,20 @@
 
 It starts (or reuses) Redis, moto's EC2 server, the agent simulator (running each pod's containers
 as real processes of this machine), a Celery worker, beat, Flower and the producer in standalone
-mode on a copy of ``examples/pods/``; shows live progress (pods by phase, instances, warm pool)
-until every example pod is Running, then that each is Ready and what it printed
-(:mod:`vkec2.cli.workloads`: the ConfigMap and Secret values really arrive); removes one manifest
+mode on a copy of the example pods shipped in the package (``vkec2/examples/pods/``, read through
+:mod:`importlib.resources`); shows live progress (pods by phase, instances, warm pool) until every
+example pod is Running, then that each is Ready and what it printed (:mod:`vkec2.cli.workloads`:
+the ConfigMap and Secret values really arrive); removes one manifest
 and shows its pod terminate and its instance go; prints a summary (pods, instances, EC2 calls,
 elapsed time) and stops everything it started, by PID. ``--keep`` leaves the fleet running and
 prints how to reach Flower and how to stop it. Anything that fails to start ends the command with
-a clear message and a non-zero exit status.
+a clear message and a non-zero exit status; so does a missing moto server (the ``local`` extra).
 """
 
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import shutil
@@ -24,6 +26,8 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +59,17 @@ from vkec2.store.redis_store import Store, reachable
 
 LOCAL_AMI = "ami-12c6146b"  # one of the AMIs moto's EC2 knows
 REMOVED_MANIFEST = "nightly-job.yaml"
-DEFAULT_MANIFESTS = Path(__file__).resolve().parents[2] / "examples" / "pods"
+#: The example pods, shipped as package data (pyproject.toml) so a wheel's ``vkec2 up`` has them.
+BUNDLED_MANIFESTS = ("examples", "pods")
+#: What ``vkec2 up`` runs besides the fleet: moto's server (Flask), installed by the ``local`` extra.
+LOCAL_EXTRA_MODULES = ("moto", "flask", "flask_cors")
 
 
 @dataclass(frozen=True)
 class UpOptions:
     """The options of ``vkec2 up``."""
 
-    manifests: str
+    manifests: str | None  # None: the bundled examples
     redis_url: str | None
     keep: bool
     no_flower: bool
@@ -284,15 +291,43 @@ def _pod_names(manifest: Path) -> set[str]:
     return {str(doc["metadata"]["name"]) for doc in docs if doc and doc.get("kind", "Pod") == "Pod"}
 
 
+def bundled_manifests() -> Traversable:
+    """The example pods' directory inside the installed package."""
+    return files("vkec2").joinpath(*BUNDLED_MANIFESTS)
+
+
+def check_local_extra() -> None:
+    """Raise :class:`UpError` naming the install command when moto's server is not installed."""
+    missing = [name for name in LOCAL_EXTRA_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UpError(
+            "the local fleet runs moto's EC2 server, which is not installed "
+            f"(missing: {', '.join(missing)}); install it with: pip install 'vkec2[local]'"
+        )
+
+
+def _copy_manifests(source: Traversable, dest: Path) -> None:
+    """Copy the ``*.yaml`` files of ``source`` (a directory or a package resource) into ``dest``."""
+    manifests = [] if not source.is_dir() else [f for f in source.iterdir() if f.name.endswith(".yaml")]
+    if not manifests:
+        raise UpError(f"no pod manifests (*.yaml) in {source}")
+    dest.mkdir(parents=True)
+    for manifest in manifests:
+        (dest / manifest.name).write_bytes(manifest.read_bytes())
+
+
 def run(args: UpOptions, console: Console) -> int:
     started = time.monotonic()
-    source = Path(args.manifests)
-    if not source.is_dir() or not any(source.glob("*.yaml")):
-        raise UpError(f"no pod manifests (*.yaml) in {source}")
+    check_local_extra()
+    source: Traversable = Path(args.manifests) if args.manifests is not None else bundled_manifests()
     workdir = Path(tempfile.mkdtemp(prefix="vkec2-up-"))
-    (workdir / "logs").mkdir()
     pods_dir = workdir / "pods"
-    shutil.copytree(source, pods_dir)
+    try:
+        _copy_manifests(source, pods_dir)
+    except UpError:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    (workdir / "logs").mkdir()
     fleet = LocalFleet(workdir, console)
     keep = False
     # Every child talks to moto only: dummy credentials, never real ones.
@@ -445,13 +480,15 @@ def _print_keep(console: Console, fleet: LocalFleet, env_note: str) -> None:
 
 @click.command("up", cls=Command, short_help="run a local fleet on loopback with the example pods (the demo)")
 @click.option(
-    "--manifests", default=str(DEFAULT_MANIFESTS), show_default=True, help="directory of pod manifests"
+    "--manifests",
+    default=None,
+    help="directory of pod manifests  [default: the example pods shipped with vkec2]",
 )
 @click.option("--redis-url", help="use this Redis instead of starting redis-server")
 @click.option("--keep", is_flag=True, help="leave the fleet running at the end")
 @click.option("--no-flower", is_flag=True, help="do not start Flower")
 @click.option("--timeout", type=float, default=240.0, show_default=True, help="seconds to wait for the pods")
-def up(manifests: str, redis_url: str | None, keep: bool, no_flower: bool, timeout: float) -> None:
+def up(manifests: str | None, redis_url: str | None, keep: bool, no_flower: bool, timeout: float) -> None:
     """The whole fleet on one machine, on loopback, showing the example pods run and go."""
     console = Console()
     try:

@@ -8,7 +8,8 @@ completion lists it), so ``vkec2 agent-sim`` does not pay for Celery and boto3. 
 hands them the rest of the command line untouched, their ``--help`` included. Exit status: 0
 success, 1 the operation failed, 2 a usage error. ``vkec2 --version`` prints the installed
 distribution's version; click's shell completion is enabled through ``_VKEC2_COMPLETE``.
-``vkec2 hosts`` (the Dedicated hosts) lives in ``vkec2/cli/hosts.py``.
+``vkec2 hosts`` (the Dedicated hosts) lives in ``vkec2/cli/hosts.py``. ``worker``, ``beat`` and
+``flower`` hand the rest of the command line to Celery (``vkec2/cli/roles.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import click
 
+from vkec2.cli import roles
 from vkec2.cli.common import Group, exit_with
 
 #: Subcommands defined in other modules, as ``module:attribute``, in the order help lists them.
@@ -90,6 +92,9 @@ def producer(args: tuple[str, ...]) -> None:
 
     exit_with(run(args))
 
+
+for _role in roles.COMMANDS:  # worker, beat, flower: the fleet image's roles (vkec2/cli/roles.py)
+    cli.add_command(_role)
 
 #: The names of every ``vkec2`` subcommand.
 COMMANDS: tuple[str, ...] = (*LAZY_COMMANDS, *cli.commands)
