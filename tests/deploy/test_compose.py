@@ -244,10 +244,10 @@ def _listen_port(name: str, service: Obj) -> set[int]:
     command = [str(c) for c in service.get("command", [])]
     ports: set[int] = set()
     if name in ("producer", "producer-local"):
-        options = producer_parser().parse_args(command[2:])
+        options = producer_parser().parse_args(command[1:])
         ports.add(options.kubelet_port or 10250)  # node.kubelet_port's default
     if name == "agent-sim":
-        ports.add(int(sim_parser().parse_args(command[2:]).listen.rpartition(":")[2]))
+        ports.add(int(sim_parser().parse_args(command[1:]).listen.rpartition(":")[2]))
     if name == "flower":
         ports.update(int(p) for p in re.findall(r"--port=(\d+)", " ".join(command)))
     if name == "moto":
@@ -284,11 +284,11 @@ def test_the_node_ip_and_the_kubelet_bind_are_configurable(services: dict[str, O
     assert "${VKEC2_NODE_IP:-127.0.0.1}" in raw["command"]
     assert raw["ports"] == ["${VKEC2_KUBELET_BIND:-127.0.0.1}:10250:10250"]
     # Unset: the node advertises loopback and the port is published on loopback only.
-    options = producer_parser().parse_args(services["producer"]["command"][2:])
+    options = producer_parser().parse_args(services["producer"]["command"][1:])
     assert options.node_ip == "127.0.0.1"
     assert services["producer"]["ports"] == ["127.0.0.1:10250:10250"]
     # Set: both follow the environment (compose's ${VAR:-default} with VAR given).
     given = {"VKEC2_NODE_IP": "10.1.2.3", "VKEC2_KUBELET_BIND": "10.1.2.3"}
     command = [_VAR.sub(lambda m: given.get(m.group(1), m.group(2) or ""), c) for c in raw["command"]]
-    assert producer_parser().parse_args(command[2:]).node_ip == "10.1.2.3"
+    assert producer_parser().parse_args(command[1:]).node_ip == "10.1.2.3"
     assert _VAR.sub(lambda m: given.get(m.group(1), ""), raw["ports"][0]) == "10.1.2.3:10250:10250"
