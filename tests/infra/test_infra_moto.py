@@ -54,7 +54,8 @@ class Cluster:
         self.prefix = f"vkec2-{self.name}"
 
     def client(self, service: str) -> Any:
-        return boto3.client(service, region_name=REGION, endpoint_url=self.moto_url)
+        make: Callable[..., Any] = boto3.client  # several services: typed where used
+        return make(service, region_name=REGION, endpoint_url=self.moto_url)
 
     def managed(self) -> list[tuple[str, str]]:
         settings = Settings.model_validate(yaml.safe_load(self.config.read_text()))
