@@ -6,9 +6,11 @@ cluster in the shape :mod:`vkec2.domain.infra` draws it: the ones carrying both 
 ``vkec2.io/cluster`` and ``vkec2.io/managed-by=infra`` tags (found by listing the ``vkec2-``
 names, or EC2's tag filter), plus the object of the artifact being uploaded. A resource with a
 desired name that exists without those tags is a conflict: it is reported, never adopted or
-changed. Every AWS failure becomes an :class:`InfraAwsError` naming the resource and AWS's error
-code. Writing is :mod:`vkec2.ec2.infra_apply`. No library reads back these resources as plain
-values (Terraform and CloudFormation are whole tools with their own state), hence this module.
+changed (except GitHub's OIDC provider, account-wide: an existing one is used, at most gets the
+``sts.amazonaws.com`` audience added, and is never deleted). Every AWS failure becomes an
+:class:`InfraAwsError` naming the resource and AWS's error code. Writing is
+:mod:`vkec2.ec2.infra_apply`. No library reads back these resources as plain values (Terraform
+and CloudFormation are whole tools with their own state), hence this module.
 """
 
 from __future__ import annotations
@@ -149,6 +151,10 @@ class InfraAws:
                     if head is not None:
                         found[resource.key] = head
             elif resource.key not in found and self.exists(resource.kind, resource.name):
+                if resource.kind == OIDC:  # account-wide and often there already: used, never deleted
+                    with about(OIDC, resource.name):
+                        found[resource.key] = self.read(OIDC, resource.name)
+                    continue
                 raise InfraAwsError(
                     resource.kind,
                     resource.name,
