@@ -8,10 +8,14 @@ update (with the changed properties), unchanged or delete, in an order apply can
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
+from vkec2.cli.infra_commands import _artifact
 from vkec2.config import Settings
 from vkec2.domain.infra import (
     BUCKET,
@@ -117,12 +121,21 @@ def test_trusts_are_conditioned() -> None:
         ({"github_repo": None}, "--with-pipeline needs --github-repo"),
         ({"github_repo": "acme"}, "is not OWNER/NAME"),
         ({"service_account": "Bad/NS"}, "NAMESPACE/NAME"),
+        (
+            {"account": "1" * 12, "vpc_id": "vpc-0a", "fleet_source": "sg-0f", "settings": "x" * 35},
+            "too long",
+        ),
     ],
 )
 def test_unsafe_or_incomplete_inputs_are_refused(change: dict[str, Any], message: str) -> None:
+    settings = (
+        Settings.model_validate({"cluster_name": change.pop("settings")})
+        if "settings" in change
+        else SETTINGS
+    )
     inputs = InfraInputs(**{**FULL.__dict__, **change})
     with pytest.raises(InfraInputError, match=message):
-        desired(SETTINGS, inputs)
+        desired(settings, inputs)
 
 
 def test_an_open_source_needs_the_explicit_flag() -> None:
@@ -155,3 +168,15 @@ def test_plan_says_create_update_unchanged_delete() -> None:
     assert (
         render(plan(wanted[:1], {(BUCKET, "b"): {"versioning": "Enabled"}})).splitlines()[-1] == "no changes"
     )
+
+
+def test_the_artifact_digest_is_checked_against_its_sha256_file(tmp_path: Path) -> None:
+    artifact = tmp_path / "agent.tar.gz"
+    artifact.write_bytes(b"build")
+    digest = hashlib.sha256(b"build").hexdigest()
+    assert _artifact(artifact) == Artifact("agent.tar.gz", digest)
+    (tmp_path / "agent.tar.gz.sha256").write_text(f"{digest}  agent.tar.gz\n")
+    assert _artifact(artifact) == Artifact("agent.tar.gz", digest)
+    (tmp_path / "agent.tar.gz.sha256").write_text("0" * 64 + "\n")
+    with pytest.raises(click.ClickException, match="says 0000"):
+        _artifact(artifact)

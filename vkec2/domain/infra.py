@@ -104,12 +104,17 @@ def names(settings: Settings, account: str) -> Names:
     """Every name derives from ``vkec2-<cluster>`` (the bucket's adds the account: S3 names are global)."""
     base = f"vkec2-{settings.cluster_name}"
     bucket = f"{base}-artifacts-{account}".lower().replace("_", "-")
+    if len(f"{base}-pipeline") > 64 or len(bucket) > 63:  # IAM role and S3 bucket name limits
+        raise InfraInputError(
+            f"cluster_name {settings.cluster_name!r} is too long for the IAM role and bucket names "
+            f"vkec2 infra derives from it (at most 34 characters)"
+        )
     return Names(
-        bucket=bucket[:63].rstrip("-."),
-        instance_role=f"{base}-agent"[:64],
-        fleet_policy=f"{base}-fleet"[:128],
-        fleet_role=f"{base}-fleet"[:64],
-        pipeline_role=f"{base}-pipeline"[:64],
+        bucket=bucket,
+        instance_role=f"{base}-agent",
+        fleet_policy=f"{base}-fleet",
+        fleet_role=f"{base}-fleet",
+        pipeline_role=f"{base}-pipeline",
         group=f"{base}-agent",
         repository=settings.infra.ecr_repository or base.lower(),
     )
