@@ -87,6 +87,10 @@ TAG_HOST_POOL: Final = "vkec2.io/host-pool"
 TAG_HOST_SLOT: Final = "vkec2.io/host-slot"
 #: The Dedicated Host an instance was placed on.
 TAG_HOST_ID: Final = "vkec2.io/host-id"
+#: On every AWS resource ``vkec2 infra apply`` made (with :data:`TAG_CLUSTER`): what destroy removes.
+TAG_MANAGED_BY: Final = "vkec2.io/managed-by"
+#: The value of :data:`TAG_MANAGED_BY` for ``vkec2 infra``'s resources.
+MANAGED_BY_INFRA: Final = "infra"
 
 # -- pod metadata ------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""``vkec2 infra iam-policy``: print the workers' IAM policy for a configuration, least privilege.
+"""``vkec2 infra``: the AWS prerequisites — ``iam-policy`` prints the workers' policy; ``plan``,
+``apply`` and ``destroy`` manage the cluster's resources (docs/deployment.md, "AWS prerequisites").
 
 The policy comes from :func:`vkec2.domain.iampolicy.workers_policy`: RunInstances only with the
 AMIs, subnets, security groups, key pairs, instance types and instance profiles the configuration
@@ -6,7 +7,10 @@ and its ``allowlists`` name, tag conditions on the cluster's instances and ``iam
 to the instance roles. The account (``--account``, else the placeholder ``ACCOUNT``), the VPC
 (``--vpc``, adds ``ec2:Vpc`` conditions) and the roles (``--role``, default: the instance
 profiles' names) are not in the configuration and are given on the command line. The JSON goes to
-stdout, ready for ``aws iam put-role-policy --policy-document file://...``.
+stdout, ready for ``aws iam put-role-policy --policy-document file://...``. ``plan``/``apply``/
+``destroy`` are thin: the resources are drawn by :mod:`vkec2.domain.infra`, compared by
+:mod:`vkec2.domain.infradiff` and read and written by :mod:`vkec2.ec2.infra` and
+:mod:`vkec2.ec2.infra_apply` (in :mod:`vkec2.cli.infra_commands`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import re
 import click
 
 from vkec2.cli.common import Failed, Group
+from vkec2.cli.infra_commands import apply, destroy, plan
 from vkec2.config import load_settings
 from vkec2.domain.iampolicy import ACCOUNT_PLACEHOLDER, PolicyInputs, workers_policy
 from vkec2.errors import ConfigError
@@ -28,7 +33,11 @@ _ROLE_RE = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
 
 @click.group("infra", cls=Group)
 def infra() -> None:
-    """what the fleet needs from AWS: 'vkec2 infra iam-policy'"""
+    """what the fleet needs from AWS: 'vkec2 infra iam-policy|plan|apply|destroy'"""
+
+
+for _command in (plan, apply, destroy):
+    infra.add_command(_command)
 
 
 def _checked(value: str | None, pattern: re.Pattern[str], what: str, param: str) -> None:

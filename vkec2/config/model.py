@@ -21,6 +21,7 @@ from vkec2.config.agent_identity import AgentIdentityCheck
 from vkec2.config.allowlist import Allowlists
 from vkec2.config.citizen import KubernetesSettings
 from vkec2.config.hosts import HostPool, check_host_pool_refs, check_host_pools
+from vkec2.config.infra import InfraSettings
 from vkec2.config.kubelet_stats import KubeletStats
 from vkec2.config.launch import Ec2Defaults, WarmPool, check_root_devices
 from vkec2.config.launchopts import MAC_BOOT_TIMEOUT_SECONDS, check_families, instance_family
@@ -291,6 +292,7 @@ class Settings(BaseSettings):
     flower: FlowerSettings = Field(default_factory=FlowerSettings)
     # Sealing keys for resolved ConfigMap/Secret content and its refresh (docs/security.md).
     secrets: SecretsSettings = Field(default_factory=SecretsSettings)
+    infra: InfraSettings = Field(default_factory=InfraSettings)  # vkec2 infra plan|apply|destroy
 
     @field_validator("region")
     @classmethod
