@@ -358,12 +358,6 @@ def test_legacy_status_interval_pool_names_and_new_keys_alongside(tmp_path: Path
     assert s.redis_url == "redis://r:6379/2"
 
 
-def test_legacy_keys_match_case_insensitively_like_go(tmp_path: Path) -> None:
-    path = write(tmp_path, "config.json", {"ClusterName": "a", "vmconfig": {"defaultami": "ami-1"}})
-    s = load_settings(path, env=TLS_ENV)
-    assert s.ec2.image_id == "ami-1"
-
-
 def test_legacy_errors_name_the_legacy_key(tmp_path: Path) -> None:
     data = legacy()
     data["WarmPoolConfig"][0]["DesiredCount"] = "many"

@@ -122,21 +122,17 @@ class LocalFleet:
             proc.stop()
 
 
-def _redis_reachable(url: str) -> bool:
-    return reachable(url, timeout=1)
-
-
 def _choose_redis(fleet: LocalFleet, url: str | None) -> str:
     """An explicit URL; else a private redis-server; else a Redis already listening on 6379."""
     if url:
-        if not _redis_reachable(url):
+        if not reachable(url, timeout=1):
             raise UpError(f"cannot reach Redis at {redact(url)}")
         fleet.console.print(f"  [green]✓[/green] redis at {redact(url)} (reused)")
         return url
     if shutil.which("redis-server"):
         base = fleet.service("redis-server", lambda: start_redis(log_dir=str(fleet.workdir / "logs")))
         return f"{base}/0"
-    if _redis_reachable("redis://127.0.0.1:6379/0"):
+    if reachable("redis://127.0.0.1:6379/0", timeout=1):
         fleet.console.print("  [green]✓[/green] redis at 127.0.0.1:6379 (reused)")
         return "redis://127.0.0.1:6379/0"
     raise UpError(
