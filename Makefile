@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 STAMP := .make/installed
 
-.PHONY: install demo test lint house proto proto-check bench chaos clean
+.PHONY: install demo test lint house proto proto-check bench chaos clean agent-artifact
 
 $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev]'
@@ -44,6 +44,11 @@ bench: install
 CHAOS_ARGS ?=
 chaos: install
 	$(PYTHON) -m tests.chaos $(CHAOS_ARGS)
+
+# The pinned agent artifacts, one per platform, into dist/agent/ (docs/agent.md "Install").
+AGENT_ARTIFACT_ARGS ?=
+agent-artifact:
+	$(PYTHON) scripts/agent_artifact.py build $(AGENT_ARTIFACT_ARGS)
 
 clean:
 	rm -rf .make build *.egg-info .mypy_cache .ruff_cache .pytest_cache
