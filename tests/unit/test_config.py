@@ -339,9 +339,10 @@ def test_original_provider_config_loads_unchanged(caplog: pytest.LogCaptureFixtu
         "key_pair": "myEC2SSHKey",
     }
     assert s.default_pool() == pool
-    (warning,) = loaded.warnings
+    warning, pypi = loaded.warnings  # the second: no agent.artifact, so boot installs from PyPI
     assert warning.startswith(f"{LEGACY}: ManagementSubnet: no longer needed")
-    assert [r.getMessage() for r in caplog.records if r.name == "vkec2.config"] == [warning]
+    assert pypi.startswith("agent.artifact is not set")
+    assert [r.getMessage() for r in caplog.records if r.name == "vkec2.config"] == [warning, pypi]
 
 
 def test_legacy_status_interval_pool_names_and_new_keys_alongside(tmp_path: Path) -> None:
@@ -442,10 +443,11 @@ def test_check_json_output_and_legacy_warning() -> None:
     result = run_check("check", str(LEGACY), "-o", "json", env=TLS_ENV)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ec2"]["image_id"] == "ami-abcd123"
-    assert result.stderr.strip() == (
+    assert result.stderr.strip().splitlines()[0] == (
         f"warning: {LEGACY}: ManagementSubnet: no longer needed (the producer's pod IP is the node IP); "
         "ignored"
     )
+    assert result.stderr.strip().splitlines()[1].startswith("warning: agent.artifact is not set")
 
 
 def test_check_reports_every_error_and_exits_1() -> None:
