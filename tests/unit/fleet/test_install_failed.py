@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 from tests.unit.fleet.world import World
-from vkec2.contract import AGENT_INSTALL_FAILED, INSTALL_FAILED_MARKER
+from vkec2.config import Settings
+from vkec2.contract import AGENT_INSTALL_FAILED, INSTALL_FAILED_MARKER, TAG_CLUSTER
+from vkec2.domain.iampolicy import PolicyInputs, workers_policy
 from vkec2.domain.models import Phase
 from vkec2.fleet.installcheck import CONSOLE_CHECK_SECONDS, install_failure
 
@@ -62,3 +64,21 @@ def test_the_console_is_read_at_most_once_per_interval(world: World) -> None:
     world.step()
     assert reads() == 1  # clean console: still booting, and not read again within the interval
     assert world.rec.phase is Phase.BOOTING
+
+
+def test_workers_may_read_only_their_own_instances_consoles() -> None:
+    policy = workers_policy(Settings(), PolicyInputs(account="123456789012"))
+    (read,) = [s for s in policy["Statement"] if "ec2:GetConsoleOutput" in str(s["Action"])]
+    assert read["Resource"].endswith(":instance/*")
+    assert read["Condition"]["StringEquals"] == {f"aws:ResourceTag/{TAG_CLUSTER}": "vkec2"}
+
+
+def test_the_pinned_artifacts_folder_is_the_artifact_statement() -> None:
+    artifact = {
+        "url": "s3://vk-art/agent/v2/vkec2-agent-{platform}.tar.gz",
+        "sha256": {"macos-arm64": "ab" * 32},
+    }
+    settings = Settings.model_validate({"agent": {"artifact": artifact}})
+    policy = workers_policy(settings, PolicyInputs(account="123456789012"))
+    (read,) = [s for s in policy["Statement"] if s["Sid"] == "AgentArtifact"]
+    assert read["Resource"] == "arn:aws:s3:::vk-art/agent/v2/*"
