@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from vkec2.contract import INSTALL_FAILED_MARKER
 from vkec2.domain.agents import AgentTarget
 
 pytestmark = pytest.mark.xdist_group("agent-artifact")  # one build per session, on one worker
+PLATFORM = "linux-aarch64" if platform.machine() in ("aarch64", "arm64") else "linux-x86_64"
 PY = f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
@@ -127,3 +129,35 @@ def test_a_changed_artifact_is_refused_by_the_installer(artifact: Path, tmp_path
     assert refused.returncode == 1 and "VERIFIED" not in refused.stdout
     assert f"{INSTALL_FAILED_MARKER}: agent artifact s3://b/k has sha256" in refused.stderr
     assert f"expected {expected}: refused" in (tmp_path / "console").read_text()
+
+
+def test_the_whole_installer_runs_in_a_sandbox(artifact: Path, tmp_path: Path) -> None:
+    """The rendered Linux script end to end: system paths under tmp_path, aws and systemctl stubbed."""
+    digest = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    script = render_user_data(
+        "linux",
+        s3_bucket="",
+        s3_key="",
+        artifacts={"linux-x86_64": ("s3://b/k", digest)},
+        install_dir=str(tmp_path / "opt"),
+    )
+    for system in ("/var/log/", "/etc/systemd/", "/var/lib/"):
+        script = script.replace(system, f"{tmp_path}{system}")
+    (tmp_path / "etc" / "systemd" / "system").mkdir(parents=True)
+    (tmp_path / "var" / "log").mkdir(parents=True)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "aws").write_text(f'#!/bin/bash\ncp {artifact} "${{@: -1}}"\n')
+    (bindir / "systemctl").write_text('#!/bin/sh\necho "systemctl $*"\n')
+    for stub in ("aws", "systemctl"):
+        (bindir / stub).chmod(0o755)
+    (bindir / f"python{PY}").symlink_to(Path(sys.executable).resolve())
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "CONSOLE": str(tmp_path / "console")}
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "systemctl enable --now vkec2-agent.service" in done.stdout
+    unit = (tmp_path / "etc" / "systemd" / "system" / "vkec2-agent.service").read_text()
+    assert f"ExecStart={tmp_path}/opt/python -I -S {tmp_path}/opt/vkec2-agent/launch.py" in unit
+    assert (tmp_path / "opt" / "python").resolve() == Path(sys.executable).resolve()
+    assert not (tmp_path / "opt" / "venv").exists()  # nothing pip-installed
+    assert not (tmp_path / "console").exists()
