@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 STAMP := .make/installed
 
-.PHONY: install demo test lint house proto proto-check bench chaos clean lock
+.PHONY: install demo test lint house proto proto-check bench chaos clean lock agent-artifact
 
 $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev,local]'
@@ -53,6 +53,11 @@ lock:
 	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) $(LOCK_FLAGS) $(LOCK_ARGS) -o requirements.lock pyproject.toml
 	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) $(LOCK_FLAGS) $(LOCK_ARGS) --extra local -c requirements.lock \
 	  -o requirements-local.lock pyproject.toml
+
+# The pinned agent artifacts, one per platform, into dist/agent/ (docs/agent.md "Install").
+AGENT_ARTIFACT_ARGS ?=
+agent-artifact:
+	$(PYTHON) scripts/agent_artifact.py build $(AGENT_ARTIFACT_ARGS)
 
 clean:
 	rm -rf .make build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -259,3 +259,10 @@ CREATE_CONTAINER_CONFIG_ERROR: Final = "CreateContainerConfigError"
 UNSUPPORTED_VOLUME: Final = "UnsupportedVolume"
 #: Volume types the producer resolves and the agent materialises.
 SUPPORTED_VOLUME_TYPES: Final = ("configMap", "secret", "downwardAPI", "projected", "emptyDir")
+
+# --- agent artifact ---
+#: The line the agent's user data prints on the instance console when the install fails
+#: (agent/userdata; the fleet reads it with GetConsoleOutput, vkec2.fleet.installcheck).
+INSTALL_FAILED_MARKER: Final = "VKEC2-AGENT-INSTALL-FAILED"
+#: Pod reason of a pod whose instance could not install its agent (the marker's reason is the message).
+AGENT_INSTALL_FAILED: Final = "AgentInstallFailed"

@@ -196,6 +196,10 @@ class Ec2(Protocol):
 
     def create_tags(self, instance_ids: Sequence[str], tags: Mapping[str, str]) -> None: ...
 
+    def console_output(self, instance_id: str) -> str:
+        """The instance's console output as text (GetConsoleOutput, newest when EC2 can)."""
+        ...
+
     def describe_instance_types(self, instance_types: Sequence[str]) -> dict[str, dict[str, Any]]:
         """DescribeInstanceTypes by name (``VCpuInfo``, ``MemoryInfo``, ``ProcessorInfo`` ...); a
         type EC2 does not offer fails the call with ``InvalidInstanceType``."""

@@ -1,9 +1,13 @@
 """User-data templates that put the agent on a new EC2 instance (Linux: systemd; macOS: launchd).
 
-The fleet renders one into the RunInstances ``UserData``: it fetches the agent artifact (a tarball
-of the ``agent/`` package, optionally with a ``wheels/`` directory for offline installs) from S3
-with the instance role, creates a virtual environment with grpcio, grpcio-health-checking and
-protobuf, and installs a service that runs ``python -m agent`` on the configured port. With a
+The fleet renders one into the RunInstances ``UserData``: it finds a Python >= 3.10, fetches the
+agent from S3 with the instance role and installs a service that runs it on the configured port.
+With ``artifacts`` (the pinned, self-contained artifact of ``make agent-artifact``, by platform:
+S3 URI and sha256) the script picks the machine's platform, refuses a download whose sha256
+differs, imports the agent once and installs nothing from the internet; without it (legacy) it
+fetches a tarball of ``agent/`` and pip installs grpcio, grpcio-health-checking and protobuf into a
+venv. Any failure prints ``VKEC2-AGENT-INSTALL-FAILED: <reason>`` (also to the console, which the
+fleet reads) and stops. With a
 fleet CA and a bootstrap secret (a TLS fleet), the script first writes both into the agent's state
 directory (mode 0600) and the agent pins that CA and proves that secret at its bootstrap; without
 an installer (an AMI with the agent baked in, or the simulator) :func:`trust_user_data` renders
@@ -20,6 +24,13 @@ from string import Template
 
 from agent.bootstrap import check_secret
 
+#: The line an install failure prints on the instance's console (vkec2.fleet.installcheck reads it).
+INSTALL_FAILED_MARKER = "VKEC2-AGENT-INSTALL-FAILED"
+#: ``uname -m`` patterns -> artifact platform, per OS.
+_MACHINES = {
+    "linux": (("x86_64|amd64", "linux-x86_64"), ("aarch64|arm64", "linux-aarch64")),
+    "darwin": (("arm64", "macos-arm64"),),
+}
 TEMPLATES = {"linux": "linux.sh.tmpl", "darwin": "macos.sh.tmpl"}
 STATE_DIRS = {"linux": "/var/lib/vkec2-agent", "darwin": "/var/db/vkec2-agent"}
 CA_FILE = "fleet-ca.pem"
@@ -96,16 +107,29 @@ def render_user_data(
     install_dir: str = "/opt/vkec2-agent",
     fleet_ca_pem: str = "",
     bootstrap_secret: str = "",
+    artifacts: dict[str, tuple[str, str]] | None = None,
 ) -> str:
-    """The bash user-data script for ``os_name`` (``linux`` or ``darwin``)."""
+    """The bash user-data script for ``os_name`` (``linux`` or ``darwin``).
+
+    ``artifacts``: platform (``linux-x86_64``, ``linux-aarch64``, ``macos-arm64``) -> (S3 URI, sha256)
+    of the pinned artifact; without it the legacy tarball at ``s3_bucket``/``s3_key``.
+    """
     if os_name not in TEMPLATES:
         raise ValueError(f"no user-data template for OS {os_name!r} (known: {', '.join(TEMPLATES)})")
-    if not s3_bucket or not s3_key:
+    if not artifacts and (not s3_bucket or not s3_key):
         raise ValueError("the agent artifact needs an S3 bucket and key (bootstrap.s3_bucket / s3_key)")
     text = resources.files(__package__).joinpath(TEMPLATES[os_name]).read_text()
     args = [f"--listen={listen_host}:{port}", *(extra_args or []), *_trust_args(os_name, fleet_ca_pem)]
+    if artifacts:
+        select = _artifact_select(os_name, artifacts)
+        command = [f"{install_dir}/python", "-I", "-S", f"{install_dir}/vkec2-agent/launch.py"]
+    else:
+        select = f"ARTIFACT={shlex.quote(f's3://{s3_bucket}/{s3_key}')}\nARTIFACT_SHA256=''"
+        command = [f"{install_dir}/venv/bin/python", "-m", "agent"]
     return _Template(text).substitute(
-        S3_URI=shlex.quote(f"s3://{s3_bucket}/{s3_key}"),
+        ARTIFACT=select,
+        AGENT_CMD=" ".join(shlex.quote(c) for c in command),
+        AGENT_CMD_XML="\n".join(f"    <string>{_xml(c)}</string>" for c in command),
         REGION=shlex.quote(region),
         PORT=str(int(port)),
         INSTALL_DIR=shlex.quote(install_dir),
@@ -116,6 +140,21 @@ def render_user_data(
         AGENT_ARGS_XML="\n".join(f"    <string>{_xml(a)}</string>" for a in args),
         TRUST=_trust_block(fleet_ca_pem, bootstrap_secret),
     )
+
+
+def _artifact_select(os_name: str, artifacts: dict[str, tuple[str, str]]) -> str:
+    """Shell setting ARTIFACT and ARTIFACT_SHA256 for the machine (``uname -m``), or failing."""
+    lines = ['case "$(uname -m)" in']
+    for pattern, plat in _MACHINES[os_name]:
+        if plat in artifacts:
+            uri, digest = artifacts[plat]
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ValueError(f"the sha256 of the {plat} agent artifact must be 64 lowercase hex digits")
+            lines.append(f"  {pattern}) ARTIFACT={shlex.quote(uri)}; ARTIFACT_SHA256={digest} ;;")
+    known = ", ".join(p for _, p in _MACHINES[os_name] if p in artifacts) or "none"
+    lines.append(f'  *) fail "no agent artifact for machine $(uname -m) (configured: {known})" ;;')
+    lines.append("esac")
+    return "\n".join(lines)
 
 
 def _xml(text: str) -> str:

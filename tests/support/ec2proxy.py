@@ -43,6 +43,7 @@ with ``InstanceLifecycle=spot`` and the state reason ``Server.SpotInstanceTermin
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 import re
@@ -153,6 +154,7 @@ class Ec2Proxy(LoopbackServer):
         self.run_requests: list[wire.Params] = []  # every RunInstances as sent, parameters parsed
         self._seen: tuple[str, dict[str, str]] | None = None  # a request's path and headers, for interrupt
         self.hosts: HostSim | None = None  # Dedicated hosts as AWS runs them (tests/support/hostsim.py)
+        self.console: dict[str, str] = {}  # instance ID -> its GetConsoleOutput text (moto's is fixed)
         aws = aws or AwsLike()
         self.configure(replace(aws, throttle_fraction=throttle_fraction or aws.throttle_fraction))
         super().__init__()
@@ -253,6 +255,8 @@ class Ec2Proxy(LoopbackServer):
             refusal = self._capacity_error(path, headers, params)
             if refusal is not None:
                 return refusal
+        if action == "GetConsoleOutput" and wire.first(params, "InstanceId") in self.console:
+            return self._console_answer(wire.first(params, "InstanceId"))
         if self.hosts is not None:
             hosted = self._hosts_answer(path, headers, action, params)
             if hosted is not None:
@@ -272,6 +276,15 @@ class Ec2Proxy(LoopbackServer):
         if self.hosts is not None:
             reply = replace(reply, payload=self.hosts.after(action, params, reply.payload))
         return self._rewrite(action, params, reply, states, aws)
+
+    def _console_answer(self, instance_id: str) -> Reply:
+        text = base64.b64encode(self.console[instance_id].encode()).decode()
+        body = (
+            '<GetConsoleOutputResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+            f"<requestId>console</requestId><instanceId>{instance_id}</instanceId>"
+            f"<timestamp>2026-01-01T00:00:00.000Z</timestamp><output>{text}</output></GetConsoleOutputResponse>"
+        )
+        return Reply(200, body.encode())
 
     def _protects(self, path: str, headers: Mapping[str, str], params: wire.Params) -> bool:
         """Whether a RunInstances launches with termination protection: its own

@@ -235,6 +235,7 @@ class FakeEc2(FakeHostsEc2, FakeInstanceTypes):
         self.hooks: dict[str, Callable[[], None]] = {}  # action -> run once, in the middle of its call
         self.hidden: set[str] = set()  # instances EC2 does not show yet (eventual consistency)
         self.launch_hidden = False  # hide every instance RunInstances launches until revealed
+        self.console: dict[str, str] = {}  # instance ID -> its console output (GetConsoleOutput)
         self._ids = itertools.count(1)
         self._mutex = threading.Lock()
 
@@ -337,6 +338,10 @@ class FakeEc2(FakeHostsEc2, FakeInstanceTypes):
     def impaired(self) -> dict[str, str]:
         self._call("DescribeInstanceStatus")
         return dict(self.impaired_ids)
+
+    def console_output(self, instance_id: str) -> str:
+        self._call("GetConsoleOutput", instance_id=instance_id)
+        return self.console.get(instance_id, "")
 
     def pod_tags(self, pod: Mapping[str, Any], node: str) -> dict[str, str]:
         return pod_tags(self.cluster, pod, node)

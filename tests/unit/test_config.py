@@ -339,10 +339,11 @@ def test_original_provider_config_loads_unchanged(caplog: pytest.LogCaptureFixtu
         "key_pair": "myEC2SSHKey",
     }
     assert s.default_pool() == pool
-    subnet, vm_init, agent_init = loaded.warnings
+    subnet, vm_init, agent_init, pypi = loaded.warnings  # pypi: no agent.artifact
     assert subnet.startswith(f"{LEGACY}: ManagementSubnet: ignored: no longer needed")
     assert vm_init.startswith(f"{LEGACY}: VMConfig.InitData: ignored: never used as user data")
     assert agent_init.startswith(f"{LEGACY}: BootstrapAgent.InitData: kept as bootstrap.init_data")
+    assert "PyPI" in pypi
     assert [r.getMessage() for r in caplog.records if r.name == "vkec2.config"] == list(loaded.warnings)
 
 
@@ -442,7 +443,7 @@ def test_check_json_output_and_legacy_warning() -> None:
         f"warning: {LEGACY}: ManagementSubnet: ignored: no longer needed (the producer's pod IP is the "
         "node IP)"
     )
-    assert len(result.stderr.splitlines()) == 3  # and the two InitData keys
+    assert len(result.stderr.splitlines()) == 4  # and the two InitData keys, and no agent.artifact
 
 
 def test_check_reports_every_error_and_exits_1() -> None:

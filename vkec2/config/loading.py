@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from pydantic_settings import EnvSettingsSource, SettingsError
 
 from vkec2.config.annotations import UNKNOWN, annotation_at, is_optional, is_structured, strip_optional
+from vkec2.config.artifact import legacy_install_warning
 from vkec2.config.errors import Collector, InvalidConfig, KeyPath, Origin, describe, kind, render
 from vkec2.config.hosts import macs_without_hosts
 from vkec2.config.legacy import from_legacy, is_legacy
@@ -81,6 +82,8 @@ def load_config(
     if settings is not None:
         _check_transport(settings, source, out)
         out.warnings.extend(macs_without_hosts(settings.ec2, settings.warm_pools))
+        legacy = legacy_install_warning(settings.agent.artifact, settings.bootstrap.s3_bucket)
+        out.warnings.extend([legacy] if legacy else [])
     if out.errors or settings is None:
         raise InvalidConfig(out.errors)
     for warning in out.warnings:

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from vkec2.config.agent_identity import AgentIdentityCheck
 from vkec2.config.allowlist import Allowlists
+from vkec2.config.artifact import AgentArtifact
 from vkec2.config.citizen import KubernetesSettings
 from vkec2.config.hosts import HostPool, check_host_pool_refs, check_host_pools
 from vkec2.config.infra import InfraSettings
@@ -148,6 +149,7 @@ class AgentConnection(Section):
         default=False,
         description="Drive agents without TLS although they are not on loopback (vkec2.config.transport).",
     )
+    artifact: AgentArtifact | None = None  # the pinned agent artifact (vkec2.config.artifact)
 
     _families = field_validator("boot_timeouts")(check_families)
 

@@ -148,6 +148,13 @@ def workers_policy(settings: Settings, inputs: PolicyInputs) -> dict[str, Any]:
             "Resource": f"{ec2}:instance/*",
             "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_CLUSTER}": settings.cluster_name}},
         },
+        {  # the agent installer's failure marker (vkec2.fleet.installcheck)
+            "Sid": "ReadOwnConsoles",
+            "Effect": "Allow",
+            "Action": "ec2:GetConsoleOutput",
+            "Resource": f"{ec2}:instance/*",
+            "Condition": {"StringEquals": {f"aws:ResourceTag/{TAG_CLUSTER}": settings.cluster_name}},
+        },
         {"Sid": "Quotas", "Effect": "Allow", "Action": "servicequotas:GetServiceQuota", "Resource": "*"},
     ]
     templates = _launch_templates(settings, ec2)
@@ -190,6 +197,8 @@ def workers_policy(settings: Settings, inputs: PolicyInputs) -> dict[str, Any]:
             }
         )
     bucket, key = settings.bootstrap.s3_bucket, settings.bootstrap.s3_key
+    if settings.agent.artifact is not None:  # the pinned artifacts (one folder for every platform)
+        bucket, key = settings.agent.artifact.location(next(iter(settings.agent.artifact.sha256)))
     if bucket:
         folder = key.rsplit("/", 1)[0] + "/" if key and "/" in key else ""
         statements.append(

@@ -350,7 +350,9 @@ def _check_against_pool(pool: WarmPool, base: Ec2Defaults, ann: Mapping[str, str
 def user_data_for(settings: Settings, instance_type: str, trust: AgentTrust | None = None) -> str | None:
     """The UserData an instance launches with: ``ec2.user_data`` if set, else the agent installer.
 
-    With ``bootstrap.s3_bucket`` and ``s3_key`` set, the installer from ``agent/userdata`` is
+    With ``agent.artifact`` set, the installer fetches the pinned artifact of the instance's
+    platform and checks its sha256 (nothing from the internet); else, with ``bootstrap.s3_bucket``
+    and ``s3_key`` set, the installer from ``agent/userdata`` is
     rendered for the instance's OS (``mac*`` instance types are macOS, others ``node.os``): it
     fetches the agent artifact from S3 with the instance role and runs it as a service on
     ``agent.port`` (plaintext, ``--insecure``, only when the fleet has no ``agent.tls``). A TLS
@@ -360,15 +362,19 @@ def user_data_for(settings: Settings, instance_type: str, trust: AgentTrust | No
     if settings.ec2.user_data is not None:
         return settings.ec2.user_data
     os_name = "darwin" if instance_type.startswith("mac") else settings.node.os
-    bootstrap = settings.bootstrap
-    if not (bootstrap.s3_bucket and bootstrap.s3_key):
+    bootstrap, artifact = settings.bootstrap, settings.agent.artifact
+    artifacts = None
+    if artifact is not None:  # the pinned artifact (vkec2.config.artifact): every configured platform
+        artifacts = {p: ("s3://{}/{}".format(*artifact.location(p)), d) for p, d in artifact.sha256.items()}
+    elif not (bootstrap.s3_bucket and bootstrap.s3_key):
         if trust is None:
             return None
         return trust_user_data(os_name, fleet_ca_pem=trust.ca_cert_pem, bootstrap_secret=trust.secret)
     return render_user_data(
         os_name,
-        s3_bucket=bootstrap.s3_bucket,
-        s3_key=bootstrap.s3_key,
+        s3_bucket=bootstrap.s3_bucket or "",
+        s3_key=bootstrap.s3_key or "",
+        artifacts=artifacts,
         port=settings.agent.port,
         region=settings.region,
         extra_args=["--insecure"] if settings.agent.tls is None else [],

@@ -257,6 +257,19 @@ class Ec2Gateway(HostCalls):
                     found.setdefault(status["InstanceId"], key.removesuffix("Status").lower())
         return found
 
+    def console_output(self, instance_id: str) -> str:
+        """The console output (boto3 decodes its base64): the newest on Nitro, else EC2's last post."""
+        try:
+            answer = self._call(
+                "GetConsoleOutput", self.client.get_console_output, InstanceId=instance_id, Latest=True
+            )
+        except Ec2Error as exc:
+            if exc.retryable:
+                raise
+            # Latest is for Nitro instances only; others answer the buffer EC2 posted last.
+            answer = self._call("GetConsoleOutput", self.client.get_console_output, InstanceId=instance_id)
+        return str(answer.get("Output") or "")
+
     # -- mutating -----------------------------------------------------------------------
 
     def pod_tags(self, pod: Mapping[str, Any], node: str) -> dict[str, str]:

@@ -27,6 +27,7 @@ from typing import Any
 from vkec2.config import Settings
 from vkec2.contract import (
     AGENT_CONNECTED,
+    AGENT_INSTALL_FAILED,
     IMAGE_MAPPED,
     INSTANCE_READY,
     POOL_CLAIMED,
@@ -40,6 +41,7 @@ from vkec2.domain.models import Phase, PodRecord, StatusEvent, condition, now
 from vkec2.errors import AgentError, AgentRejected, AgentUnavailable, Ec2Error, InvalidPodSpec
 from vkec2.fleet.capacity import CapacityLaunch, NoCapacity, settle_conditions
 from vkec2.fleet.choice import InstanceChoice, placed, placement_note
+from vkec2.fleet.installcheck import InstallCheck
 from vkec2.fleet.placement import HostPlacement
 from vkec2.fleet.rebuild import Rebuild
 from vkec2.fleet.teardown import RELEASED, Teardown, released_message
@@ -79,6 +81,7 @@ class Lifecycle:
         self.teardown = Teardown(settings, self.pod_instances, agents, self._record)
         self.rebuild = Rebuild(settings, ec2, agents, self.pod_instances, self._record)
         self.updates = InPlaceUpdate(ec2, self.choice, self._record)
+        self.install_check = InstallCheck(ec2)  # the installer's failure marker on the console
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -395,6 +398,12 @@ class Lifecycle:
         except AgentError:  # a health check that fails in any way is "not serving yet"
             serving = False
         if not serving:
+            failure = self.install_check.failure(rec)
+            if failure is not None:  # retrying the same installer cannot help: fail at once
+                self.fail(
+                    lock, rec, AGENT_INSTALL_FAILED, f"agent install on {rec.instance_id} failed: {failure}"
+                )
+                return None
             if self._boot_expired(rec):
                 return self._retry_or_fail(
                     lock,
