@@ -18,6 +18,7 @@ container's liveness, readiness and startup probes are parsed and checked here t
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -368,8 +369,9 @@ def parse_pod_object(raw: Any) -> PodSpec:
     grace = spec.get("terminationGracePeriodSeconds")
     if grace is None:
         grace = 30
-    if isinstance(grace, bool) or not isinstance(grace, int) or grace < 0:
-        raise InvalidArgument(f"spec.terminationGracePeriodSeconds must be an integer >= 0, got {grace!r}")
+    # A number, as the fleet passes it on (a huge one is the fleet's to cap: agent.max_grace_seconds).
+    if isinstance(grace, bool) or not isinstance(grace, int | float) or not 0 <= grace < math.inf:
+        raise InvalidArgument(f"spec.terminationGracePeriodSeconds must be a number >= 0, got {grace!r}")
     return PodSpec(
         uid=uid or f"{namespace}/{name}",
         name=name,

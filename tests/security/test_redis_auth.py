@@ -201,12 +201,16 @@ def test_the_charts_bundled_redis_requires_the_password(tmp_path: Path) -> None:
     proc, port = _run_script(script, tmp_path, {"REDIS_PASSWORD": password})
     try:
         _requires(port, password)
-        cli, *command = redis_container["readinessProbe"]["exec"]["command"]
-        probe = [cli, "-p", str(port), *command]
-        answer = subprocess.run(
-            probe, capture_output=True, text=True, env={**os.environ, "REDISCLI_AUTH": password}
-        )
-        assert answer.stdout.strip() == "PONG", answer
+        shell, flag, check = redis_container["readinessProbe"]["exec"]["command"]
+        assert (shell, flag) == ("sh", "-c") and "redis-cli ping" in check
+        probe = [shell, flag, check.replace("redis-cli ping", f"redis-cli -p {port} ping")]
+
+        def ping(auth: str) -> subprocess.CompletedProcess[str]:
+            env = {**os.environ, "REDISCLI_AUTH": auth}
+            return subprocess.run(probe, capture_output=True, text=True, env=env, timeout=10)
+
+        assert ping(password).returncode == 0, ping(password)  # the probe passes with the password
+        assert ping("wrong").returncode != 0  # and fails without it
         assert password not in " ".join(proc.argv)
     finally:
         proc.stop()

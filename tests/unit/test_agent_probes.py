@@ -237,3 +237,12 @@ def test_the_simulator_accepts_probes_and_treats_them_as_passing() -> None:
     assert snap.phase == "Running" and snap.statuses[0].ready and snap.events == ()
     with pytest.raises(InvalidArgument, match="livenessProbe must specify exactly one handler"):
         SimRuntime().launch(_pod({"livenessProbe": {}}))  # refused as the process runtime refuses it
+
+
+def test_the_pod_grace_period_is_any_number_from_zero_and_the_fleet_caps_it() -> None:
+    container = {"name": "app", "command": ["true"]}
+    assert parse_pod(_pod(container)).termination_grace == 30.0
+    assert parse_pod(_pod(container, terminationGracePeriodSeconds=1e16)).termination_grace == 1e16
+    for bad in (-1, "30", True, float("nan"), float("inf")):
+        with pytest.raises(InvalidArgument, match="terminationGracePeriodSeconds must be a number >= 0"):
+            parse_pod(_pod(container, terminationGracePeriodSeconds=bad))
