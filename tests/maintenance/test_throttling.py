@@ -68,5 +68,8 @@ def test_throttled_fleet_loses_nothing_and_stays_under_its_buckets(
         for i, (ta, ca) in enumerate(samples):
             for tb, cb in samples[i + 1 :]:
                 calls = cb.get(cls, 0) - ca.get(cls, 0)
-                allowed = bucket["burst"] + bucket["rate"] * (tb - ta + 0.25) + 1
+                # The proxy counts a call when its handler thread runs, which a busy machine
+                # delays: calls a bucket spread out can be counted closer together, so each
+                # window is given 0.75 s of that lag (a fleet without buckets exceeds it many times).
+                allowed = bucket["burst"] + bucket["rate"] * (tb - ta + 0.75) + 1
                 assert calls <= allowed, (cls, calls, allowed, tb - ta)
