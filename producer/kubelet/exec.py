@@ -31,7 +31,7 @@ from wsproto.utilities import generate_accept_token
 
 from producer.kubelet.duplex import Duplex
 from producer.kubelet.pods import PodStreams
-from producer.kubelet.wire import Query, bad_request, query_bool
+from producer.kubelet.wire import Query, bad_request, remote_command_query
 from vkec2.errors import AgentError
 
 log = logging.getLogger("producer.kubelet")
@@ -67,13 +67,9 @@ def serve_exec(
     key = handler.headers.get("Sec-WebSocket-Key") or ""
     if handler.headers.get("Sec-WebSocket-Version") != "13" or not _valid_key(key):
         raise bad_request("bad WebSocket handshake (version 13 and a 16-byte key are required)")
-    command = query.get("command") or []
-    if not command:
-        raise bad_request("you must specify at least one command for the container")
-    want_stdin, want_stdout = query_bool(query, "stdin"), query_bool(query, "stdout")
-    want_stderr, tty = query_bool(query, "stderr"), query_bool(query, "tty")
-    if not (want_stdin or want_stdout or want_stderr):
-        raise bad_request("you must specify at least 1 of stdin, stdout, stderr")
+    asked = remote_command_query(query)
+    command, tty = asked.command, asked.tty
+    want_stdin, want_stdout, want_stderr = asked.stdin, asked.stdout, asked.stderr
     record = api.find(namespace, name, uid)
     target = api.target(record, container)
     client = api.agent_client()

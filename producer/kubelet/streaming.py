@@ -30,7 +30,7 @@ from producer.kubelet.duplex import Duplex
 from producer.kubelet.exec import exit_status
 from producer.kubelet.pods import PodStreams, container_names
 from producer.kubelet.spdy_conn import SpdyConnection, Stream
-from producer.kubelet.wire import HttpError, Query, bad_request, query_bool
+from producer.kubelet.wire import HttpError, Query, bad_request, remote_command_query
 
 log = logging.getLogger("producer.kubelet")
 
@@ -301,13 +301,9 @@ def serve_remote_command(
 ) -> None:
     """Answer an exec or (``attach``) an attach over SPDY; refusals before the upgrade are raised."""
     protocol = negotiate(handler, REMOTE_COMMAND)
-    command = [] if attach else list(query.get("command") or [])
-    if not attach and not command:
-        raise bad_request("you must specify at least one command for the container")
-    want_stdin, want_stdout = query_bool(query, "stdin"), query_bool(query, "stdout")
-    want_stderr, tty = query_bool(query, "stderr"), query_bool(query, "tty")
-    if not (want_stdin or want_stdout or want_stderr):
-        raise bad_request("you must specify at least 1 of stdin, stdout, stderr")
+    asked = remote_command_query(query, attach=attach)
+    command, tty = asked.command, asked.tty
+    want_stdin, want_stdout, want_stderr = asked.stdin, asked.stdout, asked.stderr
     record = api.find(namespace, name, uid)
     target = api.target(record, container)
     client = api.agent_client()

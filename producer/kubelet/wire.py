@@ -3,14 +3,16 @@
 :class:`HttpError` is how every handler refuses a request (status, Kubernetes reason, message);
 :func:`error_body` renders it as the kubelet does — plain text, which the API server passes on as
 the message ``kubectl`` prints, or a v1 ``Status`` for a client that accepts JSON.
-:func:`agent_http_error` maps the agent client's errors onto those answers, and :func:`query_bool`
-and :func:`query_int` read query parameters by Kubernetes' rules.
+:func:`agent_http_error` maps the agent client's errors onto those answers, :func:`query_bool`
+and :func:`query_int` read query parameters by Kubernetes' rules, and :func:`remote_command_query`
+reads and checks an exec or attach request's (over WebSocket or SPDY alike).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from vkec2.errors import AgentError, AgentIdentityMismatch, AgentRejected, AgentUnavailable
 
@@ -86,3 +88,31 @@ def chunk(data: bytes) -> bytes:
 
 LAST_CHUNK = b"0\r\n\r\n"
 """The end of a chunked body (no trailers)."""
+
+
+@dataclass(frozen=True)
+class RemoteCommand:
+    """What an exec or attach asks for: the command (empty for attach) and the streams."""
+
+    command: list[str]
+    stdin: bool
+    stdout: bool
+    stderr: bool
+    tty: bool
+
+
+def remote_command_query(query: Query, *, attach: bool = False) -> RemoteCommand:
+    """The exec/attach query, checked as the kubelet checks it (a 400 naming what is missing)."""
+    command = [] if attach else list(query.get("command") or [])
+    if not attach and not command:
+        raise bad_request("you must specify at least one command for the container")
+    asked = RemoteCommand(
+        command,
+        query_bool(query, "stdin"),
+        query_bool(query, "stdout"),
+        query_bool(query, "stderr"),
+        query_bool(query, "tty"),
+    )
+    if not (asked.stdin or asked.stdout or asked.stderr):
+        raise bad_request("you must specify at least 1 of stdin, stdout, stderr")
+    return asked
