@@ -22,7 +22,9 @@ from pathlib import Path
 
 from tests.k8s.apiserver import FakeKubeApiServer
 from tests.producer.conftest import StartProducer, pod_manifest
-from tests.support.fleet import FleetHarness
+from tests.support.awslike import E2E_DEFAULT
+from tests.support.ec2proxy import Ec2Proxy
+from tests.support.fleet import fleet_behind
 from tests.support.kubectl_double import kubectl_argv, kubectl_env, kubelet_flags, kubelet_pki
 from tests.support.services import free_port, port_open, wait_until
 from vkec2.domain.models import Phase
@@ -58,7 +60,7 @@ def _serve(listener: socket.socket) -> None:
 def test_kubectl_exec_cp_and_port_forward_over_spdy(
     tmp_path: Path,
     redis_url: str,
-    moto_url: str,
+    ec2_proxy: Ec2Proxy,
     process_sim: str,
     apiserver: FakeKubeApiServer,
     start_producer: StartProducer,
@@ -67,7 +69,8 @@ def test_kubectl_exec_cp_and_port_forward_over_spdy(
     pki = kubelet_pki(tmp_path, apiserver, NODE, port)
     auth = apiserver.auth
 
-    fleet = FleetHarness(tmp_path, redis_url, moto_url, process_sim)
+    # The worker reaches EC2 through the AWS-like endpoint (lag, throttling, slow transitions).
+    fleet = fleet_behind(ec2_proxy, tmp_path, redis_url, process_sim, {}, aws_like=E2E_DEFAULT)
     try:
         fleet.start_worker(concurrency=2)
         producer = start_producer(

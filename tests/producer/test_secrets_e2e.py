@@ -20,7 +20,9 @@ import redis
 
 from tests.k8s.apiserver import FakeKubeApiServer
 from tests.producer.conftest import StartProducer, pod_manifest
-from tests.support.fleet import FleetHarness
+from tests.support.awslike import E2E_DEFAULT
+from tests.support.ec2proxy import Ec2Proxy
+from tests.support.fleet import fleet_behind
 from tests.support.kubectl_double import kubectl, kubelet_flags, kubelet_pki
 from tests.support.services import free_port, port_open, wait_until
 from vkec2.domain.models import Phase
@@ -113,7 +115,7 @@ def _events(apiserver: FakeKubeApiServer, name: str) -> list[tuple[str, str]]:
 def test_secrets_configmaps_and_tokens_reach_the_workload_sealed_and_updated(
     tmp_path: Path,
     redis_url: str,
-    moto_url: str,
+    ec2_proxy: Ec2Proxy,
     process_sim: str,
     apiserver: FakeKubeApiServer,
     start_producer: StartProducer,
@@ -132,7 +134,8 @@ def test_secrets_configmaps_and_tokens_reach_the_workload_sealed_and_updated(
     )
     apiserver.create("serviceaccounts", {"metadata": {"name": "default", "namespace": "default"}})
     overrides = {"secrets": {"keys": [Sealer.generate_key()], "refresh_seconds": 1}}
-    fleet = FleetHarness(tmp_path, redis_url, moto_url, process_sim, overrides)
+    # The worker reaches EC2 through the AWS-like endpoint (lag, throttling, slow transitions).
+    fleet = fleet_behind(ec2_proxy, tmp_path, redis_url, process_sim, overrides, aws_like=E2E_DEFAULT)
     try:
         fleet.start_worker(concurrency=2)
         producer = start_producer(fleet, NODE, *kubelet_flags(pki, port))
