@@ -192,6 +192,19 @@ class AuthDouble:
 
     # -- pods/log ----------------------------------------------------------------------------------
 
+    def kubelet_context(self) -> ssl.SSLContext:
+        """TLS toward a kubelet as the API server dials it: its client certificate, the kubelet CA
+        (without one, the serving certificate is not verified, as ``--kubelet-certificate-authority``)."""
+        if self.kubelet_ca:
+            ctx = ssl.create_default_context(cafile=self.kubelet_ca)
+        else:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if self.kubelet_client_cert:
+            ctx.load_cert_chain(*self.kubelet_client_cert)
+        return ctx
+
     def _kubelet(self, node_name: str) -> tuple[str, int] | None:
         if node_name in self.kubelet_dial:
             return self.kubelet_dial[node_name]
@@ -224,16 +237,7 @@ class AuthDouble:
         if where is None:
             self._reply(h, 400, _status(400, f"pod {name} does not have a host assigned"))
             return
-        ctx = (
-            ssl.create_default_context(cafile=self.kubelet_ca)
-            if self.kubelet_ca
-            else ssl.create_default_context()
-        )
-        if not self.kubelet_ca:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        if self.kubelet_client_cert:
-            ctx.load_cert_chain(*self.kubelet_client_cert)
+        ctx = self.kubelet_context()
         options = {k: v for k, v in query.items() if k in LOG_OPTIONS}
         target = f"/containerLogs/{quote(namespace)}/{quote(name)}/{quote(container)}"
         if options:

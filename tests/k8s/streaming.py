@@ -104,16 +104,7 @@ def proxy_stream(auth: Any, h: BaseHTTPRequestHandler, namespace: str, name: str
     if where is None:
         _reply(h, 400, f"pod {name} does not have a host assigned")
         return
-    ctx = (
-        ssl.create_default_context(cafile=auth.kubelet_ca)
-        if auth.kubelet_ca
-        else ssl.create_default_context()
-    )
-    if not auth.kubelet_ca:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    if auth.kubelet_client_cert:
-        ctx.load_cert_chain(*auth.kubelet_client_cert)
+    ctx = auth.kubelet_context()
     try:
         raw = socket.create_connection(where, timeout=10)
         kubelet = ctx.wrap_socket(raw, server_hostname=where[0])
