@@ -60,6 +60,8 @@ SENDING_POLL_SECONDS = 1.0
 #: A reserved slot this close is taken as now.
 SLOT_TOLERANCE_SECONDS = 0.05
 BATCH_TOKEN_PREFIX = "vkec2-batch-"
+#: How much longer than one RunInstances (its timeouts) a silent sender keeps its batch.
+SENDER_SLACK_SECONDS = 5.0
 
 
 def batch_token(batch_id: str) -> str:
@@ -96,7 +98,7 @@ class BatchLaunch:
     def _stale_seconds(self) -> float:
         """Longer than one RunInstances can take (one attempt: connect and read timeouts)."""
         aws = self.settings.aws
-        return aws.connect_timeout_seconds + aws.read_timeout_seconds + 5.0
+        return aws.connect_timeout_seconds + aws.read_timeout_seconds + SENDER_SLACK_SECONDS
 
     # -- the member's step ------------------------------------------------------------------
 
@@ -152,6 +154,8 @@ class BatchLaunch:
         return left if joined.leader else left + FOLLOWER_SLACK_SECONDS
 
     def _leave(self, lock: PodLock, rec: PodRecord) -> None:
+        """The pod's attempt is no longer in a batch: its next launch joins a new one, or goes alone."""
+        self.store.leave_batches(rec.uid)
         lock.write({"launch_batch": "", "launch_token": ""})
         rec.launch_batch = rec.launch_token = ""
 

@@ -271,6 +271,10 @@ class LaunchBatches(StoreBase):
             message or "",
         )
 
+    def leave_batches(self, uid: str) -> None:
+        """Forget which batch the pod's attempt joined (it joins a new one next, or none)."""
+        self.redis.delete(self.keys.launch_member(uid))
+
     def batch_members(self, batch_id: str) -> list[str]:
         return cast(list[str], self.redis.lrange(f"{self._batch(batch_id)}:m", 0, -1))
 
