@@ -169,7 +169,7 @@ class RateLimitSettings(Section):
     """
 
     enabled: bool = True
-    run_instances: TokenBucket = Field(default_factory=lambda: TokenBucket(rate=2.0, burst=20))
+    run_instances: TokenBucket = Field(default_factory=lambda: TokenBucket(rate=2.0, burst=5))
     mutating: TokenBucket = Field(default_factory=lambda: TokenBucket(rate=4.0, burst=40))
     describe: TokenBucket = Field(default_factory=lambda: TokenBucket(rate=10.0, burst=50))
     instances: TokenBucket = Field(

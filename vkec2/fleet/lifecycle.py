@@ -216,6 +216,8 @@ class Lifecycle:
             return None
         if rec.phase is Phase.PENDING:
             return self._provision(lock, rec)
+        if self.batches is not None and rec.launch_batch:  # its pod tags, if still to be written
+            self.batches.pod_tags.retry(rec.instance_id)
         if rec.phase is Phase.PROVISIONING:
             return self._await_running(lock, rec)
         if rec.phase is Phase.BOOTING:
@@ -281,14 +283,14 @@ class Lifecycle:
         if self.batches is not None:  # cold launches of pods alike go in one RunInstances
             batched = self.batches.step(lock, rec, params, tags)
             if isinstance(batched, float):
-                return batched
+                return min(batched, self.settings.celery.max_countdown_seconds)
             if batched is not None:
                 self.batches.adopted(rec, batched, tags)
                 self._note_instance(lock, rec, batched)
                 return self._adopt(lock, rec, batched, "launched")
         wait = self._launch_slot(lock, rec)
-        if wait > 0:
-            return wait
+        if wait > 0:  # come back when the tokens exist (or sooner: a countdown has a ceiling)
+            return min(wait, self.settings.celery.max_countdown_seconds)
 
         def intent(token: str) -> None:
             """The launch intent: a step that stops after this re-sends RunInstances with ``token``."""

@@ -54,6 +54,13 @@ class PodTags:
         self.store.want_pod_tags({instance_id: (uid, tags)}, time.time())
         self._write(instance_id, tags, time.time())
 
+    def retry(self, instance_id: str) -> None:
+        """Try the pod tags of ``instance_id`` again if they are still to be written (a later step
+        of its pod; never waits)."""
+        entry = self.store.pending_pod_tag(instance_id)
+        if entry is not None:
+            self._write(instance_id, entry.tags, entry.since)
+
     def run(self) -> TagReport:
         """Write the pending pod tags the free mutating tokens allow; the rest wait for the next pass."""
         report = TagReport()

@@ -301,6 +301,14 @@ class LaunchBatches(StoreBase):
             out[iid] = PendingTags(str(uid), {str(k): str(v) for k, v in tags.items()}, float(at))
         return out
 
+    def pending_pod_tag(self, instance_id: str) -> PendingTags | None:
+        """The pod tags ``instance_id`` still needs, or None."""
+        raw = cast(str | None, self.redis.hget(self.keys.launch_untagged(), instance_id))
+        if raw is None:
+            return None
+        uid, tags, at = json.loads(raw)
+        return PendingTags(str(uid), {str(k): str(v) for k, v in tags.items()}, float(at))
+
     def pod_tags_written(self, instance_ids: Iterable[str]) -> None:
         ids = list(instance_ids)
         if ids:
