@@ -2,8 +2,9 @@
 
 ``vkec2.maintenance.warm_pools`` (optional ``pool``), ``vkec2.maintenance.quotas``,
 ``vkec2.maintenance.status_log``, ``vkec2.maintenance.gc``, ``vkec2.maintenance.resume`` (pod
-steps overdue, published again) and ``vkec2.maintenance.hosts`` (the Dedicated-host pools
-refreshed from EC2, idle hosts released, ``min_hosts`` allocated) take keyword arguments only and are
+steps overdue, published again), ``vkec2.maintenance.hosts`` (the Dedicated-host pools
+refreshed from EC2, idle hosts released, ``min_hosts`` allocated) and
+``vkec2.maintenance.pod_tags`` (the pod tags of batch-launched instances) take keyword arguments only and are
 idempotent: each reads the world (EC2 tags, Redis) and converges it, under a per-cluster
 single-flight lock, so a duplicate delivery or a ``celery call`` replay changes nothing twice. Beat
 gives each an ``expires`` of one period (see :func:`vkec2.broker.beat_schedule`), so a run that could
@@ -27,6 +28,7 @@ from vkec2.domain.models import DueStep
 from vkec2.errors import Ec2Error
 from vkec2.fleet.gc import OrphanGc
 from vkec2.fleet.hosts import HostPools, host_summary
+from vkec2.fleet.podtags import PodTags
 from vkec2.fleet.quotas import QuotaRefresh
 from vkec2.fleet.resume import Resume
 from vkec2.fleet.statuslog import status_line
@@ -165,3 +167,12 @@ def hosts(self: Task) -> dict[str, Any]:
     except Ec2Error as exc:
         raise retry_throttled(self, exc, ctx.settings.beat.hosts_interval_seconds) from exc
     return record_result(ctx, contract.HOSTS, report.summary())
+
+
+@app.task(name=contract.POD_TAGS, bind=True)
+def pod_tags(self: Task) -> dict[str, int]:
+    """Write the pod tags of batch-launched instances that the free mutating tokens allow (no waiting)."""
+    ctx = fleet()
+    record_run(ctx, contract.POD_TAGS)
+    report = PodTags(ctx.store, ctx.ec2, ctx.limiter).run()
+    return record_result(ctx, contract.POD_TAGS, report.summary())

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tasks.app import app
+from vkec2 import contract
 from vkec2.agent_client.bootstrap import FleetBootstrap, IdentityVerifier
 from vkec2.agent_client.client import AgentClient
 from vkec2.ca import FleetCA
@@ -20,6 +23,7 @@ from vkec2.ec2.batching import BatchingGateway
 from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.ec2.ratelimit import RateLimiter
 from vkec2.errors import ConfigError
+from vkec2.fleet.batchlaunch import BatchLaunch
 from vkec2.fleet.lifecycle import Lifecycle
 from vkec2.store.redis_store import Lock, Store
 
@@ -40,7 +44,15 @@ class Fleet:
     ec2: Ec2Gateway
     agents: AgentClient
     lifecycle: Lifecycle
+    limiter: RateLimiter
     bootstrap: FleetBootstrap | None = None
+
+
+def kick(uids: Sequence[str]) -> None:
+    """Publish a create step of each pod now (from outside its chain: it takes the chain over), as
+    the sender of a launch batch does for the members it launched an instance for."""
+    for uid in uids:
+        app.send_task(contract.POD_CREATE, kwargs=contract.pod_task_kwargs(uid))
 
 
 def build_fleet(settings: Settings) -> Fleet:
@@ -57,15 +69,19 @@ def build_fleet(settings: Settings) -> Fleet:
             raise ConfigError("agent.tls.ca_key_file is required on workers: they sign agent certificates")
         ca = FleetCA.load(tls.ca_cert_file, tls.ca_key_file)
         bootstrap = FleetBootstrap(agents, ca, IdentityVerifier.from_settings(settings, ec2.account_id))
+    trust = bootstrap.trust if bootstrap else None
+    batches = BatchLaunch(settings, store, ec2, limiter, kick=kick, trust=trust)
     lifecycle = Lifecycle(
         settings,
         store,
         ec2,
         agents,
         bootstrap.bootstrap if bootstrap else None,
-        trust=bootstrap.trust if bootstrap else None,
+        trust=trust,
+        batches=batches,
+        tokens=limiter,
     )
-    return Fleet(settings, store, ec2, agents, lifecycle, bootstrap)
+    return Fleet(settings, store, ec2, agents, lifecycle, limiter, bootstrap)
 
 
 _fleet: Fleet | None = None

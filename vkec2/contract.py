@@ -38,8 +38,9 @@ STATUS_LOG: Final = "vkec2.maintenance.status_log"
 ORPHAN_GC: Final = "vkec2.maintenance.gc"
 RESUME: Final = "vkec2.maintenance.resume"
 HOSTS: Final = "vkec2.maintenance.hosts"
+POD_TAGS: Final = "vkec2.maintenance.pod_tags"
 #: The periodic tasks beat sends (no arguments).
-PERIODIC_TASKS: Final = (HEALTH_SWEEP, WARM_POOLS, QUOTAS, STATUS_LOG, ORPHAN_GC, RESUME, HOSTS)
+PERIODIC_TASKS: Final = (HEALTH_SWEEP, WARM_POOLS, QUOTAS, STATUS_LOG, ORPHAN_GC, RESUME, HOSTS, POD_TAGS)
 
 #: The message header that carries a task's publish time (seconds since the epoch); the workers
 #: read it for the queue wait, the resume task for the age of the oldest queued message.
@@ -71,6 +72,9 @@ TAG_POD_UID: Final = "vkec2.io/pod-uid"
 TAG_POD_NAMESPACE: Final = "vkec2.io/pod-namespace"
 TAG_POD_NAME: Final = "vkec2.io/pod-name"
 TAG_POOL: Final = "vkec2.io/pool"
+#: On every instance of a batched launch (one RunInstances for several pods): the batch's ID, until
+#: its pod tags are written right after (vkec2.fleet.batchlaunch).
+TAG_LAUNCH_BATCH: Final = "vkec2.io/launch-batch"
 TAG_POOL_STATE: Final = "vkec2.io/pool-state"
 #: The capacity type an instance was launched with (``spot`` or ``on-demand``, :data:`CAPACITY_TYPES`).
 TAG_CAPACITY_TYPE: Final = "vkec2.io/capacity-type"

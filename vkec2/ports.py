@@ -190,6 +190,12 @@ class Ec2(Protocol):
         """Launch one instance, tagged at launch, idempotent by the ClientToken ``token``."""
         ...
 
+    def run_instances(
+        self, params: LaunchParams, tags: Mapping[str, str], token: str, count: int
+    ) -> list[Instance]:
+        """Launch up to ``count`` instances in one call (at least one), in launch-index order."""
+        ...
+
     def subnet_zones(self, subnet_ids: Sequence[str]) -> dict[str, str]:
         """Subnet ID -> Availability Zone; subnets whose zone is unknown are absent."""
         ...
@@ -224,6 +230,22 @@ class Ec2(Protocol):
 
     def release_hosts(self, host_ids: Sequence[str]) -> dict[str, str]:
         """ReleaseHosts; the hosts EC2 did not release: ID -> its code and message."""
+        ...
+
+
+class LaunchTokens(Protocol):
+    """The fleet-wide RunInstances budget (:class:`vkec2.ec2.ratelimit.RateLimiter`)."""
+
+    def reserve_launch(self, instances: int) -> float:
+        """Reserve one RunInstances and ``instances`` instances: seconds until they exist (-1: too far)."""
+        ...
+
+    def try_take(self, action: str) -> bool:
+        """Take one token for ``action`` if one exists now; never waits."""
+        ...
+
+    def prepaid(self, action: str) -> AbstractContextManager[None]:
+        """Around the ``action`` call whose token was taken already: the limiter takes none for it."""
         ...
 
 

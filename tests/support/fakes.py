@@ -225,7 +225,9 @@ class FakeEc2(FakeHostsEc2, FakeInstanceTypes):
         self.cluster = cluster
         self.launch_state = launch_state
         self.instances: dict[str, Instance] = {}
-        self.tokens: dict[str, str] = {}  # ClientToken -> instance ID
+        self.tokens: dict[str, str] = {}  # ClientToken -> (the first) instance ID it launched
+        self.launches: dict[str, list[str]] = {}  # ClientToken -> every instance ID it launched
+        self.launch_limit = 1000  # the most instances one RunInstances launches (partial fulfilment)
         self.impaired_ids: dict[str, str] = {}
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.errors: dict[str, Exception] = {}  # action -> error to raise on every call of it
@@ -266,7 +268,7 @@ class FakeEc2(FakeHostsEc2, FakeInstanceTypes):
         }
         if client_token:
             instance["ClientToken"] = client_token
-            self.tokens[client_token] = iid
+            self.tokens.setdefault(client_token, iid)
         if private_ip is not None:
             instance["PrivateIpAddress"] = (
                 f"10.0.{n // 256 % 256}.{n % 256}" if private_ip == "auto" else private_ip
@@ -347,6 +349,11 @@ class FakeEc2(FakeHostsEc2, FakeInstanceTypes):
         return pod_tags(self.cluster, pod, node)
 
     def run_instance(self, params: LaunchParams, tags: Mapping[str, str], token: str) -> Instance:
+        return self.run_instances(params, tags, token, 1)[0]
+
+    def run_instances(
+        self, params: LaunchParams, tags: Mapping[str, str], token: str, count: int
+    ) -> list[Instance]:
         all_tags = {**dict(params.tags), **tags}
         self._call(
             "RunInstances",
@@ -356,23 +363,29 @@ class FakeEc2(FakeHostsEc2, FakeInstanceTypes):
             SubnetId=params.subnet_id,
             Tags=all_tags,
             CapacityType=params.capacity_type,
+            MaxCount=count,
         )
         kind, subnet = params.instance_type, params.subnet_id
         for key in ((kind, subnet), (kind, None), (None, subnet), (None, None)):
             if (code := self.no_capacity.get(key)) is not None:
                 raise Ec2Error(f"RunInstances: {code}: no {kind} capacity", code=code, capacity=True)
-        if token in self.tokens:  # EC2 answers a repeated token with the instance it launched
-            return copy.deepcopy(self.instances[self.tokens[token]])
-        instance = self.add(
-            state=self.launch_state,
-            tags=all_tags,
-            image_id=params.image_id,
-            instance_type=params.instance_type,
-            client_token=token,
-        )
-        if self.launch_hidden:
-            self.hidden.add(instance["InstanceId"])
-        return instance
+        if token in self.launches:  # EC2 answers a repeated token with the instances it launched
+            return [copy.deepcopy(self.instances[iid]) for iid in self.launches[token]]
+        launched = []
+        for index in range(min(count, self.launch_limit)):
+            instance = self.add(
+                state=self.launch_state,
+                tags=all_tags,
+                image_id=params.image_id,
+                instance_type=params.instance_type,
+                client_token=token,
+            )
+            instance["AmiLaunchIndex"] = self.instances[instance["InstanceId"]]["AmiLaunchIndex"] = index
+            if self.launch_hidden:
+                self.hidden.add(instance["InstanceId"])
+            launched.append(instance)
+        self.launches[token] = [i["InstanceId"] for i in launched]
+        return launched
 
     def subnet_zones(self, subnet_ids: Sequence[str]) -> dict[str, str]:
         self._call("DescribeSubnets", SubnetIds=list(subnet_ids))

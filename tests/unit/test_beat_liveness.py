@@ -31,7 +31,11 @@ def test_the_default_liveness_is_three_shortest_periods_at_least_a_minute() -> N
     slow = Settings.model_validate(
         {
             "health": {"interval_seconds": 40},
-            "beat": {"warm_pools_interval_seconds": 50, "resume_interval_seconds": 60},
+            "beat": {
+                "warm_pools_interval_seconds": 50,
+                "resume_interval_seconds": 60,
+                "pod_tags_interval_seconds": 60,
+            },
             "status_interval_seconds": 45,
         }
     )

@@ -72,9 +72,24 @@ def test_a_pod_is_provisioned_for_the_first_time_once() -> None:
 
 def test_a_new_attempt_drops_the_last_attempts_instance_with_fresh_values() -> None:
     first, second = phases.new_attempt(3), phases.new_attempt(3)
-    assert first == {"attempt": 3, "instance": {}, "instance_id": "", "endpoint": "", "launched_at": 0.0}
+    assert first == {
+        "attempt": 3,
+        "instance": {},
+        "instance_id": "",
+        "endpoint": "",
+        "launched_at": 0.0,
+        "launch_batch": "",
+        "launch_slot": 0.0,
+    }
     assert first["instance"] is not second["instance"]  # never a shared mutable default
-    assert phases.ATTEMPT_FIELDS == ("instance", "instance_id", "endpoint", "launched_at")
+    assert phases.ATTEMPT_FIELDS == (
+        "instance",
+        "instance_id",
+        "endpoint",
+        "launched_at",
+        "launch_batch",
+        "launch_slot",
+    )
     defaults = PodRecord(uid="u")
     assert all(getattr(defaults, name) == first[name] for name in phases.ATTEMPT_FIELDS)
 

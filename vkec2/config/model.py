@@ -47,7 +47,16 @@ from vkec2.config.shapes import (
     check_http_url,
     parse_static,
 )
-from vkec2.contract import HEALTH_SWEEP, HOSTS, ORPHAN_GC, QUOTAS, RESUME, STATUS_LOG, WARM_POOLS
+from vkec2.contract import (
+    HEALTH_SWEEP,
+    HOSTS,
+    ORPHAN_GC,
+    POD_TAGS,
+    QUOTAS,
+    RESUME,
+    STATUS_LOG,
+    WARM_POOLS,
+)
 
 #: At most this many RunInstances in one create step (the capacity fallback, vkec2.fleet.capacity).
 RUN_INSTANCES_PER_STEP = 3
@@ -73,6 +82,19 @@ class AwsSettings(Section):
         le=5,
         description="How long one worker gathers the fleet's DescribeInstances polls into one call "
         "(0 turns coalescing off).",
+    )
+    launch_batch_window_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        le=10,
+        description="How long a batch of pods with the same launch parameters gathers before one "
+        "RunInstances launches them all (0 turns batched launches off: one RunInstances per pod).",
+    )
+    launch_batch_max: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="The most pods one batched RunInstances launches (its MaxCount).",
     )
     terminate_batch_window_seconds: float = Field(
         default=2.0,
@@ -372,6 +394,7 @@ class Settings(BaseSettings):
             ORPHAN_GC: self.gc.interval_seconds,
             RESUME: self.beat.resume_interval_seconds,
             HOSTS: self.beat.hosts_interval_seconds,
+            POD_TAGS: self.beat.pod_tags_interval_seconds,
         }
 
     def beat_liveness_seconds(self) -> float:

@@ -79,6 +79,11 @@ class BeatSettings(Section):
         gt=0,
         description="Period of vkec2.maintenance.resume, which re-publishes overdue pod steps.",
     )
+    pod_tags_interval_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Period of vkec2.maintenance.pod_tags, which writes the pod tags of batched launches.",
+    )
     liveness_seconds: float | None = Field(
         default=None,
         gt=0,
@@ -164,9 +169,13 @@ class RateLimitSettings(Section):
     """
 
     enabled: bool = True
-    run_instances: TokenBucket = Field(default_factory=lambda: TokenBucket(rate=2.0, burst=20))
+    run_instances: TokenBucket = Field(default_factory=lambda: TokenBucket(rate=2.0, burst=5))
     mutating: TokenBucket = Field(default_factory=lambda: TokenBucket(rate=4.0, burst=40))
     describe: TokenBucket = Field(default_factory=lambda: TokenBucket(rate=10.0, burst=50))
+    instances: TokenBucket = Field(
+        default_factory=lambda: TokenBucket(rate=2.0, burst=1000),
+        description="Instances launched (AWS's RunInstances resource bucket: 1,000, refilled 2 per second).",
+    )
     max_wait_seconds: float = Field(
         default=20.0,
         gt=0,

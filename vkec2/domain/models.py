@@ -65,6 +65,8 @@ class PodRecord:
     endpoint: str = ""
     launched_at: float = 0.0
     launch_token: str = ""  # ClientToken of a RunInstances this attempt sent (the launch intent)
+    launch_batch: str = ""  # the launch batch this attempt joined (vkec2.fleet.batchlaunch)
+    launch_slot: float = 0.0  # when this attempt's reserved RunInstances tokens exist
     running_at: float = 0.0  # when the instance was seen running (phase Booting), for metrics
     launching_at: float = 0.0  # when the agent accepted the workload (phase Launching), for metrics
     finished_at: float = 0.0  # when the workload ended (Succeeded or Failed), for the keep-alive
@@ -88,6 +90,7 @@ class PodRecord:
     _FLOAT = frozenset(
         {
             "launched_at",
+            "launch_slot",
             "running_at",
             "launching_at",
             "finished_at",

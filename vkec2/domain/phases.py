@@ -141,7 +141,15 @@ def instance_lost(state: str | None) -> bool:
 
 def new_attempt(attempt: int) -> dict[str, Any]:
     """The record values that start attempt ``attempt`` from Pending without the last one's instance."""
-    return {"attempt": attempt, "instance": {}, "instance_id": "", "endpoint": "", "launched_at": 0.0}
+    return {
+        "attempt": attempt,
+        "instance": {},
+        "instance_id": "",
+        "endpoint": "",
+        "launched_at": 0.0,
+        "launch_batch": "",
+        "launch_slot": 0.0,
+    }
 
 
 #: The fields :func:`new_attempt` resets: what one attempt's instance leaves in the record.

@@ -22,16 +22,21 @@ from vkec2.domain.spot import market_options, spot_tags
 
 
 def run_instances_request(
-    params: LaunchParams, tags: Mapping[str, str], token: str, root_device: RootDevice | None = None
+    params: LaunchParams,
+    tags: Mapping[str, str],
+    token: str,
+    root_device: RootDevice | None = None,
+    count: int = 1,
 ) -> dict[str, Any]:
-    """The keyword arguments of RunInstances for one instance with ``params``, tagged at launch
-    with the user tags and ``tags``, idempotent by ``token``; ``root_device`` is the AMI's."""
+    """The keyword arguments of RunInstances for up to ``count`` instances with ``params`` (at least
+    one: EC2 launches as many as it can), tagged at launch with the user tags and ``tags``,
+    idempotent by ``token``; ``root_device`` is the AMI's."""
     options = params.launch
     every_tag = {**dict(params.tags), **tags, **spot_tags(params.capacity_type)}
     all_tags = [{"Key": k, "Value": v} for k, v in sorted(every_tag.items())]
     kwargs: dict[str, Any] = {
         "MinCount": 1,
-        "MaxCount": 1,
+        "MaxCount": count,
         "ClientToken": token,
         # The volumes carry the instance's tags too: a volume that outlives it is still attributable.
         "TagSpecifications": [{"ResourceType": kind, "Tags": all_tags} for kind in ("instance", "volume")],

@@ -277,15 +277,23 @@ class Ec2Gateway(HostCalls):
         return pod_tags(self.settings.cluster_name, pod, node)
 
     def run_instance(self, params: LaunchParams, tags: Mapping[str, str], token: str) -> Instance:
-        """Launch one instance with ``params``, tagged at launch, idempotent by ``token`` (the request
+        """Launch one instance with ``params``, tagged at launch, idempotent by ``token``."""
+        return self.run_instances(params, tags, token, 1)[0]
+
+    def run_instances(
+        self, params: LaunchParams, tags: Mapping[str, str], token: str, count: int
+    ) -> list[Instance]:
+        """Launch up to ``count`` instances with ``params`` in one call (EC2 may launch fewer, at
+        least one), tagged at launch, idempotent by ``token``; in launch-index order. The request
         is :func:`~vkec2.domain.runinstances.run_instances_request`; the AMI's root device is read
-        when the root volume needs it)."""
+        when the root volume needs it."""
         root = None
         if params.image_id and needs_root_device(params.launch, params.instance_type):
             root = self.root_device(params.image_id)
-        kwargs = run_instances_request(params, tags, token, root)
+        kwargs = run_instances_request(params, tags, token, root, count)
         result = self._call("RunInstances", self.launch_client.run_instances, **kwargs)
-        return jsonable(result["Instances"][0])
+        launched = [jsonable(i) for i in result["Instances"]]
+        return sorted(launched, key=lambda i: int(i.get("AmiLaunchIndex", 0)))
 
     def root_device(self, image_id: str) -> RootDevice | None:
         """The AMI's root device name and snapshot size, asked once per process (an AMI never

@@ -12,12 +12,21 @@ retryable), and the task retries later with jitter; a RunInstances retried that 
 ClientToken because the pod's attempt number has not changed. The gateway's botocore hooks
 (:mod:`vkec2.ec2.accounting`) call :meth:`RateLimiter.acquire` before every attempt and count the
 answers of RequestLimitExceeded per action in Redis for the status log.
+
+Launches never wait in a worker thread: a create step *reserves* its RunInstances tokens (one
+request, and one per instance from the ``instances`` bucket, AWS's resource bucket) with
+:meth:`RateLimiter.reserve_launch`, which answers how long until they exist; the step records that
+slot and comes back then with a countdown, and sends its RunInstances inside :func:`prepaid`, so
+the hook does not take a token twice. Tokens nobody waits for in a thread are taken with
+:meth:`RateLimiter.try_take`, which never sleeps.
 """
 
 from __future__ import annotations
 
+import contextvars
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 from vkec2.config import RateLimitSettings, TokenBucket
 from vkec2.errors import Ec2Error
@@ -26,7 +35,23 @@ from vkec2.store.redis_store import Store
 RUN_INSTANCES = "run_instances"
 MUTATING = "mutating"
 DESCRIBE = "describe"
+INSTANCES = "instances"
 API_CLASSES = (RUN_INSTANCES, MUTATING, DESCRIBE)
+#: The furthest ahead a launch reserves its tokens (a slot further off is refused: -1).
+LAUNCH_HORIZON_SECONDS = 3600.0
+
+_PREPAID: contextvars.ContextVar[str] = contextvars.ContextVar("vkec2_prepaid", default="")
+
+
+@contextmanager
+def prepaid(action: str) -> Iterator[None]:
+    """The next ``action`` call's token was taken already (:meth:`RateLimiter.reserve_launch`,
+    :meth:`RateLimiter.try_take`): the limiter takes none for it."""
+    token = _PREPAID.set(action)
+    try:
+        yield
+    finally:
+        _PREPAID.reset(token)
 
 
 def api_class(action: str) -> str:
@@ -60,9 +85,45 @@ class RateLimiter:
             cls, rate=bucket.rate, burst=bucket.burst, max_wait=self.settings.max_wait_seconds
         )
 
-    def acquire(self, action: str) -> None:
-        """Take one token for ``action``, sleeping until it exists; raise a throttle when too far off."""
+    def reserve_launch(self, instances: int) -> float:
+        """Reserve one RunInstances request and ``instances`` instance tokens: seconds until both
+        exist (0: now), or -1 when that is beyond :data:`LAUNCH_HORIZON_SECONDS` (nothing taken
+        from that bucket)."""
         if not self.settings.enabled:
+            return 0.0
+        waits = []
+        for cls, n in ((RUN_INSTANCES, 1), (INSTANCES, instances)):
+            bucket = self.bucket(cls)
+            wait = self.store.take_tokens(
+                cls, n, rate=bucket.rate, burst=bucket.burst, max_wait=LAUNCH_HORIZON_SECONDS
+            )
+            if wait < 0:
+                return -1.0
+            waits.append(wait)
+        return max(waits)
+
+    def prepaid(self, action: str) -> AbstractContextManager[None]:
+        """:func:`prepaid`, for callers that hold the limiter (:class:`vkec2.ports.LaunchTokens`)."""
+        return prepaid(action)
+
+    def try_take(self, action: str) -> bool:
+        """Take one token for ``action`` if one exists now; never waits."""
+        if not self.settings.enabled:
+            return True
+        bucket = self.bucket(api_class(action))
+        return (
+            self.store.take_tokens(api_class(action), rate=bucket.rate, burst=bucket.burst, max_wait=0) == 0
+        )
+
+    def acquire(self, action: str) -> None:
+        """Take one token for ``action``, sleeping until it exists; raise a throttle when too far off.
+
+        Inside :func:`prepaid` the first call of its action takes nothing: its token was taken.
+        """
+        if not self.settings.enabled:
+            return
+        if _PREPAID.get() == action:
+            _PREPAID.set("")
             return
         wait = self.wait_time(action)
         if wait < 0:

@@ -2,7 +2,8 @@
 
 A pass (:meth:`OrphanGc.run`, the body of ``vkec2.maintenance.gc``) lists the cluster's instances
 with one paginated DescribeInstances and the pod UIDs Redis knows. An instance is an orphan
-candidate when its ``vkec2.io/pod-uid`` tag names no pod record (or it has none) and it is not a
+candidate when its ``vkec2.io/pod-uid`` tag (or, for a batch-launched instance whose pod tags are
+not written yet, the pod Redis holds them for) names no pod record (or it has none) and it is not a
 warm-pool member, and it was launched more than ``gc.grace_seconds`` ago. Candidates are remembered
 in the ``gc:sightings`` hash with the number of the pass that saw them; one seen on two consecutive
 passes is terminated (in one batched call), logged and counted in ``gc:stats``. Anything that stops
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,10 +56,11 @@ class GcReport:
         }
 
 
-def is_orphan(instance: Instance, known_uids: set[str]) -> bool:
-    """True when no pod and no warm pool owns this cluster instance."""
+def is_orphan(instance: Instance, known_uids: set[str], untagged: Mapping[str, str] | None = None) -> bool:
+    """True when no pod and no warm pool owns this cluster instance. A batch-launched instance whose
+    pod tags are not written yet is owned by the pod ``untagged`` names for it."""
     tags = tag_map(instance)
-    uid = tags.get(TAG_POD_UID, "")
+    uid = tags.get(TAG_POD_UID, "") or (untagged or {}).get(instance["InstanceId"], "")
     if uid:
         return uid not in known_uids
     return not tags.get(TAG_POOL)
@@ -100,6 +102,7 @@ class OrphanGc:
             return
         live = self.ec2.cluster_instances()
         known = self.store.uids()
+        untagged = {iid: entry.uid for iid, entry in self.store.pending_pod_tags().items()}
         report.instances = len(live)
         report.pass_number = number = self.store.gc_begin_pass()
         old = self.store.gc_sightings()
@@ -107,7 +110,11 @@ class OrphanGc:
         doomed: list[str] = []
         for inst in live:
             iid = inst["InstanceId"]
-            if not is_orphan(inst, known) or not gate.covers(inst) or now - launch_time(inst) < grace:
+            if (
+                not is_orphan(inst, known, untagged)
+                or not gate.covers(inst)
+                or now - launch_time(inst) < grace
+            ):
                 continue
             report.candidates.append(iid)
             seen = old.get(iid)
@@ -120,7 +127,10 @@ class OrphanGc:
                 doomed.append(iid)
         self.store.gc_replace_sightings(sightings)
         if doomed:
-            uid_of = {i["InstanceId"]: tag_map(i).get(TAG_POD_UID, "") for i in live}
+            uid_of = {
+                i["InstanceId"]: tag_map(i).get(TAG_POD_UID, "") or untagged.get(i["InstanceId"], "")
+                for i in live
+            }
             if self.settings.gc.dry_run:
                 report.would_terminate = doomed
                 self.store.gc_count("would_terminate", len(doomed))

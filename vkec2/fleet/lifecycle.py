@@ -21,15 +21,14 @@ an abandoned attempt terminates every instance tagged with the pod's UID.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from vkec2.config import Settings
 from vkec2.contract import (
-    AGENT_CONNECTED,
     AGENT_INSTALL_FAILED,
     IMAGE_MAPPED,
-    INSTANCE_READY,
     POOL_CLAIMED,
     TAG_POOL_STATE,
     UNMAPPED_IMAGE,
@@ -37,18 +36,19 @@ from vkec2.contract import (
 from vkec2.domain import phases
 from vkec2.domain.agents import AgentTarget, AgentTrust, AppStatus, resolve_endpoint
 from vkec2.domain.instances import Instance
-from vkec2.domain.models import Phase, PodRecord, StatusEvent, condition, now
+from vkec2.domain.models import Phase, PodRecord, condition, now
 from vkec2.errors import AgentError, AgentRejected, AgentUnavailable, Ec2Error, InvalidPodSpec
-from vkec2.fleet.capacity import CapacityLaunch, NoCapacity, settle_conditions
-from vkec2.fleet.choice import InstanceChoice, placed, placement_note
+from vkec2.fleet.batchlaunch import SLOT_TOLERANCE_SECONDS, BatchLaunch
+from vkec2.fleet.capacity import CapacityLaunch, NoCapacity
+from vkec2.fleet.choice import InstanceChoice, placed
 from vkec2.fleet.installcheck import InstallCheck
+from vkec2.fleet.phasewrite import record_phase
 from vkec2.fleet.placement import HostPlacement
 from vkec2.fleet.rebuild import Rebuild
-from vkec2.fleet.teardown import RELEASED, Teardown, released_message
+from vkec2.fleet.teardown import Recorder, Teardown
 from vkec2.fleet.update import InPlaceUpdate, refresh_volumes
 from vkec2.fleet.visibility import PodInstances
-from vkec2.observability import metrics
-from vkec2.ports import Agents, Ec2, LaunchStore, PodLock
+from vkec2.ports import Agents, Ec2, LaunchStore, LaunchTokens, PodLock
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class Lifecycle:
         bootstrap: Callable[[AgentTarget, str], None] | None = None,
         *,
         trust: Callable[[str], AgentTrust] | None = None,
+        batches: BatchLaunch | None = None,
+        tokens: LaunchTokens | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -78,77 +80,15 @@ class Lifecycle:
         self.capacity = CapacityLaunch(settings, store, ec2, trust, hosts)
         self.choice = InstanceChoice(settings, ec2)  # the pod's selector and requests pick its type
         self.pod_instances = PodInstances(settings, ec2)
+        self._record: Recorder = record_phase  # the one phase writer (vkec2.fleet.phasewrite)
         self.teardown = Teardown(settings, self.pod_instances, agents, self._record)
         self.rebuild = Rebuild(settings, ec2, agents, self.pod_instances, self._record)
         self.updates = InPlaceUpdate(ec2, self.choice, self._record)
         self.install_check = InstallCheck(ec2)  # the installer's failure marker on the console
+        self.batches = batches  # cold launches gathered into batched RunInstances (None: one per pod)
+        self.tokens = tokens  # the fleet's RunInstances budget, reserved so no thread waits on it
 
     # -- helpers ------------------------------------------------------------------------
-
-    def _record(
-        self,
-        lock: PodLock,
-        rec: PodRecord,
-        phase: Phase,
-        *,
-        reason: str = "",
-        message: str = "",
-        warning: bool = False,
-        status: AppStatus | None = None,
-        extra_conditions: Sequence[dict[str, Any]] = (),
-        keep_status: bool = False,
-        **values: Any,
-    ) -> None:
-        """Write the new phase (and fields) and tell the producer, in one atomic write.
-
-        This is the one place that writes a phase, with its side effects: phase timestamps, the
-        fleet's conditions, the status event, metrics and the log line. ``status`` (the agent's)
-        replaces the conditions and container statuses; ``keep_status`` keeps the record's reason,
-        message, agent conditions and container statuses (``reason`` and ``message`` then only
-        go to the event), as when a finished pod's instance is released.
-        """
-        previous, at = rec.phase, now()
-        values = {**phases.phase_stamps(previous, phase, at), **values}
-        for key, value in values.items():
-            setattr(rec, key, value)
-        kept = [c for c in rec.conditions if c.get("type") not in (INSTANCE_READY, AGENT_CONNECTED)]
-        rec.phase = phase
-        if not keep_status:
-            rec.reason, rec.message = reason, message
-        released = phase.final and bool(rec.released_at) and phase is not Phase.TERMINATED
-        note = (RELEASED, released_message(rec.instance_id)) if released else placement_note(rec.instance)
-        conditions = [
-            condition(
-                INSTANCE_READY,
-                phase in (Phase.BOOTING, Phase.LAUNCHING, Phase.RUNNING)
-                or (phase.final and bool(rec.instance_id) and phase is not Phase.TERMINATED and not released),
-                *note,
-            ),
-            condition(AGENT_CONNECTED, phase in (Phase.LAUNCHING, Phase.RUNNING)),
-        ]
-        if status is not None:
-            conditions += status.conditions
-            rec.container_statuses = status.container_statuses
-        elif keep_status:
-            conditions += kept
-        conditions += settle_conditions(rec.conditions, extra_conditions, rec.instance_id)
-        rec.conditions = conditions
-        event = StatusEvent.of(
-            rec, phase, reason=reason, message=message, warning=warning, conditions=conditions
-        )
-        fields = {
-            "phase": phase.value,
-            "reason": rec.reason,
-            "message": rec.message,
-            "conditions": conditions,
-            "container_statuses": rec.container_statuses,
-            **values,
-        }
-        lock.write(fields, event, rec.node)
-        metrics.pod_transition(rec, previous, at)
-        if phase is not previous:
-            detail = " ".join(part for part in (reason, message) if part)
-            log.info("phase %s -> %s: %s", previous.value, phase.value, detail)
 
     def _target(self, rec: PodRecord) -> AgentTarget:
         return AgentTarget(endpoint=rec.endpoint, instance_id=rec.instance_id)
@@ -276,6 +216,8 @@ class Lifecycle:
             return None
         if rec.phase is Phase.PENDING:
             return self._provision(lock, rec)
+        if self.batches is not None and rec.launch_batch:  # its pod tags, if still to be written
+            self.batches.pod_tags.retry(rec.instance_id)
         if rec.phase is Phase.PROVISIONING:
             return self._await_running(lock, rec)
         if rec.phase is Phase.BOOTING:
@@ -310,9 +252,11 @@ class Lifecycle:
             if rebuilt.instance is not None:
                 return self._adopt(lock, rec, rebuilt.instance, "adopted")
         tags = self.ec2.pod_tags(rec.spec, rec.node)
-        launched = self.capacity.sent(rec, params)
+        launched = self.capacity.sent(rec, params) or bool(rec.launch_batch)
         if rec.instance_id:  # a step recorded this attempt's instance, then stopped before its phase
-            if not launched:  # claimed from a warm pool: its pod tags may not have been written
+            if rec.launch_batch and self.batches is not None:
+                self.batches.adopted(rec, rec.instance or {"InstanceId": rec.instance_id}, tags)
+            elif not launched:  # claimed from a warm pool: its pod tags may not have been written
                 lock.guard()
                 self.ec2.create_tags([rec.instance_id], {**tags, TAG_POOL_STATE: POOL_CLAIMED})
             return self._adopt(lock, rec, rec.instance or {"InstanceId": rec.instance_id}, "recovered")
@@ -336,6 +280,18 @@ class Lifecycle:
                     self.ec2.create_tags([instance_id], {**tags, TAG_POOL_STATE: POOL_CLAIMED})
                     return self._adopt(lock, rec, instance, f"claimed from warm pool {params.warm_pool}")
 
+        if self.batches is not None:  # cold launches of pods alike go in one RunInstances
+            batched = self.batches.step(lock, rec, params, tags)
+            if isinstance(batched, float):
+                return min(batched, self.settings.celery.max_countdown_seconds)
+            if batched is not None:
+                self.batches.adopted(rec, batched, tags)
+                self._note_instance(lock, rec, batched)
+                return self._adopt(lock, rec, batched, "launched")
+        wait = self._launch_slot(lock, rec)
+        if wait > 0:  # come back when the tokens exist (or sooner: a countdown has a ceiling)
+            return min(wait, self.settings.celery.max_countdown_seconds)
+
         def intent(token: str) -> None:
             """The launch intent: a step that stops after this re-sends RunInstances with ``token``."""
             if rec.launch_token != token:
@@ -345,15 +301,37 @@ class Lifecycle:
                 lock.guard()
 
         try:
-            outcome = self.capacity.launch(lock, rec, params, tags, intent)
+            with self.tokens.prepaid("RunInstances") if self.tokens else nullcontext():
+                outcome = self.capacity.launch(lock, rec, params, tags, intent)
         except Ec2Error as exc:  # the token was sent with other parameters: a fresh attempt, fresh token
             if exc.code != IDEMPOTENT_MISMATCH:
                 raise
             return self._retry_or_fail(lock, rec, IDEMPOTENT_MISMATCH, exc.message)
         if isinstance(outcome, NoCapacity):
+            lock.write({"launch_slot": 0.0})  # the next try reserves its tokens again
+            rec.launch_slot = 0.0
             return self._no_capacity(lock, rec, outcome)
         self._note_instance(lock, rec, outcome)
         return self._adopt(lock, rec, outcome, "launched")
+
+    def _launch_slot(self, lock: PodLock, rec: PodRecord) -> float:
+        """Seconds until this attempt's RunInstances tokens exist (reserved on the first ask), so
+        no thread waits for them: the step comes back then (vkec2.ec2.ratelimit)."""
+        if self.tokens is None:
+            return 0.0
+        if not rec.launch_slot:
+            wait = self.tokens.reserve_launch(1)
+            if wait < 0:
+                raise Ec2Error(
+                    "RunInstances: the fleet's launch tokens are reserved for more than an hour",
+                    code="FleetRateLimited",
+                    retryable=True,
+                    reason="EC2Throttled",
+                )
+            rec.launch_slot = now() + wait
+            lock.write({"launch_slot": rec.launch_slot})
+        left = rec.launch_slot - now()
+        return left if left > SLOT_TOLERANCE_SECONDS else 0.0
 
     def _no_capacity(self, lock: PodLock, rec: PodRecord, outcome: NoCapacity) -> float | None:
         """No candidate had capacity: wait in Pending, or fail after the deadline (vkec2.fleet.capacity)."""
@@ -493,4 +471,8 @@ class Lifecycle:
         See :meth:`vkec2.fleet.teardown.Teardown.delete`: the workload is asked to stop within its
         grace period without holding the worker, then the instance is terminated.
         """
+        if self.batches is not None:  # a batch member's instance is known before the delete goes on
+            wait = self.batches.settle(lock, rec, lambda instance: self._note_instance(lock, rec, instance))
+            if wait is not None:
+                return wait
         return self.teardown.delete(lock, rec, generation)

@@ -17,6 +17,7 @@ of the phases itself: it writes through the lifecycle's one phase writer, handed
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from vkec2.config import Settings
@@ -47,6 +48,7 @@ class Recorder(Protocol):
         message: str = "",
         warning: bool = False,
         status: AppStatus | None = None,
+        extra_conditions: Sequence[dict[str, Any]] = (),
         keep_status: bool = False,
         **values: Any,
     ) -> None: ...

@@ -285,6 +285,20 @@ class Keys:
     def status_last(self) -> str:
         return f"{self.prefix}status:last"
 
+    # -- batched launches (vkec2.store.launches) ---------------------------------------------------
+
+    def launch_open(self, params_key: str) -> str:
+        return f"{self.prefix}launch:open:{params_key}"
+
+    def launch_batch(self, batch_id: str) -> str:
+        return f"{self.prefix}launch:b:{batch_id}"
+
+    def launch_member(self, uid: str) -> str:
+        return f"{self.prefix}launch:of:{uid}"
+
+    def launch_untagged(self) -> str:
+        return f"{self.prefix}launch:untagged"
+
     # -- Dedicated hosts (vkec2.store.hosts) ------------------------------------------------------
 
     def hosts(self, pool: str) -> str:

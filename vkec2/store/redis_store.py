@@ -5,6 +5,7 @@ with fencing and fenced writes (:mod:`vkec2.store.pods`), the due times of pod s
 (:mod:`vkec2.store.due`), the status outbox's consumer-group side
 (:mod:`vkec2.store.outbox`), the warm-pool mirrors (:mod:`vkec2.store.pools`), EC2 call accounting
 and token buckets (:mod:`vkec2.store.ec2calls`), coalesced EC2 calls (:mod:`vkec2.store.batches`),
+batched launches (:mod:`vkec2.store.launches`),
 the fleet-wide "no capacity" marks of (instance type, zone) pairs (:mod:`vkec2.store.offerings`),
 the Redis epoch and the nodes reconciled at it (:mod:`vkec2.store.epoch`), the periodic passes'
 bookkeeping (:mod:`vkec2.store.bookkeeping`) and the fleet-wide signals of the remediation breaker
@@ -25,6 +26,7 @@ from vkec2.store.due import DueSteps
 from vkec2.store.ec2calls import Ec2Accounting
 from vkec2.store.epoch import Epochs
 from vkec2.store.hosts import HostStore
+from vkec2.store.launches import LaunchBatches
 from vkec2.store.offerings import UnavailableOfferings
 from vkec2.store.outbox import OutboxStreams
 from vkec2.store.pods import LOCK_TTL_MS, OUTBOX_MAXLEN, Lock, PodRecords
@@ -42,6 +44,7 @@ class Store(
     HostStore,
     Ec2Accounting,
     Ec2Batches,
+    LaunchBatches,
     UnavailableOfferings,
     Bookkeeping,
     Epochs,
