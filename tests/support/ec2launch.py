@@ -1,17 +1,19 @@
 """The EC2 double's RunInstances rules: capacity windows and pools, instance counts, idempotency keys.
 
 :class:`Launches` decides, before moto is asked, what a RunInstances would get on AWS: refused by a
-:class:`~tests.support.awslike.CapacityRule` (its code and AWS's message), or launched with how
-many instances. AWS launches as many instances as it can, at least ``MinCount`` and at most
-``MaxCount``, or none ("If Amazon EC2 cannot launch the minimum number of instances you request, no
-instances will be launched"; RunInstances API reference): a rule with ``available`` is a pool of
-instances its matching launches draw from while the rule is active, so a request with ``MinCount``
-at most what is left launches what is left (capped at ``MaxCount``; the double rewrites the
-``MaxCount`` it forwards, since moto always launches ``MaxCount``) and one whose ``MinCount`` exceeds
-it fails whole with the rule's code. :func:`fingerprint` is the key of a ClientToken's parameters
-(every form parameter but the token, so another ``MinCount``/``MaxCount`` is a mismatch).
-Not modelled: capacity that comes back when instances terminate, pools shared between rules, and
-partial fulfilment for any reason other than a pool (vCPU quotas, Spot prices).
+:class:`~tests.support.awslike.CapacityRule` (its code and AWS's message), or launched with how many
+instances. AWS launches as many instances as it can, at least ``MinCount`` and at most ``MaxCount``,
+or none (RunInstances API reference: for ``MinCount`` more than EC2 can provide "Amazon EC2 does not
+launch any instances"; for ``MaxCount``, it "launches the largest possible number of instances above
+the specified minimum count"): a rule with ``available`` is a pool of instances its matching
+launches draw from while the rule is active, so a request with ``MinCount`` at most what is left
+launches what is left (capped at ``MaxCount``) and one whose ``MinCount`` exceeds it fails whole
+with the rule's code. moto launches ``MinCount`` instances (not as many as it can up to
+``MaxCount``), so the double forwards ``MinCount`` = ``MaxCount`` = the count decided: ``MaxCount``
+when no pool limits the launch, as AWS with capacity to spare. :func:`fingerprint` is the key of a
+ClientToken's parameters (every form parameter but the token, so another ``MinCount``/``MaxCount``
+is a mismatch). Not modelled: capacity that comes back when instances terminate, pools shared
+between rules, and partial fulfilment for any reason other than a pool (vCPU quotas, Spot prices).
 """
 
 from __future__ import annotations
@@ -44,10 +46,9 @@ def counts(params: wire.Params) -> tuple[int, int]:
     return number("MinCount"), number("MaxCount")
 
 
-def with_max_count(params: wire.Params, count: int) -> wire.Params:
-    """``params`` asking for at most ``count`` instances (``MinCount`` lowered to it if above)."""
-    low, _ = counts(params)
-    return {**params, "MinCount": [str(min(low, count))], "MaxCount": [str(count)]}
+def with_count(params: wire.Params, count: int) -> wire.Params:
+    """``params`` asking for exactly ``count`` instances (``MinCount`` = ``MaxCount`` = ``count``)."""
+    return {**params, "MinCount": [str(count)], "MaxCount": [str(count)]}
 
 
 def market(params: wire.Params) -> str:

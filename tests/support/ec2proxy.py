@@ -22,9 +22,10 @@ unknown, so any request naming it (DescribeInstances and DescribeInstanceStatus 
 TerminateInstances ...) fails whole with ``InvalidInstanceID.NotFound`` (HTTP 400) and filtered or
 tag listings leave it out; capacity errors on RunInstances by instance type, subnet, zone, share
 and time window (``InsufficientInstanceCapacity`` ... with AWS's status and message), or a pool of
-instances that launches draw from: ``MinCount``/``MaxCount`` go to moto, which launches
-``MaxCount``, so a launch the pool can only partly fill (at least ``MinCount``) is forwarded asking
-for what is left, and one below ``MinCount`` fails whole (``tests/support/ec2launch.py``); instances
+instances that launches draw from: AWS launches as many as it can, at least ``MinCount`` and at
+most ``MaxCount``, or none, so a launch the pool can only partly fill (at least ``MinCount``) gets
+what is left and one below ``MinCount`` fails whole; since moto launches ``MinCount``, the double
+forwards ``MinCount`` = ``MaxCount`` = the number decided (``tests/support/ec2launch.py``); instances
 shown ``pending`` for ``pending_seconds`` after launch and ``shutting-down`` for
 ``shutting_down_seconds`` after TerminateInstances (moto's answer is rewritten, and an
 ``instance-state-name`` filter is applied to the rewritten states); and slow answers: an action's
@@ -76,7 +77,7 @@ from tests.support.awslike import (
     error_body,
     not_found_message,
 )
-from tests.support.ec2launch import Launches, Verdict, counts, fingerprint, with_max_count
+from tests.support.ec2launch import Launches, Verdict, counts, fingerprint, with_count
 from tests.support.hostsim import HostSim, release_answer, released_ids
 from tests.support.loopback import LoopbackServer
 
@@ -246,8 +247,8 @@ class Ec2Proxy(LoopbackServer):
             if isinstance(decided, Reply):
                 return decided
             verdict = decided
-            if verdict.count != counts(params)[1]:  # partly fulfilled: moto launches MaxCount, ask fewer
-                sent = with_max_count(params, verdict.count)
+            if counts(params) != (verdict.count, verdict.count):  # moto launches MinCount: ask exactly
+                sent = with_count(params, verdict.count)
                 body = wire.encode(sent)
         if action == "GetConsoleOutput" and wire.first(params, "InstanceId") in self.console:
             return self._console_answer(wire.first(params, "InstanceId"))
