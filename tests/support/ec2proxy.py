@@ -3,9 +3,10 @@
 The fleet talks to it with the real boto3 wire (point ``aws.endpoint_url`` at :attr:`Ec2Proxy.url`).
 Always on: it counts every request by ``Action`` (:attr:`~Ec2Proxy.calls`, the figure tests assert
 on, "counted at the endpoint"), records every answer in :attr:`~Ec2Proxy.log` (time, action,
-instance IDs named, outcome, instances launched or terminated, a launch's ClientToken), honours
-``ClientToken`` on RunInstances as AWS documents it (moto ignores it: the same token and parameters
-return the first answer without launching again, the same token with other parameters fails with
+instance IDs named, outcome, instances launched or terminated, a launch's ClientToken, MinCount and
+MaxCount), honours ``ClientToken`` on RunInstances as AWS documents it (moto ignores it: the same
+token and parameters return the first answer, every instance of it, without launching again, the
+same token with other parameters, another MinCount or MaxCount included, fails with
 ``IdempotentParameterMismatch``) and shows it in DescribeInstances, reports the instances in
 :attr:`~Ec2Proxy.impaired` as failing their instance status check (moto always answers "ok"), and
 refuses to terminate an instance launched with termination protection (``OperationNotPermitted``;
