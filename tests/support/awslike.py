@@ -3,17 +3,28 @@
 :class:`AwsLike` is the per-test configuration of :class:`tests.support.ec2proxy.Ec2Proxy` (every
 behaviour off by default; :data:`AWS_LIKE` is the realistic preset): a visibility lag after launch,
 ``pending`` and ``shutting-down`` that take time, ``RequestLimitExceeded`` by fraction or by AWS's
-token buckets per API, slow answers per action and capacity errors (:class:`CapacityRule`).
+token buckets per API, AWS's resource-token buckets (instances launched and terminated), slow
+answers per action and capacity errors (:class:`CapacityRule`, a refusal or a pool of instances).
 :func:`error_body` and :data:`ERROR_STATUS` give AWS's error document and HTTP status for each code
 (the messages follow the shapes AWS documents and answers; the wording of a real answer can
-differ), :class:`TokenBuckets` is EC2's request-rate algorithm, :class:`Timeline` remembers when
-each instance was launched and terminated and derives what AWS would show for it now, and
-:class:`EventLog` records every request the double answered, so a test can assert the order of
-events ("the pod object was removed only after its instance was terminated").
+differ), :class:`TokenBuckets` is EC2's token-bucket algorithm (requests and resources),
+:class:`Timeline` remembers when each instance was launched and terminated and derives what AWS
+would show for it now, and :class:`EventLog` records every request the double answered, so a test
+can assert the order of events ("the pod object was removed only after its instance was
+terminated") and a benchmark can read launches per second. :func:`launch_limit_seconds` is the
+least time AWS's buckets allow to launch N instances, the "limit" benchmarks compare with.
+
+AWS's figures are those of "Request throttling for the Amazon EC2 API"
+(https://docs.aws.amazon.com/ec2/latest/devguide/ec2-api-throttling.html): request tokens per API
+("Request token limits") and, for RunInstances and TerminateInstances, resource tokens ("Resource
+token limits"): one token per instance, whatever the number of requests ("you can immediately launch
+1000 instances, using any number of API requests ... After the resource token bucket is empty, you
+can launch up to two instances every second").
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -37,6 +48,14 @@ AWS_REQUEST_BUCKETS: Mapping[str, Bucket] = MappingProxyType(
         "RunInstances": Bucket(5, 2),
         "mutating": Bucket(50, 5),
         "describe": Bucket(100, 20),
+    }
+)
+
+#: AWS's documented resource-token buckets: one token per instance launched or terminated.
+AWS_RESOURCE_BUCKETS: Mapping[str, Bucket] = MappingProxyType(
+    {
+        "RunInstances": Bucket(1000, 2),
+        "TerminateInstances": Bucket(1000, 20),
     }
 )
 
@@ -81,6 +100,11 @@ class CapacityRule:
     Spot market options; ``on-demand``: only those without) narrow it; ``fraction`` of the matching
     requests fail (drawn at random); the rule is active from ``after`` seconds after it was given to
     the double for ``lasting`` seconds (``None``: for ever).
+
+    ``available`` (``None``: no pool) makes the rule a pool of that many instances instead of a
+    refusal: while it is active, matching launches draw from it, a request gets what is left (at
+    most its ``MaxCount``) if that is at least its ``MinCount`` and fails whole with ``code``
+    otherwise, as AWS launches "at least MinCount, or none" (``fraction`` must stay 1).
     """
 
     code: str = "InsufficientInstanceCapacity"
@@ -91,12 +115,15 @@ class CapacityRule:
     after: float = 0.0
     lasting: float | None = None
     market: str | None = None
+    available: int | None = None
 
     def __post_init__(self) -> None:
         if self.code not in CAPACITY_CODES:
             raise ValueError(f"not a capacity error: {self.code}")
         if self.market not in (None, SPOT_MARKET, ON_DEMAND_MARKET):
             raise ValueError(f"not a market: {self.market}")
+        if self.available is not None and (self.available < 0 or self.fraction != 1.0):
+            raise ValueError("a capacity pool needs available >= 0 and fraction 1")
 
     def matches(self, instance_type: str, subnet_id: str, zone: str, market: str = ON_DEMAND_MARKET) -> bool:
         return (
@@ -119,7 +146,9 @@ class AwsLike:
     (NotFound by ID, absent from listings). ``pending_seconds`` / ``shutting_down_seconds``: how long
     the transitional states last. ``throttle_fraction``: share of requests answered
     ``RequestLimitExceeded`` at random; ``buckets``: request-token buckets by action or class
-    (``"RunInstances"``, ``"mutating"``, ``"describe"``), ``None`` for none. ``delays``: seconds an
+    (``"RunInstances"``, ``"mutating"``, ``"describe"``), ``None`` for none; ``resource_buckets``:
+    resource-token buckets by action (``"RunInstances"``, ``"TerminateInstances"``), one token per
+    instance, a request needing more than are left refused whole, ``None`` for none. ``delays``: seconds an
     action's answer is held back (the effect happens first). ``capacity``: capacity errors.
     """
 
@@ -128,6 +157,7 @@ class AwsLike:
     shutting_down_seconds: float = 0.0
     throttle_fraction: float = 0.0
     buckets: Mapping[str, Bucket] | None = None
+    resource_buckets: Mapping[str, Bucket] | None = None
     delays: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     capacity: tuple[CapacityRule, ...] = ()
 
@@ -136,24 +166,28 @@ class AwsLike:
         return self.pending_seconds > 0 or self.shutting_down_seconds > 0
 
 
-#: The realistic preset for end-to-end runs: 5 s lag, AWS's request buckets, 2 s transitions.
+#: The realistic preset for end-to-end runs: 5 s lag, AWS's request and resource buckets, 2 s
+#: transitions.
 AWS_LIKE = AwsLike(
     visibility_lag=5.0,
     pending_seconds=2.0,
     shutting_down_seconds=2.0,
     buckets=AWS_REQUEST_BUCKETS,
+    resource_buckets=AWS_RESOURCE_BUCKETS,
 )
 
 #: The default of every end-to-end fleet test (``make_fleet``): the unkind side of AWS on, milder
 #: than :data:`AWS_LIKE` so the suite stays quick — a 2 s visibility lag, 1 s pending and
-#: shutting-down, AWS's request buckets and 5 % of requests throttled at random. A test that needs
-#: moto's own behaviour says ``aws_like=False``; one that needs more says so with its own preset.
+#: shutting-down, AWS's request and resource buckets and 5 % of requests throttled at random. A
+#: test that needs moto's own behaviour says ``aws_like=False``; one that needs more says so with
+#: its own preset.
 E2E_DEFAULT = AwsLike(
     visibility_lag=2.0,
     pending_seconds=1.0,
     shutting_down_seconds=1.0,
     throttle_fraction=0.05,
     buckets=AWS_REQUEST_BUCKETS,
+    resource_buckets=AWS_RESOURCE_BUCKETS,
 )
 
 
@@ -164,27 +198,33 @@ def api_class(action: str) -> str:
     return "describe" if action.startswith(("Describe", "Get", "List")) else "mutating"
 
 
+def bucket_of(sizes: Mapping[str, Bucket], action: str) -> Bucket | None:
+    """The bucket ``action`` draws from in ``sizes``: its own, else its class's, else none."""
+    return sizes.get(action) or sizes.get(api_class(action))
+
+
 class TokenBuckets:
-    """EC2's request-rate limiting: one bucket per action, sized by the action or its class."""
+    """EC2's token buckets: one per action, sized by the action or its class; a request takes
+    one token (request buckets) or one per instance (resource buckets), all or none."""
 
     def __init__(self, sizes: Mapping[str, Bucket]) -> None:
         self.sizes = sizes
         self._levels: dict[str, tuple[float, float]] = {}  # action -> (tokens, at)
         self._lock = threading.Lock()
 
-    def take(self, action: str, now: float | None = None) -> bool:
-        """Take a token for ``action``; False when its bucket is empty (the request is throttled)."""
-        bucket = self.sizes.get(action) or self.sizes.get(api_class(action))
-        if bucket is None:
+    def take(self, action: str, now: float | None = None, count: int = 1) -> bool:
+        """Take ``count`` tokens for ``action``; False, taking none, when fewer are left (throttled)."""
+        bucket = bucket_of(self.sizes, action)
+        if bucket is None or count <= 0:
             return True
         now = time.monotonic() if now is None else now
         with self._lock:
             tokens, at = self._levels.get(action, (bucket.size, now))
             tokens = min(bucket.size, tokens + (now - at) * bucket.refill)
-            if tokens < 1:
+            if tokens < count:
                 self._levels[action] = (tokens, now)
                 return False
-            self._levels[action] = (tokens - 1, now)
+            self._levels[action] = (tokens - count, now)
             return True
 
 
@@ -273,7 +313,11 @@ class Timeline:
 
 @dataclass(frozen=True)
 class Event:
-    """One request the double answered: wall-clock ``at``, what it named and what came of it."""
+    """One request the double answered: wall-clock ``at``, what it named and what came of it.
+
+    A RunInstances also records the ``min_count``/``max_count`` asked (0 for other actions) and
+    whether it was a ``replay`` of a known ClientToken (its ``launched`` are the first answer's).
+    """
 
     at: float
     action: str
@@ -285,6 +329,9 @@ class Event:
     token: str = ""  # a RunInstances' ClientToken
     #: A RunInstances' form parameters as sent (``MetadataOptions.HttpTokens`` -> ``required``).
     params: tuple[tuple[str, str], ...] = ()
+    min_count: int = 0
+    max_count: int = 0
+    replay: bool = False
 
     def param(self, key: str, default: str = "") -> str:
         """One form parameter of the request (the first value), as it reached the endpoint."""
@@ -338,3 +385,70 @@ class EventLog:
 
     def outcomes(self, action: str) -> list[str]:
         return [e.outcome for e in self.events(action)]
+
+    def instances_launched_per_second(
+        self, start: float | None = None, width: float = 1.0
+    ) -> list[tuple[float, float]]:
+        """Instances first launched per second, in windows of ``width`` s: ``(offset from start, rate)``.
+
+        ``start`` is a wall-clock time (default: the first RunInstances); replays are not counted.
+        """
+        launches = [e for e in self.events("RunInstances") if e.launched and not e.replay]
+        seen: set[str] = set()
+        times: list[float] = []
+        for event in launches:
+            fresh = [i for i in event.launched if i not in seen]
+            seen.update(fresh)
+            times.extend([event.at] * len(fresh))
+        return _rates(times, start, width)
+
+    def run_requests_per_second(
+        self, start: float | None = None, width: float = 1.0
+    ) -> list[tuple[float, float]]:
+        """RunInstances requests answered per second (any outcome), in windows as
+        :meth:`instances_launched_per_second`."""
+        return _rates([e.at for e in self.events("RunInstances")], start, width)
+
+
+def _rates(times: list[float], start: float | None, width: float) -> list[tuple[float, float]]:
+    """How many ``times`` fall in each ``width``-second window from ``start``, per second."""
+    if not times:
+        return []
+    origin = min(times) if start is None else start
+    counts = [0] * (int(max(0.0, max(times) - origin) // width) + 1)
+    for at in times:
+        if at >= origin:
+            counts[int((at - origin) // width)] += 1
+    return [(n * width, c / width) for n, c in enumerate(counts)]
+
+
+def launch_limit_seconds(n_instances: int, aws: AwsLike = AWS_LIKE, batch: int = 1) -> float:
+    """The least time AWS's buckets in ``aws`` allow to launch ``n_instances``, ``batch`` per call.
+
+    Both RunInstances buckets start full and every call is made as soon as both allow it: call k
+    needs a request token and one instance token per instance it launches. With AWS's buckets
+    (requests: burst 5, refill 2/s; instances: burst 1000, refill 2/s) and full batches this is
+    ``max(0, (ceil(n/b) - 5) / 2, (n - 1000) / 2)`` seconds: 1,000 instances one per call take
+    497.5 s, in batches of 100 2.5 s. Random throttling and capacity are not counted.
+    """
+    if n_instances <= 0:
+        return 0.0
+    batch = max(1, batch)
+    buckets = [bucket_of(aws.buckets or {}, "RunInstances"), (aws.resource_buckets or {}).get("RunInstances")]
+    levels = [b.size if b is not None else 0.0 for b in buckets]
+    at, left = 0.0, n_instances
+    while left > 0:
+        size = min(batch, left)
+        needs = (1.0, float(size))
+        wait = 0.0
+        for bucket, level, need in zip(buckets, levels, needs, strict=True):
+            if bucket is not None and level < need:
+                if need > bucket.size or bucket.refill <= 0:
+                    return math.inf  # a call this large never fits the bucket
+                wait = max(wait, (need - level) / bucket.refill)
+        at += wait
+        for i, (bucket, need) in enumerate(zip(buckets, needs, strict=True)):
+            if bucket is not None:
+                levels[i] = min(bucket.size, levels[i] + wait * bucket.refill) - need
+        left -= size
+    return at

@@ -3,9 +3,10 @@
 The fleet talks to it with the real boto3 wire (point ``aws.endpoint_url`` at :attr:`Ec2Proxy.url`).
 Always on: it counts every request by ``Action`` (:attr:`~Ec2Proxy.calls`, the figure tests assert
 on, "counted at the endpoint"), records every answer in :attr:`~Ec2Proxy.log` (time, action,
-instance IDs named, outcome, instances launched or terminated, a launch's ClientToken), honours
-``ClientToken`` on RunInstances as AWS documents it (moto ignores it: the same token and parameters
-return the first answer without launching again, the same token with other parameters fails with
+instance IDs named, outcome, instances launched or terminated, a launch's ClientToken, MinCount and
+MaxCount), honours ``ClientToken`` on RunInstances as AWS documents it (moto ignores it: the same
+token and parameters return the first answer, every instance of it, without launching again, the
+same token with other parameters, another MinCount or MaxCount included, fails with
 ``IdempotentParameterMismatch``) and shows it in DescribeInstances, reports the instances in
 :attr:`~Ec2Proxy.impaired` as failing their instance status check (moto always answers "ok"), and
 refuses to terminate an instance launched with termination protection (``OperationNotPermitted``;
@@ -13,12 +14,19 @@ moto ignores ``DisableApiTermination``, a launch template's included), like AWS.
 
 Off by default and switched on per test with an :class:`~tests.support.awslike.AwsLike`
 (:data:`~tests.support.awslike.AWS_LIKE` is the realistic preset), in the order AWS would apply
-them: ``RequestLimitExceeded`` (HTTP 503) at random or from AWS's request-token buckets per API;
+them: ``RequestLimitExceeded`` (HTTP 503) at random or from AWS's request-token buckets per API,
+and from its resource-token buckets (RunInstances takes one token per instance it would launch,
+TerminateInstances one per instance named; a request needing more than are left is refused whole
+and takes none; a ClientToken replay takes none);
 a visibility lag: for ``visibility_lag`` seconds after its RunInstances answer an instance is
 unknown, so any request naming it (DescribeInstances and DescribeInstanceStatus by ID, CreateTags,
 TerminateInstances ...) fails whole with ``InvalidInstanceID.NotFound`` (HTTP 400) and filtered or
 tag listings leave it out; capacity errors on RunInstances by instance type, subnet, zone, share
-and time window (``InsufficientInstanceCapacity`` ... with AWS's status and message); instances
+and time window (``InsufficientInstanceCapacity`` ... with AWS's status and message), or a pool of
+instances that launches draw from: AWS launches as many as it can, at least ``MinCount`` and at
+most ``MaxCount``, or none, so a launch the pool can only partly fill (at least ``MinCount``) gets
+what is left and one below ``MinCount`` fails whole; since moto launches ``MinCount``, the double
+forwards ``MinCount`` = ``MaxCount`` = the number decided (``tests/support/ec2launch.py``); instances
 shown ``pending`` for ``pending_seconds`` after launch and ``shutting-down`` for
 ``shutting_down_seconds`` after TerminateInstances (moto's answer is rewritten, and an
 ``instance-state-name`` filter is applied to the rewritten states); and slow answers: an action's
@@ -27,8 +35,9 @@ ClientToken is answered at once, from the record of the first launch).
 
 What it does not model: token expiry (AWS keeps tokens for at least 24 hours; here they last as
 long as the proxy), per-account token scoping, tokens on APIs other than RunInstances; request
-signing (it forwards the caller's headers unchanged); resource-token buckets (instances launched
-or terminated per second) and bucket sharing between accounts; the lag of tag changes, of state
+signing (it forwards the caller's headers unchanged); resource tokens of actions other than
+RunInstances and TerminateInstances, tokens refunded when moto fails a launch it let through, and
+bucket sharing between accounts; the lag of tag changes, of state
 changes other than launch and terminate, and of instances launched outside the double; filters
 other than ``instance-state-name`` on rewritten states (``instance-state-code``, and any filter of
 DescribeInstanceStatus, see moto's states); terminated instances disappearing from listings about
@@ -44,7 +53,6 @@ with ``InstanceLifecycle=spot`` and the state reason ``Server.SpotInstanceTermin
 from __future__ import annotations
 
 import base64
-import hashlib
 import random
 import re
 import threading
@@ -55,13 +63,10 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler
-from xml.etree import ElementTree
 
 from tests.support import ec2wire as wire
 from tests.support.awslike import (
     ERROR_STATUS,
-    ON_DEMAND_MARKET,
-    SPOT_MARKET,
     SPOT_TERMINATION,
     STATE_CODES,
     AwsLike,
@@ -70,10 +75,10 @@ from tests.support.awslike import (
     EventLog,
     Timeline,
     TokenBuckets,
-    capacity_message,
     error_body,
     not_found_message,
 )
+from tests.support.ec2launch import Launches, Verdict, counts, fingerprint, with_count
 from tests.support.hostsim import HostSim, release_answer, released_ids
 from tests.support.loopback import LoopbackServer
 
@@ -103,31 +108,6 @@ class Reply:
         return match.group(1).decode() if match else f"HTTP {self.status}"
 
 
-def _fingerprint(params: wire.Params) -> str:
-    return hashlib.sha256(
-        repr(sorted((k, v) for k, v in params.items() if k != "ClientToken")).encode()
-    ).hexdigest()
-
-
-def _show_interrupted(doc: wire.Answer, interrupted: set[str]) -> None:
-    """Give the interrupted instances of a DescribeInstances answer the Spot lifecycle and state reason."""
-    if not interrupted:
-        return
-    code, message = SPOT_TERMINATION
-    doc.set_text("reservationSet/item/instancesSet", "instanceLifecycle", dict.fromkeys(interrupted, "spot"))
-    for item in doc.root.iterfind(doc.q("reservationSet/item/instancesSet/item")):
-        if (item.findtext(doc.q("instanceId")) or "") not in interrupted:
-            continue
-        reason = item.find(doc.q("stateReason"))
-        if reason is None:
-            reason = ElementTree.SubElement(item, doc.q("stateReason"))
-        for tag, text in (("code", code), ("message", message)):
-            node = reason.find(doc.q(tag))
-            if node is None:
-                node = ElementTree.SubElement(reason, doc.q(tag))
-            node.text = text
-
-
 class Ec2Proxy(LoopbackServer):
     """Start with :meth:`start`; point the fleet's ``aws.endpoint_url`` at :attr:`url`."""
 
@@ -145,11 +125,12 @@ class Ec2Proxy(LoopbackServer):
         self.timeline = Timeline()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
-        self._launch_lock = threading.Lock()  # token check, launch and record happen as one step
+        self._launch_lock = threading.Lock()  # token check, capacity, launch and record as one step
         self._zones: dict[str, str] = {}
         self.aws = AwsLike()
         self._buckets: TokenBuckets | None = None
-        self._capacity: list[tuple[CapacityRule, float]] = []
+        self._resources: TokenBuckets | None = None  # resource tokens: instances launched, terminated
+        self.launches = Launches(seed)
         self.interrupted: set[str] = set()
         self.run_requests: list[wire.Params] = []  # every RunInstances as sent, parameters parsed
         self._seen: tuple[str, dict[str, str]] | None = None  # a request's path and headers, for interrupt
@@ -162,17 +143,17 @@ class Ec2Proxy(LoopbackServer):
     # -- configuration ----------------------------------------------------------------------
 
     def configure(self, aws: AwsLike) -> None:
-        """Behave as ``aws`` from now on (buckets start full; capacity windows start now)."""
+        """Behave as ``aws`` from now on (buckets start full; capacity windows and pools start now)."""
         now = time.monotonic()
         with self._lock:
             self.aws = aws
             self._buckets = TokenBuckets(aws.buckets) if aws.buckets else None
-            self._capacity = [(rule, now) for rule in aws.capacity]
+            self._resources = TokenBuckets(aws.resource_buckets) if aws.resource_buckets else None
+            self.launches.reset(aws.capacity, now)
 
     def add_capacity(self, rule: CapacityRule) -> None:
-        """Add a capacity error; its window starts now."""
-        with self._lock:
-            self._capacity.append((rule, time.monotonic()))
+        """Add a capacity error or pool; its window starts now."""
+        self.launches.add(rule, time.monotonic())
 
     def interrupt(self, instance_id: str) -> None:
         """Interrupt a Spot instance as EC2 does: terminated in moto, the Spot state reason shown."""
@@ -188,8 +169,7 @@ class Ec2Proxy(LoopbackServer):
         self.timeline.terminated([instance_id], time.monotonic(), self.aws)
 
     def clear_capacity(self) -> None:
-        with self._lock:
-            self._capacity.clear()
+        self.launches.clear()
 
     @property
     def throttle_fraction(self) -> float:
@@ -219,10 +199,20 @@ class Ec2Proxy(LoopbackServer):
                 self.throttled[action] += 1
         return throttled
 
+    def _out_of_resources(self, action: str, count: int, now: float) -> bool:
+        """Take ``count`` resource tokens for ``action``; True (and counted throttled) if too few are left."""
+        with self._lock:
+            refused = self._resources is not None and not self._resources.take(action, now, count)
+            if refused:
+                self.throttled[action] += 1
+        return refused
+
     def answer(self, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
         """The answer to one request, before any delay: refusals first, then moto's answer rewritten."""
         aws, now = self.aws, time.monotonic()
         params = wire.parse(body)
+        sent = params  # what goes to moto (a partly fulfilled launch asks for fewer instances)
+        verdict: Verdict | None = None
         action = wire.first(params, "Action", "?")
         if self._throttle(action, aws, now):
             return Reply.error("RequestLimitExceeded", "Request limit exceeded.")
@@ -238,13 +228,15 @@ class Ec2Proxy(LoopbackServer):
                     f"The instance '{kept[0]}' may not be terminated. Modify its 'disableApiTermination' "
                     "instance attribute and try again.",
                 )
+            if self._out_of_resources(action, len(wire.named_instances(params)), now):
+                return Reply.error("RequestLimitExceeded", "Request limit exceeded.")
         if action == "RunInstances":
             token = wire.first(params, "ClientToken")
             if token:
                 with self._lock:
                     seen = self.tokens.get(token)
                 if seen is not None:
-                    if seen[0] != _fingerprint(params):
+                    if seen[0] != fingerprint(params):
                         return Reply.error(
                             "IdempotentParameterMismatch",
                             "The client token has already been used with different parameters.",
@@ -252,24 +244,30 @@ class Ec2Proxy(LoopbackServer):
                     return Reply(
                         200, seen[1], launched=tuple(wire.Answer(seen[1]).instance_ids("instancesSet"))
                     )
-            refusal = self._capacity_error(path, headers, params)
-            if refusal is not None:
-                return refusal
+            decided = self._verdict(path, headers, params, now)
+            if isinstance(decided, Reply):
+                return decided
+            verdict = decided
+            if counts(params) != (verdict.count, verdict.count):  # moto launches MinCount: ask exactly
+                sent = with_count(params, verdict.count)
+                body = wire.encode(sent)
         if action == "GetConsoleOutput" and wire.first(params, "InstanceId") in self.console:
             return self._console_answer(wire.first(params, "InstanceId"))
         if self.hosts is not None:
             hosted = self._hosts_answer(path, headers, action, params)
             if hosted is not None:
                 return hosted
-            body = wire.encode(self.hosts.forwarded(action, params))
+            body = wire.encode(self.hosts.forwarded(action, sent))
         states: set[str] | None = None
         if action == "DescribeInstances" and aws.rewrites_states:
-            forwarded, states = wire.take_state_filter(params)
+            forwarded, states = wire.take_state_filter(sent)
             if states is not None:
                 body = wire.encode(forwarded)
         reply = self._forward(path, headers, body)
         if reply.status != 200:
             return reply
+        if verdict is not None:
+            self.launches.consume(verdict, len(wire.Answer(reply.payload).instance_ids("instancesSet")))
         if action == "RunInstances" and self._protects(path, headers, params):
             with self._lock:
                 self.protected.update(wire.Answer(reply.payload).instance_ids("instancesSet"))
@@ -338,7 +336,7 @@ class Ec2Proxy(LoopbackServer):
             token = wire.first(params, "ClientToken")
             if token:
                 with self._lock:
-                    self.tokens.setdefault(token, (_fingerprint(params), reply.payload))
+                    self.tokens.setdefault(token, (fingerprint(params), reply.payload))
                     self.token_of.update(dict.fromkeys(ids, token))
             return replace(reply, launched=tuple(ids))
         if action == "TerminateInstances":
@@ -355,7 +353,7 @@ class Ec2Proxy(LoopbackServer):
             with self._lock:
                 tokens, interrupted = dict(self.token_of), set(self.interrupted)
             doc.set_text("reservationSet/item/instancesSet", "clientToken", tokens)
-            _show_interrupted(doc, interrupted)
+            wire.show_interrupted(doc, interrupted, *SPOT_TERMINATION)
             reply = replace(reply, payload=doc.dump())
         if action == "DescribeInstances" and touched:
             doc = wire.Answer(reply.payload)
@@ -383,27 +381,23 @@ class Ec2Proxy(LoopbackServer):
             return replace(reply, payload=doc.dump())
         return reply
 
-    def _capacity_error(self, path: str, headers: Mapping[str, str], params: wire.Params) -> Reply | None:
-        with self._lock:
-            rules = list(self._capacity)
-        if not rules:
-            return None
-        now = time.monotonic()
-        instance_type = wire.first(params, "InstanceType", "m1.small")
-        subnet = wire.first(params, "SubnetId") or wire.first(params, "NetworkInterface.1.SubnetId")
-        zone = wire.first(params, "Placement.AvailabilityZone")
-        if not zone and subnet:
-            zone = self._zone_of(path, headers, subnet)
-        spot = wire.first(params, "InstanceMarketOptions.MarketType") == SPOT_MARKET
-        market = SPOT_MARKET if spot else ON_DEMAND_MARKET
-        for rule, since in rules:
-            if not (rule.active(now - since) and rule.matches(instance_type, subnet, zone, market)):
-                continue
-            with self._lock:
-                hit = rule.fraction >= 1 or self._random.random() < rule.fraction
-            if hit:
-                return Reply.error(rule.code, capacity_message(rule.code, instance_type, zone))
-        return None
+    def _verdict(
+        self, path: str, headers: Mapping[str, str], params: wire.Params, now: float
+    ) -> Verdict | Reply:
+        """How many instances a RunInstances launches (capacity rules and pools), or its refusal:
+        a capacity error, or ``RequestLimitExceeded`` when the instance bucket has too few tokens."""
+        verdict = Verdict(counts(params)[1])
+        if not self.launches.empty:
+            subnet = wire.first(params, "SubnetId") or wire.first(params, "NetworkInterface.1.SubnetId")
+            zone = wire.first(params, "Placement.AvailabilityZone")
+            if not zone and subnet:
+                zone = self._zone_of(path, headers, subnet)
+            verdict = self.launches.decide(params, zone, now)
+            if verdict.refusal is not None:
+                return Reply.error(*verdict.refusal)
+        if self._out_of_resources("RunInstances", verdict.count, now):
+            return Reply.error("RequestLimitExceeded", "Request limit exceeded.")
+        return verdict
 
     def _zone_of(self, path: str, headers: Mapping[str, str], subnet: str) -> str:
         """The Availability Zone of ``subnet``, asked of moto once (with the caller's headers)."""
@@ -439,7 +433,7 @@ class Ec2Proxy(LoopbackServer):
             with self._lock:
                 self.run_requests.append(params)
         replay = False
-        if action == "RunInstances" and "ClientToken" in params:
+        if action == "RunInstances":  # capacity pools and tokens are checked and used as one step
             with self._launch_lock:
                 with self._lock:
                     replay = wire.first(params, "ClientToken", "") in self.tokens
@@ -463,6 +457,9 @@ class Ec2Proxy(LoopbackServer):
                 params=tuple((k, v) for k, vs in sorted(params.items()) for v in vs)
                 if action == "RunInstances"
                 else (),
+                min_count=counts(params)[0] if action == "RunInstances" else 0,
+                max_count=counts(params)[1] if action == "RunInstances" else 0,
+                replay=replay and reply.status == 200,
             )
         )
         return reply

@@ -4,7 +4,7 @@ Requests are ``application/x-www-form-urlencoded`` forms (``Action=...&InstanceI
 are XML documents in EC2's namespace. These helpers read the instance IDs a request names, take an
 ``instance-state-name`` filter out of a DescribeInstances request (the double applies it itself, on
 the states it shows), and rewrite instance items in an answer: drop some, change their state, add
-a field moto leaves out (``clientToken``). The
+a field moto leaves out (``clientToken``, a Spot interruption's state reason). The
 namespace is read from each answer's root, so a moto that changes it does not break the double.
 """
 
@@ -143,3 +143,22 @@ class Answer:
         if self.ns:
             ElementTree.register_namespace("", self.ns)
         return bytes(ElementTree.tostring(self.root, encoding="utf-8", xml_declaration=True))
+
+
+def show_interrupted(doc: Answer, interrupted: set[str], code: str, message: str) -> None:
+    """Give the interrupted instances of a DescribeInstances answer the Spot lifecycle and the state
+    reason ``code``/``message``."""
+    if not interrupted:
+        return
+    doc.set_text("reservationSet/item/instancesSet", "instanceLifecycle", dict.fromkeys(interrupted, "spot"))
+    for item in doc.root.iterfind(doc.q("reservationSet/item/instancesSet/item")):
+        if (item.findtext(doc.q("instanceId")) or "") not in interrupted:
+            continue
+        reason = item.find(doc.q("stateReason"))
+        if reason is None:
+            reason = ElementTree.SubElement(item, doc.q("stateReason"))
+        for tag, text in (("code", code), ("message", message)):
+            node = reason.find(doc.q(tag))
+            if node is None:
+                node = ElementTree.SubElement(reason, doc.q(tag))
+            node.text = text
