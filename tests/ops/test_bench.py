@@ -112,7 +112,7 @@ def test_the_tally_gives_rate_time_to_all_percentiles_and_failures_by_reason() -
     assert (summary.started, summary.reached) == (10, 8)
     assert summary.rate == pytest.approx(10 / 4.6)
     assert summary.time_to_all is None  # not all reached
-    assert (summary.p50, summary.p90, summary.p99) == (4.0, 8.0, 8.0)
+    assert (summary.p50, summary.p90, summary.p99, summary.slowest) == (4.0, 8.0, 8.0, 8.0)
     assert summary.failures == {"ErrImage": 1, "not Running: Pending Booting": 1}
     assert summary.to_dict()["rate_per_second"] == round(10 / 4.6, 3)
 

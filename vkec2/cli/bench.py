@@ -7,7 +7,7 @@ variables ``i``, ``n``, ``name``, ``run_id``, ``namespace``, ``node``), labels e
 (``--manifests DIR``), or through the Kubernetes API (``--kubeconfig``/``--context``, default the
 usual kubeconfig) — :mod:`vkec2.cli.benchtargets`. With ``--wait`` (the default) it follows them
 until all are Running, with a progress bar (created, Running), then prints a summary: pods,
-create rate achieved, time to all Running, p50/p90/p99 created→Running, failures by reason
+create rate achieved, time to all Running, p50/p90/p99/max created→Running, failures by reason
 (``-o json`` for scripts). In standalone mode the status is read from the fleet's Redis, so the
 fleet's configuration is needed (``--config``, or ``VKEC2_CONFIG`` as ``vkec2 up --keep`` prints).
 ``delete`` removes exactly the pods of ``--run-id`` (or of every run, ``--all``) and with ``--wait``
@@ -131,6 +131,8 @@ def _drive(
                 if time.monotonic() > deadline:
                     break
                 time.sleep(POLL_SECONDS)
+        except KeyboardInterrupt:
+            failure.append(("interrupted", KeyboardInterrupt("stopped by Ctrl-C")))
         finally:
             stop.set()
             dispatcher.join()
@@ -165,7 +167,8 @@ def _show(summary: Summary, what: str, output: str, run_id: str, wait: bool) -> 
     if wait:
         table.add_row(summary.goal, str(summary.reached))
         table.add_row(f"time to all {summary.goal}", secs(summary.time_to_all))
-        for name, value in (("p50", summary.p50), ("p90", summary.p90), ("p99", summary.p99)):
+        figures = (("p50", summary.p50), ("p90", summary.p90), ("p99", summary.p99), ("max", summary.slowest))
+        for name, value in figures:
             table.add_row(f"{name} {verb}→{summary.goal}", secs(value))
     failures = ", ".join(f"{reason}: {n}" for reason, n in summary.failures.items())
     table.add_row("failures", failures or "none")

@@ -12,8 +12,9 @@ anything is created. :class:`Pacer` is a token bucket (rate, burst) on a monoton
 *reserves* tokens: a caller learns how long to wait for its turn, so a schedule never drifts with the
 latency of the calls it paces. :class:`Tally` collects when each pod was created and reached its
 goal (Running, or gone) and what failed, and :meth:`Tally.summary` gives the figures (rate achieved,
-time to all, p50/p90/p99 with nearest-rank percentiles, failures by reason). No library was used for
-the bucket and the percentiles: they are a few lines each, and the CLI must not import ``bench/``.
+time to all, p50/p90/p99 with nearest-rank percentiles and the slowest, failures by reason). No
+library was used for the bucket and the percentiles: they are a few lines each, and the CLI must not
+import ``bench/``.
 """
 
 from __future__ import annotations
@@ -249,6 +250,7 @@ class Tally:
                 p50=percentile(latencies, 50),
                 p90=percentile(latencies, 90),
                 p99=percentile(latencies, 99),
+                slowest=max(latencies, default=None),
                 failures=dict(sorted(reasons.items())),
             )
 
@@ -266,6 +268,7 @@ class Summary:
     p50: float | None
     p90: float | None
     p99: float | None
+    slowest: float | None
     failures: dict[str, int]
 
     def to_dict(self) -> dict[str, Any]:
@@ -282,5 +285,6 @@ class Summary:
             "p50_seconds": rounded(self.p50),
             "p90_seconds": rounded(self.p90),
             "p99_seconds": rounded(self.p99),
+            "max_seconds": rounded(self.slowest),
             "failures": dict(self.failures),
         }
