@@ -357,3 +357,20 @@ def test_an_api_error_stops_the_launch_and_says_what_was_made(api: FakeKubeApiSe
     assert {"bench-err-0", "bench-err-1"} <= {p["metadata"]["name"] for p in made}
     # The command returns once its calls are over: what it said it made is what the server has.
     assert api.request_count("create", "pods") == len(made) + 1 < 6 + 1
+
+
+@pytest.mark.parametrize(("wait", "message"), [("--wait", "cannot list pods"), ("--no-wait", "0 of 2 done")])
+def test_an_unreachable_api_server_exits_1_naming_it(wait: str, message: str, capsys: Any) -> None:
+    argv = [
+        "bench",
+        "launch",
+        "--count",
+        "2",
+        "--template",
+        str(EXAMPLE),
+        "--kube-host",
+        "http://127.0.0.1:9",
+    ]
+    assert main([*argv, wait]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "127.0.0.1" in err

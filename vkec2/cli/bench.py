@@ -75,7 +75,8 @@ def _drive(
     labels: tuple[str, str],
     console: Console,
 ) -> tuple[str, Exception] | None:
-    """Do ``act`` on every item at the pacer's rate, then (``wait``) follow until all reach the goal.
+    """Do ``act`` on every item at the pacer's rate, then (``wait``) follow until all reach the goal,
+    for at most ``timeout`` seconds after the last call.
 
     Returns the first failed call (key, error), which stops the dispatch; None when all were done.
     """
@@ -103,7 +104,7 @@ def _drive(
                 return
             futures.append(pool.submit(one, item))
 
-    deadline = time.monotonic() + timeout
+    deadline: float | None = None  # the timeout counts from the last call's answer
     progress = Progress(
         TextColumn("{task.description:>9}"),
         BarColumn(),
@@ -128,11 +129,13 @@ def _drive(
                 settled = len(tally.reached) + len(tally.failed) >= len(tally.started) >= len(items)
                 if dispatched and settled:
                     break
-                if time.monotonic() > deadline:
+                if dispatched and deadline is None:
+                    deadline = time.monotonic() + timeout
+                if deadline is not None and time.monotonic() > deadline:
                     break
                 time.sleep(POLL_SECONDS)
         except KeyboardInterrupt:
-            failure.append(("interrupted", KeyboardInterrupt("stopped by Ctrl-C")))
+            failure.append(("interrupted", RuntimeError("stopped by Ctrl-C")))
         finally:
             stop.set()
             dispatcher.join()
@@ -270,7 +273,7 @@ def _target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             type=click.FloatRange(min=0, min_open=True),
             default=600.0,
             show_default=True,
-            help="seconds to wait for the goal",
+            help="seconds to wait for the goal after the last call",
         ),
         click.option(
             "-o",
