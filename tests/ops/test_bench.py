@@ -20,8 +20,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from producer.standalone import ManifestSource, parse_manifest
+from producer.standalone import ManifestSource, parse_manifest, selector_mismatch
 from tests.k8s.apiserver import FakeKubeApiServer
+from tests.ops.test_examples import local_node_labels
 from vkec2.cli.benchload import RUN_LABEL, Pacer, PodTemplate, RenderOptions, Tally, TemplateError
 from vkec2.cli.main import main
 from vkec2.domain.models import Phase
@@ -52,6 +53,11 @@ def test_the_example_renders_n_numbered_pods_labelled_with_the_run() -> None:
     # The standalone producer takes it as it is.
     (parsed,) = parse_manifest("p.yaml", yaml.safe_dump(pods[0]), NODE)
     assert parsed["metadata"]["name"] == "bench-r1-0"
+
+
+def test_the_local_fleets_node_takes_the_example() -> None:
+    (pod,) = PodTemplate.load(EXAMPLE).render_all(RenderOptions("r0", 1))
+    assert pod["spec"]["nodeSelector"] and selector_mismatch(pod, local_node_labels()) == {}
 
 
 def test_namespace_defaults_to_the_templates_then_default_and_the_name_to_the_generated_one(
