@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,12 @@ def test_the_example_renders_n_numbered_pods_labelled_with_the_run() -> None:
     # The standalone producer takes it as it is.
     (parsed,) = parse_manifest("p.yaml", yaml.safe_dump(pods[0]), NODE)
     assert parsed["metadata"]["name"] == "bench-r1-0"
+
+
+def test_the_example_ships_as_package_data() -> None:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert data["vkec2.examples.bench"] == ["*.yaml"]
+    assert files("vkec2").joinpath("examples", "bench", "pod.yaml").is_file()
 
 
 def test_the_local_fleets_node_takes_the_example() -> None:
