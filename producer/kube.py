@@ -5,7 +5,8 @@ The producer is the only part of vkec2 that talks to Kubernetes. This module bui
 against an explicit plain-HTTP host (tests and the API server double) — and wraps the handful of
 REST calls the producer needs (pods, pods/status, events, nodes, nodes/status, leases, its own
 StatefulSet, read at shutdown to tell a scale-down from a restart, and — one GET per name its pods
-reference, never a list or watch — ConfigMaps, Secrets and service account tokens) so that the
+reference, never a list or watch — ConfigMaps, Secrets and service account tokens; ``vkec2 bench``
+also creates, lists, watches and deletes its pods by label here) so that the
 rest of the package works on plain JSON dicts and one exception type, :class:`KubeError`, that
 carries the HTTP status. Watches are read line by line from the raw response so a 410 Gone (as an
 HTTP status or as a watch ``ERROR`` event) surfaces as ``KubeError(410)`` for the caller to relist.
@@ -104,6 +105,11 @@ def _error(exc: Exception) -> KubeError:
     return KubeError(0, type(exc).__name__, str(exc))
 
 
+def _on_node(node: str | None) -> str | None:
+    """The field selector of the pods bound to ``node`` (None: no selector)."""
+    return f"spec.nodeName={node}" if node else None
+
+
 def _json(resp: Any) -> Obj:
     data = resp.data
     return dict(json.loads(data)) if data else {}
@@ -157,12 +163,19 @@ class Kube:
                 return None
             raise
 
-    def list_pods(self, node: str) -> tuple[list[Obj], str]:
-        """Every pod bound to ``node`` (all pages) and the list's resourceVersion."""
+    def create_pod(self, pod: Obj) -> Obj:
+        """Create ``pod`` in its namespace (``vkec2 bench launch``); the object as the server stored it."""
+        return self._call(self.core.create_namespaced_pod, pod["metadata"]["namespace"], pod)
+
+    def list_pods(self, node: str | None, label_selector: str | None = None) -> tuple[list[Obj], str]:
+        """Every pod bound to ``node`` (None: of any node) and matching ``label_selector`` (all pages),
+        and the list's resourceVersion."""
         items: list[Obj] = []
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"field_selector": f"spec.nodeName={node}", "limit": 500}
+            kwargs: dict[str, Any] = {"field_selector": _on_node(node), "limit": 500}
+            if label_selector:
+                kwargs["label_selector"] = label_selector
             if token:
                 kwargs["_continue"] = token
             page = self._call(self.core.list_pod_for_all_namespaces, **kwargs)
@@ -175,15 +188,19 @@ class Kube:
             if not token:
                 return items, str(meta.get("resourceVersion", ""))
 
-    def watch_pods(self, node: str, resource_version: str, timeout_seconds: int) -> Iterator[tuple[str, Obj]]:
-        """Watch events (type, object) for ``node``'s pods after ``resource_version``.
+    def watch_pods(
+        self, node: str | None, resource_version: str, timeout_seconds: int, label_selector: str | None = None
+    ) -> Iterator[tuple[str, Obj]]:
+        """Watch events (type, object) for ``node``'s pods (None: any node's) matching ``label_selector``
+        after ``resource_version``.
 
         Ends when the server closes the stream; raises ``KubeError(410)`` when the version expired.
         """
         try:
             resp = self.core.list_pod_for_all_namespaces(
                 watch=True,
-                field_selector=f"spec.nodeName={node}",
+                field_selector=_on_node(node),
+                label_selector=label_selector or None,
                 resource_version=resource_version,
                 timeout_seconds=timeout_seconds,
                 allow_watch_bookmarks=True,
@@ -222,14 +239,13 @@ class Kube:
     def patch_pod(self, namespace: str, name: str, patch: Obj) -> Obj:
         return self._call(self.core.patch_namespaced_pod, name, namespace, patch, _content_type=STRATEGIC)
 
-    def delete_pod(self, namespace: str, name: str, uid: str, grace_seconds: int = 0) -> bool:
-        """Delete the pod if it still has ``uid``; False when it is gone or is another pod now."""
-        body = {
-            "apiVersion": "v1",
-            "kind": "DeleteOptions",
-            "gracePeriodSeconds": grace_seconds,
-            "preconditions": {"uid": uid},
-        }
+    def delete_pod(self, namespace: str, name: str, uid: str, grace_seconds: int | None = 0) -> bool:
+        """Delete the pod if it still has ``uid``; False when it is gone or is another pod now.
+
+        ``grace_seconds`` None: the pod's own grace period."""
+        body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
         try:
             self._call(self.core.delete_namespaced_pod, name, namespace, body=body)
             return True

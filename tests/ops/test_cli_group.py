@@ -12,6 +12,7 @@ from vkec2.cli.main import COMMANDS, main
 
 OPERATOR_COMMANDS = [
     "up", "status", "pods", "instances", "hosts", "gc", "replay", "node", "config", "migrate", "infra",
+    "bench",
 ]  # fmt: skip
 FORWARDED_PROGRAMS = ["agent", "agent-sim", "producer", "worker", "beat", "flower"]
 EVERY_COMMAND = OPERATOR_COMMANDS + FORWARDED_PROGRAMS

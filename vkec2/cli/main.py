@@ -8,7 +8,8 @@ completion lists it), so ``vkec2 agent-sim`` does not pay for Celery and boto3. 
 hands them the rest of the command line untouched, their ``--help`` included. Exit status: 0
 success, 1 the operation failed, 2 a usage error. ``vkec2 --version`` prints the installed
 distribution's version; click's shell completion is enabled through ``_VKEC2_COMPLETE``.
-``vkec2 hosts`` (the Dedicated hosts) lives in ``vkec2/cli/hosts.py``. ``worker``, ``beat`` and
+``vkec2 hosts`` (the Dedicated hosts) lives in ``vkec2/cli/hosts.py``, ``vkec2 bench`` (the load
+generator) in ``vkec2/cli/bench.py``. ``worker``, ``beat`` and
 ``flower`` hand the rest of the command line to Celery (``vkec2/cli/roles.py``).
 """
 
@@ -37,6 +38,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "config": "vkec2.cli.config:config",
     "migrate": "vkec2.cli.migrate:migrate",
     "infra": "vkec2.cli.infra:infra",
+    "bench": "vkec2.cli.bench:bench",
 }
 
 
