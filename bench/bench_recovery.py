@@ -361,9 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--beat-kills", type=int, help="beat fail-overs measured (3; quick 1)")
     parser.add_argument("--loss-pods", type=int, help="Running pods when Redis is flushed (50; quick 16)")
     args = parser.parse_args(argv)
-    pods = args.pods or (16 if args.quick else 40)
-    trials = args.beat_kills or (1 if args.quick else 3)
-    loss_pods = args.loss_pods or (16 if args.quick else 50)
+    pods = (16 if args.quick else 40) if args.pods is None else args.pods
+    trials = (1 if args.quick else 3) if args.beat_kills is None else args.beat_kills
+    loss_pods = (16 if args.quick else 50) if args.loss_pods is None else args.loss_pods
     for name, value in (("pods", pods), ("beat-kills", trials), ("loss-pods", loss_pods)):
         if value < 1:
             parser.error(f"--{name} must be at least 1, not {value}")
