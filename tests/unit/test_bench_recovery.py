@@ -15,7 +15,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--quick" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flag", ["--pods", "--beat-kills", "--loss-pods"])
+@pytest.mark.parametrize("flag", ["--pods", "--worker-kills", "--beat-kills", "--loss-pods"])
 def test_a_count_below_one_is_a_usage_error(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["--quick", flag, "0"])
