@@ -102,8 +102,8 @@ def killed_worker(fleet: FleetHarness, pods: int, kills: int) -> list[Figure]:
     pods have left Pending; a pod's time runs from the kill that took its step to its next write."""
     s = fleet.settings
     bound = s.celery.lock_ttl_seconds + s.beat.resume_interval_seconds + s.celery.resume_slack_seconds
-    fleet.start_beat()
     workers = [spawn_worker(fleet) for _ in range(2)]
+    fleet.start_beat()
     wait_until(lambda: all(ready(p) for _, p in workers), 60, "the Celery workers to be ready")
     uids = [fleet.submit(example_pod(f"kill-{i}")) for i in range(pods)]
     thresholds = [pods * k // (kills + 3) for k in range(1, kills + 1)]  # the first half
@@ -264,9 +264,9 @@ def manifest(names: list[str]) -> str:
 
 def redis_loss(fleet: FleetHarness, proxy: Ec2Proxy, tmp: Path, pods: int) -> list[Figure]:
     """Scenario 3 (see the module docstring)."""
+    workers = [spawn_worker(fleet) for _ in range(2)]
     fleet.start_beat()
-    for _ in range(2):
-        fleet.start_worker(concurrency=4)
+    wait_until(lambda: all(ready(p) for _, p in workers), 60, "the Celery workers to be ready")
     manifests = tmp / f"manifests-{fleet.cluster}"
     manifests.mkdir()
     text = manifest([f"loss-{i:03d}" for i in range(pods)])
