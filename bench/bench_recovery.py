@@ -58,6 +58,9 @@ DEPLOYED = {"celery": {"visibility_timeout_seconds": 600}}
 
 #: The producer's default ``--lease-interval``: its epoch check, hence a lost Redis noticed, runs this often.
 LEASE_INTERVAL = 10.0
+#: The producer's heartbeat runs every lease interval +-10 % (``Heartbeat``'s jitter, producer/lease.py),
+#: so "within one lease interval" (docs/architecture.md) is at most this long after the loss.
+REBUILD_BOUND = LEASE_INTERVAL * 1.1
 
 
 @contextmanager
@@ -314,9 +317,9 @@ def redis_loss(fleet: FleetHarness, proxy: Ec2Proxy, tmp: Path, pods: int) -> li
             "Redis loss: FLUSHALL to record rebuilt, max",
             rebuild_worst,
             "s",
-            goal=f"<= {LEASE_INTERVAL:g} s (one lease interval)",
-            met=rebuild_worst <= LEASE_INTERVAL,
-            ratio=rebuild_worst / LEASE_INTERVAL,
+            goal=f"<= {REBUILD_BOUND:g} s (one lease interval of {LEASE_INTERVAL:g} s + 10 % jitter)",
+            met=rebuild_worst <= REBUILD_BOUND,
+            ratio=rebuild_worst / REBUILD_BOUND,
         ),
         Figure("Redis loss: FLUSHALL to Running again, p50", median(list(running.values())), "s"),
         Figure(
