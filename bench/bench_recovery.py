@@ -34,6 +34,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -429,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             proxy.stop()
         for proc in reversed(procs):
             proc.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     result = Result(
         name="recovery",
         title="Recovery times: a killed worker, a killed beat, Redis losing its data",
