@@ -22,7 +22,11 @@ Make = Callable[..., FleetHarness]
 def test_40_pods_launch_in_a_few_batched_calls_with_a_worker_killed(
     make_fleet: Make, ec2_proxy: Ec2Proxy
 ) -> None:
-    fleet = make_fleet(aws={"launch_batch_window_seconds": 1.0, "launch_batch_max": 10})
+    # As deployed: beat resumes a chain whose message died with the worker before it was recorded.
+    fleet = make_fleet(
+        aws={"launch_batch_window_seconds": 1.0, "launch_batch_max": 10}, health={"interval_seconds": 2}
+    )
+    fleet.start_beat()
     doomed = fleet.start_worker(concurrency=4)
     fleet.start_worker(concurrency=4)
     uids = [fleet.submit(example_pod(f"batch-{i}")) for i in range(40)]
