@@ -25,6 +25,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, cast
 
+import redis
+
 from bench.common import Figure, Result, write_result
 from producer.outbox import OutboxConsumer
 from tests.support.fleet import NODE, FleetHarness, example_pod
@@ -51,13 +53,20 @@ def family(key: str, prefix: str) -> str:
 
 
 def breakdown(store: Store) -> dict[str, tuple[int, int]]:
-    """Family -> (keys, bytes by MEMORY USAGE) over every key of the database."""
+    """Family -> (keys, bytes by MEMORY USAGE) over every key of every database of the server."""
     out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for key in store.redis.scan_iter(count=1000):
-        used = store.redis.memory_usage(key, samples=0) or 0
-        row = out[family(str(key), store.keys.prefix)]
-        row[0] += 1
-        row[1] += int(used)
+    dbs = [int(name[2:]) for name in store.redis.info("keyspace") if str(name).startswith("db")]
+    home = int(store.redis.connection_pool.connection_kwargs.get("db", 0))
+    for db in dbs:
+        kwargs = store.redis.connection_pool.connection_kwargs
+        client = redis.Redis(host=kwargs.get("host", "127.0.0.1"), port=kwargs.get("port", 6379), db=db)
+        for key in client.scan_iter(count=1000):
+            used = client.memory_usage(key, samples=0) or 0
+            name = family(key.decode() if isinstance(key, bytes) else str(key), store.keys.prefix)
+            row = out[name if db == home else f"(db {db}) {name}"]
+            row[0] += 1
+            row[1] += int(used)
+        client.close()
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
