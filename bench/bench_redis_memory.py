@@ -155,6 +155,7 @@ def main() -> int:
         consumer = OutboxConsumer(fleet.store, NODE, AcceptAll())
         consumer.ensure_group()
         time.sleep(2)  # beat's first ticks and the worker's bindings are part of the baseline
+        fleet.store.redis.slowlog_reset()
         baseline = used_memory(fleet.store)
         info_before = memory_info(fleet.store)
         before = breakdown(fleet.store)
@@ -176,6 +177,8 @@ def main() -> int:
             )
             time.sleep(1.5)  # the consumer's trim after its last batch
             print(f"outbox entries left: {fleet.store.redis.xlen(outbox)}")
+        print(f"slow log entries dropped before measuring: {fleet.store.redis.slowlog_len()}")
+        fleet.store.redis.slowlog_reset()  # up to 128 slow commands with their arguments: not per pod
         grown = used_memory(fleet.store) - baseline
         info_after = memory_info(fleet.store)
         moved = {k: info_after[k] - info_before.get(k, 0) for k in info_after}
@@ -188,6 +191,7 @@ def main() -> int:
             "used_memory_vm_eval",
             "mem_not_counted_for_evict",
         )
+        shown += tuple(k for k, v in moved.items() if abs(v) > 10_000 and k not in shown and "peak" not in k)
         print("INFO memory growth: " + ", ".join(f"{k} {moved[k]:+d}" for k in shown if k in moved))
         after = breakdown(fleet.store)
         delta = {
