@@ -11,7 +11,10 @@ stalled past its lock never acts on a pod another task took over. The producer's
 spec, delete requests) touch only the fields it owns and bump ``generation``; both make the pod due
 a step now (``due``, see :mod:`vkec2.store.due`), and a chain's fenced writes move or clear it. With
 ``redis_wait_replicas`` a fenced write waits (Redis ``WAIT``) until that many replicas have it, so
-a Sentinel fail-over right after it cannot take it back (docs/redis.md).
+a Sentinel fail-over right after it cannot take it back (docs/redis.md). A pod task's step takes
+a :class:`StepLock` (:meth:`PodRecords.step_locked`): the lock and the record in one call, its
+writes sent with its next guard or, with its next step's due time and the release, at its end,
+so a polling step costs two round trips.
 """
 
 from __future__ import annotations
@@ -270,7 +273,8 @@ class PodRecords(StoreBase):
     ) -> tuple[int, bool]:
         """Run :data:`~vkec2.store.scripts.STEP_END` for ``lock``: (written, due step cleared)."""
         uid = lock.uid
-        args = [lock.token, str(lock.fence), uid, mode, repr(when), step.to_json() if step else "", task]
+        at = str(int(when)) if mode == "guard" else repr(when)  # guard: PEXPIRE takes whole ms
+        args = [lock.token, str(lock.fence), uid, mode, at, step.to_json() if step else "", task]
         args.append(str(len(fields)))
         for key, value in fields.items():
             args += [key, value]
