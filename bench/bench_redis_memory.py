@@ -182,7 +182,7 @@ def main() -> int:
         grown = used_memory(fleet.store) - baseline
         info_after = memory_info(fleet.store)
         moved = {k: info_after[k] - info_before.get(k, 0) for k in info_after}
-        shown = (
+        shown: tuple[str, ...] = (
             "used_memory",
             "used_memory_dataset",
             "used_memory_overhead",

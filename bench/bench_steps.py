@@ -34,6 +34,7 @@ from typing import Any, cast
 from bench.common import Figure, Result, percentile, write_result
 from bench.roundtrips import RoundTrips
 from tests.support.fleet import NODE, FleetHarness, example_pod
+from tests.support.services import wait_until
 from vkec2.cli.procs import ManagedProcess, start_agent_sim, start_moto, start_redis
 from vkec2.domain.models import Phase
 
@@ -69,6 +70,15 @@ def fill_pool(fleet: FleetHarness, wanted: int, run: Any, timeout: float = 120) 
             raise TimeoutError(f"warm pool has {len(fleet.store.pool_ready(POOL))} of {wanted} members Ready")
         run()
         time.sleep(0.5)
+
+
+def reconcile_once(fleet: FleetHarness, timeout: float = 60) -> None:
+    """Send one warm-pool reconcile to the worker and wait until it has run (no backlog of passes
+    left to compete with the pods' steps afterwards)."""
+    key = fleet.store.keys.maintenance_last("vkec2.maintenance.warm_pools")
+    sent = time.time()
+    fleet.send("vkec2.maintenance.warm_pools")
+    wait_until(lambda: float(fleet.store.redis.hget(key, "ts") or 0) > sent, timeout, "a warm-pool pass")
 
 
 def in_process(fleet: FleetHarness, pods: int) -> tuple[dict[str, list[Counter[str]]], str]:
@@ -154,7 +164,7 @@ def _fenced(trips: Counter[str]) -> int:
 def warm_latency(fleet: FleetHarness, pods: int, rate: float) -> list[float]:
     """create→Running (seconds) of ``pods`` pods submitted at ``rate`` per second, each claiming a member."""
     fleet.start_worker(concurrency=8)
-    fill_pool(fleet, pods, lambda: fleet.send("vkec2.maintenance.warm_pools"), timeout=300)
+    fill_pool(fleet, pods, lambda: reconcile_once(fleet), timeout=300)
     uids: list[str] = []
     started = time.monotonic()
     for i in range(pods):
@@ -185,6 +195,9 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=0, help="warm pods to create (overrides --quick)")
     parser.add_argument("--rate", type=float, default=10.0, help="pods submitted per second")
     parser.add_argument("--steps-pods", type=int, default=5, help="pods carried step by step in-process")
+    parser.add_argument(
+        "--no-rate-limits", action="store_true", help="the warm run without the fleet's EC2 token buckets"
+    )
     parser.add_argument("--profile-out", default="", help="write the profile's text to this file")
     args = parser.parse_args()
     pods = args.pods or (20 if args.quick else 100)
@@ -223,7 +236,11 @@ def main() -> int:
             f"{redis_url}/2",
             moto_url,
             endpoint,
-            {**base, "warm_pools": [{"name": POOL, "desired_count": pods}]},
+            {
+                **base,
+                "warm_pools": [{"name": POOL, "desired_count": pods}],
+                **({"rate_limits": {"enabled": False}} if args.no_rate_limits else {}),
+            },
         )
         fleets.append(warm_fleet)
         latency = warm_latency(warm_fleet, pods, args.rate)
