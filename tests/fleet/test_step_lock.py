@@ -72,8 +72,8 @@ def test_schedule_next_sends_the_writes_the_due_step_and_the_release_together(st
 
 def test_a_superseded_step_writes_nothing_and_learns_it_at_its_next_call(store: Store) -> None:
     uid = _pod(store)
-    with store.step_locked(uid, ttl_ms=50) as stale:
-        time.sleep(0.1)  # the lock expires: another step takes the pod
+    with store.step_locked(uid) as stale:
+        store.redis.delete(store.keys.lock(uid))  # as if it expired: another step takes the pod
         with store.step_locked(uid) as fresh:
             fresh.write({"phase": Phase.BOOTING.value})
         stale.write({"phase": Phase.FAILED.value}, _event(uid, Phase.FAILED), "n")
@@ -82,8 +82,8 @@ def test_a_superseded_step_writes_nothing_and_learns_it_at_its_next_call(store: 
         assert not stale.finish_chain(POD_CREATE)  # nothing to write: just not finished
     assert store.get(uid).phase is Phase.BOOTING  # type: ignore[union-attr]
     assert store.outbox_events("n") == []
-    with store.step_locked(uid, ttl_ms=50) as stale:
-        time.sleep(0.1)
+    with store.step_locked(uid) as stale:
+        store.redis.delete(store.keys.lock(uid))
         with store.step_locked(uid):
             pass
         stale.write({"phase": Phase.FAILED.value})
