@@ -5,6 +5,8 @@ the producer of that node reads them through the consumer group ``producer`` and
 entry only after its sink applied it (for Kubernetes mode: after the ``pods/status`` write and the
 Event). Entries left pending by a producer that died are taken over with XAUTOCLAIM once they have
 been idle for ``claim_idle`` seconds; this consumer's own pending entries are read back at start.
+Settled entries are trimmed from the stream every :data:`TRIM_INTERVAL` (nothing reads them
+again), so it holds what is unsettled only.
 
 One pod never holds up another. An entry whose sink fails is *held* for its pod, in memory (it
 stays pending in Redis), and retried with a back-off (``retry_interval``, doubling, at most
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 GROUP = "producer"
 #: The longest wait between two tries of a held entry, seconds.
 MAX_BACKOFF = 30.0
+#: Seconds between two trims of the entries the group settled (the stream keeps only unsettled ones).
+TRIM_INTERVAL = 1.0
 Entry = tuple[str, dict[str, str]]
 
 
@@ -160,7 +164,7 @@ class OutboxConsumer:
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
         """Consume until ``stop`` is set; wait for ``ready`` (the first full pod list) before handling."""
-        next_claim = 0.0
+        next_claim = next_trim = 0.0
         own_pending = True  # read back what this consumer (same name) left pending, once per connection
         while not stop.is_set():
             self.last_loop = time.monotonic()
@@ -178,6 +182,9 @@ class OutboxConsumer:
                     next_claim = now + min(self.claim_idle_ms / 1000, 10.0)
                     self.handle(self._claim())
                 self.handle(self._read(">", block=True))
+                if time.monotonic() >= next_trim:  # settled entries are never read again
+                    next_trim = time.monotonic() + TRIM_INTERVAL
+                    self.store.outbox_trim(self.node, GROUP)
             except StoreError as exc:
                 self._group_ready = False
                 own_pending = True

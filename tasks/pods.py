@@ -41,6 +41,7 @@ from tasks.runtime import Fleet, fleet
 from vkec2 import contract
 from vkec2.domain.models import DueStep, PodRecord
 from vkec2.errors import InvalidTaskArguments, LockBusy, StaleFence, UnknownPod, Vkec2Error
+from vkec2.observability import logs
 from vkec2.store.redis_store import Lock, StoreError
 
 log = logging.getLogger(__name__)
@@ -171,11 +172,12 @@ def _one_step(task: Task, uid: str, step: Step, *, retry_any_error: bool = False
     try:
         celery = ctx.settings.celery
         ttl_ms = int(celery.lock_ttl_seconds * 1000)
-        with ctx.store.locked(uid, ttl_ms, max_hold_s=celery.lock_max_hold_seconds) as lock:
-            rec = ctx.store.get(uid)
+        with ctx.store.step_locked(uid, ttl_ms, max_hold_s=celery.lock_max_hold_seconds) as lock:
+            rec = lock.record  # read with the lock, in one round trip
             if rec is None:
                 return "unknown pod"
-            return step(ctx, lock, rec)
+            with logs.bound(namespace=rec.namespace, name=rec.name, endpoint=rec.endpoint):
+                return step(ctx, lock, rec)
     except UnknownPod:
         return "unknown pod"
     except StaleFence:

@@ -52,6 +52,7 @@ class FakeLock:
         self.store, self.uid, self.fence, self.ttl_ms = store, uid, fence, ttl_ms
         self.extensions: list[int] = []
         self.guards = 0
+        self.record: PodRecord | None = None  # the record read with the lock (step_locked)
 
     def write(self, values: Mapping[str, Any], event: StatusEvent | None = None, node: str = "") -> None:
         self.store.write(self.uid, self.fence, values, event, node)
@@ -156,6 +157,15 @@ class FakeStore(FakeHostStore):
             with self._mutex:
                 if self._held.get(uid) is lock:
                     del self._held[uid]
+
+    @contextmanager
+    def step_locked(
+        self, uid: str, ttl_ms: int = LOCK_TTL_MS, *, max_hold_s: float | None = None
+    ) -> Iterator[FakeLock]:
+        """The lock with the record read with it; unlike Redis's step lock, its writes are not deferred."""
+        with self.locked(uid, ttl_ms, max_hold_s=max_hold_s) as lock:
+            lock.record = self.get(uid)
+            yield lock
 
     @contextmanager
     def sweep_flight(self, ttl_ms: int) -> Iterator[bool]:

@@ -154,7 +154,8 @@ def _prerun(task_id: str | None = None, task: Task | None = None, kwargs: Any = 
     uid = kwargs.get("uid") if isinstance(kwargs, dict) else None
     if isinstance(uid, str) and uid:
         context["uid"] = uid
-        context.update(_pod_fields(task.app, uid))
+        if task.name not in contract.POD_TASKS:  # a pod task binds them from the record it locks
+            context.update(_pod_fields(task.app, uid))
     _tokens[task_id] = logs.bind(**context)
 
 

@@ -63,6 +63,36 @@ def pool_slot(scope: str, token: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+#: The parts of an Instance description the fleet reads (its type, zone and market, state and why,
+#: addresses, launch token and time, tags, host and image): :func:`slim` keeps these and drops the rest
+#: (block devices, network interfaces, CPU and metadata options ...: most of a description's size).
+FLEET_FIELDS = (
+    "InstanceId",
+    "InstanceType",
+    "ImageId",
+    "State",
+    "StateReason",
+    "Placement",
+    "PrivateIpAddress",
+    "PublicIpAddress",
+    "Ipv6Address",
+    "ClientToken",
+    "LaunchTime",
+    "Tags",
+    "InstanceLifecycle",
+    "SpotInstanceRequestId",
+    "SubnetId",
+    "VpcId",
+    "IamInstanceProfile",
+    "Platform",
+)
+
+
+def slim(instance: Mapping[str, Any]) -> Instance:
+    """``instance`` with only the :data:`FLEET_FIELDS` it has: what the store keeps of a description."""
+    return {key: instance[key] for key in FLEET_FIELDS if key in instance}
+
+
 def tag_map(instance: Mapping[str, Any]) -> dict[str, str]:
     """An instance's tags as a ``Key -> Value`` dict."""
     return {t["Key"]: t["Value"] for t in instance.get("Tags", [])}

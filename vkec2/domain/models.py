@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from vkec2.domain import phases
-from vkec2.domain.instances import type_and_zone
+from vkec2.domain.instances import slim, type_and_zone
 from vkec2.domain.phases import Phase as Phase  # records and events carry it; re-exported
 from vkec2.domain.times import rfc3339
 
@@ -130,7 +131,9 @@ class PodRecord:
         """Encode a partial record (field -> Python value) into hash field values."""
         out: dict[str, str] = {}
         for key, value in values.items():
-            if key in PodRecord._JSON:
+            if key == "instance":  # only what the fleet reads of the description (instances.slim)
+                out[key] = _dump(slim(value) if isinstance(value, Mapping) else value)
+            elif key in PodRecord._JSON:
                 out[key] = _dump(value)
             elif key in ("deleted", "rebuilt"):
                 out[key] = "1" if value else "0"

@@ -53,6 +53,7 @@ from vkec2.ports import Agents, Ec2, LaunchStore, LaunchTokens, PodLock
 log = logging.getLogger(__name__)
 
 FIRST_POLL_SECONDS = 1.0
+WORKLOAD_POLL_SECONDS = 0.25  # the first poll of an accepted workload (asked once at its launch)
 IDEMPOTENT_MISMATCH = "IdempotentParameterMismatch"
 
 
@@ -93,10 +94,13 @@ class Lifecycle:
     def _target(self, rec: PodRecord) -> AgentTarget:
         return AgentTarget(endpoint=rec.endpoint, instance_id=rec.instance_id)
 
-    def _poll_delay(self, rec: PodRecord) -> float:
-        """Back off while waiting: poll quickly at first, then up to the configured maximum."""
-        waited = max(0.0, now() - rec.launched_at) if rec.launched_at else 0.0
-        return float(min(self.settings.celery.max_countdown_seconds, FIRST_POLL_SECONDS + waited / 10))
+    def _poll_delay(self, rec: PodRecord, *, workload: bool = False) -> float:
+        """Back off while waiting: poll quickly at first (an accepted workload from its launch at
+        :data:`WORKLOAD_POLL_SECONDS`, else from the instance's), then up to the configured maximum."""
+        since = rec.launching_at if workload else rec.launched_at
+        waited = max(0.0, now() - since) if since else 0.0
+        first = WORKLOAD_POLL_SECONDS if workload else FIRST_POLL_SECONDS
+        return float(min(self.settings.celery.max_countdown_seconds, first + waited / 10))
 
     def _note_instance(self, lock: PodLock, rec: PodRecord, instance: Instance) -> None:
         """Record the pod's new instance (launched or claimed) before any other call on it."""
@@ -410,7 +414,7 @@ class Lifecycle:
             reason="AgentConnected",
             message=f"workload sent to the agent at {rec.endpoint}",
         )
-        return FIRST_POLL_SECONDS
+        return self._await_workload(lock, rec)  # asked at once: a workload often runs already
 
     def _await_workload(self, lock: PodLock, rec: PodRecord) -> float | None:
         try:
@@ -424,10 +428,10 @@ class Lifecycle:
                 return self._retry_or_fail(
                     lock, rec, "AgentLost", f"agent at {rec.endpoint} stopped answering: {exc.message}"
                 )
-            return self._poll_delay(rec)
+            return self._poll_delay(rec, workload=True)
         phase = phases.from_agent(status.phase)
         if phase is None:
-            return self._poll_delay(rec)
+            return self._poll_delay(rec, workload=True)
         self._record(
             lock,
             rec,

@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
+from vkec2.domain.instances import slim
 from vkec2.store.base import StoreBase
 
 SEEN_TTL_SECONDS = 300
@@ -61,7 +62,8 @@ class Ec2Batches(StoreBase):
             return
         pipe = self.redis.pipeline(transaction=False)
         for instance_id, instance in answers.items():
-            doc = json.dumps({"at": now, "instance": instance})
+            kept = slim(instance) if instance is not None else None  # what the fleet reads of it
+            doc = json.dumps({"at": now, "instance": kept}, separators=(",", ":"))
             pipe.set(self.keys.ec2_seen(instance_id), doc, ex=SEEN_TTL_SECONDS)
         pipe.execute()
 

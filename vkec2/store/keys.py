@@ -41,7 +41,8 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
   ``due`` (create or delete), the generation it was sent for, how often it was resumed. Owner and
   lifetime: those of ``due``, written and removed with it.
 - ``outbox:{node}`` (stream): status events for the producer of ``node``. Owner: workers append (in the
-  fenced write); the producer consumes it (group ``producer``). Lifetime: capped at about 100,000 entries.
+  fenced write); the producer consumes it (group ``producer``). Lifetime: the producer trims the
+  entries its group settled (every second); capped at about 100,000 entries.
 - ``outbox:{node}:dead`` (stream): the status events the producer of ``node`` gave up on (its handler
   failed ``--outbox-max-attempts`` times): the entry's fields plus ``entry`` (its outbox ID), ``error``
   (the last failure's text) and ``attempts``. Owner: the producer appends (with the entry's ack);
@@ -96,7 +97,8 @@ Each key, with its type, who writes it (owner), how long it lives and what it ho
 - ``ec2:throttled_attempts`` (hash): EC2 API action -> HTTP attempts throttled (botocore's retries too).
   Owner: the rate limiter's botocore hook. Lifetime: permanent counters.
 - ``ec2:seen:{instance_id}`` (string): JSON ``{"at": epoch seconds, "instance": description or null}``: the
-  last DescribeInstances answer for one instance, shared by every worker that polls it. Owner: the
+  last DescribeInstances answer for one instance (the fields the fleet reads of it,
+  :func:`vkec2.domain.instances.slim`), shared by every worker that polls it. Owner: the
   batching gateway. Lifetime: TTL 300 s.
 - ``ec2:batch:{kind}:wanted`` (sorted set for ``describe``, set for ``terminate``): instance IDs waiting
   for the next coalesced DescribeInstances / TerminateInstances. Owner: the batching gateway. Lifetime:

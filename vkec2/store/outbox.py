@@ -4,9 +4,9 @@ Workers append to ``outbox:{node}`` inside the fenced pod write (:mod:`vkec2.sto
 part of the store is the reading side: a plain range read for tests and the CLI, and the consumer
 group operations the producer's :class:`~producer.outbox.OutboxConsumer` is built on (create the
 group, read new or own pending entries, take over entries another consumer left pending,
-acknowledge, see what is waiting) and the node's dead-letter stream ``outbox:{node}:dead``: an
-entry the producer gave up on moves there with its reason in one transaction with its
-acknowledgement, and ``vkec2 status`` reads the newest ones back. Entries come back as
+acknowledge, see what is waiting, trim what it settled) and the node's dead-letter stream
+``outbox:{node}:dead``: an entry the producer gave up on moves there with its reason in one
+transaction with its acknowledgement, and ``vkec2 status`` reads the newest ones back. Entries come back as
 ``(entry ID, fields)`` pairs; decoding them into :class:`~vkec2.domain.models.StatusEvent` is the
 caller's business where a malformed entry must be handled on its own.
 """
@@ -87,6 +87,14 @@ class OutboxStreams(StoreBase):
     def outbox_ack(self, node: str, group: str, entry_id: str) -> None:
         """Acknowledge one entry: it is no longer pending for ``group``."""
         self.redis.xack(self.keys.outbox(node), group, entry_id)
+
+    def outbox_trim(self, node: str, group: str) -> int:
+        """Drop the entries ``group`` has settled (older than its oldest pending one); how many went.
+
+        Entries are the status the producer was told; once settled nobody reads them again, so the
+        stream holds only what is unread or pending instead of the last ``OUTBOX_MAXLEN`` events.
+        """
+        return int(self.scripts.trim_settled(keys=[self.keys.outbox(node)], args=[group]))
 
     def outbox_oldest_unread(self, node: str, group: str) -> str | None:
         """The ID of the oldest entry ``group`` has not been handed yet; None when it has read them all."""

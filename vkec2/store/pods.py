@@ -11,7 +11,10 @@ stalled past its lock never acts on a pod another task took over. The producer's
 spec, delete requests) touch only the fields it owns and bump ``generation``; both make the pod due
 a step now (``due``, see :mod:`vkec2.store.due`), and a chain's fenced writes move or clear it. With
 ``redis_wait_replicas`` a fenced write waits (Redis ``WAIT``) until that many replicas have it, so
-a Sentinel fail-over right after it cannot take it back (docs/redis.md).
+a Sentinel fail-over right after it cannot take it back (docs/redis.md). A pod task's step takes
+a :class:`StepLock` (:meth:`PodRecords.step_locked`): the lock and the record in one call, its
+writes sent with its next guard or, with its next step's due time and the release, at its end,
+so a polling step costs two round trips.
 """
 
 from __future__ import annotations
@@ -178,6 +181,35 @@ class PodRecords(StoreBase):
                 self.lock_heartbeat.drop(token)
             self.scripts.release(keys=[self.keys.lock(uid)], args=[token])
 
+    @contextmanager
+    def step_locked(
+        self, uid: str, ttl_ms: int = LOCK_TTL_MS, *, max_hold_s: float | None = None
+    ) -> Iterator[StepLock]:
+        """Like :meth:`locked`, for one task step: the lock comes with the fresh record
+        (:attr:`StepLock.record`, in the same round trip) and its writes are deferred (see
+        :class:`StepLock`); the step's last writes, its next step and the release go in one call.
+        """
+        token = secrets.token_hex(16)
+        reply = cast(
+            list[Any],
+            self.scripts.acquire_read(keys=[self.keys.lock(uid), self.keys.pod(uid)], args=[token, ttl_ms]),
+        )
+        fence = int(reply[0])
+        if fence == -1:
+            raise UnknownPod(f"no pod record for uid {uid}")
+        if fence == 0:
+            raise LockBusy(f"pod {uid} is locked by another task")
+        raw = dict(zip(reply[1::2], reply[2::2], strict=True))
+        lock = StepLock(self, uid, token, fence, ttl_ms, PodRecord.from_hash(raw) if "uid" in raw else None)
+        if max_hold_s is not None:
+            self.lock_heartbeat.hold(uid, token, ttl_ms, max_hold_s)
+        try:
+            yield lock
+        finally:
+            if max_hold_s is not None:
+                self.lock_heartbeat.drop(token)
+            lock.close()
+
     def extend_lock(self, uid: str, token: str, ttl_ms: int) -> bool:
         """Push out the expiry of the pod lock held with ``token``; False if it was lost meanwhile."""
         return bool(self.scripts.extend(keys=[self.keys.lock(uid)], args=[token, ttl_ms]))
@@ -227,8 +259,44 @@ class PodRecords(StoreBase):
         keys = [self.keys.pod(uid), self.keys.due(), self.keys.due_task()]
         return bool(int(self.scripts.finish_chain(keys=keys, args=[str(fence), uid, task])))
 
-    def _replicated(self, script: Script, keys: list[str], args: list[str]) -> int:
+    def step_end(
+        self,
+        lock: StepLock,
+        mode: str,
+        fields: Mapping[str, str],
+        events: list[list[str]],
+        node: str,
+        *,
+        when: float = 0.0,
+        step: DueStep | None = None,
+        task: str = "",
+    ) -> tuple[int, bool]:
+        """Run :data:`~vkec2.store.scripts.STEP_END` for ``lock``: (written, due step cleared)."""
+        uid = lock.uid
+        at = str(int(when)) if mode == "guard" else repr(when)  # guard: PEXPIRE takes whole ms
+        args = [lock.token, str(lock.fence), uid, mode, at, step.to_json() if step else "", task]
+        args.append(str(len(fields)))
+        for key, value in fields.items():
+            args += [key, value]
+        args.append(str(len(events)))
+        for pairs in events:
+            args += [str(len(pairs) // 2), *pairs]
+        args.append(str(OUTBOX_MAXLEN))
+        keys = [
+            self.keys.pod(uid),
+            self.keys.outbox(node or "-"),
+            self.keys.due(),
+            self.keys.due_task(),
+            self.keys.lock(uid),
+        ]
+        reply = cast(list[Any], self._replicated(self.scripts.step_end, keys, args, first=True))
+        return int(reply[0]), bool(int(reply[1]))
+
+    def _replicated(self, script: Script, keys: list[str], args: list[str], *, first: bool = False) -> Any:
         """Run a fenced write script; with ``redis_wait_replicas``, wait until that many replicas have it.
+
+        The script answers whether it wrote (1), or with ``first`` a list whose first item says so
+        (returned whole).
 
         Fewer acknowledgements within :data:`WAIT_TIMEOUT_MS` raise :class:`NotReplicated` (a
         :data:`StoreError`): the write may vanish in a fail-over (the old master took it after its
@@ -236,17 +304,19 @@ class PodRecords(StoreBase):
         then holds.
         """
         if not self.wait_replicas:
-            return int(script(keys=keys, args=args))
+            result = script(keys=keys, args=args)
+            return result if first else int(result)
         pipe = self.redis.pipeline(transaction=False)  # WAIT covers the writes of its own connection
         script(keys=keys, args=args, client=pipe)
         pipe.wait(self.wait_replicas, WAIT_TIMEOUT_MS)
-        written, acked = pipe.execute()
-        if int(written) == 1 and int(acked) < self.wait_replicas:
+        result, acked = pipe.execute()
+        written = int(result[0] if first else result)
+        if written == 1 and int(acked) < self.wait_replicas:
             raise NotReplicated(
                 f"{keys[0]}: the write reached {acked} of {self.wait_replicas} replicas within "
                 f"{WAIT_TIMEOUT_MS} ms (redis_wait_replicas); a fail-over could lose it"
             )
-        return int(written)
+        return result if first else written
 
 
 def _check_fenced(uid: str, fence: int, result: int) -> None:
@@ -280,3 +350,80 @@ class Lock:
     def finish_chain(self, task: str) -> bool:
         """The chain of ``task`` ended here: the pod has no step of it due any more."""
         return self.store.finish_chain(self.uid, self.fence, task)
+
+
+class StepLock(Lock):
+    """A pod lock held for one task step, with its fresh :attr:`record` and deferred writes.
+
+    A write is kept here until the step's next side effect (:meth:`guard` sends it with the guard),
+    its next write with an event for another node, or its end: :meth:`schedule_next`,
+    :meth:`finish_chain` or the end of the ``with`` block send the step's writes, the due step and
+    the lock's release in one Lua call (:data:`~vkec2.store.scripts.STEP_END`). Writes between two
+    side effects are applied together, atomically, in their order (later fields win, every event
+    is appended): nothing could observe them one by one to act on it. A write refused as stale
+    raises at the call that sends it. Nothing in the block may read back the record from Redis
+    expecting its own unsent writes (the step works on :attr:`record`).
+    """
+
+    def __init__(
+        self, store: PodRecords, uid: str, token: str, fence: int, ttl_ms: int, record: PodRecord | None
+    ) -> None:
+        super().__init__(store, uid, token, fence, ttl_ms)
+        self.pods = store
+        #: The record as it was when the lock was taken (None: a record without its fields).
+        self.record = record
+        self._fields: dict[str, str] = {}
+        self._events: list[list[str]] = []
+        self._node = ""
+        self._released = False
+
+    def write(self, values: Mapping[str, Any], event: StatusEvent | None = None, node: str = "") -> None:
+        if self._released:  # after the step's end: an ordinary fenced write
+            super().write(values, event, node)
+            return
+        if event is not None and self._events and (node or "-") != self._node:
+            self._send("write")
+        self._fields.update(PodRecord.encode({**values, "updated_at": now()}))
+        if event is not None:
+            self._node = node or "-"
+            self._events.append([item for pair in event.to_fields().items() for item in pair])
+
+    def guard(self) -> None:
+        """Send the writes so far and extend the lock if it and the fence hold (else StaleFence)."""
+        if self._released:
+            super().guard()
+            return
+        self._send("guard", when=self.ttl_ms)
+
+    def schedule_next(self, next_task: str, step: DueStep, due_at: float) -> None:
+        """The step's writes, the record naming ``next_task``, the pod due it at ``due_at``, and the
+        release, in one call (the step is over)."""
+        self._fields.update(PodRecord.encode({"next_task": next_task, "updated_at": now()}))
+        self._send("next", when=due_at, step=step)
+
+    def finish_chain(self, task: str) -> bool:
+        """The step's writes, the due step of ``task`` cleared (when it is the pod's), and the release."""
+        return self._send("finish", task=task)
+
+    def close(self) -> None:
+        """The end of the block: send what is left with the release (once)."""
+        if not self._released:
+            self._send("release")
+
+    def _send(self, mode: str, *, when: float = 0.0, step: DueStep | None = None, task: str = "") -> bool:
+        anything = bool(self._fields or self._events)
+        fields, events, node = self._fields, self._events, self._node
+        self._fields, self._events = {}, []
+        if mode != "guard":
+            self._released = True
+        written, finished = self.pods.step_end(
+            self, mode, fields, events, node, when=when, step=step, task=task
+        )
+        # As the separate calls answered: a write, a guard or a schedule refused raises; a finish or a
+        # release with nothing to write just did not clear the due step.
+        checked = anything or mode in ("guard", "next")
+        if checked and (written == 0 or (written == -1 and mode == "guard" and not anything)):
+            raise StaleFence(f"pod {self.uid}: lock or fence {self.fence} lost; another task owns the pod")
+        if checked and written == -1:
+            raise UnknownPod(f"no pod record for uid {self.uid}")
+        return finished

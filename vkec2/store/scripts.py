@@ -25,6 +25,69 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 en
 return redis.call('HINCRBY', KEYS[2], 'fence', 1)
 """
 
+# KEYS: lock, pod.  ARGV: token, ttl_ms.  -> {fence, field, value, ...} (the record as HGETALL after
+# the fence was taken), {0} when busy, {-1} when the pod is unknown. A step's lock and its fresh
+# record in one round trip.
+ACQUIRE_READ = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-1} end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0} end
+local fence = redis.call('HINCRBY', KEYS[2], 'fence', 1)
+local out = redis.call('HGETALL', KEYS[2])
+table.insert(out, 1, fence)
+return out
+"""
+
+# KEYS: pod, outbox, due, due_task, lock.
+# ARGV: token, fence, uid, mode, when, due step JSON, task, nfields, field, value, ..., nevents, then
+# per event its npairs and field, value pairs, then the outbox's maxlen.
+# -> {written: 1, 0 when the fence is stale, -1 when the pod is unknown; then for mode 'finish' 1
+# when the chain's due step was cleared}. The end of a step's fenced writes in one round trip: the
+# fields and events a step wrote since its last side effect, then per mode: 'guard' extends the
+# lock to ``when`` ms (before a side effect; written 0 when the lock is lost), 'next' makes the pod
+# due the chain's next step at ``when``, 'finish' clears the due step of ``task`` (as FINISH_CHAIN:
+# even for an unknown pod when nothing was to be written), 'release' writes only; every mode but
+# 'guard' then releases the lock (the step is over).
+STEP_END = """
+local current = redis.call('HGET', KEYS[1], 'fence')
+local written = 1
+if not current then written = -1 elseif current ~= ARGV[2] then written = 0 end
+local mode = ARGV[4]
+local n = tonumber(ARGV[8])
+local i = 9 + 2 * n
+local nevents = tonumber(ARGV[i])
+local anything = n > 0 or nevents > 0
+if written == 1 then
+  if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 9, 8 + 2 * n)) end
+  local j = i + 1
+  for _ = 1, nevents do
+    local np = tonumber(ARGV[j])
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[#ARGV], '*', unpack(ARGV, j + 1, j + 2 * np))
+    j = j + 1 + 2 * np
+  end
+  if mode == 'next' then
+    redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+    redis.call('HSET', KEYS[4], ARGV[3], ARGV[6])
+  end
+end
+local finished = 0
+if mode == 'finish' and (written == 1 or (written == -1 and not anything)) then
+  local raw = redis.call('HGET', KEYS[4], ARGV[3])
+  if raw and cjson.decode(raw).task == ARGV[7] then
+    redis.call('ZREM', KEYS[3], ARGV[3])
+    redis.call('HDEL', KEYS[4], ARGV[3])
+    finished = 1
+  end
+end
+if mode == 'guard' then
+  if written == 1 then
+    if redis.call('GET', KEYS[5]) == ARGV[1] then redis.call('PEXPIRE', KEYS[5], ARGV[5]) else written = 0 end
+  end
+elseif redis.call('GET', KEYS[5]) == ARGV[1] then
+  redis.call('DEL', KEYS[5])
+end
+return {written, finished}
+"""
+
 # KEYS: lock.  ARGV: token.  -> 1 when released.
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -60,6 +123,27 @@ if #ARGV >= i then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[#ARGV], '*', unpack(ARGV, i, #ARGV - 1))
 end
 return 1
+"""
+
+# KEYS: outbox stream.  ARGV: group.  -> entries trimmed. Drop the entries ``group`` has settled: those
+# older than its oldest pending entry, or, with none pending, every entry it has been handed. Unread
+# and pending entries stay; a stream without the group is left alone.
+TRIM_SETTLED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local delivered = nil
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  if info['name'] == ARGV[1] then delivered = info['last-delivered-id'] end
+end
+if not delivered then return 0 end
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1])
+local floor = pending[2]
+if not floor then
+  local ms, seq = string.match(delivered, '^(%d+)-(%d+)$')
+  floor = ms .. '-' .. string.format('%d', tonumber(seq) + 1)
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', floor)
 """
 
 # KEYS: pod, pods, node_pods, nodes, due, due_task.
@@ -311,6 +395,9 @@ class Scripts:
     claim_host: Script
     drop_host_claim: Script
     host_intent: Script
+    trim_settled: Script
+    acquire_read: Script
+    step_end: Script
 
     @classmethod
     def register(cls, client: redis.Redis) -> Scripts:
@@ -333,4 +420,7 @@ class Scripts:
             claim_host=client.register_script(CLAIM_HOST),
             drop_host_claim=client.register_script(DROP_HOST_CLAIM),
             host_intent=client.register_script(HOST_INTENT),
+            trim_settled=client.register_script(TRIM_SETTLED),
+            acquire_read=client.register_script(ACQUIRE_READ),
+            step_end=client.register_script(STEP_END),
         )
