@@ -69,18 +69,16 @@ def build_fleet(settings: Settings) -> Fleet:
             raise ConfigError("agent.tls.ca_key_file is required on workers: they sign agent certificates")
         ca = FleetCA.load(tls.ca_cert_file, tls.ca_key_file)
         bootstrap = FleetBootstrap(agents, ca, IdentityVerifier.from_settings(settings, ec2.account_id))
-    trust = bootstrap.trust if bootstrap else None
-    batches = BatchLaunch(settings, store, ec2, limiter, kick=kick, trust=trust)
     lifecycle = Lifecycle(
         settings,
         store,
         ec2,
         agents,
         bootstrap.bootstrap if bootstrap else None,
-        trust=trust,
-        batches=batches,
+        trust=bootstrap.trust if bootstrap else None,
         tokens=limiter,
     )
+    lifecycle.batches = BatchLaunch(settings, store, ec2, limiter, lifecycle.capacity, kick=kick)
     return Fleet(settings, store, ec2, agents, lifecycle, limiter, bootstrap)
 
 

@@ -50,10 +50,16 @@ class Batched:
         self.agents.serving_default = False  # pods stay Booting: these tests are about launching
         self.kicked: list[str] = []
         self.limiter = RateLimiter(self.store, self.settings.rate_limits)
-        self.batches = BatchLaunch(self.settings, self.store, self.ec2, self.limiter, kick=self.kicked.extend)
-        self.lifecycle = Lifecycle(
-            self.settings, self.store, self.ec2, self.agents, batches=self.batches, tokens=self.limiter
+        self.lifecycle = Lifecycle(self.settings, self.store, self.ec2, self.agents, tokens=self.limiter)
+        self.batches = BatchLaunch(
+            self.settings,
+            self.store,
+            self.ec2,
+            self.limiter,
+            self.lifecycle.capacity,
+            kick=self.kicked.extend,
         )
+        self.lifecycle.batches = self.batches
 
     def add(self, n: int) -> list[str]:
         uids = [str(uuid.uuid4()) for _ in range(n)]
@@ -209,4 +215,28 @@ def test_pod_tags_wait_for_free_tokens_and_count_as_owned_meanwhile(redis_url: s
     fast = settings(rate_limits={"mutating": {"rate": 1e6, "burst": 100}}).rate_limits
     assert PodTags(world.store, world.ec2, RateLimiter(world.store, fast)).run().written == 2
     assert all(tag_map(i).get(TAG_POD_UID) in uids for i in world.ec2.instances.values())
+    world.store.close()
+
+
+def test_a_refused_batch_goes_on_batched_in_the_next_subnet(redis_url: str) -> None:
+    ec2 = {
+        "image_id": "ami-0123456789abcdef0",
+        "instance_type": "m5.large",
+        "subnets": ["subnet-0a", "subnet-0b"],
+    }
+    world = Batched(redis_url, ec2=ec2)
+    world.ec2.zones = {"subnet-0a": "us-west-2a", "subnet-0b": "us-west-2b"}
+    world.ec2.no_capacity[("m5.large", "subnet-0a")] = "InsufficientInstanceCapacity"
+    uids = world.add(4)
+    for uid in uids:
+        world.step(uid)
+
+    world.until_launched(uids)
+
+    calls = [(c["SubnetId"], c["MaxCount"]) for c in world.runs()]
+    refused = sum(n for subnet, n in calls if subnet == "subnet-0a")
+    launched = sum(n for subnet, n in calls if subnet == "subnet-0b")
+    # The pods spread over both subnets: 0a's batch is refused whole, its pods join 0b's next batch.
+    assert refused >= 1 and launched == 4 and len(calls) <= 3, calls
+    assert len({world.rec(u).instance_id for u in uids}) == 4 == len(world.ec2.instances)
     world.store.close()

@@ -471,10 +471,8 @@ def _print_keep(console: Console, fleet: LocalFleet, env_note: str) -> None:
     console.print(f'  Replay:   {env_note} celery -A tasks call {POD_CREATE} --kwargs \'{{"uid": "..."}}\'')
     console.print(f"  Kubelet:  {fleet.urls['kubelet']}/containerLogs/NAMESPACE/POD/CONTAINER  (TLS)")
     console.print(f"  Logs:     {fleet.workdir / 'logs'}")
-    console.print(
-        f"  Load:     {env_note} vkec2 bench launch --count 200 --template examples/bench/pod.yaml "
-        f"--manifests {fleet.workdir / 'pods'}"
-    )
+    load = f"bench launch --count 200 --template examples/bench/pod.yaml --manifests {fleet.workdir / 'pods'}"
+    console.print(f"  Load:     {env_note} vkec2 {load}")
     console.print(f"  Stop:     kill -TERM -- {' '.join(f'-{p.pid}' for p in fleet.procs)}")
 
 

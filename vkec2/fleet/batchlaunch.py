@@ -39,13 +39,12 @@ from dataclasses import replace
 
 from vkec2.config import Settings
 from vkec2.contract import TAG_CLUSTER, TAG_LAUNCH_BATCH, TAG_NODE
-from vkec2.domain.agents import AgentTrust
 from vkec2.domain.instances import Instance
 from vkec2.domain.models import PodRecord
 from vkec2.domain.podspec import LaunchParams, user_data_for
 from vkec2.domain.runinstances import run_instances_request
 from vkec2.errors import Ec2Error
-from vkec2.fleet.capacity import Candidate, candidates
+from vkec2.fleet.capacity import CapacityLaunch, marked
 from vkec2.fleet.podtags import PodTags
 from vkec2.ports import Ec2, LaunchTokens, PodLock
 from vkec2.store.launches import LAUNCHED, OPEN, REFUSED, SENDING
@@ -78,17 +77,17 @@ class BatchLaunch:
         store: Store,
         ec2: Ec2,
         tokens: LaunchTokens,
+        capacity: CapacityLaunch,
         *,
         kick: Callable[[Sequence[str]], None] | None = None,
-        trust: Callable[[str], AgentTrust] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.ec2 = ec2
         self.tokens = tokens
+        self.capacity = capacity  # the pod's candidates and the fleet's "unavailable" marks
         self.pod_tags = PodTags(store, ec2, tokens)
         self.kick = kick  # publish a create step of these pods now (they have an instance)
-        self.trust = trust  # a TLS fleet's bootstrap trust for the user data of a ClientToken
 
     @property
     def enabled(self) -> bool:
@@ -120,24 +119,23 @@ class BatchLaunch:
                 return view.instance
             self._leave(lock, rec)  # EC2 launched fewer instances than the batch asked for
             return self._join(lock, rec, params, tags)
-        if view.state == REFUSED:  # the candidate is marked unavailable: the single path goes on
+        if view.state == REFUSED:  # the candidate is marked unavailable: the next one batches
             self._leave(lock, rec)
-            return None
-        return self._send(lock, rec, params, tags)
+            return self._join(lock, rec, params, tags)
+        return self._send(lock, rec, params, tags, view.key)
 
     def adopted(self, rec: PodRecord, instance: Instance, tags: Mapping[str, str]) -> None:
         """A member takes its batch instance: its pod tags are remembered (and tried) first."""
         self.pod_tags.want(instance["InstanceId"], rec.uid, tags)
 
-    def _candidate(self, rec: PodRecord, params: LaunchParams) -> Candidate:
-        return candidates(self.settings, params, rec.uid, rec.attempt, {})[0]
-
     def _join(
         self, lock: PodLock, rec: PodRecord, params: LaunchParams, tags: Mapping[str, str]
     ) -> float | None:
-        cand = self._candidate(rec, params)
-        if self.store.unavailable([cand.offering]):
-            return None  # its first candidate has no capacity now: the single path tries the others
+        cands = self.capacity.candidates(rec, params)
+        marks = self.capacity.marks_of(cands)
+        cand = next((c for c in cands if not marked(c, marks)), None)
+        if cand is None:
+            return None  # no candidate has capacity now: the single path records the wait
         aws = self.settings.aws
         joined = self.store.join_batch(
             self._key(cand.params, tags),
@@ -160,7 +158,7 @@ class BatchLaunch:
         rec.launch_batch = rec.launch_token = ""
 
     def _send(
-        self, lock: PodLock, rec: PodRecord, params: LaunchParams, tags: Mapping[str, str]
+        self, lock: PodLock, rec: PodRecord, params: LaunchParams, tags: Mapping[str, str], key: str
     ) -> Instance | float | None:
         batch_id = rec.launch_batch
         sender = f"{rec.uid}/{secrets.token_hex(4)}"
@@ -190,13 +188,17 @@ class BatchLaunch:
         if slot - claim.now > SLOT_TOLERANCE_SECONDS:
             self.store.defer_batch(batch_id, sender, slot)
             return slot - claim.now
-        cand = self._candidate(rec, params)
+        cands = self.capacity.candidates(rec, params)
+        cand = next((c for c in cands if self._key(c.params, tags) == key), None)
+        if cand is None:  # the pod's parameters changed since it joined: it goes alone
+            self.store.defer_batch(batch_id, sender, slot)
+            self._leave(lock, rec)
+            return None
         token = batch_token(batch_id)
         sent = cand.params
-        if self.trust is not None:  # the agents bootstrap with the batch's token
-            sent = replace(
-                sent, user_data=user_data_for(self.settings, sent.instance_type, self.trust(token))
-            )
+        trust = self.capacity.trust
+        if trust is not None:  # the agents bootstrap with the batch's token
+            sent = replace(sent, user_data=user_data_for(self.settings, sent.instance_type, trust(token)))
         lock.guard()
         try:
             with self.tokens.prepaid("RunInstances"):
@@ -207,13 +209,12 @@ class BatchLaunch:
             if not exc.capacity:
                 self.store.defer_batch(batch_id, sender, slot)  # the next claimer sends it again
                 raise
-            mark = {"code": exc.code or "", "message": exc.message}
-            self.store.mark_unavailable(*cand.offering, mark, self.settings.ec2.unavailable_ttl_seconds)
+            self.capacity.refused(cand, exc)
             self.store.finish_batch(batch_id, {}, refused=(exc.code or "", exc.message))
             log.info("batch %s of %d pods refused: %s", batch_id, len(members), exc.code)
             self._wake([m for m in members if m != rec.uid])
             self._leave(lock, rec)
-            return None
+            return self._join(lock, rec, params, tags)  # the next candidate, batched again
         given = dict(zip(members, instances, strict=False))
         if self.store.finish_batch(batch_id, given):
             log.info(

@@ -206,9 +206,24 @@ class CapacityLaunch:
         data = user_data_for(self.settings, cand.params.instance_type, self.trust(cand.token))
         return replace(cand.params, user_data=data)
 
-    def _zones(self, params: LaunchParams) -> dict[str, str]:
+    def candidates(self, rec: PodRecord, params: LaunchParams) -> list[Candidate]:
+        """The pod's launch candidates of this attempt, in order, with their subnets' zones."""
         subnets = [s for s in (params.subnet_id, *params.fallback_subnets) if s]
-        return self.ec2.subnet_zones(subnets) if subnets else {}
+        zones = self.ec2.subnet_zones(subnets) if subnets else {}
+        return candidates(self.settings, params, rec.uid, rec.attempt, zones)
+
+    def marks_of(self, cands: Sequence[Candidate]) -> dict[tuple[str, str], dict[str, Any]]:
+        """The fleet's "unavailable" marks that concern ``cands`` (their offerings, their regions)."""
+        return self.marks.unavailable([*(c.offering for c in cands), *{_regional(c) for c in cands}])
+
+    def refused(self, cand: Candidate, exc: Ec2Error) -> tuple[tuple[str, str], dict[str, Any]]:
+        """Mark what a capacity refusal of ``cand`` says is unavailable (a quota: the type in the
+        whole region); returns the key and the mark."""
+        mark = {"code": exc.code or "", "message": _aws_message(exc), "at": now()}
+        key = _regional(cand) if exc.code in QUOTA_ERROR_CODES else cand.offering
+        self.marks.mark_unavailable(key[0], key[1], mark, self.settings.ec2.unavailable_ttl_seconds)
+        log.info("no capacity for %s: %s (%s)", cand.label, exc.code, mark["message"])
+        return key, mark
 
     def sent(self, rec: PodRecord, params: LaunchParams) -> bool:
         """Whether a RunInstances of this attempt was sent: the record names one of its tokens."""
@@ -238,17 +253,14 @@ class CapacityLaunch:
         """
         if params.host_pool and self.hosts is not None:
             return self.hosts.launch(lock, rec, params, tags, intent)
-        cands = candidates(self.settings, params, rec.uid, rec.attempt, self._zones(params))
+        cands = self.candidates(rec, params)
         cands.sort(key=lambda c: c.token != rec.launch_token)  # stable: the recorded one first
-        regional = {_regional(c) for c in cands}
-        marks = self.marks.unavailable([*(c.offering for c in cands), *regional])
-        ttl = self.settings.ec2.unavailable_ttl_seconds
+        marks = self.marks_of(cands)
         unavailable: list[str] = []
-        last: dict[str, Any] | None = None
+        last: Mapping[str, Any] | None = None
         launches = 0
         for cand in cands:
-            regional_key = _regional(cand)
-            mark = marks.get(regional_key) or marks.get(cand.offering)
+            mark = marked(cand, marks)
             if mark is None and launches >= RUN_INSTANCES_PER_STEP:
                 assert last is not None  # the budget is only spent on refusals
                 return self._outcome(last, unavailable, marks, untried=True)
@@ -261,11 +273,8 @@ class CapacityLaunch:
                     if not exc.capacity:
                         raise
                     intent("")  # refused: nothing was launched under that token
-                    mark = {"code": exc.code or "", "message": _aws_message(exc), "at": now()}
-                    key = regional_key if exc.code in QUOTA_ERROR_CODES else cand.offering
-                    self.marks.mark_unavailable(key[0], key[1], mark, ttl)
+                    key, mark = self.refused(cand, exc)
                     marks[key] = mark
-                    log.info("no capacity for %s: %s (%s)", cand.label, exc.code, mark["message"])
             unavailable.append(cand.label)
             if last is None or float(mark.get("at", 0)) >= float(last.get("at", 0)):
                 last = mark
@@ -325,6 +334,11 @@ class CapacityLaunch:
             fields={"capacity_since": since},
             conditions=quota,
         )
+
+
+def marked(cand: Candidate, marks: Mapping[tuple[str, str], Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The mark that makes ``cand`` unavailable now (its type's quota in the region, or its offering)."""
+    return marks.get(_regional(cand)) or marks.get(cand.offering)
 
 
 def _regional(cand: Candidate) -> tuple[str, str]:

@@ -69,7 +69,6 @@ class Lifecycle:
         bootstrap: Callable[[AgentTarget, str], None] | None = None,
         *,
         trust: Callable[[str], AgentTrust] | None = None,
-        batches: BatchLaunch | None = None,
         tokens: LaunchTokens | None = None,
     ) -> None:
         self.settings = settings
@@ -86,7 +85,7 @@ class Lifecycle:
         self.rebuild = Rebuild(settings, ec2, agents, self.pod_instances, self._record)
         self.updates = InPlaceUpdate(ec2, self.choice, self._record)
         self.install_check = InstallCheck(ec2)  # the installer's failure marker on the console
-        self.batches = batches  # cold launches gathered into batched RunInstances (None: one per pod)
+        self.batches: BatchLaunch | None = None  # cold launches in batched RunInstances (tasks.runtime)
         self.tokens = tokens  # the fleet's RunInstances budget, reserved so no thread waits on it
 
     # -- helpers ------------------------------------------------------------------------

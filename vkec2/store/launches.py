@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.commands.core import Script
@@ -166,7 +166,7 @@ class BatchView:
     instance: dict[str, Any] | None = None
     code: str = ""
     message: str = ""
-    members: tuple[str, ...] = field(default=())
+    key: str = ""  # the launch parameters the batch is for
 
 
 @dataclass(frozen=True)
@@ -257,9 +257,11 @@ class LaunchBatches(StoreBase):
 
     def batch_view(self, batch_id: str, uid: str) -> BatchView | None:
         """What member ``uid`` reads of its batch; None when Redis has no record of it."""
-        state, deadline, instance, code, message = cast(
+        state, deadline, instance, code, message, key = cast(
             list[str | None],
-            self.redis.hmget(self._batch(batch_id), ["state", "deadline", f"i:{uid}", "code", "message"]),
+            self.redis.hmget(
+                self._batch(batch_id), ["state", "deadline", f"i:{uid}", "code", "message", "key"]
+            ),
         )
         if state is None:
             return None
@@ -269,6 +271,7 @@ class LaunchBatches(StoreBase):
             json.loads(instance) if instance else None,
             code or "",
             message or "",
+            key or "",
         )
 
     def leave_batches(self, uid: str) -> None:
