@@ -70,7 +70,11 @@ def write_result(result: Result) -> Path:
     path = RESULTS_DIR / f"{result.name}.json"
     path.write_text(json.dumps(asdict(result), indent=2) + "\n")
     for fig in result.figures:
-        goal = f"  (goal {fig.goal}: {'met' if fig.met else 'missed'})" if fig.goal and fig.met is not None else ""
+        goal = (
+            f"  (goal {fig.goal}: {'met' if fig.met else 'missed'})"
+            if fig.goal and fig.met is not None
+            else ""
+        )
         ratio = f"  ratio {fig.ratio:.2f}" if fig.ratio is not None else ""
         print(f"{fig.figure}: {fig.value:.4g} {fig.unit}{ratio}{goal}")
     return path
