@@ -27,15 +27,19 @@ from bench.fleetrun import (
     has_launch_batching,
     outbox_times,
     running_after_launch,
+    terminate_all,
     wait_for,
 )
 from bench.limits import limit_rate, serial_baseline
 from tests.support.awslike import AwsLike
 from tests.support.fleet import FleetHarness
+from vkec2.broker.app import worker_argv
+from vkec2.cli.procs import ManagedProcess
 from vkec2.contract import HEALTH_SWEEP, WARM_POOLS
 from vkec2.domain.models import Phase
 
 MOTO = AwsLike()
+QUEUES = ("pods", "health", "maintenance")  # as FleetHarness.start_worker
 THREADS = 8  # worker threads per process (Celery's threads pool)
 WARM_RATE = 10.0  # pods per second of the warm runs
 BATCH_MAX = 100  # aws.launch_batch_max's default, the batch size of the bucket limit with batching
@@ -94,9 +98,26 @@ def machine_rate(servers: Servers, pods: int, threads: int) -> float:
     return _MACHINE[threads]
 
 
-def start_workers(fleet: FleetHarness, workers: int, threads: int = THREADS) -> None:
+def start_workers(fleet: FleetHarness, workers: int, threads: int = THREADS, timeout: float = 90) -> None:
+    """Start ``workers`` worker processes at once and wait until each is ready (in parallel, unlike
+    :meth:`FleetHarness.start_worker`, to keep the quick mode quick)."""
+    procs = []
     for _ in range(workers):
-        fleet.start_worker(concurrency=threads)
+        name = f"w{len(fleet.workers)}-{fleet.cluster}@localhost"
+        proc = ManagedProcess(
+            "worker", worker_argv(name, concurrency=threads, queues=QUEUES), env=fleet.env()
+        )
+        fleet.workers.append(proc.start())
+        procs.append(proc)
+
+    def ready() -> bool:
+        for proc in procs:
+            if not proc.alive():
+                raise RuntimeError(f"worker exited:\n{proc.output()[-3000:]}")
+        return all("ready." in proc.output() for proc in procs)
+
+    if not wait_for(ready, timeout, interval=0.2):
+        raise RuntimeError(f"{workers} workers not ready within {timeout:.0f} s")
 
 
 def limit(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
@@ -146,7 +167,7 @@ def limit(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
 
 
 def fill_warm_pool(fleet: FleetHarness, size: int, timeout: float) -> bool:
-    """Run the warm-pool task until ``size`` members are Ready (the endpoint unthrottled meanwhile)."""
+    """Run the warm-pool task until ``size`` members are Ready (bounded; whether it got there)."""
 
     def ready() -> bool:
         if len(fleet.store.pool_ready("warm")) >= size:
@@ -155,73 +176,6 @@ def fill_warm_pool(fleet: FleetHarness, size: int, timeout: float) -> bool:
         return False
 
     return wait_for(ready, timeout, interval=2.0)
-
-
-def throughput(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
-    """Cold and warm create→Running and delete→gone, settings (a) and (b), against the limit."""
-    threads = opts.workers * THREADS
-    machine = machine_rate(servers, min(opts.pods), threads)
-    figures: list[Figure] = []
-    for setting, aws in (("a: moto", MOTO), ("b: buckets", aws_buckets())):
-        for n in opts.pods:
-            fleet = servers.fleet(fleet_overrides(), aws)
-            start_workers(fleet, opts.workers)
-            uids, run = create(fleet, n, opts.timeout, prefix="cold")
-            lim = limit_rate(n, machine, aws if aws.buckets else None, batch_size())
-            SAMPLES[f"cold ({setting}, {n} pods)"] = run.seconds
-            figures += rate_figures(f"{setting}, cold, {n} pods", run, lim)
-            gone = delete(fleet, uids, opts.timeout)
-            within = gone.wall if gone.complete else float("inf")
-            figures += rate_figures(f"{setting}, {n} pods", gone, None, "delete")
-            if aws.buckets:
-                figures.append(
-                    Figure(
-                        f"{setting}: {n} deletes, all gone",
-                        gone.wall,
-                        "s",
-                        goal="<= 30 s",
-                        met=within <= 30,
-                        note=f"{gone.done}/{n}",
-                    )
-                )
-            servers.retire(fleet)
-            figures += warm(servers, opts, setting, aws, n)
-    desc = (
-        f"create→Running (the record's creation to the pod's Running event, Redis-side) and "
-        f"delete→gone (the delete to the Terminated event) of {', '.join(map(str, opts.pods))} pods, "
-        f"{opts.workers} worker processes x {THREADS} threads. Cold: every pod launches its instance; "
-        f"warm: a warm pool of as many members filled before the run, pods submitted at {WARM_RATE:g}/s. "
-        "Setting (a): moto's server and the agent simulator, nothing throttled; (b): AWS's RunInstances "
-        "buckets at the endpoint (requests 5 + 2/s, and instances 1,000 + 2/s where the double models "
-        "them). The ratio is the fleet's throughput over the limit (see the limit's section)."
-    )
-    return "Fleet: throughput and latency, cold and warm", figures, desc
-
-
-def warm(servers: Servers, opts: Options, setting: str, aws: AwsLike, n: int) -> list[Figure]:
-    fleet = servers.fleet(fleet_overrides(warm_pools=[{"name": "warm", "desired_count": n}]), MOTO)
-    start_workers(fleet, opts.workers)
-    filled = fill_warm_pool(fleet, n, opts.timeout)
-    servers.ec2.configure(aws)
-    servers.ec2.reset_counts()
-    uids, run = create(fleet, n, opts.timeout, rate=WARM_RATE, prefix="warm")
-    calls = sum(servers.ec2.calls.values())
-    p50, p99 = percentile(run.seconds, 50), percentile(run.seconds, 99)
-    label = f"{setting}, warm at {WARM_RATE:g}/s, {n} pods"
-    note = "" if filled else f"pool not full: {len(fleet.store.pool_ready('warm'))}/{n} Ready"
-    out = [
-        Figure(f"{label}: create p50", p50, "s", goal="<= 0.3 s", met=p50 <= 0.3, note=note),
-        Figure(f"{label}: create p99", p99, "s", goal="<= 1 s", met=p99 <= 1.0),
-        Figure(f"{label}: EC2 calls per pod", calls / n, "calls", note=json.dumps(dict(servers.ec2.calls))),
-    ]
-    SAMPLES[f"warm ({setting}, {n} pods)"] = run.seconds
-    delete(fleet, uids, opts.timeout)
-    servers.retire(fleet)
-    return out
-
-
-#: Per-pod create→Running seconds of the last runs, for the plots (label -> seconds).
-SAMPLES: dict[str, list[float]] = {}
 
 
 def last_run(fleet: FleetHarness, task: str) -> float:
@@ -237,58 +191,141 @@ def sweep_pass(fleet: FleetHarness, timeout: float = 60) -> bool:
     return wait_for(lambda: last_run(fleet, HEALTH_SWEEP) > after, timeout, interval=0.2)
 
 
-def calls(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
-    """EC2 calls per pod counted at the endpoint: cold create, warm create, delete, the health sweep."""
-    n = min(opts.pods)
-    fleet = servers.fleet(fleet_overrides(), MOTO)
+#: Per-pod create→Running seconds of the runs, for the plots (label -> seconds).
+SAMPLES: dict[str, list[float]] = {}
+#: EC2 calls per pod measured by the last setting-(a) run (the ``calls`` scenario's figures).
+CALLS: list[Figure] = []
+SWEEPS = 2
+
+
+def one_setting(servers: Servers, opts: Options, setting: str, aws: AwsLike, n: int) -> list[Figure]:
+    """One fleet, ``n`` pods: a warm pool filled (unthrottled), the warm run at 10 pods/s, then the cold
+    run (the pool is empty then: no beat refills it), health-sweep passes, the deletes. Under ``aws``
+    from the warm run on; EC2 calls counted at the endpoint for each part."""
+    with_warm = not (opts.quick and aws.buckets)  # quick: warm in setting (a) only
+    pool = [{"name": "warm", "desired_count": n}] if with_warm else []
+    fleet = servers.fleet(fleet_overrides(warm_pools=pool), MOTO)
     start_workers(fleet, opts.workers)
+    figures: list[Figure] = []
+    counted: dict[str, dict[str, int]] = {}
+    if with_warm:
+        filled = fill_warm_pool(fleet, n, opts.timeout)
+        servers.ec2.configure(aws)
+        servers.ec2.reset_counts()
+        warm_uids, run = create(fleet, n, opts.timeout, rate=WARM_RATE, prefix="warm")
+        counted["warm"] = dict(servers.ec2.calls)
+        p50, p99 = percentile(run.seconds, 50), percentile(run.seconds, 99)
+        label = f"{setting}, warm at {WARM_RATE:g}/s, {n} pods"
+        note = "" if filled else f"pool not full: {len(fleet.store.pool_ready('warm'))}/{n} Ready"
+        figures += [
+            Figure(f"{label}: create p50", p50, "s", goal="<= 0.3 s", met=p50 <= 0.3, note=note),
+            Figure(f"{label}: create p99", p99, "s", goal="<= 1 s", met=p99 <= 1.0, note=f"{run.done}/{n}"),
+        ]
+        SAMPLES[f"warm ({setting}, {n} pods)"] = run.seconds
+    else:
+        servers.ec2.configure(aws)
+        warm_uids = []
     servers.ec2.reset_counts()
-    uids, run = create(fleet, n, opts.timeout, prefix="calls")
-    cold = dict(servers.ec2.calls)
+    uids, run = create(fleet, n, opts.timeout, prefix="cold")
+    counted["cold"] = dict(servers.ec2.calls)
+    machine = machine_rate(servers, min(opts.pods), opts.workers * THREADS)
+    lim = limit_rate(n, machine, aws if aws.buckets else None, batch_size())
+    figures += rate_figures(f"{setting}, cold, {n} pods", run, lim)
+    SAMPLES[f"cold ({setting}, {n} pods)"] = run.seconds
+    if not aws.buckets:
+        servers.ec2.reset_counts()
+        passes = sum(sweep_pass(fleet) for _ in range(SWEEPS))
+        counted["sweep"] = dict(servers.ec2.calls)
+        counted["sweep"]["passes"] = passes
     servers.ec2.reset_counts()
-    sweeps = 2
-    for _ in range(sweeps):
-        sweep_pass(fleet)
-    sweep = dict(servers.ec2.calls)
-    servers.ec2.reset_counts()
-    gone = delete(fleet, uids, opts.timeout)
-    deletes = dict(servers.ec2.calls)
+    gone = delete(fleet, uids + warm_uids, opts.timeout)
+    counted["delete"] = dict(servers.ec2.calls)
+    figures += rate_figures(f"{setting}, {gone.pods} pods", gone, None, "delete")
+    if aws.buckets:
+        within = gone.wall if gone.complete else float("inf")
+        figures.append(
+            Figure(
+                f"{setting}: {gone.pods} deletes, all gone",
+                gone.wall,
+                "s",
+                "<= 30 s",
+                within <= 30,
+                note=f"{gone.done}/{gone.pods}",
+            )
+        )
     servers.retire(fleet)
+    if not aws.buckets and n == min(opts.pods):
+        CALLS[:] = calls_figures(counted, n, run.done, len(uids + warm_uids))
+    return figures
+
+
+def calls_figures(counted: dict[str, dict[str, int]], n: int, running: int, deleted: int) -> list[Figure]:
+    def per(part: str, pods: int, goal: float) -> Figure:
+        calls = {k: v for k, v in counted.get(part, {}).items() if k != "passes"}
+        value = sum(calls.values()) / max(1, pods)
+        return Figure(
+            f"{part} create" if part in ("cold", "warm") else part,
+            value,
+            "calls/pod",
+            f"<= {goal:g}",
+            value <= goal,
+            note=json.dumps(calls),
+        )
+
+    out = [per("cold", n, 2)]
+    if "warm" in counted:
+        out.append(per("warm", n, 1))
+    out.append(per("delete", deleted, 0.1))
+    sweep = counted.get("sweep", {})
+    passes = max(1, sweep.get("passes", 0))
     # The goal allows one DescribeInstances per started 1,000 Running pods and pass.
-    per_k = sweep.get("DescribeInstances", 0) / sweeps / max(1, math.ceil(run.done / 1000))
-    figures = [
-        Figure(
-            "cold create",
-            sum(cold.values()) / n,
-            "calls/pod",
-            "<= 2",
-            sum(cold.values()) / n <= 2,
-            note=json.dumps(cold),
-        ),
-        Figure(
-            "delete",
-            sum(deletes.values()) / n,
-            "calls/pod",
-            "<= 0.1",
-            sum(deletes.values()) / n <= 0.1,
-            note=json.dumps(deletes) + ("" if gone.complete else " (timed out)"),
-        ),
+    per_k = sweep.get("DescribeInstances", 0) / passes / max(1, math.ceil(running / 1000))
+    out.append(
         Figure(
             "health sweep: DescribeInstances per pass per 1,000 pods (started)",
             per_k,
             "calls",
             "<= 1",
             per_k <= 1,
-            note=f"{run.done} Running pods, {sweeps} passes, all calls {json.dumps(sweep)}",
-        ),
-    ]
-    desc = (
-        f"EC2 requests counted at the endpoint (the double in front of moto, nothing throttled) for "
-        f"{n} pods, {opts.workers} workers x {THREADS} threads: the creates until all Running, "
-        f"{sweeps} health-sweep passes over the Running pods, the deletes until all Terminated. The warm "
-        "figure (goal <= 1) is in the throughput section."
+            note=f"{running} Running pods, {passes} passes, all calls {json.dumps(sweep)}",
+        )
     )
-    return "Fleet: EC2 calls per pod", figures, desc
+    return out
+
+
+def throughput(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
+    """Cold and warm create→Running and delete→gone, settings (a) and (b), against the limit."""
+    figures: list[Figure] = []
+    for setting, aws in (("a: moto", MOTO), ("b: buckets", aws_buckets())):
+        for n in opts.pods:
+            figures += one_setting(servers, opts, setting, aws, n)
+    desc = (
+        f"create→Running (the record's creation to the pod's Running event, Redis-side) and "
+        f"delete→gone (the delete to the Terminated event) of {', '.join(map(str, opts.pods))} pods, "
+        f"{opts.workers} worker processes x {THREADS} threads. Warm: a warm pool of as many members, "
+        f"filled before the run with the endpoint unthrottled, pods submitted at {WARM_RATE:g}/s; "
+        "cold: then as many pods at once, each launching its instance. "
+        + ("Quick mode: warm in setting (a) only. " if opts.quick else "")
+        + "Setting (a): moto's server and the agent simulator, nothing throttled; (b): AWS's "
+        "RunInstances buckets at the endpoint (requests 5 + 2/s, and instances 1,000 + 2/s where the "
+        "double models them). The ratio is the fleet's throughput over the limit (see the limit's section)."
+    )
+    return "Fleet: throughput and latency, cold and warm", figures, desc
+
+
+def calls(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
+    """EC2 calls per pod counted at the endpoint: cold and warm create, delete, the health sweep
+    (from the throughput scenario's setting-(a) run when it ran, else from its own)."""
+    n = min(opts.pods)
+    if not CALLS:
+        one_setting(servers, opts, "a: moto", MOTO, n)
+    desc = (
+        f"EC2 requests counted at the endpoint (the double in front of moto, nothing throttled) in the "
+        f"setting-(a) run of {n} pods, {opts.workers} workers x {THREADS} threads: the warm creates, "
+        f"the cold creates until all Running, {SWEEPS} health-sweep passes over the Running pods, the "
+        "deletes of every pod until all Terminated."
+    )
+    return "Fleet: EC2 calls per pod", list(CALLS), desc
 
 
 def scaling(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
@@ -299,10 +336,10 @@ def scaling(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
         fleet = servers.fleet(fleet_overrides(), MOTO)
         start_workers(fleet, workers)
         machine = machine_rate(servers, min(opts.pods), workers * THREADS)
-        uids, run = create(fleet, n, opts.timeout, prefix=f"scale{workers}")
+        _, run = create(fleet, n, opts.timeout, prefix=f"scale{workers}")
         figures += rate_figures(f"{workers} worker(s) x {THREADS} threads, {n} pods", run, machine)
-        delete(fleet, uids, opts.timeout)
         servers.retire(fleet)
+        terminate_all(fleet)  # deletes are measured elsewhere
     desc = (
         f"The cold {n}-pod run of setting (a) with 1, 2 and 4 worker processes of {THREADS} threads "
         "each (Celery's threads pool); the limit is the serial baseline with as many pods at a time as "
