@@ -53,9 +53,14 @@ class Options:
     timeout: float  # longest wait of one create or delete run
 
 
-def fleet_overrides(batching: bool = True, **more: Any) -> dict[str, Any]:
-    """The fleet's settings for a run: lost work back quickly; batching off when asked and supported."""
+def fleet_overrides(batching: bool = True, *, aws: AwsLike | None = None, **more: Any) -> dict[str, Any]:
+    """The fleet's settings for a run: as deployed (the broker's visibility timeout 600 s); batching off
+    when asked and supported. Against an endpoint without buckets (``aws`` given without any), the
+    fleet's own EC2 rate limits are off too, so setting (a) measures this machine, not the fleet's
+    client-side budget of 2 RunInstances per second."""
     out: dict[str, Any] = {"celery": {"visibility_timeout_seconds": 600}, **more}
+    if aws is not None and not aws.buckets:
+        out["rate_limits"] = {"enabled": False}
     if not batching and has_launch_batching():
         out["aws"] = {**out.get("aws", {}), "launch_batch_window_seconds": 0}
     return out
@@ -126,7 +131,7 @@ def limit(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
     threads = opts.workers * THREADS
     base = serial_baseline(servers.ec2.url, servers.sim_endpoint, pods, threads)
     _MACHINE[threads] = base.rate
-    one = serial_baseline(servers.ec2.url, servers.sim_endpoint, min(pods, 10), 1)
+    one = serial_baseline(servers.ec2.url, servers.sim_endpoint, min(pods, 5), 1)
     aws = aws_buckets()
     figures = [
         Figure(
@@ -202,9 +207,11 @@ def one_setting(servers: Servers, opts: Options, setting: str, aws: AwsLike, n: 
     """One fleet, ``n`` pods: a warm pool filled (unthrottled), the warm run at 10 pods/s, then the cold
     run (the pool is empty then: no beat refills it), health-sweep passes, the deletes. Under ``aws``
     from the warm run on; EC2 calls counted at the endpoint for each part."""
-    with_warm = not (opts.quick and aws.buckets)  # quick: warm in setting (a) only
+    # Under buckets the pool fills at the fleet's own 2 RunInstances/s: warm at the smallest count only,
+    # and not at all in quick mode.
+    with_warm = not aws.buckets or (not opts.quick and n == min(opts.pods))
     pool = [{"name": "warm", "desired_count": n}] if with_warm else []
-    fleet = servers.fleet(fleet_overrides(warm_pools=pool), MOTO)
+    fleet = servers.fleet(fleet_overrides(warm_pools=pool, aws=aws), MOTO)
     start_workers(fleet, opts.workers)
     figures: list[Figure] = []
     counted: dict[str, dict[str, int]] = {}
@@ -305,8 +312,13 @@ def throughput(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]
         f"{opts.workers} worker processes x {THREADS} threads. Warm: a warm pool of as many members, "
         f"filled before the run with the endpoint unthrottled, pods submitted at {WARM_RATE:g}/s; "
         "cold: then as many pods at once, each launching its instance. "
-        + ("Quick mode: warm in setting (a) only. " if opts.quick else "")
-        + "Setting (a): moto's server and the agent simulator, nothing throttled; (b): AWS's "
+        + (
+            "Quick mode: warm in setting (a) only. "
+            if opts.quick
+            else "Setting (b): warm at the smallest count only. "
+        )
+        + "Setting (a): moto's server and the agent simulator, nothing throttled (the fleet's own EC2 "
+        "rate limits off too); (b): AWS's "
         "RunInstances buckets at the endpoint (requests 5 + 2/s, and instances 1,000 + 2/s where the "
         "double models them). The ratio is the fleet's throughput over the limit (see the limit's section)."
     )
@@ -333,7 +345,7 @@ def scaling(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
     n = max(opts.pods)
     figures: list[Figure] = []
     for workers in (1, 2, 4):
-        fleet = servers.fleet(fleet_overrides(), MOTO)
+        fleet = servers.fleet(fleet_overrides(aws=MOTO), MOTO)
         start_workers(fleet, workers)
         machine = machine_rate(servers, min(opts.pods), workers * THREADS)
         _, run = create(fleet, n, opts.timeout, prefix=f"scale{workers}")
@@ -360,7 +372,7 @@ def headline(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
         runs = [("one RunInstances per pod (no batching in this build)", False, cap)]
     for label, batching, timeout in runs:
         aws = aws_buckets()
-        fleet = servers.fleet(fleet_overrides(batching), aws)
+        fleet = servers.fleet(fleet_overrides(batching, aws=aws), aws)
         fleet.start_beat()
         start_workers(fleet, 4)
 
