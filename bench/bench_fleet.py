@@ -65,35 +65,34 @@ def main(argv: list[str] | None = None) -> int:
     names = [name for name in NAMES if name in (args.only or NAMES)]
     # A SIGTERM (timeout, Ctrl-C in make) unwinds through ``finally``: every server is stopped by PID.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    servers = Servers()
-    try:
-        servers.start()
-        for name in names:
-            started = time.monotonic()
-            print(f"-- fleet: {name}", flush=True)
-            try:
-                title, figures, desc = SCENARIOS[name](servers, opts)
-            except Exception as exc:  # one broken scenario does not lose the others
-                traceback.print_exc()
-                title, figures, desc = f"Fleet: {name}", [], f"The scenario failed: {exc!r}"
-            for fleet in list(servers.fleets):
-                servers.retire(fleet)
-            command = f"PYTHONPATH=. python bench/bench_fleet.py --only {name}" + (
-                " --quick" if args.quick else ""
-            )
-            result = Result(
-                name=f"fleet_{name}",
-                title=title,
-                command=command,
-                description=desc,
-                figures=figures,
-                quick=args.quick,
-                seconds=round(time.monotonic() - started, 1),
-            )
-            result.plots = draw(name, figures)
-            write_result(result)
-    finally:
-        servers.stop()
+    for name in names:
+        started = time.monotonic()
+        print(f"-- fleet: {name}", flush=True)
+        # Fresh servers per scenario: moto lists every instance it ever launched, and a moto holding
+        # the previous scenarios' thousands answers slowly enough to be the bottleneck itself.
+        servers = Servers()
+        try:
+            servers.start()
+            title, figures, desc = SCENARIOS[name](servers, opts)
+        except Exception as exc:  # one broken scenario does not lose the others
+            traceback.print_exc()
+            title, figures, desc = f"Fleet: {name}", [], f"The scenario failed: {exc!r}"
+        finally:
+            servers.stop()
+        command = f"PYTHONPATH=. python bench/bench_fleet.py --only {name}" + (
+            " --quick" if args.quick else ""
+        )
+        result = Result(
+            name=f"fleet_{name}",
+            title=title,
+            command=command,
+            description=desc,
+            figures=figures,
+            quick=args.quick,
+            seconds=round(time.monotonic() - started, 1),
+        )
+        result.plots = draw(name, figures)
+        write_result(result)
     return 0
 
 

@@ -345,8 +345,10 @@ def scaling(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
     """The cold run (setting a) with 1, 2 and 4 worker processes, beside the limit."""
     n = max(opts.pods)
     figures: list[Figure] = []
+    # One limit line: the serial baseline with the throughput runs' thread count (the limit scenario's),
+    # measured before any fleet of this scenario runs.
+    machine = machine_rate(servers, min(opts.pods), opts.workers * THREADS)
     for workers in (1, 2, 4):
-        machine = machine_rate(servers, min(opts.pods), workers * THREADS)  # before the fleet starts
         fleet = servers.fleet(fleet_overrides(aws=MOTO), MOTO)
         start_workers(fleet, workers)
         _, run = create(fleet, n, opts.timeout, prefix=f"scale{workers}")
@@ -355,8 +357,9 @@ def scaling(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
         terminate_all(fleet)  # deletes are measured elsewhere
     desc = (
         f"The cold {n}-pod run of setting (a) with 1, 2 and 4 worker processes of {THREADS} threads "
-        "each (Celery's threads pool); the limit is the serial baseline with as many pods at a time as "
-        "worker threads. The machine has 2 cores shared by Redis, moto, the simulator and the workers."
+        "each (Celery's threads pool); the limit line is the serial baseline of the limit section "
+        f"({opts.workers * THREADS} pods at a time), the same for every worker count. The machine has "
+        "2 cores shared by Redis, moto, the simulator and the workers."
     )
     return "Fleet: worker scaling", figures, desc
 
