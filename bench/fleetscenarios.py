@@ -35,6 +35,7 @@ from tests.support.awslike import AwsLike
 from tests.support.fleet import FleetHarness
 from vkec2.broker.app import worker_argv
 from vkec2.cli.procs import ManagedProcess
+from vkec2.config import AwsSettings
 from vkec2.contract import HEALTH_SWEEP, WARM_POOLS
 from vkec2.domain.models import Phase
 
@@ -67,7 +68,12 @@ def fleet_overrides(batching: bool = True, *, aws: AwsLike | None = None, **more
 
 
 def batch_size() -> int:
-    return BATCH_MAX if has_launch_batching() else 1
+    """Instances per RunInstances the bucket limit assumes: ``aws.launch_batch_max``'s default with
+    batching, 1 without."""
+    if not has_launch_batching():
+        return 1
+    field = AwsSettings.model_fields.get("launch_batch_max")
+    return int(field.default) if field is not None and isinstance(field.default, int) else BATCH_MAX
 
 
 def rate_figures(label: str, run: Run, limit: float | None, what: str = "create") -> list[Figure]:
