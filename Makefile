@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 PYTEST_ARGS ?=
 STAMP := .make/installed
 
-.PHONY: install demo test lint house proto proto-check bench chaos clean lock agent-artifact
+.PHONY: install demo test lint house proto proto-check bench bench-quick chaos clean lock agent-artifact
 
 $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev,local]'
@@ -37,8 +37,15 @@ proto-check: install
 	for f in $$tmp/agent/v1/*; do cmp -s $$f agent/v1/$$(basename $$f) || { echo "agent/v1/$$(basename $$f) is out of date: run 'make proto'"; rm -rf $$tmp; exit 1; }; done; \
 	rm -rf $$tmp; echo "generated code is up to date"
 
+# Every benchmark, then docs/benchmarks.md rendered from bench/results/*.json (docs/benchmarks.md).
+# bench-quick: the same with --quick (100 pods, small counts; under 5 minutes).
 bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; PYTHONPATH=$(CURDIR) $(PYTHON) $$b || exit 1; done
+	PYTHONPATH=$(CURDIR) $(PYTHON) bench/report.py
+
+bench-quick: install
+	@for b in bench/bench_*.py; do echo "== $$b"; PYTHONPATH=$(CURDIR) $(PYTHON) $$b --quick || exit 1; done
+	PYTHONPATH=$(CURDIR) $(PYTHON) bench/report.py
 
 # The full chaos pass (docs/reliability.md): 200 pod lifecycles under seven faults, loopback only.
 CHAOS_ARGS ?=

@@ -3,8 +3,8 @@
 Starts its own master and replica (``redis-server --replicaof``) on free loopback ports, then
 times fenced writes of one pod record (the Lua compare-and-set every lifecycle step makes) with
 ``redis_wait_replicas`` 0 (no WAIT) and 1 (WAIT for the replica, in the same pipeline), and prints
-the median and 99th percentile per write. It prints numbers, not pass/fail. Run:
-``python bench/bench_redis_wait.py``.
+the median and 99th percentile per write (``bench/results/redis_wait.json``). It prints numbers,
+not pass/fail. Run: ``PYTHONPATH=. python bench/bench_redis_wait.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 
+from bench.common import Figure, Result, write_result
 from vkec2.cli.procs import free_port, start_redis, wait_until
 from vkec2.store.redis_store import Store
 
@@ -44,8 +45,12 @@ def measure(url: str, replicas: int, writes: int) -> list[float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--writes", type=int, default=2000)
+    parser.add_argument("--writes", type=int, help="fenced writes per setting (2,000; quick: 300)")
+    parser.add_argument("--quick", action="store_true", help="fewer writes (make bench-quick)")
     args = parser.parse_args()
+    writes = args.writes or (300 if args.quick else 2000)
+    started = time.monotonic()
+    figures: list[Figure] = []
     master, url = start_redis()
     replica_port = free_port()
     scratch = tempfile.mkdtemp(prefix="bench-redis-wait-")  # the replica's RDB of its first sync
@@ -59,10 +64,27 @@ def main() -> int:
         probe.close()
         print(f"{'redis_wait_replicas':>20} {'median ms':>10} {'p99 ms':>8}")
         for replicas in (0, 1):
-            timings = sorted(measure(f"{url}/0", replicas, args.writes))
+            timings = sorted(measure(f"{url}/0", replicas, writes))
             median = statistics.median(timings) * 1000
             p99 = timings[int(len(timings) * 0.99) - 1] * 1000
             print(f"{replicas:>20} {median:>10.3f} {p99:>8.3f}")
+            figures += [
+                Figure(f"fenced write, redis_wait_replicas {replicas}: median", median, "ms"),
+                Figure(f"fenced write, redis_wait_replicas {replicas}: p99", p99, "ms"),
+            ]
+        write_result(
+            Result(
+                name="redis_wait",
+                title="What redis_wait_replicas costs a fenced write",
+                command="PYTHONPATH=. python bench/bench_redis_wait.py" + (" --quick" if args.quick else ""),
+                description=f"A master and one replica on free loopback ports; {writes} fenced writes of one "
+                "pod record (the Lua compare-and-set of every lifecycle step) with redis_wait_replicas 0 "
+                "(no WAIT) and 1 (WAIT for the replica in the same pipeline).",
+                figures=figures,
+                quick=args.quick,
+                seconds=round(time.monotonic() - started, 1),
+            )
+        )
     finally:
         replica.stop()
         master.stop()

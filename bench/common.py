@@ -77,10 +77,10 @@ def write_result(result: Result) -> Path:
     return path
 
 
-def read_results() -> list[Result]:
-    """Every result file, sorted by name."""
+def read_results(directory: Path = RESULTS_DIR) -> list[Result]:
+    """Every result file in ``directory`` (default ``bench/results/``), sorted by name."""
     out: list[Result] = []
-    for path in sorted(RESULTS_DIR.glob("*.json")):
+    for path in sorted(directory.glob("*.json")):
         raw = json.loads(path.read_text())
         raw["figures"] = [Figure(**f) for f in raw.get("figures", [])]
         out.append(Result(**raw))
