@@ -45,7 +45,7 @@ class Batched:
         raw.update(overrides)
         self.settings: Settings = settings(cluster_name=cluster, **raw)
         self.store = Store.from_url(redis_url, cluster)
-        self.ec2 = FakeEc2(cluster)
+        self.ec2 = FakeEc2(cluster, launch_state="running")  # EC2 shows it at once: tagged at once
         self.agents = FakeAgents()
         self.agents.serving_default = False  # pods stay Booting: these tests are about launching
         self.kicked: list[str] = []
@@ -117,7 +117,7 @@ def test_pods_in_one_window_share_runinstances_calls_and_each_gets_its_own_insta
     assert len(set(given)) == 12 == len(world.ec2.instances)
     for uid in uids:
         rec = world.rec(uid)
-        assert rec.phase is Phase.PROVISIONING and rec.launch_token == batch_token(rec.launch_batch)
+        assert rec.phase is Phase.BOOTING and rec.launch_token == batch_token(rec.launch_batch)
         tags = tag_map(world.ec2.instances[rec.instance_id])
         assert tags[TAG_LAUNCH_BATCH] == rec.launch_batch and tags[TAG_POD_UID] == uid  # pod tags written
     assert set(world.kicked) <= set(uids) and world.kicked  # the sender woke the other members

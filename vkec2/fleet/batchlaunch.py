@@ -126,7 +126,7 @@ class BatchLaunch:
 
     def adopted(self, rec: PodRecord, instance: Instance, tags: Mapping[str, str]) -> None:
         """A member takes its batch instance: its pod tags are remembered (and tried) first."""
-        self.pod_tags.want(instance["InstanceId"], rec.uid, tags)
+        self.pod_tags.want(instance, rec.uid, tags)
 
     def _join(
         self, lock: PodLock, rec: PodRecord, params: LaunchParams, tags: Mapping[str, str]

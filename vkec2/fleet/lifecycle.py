@@ -219,8 +219,8 @@ class Lifecycle:
             return None
         if rec.phase is Phase.PENDING:
             return self._provision(lock, rec)
-        if self.batches is not None and rec.launch_batch:  # its pod tags, if still to be written
-            self.batches.pod_tags.retry(rec.instance_id)
+        if self.batches is not None and rec.launch_batch and rec.endpoint:  # EC2 showed it running:
+            self.batches.pod_tags.retry(rec.instance_id)  # its pod tags, if still to be written
         if rec.phase is Phase.PROVISIONING:
             return self._await_running(lock, rec)
         if rec.phase is Phase.BOOTING:

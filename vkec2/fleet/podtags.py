@@ -4,8 +4,9 @@ A batch's instances are tagged at launch with what they share (cluster, node, ba
 name the pod (``vkec2.io/pod-uid``, its namespace and name, ``Name``) need one CreateTags per
 instance, and CreateTags draws from EC2's mutating-request bucket (50, refilled 5 per second), so
 1,000 of them take minutes. No pod waits for them: when a member adopts its instance the tags are
-remembered in Redis (``launch:untagged``, which the orphan GC counts as owned), written at once if
-a mutating token is free, else by ``vkec2.maintenance.pod_tags`` (:meth:`PodTags.run`, every
+remembered in Redis (``launch:untagged``, which the orphan GC counts as owned), and written when
+EC2 shows the instance (its pod's Booting and Launching steps) if a mutating token is free, else by
+``vkec2.maintenance.pod_tags`` (:meth:`PodTags.run`, every
 ``beat.pod_tags_interval_seconds``), which writes as many as the tokens free now allow and never
 sleeps. An instance EC2 no longer knows (terminated long ago) is forgotten.
 """
@@ -17,6 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from vkec2.domain.instances import Instance
 from vkec2.errors import Ec2Error
 from vkec2.ports import Ec2, LaunchTokens
 from vkec2.store.redis_store import Store
@@ -49,10 +51,14 @@ class PodTags:
         self.ec2 = ec2
         self.tokens = tokens
 
-    def want(self, instance_id: str, uid: str, tags: Mapping[str, str]) -> None:
-        """Remember the pod tags of ``instance_id`` (before the pod records it), then try them now."""
+    def want(self, instance: Instance, uid: str, tags: Mapping[str, str]) -> None:
+        """Remember the pod tags of ``instance`` (before the pod records it), and try them now if it
+        is running: EC2 does not know a just-launched instance yet (eventual consistency), so a
+        pending one is tagged by its pod's later steps (:meth:`retry`) or the periodic pass."""
+        instance_id = instance["InstanceId"]
         self.store.want_pod_tags({instance_id: (uid, tags)}, time.time())
-        self._write(instance_id, tags, time.time())
+        if instance.get("State", {}).get("Name") == "running":
+            self._write(instance_id, tags, time.time())
 
     def retry(self, instance_id: str) -> None:
         """Try the pod tags of ``instance_id`` again if they are still to be written (a later step
