@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from vkec2.cli.benchload import percentile as nearest_rank
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Where the plots go (committed beside docs/benchmarks.md).
 PLOTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "img"
@@ -88,12 +90,9 @@ def read_results(directory: Path = RESULTS_DIR) -> list[Result]:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0-100) of ``values``, nearest rank; NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    """The ``q``-th percentile (0-100) of ``values``, nearest rank (``vkec2 bench``'s rule); NaN for none."""
+    value = nearest_rank(values, q)
+    return float("nan") if value is None else value
 
 
 def median(values: Sequence[float]) -> float:
