@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import cast
 
-from bench.common import Figure, Result, write_result
+from bench.common import Figure, Result, percentile, write_result
 from tests.support.awslike import E2E_DEFAULT
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import NODE, FleetHarness, example_pod, fleet_behind
@@ -36,11 +36,6 @@ from vkec2.domain.models import Phase
 #: Lost messages come back from the broker after its default visibility timeout only (600 s); the
 #: health sweep runs at its default interval; due times and the resume task run at their defaults.
 DEPLOYED = {"celery": {"visibility_timeout_seconds": 600}}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def running_seconds(fleet: FleetHarness, uids: list[str]) -> list[float]:
@@ -74,7 +69,7 @@ def run(fleet: FleetHarness, pods: int, workers: int, kills: int) -> tuple[list[
 
 def line(label: str, seconds: list[float], resumed: int) -> str:
     return (
-        f"{label:<14} p50 {statistics.median(seconds):6.1f} s   p99 {percentile(seconds, 0.99):6.1f} s   "
+        f"{label:<14} p50 {statistics.median(seconds):6.1f} s   p99 {percentile(seconds, 99):6.1f} s   "
         f"max {max(seconds):6.1f} s   steps resumed {resumed}"
     )
 
@@ -116,7 +111,7 @@ def main() -> int:
             results[label] = run(fleet, args.pods, args.workers, kills)
             print(line(label, *results[label]) + f"   ({time.monotonic() - started:.0f} s)", flush=True)
         (base, _), (killed, _) = results.values()
-        p99_base, p99_killed = percentile(base, 0.99), percentile(killed, 0.99)
+        p99_base, p99_killed = percentile(base, 99), percentile(killed, 99)
         print(
             f"{args.pods} pods, {args.workers} workers x 4 threads: p99 with kills - without "
             f"{p99_killed - p99_base:+.1f} s (target <= +30 s), ratio {p99_killed / p99_base:.2f}; "
@@ -126,7 +121,7 @@ def main() -> int:
         for label, (seconds, resumed) in results.items():
             figures += [
                 Figure(f"{label}: create→Running p50", statistics.median(seconds), "s"),
-                Figure(f"{label}: create→Running p99", percentile(seconds, 0.99), "s"),
+                Figure(f"{label}: create→Running p99", percentile(seconds, 99), "s"),
                 Figure(f"{label}: steps resumed", resumed),
             ]
         figures.append(
