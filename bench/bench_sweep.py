@@ -27,13 +27,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 from bench.common import PLOTS_DIR, Figure, Result, write_result
 from tests.support.fleet import NODE, TEST_AMI, FleetHarness, example_pod
@@ -42,6 +43,7 @@ from vkec2.agent_client.client import AgentClient
 from vkec2.cli.procs import ManagedProcess, start_agent_sim, start_moto, start_redis
 from vkec2.contract import TAG_CLUSTER
 from vkec2.domain.agents import AgentTarget
+from vkec2.domain.instances import Instance
 from vkec2.domain.models import Phase
 from vkec2.ec2.gateway import jsonable
 from vkec2.fleet.sweep import HealthSweep, SweepReport
@@ -79,7 +81,7 @@ def cpu_of(pid: int) -> float:
         total = sum(proc.cpu_times()[:2])
         for child in proc.children(recursive=True):
             total += sum(child.cpu_times()[:2])
-        return total
+        return float(total)
     except psutil.NoSuchProcess:
         return 0.0
 
@@ -180,21 +182,21 @@ class Bench:
         self.ec2_wait = 0.0
         describe, impaired = self.ctx.ec2.describe, self.ctx.ec2.impaired
 
-        def timed_describe(ids: Any) -> Any:
+        def timed_describe(ids: Iterable[str]) -> dict[str, Instance]:
             t0 = time.perf_counter()
             try:
                 return describe(ids)
             finally:
                 self.ec2_wait += time.perf_counter() - t0
 
-        def timed_impaired() -> Any:
+        def timed_impaired() -> dict[str, str]:
             t0 = time.perf_counter()
             try:
                 return impaired()
             finally:
                 self.ec2_wait += time.perf_counter() - t0
 
-        self.ctx.ec2.describe = timed_describe  # type: ignore[method-assign]
+        self.ctx.ec2.describe = timed_describe  # type: ignore[method-assign,assignment]
         self.ctx.ec2.impaired = timed_impaired  # type: ignore[method-assign]
 
     def seed(self, count: int) -> None:
