@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -70,42 +69,14 @@ def bound_pod(i: int) -> dict[str, Any]:
     return pod
 
 
-#: Runs ``vkec2 producer`` with tracemalloc (``--tracemalloc``): SIGUSR2 starts tracing (before the
-#: pods are created, so what is traced is what they cost), SIGUSR1 writes the top allocation sites
-#: still held to the file named by VKEC2_BENCH_TRACE.
-TRACED = """
-import os, signal, sys, tracemalloc
-signal.signal(signal.SIGUSR2, lambda signum, frame: tracemalloc.start(12))
-def dump(signum, frame):
-    snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
-    lines = [f"traced: {tracemalloc.get_traced_memory()[0] / 2**20:.1f} MiB"]
-    for stat in snap.statistics("traceback")[:15]:
-        lines.append(f"{stat.size / 2**20:.2f} MiB in {stat.count} blocks")
-        lines += ["    " + line for line in stat.traceback.format()[-8:]]
-    lines.append("-- by file --")
-    lines += [str(stat) for stat in snap.statistics("filename")[:25]]
-    with open(os.environ["VKEC2_BENCH_TRACE"], "w") as out:
-        out.write("\\n".join(lines) + "\\n")
-signal.signal(signal.SIGUSR1, dump)
-from producer.main import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def producer_memory(
-    tmp: Path, redis_url: str, pods: int, trace: Path | None = None
-) -> tuple[float, float, float]:
+def producer_memory(tmp: Path, redis_url: str, pods: int) -> tuple[float, float, float]:
     """(RSS with no pods, RSS with ``pods`` pods, seconds until every pod had its record)."""
     api = FakeKubeApiServer(history_size=2 * pods + 100, bookmark_interval=600).start()
     fleet = FleetHarness(tmp, f"{redis_url}/1", "http://127.0.0.1:9", "127.0.0.1:9")
     argv = fleet.producer_argv(
         NODE, "--no-kubelet", "--kube-host", api.url, "--node-ip", NODE_IP, "--log-level", "WARNING"
     )
-    env = fleet.env()
-    if trace is not None:  # the same command line, under tracemalloc
-        argv = [sys.executable, "-c", TRACED, *argv[argv.index("producer") + 1 :]]
-        env["VKEC2_BENCH_TRACE"] = str(trace)
-    proc = ManagedProcess("producer", argv, env=env).start()
+    proc = ManagedProcess("producer", argv, env=fleet.env()).start()
     try:
 
         def registered() -> bool:
@@ -116,9 +87,6 @@ def producer_memory(
         wait_until(registered, 300, "the producer to register and watch", interval=0.2)
         idle = settled_rss(proc.pid)
         print(f"producer: RSS {idle:.1f} MiB registered and watching, no pods")
-        if trace is not None:
-            proc.kill(signal.SIGUSR2)
-            time.sleep(1)
         started = time.perf_counter()
         for i in range(pods):
             api.create("pods", bound_pod(i))
@@ -135,11 +103,6 @@ def producer_memory(
         print(
             f"producer: every pod recorded after {synced:.1f}s; RSS {full:.1f} MiB settled with {pods} pods"
         )
-        if trace is not None:
-            proc.kill(signal.SIGUSR1)
-            wait_until(lambda: trace.exists() and trace.stat().st_size > 0, 120, "the tracemalloc dump")
-            time.sleep(1)  # the dump is written in one go; let it finish
-            print(trace.read_text())
         return idle, full, synced
     finally:
         proc.stop()
@@ -176,7 +139,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1,000 producer pods, 20 worker pods")
     parser.add_argument("--pods", type=int, help="producer pods (default 10,000; --quick 1,000)")
-    parser.add_argument("--tracemalloc", type=Path, help="trace the producer's allocations into this file")
     parser.add_argument("--no-worker", action="store_true", help="measure the producer only")
     parser.add_argument("--worker-pods", type=int, help="worker creates (default 100; --quick 20)")
     args = parser.parse_args()
@@ -187,7 +149,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="vkec2-bench-mem-"))
     redis, redis_url = start_redis()
     try:
-        idle, full, synced = producer_memory(tmp, redis_url, pods, args.tracemalloc)
+        idle, full, synced = producer_memory(tmp, redis_url, pods)
         if args.no_worker:
             return 0
         worker_idle, worker_busy = worker_memory(tmp, redis_url, worker_pods)

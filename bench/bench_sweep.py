@@ -233,7 +233,9 @@ class Bench:
                     }
                 )
             target = AgentTarget(endpoint=self.sim_endpoint, instance_id=inst["InstanceId"])
-            wait_until(lambda: agents.serving(target), 30, f"the agent of {target.instance_id}", interval=0.2)
+            wait_until(
+                lambda: agents.serving(target), 120, f"the agent of {inst['InstanceId']}", interval=0.2
+            )
             agents.launch(target, pod)
             return uid
 
@@ -404,11 +406,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1,000 pods only")
     parser.add_argument("--passes", type=int, default=3, help="steady passes per size")
+    parser.add_argument("--sizes", type=int, nargs="+", help="pod counts (default 1,000 and 10,000)")
     parser.add_argument(
         "--profile", action="store_true", help="cProfile one more steady pass (its main thread)"
     )
     args = parser.parse_args()
-    sizes = [1000] if args.quick else [1000, 10000]
+    sizes = sorted(args.sizes or ([1000] if args.quick else [1000, 10000]))
     started = time.perf_counter()
     bench = Bench(args.quick)
     try:
