@@ -12,7 +12,8 @@ EC2 is eventually consistent: for seconds after RunInstances it may answer
 ``terminate`` reports the IDs EC2 did not know and lets the lifecycle decide (a young instance is
 *not yet visible*, an old one is gone); listings are read with boto3's paginators. The
 boto3 client is created lazily once per process (after a fork, a new one), with adaptive retries,
-connect/read timeouts and the endpoint URL from config, and with
+connect/read timeouts and the endpoint URL from config, timestamps parsed by the standard library
+(:func:`parse_timestamp`), and with
 :class:`~vkec2.ec2.accounting.CallAccounting` hooked into its events: every attempt draws a token
 from the fleet-wide rate limiter and every call is counted (Prometheus and Redis).
 """
