@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import botocore.utils
 import pytest
 
 from tests.support.ec2proxy import Ec2Proxy
@@ -13,7 +14,7 @@ from vkec2.config import Settings
 from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.instances import client_token
 from vkec2.domain.podspec import LaunchParams
-from vkec2.ec2.gateway import Ec2Gateway
+from vkec2.ec2.gateway import Ec2Gateway, parse_timestamp
 from vkec2.errors import Ec2Error
 
 
@@ -41,6 +42,15 @@ def test_client_token_is_short_stable_and_distinct_per_attempt() -> None:
     assert client_token(uid, 0) == client_token(uid, 0)
     assert client_token(uid, 0) != client_token(uid, 1)
     assert len(client_token("x" * 200, 3)) <= 64
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2026-11-30T23:00:00.000Z", "2026-11-30T23:00:00.123Z", "2026-11-30T23:00:00+02:00", "1700000000"],
+)
+def test_timestamps_parse_to_the_instant_botocore_reads(value: str) -> None:
+    parsed = parse_timestamp(value)
+    assert parsed == botocore.utils.parse_timestamp(value) and parsed.utcoffset() is not None
 
 
 def test_same_token_and_parameters_return_the_same_instance(gateway: Ec2Gateway, ec2_proxy: Ec2Proxy) -> None:
