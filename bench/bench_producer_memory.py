@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from bench.common import Figure, Result, write_result
 from tests.k8s.apiserver import FakeKubeApiServer

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import botocore.config
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from bench.common import PLOTS_DIR, Figure, Result, write_result
 from tests.support.fleet import NODE, TEST_AMI, FleetHarness, example_pod
