@@ -2,10 +2,14 @@
 
 A virtual agent (:mod:`agent.sim.simulator`) exists only for an instance that is ``running`` at the
 configured EC2 endpoint (moto's server locally). :class:`Ec2Inventory` keeps that set with
-paginated, state-filtered DescribeInstances calls: in the background every ``refresh_interval``
-seconds, and on a miss at most once per ``miss_refresh`` seconds (single-flight), so thousands of
-instances cost a handful of EC2 calls, not one per health check. boto3 is imported here, lazily,
-and nowhere else in the agent package.
+paginated DescribeInstanceStatus listings of the running instances in the background every
+``refresh_interval`` seconds (the lightest listing: moto renders a whole description per instance
+in a DescribeInstances answer, which at a thousand instances takes it tens of seconds), and looks a
+missed instance up by its ID (DescribeInstances filtered on ``instance-id``, at most once per
+``miss_refresh`` seconds per instance), so thousands of instances cost a handful of EC2 calls, and
+a new one costs one small call, not a listing of all. An instance's launch time comes from its
+lookup; one only ever seen in a listing counts from when it was first seen. boto3 is imported
+here, lazily, and nowhere else in the agent package.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class Ec2Inventory:
         self._running: dict[str, float] = {}
         self._first_seen: dict[str, float] = {}
         self._refreshed_at = float("-inf")
+        self._missed: dict[str, float] = {}  # instance ID -> when it was last looked up on a miss
         self._flight = threading.Lock()
         self._client: Any = None
         self._stop = threading.Event()
@@ -70,19 +75,15 @@ class Ec2Inventory:
         started = time.monotonic()
         running: dict[str, float] = {}
         now = time.time()
-        paginator = self._ec2().get_paginator("describe_instances")
-        pages = paginator.paginate(
-            Filters=[{"Name": "instance-state-name", "Values": ["running"]}],
-            PaginationConfig={"PageSize": 1000},
-        )
-        for page in pages:
+        paginator = self._ec2().get_paginator("describe_instance_status")
+        for page in paginator.paginate(IncludeAllInstances=False, PaginationConfig={"PageSize": 1000}):
             self.describe_calls += 1
-            for reservation in page.get("Reservations", []):
-                for inst in reservation.get("Instances", []):
-                    iid = inst["InstanceId"]
-                    first = self._first_seen.setdefault(iid, now)
-                    launch = inst.get("LaunchTime")
-                    running[iid] = launch.timestamp() if launch is not None else first
+            for status in page.get("InstanceStatuses", []):
+                if status.get("InstanceState", {}).get("Name") != "running":
+                    continue
+                iid = status["InstanceId"]
+                first = self._first_seen.setdefault(iid, now)
+                running[iid] = self._running.get(iid, first)
         self._running = running
         self._first_seen = {k: v for k, v in self._first_seen.items() if k in running}
         self._refreshed_at = time.monotonic()
@@ -90,20 +91,33 @@ class Ec2Inventory:
         if self._on_refresh is not None:
             self._on_refresh(set(running))
 
+    def _look_up(self, instance_id: str) -> None:
+        """Describe one instance by ID and remember it when it is running."""
+        self.describe_calls += 1
+        answer = self._ec2().describe_instances(Filters=[{"Name": "instance-id", "Values": [instance_id]}])
+        for reservation in answer.get("Reservations", []):
+            for inst in reservation.get("Instances", []):
+                if inst.get("State", {}).get("Name") == "running":
+                    launch = inst.get("LaunchTime")
+                    first = self._first_seen.setdefault(instance_id, time.time())
+                    self._running[instance_id] = launch.timestamp() if launch is not None else first
+
     def launch_time(self, instance_id: str) -> float | None:
-        """When the instance was launched, or None when it is not running (refreshing on a miss)."""
+        """When the instance was launched, or None when it is not running (looked up on a miss)."""
         found = self._running.get(instance_id)
         if found is not None:
             return found
-        if time.monotonic() - self._refreshed_at >= self._miss_refresh:
-            with self._flight:
-                # Another caller may have refreshed while this one waited for the lock.
-                if time.monotonic() - self._refreshed_at >= self._miss_refresh:
-                    try:
-                        self._refresh_locked()
-                    except Exception as exc:
-                        log.warning("DescribeInstances failed: %s", exc)
-                        self._refreshed_at = time.monotonic()
+        now = time.monotonic()
+        with self._flight:
+            if now - self._missed.get(instance_id, float("-inf")) < self._miss_refresh:
+                return self._running.get(instance_id)
+            self._missed[instance_id] = now
+            if len(self._missed) > 10_000:  # forget old misses
+                self._missed = {k: v for k, v in self._missed.items() if now - v < self._miss_refresh}
+        try:
+            self._look_up(instance_id)
+        except Exception as exc:
+            log.warning("DescribeInstances of %s failed: %s", instance_id, exc)
         return self._running.get(instance_id)
 
     def user_data(self, instance_id: str) -> str:
