@@ -79,6 +79,7 @@ def test_200_pods_against_aws_like_ec2_with_kills_and_replays(
     )
     fleet = make_fleet(
         aws_like=aws,
+        aws={"launch_batch_window_seconds": 0.5},  # as deployed: cold launches in batches
         ec2={"subnets": [first, second]},
         health={"interval_seconds": 2},
         gc={"interval_seconds": 5, "grace_seconds": 0},

@@ -107,6 +107,9 @@ class FleetHarness:
                 "max_attempts": 3,
                 "connect_timeout_seconds": 1,
                 "read_timeout_seconds": 4,
+                # One RunInstances per pod, so each test sees its own pod's launch; the batched path
+                # is exercised where a test asks for it (test_batch_launch*.py, test_aws_like_e2e.py).
+                "launch_batch_window_seconds": 0,
             },
             "rate_limits": {"max_wait_seconds": 5},
             "ec2": {"image_id": TEST_AMI, "instance_type": "m5.large"},
@@ -257,10 +260,15 @@ class FleetHarness:
         return [dict(i) for page in pages for r in page["Reservations"] for i in r["Instances"]]
 
     def instances_by_uid(self, states: Iterable[str] = ("pending", "running")) -> dict[str, list[str]]:
+        """The cluster's instances by the pod that owns them: its pod-UID tag or, for a batch-launched
+        instance whose pod tags are not written yet, the pod the fleet holds them for (as the orphan
+        GC reads it); "" for an instance nobody owns."""
+        pending = {iid: entry.uid for iid, entry in self.store.pending_pod_tags().items()}
         out: dict[str, list[str]] = {}
         for inst in self.instances(states):
             tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
-            out.setdefault(tags.get(TAG_POD_UID, ""), []).append(inst["InstanceId"])
+            owner = tags.get(TAG_POD_UID) or pending.get(inst["InstanceId"], "")
+            out.setdefault(owner, []).append(inst["InstanceId"])
         return out
 
 
