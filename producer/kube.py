@@ -163,9 +163,11 @@ class Kube:
                 return None
             raise
 
-    def create_pod(self, pod: Obj) -> Obj:
-        """Create ``pod`` in its namespace (``vkec2 bench launch``); the object as the server stored it."""
-        return self._call(self.core.create_namespaced_pod, pod["metadata"]["namespace"], pod)
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Obj:
+        """One call of the client's ``fn`` with this client's timeout and errors, for tools that drive
+        the API server themselves (``vkec2 bench launch`` creates pods; the producer never does, and its
+        RBAC does not allow it)."""
+        return self._call(fn, *args, **kwargs)
 
     def list_pods(self, node: str | None, label_selector: str | None = None) -> tuple[list[Obj], str]:
         """Every pod bound to ``node`` (None: of any node) and matching ``label_selector`` (all pages),

@@ -25,6 +25,8 @@ def test_a_redesired_record_drops_exactly_the_life_fields(store: Store, final: P
         "instance_id": "i-1",
         "endpoint": "10.0.0.1:50051",
         "launched_at": 1.0,
+        "launch_batch": "b-1",
+        "launch_slot": 1.5,
         "next_task": "t-1",
         "reason": "Done",
         "message": "it ran",

@@ -180,7 +180,7 @@ class ApiTarget:
 
     def create(self, item: Made) -> None:
         assert item.body is not None
-        self.kube.create_pod(item.body)
+        self.kube.call(self.kube.core.create_namespaced_pod, item.body["metadata"]["namespace"], item.body)
 
     def remove(self, item: Made) -> None:
         namespace, _, name = item.key.partition("/")

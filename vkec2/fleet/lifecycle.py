@@ -53,7 +53,7 @@ from vkec2.ports import Agents, Ec2, LaunchStore, LaunchTokens, PodLock
 log = logging.getLogger(__name__)
 
 FIRST_POLL_SECONDS = 1.0
-WORKLOAD_POLL_SECONDS = 0.25  # the first poll of an accepted workload (asked once at its launch)
+WORKLOAD_POLL_SECONDS = 0.25  # the first poll of an accepted workload
 IDEMPOTENT_MISMATCH = "IdempotentParameterMismatch"
 
 
@@ -413,7 +413,10 @@ class Lifecycle:
             reason="AgentConnected",
             message=f"workload sent to the agent at {rec.endpoint}",
         )
-        return self._await_workload(lock, rec)  # asked at once: a workload often runs already
+        # The status is asked in the next step, a quarter second later: asked in this one it shows a
+        # just-started workload Running, the chain ends there, and a short job's end would wait for
+        # the health sweep; each phase also keeps its own step and event for the producer.
+        return WORKLOAD_POLL_SECONDS
 
     def _await_workload(self, lock: PodLock, rec: PodRecord) -> float | None:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from vkec2.contract import AGENT_CONNECTED, INSTANCE_READY
@@ -21,7 +22,7 @@ from vkec2.domain.models import Phase, PodRecord, StatusEvent, condition, now
 from vkec2.fleet.capacity import settle_conditions
 from vkec2.fleet.choice import placement_note
 from vkec2.fleet.teardown import RELEASED, released_message
-from vkec2.observability import metrics
+from vkec2.observability import logs, metrics
 from vkec2.ports import PodLock
 
 log = logging.getLogger("vkec2.fleet.lifecycle")
@@ -87,4 +88,6 @@ def record_phase(
     metrics.pod_transition(rec, previous, at)
     if phase is not previous:
         detail = " ".join(part for part in (reason, message) if part)
-        log.info("phase %s -> %s: %s", previous.value, phase.value, detail)
+        # The agent's endpoint may have been learnt in this very step (after the task bound its context).
+        with logs.bound(endpoint=rec.endpoint) if rec.endpoint else nullcontext():
+            log.info("phase %s -> %s: %s", previous.value, phase.value, detail)

@@ -102,4 +102,4 @@ def test_the_agent_is_bootstrapped_with_its_instances_own_client_token() -> None
     claimed = world.instance(client_token="pool-token-7")
     world.seed(Phase.BOOTING, instance=claimed, launch_token="")
     world.step()
-    assert seen == ["pool-token-7"] and world.rec.phase is Phase.RUNNING  # status asked after the launch
+    assert seen == ["pool-token-7"] and world.rec.phase is Phase.LAUNCHING

@@ -206,24 +206,13 @@ def test_C11_serving_agent_accepts_the_launch(world: World) -> None:
     inst = world.instance()
     world.seed(Phase.BOOTING, instance=inst)
     world.with_bootstrap()
-    world.agents.status_default = app_status("Pending")  # the workload is still starting
 
     assert world.step() is not None
     rec = world.rec
     assert (rec.phase, rec.reason) == (Phase.LAUNCHING, "AgentConnected")
-    # mTLS bootstrap first; the workload's status is asked once at once, in the same step
-    assert world.agents.methods() == ["serving", "bootstrap", "launch", "status"]
+    assert world.agents.methods() == ["serving", "bootstrap", "launch"]  # mTLS bootstrap first
     assert world.agents.launched[inst["InstanceId"]]["metadata"]["uid"] == UID
     assert condition(world, AGENT_CONNECTED) == "True"
-
-
-def test_C11_a_workload_running_at_once_is_Running_after_the_launch_step(world: World) -> None:
-    inst = world.instance()
-    world.seed(Phase.BOOTING, instance=inst)
-
-    world.step()
-    assert (world.rec.phase, world.rec.reason) == (Phase.RUNNING, "Started")
-    assert world.agents.methods() == ["serving", "launch", "status"]
 
 
 def test_C12_agent_unavailable_during_launch_polls_again(world: World) -> None:
