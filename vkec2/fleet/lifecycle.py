@@ -413,10 +413,10 @@ class Lifecycle:
             reason="AgentConnected",
             message=f"workload sent to the agent at {rec.endpoint}",
         )
-        # The status is asked in the next step, a quarter second later: asked in this one it shows a
-        # just-started workload Running, the chain ends there, and a short job's end would wait for
-        # the health sweep; each phase also keeps its own step and event for the producer.
-        return WORKLOAD_POLL_SECONDS
+        # The status is asked in the next step, a second later: asked sooner it shows a just-started
+        # workload Running, the chain ends there, and a short job's end waits for the health sweep;
+        # each phase also keeps its own step and event for the producer.
+        return FIRST_POLL_SECONDS
 
     def _await_workload(self, lock: PodLock, rec: PodRecord) -> float | None:
         try:
