@@ -39,6 +39,14 @@ OUTBOX_MAXLEN = 100_000
 LOCK_TTL_MS = 60_000
 
 
+def _check_taken(uid: str, fence: int) -> None:
+    """Raise what a failed lock acquisition means: no record (-1), or held by another task (0)."""
+    if fence == -1:
+        raise UnknownPod(f"no pod record for uid {uid}")
+    if fence == 0:
+        raise LockBusy(f"pod {uid} is locked by another task")
+
+
 class PodRecords(StoreBase):
     """Pod records, the sets that index them, their locks and fenced writes."""
 
@@ -167,10 +175,7 @@ class PodRecords(StoreBase):
         fence = int(
             self.scripts.acquire(keys=[self.keys.lock(uid), self.keys.pod(uid)], args=[token, ttl_ms])
         )
-        if fence == -1:
-            raise UnknownPod(f"no pod record for uid {uid}")
-        if fence == 0:
-            raise LockBusy(f"pod {uid} is locked by another task")
+        _check_taken(uid, fence)
         lock = Lock(self, uid, token, fence, ttl_ms)
         if max_hold_s is not None:
             self.lock_heartbeat.hold(uid, token, ttl_ms, max_hold_s)
@@ -195,10 +200,7 @@ class PodRecords(StoreBase):
             self.scripts.acquire_read(keys=[self.keys.lock(uid), self.keys.pod(uid)], args=[token, ttl_ms]),
         )
         fence = int(reply[0])
-        if fence == -1:
-            raise UnknownPod(f"no pod record for uid {uid}")
-        if fence == 0:
-            raise LockBusy(f"pod {uid} is locked by another task")
+        _check_taken(uid, fence)
         raw = dict(zip(reply[1::2], reply[2::2], strict=True))
         lock = StepLock(self, uid, token, fence, ttl_ms, PodRecord.from_hash(raw) if "uid" in raw else None)
         if max_hold_s is not None:
