@@ -13,8 +13,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import boto3
-import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
@@ -27,6 +25,7 @@ from tests.support.awslike import (
     CapacityRule,
     TokenBuckets,
 )
+from tests.support.ec2client import client_error, single_attempt_client
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import TEST_AMI, FleetHarness
 from tests.support.services import wait_until
@@ -38,20 +37,15 @@ if TYPE_CHECKING:
 WAIT = 10.0
 
 
-def client(url: str) -> EC2Client:
-    config = botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1})
-    return boto3.client("ec2", endpoint_url=url, region_name="us-west-2", config=config)
-
-
 @pytest.fixture
 def ec2(ec2_proxy: Ec2Proxy) -> EC2Client:
-    return client(ec2_proxy.url)
+    return single_attempt_client(ec2_proxy.url)
 
 
 @pytest.fixture
 def moto(ec2_proxy: Ec2Proxy) -> EC2Client:
     """moto itself, behind the double's back: the ground truth."""
-    return client(ec2_proxy.upstream)
+    return single_attempt_client(ec2_proxy.upstream)
 
 
 def launch(ec2: EC2Client, *, instance_type: str = "m5.large", **extra: Any) -> str:
@@ -65,18 +59,6 @@ def launch(ec2: EC2Client, *, instance_type: str = "m5.large", **extra: Any) -> 
         **extra,
     )
     return answer["Instances"][0]["InstanceId"]
-
-
-def error(call: Callable[[], object]) -> tuple[str, int, str]:
-    """(code, HTTP status, message) of the ClientError ``call`` raises."""
-    with pytest.raises(ClientError) as caught:
-        call()
-    response = caught.value.response
-    return (
-        response["Error"]["Code"],
-        response["ResponseMetadata"]["HTTPStatusCode"],
-        response["Error"]["Message"],
-    )
 
 
 def state(ec2: EC2Client, instance_id: str) -> str:
@@ -120,20 +102,22 @@ def test_a_young_instance_is_unknown_by_id_and_absent_from_listings(
     old = launch(ec2, label=label)  # launched before the lag was switched on: visible
     ec2_proxy.configure(AwsLike(visibility_lag=3.0))  # long enough for the checks below
     young = launch(ec2, label=label)
-    by_id = error(lambda: ec2.describe_instances(InstanceIds=[young]))
+    by_id = client_error(lambda: ec2.describe_instances(InstanceIds=[young]))
     assert by_id == ("InvalidInstanceID.NotFound", 400, f"The instance ID '{young}' does not exist")
-    code, _, message = error(lambda: ec2.describe_instances(InstanceIds=[old, young]))
+    code, _, message = client_error(lambda: ec2.describe_instances(InstanceIds=[old, young]))
     assert code == "InvalidInstanceID.NotFound" and young in message and old not in message
     assert listed(ec2, label) == [old]
     assert listed(ec2, label, ["pending", "running"]) == [old]
     filtered = ec2.describe_instances(Filters=[{"Name": "instance-id", "Values": [old, young]}])
     assert [i["InstanceId"] for r in filtered["Reservations"] for i in r["Instances"]] == [old]
-    assert error(lambda: ec2.describe_instance_status(InstanceIds=[young]))[0] == "InvalidInstanceID.NotFound"
+    missing = client_error(lambda: ec2.describe_instance_status(InstanceIds=[young]))
+    assert missing[0] == "InvalidInstanceID.NotFound"
     statuses = ec2.describe_instance_status(IncludeAllInstances=True)["InstanceStatuses"]
     assert young not in {s["InstanceId"] for s in statuses}
     tag: list[Any] = [{"Key": "k", "Value": "v"}]
-    assert error(lambda: ec2.create_tags(Resources=[young], Tags=tag))[0] == "InvalidInstanceID.NotFound"
-    gone = error(lambda: ec2.terminate_instances(InstanceIds=[old, young]))
+    untagged = client_error(lambda: ec2.create_tags(Resources=[young], Tags=tag))
+    assert untagged[0] == "InvalidInstanceID.NotFound"
+    gone = client_error(lambda: ec2.terminate_instances(InstanceIds=[old, young]))
     assert gone[:2] == ("InvalidInstanceID.NotFound", 400)
     # The failed calls did nothing, as on AWS: both still run, untagged.
     truth = moto.describe_instances(InstanceIds=[old, young])["Reservations"]
@@ -147,7 +131,7 @@ def test_a_client_token_replays_the_same_young_instance(ec2_proxy: Ec2Proxy, ec2
     ec2_proxy.configure(AwsLike(visibility_lag=5.0))
     first = launch(ec2, ClientToken="tok-1")
     assert launch(ec2, ClientToken="tok-1") == first
-    mismatch = error(lambda: launch(ec2, instance_type="m5.xlarge", ClientToken="tok-1"))
+    mismatch = client_error(lambda: launch(ec2, instance_type="m5.xlarge", ClientToken="tok-1"))
     assert mismatch[:2] == ("IdempotentParameterMismatch", 400)
     assert ec2_proxy.log.launched() == [first]
 
@@ -188,7 +172,7 @@ def test_capacity_errors_by_instance_type(
     ec2_proxy: Ec2Proxy, ec2: EC2Client, code: str, status: int, words: str
 ) -> None:
     ec2_proxy.configure(AwsLike(capacity=(CapacityRule(code, instance_type="mac2.metal"),)))
-    got = error(lambda: launch(ec2, instance_type="mac2.metal", ClientToken=f"cap-{code}"))
+    got = client_error(lambda: launch(ec2, instance_type="mac2.metal", ClientToken=f"cap-{code}"))
     assert got[:2] == (code, status) and words in got[2], got
     launch(ec2, instance_type="m5.large")
     assert ec2_proxy.log.outcomes("RunInstances") == [code, "ok"]
@@ -198,7 +182,7 @@ def test_capacity_errors_by_instance_type(
 def test_capacity_errors_by_zone_for_a_time_window(ec2_proxy: Ec2Proxy, ec2: EC2Client) -> None:
     (zone_a, subnet_a), (_, subnet_b), *_ = subnets(ec2)
     ec2_proxy.add_capacity(CapacityRule(availability_zone=zone_a, lasting=1.5))
-    code, status, message = error(lambda: launch(ec2, SubnetId=subnet_a, ClientToken="win-1"))
+    code, status, message = client_error(lambda: launch(ec2, SubnetId=subnet_a, ClientToken="win-1"))
     assert (code, status) == ("InsufficientInstanceCapacity", 500) and f"({zone_a})" in message
     launch(ec2, SubnetId=subnet_b)
     # The token of a refused launch was not used: the same call launches once the window is over.
@@ -234,7 +218,7 @@ def test_capacity_errors_by_subnet_at_a_rate(ec2_proxy: Ec2Proxy, ec2: EC2Client
 
 def test_throttling_by_fraction(ec2_proxy: Ec2Proxy, ec2: EC2Client) -> None:
     ec2_proxy.configure(AwsLike(throttle_fraction=1.0))
-    assert error(ec2.describe_instances)[:2] == ("RequestLimitExceeded", 503)
+    assert client_error(ec2.describe_instances)[:2] == ("RequestLimitExceeded", 503)
     assert ec2_proxy.throttled["DescribeInstances"] == 1
 
 
@@ -242,7 +226,7 @@ def test_throttling_by_token_buckets_per_api(ec2_proxy: Ec2Proxy, ec2: EC2Client
     ec2_proxy.configure(AwsLike(buckets={"describe": Bucket(3, 0.5)}))
     for _ in range(3):
         ec2.describe_instances()
-    assert error(ec2.describe_instances)[:2] == ("RequestLimitExceeded", 503)
+    assert client_error(ec2.describe_instances)[:2] == ("RequestLimitExceeded", 503)
     ec2.describe_instance_status()  # each API has its own bucket
     wait_until(lambda: answered(ec2.describe_instances), WAIT, "a token to be refilled", interval=0.2)
     assert ec2_proxy.throttled["DescribeInstances"] >= 1 and not ec2_proxy.throttled["DescribeInstanceStatus"]
@@ -289,7 +273,7 @@ def test_a_slow_answer_comes_after_its_effect(ec2_proxy: Ec2Proxy, ec2: EC2Clien
 def test_the_event_log_orders_launch_and_termination(ec2_proxy: Ec2Proxy, ec2: EC2Client) -> None:
     ec2_proxy.configure(AwsLike(visibility_lag=1.0))
     iid = launch(ec2)
-    assert error(lambda: ec2.terminate_instances(InstanceIds=[iid]))[0] == "InvalidInstanceID.NotFound"
+    assert client_error(lambda: ec2.terminate_instances(InstanceIds=[iid]))[0] == "InvalidInstanceID.NotFound"
 
     def terminated() -> bool:
         try:
@@ -330,7 +314,7 @@ def test_a_fleet_can_opt_in_and_observes_moto_directly(
         ImageId=TEST_AMI, InstanceType="m5.large", MinCount=1, MaxCount=1, TagSpecifications=tags
     )
     iid = answer["Instances"][0]["InstanceId"]
-    assert error(lambda: ec2.describe_instances(InstanceIds=[iid]))[0] == "InvalidInstanceID.NotFound"
+    assert client_error(lambda: ec2.describe_instances(InstanceIds=[iid]))[0] == "InvalidInstanceID.NotFound"
     calls = sum(ec2_proxy.calls.values())
     assert [i["InstanceId"] for i in fleet.instances()] == [iid]  # no lag for the test's own eyes
     assert sum(ec2_proxy.calls.values()) == calls  # and not counted at the endpoint

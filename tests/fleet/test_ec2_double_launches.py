@@ -8,11 +8,8 @@ The limit arithmetic and the event log's rates are checked without a server.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import boto3
-import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
@@ -28,6 +25,7 @@ from tests.support.awslike import (
     TokenBuckets,
     launch_limit_seconds,
 )
+from tests.support.ec2client import client_error, single_attempt_client
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import TEST_AMI
 from tests.support.services import wait_until
@@ -38,14 +36,9 @@ if TYPE_CHECKING:
 WAIT = 10.0
 
 
-def client(url: str) -> EC2Client:
-    config = botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1})
-    return boto3.client("ec2", endpoint_url=url, region_name="us-west-2", config=config)
-
-
 @pytest.fixture
 def ec2(ec2_proxy: Ec2Proxy) -> EC2Client:
-    return client(ec2_proxy.url)
+    return single_attempt_client(ec2_proxy.url)
 
 
 def run(ec2: EC2Client, low: int, high: int, *, instance_type: str = "m5.large", **extra: Any) -> list[str]:
@@ -59,17 +52,6 @@ def run(ec2: EC2Client, low: int, high: int, *, instance_type: str = "m5.large",
         **extra,
     )
     return [i["InstanceId"] for i in answer["Instances"]]
-
-
-def error(call: Callable[[], object]) -> tuple[str, int, str]:
-    with pytest.raises(ClientError) as caught:
-        call()
-    response = caught.value.response
-    return (
-        response["Error"]["Code"],
-        response["ResponseMetadata"]["HTTPStatusCode"],
-        response["Error"]["Message"],
-    )
 
 
 def labelled(ec2: EC2Client, label: str) -> list[str]:
@@ -87,12 +69,12 @@ def test_the_instance_bucket_refuses_an_oversize_launch_whole_and_refills(
     label = uuid.uuid4().hex
     first = run(ec2, 4, 4, label=label, ClientToken=label)
     assert len(first) == 4
-    assert error(lambda: run(ec2, 2, 2, label=label))[:2] == ("RequestLimitExceeded", 503)
-    moto = client(ec2_proxy.upstream)
+    assert client_error(lambda: run(ec2, 2, 2, label=label))[:2] == ("RequestLimitExceeded", 503)
+    moto = single_attempt_client(ec2_proxy.upstream)
     assert sorted(labelled(moto, label)) == sorted(first)  # refused whole: nothing launched
     assert run(ec2, 4, 4, label=label, ClientToken=label) == first  # a replay takes no tokens
     assert len(run(ec2, 1, 1, label=label)) == 1  # the token left was not taken by the refusal
-    assert error(lambda: run(ec2, 1, 1, label=label))[0] == "RequestLimitExceeded"
+    assert client_error(lambda: run(ec2, 1, 1, label=label))[0] == "RequestLimitExceeded"
     ok = [e.replay for e in ec2_proxy.log.run_requests() if e.outcome == "ok"]
     assert ok == [False, True, False] and len(labelled(moto, label)) == 5
     # Refilled at its rate: an emptied bucket of 2 per second lets a launch through again.
@@ -115,9 +97,9 @@ def test_the_instance_bucket_refuses_an_oversize_launch_whole_and_refills(
 def test_the_terminate_bucket_takes_one_token_per_instance_named(ec2_proxy: Ec2Proxy, ec2: EC2Client) -> None:
     ids = run(ec2, 3, 3)
     ec2_proxy.configure(AwsLike(resource_buckets={"TerminateInstances": Bucket(2, 0.01)}))
-    assert error(lambda: ec2.terminate_instances(InstanceIds=ids))[:2] == ("RequestLimitExceeded", 503)
+    assert client_error(lambda: ec2.terminate_instances(InstanceIds=ids))[:2] == ("RequestLimitExceeded", 503)
     assert len(ec2.terminate_instances(InstanceIds=ids[:2])["TerminatingInstances"]) == 2
-    assert error(lambda: ec2.terminate_instances(InstanceIds=ids[2:]))[0] == "RequestLimitExceeded"
+    assert client_error(lambda: ec2.terminate_instances(InstanceIds=ids[2:]))[0] == "RequestLimitExceeded"
     assert ec2_proxy.log.outcomes("TerminateInstances") == [
         "RequestLimitExceeded",
         "ok",
@@ -142,8 +124,8 @@ def test_a_pool_fulfils_a_launch_partly_and_refuses_below_min_count(
     ec2_proxy.add_capacity(CapacityRule(instance_type="m5.large", available=3))
     label = uuid.uuid4().hex
     got = run(ec2, 2, 5, label=label)
-    assert len(got) == 3 and sorted(labelled(client(ec2_proxy.upstream), label)) == sorted(got)
-    code, status, message = error(lambda: run(ec2, 1, 1, label=label))
+    assert len(got) == 3 and sorted(labelled(single_attempt_client(ec2_proxy.upstream), label)) == sorted(got)
+    code, status, message = client_error(lambda: run(ec2, 1, 1, label=label))
     assert (code, status) == ("InsufficientInstanceCapacity", 500)
     assert "do not have sufficient m5.large capacity" in message
     assert len(run(ec2, 2, 2, instance_type="m5.xlarge")) == 2  # another type: not in the pool
@@ -155,8 +137,8 @@ def test_a_pool_fulfils_a_launch_partly_and_refuses_below_min_count(
 def test_a_pool_too_small_for_min_count_launches_nothing(ec2_proxy: Ec2Proxy, ec2: EC2Client) -> None:
     ec2_proxy.configure(AwsLike(capacity=(CapacityRule(available=2),)))
     label = uuid.uuid4().hex
-    assert error(lambda: run(ec2, 3, 4, label=label))[0] == "InsufficientInstanceCapacity"
-    assert labelled(client(ec2_proxy.upstream), label) == []
+    assert client_error(lambda: run(ec2, 3, 4, label=label))[0] == "InsufficientInstanceCapacity"
+    assert labelled(single_attempt_client(ec2_proxy.upstream), label) == []
     assert len(run(ec2, 2, 2, label=label)) == 2  # the refusal took nothing from the pool
     with pytest.raises(ValueError, match="capacity pool"):
         CapacityRule(available=2, fraction=0.5)
@@ -170,9 +152,9 @@ def test_a_multi_instance_launch_replays_whole_and_other_counts_mismatch(
     first = run(ec2, 1, 6, ClientToken=token)
     assert len(first) == 4  # the pool's 4
     assert run(ec2, 1, 6, ClientToken=token) == first  # the same reservation, although the pool is empty
-    assert error(lambda: run(ec2, 1, 5, ClientToken=token))[:2] == ("IdempotentParameterMismatch", 400)
-    assert error(lambda: run(ec2, 4, 4, ClientToken=token))[0] == "IdempotentParameterMismatch"
-    assert error(lambda: run(ec2, 2, 6, ClientToken=token))[0] == "IdempotentParameterMismatch"
+    assert client_error(lambda: run(ec2, 1, 5, ClientToken=token))[:2] == ("IdempotentParameterMismatch", 400)
+    assert client_error(lambda: run(ec2, 4, 4, ClientToken=token))[0] == "IdempotentParameterMismatch"
+    assert client_error(lambda: run(ec2, 2, 6, ClientToken=token))[0] == "IdempotentParameterMismatch"
     assert ec2_proxy.log.launched() == first
     assert [e.replay for e in ec2_proxy.log.run_requests()] == [False, True, False, False, False]
 

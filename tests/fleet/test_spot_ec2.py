@@ -13,13 +13,12 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import boto3
-import botocore.config
 import pytest
 from botocore.exceptions import ClientError
 
 from tests.support import ec2wire as wire
 from tests.support.awslike import AwsLike, CapacityRule
+from tests.support.ec2client import single_attempt_client
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import TEST_AMI, launch_params
 from tests.support.services import wait_until
@@ -31,7 +30,7 @@ from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import Ec2Error
 
 if TYPE_CHECKING:
-    from types_boto3_ec2 import EC2Client
+    pass
 
 SPOT_OPTIONS: Any = {
     "MarketType": "spot",
@@ -48,11 +47,6 @@ def gateway(ec2_proxy: Ec2Proxy) -> Iterator[Ec2Gateway]:
         }
     )
     yield Ec2Gateway(settings)
-
-
-def client(url: str) -> EC2Client:
-    config = botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1})
-    return boto3.client("ec2", endpoint_url=url, region_name="us-west-2", config=config)
 
 
 def sent(proxy: Ec2Proxy, token: str) -> wire.Params:
@@ -114,7 +108,7 @@ def test_spot_capacity_codes_are_capacity_answers(gateway: Ec2Gateway, ec2_proxy
 
 def test_the_double_interrupts_a_spot_instance_as_ec2_does(ec2_proxy: Ec2Proxy) -> None:
     ec2_proxy.configure(AwsLike(shutting_down_seconds=1.0))
-    ec2 = client(ec2_proxy.url)
+    ec2 = single_attempt_client(ec2_proxy.url)
     run = ec2.run_instances(
         ImageId=TEST_AMI, InstanceType="m5.large", MinCount=1, MaxCount=1, InstanceMarketOptions=SPOT_OPTIONS
     )
@@ -132,13 +126,13 @@ def test_the_double_interrupts_a_spot_instance_as_ec2_does(ec2_proxy: Ec2Proxy) 
     assert first["StateReason"]["Code"] == "Server.SpotInstanceTermination"  # type: ignore[index]
     assert interruption(first) is not None and "Server.SpotInstanceTermination" in interruption(first)  # type: ignore[operator]
     wait_until(lambda: described()["State"]["Name"] == "terminated", 10, "the interrupted instance to end")  # type: ignore[index]
-    moto = client(ec2_proxy.upstream)
+    moto = single_attempt_client(ec2_proxy.upstream)
     upstream = moto.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
     assert upstream["State"]["Name"] == "terminated"
 
 
 def test_interrupt_needs_a_known_instance(ec2_proxy: Ec2Proxy) -> None:
-    ec2 = client(ec2_proxy.url)
+    ec2 = single_attempt_client(ec2_proxy.url)
     with pytest.raises(ClientError):
         ec2.describe_instances(InstanceIds=["i-0123456789abcdef0"])
     with pytest.raises(AssertionError):
