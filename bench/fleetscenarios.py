@@ -55,15 +55,17 @@ class Options:
 
 
 def fleet_overrides(batching: bool = True, *, aws: AwsLike | None = None, **more: Any) -> dict[str, Any]:
-    """The fleet's settings for a run: as deployed (the broker's visibility timeout 600 s); batching off
-    when asked and supported. Against an endpoint without buckets (``aws`` given without any), the
-    fleet's own EC2 rate limits are off too, so setting (a) measures this machine, not the fleet's
-    client-side budget of 2 RunInstances per second."""
+    """The fleet's settings for a run: as deployed (the broker's visibility timeout 600 s, launches
+    batched with the shipped window: the test harness turns batching off by default), or batching
+    off when asked. Against an endpoint without buckets (``aws`` given without any), the fleet's own
+    EC2 rate limits are off too, so setting (a) measures this machine, not the fleet's client-side
+    budget of 2 RunInstances per second."""
     out: dict[str, Any] = {"celery": {"visibility_timeout_seconds": 600}, **more}
     if aws is not None and not aws.buckets:
         out["rate_limits"] = {"enabled": False}
-    if not batching and has_launch_batching():
-        out["aws"] = {**out.get("aws", {}), "launch_batch_window_seconds": 0}
+    if has_launch_batching():
+        window = AwsSettings.model_fields["launch_batch_window_seconds"].default if batching else 0
+        out["aws"] = {**out.get("aws", {}), "launch_batch_window_seconds": window}
     return out
 
 

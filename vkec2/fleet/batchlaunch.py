@@ -14,7 +14,7 @@ whose first launch candidate (:mod:`vkec2.fleet.capacity`) has the same paramete
   one RunInstances can take is taken over and the call re-sent with the same ClientToken (EC2
   answers the same instances), so a crash between launch and assignment loses nothing;
 - *no thread waits for a token*: the sender reserves one request token and one instance token per
-  member (:meth:`~vkec2.ports.LaunchTokens.reserve_launch`); when they do not exist yet the batch
+  member (:mod:`vkec2.fleet.launchslot`); when they do not exist yet the batch
   goes back unsent with its slot and the step comes back then;
 - *tags*: the instances are tagged at launch with the cluster, the node and the batch
   (``vkec2.io/launch-batch``); each member's instance is recorded in the batch in launch-index
@@ -45,6 +45,7 @@ from vkec2.domain.podspec import LaunchParams, user_data_for
 from vkec2.domain.runinstances import run_instances_request
 from vkec2.errors import Ec2Error
 from vkec2.fleet.capacity import CapacityLaunch, marked
+from vkec2.fleet.launchslot import SLOT_TOLERANCE_SECONDS, reserve
 from vkec2.fleet.podtags import PodTags
 from vkec2.ports import Ec2, LaunchTokens, PodLock
 from vkec2.store.launches import LAUNCHED, OPEN, REFUSED, SENDING
@@ -56,8 +57,6 @@ log = logging.getLogger(__name__)
 FOLLOWER_SLACK_SECONDS = 2.0
 #: How often a member looks again while another worker sends its batch.
 SENDING_POLL_SECONDS = 1.0
-#: A reserved slot this close is taken as now.
-SLOT_TOLERANCE_SECONDS = 0.05
 BATCH_TOKEN_PREFIX = "vkec2-batch-"
 #: How much longer than one RunInstances (its timeouts) a silent sender keeps its batch.
 SENDER_SLACK_SECONDS = 5.0
@@ -175,16 +174,11 @@ class BatchLaunch:
         members = list(claim.members)
         slot = claim.at
         if not slot:
-            wait = self.tokens.reserve_launch(len(members))
-            if wait < 0:
+            try:
+                slot = claim.now + reserve(self.tokens, len(members))
+            except Ec2Error:  # beyond the limiter's horizon: the batch stays, unsent
                 self.store.defer_batch(batch_id, sender)
-                raise Ec2Error(
-                    "RunInstances: the fleet's launch tokens are reserved for more than an hour",
-                    code="FleetRateLimited",
-                    retryable=True,
-                    reason="EC2Throttled",
-                )
-            slot = claim.now + wait
+                raise
         if slot - claim.now > SLOT_TOLERANCE_SECONDS:
             self.store.defer_batch(batch_id, sender, slot)
             return slot - claim.now

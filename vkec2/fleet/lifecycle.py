@@ -38,10 +38,11 @@ from vkec2.domain.agents import AgentTarget, AgentTrust, AppStatus, resolve_endp
 from vkec2.domain.instances import Instance
 from vkec2.domain.models import Phase, PodRecord, condition, now
 from vkec2.errors import AgentError, AgentRejected, AgentUnavailable, Ec2Error, InvalidPodSpec
-from vkec2.fleet.batchlaunch import SLOT_TOLERANCE_SECONDS, BatchLaunch
+from vkec2.fleet.batchlaunch import BatchLaunch
 from vkec2.fleet.capacity import CapacityLaunch, NoCapacity
 from vkec2.fleet.choice import InstanceChoice, placed
 from vkec2.fleet.installcheck import InstallCheck
+from vkec2.fleet.launchslot import pod_slot
 from vkec2.fleet.phasewrite import record_phase
 from vkec2.fleet.placement import HostPlacement
 from vkec2.fleet.rebuild import Rebuild
@@ -53,7 +54,10 @@ from vkec2.ports import Agents, Ec2, LaunchStore, LaunchTokens, PodLock
 log = logging.getLogger(__name__)
 
 FIRST_POLL_SECONDS = 1.0
-WORKLOAD_POLL_SECONDS = 0.25  # the first poll of an accepted workload
+WORKLOAD_POLL_SECONDS = 0.1  # the first poll of an accepted workload
+#: A workload seen Running sooner than this after its launch is asked once more then: a short job's
+#: end is seen by its own chain, not left to the health sweep.
+CONFIRM_AFTER_SECONDS = 1.0
 IDEMPOTENT_MISMATCH = "IdempotentParameterMismatch"
 
 
@@ -215,6 +219,8 @@ class Lifecycle:
             return None
         if rec.phase.final:
             return self.teardown.release(lock, rec)
+        if rec.phase is Phase.RUNNING:
+            return self._confirm_running(lock, rec)
         if not rec.phase.creating:
             return None
         if rec.phase is Phase.PENDING:
@@ -291,7 +297,7 @@ class Lifecycle:
                 self.batches.adopted(rec, batched, tags)
                 self._note_instance(lock, rec, batched)
                 return self._adopt(lock, rec, batched, "launched")
-        wait = self._launch_slot(lock, rec)
+        wait = pod_slot(self.tokens, lock, rec)  # no thread waits for RunInstances tokens
         if wait > 0:  # come back when the tokens exist (or sooner: a countdown has a ceiling)
             return min(wait, self.settings.celery.max_countdown_seconds)
 
@@ -316,25 +322,6 @@ class Lifecycle:
             return self._no_capacity(lock, rec, outcome)
         self._note_instance(lock, rec, outcome)
         return self._adopt(lock, rec, outcome, "launched")
-
-    def _launch_slot(self, lock: PodLock, rec: PodRecord) -> float:
-        """Seconds until this attempt's RunInstances tokens exist (reserved on the first ask), so
-        no thread waits for them: the step comes back then (vkec2.ec2.ratelimit)."""
-        if self.tokens is None:
-            return 0.0
-        if not rec.launch_slot:
-            wait = self.tokens.reserve_launch(1)
-            if wait < 0:
-                raise Ec2Error(
-                    "RunInstances: the fleet's launch tokens are reserved for more than an hour",
-                    code="FleetRateLimited",
-                    retryable=True,
-                    reason="EC2Throttled",
-                )
-            rec.launch_slot = now() + wait
-            lock.write({"launch_slot": rec.launch_slot})
-        left = rec.launch_slot - now()
-        return left if left > SLOT_TOLERANCE_SECONDS else 0.0
 
     def _no_capacity(self, lock: PodLock, rec: PodRecord, outcome: NoCapacity) -> float | None:
         """No candidate had capacity: wait in Pending, or fail after the deadline (vkec2.fleet.capacity)."""
@@ -413,10 +400,9 @@ class Lifecycle:
             reason="AgentConnected",
             message=f"workload sent to the agent at {rec.endpoint}",
         )
-        # The status is asked in the next step, a second later: asked sooner it shows a just-started
-        # workload Running, the chain ends there, and a short job's end waits for the health sweep;
-        # each phase also keeps its own step and event for the producer.
-        return FIRST_POLL_SECONDS
+        # The status is asked in the next step (each phase keeps its own step and event for the
+        # producer); a workload that then reads Running is asked once more (_confirm_running).
+        return WORKLOAD_POLL_SECONDS
 
     def _await_workload(self, lock: PodLock, rec: PodRecord) -> float | None:
         try:
@@ -434,6 +420,24 @@ class Lifecycle:
         phase = phases.from_agent(status.phase)
         if phase is None:
             return self._poll_delay(rec, workload=True)
+        return self._settle(lock, rec, phase, status)
+
+    def _confirm_running(self, lock: PodLock, rec: PodRecord) -> float | None:
+        """The one more status poll of a workload seen Running just after its launch: a job that
+        ended since is recorded by its chain. Any other step on a Running pod does nothing (the
+        health sweep watches it), and so does an agent that does not answer now (row C32)."""
+        if not rec.launching_at or now() - rec.launching_at > 2 * CONFIRM_AFTER_SECONDS + FIRST_POLL_SECONDS:
+            return None
+        try:
+            status = self.agents.status(self._target(rec))
+        except AgentError:
+            return None
+        phase = phases.from_agent(status.phase)
+        return self._settle(lock, rec, phase, status) if phase is not None and phase.final else None
+
+    def _settle(self, lock: PodLock, rec: PodRecord, phase: Phase, status: AppStatus) -> float | None:
+        """Record the phase the agent's status settles the pod in; the delay before its next step:
+        the confirming poll of a just-started workload, a finished pod's release, or None."""
         self._record(
             lock,
             rec,
@@ -443,6 +447,9 @@ class Lifecycle:
             warning=phase is Phase.FAILED,
             status=status,
         )
+        if phase is Phase.RUNNING:  # rows C14, C31
+            confirm = rec.launching_at + CONFIRM_AFTER_SECONDS - now() if rec.launching_at else 0.0
+            return confirm if confirm > 0 else None
         return self.teardown.keepalive(rec)  # a finished pod's instance is released after it
 
     def completed(self, lock: PodLock, rec: PodRecord, status: AppStatus) -> float | None:

@@ -260,6 +260,43 @@ def test_C14_reported_phase_ends_the_chain(world: World, reported: str) -> None:
     assert event.event_type == ("Warning" if reported == "Failed" else "Normal")
 
 
+def test_C31_a_workload_running_just_after_its_launch_is_asked_once_more(world: World) -> None:
+    inst = world.instance()
+    world.seed(Phase.LAUNCHING, instance=inst, launching_at=time.time())
+
+    delay = world.step()
+    assert world.rec.phase is Phase.RUNNING
+    assert delay is not None and 0 < delay <= 1.0  # at a second after the launch
+    world.agents.status_by[inst["InstanceId"]] = app_status("Running")
+    assert world.step() is None  # still running: the health sweep watches it from here
+    assert world.rec.phase is Phase.RUNNING
+    assert world.agents.methods().count("status") == 2
+
+
+@pytest.mark.parametrize("ended", ["Succeeded", "Failed"])
+def test_C32_the_confirming_poll_records_a_short_jobs_end(world: World, ended: str) -> None:
+    inst = world.instance()
+    world.seed(Phase.LAUNCHING, instance=inst, launching_at=time.time())
+    assert world.step() is not None
+    world.agents.status_by[inst["InstanceId"]] = app_status(
+        ended, reason="Completed" if ended == "Succeeded" else "Error"
+    )
+
+    world.step()
+    assert world.rec.phase is Phase(ended)
+    assert world.events[-1].event_type == ("Warning" if ended == "Failed" else "Normal")
+
+
+def test_C32_a_running_pods_late_step_asks_nothing(world: World) -> None:
+    inst = world.instance()
+    world.seed(Phase.RUNNING, instance=inst, launching_at=time.time() - 60)
+    world.agents.status_by[inst["InstanceId"]] = app_status("Succeeded")
+
+    assert world.step() is None
+    assert world.rec.phase is Phase.RUNNING
+    assert "status" not in world.agents.methods()
+
+
 def test_C15_workload_not_started_polls_again(world: World) -> None:
     inst = world.instance()
     world.seed(Phase.LAUNCHING, instance=inst)
