@@ -27,12 +27,16 @@ from typing import Any
 from producer.deletion import Deleter, containers_ran
 from producer.epoch import EpochWatch
 from producer.fleet import FleetLink
+from producer.heap import release_freed
 from producer.kube import Kube, KubeError, Obj
 from vkec2.contract import ANNOTATION_PREFIX, INSTANCE_ID_ANNOTATION
 from vkec2.domain.models import Phase, PodRecord
 from vkec2.domain.phases import K8S_FINISHED
 
 log = logging.getLogger(__name__)
+
+#: The memory freed after this many watch events goes back to the operating system (producer.heap).
+RELEASE_EVERY_EVENTS = 1000
 
 #: Annotations the producer itself writes; a change to them is no reason to publish an update.
 OWN_ANNOTATIONS = frozenset({INSTANCE_ID_ANNOTATION})
@@ -173,6 +177,7 @@ class PodWatcher:
         self.watch_timeout = watch_timeout
         self.synced = threading.Event()
         self.lists = 0
+        self.events = 0  # watch events dispatched
         self.resource_version = ""
 
     def list_and_reconcile(self) -> None:
@@ -183,8 +188,11 @@ class PodWatcher:
             self.epoch.listed(epoch)
         self.resource_version = rv
         self.lists += 1
+        listed = len(pods)
+        del pods
+        release_freed()  # the list's memory, not kept at its high-water mark (producer.heap)
         if not self.synced.is_set():
-            log.info("first full list of node %s: %d pods", self.node, len(pods))
+            log.info("first full list of node %s: %d pods", self.node, listed)
             self.synced.set()
 
     def run(self, stop: threading.Event) -> None:
@@ -232,3 +240,6 @@ class PodWatcher:
             self.sync.on_deleted(obj)
         if rv:
             self.resource_version = str(rv)
+        self.events += 1
+        if self.events % RELEASE_EVERY_EVENTS == 0:  # a burst's memory, not kept at its high-water mark
+            release_freed()
