@@ -1,11 +1,12 @@
 """Renders docs/benchmarks.md from every result file under bench/results/ and the notes under bench/notes/.
 
-A header (the machine, the date, the commands ``make bench`` and ``make bench-quick``), then one
-section per result (``bench/common.py`` :func:`~bench.common.read_results`): its description, the
-command that reruns it, a table figure | value | goal | ratio | met ("missed by X %" when a goal was
-missed) and its plots; ``bench/notes/<name>.md`` (hand-written analysis) follows the section of the
-result ``<name>`` when it exists, and notes naming no result come at the end. Results of benches not
-rerun stay as they were, so ``--only`` reruns never drop a section. Run:
+A header (the machine, the date, the commands ``make bench`` and ``make bench-quick``), a table of
+every figure that has a goal with ``bench/notes/overview.md`` under it, then one section per
+result (``bench/common.py`` :func:`~bench.common.read_results`): its description, the command that
+reruns it, a table figure | value | goal | ratio | met ("missed by X %" when a goal was missed) and
+its plots; ``bench/notes/<name>.md`` (hand-written analysis) follows the section of the result
+``<name>`` when it exists, and notes naming no result come at the end. Results of benches not rerun
+stay as they were, so ``--only`` reruns never drop a section. Run:
 ``PYTHONPATH=. python bench/report.py [--out FILE]``.
 """
 
@@ -25,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTES_DIR = Path(__file__).resolve().parent / "notes"
 OUT = ROOT / "docs" / "benchmarks.md"
 #: Sections first in this order (the fleet's headline first); other results follow by name.
+#: The note shown under the goals table, before every section (the measured bottlenecks).
+OVERVIEW = "overview"
 ORDER = ("fleet_headline", "fleet_limit", "fleet_throughput", "fleet_scaling", "fleet_calls")
 
 _GOAL = re.compile(r"^\s*(<=|>=|<|>|=)?\s*([0-9][0-9,]*\.?[0-9]*)")
@@ -98,6 +101,30 @@ def section(result: Result, notes_dir: Path) -> list[str]:
     return lines
 
 
+def goals(results: Sequence[Result], notes_dir: Path) -> list[str]:
+    """Every figure that has a goal, one table, met or by how much missed, then the overview note
+    (``bench/notes/overview.md``: the measured bottlenecks)."""
+    lines = [
+        "## Goals at a glance",
+        "",
+        "| section | figure | value | goal | met |",
+        "|---|---|---|---|---|",
+    ]
+    for result in ordered(results):
+        title = result.title + (" (quick)" if result.quick else "")
+        for fig in result.figures:
+            if fig.met is None:
+                continue
+            shown = value_text(fig.value, fig.unit)
+            if fig.ratio is not None and "limit" in fig.goal:
+                shown += f" (ratio {fig.ratio:.2f})"
+            cells = [title, fig.figure, shown, fig.goal, verdict(fig)]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines.append("")
+    overview = note(OVERVIEW, notes_dir)
+    return lines + ([overview, ""] if overview else [])
+
+
 def render(results: Sequence[Result], notes_dir: Path = NOTES_DIR) -> str:
     lines = [
         "# Benchmarks",
@@ -113,10 +140,12 @@ def render(results: Sequence[Result], notes_dir: Path = NOTES_DIR) -> str:
         f"Rendered {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine()}.",
         "",
     ]
+    lines += goals(results, notes_dir)
     names = {r.name for r in results}
     for result in ordered(results):
         lines += section(result, notes_dir)
-    extra = sorted(p for p in notes_dir.glob("*.md") if p.stem not in names) if notes_dir.is_dir() else []
+    shown = {*names, OVERVIEW}
+    extra = sorted(p for p in notes_dir.glob("*.md") if p.stem not in shown) if notes_dir.is_dir() else []
     for path in extra:
         lines += [path.read_text().strip(), ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -39,6 +39,7 @@ def test_report_renders_each_result_with_its_table_plots_and_notes(
     notes.mkdir()
     (notes / "fleet_limit.md").write_text("The measured bottleneck: moto's single thread.\n")
     (notes / "extra_section.md").write_text("## Hand-written\n\nKept as written.\n")
+    (notes / "overview.md").write_text("Bottlenecks, all sections.\n")
     limit = sample(
         "fleet_limit",
         [
@@ -66,6 +67,13 @@ def test_report_renders_each_result_with_its_table_plots_and_notes(
     assert text.index("## Title of fleet_limit") < bottleneck < text.index("## Title of aaa_other")
     assert text.rstrip().endswith("Kept as written.")
     assert "(quick mode)" in text and "`PYTHONPATH=. python bench/bench_aaa_other.py`" in text
+    # Every figure with a goal, once more at the top, with the overview note under it.
+    glance, first = text.index("## Goals at a glance"), text.index("## Title of fleet_limit")
+    assert glance < text.index("Bottlenecks, all sections.") < first
+    top = text[glance:first]
+    assert "| throughput | 1.5 pods/s (ratio 0.60) | >= 0.8 of the limit | missed by 25 % |" in top
+    assert "| Title of fleet_limit (quick) | duplicates | 0 pods | 0 | met |" in top
+    assert "rss" not in top and text.count("Bottlenecks, all sections.") == 1
 
 
 def test_verdict_without_a_goal_is_blank_and_an_unparsable_goal_just_missed() -> None:
