@@ -18,8 +18,13 @@ import signal
 import sys
 import time
 import traceback
+from typing import TYPE_CHECKING
 
 from bench.common import Figure, Result, write_result
+
+if TYPE_CHECKING:
+    from bench.fleetrun import Servers
+    from bench.fleetscenarios import Options
 
 #: The scenarios in run order (``bench/fleetscenarios.py`` SCENARIOS; imported after parsing, so
 #: ``--help`` and usage errors answer without loading Celery, boto3 and matplotlib).
@@ -65,35 +70,49 @@ def main(argv: list[str] | None = None) -> int:
     names = [name for name in NAMES if name in (args.only or NAMES)]
     # A SIGTERM (timeout, Ctrl-C in make) unwinds through ``finally``: every server is stopped by PID.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    for name in names:
-        started = time.monotonic()
-        print(f"-- fleet: {name}", flush=True)
-        # Fresh servers per scenario: moto lists every instance it ever launched, and a moto holding
-        # the previous scenarios' thousands answers slowly enough to be the bottleneck itself.
-        servers = Servers()
-        try:
-            servers.start()
-            title, figures, desc = SCENARIOS[name](servers, opts)
-        except Exception as exc:  # one broken scenario does not lose the others
-            traceback.print_exc()
-            title, figures, desc = f"Fleet: {name}", [], f"The scenario failed: {exc!r}"
-        finally:
-            servers.stop()
-        command = f"PYTHONPATH=. python bench/bench_fleet.py --only {name}" + (
-            " --quick" if args.quick else ""
-        )
-        result = Result(
-            name=f"fleet_{name}",
-            title=title,
-            command=command,
-            description=desc,
-            figures=figures,
-            quick=args.quick,
-            seconds=round(time.monotonic() - started, 1),
-        )
-        result.plots = draw(name, figures)
-        write_result(result)
+    # Fresh servers per scenario: moto lists every instance it ever launched, and a moto holding the
+    # previous scenarios' thousands answers slowly enough to be the bottleneck itself. Quick mode's
+    # few hundred do not: its scenarios share one set (each fleet has its own Redis database).
+    shared = Servers().start() if args.quick else None
+    try:
+        for name in names:
+            run_scenario(name, shared, opts, args.quick)
+    finally:
+        if shared is not None:
+            shared.stop()
     return 0
+
+
+def run_scenario(name: str, shared: Servers | None, opts: Options, quick: bool) -> None:
+    """Run scenario ``name`` on ``shared`` servers or fresh ones; write its result and plots."""
+    from bench.fleetrun import Servers
+    from bench.fleetscenarios import SCENARIOS
+
+    started = time.monotonic()
+    print(f"-- fleet: {name}", flush=True)
+    servers = shared or Servers()
+    try:
+        if shared is None:
+            servers.start()
+        title, figures, desc = SCENARIOS[name](servers, opts)
+    except Exception as exc:  # one broken scenario does not lose the others
+        traceback.print_exc()
+        title, figures, desc = f"Fleet: {name}", [], f"The scenario failed: {exc!r}"
+    finally:
+        if shared is None:
+            servers.stop()
+    command = f"PYTHONPATH=. python bench/bench_fleet.py --only {name}" + (" --quick" if quick else "")
+    result = Result(
+        name=f"fleet_{name}",
+        title=title,
+        command=command,
+        description=desc,
+        figures=figures,
+        quick=quick,
+        seconds=round(time.monotonic() - started, 1),
+    )
+    result.plots = draw(name, figures)
+    write_result(result)
 
 
 def draw(name: str, figures: list[Figure]) -> list[str]:

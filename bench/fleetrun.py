@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, cast
 
+import psutil
+
 from tests.support.awslike import AWS_REQUEST_BUCKETS, AwsLike, Bucket
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import NODE, FleetHarness, example_pod
@@ -28,6 +30,8 @@ from vkec2.config import AwsSettings
 from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.models import Phase
 
+#: CPU seconds each process used so far, by PID: (its role, seconds).
+CpuTimes = dict[int, tuple[str, float]]
 #: The batch tag of batched launches (the lead's ``vkec2.io/launch-batch``; absent before batching).
 TAG_LAUNCH_BATCH = "vkec2.io/launch-batch"
 #: AWS's instance-launch resource bucket (1,000 instances, 2 per second), when the double models it.
@@ -273,3 +277,31 @@ def terminate_all(fleet: FleetHarness) -> int:
     for chunk in range(0, len(ids), 500):
         fleet.ec2.terminate_instances(InstanceIds=ids[chunk : chunk + 500])
     return len(ids)
+
+
+def cpu_times(servers: Servers, fleet: FleetHarness) -> CpuTimes:
+    """CPU seconds (user + system) each live process has used so far, by PID: (its role, seconds).
+    Roles: the servers' names (redis, moto, the simulator), the fleet's workers and beat, and this
+    process (the EC2 double and the harness)."""
+    out: CpuTimes = {}
+    procs = [(p.name, p.pid) for p in servers.procs]
+    procs += [("workers" if "worker" in p.name else p.name, p.pid) for p in fleet.workers if p.alive()]
+    for role, pid in [*procs, ("bench + EC2 double", os.getpid())]:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        out[pid] = (role, times.user + times.system)
+    return out
+
+
+def cpu_note(before: CpuTimes, after: CpuTimes, wall: float) -> str:
+    """Where the CPU of a run went, by role, beside what the machine's cores offered in ``wall`` s
+    (a process that died during the run is not counted)."""
+    roles: dict[str, float] = {}
+    for pid, (role, seconds) in after.items():
+        roles[role] = roles.get(role, 0.0) + seconds - before.get(pid, (role, 0.0))[1]
+    used = sum(roles.values())
+    offered = (os.cpu_count() or 1) * wall
+    parts = ", ".join(f"{role} {sec:.0f}" for role, sec in sorted(roles.items(), key=lambda kv: -kv[1]))
+    return f"CPU-s {used:.0f} of {offered:.0f} offered: {parts}"

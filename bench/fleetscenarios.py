@@ -22,6 +22,8 @@ from bench.fleetrun import (
     Servers,
     audit,
     aws_buckets,
+    cpu_note,
+    cpu_times,
     create,
     delete,
     has_launch_batching,
@@ -78,8 +80,11 @@ def batch_size() -> int:
     return int(field.default) if field is not None and isinstance(field.default, int) else BATCH_MAX
 
 
-def rate_figures(label: str, run: Run, limit: float | None, what: str = "create") -> list[Figure]:
-    """p50 / p99 of a run's per-pod seconds and its throughput (beside the limit when given)."""
+def rate_figures(
+    label: str, run: Run, limit: float | None, what: str = "create", more: str = ""
+) -> list[Figure]:
+    """p50 / p99 of a run's per-pod seconds and its throughput (beside the limit when given; ``more``
+    goes in the throughput's note)."""
     ratio = run.rate / limit if limit else None
     out = [
         Figure(f"{label}: {what} p50", percentile(run.seconds, 50), "s"),
@@ -91,7 +96,9 @@ def rate_figures(label: str, run: Run, limit: float | None, what: str = "create"
             goal=">= 0.8 of the limit" if limit else "",
             met=(ratio >= 0.8) if ratio is not None else None,
             ratio=ratio,
-            note=f"{run.done}/{run.pods} in {run.wall:.1f} s" + ("" if run.complete else " (timed out)"),
+            note=f"{run.done}/{run.pods} in {run.wall:.1f} s"
+            + ("" if run.complete else " (timed out)")
+            + (f"; {more}" if more else ""),
         ),
     ]
     if limit:
@@ -241,11 +248,13 @@ def one_setting(servers: Servers, opts: Options, setting: str, aws: AwsLike, n: 
         servers.ec2.configure(aws)
         warm_uids = []
     servers.ec2.reset_counts()
+    cpu = cpu_times(servers, fleet)
     uids, run = create(fleet, n, opts.timeout, prefix="cold")
+    cpu_used = cpu_note(cpu, cpu_times(servers, fleet), run.wall)
     counted["cold"] = dict(servers.ec2.calls)
     machine = machine_rate(servers, min(opts.pods), opts.workers * THREADS)
     lim = limit_rate(n, machine, aws if aws.buckets else None, batch_size())
-    figures += rate_figures(f"{setting}, cold, {n} pods", run, lim)
+    figures += rate_figures(f"{setting}, cold, {n} pods", run, lim, more=cpu_used)
     SAMPLES[f"cold ({setting}, {n} pods)"] = run.seconds
     if not aws.buckets:
         servers.ec2.reset_counts()
@@ -410,7 +419,9 @@ def headline(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
             killed.append(f"{len(victims)} workers SIGKILLed at {time.time() - began:.1f} s")
             start_workers(fleet, len(victims))
 
+        cpu = cpu_times(servers, fleet)
         uids, run = create(fleet, n, timeout, prefix="head", during=kill)
+        cpu_used = cpu_note(cpu, cpu_times(servers, fleet), run.wall)
         p50 = percentile(run.seconds, 50)
         after_launch = running_after_launch(fleet, servers.ec2, run.reached)
         late = max(after_launch) if after_launch else float("nan")
@@ -429,7 +440,12 @@ def headline(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
                 all_running < 120,
                 note="; ".join([reached, *killed]),
             ),
-            Figure(f"{tag}: rate", run.rate, "pods/s", note=f"{run.done} pods in {run.wall:.1f} s"),
+            Figure(
+                f"{tag}: rate",
+                run.rate,
+                "pods/s",
+                note=f"{run.done} pods in {run.wall:.1f} s; {cpu_used} (killed workers not counted)",
+            ),
             Figure(
                 f"{tag}: create p50 / time until all Running",
                 p50 / run.wall if run.wall else float("nan"),
