@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     names = [name for name in NAMES if name in (args.only or NAMES)]
     # A SIGTERM (timeout, Ctrl-C in make) unwinds through ``finally``: every server is stopped by PID.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    # Fresh servers per scenario: moto lists every instance it ever launched, and a moto holding the
-    # previous scenarios' thousands answers slowly enough to be the bottleneck itself. Quick mode's
-    # few hundred do not: its scenarios share one set (each fleet has its own Redis database).
+    # Fresh servers per scenario, and per run within one (fleetscenarios.fresh_servers): moto lists
+    # every instance it ever launched, and a moto holding the previous runs' thousands answers slowly
+    # enough to be the bottleneck itself. Quick mode's few hundred do not: its scenarios share one set
+    # (each fleet has its own Redis database).
     shared = Servers().start() if args.quick else None
     try:
         for name in names:

@@ -119,6 +119,13 @@ class Servers:
             self.proxy.stop()
         for proc in reversed(self.procs):
             proc.stop()
+        self.procs, self.fleets, self.proxy, self._db = [], [], None, 0
+
+    def fresh(self) -> Servers:
+        """Stop everything and start anew, so moto forgets every instance: a moto holding thousands
+        answers RunInstances and DescribeInstances slowly enough to be the bottleneck itself."""
+        self.stop()
+        return self.start()
 
 
 def outbox_times(fleet: FleetHarness, phase: Phase) -> dict[str, float]:

@@ -57,18 +57,32 @@ class Options:
 
 
 def fleet_overrides(batching: bool = True, *, aws: AwsLike | None = None, **more: Any) -> dict[str, Any]:
-    """The fleet's settings for a run: as deployed (the broker's visibility timeout 600 s, launches
-    batched with the shipped window: the test harness turns batching off by default), or batching
-    off when asked. Against an endpoint without buckets (``aws`` given without any), the fleet's own
-    EC2 rate limits are off too, so setting (a) measures this machine, not the fleet's client-side
-    budget of 2 RunInstances per second."""
+    """The fleet's settings for a run: as deployed (the broker's visibility timeout 600 s, EC2 timeouts
+    and attempts, launches batched with the shipped window: the test harness turns batching off by
+    default), or batching off when asked. Against an endpoint without buckets (``aws`` given without
+    any), the fleet's own EC2 rate limits are off too, so setting (a) measures this machine, not the
+    fleet's client-side budget of 2 RunInstances per second."""
+    deployed = AwsSettings()
     out: dict[str, Any] = {"celery": {"visibility_timeout_seconds": 600}, **more}
+    # EC2 timeouts and attempts as deployed, not the test harness's short ones.
+    out["aws"] = {
+        "connect_timeout_seconds": deployed.connect_timeout_seconds,
+        "read_timeout_seconds": deployed.read_timeout_seconds,
+        "max_attempts": deployed.max_attempts,
+    }
     if aws is not None and not aws.buckets:
         out["rate_limits"] = {"enabled": False}
     if has_launch_batching():
         window = AwsSettings.model_fields["launch_batch_window_seconds"].default if batching else 0
-        out["aws"] = {**out.get("aws", {}), "launch_batch_window_seconds": window}
+        out["aws"]["launch_batch_window_seconds"] = window
     return out
+
+
+def fresh_servers(servers: Servers, opts: Options) -> None:
+    """Between two runs of a full scenario: fresh servers (quick mode's few hundred instances do not
+    slow moto down; its scenarios share one set)."""
+    if not opts.quick:
+        servers.fresh()
 
 
 def batch_size() -> int:
@@ -322,9 +336,15 @@ def throughput(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]
     """Cold and warm create→Running and delete→gone, settings (a) and (b), against the limit."""
     figures: list[Figure] = []
     machine_rate(servers, min(opts.pods), opts.workers * THREADS)  # before any fleet runs
-    for setting, aws in (("a: moto", MOTO), ("b: buckets", aws_buckets())):
-        for n in opts.pods:
-            figures += one_setting(servers, opts, setting, aws, n)
+    runs = [
+        (setting, aws, n)
+        for setting, aws in (("a: moto", MOTO), ("b: buckets", aws_buckets()))
+        for n in opts.pods
+    ]
+    for i, (setting, aws, n) in enumerate(runs):
+        if i:
+            fresh_servers(servers, opts)
+        figures += one_setting(servers, opts, setting, aws, n)
     desc = (
         f"create→Running (the record's creation to the pod's Running event, Redis-side) and "
         f"delete→gone (the delete to the Terminated event) of {', '.join(map(str, opts.pods))} pods, "
@@ -364,6 +384,8 @@ def scaling(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
     # measured before any fleet of this scenario runs.
     machine = machine_rate(servers, min(opts.pods), opts.workers * THREADS)
     for workers in (1, 2, 4):
+        if workers > 1:
+            fresh_servers(servers, opts)
         fleet = servers.fleet(fleet_overrides(aws=MOTO), MOTO)
         start_workers(fleet, workers)
         _, run = create(fleet, n, opts.timeout, prefix=f"scale{workers}")
@@ -389,7 +411,9 @@ def headline(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
         runs.append(("batching off", False, cap))
     else:
         runs = [("one RunInstances per pod (no batching in this build)", False, cap)]
-    for label, batching, timeout in runs:
+    for i, (label, batching, timeout) in enumerate(runs):
+        if i:
+            fresh_servers(servers, opts)
         aws = aws_buckets()
         fleet = servers.fleet(fleet_overrides(batching, aws=aws), aws)
         fleet.start_beat()
