@@ -37,7 +37,7 @@ from tests.support.awslike import AwsLike
 from tests.support.fleet import FleetHarness
 from vkec2.broker.app import worker_argv
 from vkec2.cli.procs import ManagedProcess
-from vkec2.config import AwsSettings
+from vkec2.config import AwsSettings, Settings
 from vkec2.contract import HEALTH_SWEEP, WARM_POOLS
 from vkec2.domain.models import Phase
 
@@ -57,21 +57,29 @@ class Options:
 
 
 def fleet_overrides(batching: bool = True, *, aws: AwsLike | None = None, **more: Any) -> dict[str, Any]:
-    """The fleet's settings for a run: as deployed (the broker's visibility timeout 600 s, EC2 timeouts
-    and attempts, launches batched with the shipped window: the test harness turns batching off by
-    default), or batching off when asked. Against an endpoint without buckets (``aws`` given without
-    any), the fleet's own EC2 rate limits are off too, so setting (a) measures this machine, not the
-    fleet's client-side budget of 2 RunInstances per second."""
-    deployed = AwsSettings()
-    out: dict[str, Any] = {"celery": {"visibility_timeout_seconds": 600}, **more}
-    # EC2 timeouts and attempts as deployed, not the test harness's short ones.
-    out["aws"] = {
-        "connect_timeout_seconds": deployed.connect_timeout_seconds,
-        "read_timeout_seconds": deployed.read_timeout_seconds,
-        "max_attempts": deployed.max_attempts,
+    """The fleet's settings for a run: as deployed (the broker's visibility timeout, the countdown
+    ceiling, EC2 timeouts and attempts, launches batched with the shipped window: the test harness
+    shortens or turns off each), or batching off when asked. Against an endpoint without buckets
+    (``aws`` given without any), the fleet's own EC2 rate limits are off too, so setting (a) measures
+    this machine, not the fleet's client-side budget of 2 RunInstances per second."""
+    # As deployed, not the test harness's short timeouts and countdowns (a pod waiting for its launch
+    # slot comes back at most every celery.max_countdown_seconds).
+    deployed = Settings()
+    out: dict[str, Any] = {
+        "celery": {
+            "visibility_timeout_seconds": deployed.celery.visibility_timeout_seconds,
+            "max_countdown_seconds": deployed.celery.max_countdown_seconds,
+        },
+        "aws": {
+            "connect_timeout_seconds": deployed.aws.connect_timeout_seconds,
+            "read_timeout_seconds": deployed.aws.read_timeout_seconds,
+            "max_attempts": deployed.aws.max_attempts,
+        },
+        "rate_limits": {"max_wait_seconds": deployed.rate_limits.max_wait_seconds},
+        **more,
     }
     if aws is not None and not aws.buckets:
-        out["rate_limits"] = {"enabled": False}
+        out["rate_limits"]["enabled"] = False
     if has_launch_batching():
         window = AwsSettings.model_fields["launch_batch_window_seconds"].default if batching else 0
         out["aws"]["launch_batch_window_seconds"] = window
