@@ -396,8 +396,11 @@ def scaling(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
             fresh_servers(servers, opts)
         fleet = servers.fleet(fleet_overrides(aws=MOTO), MOTO)
         start_workers(fleet, workers)
+        cpu = cpu_times(servers, fleet)
         _, run = create(fleet, n, opts.timeout, prefix=f"scale{workers}")
-        figures += rate_figures(f"{workers} worker(s) x {THREADS} threads, {n} pods", run, machine)
+        cpu_used = cpu_note(cpu, cpu_times(servers, fleet), run.wall)
+        label = f"{workers} worker(s) x {THREADS} threads, {n} pods"
+        figures += rate_figures(label, run, machine, more=cpu_used)
         servers.retire(fleet)
         terminate_all(fleet)  # deletes are measured elsewhere
     desc = (
