@@ -38,7 +38,7 @@ proto-check: install
 	rm -rf $$tmp; echo "generated code is up to date"
 
 # Every benchmark, then docs/benchmarks.md rendered from bench/results/*.json (docs/benchmarks.md).
-# bench-quick: the same with --quick (100 pods, small counts; under 5 minutes).
+# bench-quick: the same with --quick (100 pods, small counts; about 5 minutes on a 2-core machine).
 bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; PYTHONPATH=$(CURDIR) $(PYTHON) $$b || exit 1; done
 	PYTHONPATH=$(CURDIR) $(PYTHON) bench/report.py

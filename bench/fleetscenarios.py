@@ -344,7 +344,7 @@ def throughput(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]
     """Cold and warm create→Running and delete→gone, settings (a) and (b), against the limit."""
     figures: list[Figure] = []
     machine_rate(servers, min(opts.pods), opts.workers * THREADS)  # before any fleet runs
-    # Quick mode: setting (a) only (its headline runs under the buckets), to stay under 5 minutes.
+    # Quick mode: setting (a) only (its headline runs under the buckets), to stay near 5 minutes.
     settings = [("a: moto", MOTO)] + ([] if opts.quick else [("b: buckets", aws_buckets())])
     runs = [(setting, aws, n) for setting, aws in settings for n in opts.pods]
     for i, (setting, aws, n) in enumerate(runs):
@@ -417,7 +417,7 @@ def headline(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:
     cap = 120.0 if not opts.quick else 30.0
     figures: list[Figure] = []
     runs = [("batching on", True, opts.timeout)]
-    if has_launch_batching() and not opts.quick:  # quick mode: under 5 minutes in all
+    if has_launch_batching() and not opts.quick:  # quick mode: about 5 minutes in all
         runs.append(("batching off", False, cap))
     else:
         runs = [("one RunInstances per pod (no batching in this build)", False, cap)]
