@@ -6,8 +6,9 @@ and :func:`delete` drive a :class:`~tests.support.fleet.FleetHarness` the way th
 measure each pod from Redis-side times (the record's creation or the delete's submission to the
 pod's Running or Terminated event in the status outbox). Every wait is bounded: a run that times
 out returns what it reached (``complete`` False) instead of raising. :func:`audit` checks a run's
-instances against the double's event log and moto's own list (duplicates, leaks). Plumbing for one
-benchmark, so no library does it.
+instances against the double's event log and moto's own list (duplicates, leaks);
+:func:`fleet_overrides` gives a run's fleet the settings as deployed and :func:`start_workers` starts
+its worker processes. Plumbing for one benchmark, so no library does it.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ import psutil
 from tests.support.awslike import AWS_REQUEST_BUCKETS, AwsLike, Bucket
 from tests.support.ec2proxy import Ec2Proxy
 from tests.support.fleet import NODE, FleetHarness, example_pod
+from vkec2.broker.app import worker_argv
 from vkec2.cli.procs import ManagedProcess, start_agent_sim, start_moto, start_redis
-from vkec2.config import AwsSettings
+from vkec2.config import AwsSettings, Settings
 from vkec2.contract import TAG_CLUSTER, TAG_POD_UID
 from vkec2.domain.models import Phase
 
+QUEUES = ("pods", "health", "maintenance")  # as FleetHarness.start_worker
+THREADS = 8  # worker threads per process (Celery's threads pool)
 #: CPU seconds each process used so far, by PID: (its role, seconds).
 CpuTimes = dict[int, tuple[str, float]]
 #: The batch tag of batched launches (the lead's ``vkec2.io/launch-batch``; absent before batching).
@@ -312,3 +316,55 @@ def cpu_note(before: CpuTimes, after: CpuTimes, wall: float) -> str:
     offered = (os.cpu_count() or 1) * wall
     parts = ", ".join(f"{role} {sec:.0f}" for role, sec in sorted(roles.items(), key=lambda kv: -kv[1]))
     return f"CPU-s {used:.0f} of {offered:.0f} offered: {parts}"
+
+
+def fleet_overrides(batching: bool = True, *, aws: AwsLike | None = None, **more: Any) -> dict[str, Any]:
+    """The fleet's settings for a run: as deployed (the broker's visibility timeout, the countdown
+    ceiling, EC2 timeouts and attempts, launches batched with the shipped window: the test harness
+    shortens or turns off each), or batching off when asked. Against an endpoint without buckets
+    (``aws`` given without any), the fleet's own EC2 rate limits are off too, so setting (a) measures
+    this machine, not the fleet's client-side budget of 2 RunInstances per second."""
+    # As deployed, not the test harness's short timeouts and countdowns (a pod waiting for its launch
+    # slot comes back at most every celery.max_countdown_seconds).
+    deployed = Settings()
+    out: dict[str, Any] = {
+        "celery": {
+            "visibility_timeout_seconds": deployed.celery.visibility_timeout_seconds,
+            "max_countdown_seconds": deployed.celery.max_countdown_seconds,
+        },
+        "aws": {
+            "connect_timeout_seconds": deployed.aws.connect_timeout_seconds,
+            "read_timeout_seconds": deployed.aws.read_timeout_seconds,
+            "max_attempts": deployed.aws.max_attempts,
+        },
+        "rate_limits": {"max_wait_seconds": deployed.rate_limits.max_wait_seconds},
+        **more,
+    }
+    if aws is not None and not aws.buckets:
+        out["rate_limits"]["enabled"] = False
+    if has_launch_batching():
+        window = AwsSettings.model_fields["launch_batch_window_seconds"].default if batching else 0
+        out["aws"]["launch_batch_window_seconds"] = window
+    return out
+
+
+def start_workers(fleet: FleetHarness, workers: int, threads: int = THREADS, timeout: float = 90) -> None:
+    """Start ``workers`` worker processes at once and wait until each is ready (in parallel, unlike
+    :meth:`FleetHarness.start_worker`, to keep the quick mode quick)."""
+    procs = []
+    for _ in range(workers):
+        name = f"w{len(fleet.workers)}-{fleet.cluster}@localhost"
+        proc = ManagedProcess(
+            "worker", worker_argv(name, concurrency=threads, queues=QUEUES), env=fleet.env()
+        )
+        fleet.workers.append(proc.start())
+        procs.append(proc)
+
+    def ready() -> bool:
+        for proc in procs:
+            if not proc.alive():
+                raise RuntimeError(f"worker exited:\n{proc.output()[-3000:]}")
+        return all("ready." in proc.output() for proc in procs)
+
+    if not wait_for(ready, timeout, interval=0.2):
+        raise RuntimeError(f"{workers} workers not ready within {timeout:.0f} s")

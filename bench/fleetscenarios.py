@@ -14,10 +14,10 @@ import math
 import signal
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from bench.common import Figure, percentile
 from bench.fleetrun import (
+    THREADS,
     Run,
     Servers,
     audit,
@@ -26,24 +26,22 @@ from bench.fleetrun import (
     cpu_times,
     create,
     delete,
+    fleet_overrides,
     has_launch_batching,
     outbox_times,
     running_after_launch,
+    start_workers,
     terminate_all,
     wait_for,
 )
 from bench.limits import limit_rate, serial_baseline
 from tests.support.awslike import AwsLike
 from tests.support.fleet import FleetHarness
-from vkec2.broker.app import worker_argv
-from vkec2.cli.procs import ManagedProcess
-from vkec2.config import AwsSettings, Settings
+from vkec2.config import AwsSettings
 from vkec2.contract import HEALTH_SWEEP, WARM_POOLS
 from vkec2.domain.models import Phase
 
 MOTO = AwsLike()
-QUEUES = ("pods", "health", "maintenance")  # as FleetHarness.start_worker
-THREADS = 8  # worker threads per process (Celery's threads pool)
 WARM_RATE = 10.0  # pods per second of the warm runs
 BATCH_MAX = 100  # aws.launch_batch_max's default, the batch size of the bucket limit with batching
 
@@ -54,36 +52,6 @@ class Options:
     pods: list[int]  # the pod counts of the throughput runs
     workers: int  # worker processes of the throughput runs
     timeout: float  # longest wait of one create or delete run
-
-
-def fleet_overrides(batching: bool = True, *, aws: AwsLike | None = None, **more: Any) -> dict[str, Any]:
-    """The fleet's settings for a run: as deployed (the broker's visibility timeout, the countdown
-    ceiling, EC2 timeouts and attempts, launches batched with the shipped window: the test harness
-    shortens or turns off each), or batching off when asked. Against an endpoint without buckets
-    (``aws`` given without any), the fleet's own EC2 rate limits are off too, so setting (a) measures
-    this machine, not the fleet's client-side budget of 2 RunInstances per second."""
-    # As deployed, not the test harness's short timeouts and countdowns (a pod waiting for its launch
-    # slot comes back at most every celery.max_countdown_seconds).
-    deployed = Settings()
-    out: dict[str, Any] = {
-        "celery": {
-            "visibility_timeout_seconds": deployed.celery.visibility_timeout_seconds,
-            "max_countdown_seconds": deployed.celery.max_countdown_seconds,
-        },
-        "aws": {
-            "connect_timeout_seconds": deployed.aws.connect_timeout_seconds,
-            "read_timeout_seconds": deployed.aws.read_timeout_seconds,
-            "max_attempts": deployed.aws.max_attempts,
-        },
-        "rate_limits": {"max_wait_seconds": deployed.rate_limits.max_wait_seconds},
-        **more,
-    }
-    if aws is not None and not aws.buckets:
-        out["rate_limits"]["enabled"] = False
-    if has_launch_batching():
-        window = AwsSettings.model_fields["launch_batch_window_seconds"].default if batching else 0
-        out["aws"]["launch_batch_window_seconds"] = window
-    return out
 
 
 def fresh_servers(servers: Servers, opts: Options) -> None:
@@ -138,28 +106,6 @@ def machine_rate(servers: Servers, pods: int, threads: int) -> float:
         base = serial_baseline(servers.ec2.url, servers.sim_endpoint, pods, threads)
         _MACHINE[threads] = base.rate
     return _MACHINE[threads]
-
-
-def start_workers(fleet: FleetHarness, workers: int, threads: int = THREADS, timeout: float = 90) -> None:
-    """Start ``workers`` worker processes at once and wait until each is ready (in parallel, unlike
-    :meth:`FleetHarness.start_worker`, to keep the quick mode quick)."""
-    procs = []
-    for _ in range(workers):
-        name = f"w{len(fleet.workers)}-{fleet.cluster}@localhost"
-        proc = ManagedProcess(
-            "worker", worker_argv(name, concurrency=threads, queues=QUEUES), env=fleet.env()
-        )
-        fleet.workers.append(proc.start())
-        procs.append(proc)
-
-    def ready() -> bool:
-        for proc in procs:
-            if not proc.alive():
-                raise RuntimeError(f"worker exited:\n{proc.output()[-3000:]}")
-        return all("ready." in proc.output() for proc in procs)
-
-    if not wait_for(ready, timeout, interval=0.2):
-        raise RuntimeError(f"{workers} workers not ready within {timeout:.0f} s")
 
 
 def limit(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]:

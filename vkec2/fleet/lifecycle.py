@@ -423,10 +423,12 @@ class Lifecycle:
         return self._settle(lock, rec, phase, status)
 
     def _confirm_running(self, lock: PodLock, rec: PodRecord) -> float | None:
-        """The one more status poll of a workload seen Running just after its launch: a job that
-        ended since is recorded by its chain. Any other step on a Running pod does nothing (the
-        health sweep watches it), and so does an agent that does not answer now (row C32)."""
-        if not rec.launching_at or now() - rec.launching_at > 2 * CONFIRM_AFTER_SECONDS + FIRST_POLL_SECONDS:
+        """The one more status poll of a job (restartPolicy Never or OnFailure) seen Running just after
+        its launch: a job that ended since is recorded by its chain. Any other step on a Running pod
+        does nothing (the health sweep watches it, and restarts or replaces an Always pod), and so
+        does an agent that does not answer now (row C32)."""
+        late = now() - rec.launching_at > 2 * CONFIRM_AFTER_SECONDS + FIRST_POLL_SECONDS
+        if rec.restart_policy == "Always" or not rec.launching_at or late:
             return None
         try:
             status = self.agents.status(self._target(rec))
@@ -447,8 +449,9 @@ class Lifecycle:
             warning=phase is Phase.FAILED,
             status=status,
         )
-        if phase is Phase.RUNNING:  # rows C14, C31
-            confirm = rec.launching_at + CONFIRM_AFTER_SECONDS - now() if rec.launching_at else 0.0
+        if phase is Phase.RUNNING:  # rows C14, C31: a job (not restartPolicy Always) is asked once more
+            job = rec.restart_policy != "Always" and rec.launching_at
+            confirm = rec.launching_at + CONFIRM_AFTER_SECONDS - now() if job else 0.0
             return confirm if confirm > 0 else None
         return self.teardown.keepalive(rec)  # a finished pod's instance is released after it
 

@@ -260,9 +260,9 @@ def test_C14_reported_phase_ends_the_chain(world: World, reported: str) -> None:
     assert event.event_type == ("Warning" if reported == "Failed" else "Normal")
 
 
-def test_C31_a_workload_running_just_after_its_launch_is_asked_once_more(world: World) -> None:
+def test_C31_a_job_running_just_after_its_launch_is_asked_once_more(world: World) -> None:
     inst = world.instance()
-    world.seed(Phase.LAUNCHING, instance=inst, launching_at=time.time())
+    world.seed(Phase.LAUNCHING, instance=inst, launching_at=time.time(), spec=pod(restart_policy="Never"))
 
     delay = world.step()
     assert world.rec.phase is Phase.RUNNING
@@ -276,7 +276,7 @@ def test_C31_a_workload_running_just_after_its_launch_is_asked_once_more(world: 
 @pytest.mark.parametrize("ended", ["Succeeded", "Failed"])
 def test_C32_the_confirming_poll_records_a_short_jobs_end(world: World, ended: str) -> None:
     inst = world.instance()
-    world.seed(Phase.LAUNCHING, instance=inst, launching_at=time.time())
+    world.seed(Phase.LAUNCHING, instance=inst, launching_at=time.time(), spec=pod(restart_policy="OnFailure"))
     assert world.step() is not None
     world.agents.status_by[inst["InstanceId"]] = app_status(
         ended, reason="Completed" if ended == "Succeeded" else "Error"
@@ -285,6 +285,16 @@ def test_C32_the_confirming_poll_records_a_short_jobs_end(world: World, ended: s
     world.step()
     assert world.rec.phase is Phase(ended)
     assert world.events[-1].event_type == ("Warning" if ended == "Failed" else "Normal")
+
+
+def test_C31_an_always_pods_chain_ends_at_running(world: World) -> None:
+    inst = world.instance()
+    world.seed(Phase.LAUNCHING, instance=inst, launching_at=time.time())
+
+    assert world.step() is None
+    assert world.rec.phase is Phase.RUNNING
+    assert world.step() is None
+    assert world.agents.methods().count("status") == 1
 
 
 def test_C32_a_running_pods_late_step_asks_nothing(world: World) -> None:
