@@ -343,7 +343,7 @@ def fleet_overrides(batching: bool = True, *, aws: AwsLike | None = None, **more
     if aws is not None and not aws.buckets:
         out["rate_limits"]["enabled"] = False
     if has_launch_batching():
-        window = AwsSettings.model_fields["launch_batch_window_seconds"].default if batching else 0
+        window = deployed.aws.launch_batch_window_seconds if batching else 0
         out["aws"]["launch_batch_window_seconds"] = window
     return out
 

@@ -55,8 +55,8 @@ log = logging.getLogger(__name__)
 
 FIRST_POLL_SECONDS = 1.0
 WORKLOAD_POLL_SECONDS = 0.1  # the first poll of an accepted workload
-#: A workload seen Running sooner than this after its launch is asked once more then: a short job's
-#: end is seen by its own chain, not left to the health sweep.
+#: A job's workload seen Running sooner than this after its launch is asked once more then: a short
+#: job's end is seen by its own chain, not left to the health sweep.
 CONFIRM_AFTER_SECONDS = 1.0
 IDEMPOTENT_MISMATCH = "IdempotentParameterMismatch"
 
@@ -401,7 +401,7 @@ class Lifecycle:
             message=f"workload sent to the agent at {rec.endpoint}",
         )
         # The status is asked in the next step (each phase keeps its own step and event for the
-        # producer); a workload that then reads Running is asked once more (_confirm_running).
+        # producer); a job that then reads Running is asked once more (_confirm_running).
         return WORKLOAD_POLL_SECONDS
 
     def _await_workload(self, lock: PodLock, rec: PodRecord) -> float | None:
@@ -428,7 +428,7 @@ class Lifecycle:
         does nothing (the health sweep watches it, and restarts or replaces an Always pod), and so
         does an agent that does not answer now (row C32)."""
         late = now() - rec.launching_at > 2 * CONFIRM_AFTER_SECONDS + FIRST_POLL_SECONDS
-        if rec.restart_policy == "Always" or not rec.launching_at or late:
+        if not self._confirms(rec) or late:
             return None
         try:
             status = self.agents.status(self._target(rec))
@@ -439,7 +439,7 @@ class Lifecycle:
 
     def _settle(self, lock: PodLock, rec: PodRecord, phase: Phase, status: AppStatus) -> float | None:
         """Record the phase the agent's status settles the pod in; the delay before its next step:
-        the confirming poll of a just-started workload, a finished pod's release, or None."""
+        the confirming poll of a just-started job, a finished pod's release, or None."""
         self._record(
             lock,
             rec,
@@ -449,11 +449,16 @@ class Lifecycle:
             warning=phase is Phase.FAILED,
             status=status,
         )
-        if phase is Phase.RUNNING:  # rows C14, C31: a job (not restartPolicy Always) is asked once more
-            job = rec.restart_policy != "Always" and rec.launching_at
-            confirm = rec.launching_at + CONFIRM_AFTER_SECONDS - now() if job else 0.0
+        if phase is Phase.RUNNING:  # rows C14, C31
+            confirm = rec.launching_at + CONFIRM_AFTER_SECONDS - now() if self._confirms(rec) else 0.0
             return confirm if confirm > 0 else None
         return self.teardown.keepalive(rec)  # a finished pod's instance is released after it
+
+    @staticmethod
+    def _confirms(rec: PodRecord) -> bool:
+        """Whether a Running pod's chain confirms its workload once more: a job (restartPolicy Never
+        or OnFailure) whose launch time is known; an Always pod is the health sweep's."""
+        return rec.restart_policy != "Always" and bool(rec.launching_at)
 
     def completed(self, lock: PodLock, rec: PodRecord, status: AppStatus) -> float | None:
         """The health sweep saw a Running pod's workload complete: record Succeeded.
