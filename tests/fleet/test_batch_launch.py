@@ -5,8 +5,8 @@ agents, one step at a time under each pod's real lock, as the tasks run it: pods
 the window share a RunInstances (``MaxCount`` = the batch), each gets its own instance in join
 order, a re-sent batch (its sender died after the call) gets the same instances back, fewer
 instances than asked send the unfilled pods to a new batch, a deleted member leaves or terminates
-what it was given, a launch without tokens comes back later instead of waiting, and the pod tags
-follow without holding anyone.
+what it was given, a launch without tokens comes back later instead of waiting, a throttled
+launch reserves its tokens again, and the pod tags follow without holding anyone.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from vkec2.contract import TAG_LAUNCH_BATCH, TAG_POD_UID
 from vkec2.domain.instances import tag_map
 from vkec2.domain.models import Phase, PodRecord
 from vkec2.ec2.ratelimit import RateLimiter
+from vkec2.errors import Ec2Error
 from vkec2.fleet import batchlaunch
 from vkec2.fleet.batchlaunch import BatchLaunch, batch_token
 from vkec2.fleet.gc import is_orphan
@@ -239,4 +240,40 @@ def test_a_refused_batch_goes_on_batched_in_the_next_subnet(redis_url: str) -> N
     # Pods choosing 0a are refused as one batch and join 0b's next batch; all launch in 0b.
     assert refused <= 4 and launched == 4 and len(calls) <= 3, calls
     assert len({world.rec(u).instance_id for u in uids}) == 4 == len(world.ec2.instances)
+    world.store.close()
+
+
+def _throttle_once(world: Batched, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The endpoint answers the next RunInstances with RequestLimitExceeded (it counts the call)."""
+    real = world.ec2.run_instances
+
+    def throttled(params: Any, tags: Any, token: str, count: int) -> list[dict[str, Any]]:
+        monkeypatch.setattr(world.ec2, "run_instances", real)
+        world.ec2.calls.append(("RunInstances", {"ClientToken": token, "MaxCount": count}))
+        raise Ec2Error("RunInstances: RequestLimitExceeded", code="RequestLimitExceeded", retryable=True)
+
+    monkeypatch.setattr(world.ec2, "run_instances", throttled)
+
+
+@pytest.mark.parametrize("window", [0, 0.2], ids=["alone", "batched"])
+def test_a_throttled_launch_reserves_its_tokens_again(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, window: float
+) -> None:
+    """A throttled RunInstances spent the tokens reserved for it: its retry waits for new ones."""
+    world = Batched(
+        redis_url,
+        rate_limits={"run_instances": {"rate": 0.5, "burst": 1}, "instances": {"rate": 2, "burst": 1000}},
+        aws={"launch_batch_window_seconds": window},
+    )
+    (uid,) = world.add(1)
+    _throttle_once(world, monkeypatch)
+    if window:
+        countdown = world.step(uid)  # opens the batch's window
+        assert countdown is not None
+        time.sleep(countdown)  # the task's countdown: the next step sends the batch
+    with pytest.raises(Ec2Error):
+        world.step(uid)
+    delay = world.step(uid)
+    assert delay is not None and delay >= 1.0, delay  # the one token refills in 2 s
+    assert len(world.runs()) == 1 and not world.rec(uid).instance_id
     world.store.close()

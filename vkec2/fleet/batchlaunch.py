@@ -200,8 +200,8 @@ class BatchLaunch:
                     sent, self._launch_tags(tags, batch_id), token, len(members)
                 )
         except Ec2Error as exc:
-            if not exc.capacity:
-                self.store.defer_batch(batch_id, sender, slot)  # the next claimer sends it again
+            if not exc.capacity:  # the next claimer sends it again, on tokens of its own: the
+                self.store.defer_batch(batch_id, sender, 0.0)  # reserved ones went on this call
                 raise
             self.capacity.refused(cand, exc)
             self.store.finish_batch(batch_id, {}, refused=(exc.code or "", exc.message))

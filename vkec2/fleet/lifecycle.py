@@ -42,7 +42,7 @@ from vkec2.fleet.batchlaunch import BatchLaunch
 from vkec2.fleet.capacity import CapacityLaunch, NoCapacity
 from vkec2.fleet.choice import InstanceChoice, placed
 from vkec2.fleet.installcheck import InstallCheck
-from vkec2.fleet.launchslot import pod_slot
+from vkec2.fleet.launchslot import launch_intent, pod_slot
 from vkec2.fleet.phasewrite import record_phase
 from vkec2.fleet.placement import HostPlacement
 from vkec2.fleet.rebuild import Rebuild
@@ -301,24 +301,14 @@ class Lifecycle:
         if wait > 0:  # come back when the tokens exist (or sooner: a countdown has a ceiling)
             return min(wait, self.settings.celery.max_countdown_seconds)
 
-        def intent(token: str) -> None:
-            """The launch intent: a step that stops after this re-sends RunInstances with ``token``."""
-            if rec.launch_token != token:
-                lock.write({"launch_token": token})
-                rec.launch_token = token
-            if token:
-                lock.guard()
-
         try:
             with self.tokens.prepaid("RunInstances") if self.tokens else nullcontext():
-                outcome = self.capacity.launch(lock, rec, params, tags, intent)
+                outcome = self.capacity.launch(lock, rec, params, tags, launch_intent(lock, rec))
         except Ec2Error as exc:  # the token was sent with other parameters: a fresh attempt, fresh token
             if exc.code != IDEMPOTENT_MISMATCH:
                 raise
             return self._retry_or_fail(lock, rec, IDEMPOTENT_MISMATCH, exc.message)
         if isinstance(outcome, NoCapacity):
-            lock.write({"launch_slot": 0.0})  # the next try reserves its tokens again
-            rec.launch_slot = 0.0
             return self._no_capacity(lock, rec, outcome)
         self._note_instance(lock, rec, outcome)
         return self._adopt(lock, rec, outcome, "launched")
