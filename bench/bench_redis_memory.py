@@ -1,10 +1,13 @@
 """Benchmark: Redis bytes per pod at steady state, broker and status outbox included, per key family.
 
-Starts a private ``redis-server`` (one database for the cluster), moto's server and the agent
-simulator on free loopback ports, one Celery worker (4 threads) and beat (the health sweep and the
-other periodic passes write what they write at steady state). It records Redis's ``used_memory``
+Starts a private ``redis-server`` (one database for the cluster), moto's server behind the EC2
+double and the agent simulator on free loopback ports (:class:`bench.fleetrun.Servers`), one Celery
+worker (4 threads) and beat (the health sweep and the other periodic passes write what they write
+at steady state); the fleet runs with its settings as deployed (launches batched, its own EC2
+request buckets on). It records Redis's ``used_memory``
 once the worker and beat are up (the baseline: kombu's bindings, beat's schedule), creates N pods
-(``--quick``: 100, else 1,000), waits until all are Running and no step is due any more, and
+(``--quick``: 100, else 1,000), waits until all are Running, no step is due any more and their
+pod tags are written, and
 consumes the node's status outbox as the producer does (:class:`producer.outbox.OutboxConsumer`
 with a sink that accepts every event: it reads with the consumer group, acknowledges, and trims
 what every reader has settled). It then prints ``(used_memory - baseline) / N`` and a table of
@@ -16,22 +19,20 @@ Goal (issue 16): at most 2 KB per pod. Run: ``PYTHONPATH=. python bench/bench_re
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import tempfile
 import threading
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, cast
 
 import redis
 
 from bench.common import Figure, Result, write_result
+from bench.fleetrun import Servers, fleet_overrides, start_workers
 from producer.outbox import OutboxConsumer
+from tests.support.awslike import AwsLike
 from tests.support.fleet import NODE, FleetHarness, example_pod
 from tests.support.services import wait_until
-from vkec2.cli.procs import ManagedProcess, start_agent_sim, start_moto, start_redis
 from vkec2.domain.models import Phase, StatusEvent
 from vkec2.store.redis_store import Store
 
@@ -109,10 +110,13 @@ class AcceptAll:
 
 
 def settle(fleet: FleetHarness, uids: list[str], timeout: float) -> None:
-    """Until every pod is Running and none has a step due (its create chain ended)."""
+    """Until every pod is Running, none has a step due (its create chain ended) and every pod's
+    tags are on its instance (a batch's are written after the launch)."""
     fleet.wait_phase(uids, {Phase.RUNNING}, timeout=timeout)
     due = fleet.store.keys.due()
     wait_until(lambda: fleet.store.redis.zcard(due) == 0, 60, "the create chains to end", interval=0.2)
+    untagged = fleet.store.keys.launch_untagged()
+    wait_until(lambda: fleet.store.redis.hlen(untagged) == 0, 60, "the pod tags to be written", interval=0.2)
 
 
 def table(rows: dict[str, tuple[int, int]], pods: int) -> str:
@@ -132,25 +136,15 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=0, help="pods to create (overrides --quick)")
     args = parser.parse_args()
     pods = args.pods or (100 if args.quick else 1000)
-    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
-        os.environ[key] = value
-    os.environ["AWS_DEFAULT_REGION"] = "us-west-2"
     started = time.monotonic()
-    procs: list[ManagedProcess] = []
-    fleet: FleetHarness | None = None
+    servers = Servers()
     stop = threading.Event()
     try:
-        redis_proc, redis_url = start_redis()
-        moto, moto_url = start_moto()
-        procs += [redis_proc, moto]
-        sim, endpoint = start_agent_sim(moto_url)
-        procs.append(sim)
-        tmp = Path(tempfile.mkdtemp(prefix="bench-mem-"))
-        overrides: dict[str, Any] = {
-            "celery": {"visibility_timeout_seconds": 600, "max_countdown_seconds": 2}
-        }
-        fleet = FleetHarness(tmp, f"{redis_url}/1", moto_url, endpoint, overrides)
-        fleet.start_worker(concurrency=4)
+        servers.start()
+        # As deployed: launches batched (the EC2 double launches MaxCount, as AWS; moto alone
+        # launches MinCount), the fleet's own request buckets on.
+        fleet = servers.fleet(fleet_overrides(), AwsLike())
+        start_workers(fleet, 1, threads=4)
         fleet.start_beat()
         consumer = OutboxConsumer(fleet.store, NODE, AcceptAll())
         consumer.ensure_group()
@@ -161,22 +155,18 @@ def main() -> int:
         before = breakdown(fleet.store)
         uids = [fleet.submit(example_pod(f"mem-{i}")) for i in range(pods)]
         settle(fleet, uids, timeout=120 + pods * 0.5)
-        if True:
-            thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
-            thread.start()
-            outbox = fleet.store.keys.outbox(NODE)
-            wait_until(
-                lambda: (
-                    fleet is not None
-                    and fleet.store.outbox_pending(NODE, "producer") is None
-                    and fleet.store.outbox_oldest_unread(NODE, "producer") is None
-                ),
-                60,
-                "the outbox to be consumed",
-                interval=0.2,
-            )
-            time.sleep(1.5)  # the consumer's trim after its last batch
-            print(f"outbox entries left: {fleet.store.redis.xlen(outbox)}")
+        threading.Thread(target=consumer.run, args=(stop,), daemon=True).start()
+        wait_until(
+            lambda: (
+                fleet.store.outbox_pending(NODE, "producer") is None
+                and fleet.store.outbox_oldest_unread(NODE, "producer") is None
+            ),
+            60,
+            "the outbox to be consumed",
+            interval=0.2,
+        )
+        time.sleep(1.5)  # the consumer's trim after its last batch
+        print(f"outbox entries left: {fleet.store.redis.xlen(fleet.store.keys.outbox(NODE))}")
         print(f"slow log entries dropped before measuring: {fleet.store.redis.slowlog_len()}")
         fleet.store.redis.slowlog_reset()  # up to 128 slow commands with their arguments: not per pod
         grown = used_memory(fleet.store) - baseline
@@ -230,10 +220,7 @@ def main() -> int:
         )
     finally:
         stop.set()
-        if fleet is not None:
-            fleet.stop()
-        for proc in reversed(procs):
-            proc.stop()
+        servers.stop()
     return 0
 
 
