@@ -127,11 +127,6 @@ class BatchLaunch:
         """A member takes its batch instance: its pod tags are remembered (and tried) first."""
         self.pod_tags.want(instance, rec.uid, tags)
 
-    def release(self, rec: PodRecord) -> None:
-        """A member's record holds its batch instance: the batch forgets the member's copy (most of
-        what a batch keeps in Redis, for an hour otherwise) and which batch the member joined."""
-        self.store.release_from_batch(rec.launch_batch, rec.uid)
-
     def _join(
         self, lock: PodLock, rec: PodRecord, params: LaunchParams, tags: Mapping[str, str]
     ) -> float | None:

@@ -265,7 +265,6 @@ class Lifecycle:
         if rec.instance_id:  # a step recorded this attempt's instance, then stopped before its phase
             if rec.launch_batch and self.batches is not None:
                 self.batches.adopted(rec, rec.instance or {"InstanceId": rec.instance_id}, tags)
-                self.batches.release(rec)
             elif not launched:  # claimed from a warm pool: its pod tags may not have been written
                 lock.guard()
                 self.ec2.create_tags([rec.instance_id], {**tags, TAG_POOL_STATE: POOL_CLAIMED})
@@ -297,7 +296,6 @@ class Lifecycle:
             if batched is not None:
                 self.batches.adopted(rec, batched, tags)
                 self._note_instance(lock, rec, batched)
-                self.batches.release(rec)
                 return self._adopt(lock, rec, batched, "launched")
         wait = pod_slot(self.tokens, lock, rec)  # no thread waits for RunInstances tokens
         if wait > 0:  # come back when the tokens exist (or sooner: a countdown has a ceiling)

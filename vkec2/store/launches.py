@@ -3,11 +3,10 @@
 Pods whose launches have the same parameters join one batch (:mod:`vkec2.fleet.batchlaunch`), which
 one RunInstances launches with ``MaxCount`` = its size. A batch lives in ``launch:b:{id}`` (a hash:
 ``state``, ``deadline``, ``size``, ``sender`` and ``sent_at``, the reserved ``slot`` of its rate
-tokens, EC2's ``code``/``message`` of a refusal, and ``i:{uid}`` = the instance given to a member
-until the member's record holds it) with its members in join order in ``launch:b:{id}:m``;
-``launch:open:{key}`` names the batch of launch parameters ``key`` still accepting members, and
-``launch:of:{uid}`` the batch a pod's attempt joined (``{attempt}|{id}``, until its record holds
-its instance), so a step that runs twice never joins two batches. A batch goes
+tokens, EC2's ``code``/``message`` of a refusal, and ``i:{uid}`` = the instance given to a member)
+with its members in join order in ``launch:b:{id}:m``; ``launch:open:{key}`` names the batch of
+launch parameters ``key`` still accepting members, and ``launch:of:{uid}`` the batch a pod's attempt
+joined (``{attempt}|{id}``), so a step that runs twice never joins two batches. A batch goes
 ``open`` (until its deadline or full) → ``ready`` (members fixed) → ``sending`` (one sender, taken
 over when it is silent for longer than a call can take) → ``launched`` (each member's instance
 recorded, in one script) or ``refused`` (EC2's capacity answer); a member may leave while its batch
@@ -274,15 +273,6 @@ class LaunchBatches(StoreBase):
             message or "",
             key or "",
         )
-
-    def release_from_batch(self, batch_id: str, uid: str) -> None:
-        """Member ``uid`` recorded the instance its batch gave it: drop the batch's copy of it and
-        the member's ``launch:of`` (one round trip). The batch's state stays until its TTL: a member
-        that got no instance still reads ``launched``."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hdel(self._batch(batch_id), f"i:{uid}")
-        pipe.delete(self.keys.launch_member(uid))
-        pipe.execute()
 
     def leave_batches(self, uid: str) -> None:
         """Forget which batch the pod's attempt joined (it joins a new one next, or none)."""
