@@ -2,17 +2,16 @@
 
 Starts a private ``redis-server`` (one database for the cluster), moto's server behind the EC2
 double and the agent simulator on free loopback ports (:class:`bench.fleetrun.Servers`), one Celery
-worker (4 threads) and beat (the health sweep and the other periodic passes write what they write
-at steady state); the fleet runs with its settings as deployed (launches batched, its own EC2
-request buckets on). It records Redis's ``used_memory``
-once the worker and beat are up (the baseline: kombu's bindings, beat's schedule), creates N pods
-(``--quick``: 100, else 1,000), waits until all are Running, no step is due any more and their
-pod tags are written, and
-consumes the node's status outbox as the producer does (:class:`producer.outbox.OutboxConsumer`
-with a sink that accepts every event: it reads with the consumer group, acknowledges, and trims
-what every reader has settled). It then prints ``(used_memory - baseline) / N`` and a table of
-``MEMORY USAGE`` summed over every key, grouped by key family (the key with its pod UIDs, instance
-IDs and other IDs replaced by placeholders; the families of :mod:`vkec2.store.keys` and kombu's).
+worker (4 threads) and beat (the health sweep and the other periodic passes write what they write at
+steady state); the fleet runs with its settings as deployed (launches batched, its own EC2 request
+buckets on). It records Redis's ``used_memory`` once the worker and beat are up (the baseline:
+kombu's bindings, beat's schedule), creates N pods (``--quick``: 100, else 1,000), waits until all
+are Running, no step is due any more and their pod tags are written, and consumes the node's status
+outbox as the producer does (:class:`producer.outbox.OutboxConsumer` with a sink that accepts every
+event: it reads with the consumer group, acknowledges, and trims what every reader has settled). It
+then prints ``(used_memory - baseline) / N`` and a table of ``MEMORY USAGE`` summed over every key,
+grouped by key family (the key with its pod UIDs, instance IDs and other IDs replaced by
+placeholders; the families of :mod:`vkec2.store.keys` and kombu's).
 Goal (issue 16): at most 2 KB per pod. Run: ``PYTHONPATH=. python bench/bench_redis_memory.py``.
 """
 
