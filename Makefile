@@ -38,13 +38,23 @@ proto-check: install
 	rm -rf $$tmp; echo "generated code is up to date"
 
 # Every benchmark, then docs/benchmarks.md rendered from bench/results/*.json (docs/benchmarks.md).
-# bench-quick: the same with --quick (100 pods, small counts; about 5 minutes on a 2-core machine).
+# bench-quick: the same with --quick (100 pods, small counts; under 5 minutes on a 2-core machine);
+# its two memory benchmarks, whose figures are bytes, not seconds, run side by side (the producer's
+# output is shown after the Redis one's).
+MEMORY_BENCHES := bench/bench_producer_memory.py bench/bench_redis_memory.py
 bench: install
 	@for b in bench/bench_*.py; do echo "== $$b"; PYTHONPATH=$(CURDIR) $(PYTHON) $$b || exit 1; done
 	PYTHONPATH=$(CURDIR) $(PYTHON) bench/report.py
 
 bench-quick: install
-	@for b in bench/bench_*.py; do echo "== $$b"; PYTHONPATH=$(CURDIR) $(PYTHON) $$b --quick || exit 1; done
+	@log=$$(mktemp); \
+	PYTHONPATH=$(CURDIR) $(PYTHON) bench/bench_producer_memory.py --quick > $$log 2>&1 & side=$$!; \
+	echo "== bench/bench_redis_memory.py (bench/bench_producer_memory.py beside it)"; \
+	PYTHONPATH=$(CURDIR) $(PYTHON) bench/bench_redis_memory.py --quick; rc=$$?; \
+	wait $$side; side_rc=$$?; echo "== bench/bench_producer_memory.py"; cat $$log; rm -f $$log; \
+	[ $$rc -eq 0 ] && [ $$side_rc -eq 0 ]
+	@for b in $(filter-out $(MEMORY_BENCHES),$(wildcard bench/bench_*.py)); do \
+	  echo "== $$b"; PYTHONPATH=$(CURDIR) $(PYTHON) $$b --quick || exit 1; done
 	PYTHONPATH=$(CURDIR) $(PYTHON) bench/report.py
 
 # The full chaos pass (docs/reliability.md): 200 pod lifecycles under seven faults, loopback only.

@@ -8,7 +8,7 @@ create→Running and delete→gone of 100 and 1,000 pods, unthrottled and under 
 and ``headline`` (1,000 pods under both buckets with worker SIGKILLs: duplicates, leaks, batching
 off). Each writes ``bench/results/fleet_<scenario>.json``; plots go to docs/img/. Figures, never
 pass/fail; a scenario that times out records what it reached. ``--quick``: 100 pods only, setting
-(a) only, 1 and 4 workers, the headline without its batching-off run (about 5 minutes with the
+(a) only, 1 and 4 workers, the headline without its batching-off run (under 5 minutes with the
 rest). Run: ``PYTHONPATH=. python bench/bench_fleet.py [--quick] [--only NAME] [--pods N ...]``.
 """
 

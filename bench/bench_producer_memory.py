@@ -4,13 +4,15 @@ Producer: starts its own Redis and the Kubernetes API double (:mod:`tests.k8s.ap
 process) and runs the real ``vkec2 producer`` for one node against it, as the producer tests do. Its
 RSS is read once it has registered and watches (no pods), then N pods bound to its node are created
 in the double directly (not one HTTP request each) and its RSS is read again once every pod has its
-record in Redis and the RSS has settled (no change over 1 % for 5 s). No worker runs, so the pods stay
-Pending and their create messages wait in the broker: what is measured is the producer's own state
-for N pods (its informer cache, its records, its status bookkeeping), not the fleet's.
+record in Redis and the RSS has settled (no change over 1 % for 5 s; 2 s in quick mode). No worker
+runs, so the pods stay Pending and their create messages wait in the broker: what is measured is
+the producer's own state for N pods (its informer cache, its records, its status bookkeeping), not
+the fleet's.
 
-Worker: one ``celery worker`` (threads pool, 4 threads) of a fleet against moto's server and the agent
-simulator: its RSS idle (ready, nothing run) and after M pods were created and reached Running
-(default 100; ``--quick`` 20). ``--quick``: 1,000 producer pods.
+Worker: one ``celery worker`` (threads pool, 4 threads) of a fleet as deployed (launches batched)
+behind the EC2 double, moto's server and the agent simulator (:class:`bench.fleetrun.Servers`): its
+RSS idle (ready, nothing run) and after M pods were created and reached Running (default 100;
+``--quick`` 20). ``--quick``: 1,000 producer pods.
 Run: ``PYTHONPATH=. python bench/bench_producer_memory.py [--quick]``.
 """
 
@@ -27,15 +29,19 @@ from typing import Any
 import psutil
 
 from bench.common import Figure, Result, write_result
+from bench.fleetrun import Servers, fleet_overrides, start_workers
 from tests.k8s.apiserver import FakeKubeApiServer
+from tests.support.awslike import AwsLike
 from tests.support.fleet import NODE, FleetHarness, example_pod
 from tests.support.services import wait_until
-from vkec2.cli.procs import ManagedProcess, start_agent_sim, start_moto, start_redis
+from vkec2.cli.procs import ManagedProcess, start_redis
 from vkec2.domain.models import Phase
 
 MIB = 2**20
 NODE_IP = "10.20.30.40"
 GOAL_MB = 150
+#: Seconds an RSS must stay within 1 % to count as settled (quick mode: shorter).
+SETTLE, SETTLE_QUICK = 5.0, 2.0
 
 
 def rss_mib(pid: int) -> float:
@@ -44,7 +50,7 @@ def rss_mib(pid: int) -> float:
     return float(sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)])) / MIB
 
 
-def settled_rss(pid: int, window: float = 5.0, timeout: float = 120.0) -> float:
+def settled_rss(pid: int, window: float, timeout: float = 120.0) -> float:
     """The RSS once it has changed by less than 1 % over ``window`` seconds."""
     deadline = time.monotonic() + timeout
     samples: list[tuple[float, float]] = []
@@ -69,7 +75,7 @@ def bound_pod(i: int) -> dict[str, Any]:
     return pod
 
 
-def producer_memory(tmp: Path, redis_url: str, pods: int) -> tuple[float, float, float]:
+def producer_memory(tmp: Path, redis_url: str, pods: int, window: float) -> tuple[float, float, float]:
     """(RSS with no pods, RSS with ``pods`` pods, seconds until every pod had its record)."""
     api = FakeKubeApiServer(history_size=2 * pods + 100, bookmark_interval=600).start()
     fleet = FleetHarness(tmp, f"{redis_url}/1", "http://127.0.0.1:9", "127.0.0.1:9")
@@ -85,7 +91,7 @@ def producer_memory(tmp: Path, redis_url: str, pods: int) -> tuple[float, float,
             return api.get("nodes", NODE) is not None and api.open_watches("pods") > 0
 
         wait_until(registered, 300, "the producer to register and watch", interval=0.2)
-        idle = settled_rss(proc.pid)
+        idle = settled_rss(proc.pid, window)
         print(f"producer: RSS {idle:.1f} MiB registered and watching, no pods")
         started = time.perf_counter()
         for i in range(pods):
@@ -99,7 +105,7 @@ def producer_memory(tmp: Path, redis_url: str, pods: int) -> tuple[float, float,
 
         wait_until(recorded, 600, f"the producer to record {pods} pods", interval=1)
         synced = time.perf_counter() - started
-        full = settled_rss(proc.pid)
+        full = settled_rss(proc.pid, window)
         print(
             f"producer: every pod recorded after {synced:.1f}s; RSS {full:.1f} MiB settled with {pods} pods"
         )
@@ -110,29 +116,24 @@ def producer_memory(tmp: Path, redis_url: str, pods: int) -> tuple[float, float,
         api.stop()
 
 
-def worker_memory(tmp: Path, redis_url: str, pods: int) -> tuple[float, float]:
+def worker_memory(pods: int, window: float) -> tuple[float, float]:
     """(RSS of an idle worker, RSS after ``pods`` creates reached Running)."""
-    moto, moto_url = start_moto()
-    sim: ManagedProcess | None = None
-    fleet: FleetHarness | None = None
+    servers = Servers().start()
     try:
-        sim, endpoint = start_agent_sim(moto_url)
-        fleet = FleetHarness(tmp, f"{redis_url}/2", moto_url, endpoint)
-        worker = fleet.start_worker(concurrency=4)
-        idle = settled_rss(worker.pid)
+        # As deployed: launches batched behind the EC2 double (moto alone launches MinCount).
+        fleet = servers.fleet(fleet_overrides(), AwsLike())
+        start_workers(fleet, 1, threads=4)
+        worker = fleet.workers[0]
+        idle = settled_rss(worker.pid, window)
         print(f"worker: RSS {idle:.1f} MiB idle (ready, nothing run)")
         started = time.perf_counter()
         uids = [fleet.submit(example_pod(f"w-{i}")) for i in range(pods)]
         fleet.wait_phase(uids, [Phase.RUNNING], timeout=600)
-        busy = settled_rss(worker.pid)
+        busy = settled_rss(worker.pid, window)
         print(f"worker: {pods} pods Running after {time.perf_counter() - started:.1f}s; RSS {busy:.1f} MiB")
         return idle, busy
     finally:
-        if fleet is not None:
-            fleet.stop()
-        if sim is not None:
-            sim.stop()
-        moto.stop()
+        servers.stop()
 
 
 def main() -> int:
@@ -144,15 +145,16 @@ def main() -> int:
     args = parser.parse_args()
     pods = args.pods or (1000 if args.quick else 10000)
     worker_pods = args.worker_pods or (20 if args.quick else 100)
+    window = SETTLE_QUICK if args.quick else SETTLE
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
     started = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="vkec2-bench-mem-"))
     redis, redis_url = start_redis()
     try:
-        idle, full, synced = producer_memory(tmp, redis_url, pods)
+        idle, full, synced = producer_memory(tmp, redis_url, pods, window)
         if args.no_worker:
             return 0
-        worker_idle, worker_busy = worker_memory(tmp, redis_url, worker_pods)
+        worker_idle, worker_busy = worker_memory(worker_pods, window)
     finally:
         redis.stop()
     per_pod_kib = (full - idle) * 1024 / pods
@@ -171,7 +173,7 @@ def main() -> int:
             f"worker RSS after {worker_pods} pods created",
             worker_busy,
             "MiB",
-            note="the one worker of a fleet run against moto and the agent simulator, pods Running",
+            note="the one worker of a fleet as deployed (EC2 double, agent simulator), pods Running",
         ),
     ]
     result = Result(

@@ -24,6 +24,8 @@ stopped by its PID at the end:
    whether each is on its old instance, and the RunInstances and duplicates since the flush (goal 0).
 
 Hand-written because it drives this project's own processes; no benchmark tool knows them.
+``--quick``: smaller counts, and the two fleet scenarios run side by side (each on its own Redis
+and EC2 endpoint; their figures are bound by timers, not CPU).
 Run: ``PYTHONPATH=. python bench/bench_recovery.py [--quick]``; figures go to
 ``bench/results/recovery.json`` (:mod:`bench.common`).
 """
@@ -42,6 +44,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from bench.common import Figure, Result, median, percentile, write_result
@@ -380,7 +383,9 @@ def run_fleet(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller counts (the whole run < 90 s)")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller counts, the fleet scenarios side by side (< 40 s)"
+    )
     parser.add_argument("--pods", type=int, help="pods of the killed-worker scenario (40; quick 16)")
     parser.add_argument("--worker-kills", type=int, help="workers SIGKILLed during the creates (3; quick 1)")
     parser.add_argument("--beat-kills", type=int, help="beat fail-overs measured (3; quick 1)")
@@ -404,29 +409,37 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="bench-recovery-"))
     procs: list[ManagedProcess] = []
-    proxy: Ec2Proxy | None = None
+    proxies: list[Ec2Proxy] = []
     figures: list[Figure] = []
     try:
         moto, moto_url = start_moto()
         procs.append(moto)
         sim, endpoint = start_agent_sim(moto_url)
         procs.append(sim)
-        proxy = Ec2Proxy(moto_url).start()
-        # Beat's fail-over is timer-bound and needs no fleet: it runs beside the two fleet scenarios.
-        with ThreadPoolExecutor(1) as pool:
+        # Each fleet scenario has an EC2 endpoint of its own: its buckets and its call log.
+        for _ in range(2):
+            proxies.append(Ec2Proxy(moto_url).start())
+        kill_proxy, loss_proxy = proxies
+        # Beat's fail-over is timer-bound and needs no fleet: it runs beside the fleet scenarios. Quick
+        # mode runs those two side by side as well (each on its own Redis and EC2 endpoint).
+        with ThreadPoolExecutor(3 if args.quick else 1) as pool:
             beat = pool.submit(timed, "beat fail-over", lambda: beat_failover(tmp, trials))
-            figures += timed(
-                "killed worker",
-                lambda: run_fleet(lambda f: killed_worker(f, pods, kills), proxy, tmp, endpoint),
-            )
-            shown = proxy
-            figures += timed(
-                "Redis loss",
-                lambda: run_fleet(lambda f: redis_loss(f, shown, tmp, loss_pods), shown, tmp, endpoint),
-            )
+
+            def kill() -> list[Figure]:
+                return run_fleet(partial(killed_worker, pods=pods, kills=kills), kill_proxy, tmp, endpoint)
+
+            def loss() -> list[Figure]:
+                scenario = partial(redis_loss, proxy=loss_proxy, tmp=tmp, pods=loss_pods)
+                return run_fleet(scenario, loss_proxy, tmp, endpoint)
+
+            if args.quick:
+                lost = pool.submit(timed, "Redis loss", loss)
+                figures += timed("killed worker", kill) + lost.result()
+            else:
+                figures += timed("killed worker", kill) + timed("Redis loss", loss)
             figures += beat.result()
     finally:
-        if proxy is not None:
+        for proxy in proxies:
             proxy.stop()
         for proc in reversed(procs):
             proc.stop()

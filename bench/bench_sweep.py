@@ -12,7 +12,7 @@ pod's first check is written) and steady passes (nothing changed, nothing writte
 to the sweep moves one interval between passes so every pod is due. Figures: steady-pass wall time and
 CPU seconds of this process (``resource.getrusage``: the sweep's threads included, moto's, Redis's,
 the endpoint's and the simulator's processes not; their CPU is printed beside), DescribeInstances per
-1,000 pods. Plot: ``docs/img/sweep.png``. ``--quick``: 1,000 pods only.
+1,000 pods. Plot: ``docs/img/sweep.png``. ``--quick``: 1,000 pods only, 2 steady passes.
 Run: ``PYTHONPATH=. python bench/bench_sweep.py [--quick]``.
 """
 
@@ -404,14 +404,17 @@ def figures(passes: list[Pass], sizes: list[int], moto_seconds: float) -> list[F
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1,000 pods only")
-    parser.add_argument("--passes", type=int, default=3, help="steady passes per size")
+    parser.add_argument("--quick", action="store_true", help="1,000 pods only, 2 steady passes")
+    parser.add_argument("--passes", type=int, help="steady passes per size (default 3; --quick 2)")
     parser.add_argument("--sizes", type=int, nargs="+", help="pod counts (default 1,000 and 10,000)")
     parser.add_argument(
         "--profile", action="store_true", help="cProfile one more steady pass (its main thread)"
     )
     args = parser.parse_args()
     sizes = sorted(args.sizes or ([1000] if args.quick else [1000, 10000]))
+    passes = (2 if args.quick else 3) if args.passes is None else args.passes
+    if passes < 1:
+        parser.error(f"--passes must be at least 1, not {passes}")
     started = time.perf_counter()
     bench = Bench(args.quick)
     try:
@@ -419,7 +422,7 @@ def main() -> int:
         for n in sizes:
             bench.seed(n - len(bench.uids))
             bench.run_pass(first=True)
-            for _ in range(args.passes):
+            for _ in range(passes):
                 bench.run_pass(first=False)
         if args.profile:
             import cProfile

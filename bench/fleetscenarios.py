@@ -290,7 +290,7 @@ def throughput(servers: Servers, opts: Options) -> tuple[str, list[Figure], str]
     """Cold and warm create→Running and delete→gone, settings (a) and (b), against the limit."""
     figures: list[Figure] = []
     machine_rate(servers, min(opts.pods), opts.workers * THREADS)  # before any fleet runs
-    # Quick mode: setting (a) only (its headline runs under the buckets), to stay near 5 minutes.
+    # Quick mode: setting (a) only (its headline runs under the buckets), to stay within 5 minutes.
     settings = [("a: moto", MOTO)] + ([] if opts.quick else [("b: buckets", aws_buckets())])
     runs = [(setting, aws, n) for setting, aws in settings for n in opts.pods]
     for i, (setting, aws, n) in enumerate(runs):

@@ -133,7 +133,7 @@ def render(results: Sequence[Result], notes_dir: Path = NOTES_DIR) -> str:
         "",
         "`make bench` runs every `bench/bench_*.py` (each starts its own Redis, moto, agent simulator "
         "and EC2 double on free loopback ports) and then `bench/report.py`, which writes this file; "
-        "`make bench-quick` does the same with `--quick` (100 pods, smaller counts; about 5 minutes here). "
+        "`make bench-quick` does the same with `--quick` (100 pods, smaller counts; under 5 minutes here). "
         "Figures, never pass/fail: each stands beside its goal, its ratio to the limit where there is "
         "one, and by how much a missed goal was missed.",
         "",
