@@ -184,6 +184,20 @@ class Fleet:
     def workers(self) -> list[ManagedProcess]:
         return [w for w in self.fleet.workers if w is not self.beat and w.alive()]
 
+    def last_words(self, lines: int = 4) -> list[str]:
+        """Each fleet process's state and last log lines: what a failed scenario prints, since the
+        logs of a CI run are gone when its report is read."""
+        procs = [*(self.harness.workers if self.harness else []), self.producer]
+        out = []
+        for proc in (p for p in procs if p is not None):
+            state = "alive" if proc.alive() else "exited"
+            try:
+                tail = [line[:240] for line in proc.output().splitlines() if line.strip()][-lines:]
+            except OSError as exc:
+                tail = [f"(no log: {exc})"]
+            out += [f"{proc.name} pid {proc.pid} ({state}):", *(f"  {line}" for line in tail)]
+        return out
+
     # -- pods -------------------------------------------------------------------------------
 
     def add_pods(self, count: int) -> list[str]:

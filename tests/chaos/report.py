@@ -80,3 +80,5 @@ def print_report(results: Sequence[Result], title: str, console: Console | None 
                 console.print(f"  {invariant}: ... and {len(lines) - 5} more", markup=False)
         for line in r.log:
             console.print(f"  injected at {line}", markup=False)
+        for line in r.last_words:
+            console.print(f"  {line}", markup=False)

@@ -255,6 +255,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     error: str = ""
     log: list[str] = field(default_factory=list)
+    last_words: list[str] = field(default_factory=list)  # of the fleet's processes, when not ok
 
     @property
     def ok(self) -> bool:
@@ -390,6 +391,8 @@ def run_scenario(
         if thread.is_alive():  # a restart under way finishes (bounded by its readiness wait)
             thread.join(90)
         result.log = [f"{at - started_at:6.1f}s {what}" for at, what in fleet.ledger.events]
+        if not result.ok:
+            result.last_words = fleet.last_words()
         fleet.stop()
         mark("total")
     return result
