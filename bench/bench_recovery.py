@@ -384,7 +384,7 @@ def run_fleet(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="smaller counts, the fleet scenarios side by side (< 40 s)"
+        "--quick", action="store_true", help="smaller counts, the fleet scenarios side by side (about 40 s)"
     )
     parser.add_argument("--pods", type=int, help="pods of the killed-worker scenario (40; quick 16)")
     parser.add_argument("--worker-kills", type=int, help="workers SIGKILLed during the creates (3; quick 1)")
