@@ -7,6 +7,10 @@ through Redis as it does between processes. The counts are the proxy's: calls at
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +24,7 @@ from vkec2.config import Settings
 from vkec2.ec2.batching import BatchingGateway
 from vkec2.ec2.gateway import Ec2Gateway
 from vkec2.errors import Ec2Error
+from vkec2.store.batches import DESCRIBE
 from vkec2.store.redis_store import Store
 
 WORKERS = 20
@@ -184,3 +189,64 @@ def test_terminations_that_do_not_wait_are_sent_once_per_window(
     assert calls <= 3
     states = {i["InstanceId"]: i["State"]["Name"] for i in Ec2Gateway(settings).describe(ids).values()}
     assert set(states.values()) <= {"shutting-down", "terminated"}
+
+
+#: A describe leader in a process of its own, against an endpoint that never answers: it takes the
+#: lead, gathers the wanted IDs and waits in its DescribeInstances until the test SIGKILLs it.
+LEADER = """
+import sys
+from vkec2.config import Settings
+from vkec2.ec2.batching import BatchingGateway
+from vkec2.store.redis_store import Store
+settings = Settings.model_validate_json(sys.argv[1])
+BatchingGateway(settings, Store.from_url(sys.argv[2], settings.cluster_name)).describe([sys.argv[3]])
+"""
+
+
+def test_a_killed_leader_holds_up_the_others_for_seconds_not_its_whole_call_budget(
+    settings: Settings, make_gateway: MakeGateway, ec2_proxy: Ec2Proxy, redis_url: str
+) -> None:
+    (iid,) = launch(settings, 1)
+    silent = socket.socket()  # accepts connections (the backlog) and never answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    # As deployed: one describe may take 5 attempts x (2 + 10) s plus the rate-limit wait.
+    deployed = {"connect_timeout_seconds": 2, "read_timeout_seconds": 10, "max_attempts": 5}
+    leader_settings = settings.model_copy(
+        update={
+            "aws": settings.aws.model_copy(
+                update={**deployed, "endpoint_url": f"http://127.0.0.1:{silent.getsockname()[1]}"}
+            )
+        }
+    )
+    ours = settings.model_copy(update={"aws": settings.aws.model_copy(update=deployed)})
+    store = Store.from_url(redis_url, settings.cluster_name)
+    leader = subprocess.Popen(
+        [sys.executable, "-c", LEADER, leader_settings.model_dump_json(), redis_url, iid],
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+    )
+    try:
+        lead = store.keys.ec2_batch_lead(DESCRIBE)
+        wanted = store.keys.ec2_batch_wanted(DESCRIBE)
+
+        # The leader holds the lead and has gathered the wanted IDs: it is in its DescribeInstances.
+        def in_call() -> bool:
+            return bool(store.redis.exists(lead)) and store.redis.zcard(wanted) == 0
+
+        wait_until(in_call, 30, "a leader in its call")
+        leader.kill()
+        leader.wait(10)
+        ec2_proxy.reset_counts()
+        answer: dict[str, object] = {}
+        follower = threading.Thread(
+            target=lambda: answer.update(BatchingGateway(ours, store).describe([iid])), daemon=True
+        )
+        follower.start()
+        follower.join(20)  # the old lead outlived its killed holder by its whole call budget (60 s +)
+        assert not follower.is_alive(), "a follower waited for a killed leader's lead to expire"
+        assert iid in answer
+        assert ec2_proxy.calls["DescribeInstances"] == 1
+    finally:
+        leader.kill()
+        silent.close()
+        store.close()

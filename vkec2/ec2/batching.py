@@ -7,12 +7,14 @@ at once poll 200 times a second, and deleting 1,000 pods sends 1,000 termination
 :meth:`~BatchingGateway.terminate` coalesced across every worker of the fleet through Redis
 (:mod:`vkec2.store.batches`): a caller adds its IDs to the wanted set, and whichever caller takes
 the batch lead waits one short window (``aws.batch_window_seconds`` for describes,
-``aws.terminate_batch_window_seconds`` for terminations) for others to join, sends one
-call for up to 1,000 IDs and publishes the answers; the others wait for their answer (a describe
-answer younger than the window counts) and fall back to a call of their own if none comes within
-one call's worst case. Both methods keep the plain gateway's contract — a describe returns fresh
-descriptions, a terminate returns (with the IDs EC2 did not know) once a TerminateInstances naming
-the IDs was sent — so callers need not know. Written here because no library coalesces calls across processes.
+``aws.terminate_batch_window_seconds`` for terminations) for others to join, sends one call for up
+to 1,000 IDs and publishes the answers; the others wait for their answer (a describe answer younger
+than the window counts), lead a batch themselves when the lead is free (a killed leader's lapses
+within seconds: its short TTL lives only while the leader's heartbeat extends it), and fall back to
+a call of their own if none comes within one call's worst case. Both methods keep the plain
+gateway's contract — a describe returns fresh descriptions, a terminate returns (with the IDs EC2
+did not know) once a TerminateInstances naming the IDs was sent — so callers need not know.
+Written here because no library coalesces calls across processes.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from vkec2.config import Settings
 from vkec2.domain.instances import Instance
 from vkec2.ec2.gateway import Ec2Gateway
-from vkec2.store.batches import DESCRIBE, TERMINATE
+from vkec2.store.batches import DESCRIBE, LEAD_TTL_MS, TERMINATE
 from vkec2.store.redis_store import Store
 
 #: The most instance IDs one DescribeInstances / TerminateInstances takes.
@@ -59,12 +61,17 @@ class BatchingGateway(Ec2Gateway):
         return per_attempt * aws.max_attempts + self.settings.rate_limits.max_wait_seconds
 
     def _lead(self, kind: str, send: Callable[[list[str]], None], mine: Sequence[str]) -> bool:
-        """Lead one batch of ``kind`` if nobody else does: gather, then ``send`` it. Whether led."""
+        """Lead one batch of ``kind`` if nobody else does: gather, then ``send`` it. Whether led.
+
+        The lead's TTL is short and this process's heartbeat extends it while the batch is gathered
+        and sent (for at most the window and one call's worst case): a leader killed mid-call lets
+        another caller lead within seconds."""
         window = self.windows[kind]
-        ttl_ms = int((window + self._call_budget()) * 1000)
-        token = self.batches.lead_batch(kind, ttl_ms)
+        token = self.batches.lead_batch(kind, LEAD_TTL_MS)
         if token is None:
             return False
+        heartbeat = self.batches.lead_heartbeat
+        heartbeat.hold(kind, token, LEAD_TTL_MS, window + self._call_budget())
         try:
             self._sleep(window)
             gathered = self.batches.take_wanted(kind, BATCH_LIMIT)
@@ -72,6 +79,7 @@ class BatchingGateway(Ec2Gateway):
             for start in range(0, len(batch), BATCH_LIMIT):
                 send(batch[start : start + BATCH_LIMIT])
         finally:
+            heartbeat.drop(token)
             self.batches.end_batch(kind, token)
         return True
 
@@ -94,7 +102,7 @@ class BatchingGateway(Ec2Gateway):
                 return {i: inst for i, inst in answers.items() if inst is not None}
             if self._lead(DESCRIBE, send, [i for i in ids if i not in answers]):
                 continue
-            if self._clock() > deadline:  # the leader died mid-batch: ask EC2 ourselves
+            if self._clock() > deadline:  # no answer within one call's worst case: ask EC2 ourselves
                 return super().describe(ids)
             self._sleep(WAIT_STEP_SECONDS)
 

@@ -3,7 +3,8 @@
 Many pods poll "is my instance running yet" and many deletes terminate one instance each; EC2 takes
 up to 1,000 IDs per DescribeInstances or TerminateInstances. The batching gateway
 (:mod:`vkec2.ec2.batching`) gathers the IDs all workers want into ``ec2:batch:{kind}:wanted``, lets
-one worker at a time lead a batch (``ec2:batch:{kind}:lead``, a lock with a token), and publishes
+one worker at a time lead a batch (``ec2:batch:{kind}:lead``, a lock with a token and a short TTL
+that the leader's heartbeat extends, so a killed leader's lead lapses within seconds), and publishes
 the answers: each instance's last description in ``ec2:seen:{id}`` and each termination sent in
 ``ec2:terminated:{id}``, both with a TTL, so every waiting worker reads its own answer.
 """
@@ -13,15 +14,19 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterable, Mapping
+from functools import cached_property
 from typing import Any, cast
 
 from vkec2.domain.instances import slim
 from vkec2.store.base import StoreBase
+from vkec2.store.heartbeat import LockHeartbeat
 
 SEEN_TTL_SECONDS = 300
 TERMINATED_TTL_SECONDS = 3600
 DESCRIBE = "describe"
 TERMINATE = "terminate"
+#: A batch lead's TTL; its holder's heartbeat extends it every third of that while it works.
+LEAD_TTL_MS = 3000
 
 
 class Ec2Batches(StoreBase):
@@ -51,6 +56,15 @@ class Ec2Batches(StoreBase):
         token = secrets.token_hex(8)
         taken = self.redis.set(self.keys.ec2_batch_lead(kind), token, nx=True, px=ttl_ms)
         return token if taken else None
+
+    @cached_property
+    def lead_heartbeat(self) -> LockHeartbeat:
+        """The keep-alive thread of the batch leads this process holds (started on first use)."""
+        return LockHeartbeat(self.extend_lead, what="EC2 batch")
+
+    def extend_lead(self, kind: str, token: str, ttl_ms: int) -> bool:
+        """Push out the expiry of the ``kind`` lead held with ``token``; False if it was lost meanwhile."""
+        return bool(self.scripts.extend(keys=[self.keys.ec2_batch_lead(kind)], args=[token, ttl_ms]))
 
     def end_batch(self, kind: str, token: str) -> None:
         """Give up the lead of ``kind`` batches, if this token still holds it."""

@@ -8,8 +8,10 @@ take a minute), so while a task holds a lock this process's one heartbeat thread
 third of its TTL, with the same compare-and-extend as :meth:`~vkec2.store.pods.Lock.extend` (only
 while the token is still the holder's). It stops extending after ``max_hold`` seconds, so a step
 that hangs for ever lets its pod go; the record's fence then refuses the hung step's late writes.
-Written by hand because redis-py's ``Lock`` renews only when its caller asks (no shared keep-alive
-thread) and knows nothing of the record's fence.
+The leads of coalesced EC2 calls (:mod:`vkec2.store.batches`) are kept alive the same way, so a
+killed leader holds the others up for seconds, not its call's whole budget. Written by hand because
+redis-py's ``Lock`` renews only when its caller asks (no shared keep-alive thread) and knows nothing
+of the record's fence.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger("vkec2.store")
 
-#: extend(uid, token, ttl_ms) -> False when the lock is no longer held with ``token``.
+#: extend(name, token, ttl_ms) -> False when the lock is no longer held with ``token``.
 Extend = Callable[[str, str, int], bool]
 
 
@@ -37,10 +39,11 @@ class _Held:
 
 
 class LockHeartbeat:
-    """The process's keep-alive thread for the pod locks its tasks hold."""
+    """The process's keep-alive thread for the locks of one kind (``what``: "pod", ...) it holds."""
 
-    def __init__(self, extend: Extend) -> None:
+    def __init__(self, extend: Extend, what: str = "pod") -> None:
         self._extend = extend
+        self._what = what
         self._held: dict[str, _Held] = {}
         self._cond = threading.Condition()
         self._pid = 0
@@ -67,7 +70,8 @@ class LockHeartbeat:
         """Start the thread in this process (again after a fork: threads do not survive one)."""
         if self._pid != os.getpid():
             self._pid = os.getpid()
-            threading.Thread(target=self._run, name="pod-lock-heartbeat", daemon=True).start()
+            name = f"{self._what.replace(' ', '-')}-lock-heartbeat"
+            threading.Thread(target=self._run, name=name, daemon=True).start()
 
     def _due(self) -> list[_Held]:
         """Wait until some lock needs extending; those locks, their next time already set."""
@@ -86,13 +90,15 @@ class LockHeartbeat:
         while True:
             for h in self._due():
                 if time.monotonic() > h.until:
-                    log.warning("pod %s: lock held for longer than its maximum; no longer extended", h.uid)
+                    log.warning(
+                        "%s %s: lock held for longer than its maximum; no longer extended", self._what, h.uid
+                    )
                     self.drop(h.token)
                     continue
                 try:
                     kept = self._extend(h.uid, h.token, h.ttl_ms)
                 except Exception as exc:  # Redis unreachable: the lock may expire; the fence protects
-                    log.warning("pod %s: lock not extended: %s", h.uid, exc)
+                    log.warning("%s %s: lock not extended: %s", self._what, h.uid, exc)
                     continue
                 if not kept:
                     self.drop(h.token)
