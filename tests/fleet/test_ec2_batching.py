@@ -204,7 +204,7 @@ BatchingGateway(settings, Store.from_url(sys.argv[2], settings.cluster_name)).de
 
 
 def test_a_killed_leader_holds_up_the_others_for_seconds_not_its_whole_call_budget(
-    settings: Settings, make_gateway: MakeGateway, ec2_proxy: Ec2Proxy, redis_url: str
+    settings: Settings, ec2_proxy: Ec2Proxy, redis_url: str
 ) -> None:
     (iid,) = launch(settings, 1)
     silent = socket.socket()  # accepts connections (the backlog) and never answers
@@ -242,7 +242,7 @@ def test_a_killed_leader_holds_up_the_others_for_seconds_not_its_whole_call_budg
             target=lambda: answer.update(BatchingGateway(ours, store).describe([iid])), daemon=True
         )
         follower.start()
-        follower.join(20)  # the old lead outlived its killed holder by its whole call budget (60 s +)
+        follower.join(20)  # a lead used to outlive its killed holder by the whole call budget (80 s here)
         assert not follower.is_alive(), "a follower waited for a killed leader's lead to expire"
         assert iid in answer
         assert ec2_proxy.calls["DescribeInstances"] == 1
