@@ -1,4 +1,4 @@
-"""Keeping held pod locks alive: a dead holder's lock expires in seconds, a slow live one's does not.
+"""Keeping held locks alive: a dead holder's lock expires in seconds, a slow live one's does not.
 
 A pod lock has a short TTL (``celery.lock_ttl_seconds``, 15 s by default) so that the pods of a
 worker killed in the middle of a step (SIGKILL, the OOM killer, a lost node) are free again within
@@ -31,7 +31,7 @@ Extend = Callable[[str, str, int], bool]
 
 @dataclass
 class _Held:
-    uid: str
+    name: str  # what the lock guards: a pod's UID, an EC2 batch kind
     token: str
     ttl_ms: int
     until: float  # monotonic: no extension after this
@@ -48,12 +48,12 @@ class LockHeartbeat:
         self._cond = threading.Condition()
         self._pid = 0
 
-    def hold(self, uid: str, token: str, ttl_ms: int, max_hold_s: float) -> None:
+    def hold(self, name: str, token: str, ttl_ms: int, max_hold_s: float) -> None:
         """Keep the lock held with ``token`` alive for at most ``max_hold_s`` seconds (until :meth:`drop`)."""
         now = time.monotonic()
         with self._cond:
             self._start()
-            self._held[token] = _Held(uid, token, ttl_ms, now + max_hold_s, now + ttl_ms / 3000)
+            self._held[token] = _Held(name, token, ttl_ms, now + max_hold_s, now + ttl_ms / 3000)
             self._cond.notify()
 
     def drop(self, token: str) -> None:
@@ -91,14 +91,14 @@ class LockHeartbeat:
             for h in self._due():
                 if time.monotonic() > h.until:
                     log.warning(
-                        "%s %s: lock held for longer than its maximum; no longer extended", self._what, h.uid
+                        "%s %s: lock held for longer than its maximum; no longer extended", self._what, h.name
                     )
                     self.drop(h.token)
                     continue
                 try:
-                    kept = self._extend(h.uid, h.token, h.ttl_ms)
+                    kept = self._extend(h.name, h.token, h.ttl_ms)
                 except Exception as exc:  # Redis unreachable: the lock may expire; the fence protects
-                    log.warning("%s %s: lock not extended: %s", self._what, h.uid, exc)
+                    log.warning("%s %s: lock not extended: %s", self._what, h.name, exc)
                     continue
                 if not kept:
                     self.drop(h.token)
